@@ -1,0 +1,198 @@
+"""Arithmetic protocols on replicated shares over Z_2^64.
+
+Follows ABY3 (Mohassel and Rindal, CCS 2018), section 3 and 5, in the semi-honest,
+honest-majority setting:
+
+* :func:`input_from`: a committee member shares its own values (one round, 2n words).
+* :func:`open_all` / :func:`open_to`: reveal to every member or to one (one round).
+* :func:`mul`, :func:`matmul`: local 3-out-of-3 products plus a zero-sharing, then one
+  reshare: one round, one ring element per party per output element.
+* :func:`trunc`, :func:`mul_fixed`, :func:`matmul_fixed`: exact fixed-point truncation.
+
+Truncation. ABY3's share truncation (Pi_trunc1) fails with a huge error with probability
+about 2^(l+1-64) for l-bit values, which is far too likely for 64-bit rings at the
+magnitudes statistics produce. We use instead the wrap-bit method of Escudero, Ghosh,
+Keller, Rachuri and Scholl (CRYPTO 2020, section 5), specialised to three parties:
+
+1. P0 and P1 draw a uniform mask r (from their common key K_1) and know r >> m and the
+   top bit rho of r. P2 receives c = x + 2^62 + r (mod 2^64), uniform to it.
+2. For x' = x + 2^62 in [0, 2^63), the sum x' + r wraps exactly when rho = 1 and the top bit
+   of c is 0, so with tau = 1 - msb(c) known to P2 and rho known to P0/P1,
+   floor(x'/2^m) = (c >> m) - (r >> m) + 2^(64-m) * rho * tau + e, e in {0, 1},
+   with P(e = 1) = (x' mod 2^m) / 2^m: unbiased probabilistic rounding.
+3. P2 shares (c >> m) and tau with P0 through their key K_0 and sends P1 the
+   complements; P0 and P1 then hold an additive sharing of the result, which they turn
+   into a replicated sharing by sending P2 one masked value each.
+
+The result is right for every |x| < 2^62, with error below one unit in the last place.
+P2 receives 2n words (P0's message carries both its round-1 and round-3 parts), then n
+from P1; P1 receives 2n; P0 receives nothing. Three message hops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .party import Party, Protocol, exchange
+from .ring import U64
+from .shares import AShare
+
+OFFSET_BITS = 62
+_OFFSET = np.uint64(1 << OFFSET_BITS)
+_63 = np.uint64(63)
+
+
+def input_from(p: Party, owner: int, values: U64 | None, shape: tuple[int, ...]) -> Protocol[AShare]:
+    """Member ``owner`` shares ``values`` (ring elements); the others pass ``None``.
+
+    Components x_o and x_{o+1} come from keys K_o, K_{o+1}; the owner sends the third,
+    x_{o+2} = x - x_o - x_{o+1}, to the two members that hold it.
+    """
+    n = int(np.prod(shape, dtype=np.int64))
+    o, i = owner, p.index
+    if i == o:
+        if values is None:
+            raise ValueError("the owner must supply the values it inputs")
+        x = np.asarray(values, dtype=np.uint64).reshape(-1)
+        if x.size != n:
+            raise ValueError(f"input has {x.size} elements, expected {n}")
+        a, b = p.rand.stream(o, n), p.rand.stream((o + 1) % 3, n)
+        c = x - a - b
+        yield from exchange(send={(o + 1) % 3: c, (o + 2) % 3: c})
+        pair = (a, b)
+    elif i == (o + 1) % 3:
+        b = p.rand.stream((o + 1) % 3, n)
+        got = yield from exchange(expect={o: n})
+        pair = (b, got[o])
+    else:
+        a = p.rand.stream(o, n)
+        got = yield from exchange(expect={o: n})
+        pair = (got[o], a)
+    return AShare.from_pair(pair[0].reshape(shape), pair[1].reshape(shape))
+
+
+def constant(p: Party, values: U64) -> AShare:
+    """A public value as a sharing (x_0 = value, x_1 = x_2 = 0): no communication."""
+    v = np.asarray(values, dtype=np.uint64)
+    zero = np.zeros_like(v)
+    if p.index == 0:
+        return AShare.from_pair(v.copy(), zero)
+    if p.index == 2:
+        return AShare.from_pair(zero, v.copy())
+    return AShare.from_pair(zero, zero.copy())
+
+
+def add_public(p: Party, x: AShare, c: U64) -> AShare:
+    """x + c for public ring elements c (only component x_0 changes)."""
+    return x + constant(p, np.broadcast_to(np.asarray(c, dtype=np.uint64), x.shape))
+
+
+def open_all(p: Party, x: AShare) -> Protocol[U64]:
+    """Reveal x to all three members: each sends its first component to the next."""
+    flat = x.v.reshape(2, -1)
+    got = yield from exchange(send={p.next: flat[0]}, expect={p.prev: flat.shape[1]})
+    out: U64 = (flat[0] + flat[1] + got[p.prev]).reshape(x.shape)
+    return out
+
+
+def open_to(p: Party, x: AShare, target: int) -> Protocol[U64 | None]:
+    """Reveal x to member ``target`` only (it receives x_{t+2} from member t+2)."""
+    flat = x.v.reshape(2, -1)
+    if p.index == target:
+        got = yield from exchange(expect={(target + 2) % 3: flat.shape[1]})
+        out: U64 = (flat[0] + flat[1] + got[(target + 2) % 3]).reshape(x.shape)
+        return out
+    if p.index == (target + 2) % 3:
+        yield from exchange(send={target: flat[0]})
+    return None
+
+
+def reshare(p: Party, z: U64) -> Protocol[AShare]:
+    """3-out-of-3 additive shares (already masked) to replicated: send z_i to member i-1."""
+    flat = z.reshape(-1)
+    got = yield from exchange(send={p.prev: flat}, expect={p.next: flat.size})
+    return AShare.from_pair(z, got[p.next].reshape(z.shape))
+
+
+def _local_product(p: Party, x: AShare, y: AShare) -> U64:
+    """z_i = x_i y_i + x_i y_{i+1} + x_{i+1} y_i + alpha_i (elementwise)."""
+    z: U64 = x.v[0] * (y.v[0] + y.v[1]) + x.v[1] * y.v[0]
+    out: U64 = z + p.rand.zero_share(z.size).reshape(z.shape)
+    return out
+
+
+def _local_matmul(p: Party, x: AShare, y: AShare) -> U64:
+    z: U64 = np.asarray(x.v[0] @ (y.v[0] + y.v[1]) + x.v[1] @ y.v[0], dtype=np.uint64)
+    out: U64 = z + p.rand.zero_share(z.size).reshape(z.shape)
+    return out
+
+
+def mul(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
+    """Elementwise product of ring elements (integers): one round."""
+    return (yield from reshare(p, _local_product(p, x, y)))
+
+
+def matmul(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
+    """Matrix product (numpy ``@`` semantics) with one reshare per output element."""
+    return (yield from reshare(p, _local_matmul(p, x, y)))
+
+
+def trunc(p: Party, x: AShare, bits: int) -> Protocol[AShare]:
+    """x / 2^bits for |x| < 2^62, with error below one unit (see module docstring)."""
+    if p.index == 0:
+        z = x.v[0] + x.v[1]
+    elif p.index == 2:
+        z = x.v[0]
+    else:
+        z = np.zeros(x.shape, dtype=np.uint64)
+    return (yield from _trunc_additive(p, z, bits, p1_sends=False))
+
+
+def mul_fixed(p: Party, x: AShare, y: AShare, frac_bits: int) -> Protocol[AShare]:
+    """Fixed-point product: the local product truncated by ``frac_bits`` (3 hops)."""
+    return (yield from _trunc_additive(p, _local_product(p, x, y), frac_bits, p1_sends=True))
+
+
+def matmul_fixed(p: Party, x: AShare, y: AShare, frac_bits: int) -> Protocol[AShare]:
+    """Fixed-point matrix product, truncated once per output element."""
+    return (yield from _trunc_additive(p, _local_matmul(p, x, y), frac_bits, p1_sends=True))
+
+
+def _trunc_additive(p: Party, z: U64, m: int, p1_sends: bool) -> Protocol[AShare]:
+    """Truncate x = z_0 + z_1 + z_2 (3-out-of-3, masked) by m bits into replicated shares.
+
+    With ``p1_sends`` false, z_1 is zero and P1 sends nothing in the first round.
+    """
+    if not 1 <= m <= OFFSET_BITS:
+        raise ValueError(f"truncation by {m} bits is outside [1, {OFFSET_BITS}]")
+    shape = z.shape
+    z = z.reshape(-1)
+    n = z.size
+    mm, up = np.uint64(m), np.uint64(64 - m)
+    i = p.index
+    if i == 0:
+        r = p.rand.stream(1, n)
+        a = p.rand.stream(0, 2 * n)
+        be = p.rand.stream(1, 2 * n)
+        rho = r >> _63
+        part = a[n:] + ((a[:n] * rho) << up) - (r >> mm) - (_OFFSET >> mm)
+        s0 = part - be[:n] + be[n:]
+        yield from exchange(send={2: np.concatenate([z + r + _OFFSET, s0])})
+        return AShare.from_pair(s0.reshape(shape), be[:n].reshape(shape))
+    if i == 1:
+        r = p.rand.stream(1, n)
+        be = p.rand.stream(1, 2 * n)
+        got = yield from exchange(send={2: z} if p1_sends else {}, expect={2: 2 * n})
+        u, t = got[2][:n], got[2][n:]
+        s2 = u + ((t * (r >> _63)) << up) - be[n:]
+        yield from exchange(send={2: s2})
+        return AShare.from_pair(be[:n].reshape(shape), s2.reshape(shape))
+    a = p.rand.stream(0, 2 * n)
+    got = yield from exchange(expect={0: 2 * n, 1: n} if p1_sends else {0: 2 * n})
+    c = got[0][:n] + z
+    if p1_sends:
+        c = c + got[1]
+    s0 = got[0][n:]
+    tau = np.uint64(1) - (c >> _63)
+    got = yield from exchange(send={1: np.concatenate([(c >> mm) - a[n:], tau - a[:n]])}, expect={1: n})
+    return AShare.from_pair(got[1].reshape(shape), s0.reshape(shape))
