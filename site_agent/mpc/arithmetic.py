@@ -35,20 +35,20 @@ import numpy as np
 
 from .party import Party, Protocol, exchange
 from .ring import U64
-from .shares import AShare
+from .shares import AShare, S
 
 OFFSET_BITS = 62
 _OFFSET = np.uint64(1 << OFFSET_BITS)
 _63 = np.uint64(63)
 
 
-def input_from(p: Party, owner: int, values: U64 | None, shape: tuple[int, ...]) -> Protocol[AShare]:
-    """Member ``owner`` shares ``values`` (ring elements); the others pass ``None``.
+def input_pair(p: Party, owner: int, values: U64 | None, n: int, xor: bool = False) -> Protocol[tuple[U64, U64]]:
+    """This member's two components of a value member ``owner`` shares (flat, n words).
 
-    Components x_o and x_{o+1} come from keys K_o, K_{o+1}; the owner sends the third,
-    x_{o+2} = x - x_o - x_{o+1}, to the two members that hold it.
+    Components x_o and x_{o+1} come from keys K_o, K_{o+1}; the owner sends the third
+    (x - x_o - x_{o+1}, or x ^ x_o ^ x_{o+1} for boolean sharing with ``xor``) to the two
+    members that hold it. One round, 2n words from the owner.
     """
-    n = int(np.prod(shape, dtype=np.int64))
     o, i = owner, p.index
     if i == o:
         if values is None:
@@ -57,34 +57,47 @@ def input_from(p: Party, owner: int, values: U64 | None, shape: tuple[int, ...])
         if x.size != n:
             raise ValueError(f"input has {x.size} elements, expected {n}")
         a, b = p.rand.stream(o, n), p.rand.stream((o + 1) % 3, n)
-        c = x - a - b
+        c = (x ^ a ^ b) if xor else (x - a - b)
         yield from exchange(send={(o + 1) % 3: c, (o + 2) % 3: c})
-        pair = (a, b)
-    elif i == (o + 1) % 3:
+        return a, b
+    if i == (o + 1) % 3:
         b = p.rand.stream((o + 1) % 3, n)
         got = yield from exchange(expect={o: n})
-        pair = (b, got[o])
-    else:
-        a = p.rand.stream(o, n)
-        got = yield from exchange(expect={o: n})
-        pair = (got[o], a)
-    return AShare.from_pair(pair[0].reshape(shape), pair[1].reshape(shape))
+        return b, got[o]
+    a = p.rand.stream(o, n)
+    got = yield from exchange(expect={o: n})
+    return got[o], a
 
 
-def constant(p: Party, values: U64) -> AShare:
+def input_from(p: Party, owner: int, values: U64 | None, shape: tuple[int, ...]) -> Protocol[AShare]:
+    """Member ``owner`` shares ``values`` (ring elements); the others pass ``None``."""
+    first, second = yield from input_pair(p, owner, values, int(np.prod(shape, dtype=np.int64)))
+    return AShare.from_pair(first.reshape(shape), second.reshape(shape))
+
+
+def component_only(p: Party, pair: U64, j: int, kind: type[S]) -> S:
+    """The sharing whose component j is taken from this member's ``pair`` and the others are 0.
+
+    ``pair`` has this member's layout (shape (2, ...)); members that do not hold component j
+    put zeros. No communication. Serves both sharings (``kind`` AShare or BShare).
+    """
+    zero = np.zeros(pair.shape[1:], dtype=np.uint64)
+    if p.index == j:
+        return kind.from_pair(pair[0].copy(), zero)
+    if p.index == (j - 1) % 3:
+        return kind.from_pair(zero, pair[1].copy())
+    return kind.from_pair(zero, zero.copy())
+
+
+def constant(p: Party, values: U64, kind: type[S]) -> S:
     """A public value as a sharing (x_0 = value, x_1 = x_2 = 0): no communication."""
     v = np.asarray(values, dtype=np.uint64)
-    zero = np.zeros_like(v)
-    if p.index == 0:
-        return AShare.from_pair(v.copy(), zero)
-    if p.index == 2:
-        return AShare.from_pair(zero, v.copy())
-    return AShare.from_pair(zero, zero.copy())
+    return component_only(p, np.stack([v, v]), 0, kind)
 
 
 def add_public(p: Party, x: AShare, c: U64) -> AShare:
     """x + c for public ring elements c (only component x_0 changes)."""
-    return x + constant(p, np.broadcast_to(np.asarray(c, dtype=np.uint64), x.shape))
+    return x + constant(p, np.broadcast_to(np.asarray(c, dtype=np.uint64), x.shape), AShare)
 
 
 def open_all(p: Party, x: AShare) -> Protocol[U64]:
@@ -107,11 +120,14 @@ def open_to(p: Party, x: AShare, target: int) -> Protocol[U64 | None]:
     return None
 
 
-def reshare(p: Party, z: U64) -> Protocol[AShare]:
-    """3-out-of-3 additive shares (already masked) to replicated: send z_i to member i-1."""
+def reshare(p: Party, z: U64, kind: type[S]) -> Protocol[S]:
+    """3-out-of-3 shares (already masked) to replicated: each member sends z_i to member i-1.
+
+    Works for both sharings (``kind`` AShare or BShare): only the components move.
+    """
     flat = z.reshape(-1)
     got = yield from exchange(send={p.prev: flat}, expect={p.next: flat.size})
-    return AShare.from_pair(z, got[p.next].reshape(z.shape))
+    return kind.from_pair(z, got[p.next].reshape(z.shape))
 
 
 def _local_product(p: Party, x: AShare, y: AShare) -> U64:
@@ -129,12 +145,12 @@ def _local_matmul(p: Party, x: AShare, y: AShare) -> U64:
 
 def mul(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
     """Elementwise product of ring elements (integers): one round."""
-    return (yield from reshare(p, _local_product(p, x, y)))
+    return (yield from reshare(p, _local_product(p, x, y), AShare))
 
 
 def matmul(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
     """Matrix product (numpy ``@`` semantics) with one reshare per output element."""
-    return (yield from reshare(p, _local_matmul(p, x, y)))
+    return (yield from reshare(p, _local_matmul(p, x, y), AShare))
 
 
 def trunc(p: Party, x: AShare, bits: int) -> Protocol[AShare]:

@@ -6,7 +6,8 @@ parties j - 1 and j, and so is PRF key K_j: the two holders of a component can d
 same pseudorandom words without talking. From that:
 
 * ``stream(j, n)``: n words both holders of K_j draw alike;
-* ``zero_share(n)``: party i's alpha_i = F(K_i) - F(K_{i+1}); the three sum to zero;
+* ``zero_share(n)``: party i's alpha_i = F(K_i) - F(K_{i+1}); the three sum to zero
+  (``xor_zero_share`` likewise with XOR, for boolean sharing);
 * ``random_pair(n)``: a replicated sharing of a uniformly random value (r_j = F(K_j)).
 
 Every holder of a key must draw from it the same amounts in the same order; protocols
@@ -39,10 +40,10 @@ class _Stream:
         nbytes = 8 * n
         if len(self._zeros) < nbytes:
             self._zeros = bytearray(nbytes)
-        out = bytearray(nbytes + 15)
-        written = self._enc.update_into(memoryview(self._zeros)[:nbytes], out)
-        assert written == nbytes
-        return np.frombuffer(out, dtype="<u8", count=n).astype(np.uint64, copy=False)
+        # update_into needs 15 spare bytes; an uninitialised buffer avoids zero-filling.
+        out = np.empty(n + 2, dtype=np.uint64)
+        self._enc.update_into(memoryview(self._zeros)[:nbytes], out.data.cast("B"))
+        return out[:n]
 
 
 class Randomness:
@@ -78,6 +79,12 @@ class Randomness:
         """alpha_i = F(K_i) - F(K_{i+1}); the three parties' values sum to 0."""
         i = self.index
         return self.stream(i, n) - self.stream((i + 1) % 3, n)
+
+    def xor_zero_share(self, n: int) -> U64:
+        """F(K_i) ^ F(K_{i+1}); the three parties' values XOR to 0."""
+        i = self.index
+        out: U64 = self.stream(i, n) ^ self.stream((i + 1) % 3, n)
+        return out
 
     def random_pair(self, n: int) -> tuple[U64, U64]:
         """This party's components (r_i, r_{i+1}) of a random replicated sharing."""

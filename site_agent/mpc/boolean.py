@@ -1,0 +1,203 @@
+"""Boolean sharing on bit-packed words, conversions, and comparisons.
+
+Following ABY3 (Mohassel and Rindal, CCS 2018), sections 5.3 and 5.4:
+
+* :func:`and_`: one round, one word per party per output word (64 AND gates per word).
+* :func:`a2b`: arithmetic to boolean. Member 0 knows x_0 + x_1 and shares it as a boolean
+  input; x_2 is already a boolean sharing (its two holders hold it, nobody else needs it).
+  A Kogge-Stone parallel-prefix adder on the packed words adds the two: 1 + 1 + 6 rounds.
+* :func:`bit_inject`: a shared bit to an arithmetic 0/1 (member 0 inputs b_0 xor b_1, which
+  it knows; then one product with b_2): 2 rounds.
+* :func:`b2a`: a whole boolean word to arithmetic, by subtracting a random arithmetic mask
+  inside a boolean adder and opening the result to the two holders of component 0.
+* :func:`ltz`, :func:`lt`, :func:`eq`, :func:`select`, :func:`maximum`.
+
+All of it is vectorized: one round handles every word of the input arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .arithmetic import component_only, constant, input_from, input_pair, mul
+from .party import Party, Protocol, exchange
+from .ring import ALL_ONES, U64
+from .shares import AShare, BShare
+
+_ONE = np.uint64(1)
+_63 = np.uint64(63)
+
+
+def xor_public(p: Party, x: BShare, c: U64 | np.uint64) -> BShare:
+    """x ^ c for public words c (only component 0 changes)."""
+    return x ^ constant(p, np.broadcast_to(np.asarray(c, dtype=np.uint64), x.shape), BShare)
+
+
+def not_(p: Party, x: BShare) -> BShare:
+    """Bitwise complement (local)."""
+    return xor_public(p, x, ALL_ONES)
+
+
+def and_(p: Party, x: BShare, y: BShare) -> Protocol[BShare]:
+    """Bitwise AND of shared words (one round)."""
+    (z,) = yield from and_many(p, [(x, y)])
+    return z
+
+
+def and_many(p: Party, pairs: Sequence[tuple[BShare, BShare]]) -> Protocol[list[BShare]]:
+    """Several bitwise ANDs in one round, one message per member.
+
+    z_i = x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i ^ (XOR zero-share), then a reshare.
+    """
+    local = [((x.v[0] & (y.v[0] ^ y.v[1])) ^ (x.v[1] & y.v[0])) for x, y in pairs]
+    flat = np.concatenate([z.reshape(-1) for z in local]) if len(local) > 1 else local[0].reshape(-1)
+    flat ^= p.rand.xor_zero_share(flat.size)
+    got = yield from exchange(send={p.prev: flat}, expect={p.next: flat.size})
+    out, start = [], 0
+    for z in local:
+        stop = start + z.size
+        out.append(BShare.from_pair(flat[start:stop].reshape(z.shape), got[p.next][start:stop].reshape(z.shape)))
+        start = stop
+    return out
+
+
+def or_(p: Party, x: BShare, y: BShare) -> Protocol[BShare]:
+    """Bitwise OR: x ^ y ^ (x & y)."""
+    both = yield from and_(p, x, y)
+    return x ^ y ^ both
+
+
+def input_bool(p: Party, owner: int, values: U64 | None, shape: tuple[int, ...]) -> Protocol[BShare]:
+    """Member ``owner`` shares words as a boolean sharing (one round)."""
+    first, second = yield from input_pair(p, owner, values, int(np.prod(shape, dtype=np.int64)), xor=True)
+    return BShare.from_pair(first.reshape(shape), second.reshape(shape))
+
+
+def add_bool(p: Party, a: BShare, b: BShare) -> Protocol[BShare]:
+    """Sum of two boolean-shared words modulo 2^64 (Kogge-Stone adder, 1 + 6 rounds).
+
+    Generate g = a & b and propagate q = a ^ b; at level s a span's (G, P) combines with
+    the span s bits below: G ^= P & (G << s), P &= P << s. G and P & (G << s) are never
+    both set, so XOR serves as OR. After six levels bit i of G is the carry out of bit i.
+    """
+    g = yield from and_(p, a, b)
+    q = a ^ b
+    prop = q
+    for s in (1, 2, 4, 8, 16):
+        carried, prop = yield from and_many(p, [(prop, g.lshift(s)), (prop, prop.lshift(s))])
+        g = g ^ carried
+    g = g ^ (yield from and_(p, prop, g.lshift(32)))
+    return q ^ g.lshift(1)
+
+
+def a2b(p: Party, x: AShare) -> Protocol[BShare]:
+    """Arithmetic to boolean sharing of the same 64-bit words (8 rounds)."""
+    flat = x.ravel()
+    n = flat.shape[0]
+    own = (flat.v[0] + flat.v[1]) if p.index == 0 else None
+    y01 = yield from input_bool(p, 0, own, (n,))
+    total = yield from add_bool(p, y01, component_only(p, flat.v, 2, BShare))
+    return total.reshape(*x.shape)
+
+
+def bit_inject(p: Party, b: BShare) -> Protocol[AShare]:
+    """Bit 0 of each shared word as an arithmetic 0/1 value (2 rounds).
+
+    b = t ^ b_2 with t = b_0 ^ b_1 known to member 0, and t ^ b_2 = t + b_2 - 2 t b_2.
+    """
+    bits = b.v & _ONE
+    flat_shape = (b.size,)
+    t = (bits[0] ^ bits[1]).reshape(-1) if p.index == 0 else None
+    t_sh = yield from input_from(p, 0, t, flat_shape)
+    b2 = component_only(p, bits.reshape(2, -1), 2, AShare)
+    prod = yield from mul(p, t_sh, b2)
+    out = t_sh + b2 - prod.lshift(1)
+    return out.reshape(*b.shape)
+
+
+def msb_bool(p: Party, x: AShare) -> Protocol[BShare]:
+    """The top bit of each x, as a boolean sharing in bit 0 (8 rounds)."""
+    bits = yield from a2b(p, x)
+    return bits.rshift(63)
+
+
+def ltz(p: Party, x: AShare) -> Protocol[AShare]:
+    """[x < 0] as arithmetic 0/1, reading x as a signed 64-bit value (10 rounds)."""
+    return (yield from bit_inject(p, (yield from msb_bool(p, x))))
+
+
+def lt(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
+    """[x < y] as arithmetic 0/1; exact when |x - y| < 2^63 (always for signed values
+    of at most 62 bits, such as fixed-point numbers in range)."""
+    return (yield from ltz(p, x - y))
+
+
+def eq(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
+    """[x == y] as arithmetic 0/1: all bits of ~(x - y) are set (8 + 6 + 2 rounds)."""
+    w = not_(p, (yield from a2b(p, x - y)))
+    for s in (32, 16, 8, 4, 2, 1):
+        w = yield from and_(p, w, w.rshift(s))
+    return (yield from bit_inject(p, w))
+
+
+def select(p: Party, c: AShare, x: AShare, y: AShare) -> Protocol[AShare]:
+    """c ? x : y for c in {0, 1}: y + c (x - y), one round."""
+    return y + (yield from mul(p, c, x - y))
+
+
+def maximum(p: Party, x: AShare) -> Protocol[tuple[AShare, AShare]]:
+    """Maximum over the last axis and its index (first of equal maxima), as sharings.
+
+    A tournament: each level compares pairs with one :func:`lt` over the whole array and
+    selects values and indices in one product round; ceil(log2 k) levels.
+    """
+    k = x.shape[-1]
+    if k == 0:
+        raise ValueError("maximum of an empty axis")
+    idx = constant(p, np.broadcast_to(np.arange(k, dtype=np.uint64), x.shape).copy(), AShare)
+    vals = x
+    while vals.shape[-1] > 1:
+        h = vals.shape[-1] // 2
+        a, b = vals[..., :h], vals[..., h : 2 * h]
+        ia, ib = idx[..., :h], idx[..., h : 2 * h]
+        b_wins = yield from lt(p, a, b)
+        both = yield from mul(
+            p,
+            AShare.concat([b_wins, b_wins], axis=len(x.shape) - 1),
+            AShare.concat([b - a, ib - ia], axis=len(x.shape) - 1),
+        )
+        new_vals = a + both[..., :h]
+        new_idx = ia + both[..., h:]
+        if vals.shape[-1] % 2:
+            new_vals = AShare.concat([new_vals, vals[..., 2 * h :]], axis=len(x.shape) - 1)
+            new_idx = AShare.concat([new_idx, idx[..., 2 * h :]], axis=len(x.shape) - 1)
+        vals, idx = new_vals, new_idx
+    return vals[..., 0], idx[..., 0]
+
+
+def b2a(p: Party, x: BShare) -> Protocol[AShare]:
+    """Boolean-shared words to arithmetic sharing of the same integers (1 + 7 + 1 rounds).
+
+    Components s_1 (key K_1) and s_2 (key K_2) are random; member 1 knows u = s_1 + s_2
+    and inputs -u as a boolean sharing; the adder gives s_0 = x - u in boolean form,
+    which is opened to members 0 and 2, its holders. Each of them lacks one of s_1, s_2,
+    so s_0 looks uniform to it.
+    """
+    flat = x.ravel()
+    n = flat.shape[0]
+    i = p.index
+    s1 = p.rand.stream(1, n) if i in (0, 1) else np.zeros(n, dtype=np.uint64)
+    s2 = p.rand.stream(2, n) if i in (1, 2) else np.zeros(n, dtype=np.uint64)
+    mask = yield from input_bool(p, 1, np.uint64(0) - (s1 + s2) if i == 1 else None, (n,))
+    y = yield from add_bool(p, flat, mask)
+    # Open y to members 0 and 2, the holders of component 0: member 1 holds (y_1, y_2) and
+    # sends member 0 the y_2 it lacks and member 2 the y_1 it lacks.
+    if i == 1:
+        yield from exchange(send={0: y.v[1], 2: y.v[0]})
+        return AShare.from_pair(s1, s2).reshape(*x.shape)
+    got = yield from exchange(expect={1: n})
+    s0 = y.v[0] ^ y.v[1] ^ got[1]
+    pair = (s0, s1) if i == 0 else (s2, s0)
+    return AShare.from_pair(*pair).reshape(*x.shape)
