@@ -138,7 +138,8 @@ def _local_product(p: Party, x: AShare, y: AShare) -> U64:
 
 
 def _local_matmul(p: Party, x: AShare, y: AShare) -> U64:
-    z: U64 = np.asarray(x.v[0] @ (y.v[0] + y.v[1]) + x.v[1] @ y.v[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):  # a vector dot product gives numpy scalars, which warn on wrap
+        z: U64 = np.asarray(x.v[0] @ (y.v[0] + y.v[1]) + x.v[1] @ y.v[0], dtype=np.uint64)
     out: U64 = z + p.rand.zero_share(z.size).reshape(z.shape)
     return out
 

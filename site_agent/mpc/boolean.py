@@ -150,8 +150,9 @@ def select(p: Party, c: AShare, x: AShare, y: AShare) -> Protocol[AShare]:
 def maximum(p: Party, x: AShare) -> Protocol[tuple[AShare, AShare]]:
     """Maximum over the last axis and its index (first of equal maxima), as sharings.
 
-    A tournament: each level compares pairs with one :func:`lt` over the whole array and
-    selects values and indices in one product round; ceil(log2 k) levels.
+    A tournament: each level compares adjacent pairs with one :func:`lt` over the whole
+    array and selects values and indices in one product round; ceil(log2 k) levels.
+    Pairing neighbours keeps every block in index order, so ties go to the first index.
     """
     k = x.shape[-1]
     if k == 0:
@@ -160,8 +161,8 @@ def maximum(p: Party, x: AShare) -> Protocol[tuple[AShare, AShare]]:
     vals = x
     while vals.shape[-1] > 1:
         h = vals.shape[-1] // 2
-        a, b = vals[..., :h], vals[..., h : 2 * h]
-        ia, ib = idx[..., :h], idx[..., h : 2 * h]
+        a, b = vals[..., 0 : 2 * h : 2], vals[..., 1 : 2 * h : 2]
+        ia, ib = idx[..., 0 : 2 * h : 2], idx[..., 1 : 2 * h : 2]
         b_wins = yield from lt(p, a, b)
         both = yield from mul(
             p,

@@ -161,23 +161,30 @@ class PartyMachine(Generic[T]):
             self._advance({})
 
 
+Tap = Callable[[int, int, U64], None]
+
+
 def run_in_memory(
-    program: Callable[[Party], Protocol[T]], seed: int | bytes = 0, session: bytes = b""
+    program: Callable[[Party], Protocol[T]], seed: int | bytes = 0, session: bytes = b"", tap: Tap | None = None
 ) -> tuple[list[T], list[Stats]]:
     """Run ``program`` for all three parties in this process and return their results.
 
     Messages are delivered in order between the three :class:`PartyMachine` objects;
-    arrays are passed by reference (protocols never mutate what they receive).
+    arrays are passed by reference (protocols never mutate what they receive). ``tap``,
+    if given, sees every delivered message as (sender, receiver, words): this is how the
+    tests and the teaching view show what one member actually receives.
     """
     machines = [PartyMachine(i, program(Party(i, Randomness.from_seed(i, seed, session)))) for i in PARTIES]
-    return _pump(machines), [m.stats for m in machines]
+    return _pump(machines, tap), [m.stats for m in machines]
 
 
-def _pump(machines: Sequence[PartyMachine[T]]) -> list[T]:
+def _pump(machines: Sequence[PartyMachine[T]], tap: Tap | None) -> list[T]:
     while True:
         moved = False
         for m in machines:
             for peer, msg in m.outgoing():
+                if tap is not None:
+                    tap(m.index, peer, msg)
                 machines[peer].receive(m.index, msg)
                 moved = True
         if all(m.done for m in machines):

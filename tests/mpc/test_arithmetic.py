@@ -1,0 +1,129 @@
+"""Arithmetic protocols against plaintext numpy (exact for integers, < 1 ulp for fixed point)."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from site_agent.mpc import arithmetic as ar
+from site_agent.mpc.fixed import FixedPoint
+from site_agent.mpc.party import run_in_memory
+from site_agent.mpc.sharing import reconstruct
+
+from .helpers import exact_fixed_product, run_open, shared
+
+FP = FixedPoint()
+ints = arrays(np.int64, st.integers(1, 40), elements=st.integers(-(2**40), 2**40))
+
+
+@given(ints, st.integers(0, 2**32))
+def test_linear_ops_are_exact(x: np.ndarray, c: int) -> None:
+    xs, ys = shared(x, seed=1), shared(x[::-1], seed=2)
+    out = run_open(lambda p: _const((xs[p.index] + ys[p.index]).mul_public(c) - xs[p.index]))
+    assert np.array_equal(out.view(np.int64), (x + x[::-1]) * c - x)
+
+
+def _const(v):  # a protocol with no rounds
+    return v
+    yield  # pragma: no cover
+
+
+@given(ints)
+def test_mul_matches_numpy(x: np.ndarray) -> None:
+    y = (x[::-1] % 1000) - 500
+    xs, ys = shared(x, seed=3), shared(y, seed=4)
+    out = run_open(lambda p: ar.mul(p, xs[p.index], ys[p.index]))
+    assert np.array_equal(out.view(np.int64), x * y)
+
+
+def test_matmul_and_dot() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.integers(-1000, 1000, size=(4, 7))
+    b = rng.integers(-1000, 1000, size=(7, 3))
+    xs, ys = shared(a, seed=6), shared(b, seed=7)
+    out = run_open(lambda p: ar.matmul(p, xs[p.index], ys[p.index]))
+    assert np.array_equal(out.view(np.int64), a @ b)
+    v = shared(a[0], seed=8)
+    dot = run_open(lambda p: ar.matmul(p, v[p.index], v[p.index]))
+    assert int(dot.view(np.int64)) == int(a[0] @ a[0])
+
+
+@given(arrays(np.float64, st.integers(1, 60), elements=st.floats(-30000, 30000)))
+def test_mul_fixed_is_floor_or_floor_plus_one(x: np.ndarray) -> None:
+    y = np.cos(x) * 1000
+    ex, ey = FP.encode(x), FP.encode(y)
+    xs, ys = shared(x, FP, seed=9), shared(y, FP, seed=10)
+    out = run_open(lambda p: ar.mul_fixed(p, xs[p.index], ys[p.index], FP.frac_bits))
+    diff = out.view(np.int64).astype(object) - exact_fixed_product(ex, ey, FP.frac_bits)
+    assert set(diff.tolist()) <= {0, 1}
+
+
+def test_truncation_exact_up_to_two_to_the_62() -> None:
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.integers(-(2**62), 2**62, size=5000), [2**62 - 1, -(2**62), 0, -1, 1]])
+    xs = shared(x, seed=12)
+    for bits in (1, 16, 40, 62):
+        out = run_open(lambda p, b=bits: ar.trunc(p, xs[p.index], b)).view(np.int64)
+        diff = out - (x >> bits)
+        assert set(np.unique(diff).tolist()) <= {0, 1}, bits
+
+
+def test_truncation_rounding_is_unbiased() -> None:
+    x = np.full(20000, 3)  # 3 / 4 = 0.75: floor 0, so about 75% should round up
+    xs = shared(x, seed=13)
+    out = run_open(lambda p: ar.trunc(p, xs[p.index], 2)).view(np.int64)
+    assert abs(out.mean() - 0.75) < 0.02
+
+
+def test_truncation_bounds_are_checked() -> None:
+    xs = shared(np.array([1]), seed=14)
+    with pytest.raises(ValueError):
+        run_in_memory(lambda p: ar.trunc(p, xs[p.index], 0))
+
+
+def test_matmul_fixed() -> None:
+    rng = np.random.default_rng(15)
+    a, b = rng.normal(size=(5, 8)) * 10, rng.normal(size=(8, 2)) * 10
+    xs, ys = shared(a, FP, seed=16), shared(b, FP, seed=17)
+    out = FP.decode(run_open(lambda p: ar.matmul_fixed(p, xs[p.index], ys[p.index], FP.frac_bits)))
+    ref = FP.decode(FP.encode(a)) @ FP.decode(FP.encode(b))
+    assert np.max(np.abs(out - ref)) <= 2.0**-FP.frac_bits
+
+
+def test_input_from_each_owner_and_open() -> None:
+    values = np.arange(10, dtype=np.int64) - 3
+
+    def prog(p):
+        got = []
+        for owner in range(3):
+            mine = (values * (owner + 1)).view(np.uint64) if p.index == owner else None
+            got.append((yield from ar.input_from(p, owner, mine, (10,))))
+        total = got[0] + got[1] + got[2]
+        opened = yield from ar.open_all(p, total)
+        to_two = yield from ar.open_to(p, total, 2)
+        return opened, to_two
+
+    results, stats = run_in_memory(prog)
+    for opened, _ in results:
+        assert np.array_equal(opened.view(np.int64), values * 6)
+    assert results[0][1] is None and results[1][1] is None
+    assert np.array_equal(results[2][1].view(np.int64), values * 6)
+    assert all(s.rounds >= 4 for s in stats)
+
+
+def test_public_constants() -> None:
+    xs = shared(np.array([5, -7]), seed=18)
+    out = run_open(lambda p: _const(ar.add_public(p, xs[p.index], np.array([10, 10], dtype=np.uint64))))
+    assert out.view(np.int64).tolist() == [15, 3]
+
+
+def test_same_seed_same_shares_and_different_seed_different_shares() -> None:
+    xs, ys = shared(np.arange(100), seed=19), shared(np.arange(100), seed=20)
+    prog = lambda p: ar.mul(p, xs[p.index], ys[p.index])  # noqa: E731
+    a, _ = run_in_memory(prog, seed=1)
+    b, _ = run_in_memory(prog, seed=1)
+    c, _ = run_in_memory(prog, seed=2)
+    assert all(np.array_equal(s.v, t.v) for s, t in zip(a, b, strict=True))
+    assert not np.array_equal(a[0].v, c[0].v)
+    assert np.array_equal(reconstruct(a), reconstruct(c))

@@ -1,0 +1,75 @@
+"""The sans-I/O party machine: message validation, ordering, deadlock detection."""
+
+import numpy as np
+import pytest
+
+from site_agent.errors import Deadlock, ProtocolViolation
+from site_agent.mpc.party import PartyMachine, exchange, run_in_memory
+
+
+def echo_protocol(index: int, n: int = 4):
+    """Each party sends n words to the next and expects n from the previous."""
+    nxt, prv = (index + 1) % 3, (index + 2) % 3
+    got = yield from exchange(send={nxt: np.full(n, index, dtype=np.uint64)}, expect={prv: n})
+    return got[prv]
+
+
+def test_machine_runs_and_counts() -> None:
+    results, stats = run_in_memory(lambda p: echo_protocol(p.index))
+    assert [int(r[0]) for r in results] == [2, 0, 1]
+    assert all(s.rounds == 1 and s.messages == 1 and s.bytes_sent == 32 for s in stats)
+
+
+@pytest.mark.parametrize(
+    "message, match",
+    [
+        (np.zeros(3, dtype=np.uint64), "expected 4 words"),
+        (np.zeros(4, dtype=np.int64), "not a 1-D uint64"),
+        (np.zeros((2, 2), dtype=np.uint64), "not a 1-D uint64"),
+        ([0, 0, 0, 0], "not a 1-D uint64"),
+    ],
+)
+def test_malformed_messages_are_violations(message, match: str) -> None:
+    m = PartyMachine(1, echo_protocol(1))
+    with pytest.raises(ProtocolViolation, match=match):
+        m.receive(0, message)
+
+
+def test_unknown_sender_and_late_messages() -> None:
+    m = PartyMachine(1, echo_protocol(1))
+    with pytest.raises(ProtocolViolation, match="unknown party"):
+        m.receive(1, np.zeros(4, dtype=np.uint64))
+    with pytest.raises(ProtocolViolation, match="unknown party"):
+        m.receive(7, np.zeros(4, dtype=np.uint64))
+    m.receive(0, np.zeros(4, dtype=np.uint64))
+    assert m.done
+    with pytest.raises(ProtocolViolation, match="after the protocol ended"):
+        m.receive(0, np.zeros(4, dtype=np.uint64))
+
+
+def test_early_messages_queue_in_order() -> None:
+    def two_rounds(index: int):
+        a = yield from exchange(expect={0: 1})
+        b = yield from exchange(expect={0: 1})
+        return int(a[0][0]), int(b[0][0])
+
+    m = PartyMachine(1, two_rounds(1))
+    m.receive(0, np.array([5], dtype=np.uint64))
+    m.receive(0, np.array([6], dtype=np.uint64))
+    assert m.done and m.result == (5, 6)
+
+
+def test_deadlock_is_reported() -> None:
+    def waits_forever(index: int):
+        yield from exchange(expect={(index + 1) % 3: 1})
+
+    with pytest.raises(Deadlock, match="no party can progress"):
+        run_in_memory(lambda p: waits_forever(p.index))
+
+
+def test_protocol_cannot_send_to_itself() -> None:
+    def bad(index: int):
+        yield from exchange(send={index: np.zeros(1, dtype=np.uint64)})
+
+    with pytest.raises(ProtocolViolation, match="invalid peer"):
+        PartyMachine(0, bad(0))
