@@ -6,7 +6,10 @@
     ├── EncodingError           a value cannot be represented (out of fixed-point range, NaN)
     ├── ProtocolError           the MPC protocol cannot go on
     │   ├── ProtocolViolation   a peer sent something malformed (size, dtype, order)
-    │   └── Deadlock            no party can make progress (a bug in a protocol)
+    │   ├── Deadlock            no party can make progress (a bug in a protocol)
+    │   └── PeerFailure         a named peer went silent, disconnected or reported an error
+    │       ├── PeerTimeout     no message from the peer within the timeout
+    │       └── PeerDisconnected  the peer's connection closed or it aborted the session
     ├── ConfigError             a configuration or key file is invalid
     ├── AuthError               an identity, signature or query envelope is not accepted
     │   ├── BadSignature        an Ed25519 signature does not verify
@@ -37,6 +40,22 @@ class ProtocolViolation(ProtocolError):
 
 class Deadlock(ProtocolError):
     """No party can make progress: every one waits for a message nobody sends."""
+
+
+class PeerFailure(ProtocolError):
+    """A named peer stopped taking part; ``peer`` is its committee index or name."""
+
+    def __init__(self, peer: int | str, message: str) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
+class PeerTimeout(PeerFailure):
+    """No message from the peer within the timeout."""
+
+
+class PeerDisconnected(PeerFailure):
+    """The peer's connection closed, or the peer aborted the session and said why."""
 
 
 class ConfigError(MpcError):

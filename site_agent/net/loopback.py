@@ -1,0 +1,202 @@
+"""Run one committee member as a process: the entry point of the net tests and benchmarks.
+
+``python -m site_agent.net.loopback CONFIG.json`` starts a :class:`Mesh` with the
+member's certificates, runs the listed jobs in order and prints one JSON line per job
+(``{"job": k, "ok": true, "seconds": ...}`` or ``{"ok": false, "error": ..., "peer": ...}``),
+then ``{"done": true}``. Inputs are generated from seeds so every member (and the test that
+checks the answers against numpy) derives the same plaintext; opened results are written
+to ``OUT.m<index>.npy`` (``OUT.s<k>.m<index>.npy`` for concurrent sessions) when the job names ``out``. Not a production entry point: the daemon owns that.
+
+Jobs (``op``): ``mul_fixed`` (n values, x*y opened), ``open`` (shares of x opened),
+``sum3`` (each member inputs n values with ``input_from``, the sum is opened),
+``sum3_one_round`` (the three inputs in one round), ``slow`` (many small rounds; for
+failure tests), ``sync`` (a one-word opening, used as a barrier), ``concurrent`` (several
+``mul_fixed`` sessions at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..crypto.certs import client_context, server_context
+from ..errors import MpcError, PeerFailure
+from ..mpc.arithmetic import input_from, mul, mul_fixed, open_all
+from ..mpc.fixed import FixedPoint
+from ..mpc.party import Party, Protocol, exchange
+from ..mpc.ring import U64
+from ..mpc.shares import AShare
+from ..mpc.sharing import deal
+from .mesh import Mesh, members_from
+
+FP = FixedPoint(16)
+
+
+def plain_inputs(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test inputs x, y (reals in [-100, 100]) for a seed."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-100, 100, n), rng.uniform(-100, 100, n)
+
+
+def member_vector(seed: int, member: int, n: int) -> np.ndarray:
+    """The integers member ``member`` inputs in the sum jobs."""
+    return np.random.default_rng([seed, member]).integers(-(2**40), 2**40, n)
+
+
+def shares_of(values: U64, seed: int, index: int) -> AShare:
+    """This member's share of a dealing every member reproduces from the seed."""
+    return deal(values, np.random.default_rng([seed, 99]))[index]
+
+
+def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]]:
+    op, n, seed = job["op"], int(job.get("n", 1)), int(job.get("seed", 0))
+    if op in ("mul_fixed", "open", "concurrent"):
+        x, y = plain_inputs(seed, n)
+        xs, ys = shares_of(FP.encode(x), seed, index), shares_of(FP.encode(y), seed + 1, index)
+        if op == "open":
+
+            def opened(p: Party) -> Protocol[U64]:
+                return (yield from open_all(p, xs))
+
+            return opened
+        do_open = bool(job.get("open_result", True))
+
+        def product(p: Party) -> Protocol[U64]:
+            z = yield from mul_fixed(p, xs, ys, FP.frac_bits)
+            if do_open:
+                return (yield from open_all(p, z))
+            first: U64 = z.v[0]
+            return first
+
+        return product
+    if op in ("sum3", "sum3_one_round"):
+        mine = member_vector(seed, index, n).astype(np.int64).view(np.uint64)
+
+        def sum3(p: Party) -> Protocol[U64]:
+            if op == "sum3":
+                total = None
+                for owner in (0, 1, 2):
+                    s = yield from input_from(p, owner, mine if owner == p.index else None, (n,))
+                    total = s if total is None else total + s
+                assert total is not None
+            else:
+                total = yield from _input_all(p, mine)
+            return (yield from open_all(p, total))
+
+        return sum3
+    if op == "slow":
+        rounds = int(job.get("rounds", 1000))
+        xs = shares_of(np.ones(n, dtype=np.uint64), seed, index)
+
+        def slow(p: Party) -> Protocol[U64]:
+            z = xs
+            for _ in range(rounds):
+                z = yield from mul(p, z, xs)
+            return (yield from open_all(p, z))
+
+        return slow
+    if op == "sync":
+        one = shares_of(np.ones(1, dtype=np.uint64), 0, index)
+
+        def sync(p: Party) -> Protocol[U64]:
+            return (yield from open_all(p, one))
+
+        return sync
+    raise ValueError(f"unknown job {op!r}")
+
+
+def _input_all(p: Party, mine: U64) -> Protocol[AShare]:
+    """All three members input a vector each, in one round; returns shares of their sum.
+
+    Same construction as ``input_from`` (components x_o, x_{o+1} from keys K_o, K_{o+1},
+    the third sent by the owner), with the three owners' messages in the same round.
+    """
+    n, i = mine.size, p.index
+    nxt, prv = (i + 1) % 3, (i + 2) % 3
+    # Owners in order 0, 1, 2 so both holders of each key draw from it in the same order.
+    first = np.zeros(n, dtype=np.uint64)
+    second = np.zeros(n, dtype=np.uint64)
+    c_own = mine
+    for o in (0, 1, 2):
+        if o == i:  # own input: components i, i+1 from keys; i+2 is sent to both others
+            a, b = p.rand.stream(i, n), p.rand.stream(nxt, n)
+            c_own = mine - a - b
+            first, second = first + a, second + b
+        elif o == prv:  # holds components (i, i+1) = (from K_i, sent by prv)
+            first = first + p.rand.stream(i, n)
+        else:  # o == nxt: holds (i, i+1) = (sent by nxt, from K_{i+1})
+            second = second + p.rand.stream(nxt, n)
+    got = yield from exchange(send={nxt: c_own, prv: c_own}, expect={nxt: n, prv: n})
+    first += got[nxt]
+    second += got[prv]
+    return AShare.from_pair(first, second)
+
+
+async def _main(config: dict[str, Any]) -> None:
+    index = int(config["index"])
+    mesh = Mesh(
+        index,
+        members_from(config["members"]),
+        server_context(config["cert"], config["key"], config["ca"]),
+        client_context(config["cert"], config["key"], config["ca"]),
+        max_frame=int(config.get("max_frame", 64 * 2**20)),
+    )
+    timeout = float(config.get("timeout", 10.0))
+    await mesh.start()
+    _emit({"ready": True, "index": index})
+    try:
+        for k, job in enumerate(config["jobs"]):
+            await _run_job(mesh, k, job, index, timeout)
+    finally:
+        await mesh.close()
+    _emit({"done": True})
+
+
+async def _run_job(mesh: Mesh, k: int, job: dict[str, Any], index: int, timeout: float) -> None:
+    session = bytes.fromhex(job["session"])
+    try:
+        if job["op"] == "concurrent":
+            count = int(job.get("count", 2))
+            sessions = [bytes([s]) + session[1:] for s in range(count)]
+            jobs = [dict(job, seed=int(job["seed"]) + 10 * s) for s in range(count)]
+            t0 = time.perf_counter()
+            outs = await asyncio.gather(
+                *(mesh.run(sid, _program(j, index), timeout) for sid, j in zip(sessions, jobs, strict=True))
+            )
+            seconds = time.perf_counter() - t0
+            for s, out in enumerate(outs):
+                if job.get("out"):
+                    np.save(f"{job['out']}.s{s}.m{index}.npy", out)
+        else:
+            program = _program(job, index)
+            t0 = time.perf_counter()
+            out = await mesh.run(session, program, timeout)
+            seconds = time.perf_counter() - t0
+            if job.get("out"):
+                np.save(f"{job['out']}.m{index}.npy", out)
+        _emit({"job": k, "ok": True, "seconds": seconds})
+    except MpcError as exc:
+        peer = exc.peer if isinstance(exc, PeerFailure) else None
+        _emit({"job": k, "ok": False, "error": type(exc).__name__, "message": str(exc), "peer": peer})
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    config = json.loads(Path(args[0]).read_text())
+    asyncio.run(_main(config))
+
+
+if __name__ == "__main__":
+    main()

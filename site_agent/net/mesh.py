@@ -1,0 +1,456 @@
+"""The committee mesh: one TLS websocket per pair of members, sessions multiplexed on it.
+
+Each member runs a websockets server (mutual TLS 1.3, consortium CA) and dials the members
+with a higher index; it accepts the lower ones. A peer is identified by its certificate's
+common name only: a committee CN maps to its committee index, anything else is an
+*outsider* (an analyst or an input-only site) whose frames go to handlers the daemon
+registers by message type (:meth:`Mesh.on`). MPC frames (``MPC_DATA``, ``SESSION_KEY``,
+session ``ERROR``) from committee members are routed by session id to per-session
+channels by a :class:`Dispatcher`, so concurrent sessions never see each other's messages.
+
+Every incoming frame is fully validated on arrival (strict :func:`decode`, sender index in
+the header equal to the TLS identity, MPC data 1-D ``uint64``). A bad frame is answered
+with an ERROR frame saying why and dropped; the connection and the server keep serving.
+Frames for a session this member has not opened yet are buffered (bounded in sessions,
+bytes and age), because members open a session at slightly different times; frames for a
+session already closed are refused with an ERROR, never dropped silently.
+
+Not handled here (yet): reconnecting a lost committee link; a lost link fails the
+sessions that need it with :class:`PeerDisconnected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from ..crypto.certs import peer_common_name
+from ..errors import AuthError, ConfigError, MpcError, PeerDisconnected, ProtocolViolation
+from ..mpc.party import Party, Protocol
+from .framing import (
+    DEFAULT_MAX_FRAME,
+    NO_SESSION,
+    OUTSIDER,
+    Frame,
+    MsgType,
+    decode,
+    decode_header,
+    encode_parts,
+    error_frame,
+)
+from .mpc_transport import Parts, session_label
+from .session import run_session
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+SESSION_TYPES = frozenset({MsgType.MPC_DATA, MsgType.SESSION_KEY})
+WS_OPTIONS: dict[str, Any] = {"compression": None, "ping_interval": 20, "ping_timeout": 60, "write_limit": 2**20}
+"""websockets options for every mesh connection. permessage-deflate is off: random shares
+do not compress and deflate makes them about 50x slower."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A committee member: index 0..2, certificate common name, where its server listens."""
+
+    index: int
+    name: str
+    host: str
+    port: int
+
+    @property
+    def uri(self) -> str:
+        return f"wss://{self.host}:{self.port}"
+
+
+class Connection:
+    """One authenticated websocket connection, accepted or dialed.
+
+    ``peer_name`` is the certificate CN; ``peer_index`` the committee index for members,
+    None for outsiders.
+    """
+
+    def __init__(self, ws: Any, peer_name: str, peer_index: int | None, my_index: int) -> None:
+        self.ws = ws
+        self.peer_name = peer_name
+        self.peer_index = peer_index
+        self.my_index = my_index
+
+    @property
+    def label(self) -> str:
+        return f"party {self.peer_index} ({self.peer_name})" if self.peer_index is not None else self.peer_name
+
+    async def send(self, parts: Parts) -> None:
+        """Send one frame given as (header, payload) chunks, as one websocket message."""
+        chunks = [p for p in parts if len(p)]
+        try:
+            await self.ws.send(chunks[0] if len(chunks) == 1 else chunks)
+        except ConnectionClosed as exc:
+            raise PeerDisconnected(
+                self.peer_index if self.peer_index is not None else self.peer_name,
+                f"connection to {self.label} closed: {exc}",
+            ) from None
+
+    async def send_frame(self, frame: Frame) -> None:
+        await self.send(encode_parts(frame))
+
+    async def reply_error(self, message: str, session: bytes = NO_SESSION) -> None:
+        """Best effort ERROR frame back to the peer."""
+        with contextlib.suppress(Exception):
+            await self.send_frame(error_frame(message, session, self.my_index))
+
+
+Handler = Callable[[Connection, Frame], Awaitable[None]]
+"""A handler for one message type: gets the connection (to reply) and the decoded frame."""
+
+
+class SessionChannel:
+    """One session's :class:`~site_agent.net.mpc_transport.Link` to one committee peer."""
+
+    def __init__(self, mesh: Mesh, peer: int) -> None:
+        self._mesh = mesh
+        self.peer = peer
+        self.queue: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
+
+    async def send(self, parts: Parts) -> None:
+        conn = self._mesh.links.get(self.peer)
+        if conn is None:
+            raise PeerDisconnected(self.peer, f"no connection to {self._mesh.label(self.peer)}")
+        await conn.send(parts)
+
+    async def recv(self) -> bytes:
+        item = await self.queue.get()
+        if isinstance(item, BaseException):
+            self.queue.put_nowait(item)  # stay failed for later readers
+            raise item
+        return item
+
+
+class Dispatcher:
+    """Routes session frames from committee peers to the channels of open sessions."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        max_pending_sessions: int = 64,
+        max_pending_bytes: int = 512 * 2**20,
+        pending_ttl: float = 120.0,
+        remember_closed: int = 4096,
+    ) -> None:
+        self._mesh = mesh
+        self._open: dict[bytes, dict[int, SessionChannel]] = {}
+        self._pending: OrderedDict[bytes, tuple[float, list[tuple[int, bytes]]]] = OrderedDict()
+        self._pending_bytes = 0
+        self._closed: OrderedDict[bytes, None] = OrderedDict()
+        self.max_pending_sessions = max_pending_sessions
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_ttl = pending_ttl
+        self.remember_closed = remember_closed
+
+    def open(self, session: bytes) -> dict[int, SessionChannel]:
+        """Channels for a new session (frames that arrived early are delivered now)."""
+        if session in self._open or session in self._closed:
+            raise ValueError(f"session {session_label(session)} was already used on this member")
+        chans = {p: SessionChannel(self._mesh, p) for p in self._mesh.peers}
+        self._open[session] = chans
+        _, early = self._pending.pop(session, (0.0, []))
+        for peer, data in early:
+            self._pending_bytes -= len(data)
+            chans[peer].queue.put_nowait(data)
+        for p in self._mesh.peers:
+            if p not in self._mesh.links:
+                chans[p].queue.put_nowait(PeerDisconnected(p, f"no connection to {self._mesh.label(p)}"))
+        return chans
+
+    def close(self, session: bytes) -> None:
+        """Forget a session; later frames for it are refused."""
+        self._open.pop(session, None)
+        self._closed[session] = None
+        while len(self._closed) > self.remember_closed:
+            self._closed.popitem(last=False)
+
+    def deliver(self, peer: int, frame_type: MsgType, session: bytes, data: bytes) -> None:
+        """Route one validated frame; raises ProtocolViolation when it cannot be accepted."""
+        chans = self._open.get(session)
+        if chans is not None:
+            chans[peer].queue.put_nowait(data)
+            return
+        if session in self._closed:
+            if frame_type == MsgType.ERROR:
+                log.info("late error from party %d for closed session %s", peer, session_label(session))
+                return
+            raise ProtocolViolation(f"session {session_label(session)} is closed on party {self._mesh.index}")
+        self._expire()
+        entry = self._pending.get(session)
+        if entry is None and len(self._pending) >= self.max_pending_sessions:
+            raise ProtocolViolation(
+                f"party {self._mesh.index} has {len(self._pending)} sessions pending; refusing session "
+                f"{session_label(session)}"
+            )
+        if self._pending_bytes + len(data) > self.max_pending_bytes:
+            raise ProtocolViolation(f"party {self._mesh.index}: pending frames exceed {self.max_pending_bytes} bytes")
+        if entry is None:
+            entry = (time.monotonic(), [])
+            self._pending[session] = entry
+        entry[1].append((peer, data))
+        self._pending_bytes += len(data)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._pending:
+            session, (born, frames) = next(iter(self._pending.items()))
+            if now - born < self.pending_ttl:
+                break
+            self._pending.popitem(last=False)
+            self._pending_bytes -= sum(len(d) for _, d in frames)
+            log.warning("dropped %d frames of session %s never opened here", len(frames), session_label(session))
+
+    def peer_lost(self, peer: int, exc: PeerDisconnected) -> None:
+        """Fail every open session's channel to ``peer``."""
+        for chans in self._open.values():
+            chans[peer].queue.put_nowait(exc)
+
+
+class Mesh:
+    """A committee member's server plus its links to the two other members.
+
+    ``members`` lists all three members (including this one). ``server_ssl`` must require
+    client certificates (``certs.server_context``); ``client_ssl`` verifies servers
+    (``certs.client_context``). ``max_frame`` is the largest websocket message accepted.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        members: Sequence[Member],
+        server_ssl: ssl.SSLContext,
+        client_ssl: ssl.SSLContext,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        connect_timeout: float = 20.0,
+        listen_host: str | None = None,
+    ) -> None:
+        if sorted(m.index for m in members) != [0, 1, 2]:
+            raise ConfigError("a committee has exactly members 0, 1 and 2")
+        if len({m.name for m in members}) != 3:
+            raise ConfigError("committee members need distinct certificate names")
+        self.index = index
+        self.members = {m.index: m for m in members}
+        self.me = self.members[index]
+        self.peers = [p for p in (0, 1, 2) if p != index]
+        self._by_name = {m.name: m.index for m in members}
+        self.server_ssl = server_ssl
+        self.client_ssl = client_ssl
+        self.max_frame = max_frame
+        self.connect_timeout = connect_timeout
+        self.listen_host = listen_host or self.me.host
+        self.links: dict[int, Connection] = {}
+        self.dispatcher = Dispatcher(self)
+        self.handlers: dict[MsgType, Handler] = {}
+        self._link_up = {p: asyncio.Event() for p in self.peers}
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- public API --------------------------------------------------------------------
+
+    def label(self, peer: int) -> str:
+        return f"party {peer} ({self.members[peer].name})"
+
+    @property
+    def names(self) -> dict[int, str]:
+        return {i: m.name for i, m in self.members.items()}
+
+    def on(self, frame_type: MsgType, handler: Handler) -> None:
+        """Handle frames of ``frame_type`` (from members or outsiders) with ``handler``.
+
+        Handlers run as tasks, so a slow one never stalls the connection's reader. MPC
+        session types are routed by the dispatcher and cannot be overridden.
+        """
+        if frame_type in SESSION_TYPES or frame_type in (MsgType.HELLO, MsgType.ERROR):
+            raise ValueError(f"{frame_type.name} frames are handled by the mesh itself")
+        self.handlers[frame_type] = handler
+
+    async def start(self) -> None:
+        """Listen, dial the higher-index members, and wait until both links are up."""
+        self._server = await serve(
+            self._accept, self.listen_host, self.me.port, ssl=self.server_ssl, max_size=self.max_frame, **WS_OPTIONS
+        )
+        for p in self.peers:
+            if p > self.index:
+                self._spawn(self._dial(self.members[p]))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._link_up.values())), self.connect_timeout)
+        except TimeoutError:
+            missing = [self.label(p) for p in self.peers if not self._link_up[p].is_set()]
+            await self.close()
+            raise PeerDisconnected(
+                missing[0], f"party {self.index}: no link to {', '.join(missing)} within {self.connect_timeout:g} s"
+            ) from None
+
+    async def close(self) -> None:
+        """Stop the server and close every connection."""
+        for conn in list(self.links.values()):
+            with contextlib.suppress(Exception):
+                await conn.ws.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def session(self, session_id: bytes) -> AsyncIterator[dict[int, SessionChannel]]:
+        """Open a session's channels (peer -> link) for the duration of the block."""
+        chans = self.dispatcher.open(session_id)
+        try:
+            yield chans
+        finally:
+            self.dispatcher.close(session_id)
+
+    async def run(self, session_id: bytes, program: Callable[[Party], Protocol[T]], timeout: float) -> T:
+        """Run one MPC session as this member: key set-up, then ``program`` to completion."""
+        async with self.session(session_id) as links:
+            return await run_session(self.index, links, session_id, program, timeout, self.names)
+
+    # --- connections -------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, ws: ServerConnection) -> None:
+        try:
+            cn = peer_common_name(ws.transport.get_extra_info("ssl_object"))
+        except AuthError as exc:
+            log.warning("refused connection: %s", exc)
+            return
+        index = self._by_name.get(cn)
+        if index == self.index:
+            index = None  # our own name from elsewhere is not a peer
+        await self._read_loop(Connection(ws, cn, index, self.index))
+
+    async def _dial(self, member: Member) -> None:
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            try:
+                ws = await connect(member.uri, ssl=self.client_ssl, max_size=self.max_frame, **WS_OPTIONS)
+                break
+            except (OSError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    log.error("cannot reach %s at %s: %s", self.label(member.index), member.uri, exc)
+                    return
+                await asyncio.sleep(0.05)
+        cn = peer_common_name(ws.transport.get_extra_info("ssl_object"))
+        if cn != member.name:
+            log.error("server at %s presented %r, expected %r", member.uri, cn, member.name)
+            await ws.close()
+            return
+        conn = Connection(ws, cn, member.index, self.index)
+        await conn.send_frame(
+            Frame(
+                MsgType.HELLO, control={"kind": "hello", "index": self.index, "name": self.me.name}, sender=self.index
+            )
+        )
+        await self._read_loop(conn)
+
+    async def _read_loop(self, conn: Connection) -> None:
+        try:
+            async for data in conn.ws:
+                if isinstance(data, str):
+                    await conn.reply_error("frames are binary websocket messages")
+                    continue
+                try:
+                    await self._dispatch(conn, data)
+                except MpcError as exc:
+                    log.warning("bad frame from %s: %s", conn.label, exc)
+                    await conn.reply_error(f"party {self.index} refused a frame: {exc}")
+        except ConnectionClosed:
+            pass
+        finally:
+            p = conn.peer_index
+            if p is not None and self.links.get(p) is conn:
+                del self.links[p]
+                self.dispatcher.peer_lost(
+                    p, PeerDisconnected(p, f"party {self.index}: connection to {self.label(p)} closed")
+                )
+
+    async def _dispatch(self, conn: Connection, data: bytes) -> None:
+        head = decode_header(data, self.max_frame)
+        expected = conn.peer_index if conn.peer_index is not None else OUTSIDER
+        if head.sender != expected:
+            raise ProtocolViolation(
+                f"frame claims sender {head.sender} but the connection is authenticated as {conn.label}"
+            )
+        if head.type in SESSION_TYPES and conn.peer_index is None:
+            raise ProtocolViolation(f"{head.type.name} frames from non-member {conn.peer_name!r} are refused")
+        frame = decode(data, self.max_frame)
+        if head.type == MsgType.MPC_DATA:
+            arr = frame.array
+            if arr is None or arr.dtype.kind != "u" or arr.dtype.itemsize != 8 or arr.ndim != 1:
+                raise ProtocolViolation(
+                    f"MPC data must be a 1-D uint64 array, got {head.dtype.name.lower()} {head.dims}"
+                )
+        if head.type in SESSION_TYPES or (
+            head.type == MsgType.ERROR and conn.peer_index is not None and head.session != NO_SESSION
+        ):
+            assert conn.peer_index is not None
+            self.dispatcher.deliver(conn.peer_index, head.type, head.session, data)
+        elif head.type == MsgType.HELLO:
+            await self._hello(conn, frame)
+        elif head.type == MsgType.ERROR:
+            log.warning("error from %s: %s", conn.label, frame.control["message"] if frame.control else "?")
+        elif head.type in self.handlers:
+            self._spawn(self._run_handler(conn, frame))
+        else:
+            raise ProtocolViolation(f"party {self.index} does not serve {head.type.name} frames")
+
+    async def _hello(self, conn: Connection, frame: Frame) -> None:
+        assert frame.control is not None
+        p = conn.peer_index
+        if p is None:
+            raise ProtocolViolation(f"{conn.peer_name!r} is not a committee member")
+        if frame.control["index"] != p or frame.control["name"] != conn.peer_name:
+            raise ProtocolViolation(f"hello claims party {frame.control['index']} but the certificate is {conn.label}")
+        if p > self.index:
+            # our own dial came back: the link is up on both ends
+            self.links[p] = conn
+        else:
+            old = self.links.get(p)
+            self.links[p] = conn
+            if old is not None and old is not conn:
+                with contextlib.suppress(Exception):
+                    await old.ws.close()
+            await conn.send_frame(
+                Frame(
+                    MsgType.HELLO,
+                    sender=self.index,
+                    control={"kind": "hello", "index": self.index, "name": self.me.name},
+                )
+            )
+        self._link_up[p].set()
+
+    async def _run_handler(self, conn: Connection, frame: Frame) -> None:
+        try:
+            await self.handlers[frame.type](conn, frame)
+        except Exception as exc:
+            log.warning("handler for %s from %s failed: %s", frame.type.name, conn.label, exc)
+            await conn.reply_error(f"party {self.index} could not handle {frame.type.name}: {exc}", frame.session)
+
+
+def members_from(config: Sequence[Mapping[str, Any]]) -> list[Member]:
+    """Members from plain dicts (``index``, ``name``, ``host``, ``port``)."""
+    return [Member(int(m["index"]), str(m["name"]), str(m["host"]), int(m["port"])) for m in config]

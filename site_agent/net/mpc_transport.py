@@ -1,0 +1,214 @@
+"""Run one party's sans-I/O :class:`PartyMachine` over network links to its two peers.
+
+The engine's protocols only say "send this array to party j, expect n words from party k".
+:func:`run_party` turns that into frames on links and feeds what arrives back to the
+machine, checking for every incoming frame: the session id, that the sender index in the
+header is the peer the link is authenticated as (its TLS identity), the per-direction
+sequence number, the message type and the dtype/shape. A peer that sends nothing for
+``timeout`` seconds while the machine waits for it fails the run with
+:class:`PeerTimeout` naming it; a closed link gives :class:`PeerDisconnected`. On any
+failure the party tells its peers (an ERROR frame for the session) so they stop at once
+instead of waiting for their own timeout.
+
+A *link* is anything with ``async send(parts)`` and ``async recv() -> bytes``: a
+websocket wrapper (:class:`WebSocketLink`) or one session's channel of a shared
+connection (:mod:`site_agent.net.mesh`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from ..errors import PeerDisconnected, PeerFailure, PeerTimeout, ProtocolError, ProtocolViolation
+from ..mpc.party import PartyMachine
+from .framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, encode_parts, error_frame
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+Parts = Sequence[bytes | memoryview]
+
+
+class Link(Protocol):
+    """One authenticated, ordered, reliable message pipe to a peer."""
+
+    async def send(self, parts: Parts) -> None:
+        """Send one frame given as consecutive byte chunks (header, payload)."""
+
+    async def recv(self) -> bytes:
+        """The next whole frame from the peer; raises :class:`PeerFailure` when it is gone."""
+        ...
+
+
+class WebSocketLink:
+    """A :class:`Link` over one websockets connection (no session multiplexing).
+
+    ``peer`` is the committee index the connection was authenticated as. Frames go out as
+    one binary websocket message of two fragments (header, payload view), so the array
+    is never concatenated with its header on the sending side.
+    """
+
+    def __init__(self, ws: Any, peer: int, name: str = "") -> None:
+        self.ws = ws
+        self.peer = peer
+        self.name = name or f"party {peer}"
+
+    async def send(self, parts: Parts) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self.ws.send(_message(parts))
+        except ConnectionClosed as exc:
+            raise PeerDisconnected(self.peer, f"connection to {self.name} closed: {exc}") from None
+
+    async def recv(self) -> bytes:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            data = await self.ws.recv()
+        except ConnectionClosed as exc:
+            raise PeerDisconnected(self.peer, f"connection to {self.name} closed: {exc}") from None
+        if isinstance(data, str):
+            raise ProtocolViolation(f"{self.name} sent a text websocket message; frames are binary")
+        return bytes(data)
+
+
+def _message(parts: Parts) -> bytes | memoryview | list[bytes | memoryview]:
+    """One websocket message: a single chunk as is, several as fragments of one message."""
+    chunks = [p for p in parts if len(p)]
+    if len(chunks) == 1:
+        return chunks[0]
+    return chunks
+
+
+def session_label(session: bytes) -> str:
+    """Short printable form of a session id for messages and logs."""
+    return session.hex()[:12]
+
+
+async def run_party(
+    machine: PartyMachine[T],
+    links: Mapping[int, Link],
+    session_id: bytes,
+    timeout: float,
+    *,
+    names: Mapping[int, str] | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> T:
+    """Drive ``machine`` to completion over ``links`` (peer index -> link); return its result.
+
+    ``timeout`` bounds how long the party waits for a peer it needs (and for a send to a
+    peer to be taken). ``names`` gives peers' display names for error messages.
+    """
+    me = machine.index
+    peers = sorted(links)
+    label = {p: (f"party {p} ({names[p]})" if names and p in names else f"party {p}") for p in peers}
+    seq_out = dict.fromkeys(peers, 0)
+    seq_in = dict.fromkeys(peers, 0)
+    pending: dict[int, asyncio.Task[bytes]] = {}
+    try:
+        while True:
+            await _flush(machine, links, session_id, seq_out, timeout, label, max_frame)
+            if machine.done:
+                return machine.result
+            waiting = [p for p in machine.waiting_for if p in links]
+            if not waiting:
+                missing = sorted(set(machine.waiting_for) - set(links))
+                raise ProtocolError(f"party {me}: protocol waits for parties {missing} with no link")
+            for p in waiting:
+                if p not in pending:
+                    pending[p] = asyncio.ensure_future(links[p].recv())
+            done, _ = await asyncio.wait([pending[p] for p in waiting], timeout=timeout, return_when="FIRST_COMPLETED")
+            if not done:
+                silent = waiting[0]
+                raise PeerTimeout(
+                    silent,
+                    f"party {me}: no message from {label[silent]} within {timeout:g} s "
+                    f"(session {session_label(session_id)})",
+                )
+            for p in [q for q in waiting if pending[q].done()]:
+                data = pending.pop(p).result()
+                frame = _check(decode(data, max_frame), p, me, session_id, seq_in[p], label[p])
+                seq_in[p] += 1
+                machine.receive(p, frame.array)  # type: ignore[arg-type]
+    except BaseException as exc:
+        for task in pending.values():
+            task.cancel()
+        if isinstance(exc, Exception):
+            await notify_abort(links, session_id, me, f"{label.get(me, f'party {me}')} aborted: {exc}")
+        raise
+    finally:
+        for task in pending.values():
+            task.cancel()
+
+
+def _check(frame: Frame, peer: int, me: int, session: bytes, seq: int, label: str) -> Frame:
+    """Validate an incoming frame against what this link and session allow."""
+    if frame.session != session:
+        raise ProtocolViolation(
+            f"party {me}: frame for session {session_label(frame.session)} arrived on session "
+            f"{session_label(session)}'s link from {label}"
+        )
+    if frame.sender != peer:
+        raise ProtocolViolation(f"party {me}: frame claims sender {frame.sender} but the link is {label}")
+    if frame.type == MsgType.ERROR:
+        reason = frame.control["message"] if frame.control else "?"
+        raise PeerDisconnected(peer, f"party {me}: {label} aborted the session: {reason}")
+    if frame.type != MsgType.MPC_DATA:
+        raise ProtocolViolation(f"party {me}: unexpected {frame.type.name} frame from {label} during the protocol")
+    arr = frame.array
+    if arr is None or arr.dtype != np.uint64 or arr.ndim != 1:
+        raise ProtocolViolation(f"party {me}: MPC data from {label} is not a 1-D uint64 array")
+    if frame.seq != seq:
+        raise ProtocolViolation(f"party {me}: frame {frame.seq} from {label} out of order (expected {seq})")
+    return frame
+
+
+async def _flush(
+    machine: PartyMachine[Any],
+    links: Mapping[int, Link],
+    session: bytes,
+    seq_out: dict[int, int],
+    timeout: float,
+    label: Mapping[int, str],
+    max_frame: int,
+) -> None:
+    """Send everything the machine has queued; peers in parallel, each peer in order."""
+    by_peer: dict[int, list[Parts]] = {}
+    for peer, arr in machine.outgoing():
+        if peer not in links:
+            raise ProtocolError(f"party {machine.index}: protocol sends to party {peer} with no link")
+        frame = Frame(MsgType.MPC_DATA, session, machine.index, seq_out[peer], array=arr)
+        seq_out[peer] += 1
+        by_peer.setdefault(peer, []).append(encode_parts(frame, max_frame))
+    if not by_peer:
+        return
+
+    async def send_all(peer: int, frames: list[Parts]) -> None:
+        try:
+            for parts in frames:
+                await asyncio.wait_for(links[peer].send(parts), timeout)
+        except TimeoutError:
+            raise PeerTimeout(
+                peer, f"party {machine.index}: {label[peer]} did not take a message within {timeout:g} s"
+            ) from None
+
+    await asyncio.gather(*(send_all(p, f) for p, f in by_peer.items()))
+
+
+async def notify_abort(links: Mapping[int, Link], session: bytes, me: int, reason: str) -> None:
+    """Best effort: tell every peer this session is over, so it fails now, not at its timeout."""
+    parts = encode_parts(error_frame(reason, session, me))
+    for peer, link in links.items():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(link.send(parts), 1.0)
+            log.debug("told party %d that session %s aborted", peer, session_label(session))
+
+
+__all__ = ["Link", "PeerFailure", "WebSocketLink", "notify_abort", "run_party", "session_label"]
