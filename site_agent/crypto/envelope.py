@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from site_agent.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey, verify
+from site_agent.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey, is_lower_hex, verify
 from site_agent.errors import AuthError, ReplayedEnvelope, StaleEnvelope
 
 ENVELOPE_TYPE = "mpc-jupyter.query.v1"
@@ -36,11 +36,6 @@ NONCE_BYTES = 16
 def canonical_json(obj: Any) -> bytes:
     """Sorted-key compact ASCII JSON: one byte string per value, so signatures are reproducible."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
-
-
-def is_lower_hex(text: str, nbytes: int) -> bool:
-    """Whether ``text`` is exactly ``nbytes`` bytes in lowercase hex (one spelling per value)."""
-    return len(text) == 2 * nbytes and all(c in "0123456789abcdef" for c in text)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ __all__ = [
     "Ed25519PrivateKey",
     "Ed25519PublicKey",
     "generate_signing_key",
+    "is_lower_hex",
     "load_private_key",
     "load_public_key",
     "private_key_pem",
@@ -98,3 +99,12 @@ def verify(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> No
         public_key.verify(signature, message)
     except InvalidSignature as exc:
         raise BadSignature("signature does not verify") from exc
+
+
+def is_lower_hex(text: str, nbytes: int) -> bool:
+    """Whether ``text`` is exactly ``nbytes`` bytes in lowercase hex.
+
+    Signatures, digests and fingerprints travel as hex; accepting one spelling only means a
+    changed character can never decode to the same bytes unnoticed.
+    """
+    return len(text) == 2 * nbytes and all(c in "0123456789abcdef" for c in text)

@@ -1,0 +1,104 @@
+"""Check a site's audit log end to end and name the first bad entry.
+
+Each line must be a complete, canonical JSON entry (re-encoding it gives the same bytes, so no
+edit can hide in spelling: whitespace, key order, escapes, hex case), with the expected sequence
+number, chained to the previous entry's hash, matching its own hash, and signed by the site.
+A one-byte change anywhere breaks at least one of these on the changed line or the next one.
+
+What this cannot see alone: entries removed from the end. Receipts held by analysts (signed,
+with sequence numbers) are the evidence for those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from site_agent.audit.entry import DECISIONS, FIELDS, GENESIS, SIGNING_CONTEXT, entry_hash
+from site_agent.crypto.envelope import canonical_json
+from site_agent.crypto.signing import Ed25519PublicKey, is_lower_hex
+from site_agent.crypto.signing import verify as verify_signature
+from site_agent.errors import BadSignature
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome: how many entries are good, and the first bad line with the reason if any."""
+
+    path: Path
+    entries: int
+    last_hash: str
+    bad_line: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True if every line verified."""
+        return self.bad_line is None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.path}: OK, {self.entries} entries, last hash {self.last_hash}"
+        return f"{self.path}: line {self.bad_line} (seq {self.entries}): {self.reason}"
+
+
+class _Bad(Exception):
+    """Internal: one line failed a check."""
+
+
+def _check_line(raw: bytes, seq: int, prev: str, public_key: Ed25519PublicKey, site: str | None) -> str:
+    """Verify one line as entry number ``seq`` chained to ``prev``; return its hash or raise ``_Bad``."""
+    if not raw.endswith(b"\n"):
+        raise _Bad("incomplete last line (no newline): the entry was cut short")
+    try:
+        entry = json.loads(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _Bad(f"not valid JSON ({exc})") from None
+    if not isinstance(entry, dict) or set(entry) != FIELDS:
+        raise _Bad("not an audit entry (wrong set of fields)")
+    if canonical_json(entry) + b"\n" != raw:
+        raise _Bad("not in canonical form (the line was edited)")
+    if entry["seq"] != seq:
+        raise _Bad(f"sequence number {entry['seq']!r}, expected {seq}")
+    if entry["prev"] != prev:
+        raise _Bad("prev does not match the hash of the previous entry (chain broken)")
+    if site is not None and entry["site"] != site:
+        raise _Bad(f"entry is from site {entry['site']!r}, expected {site!r}")
+    if entry["decision"] not in DECISIONS:
+        raise _Bad(f"unknown decision {entry['decision']!r}")
+    if (
+        not isinstance(entry["query"], str)
+        or entry["query_digest"] != hashlib.sha256(entry["query"].encode()).hexdigest()
+    ):
+        raise _Bad("query_digest does not match the query text")
+    digest = entry["hash"]
+    if not isinstance(digest, str) or digest != entry_hash(entry):
+        raise _Bad("hash does not match the entry's contents")
+    signature = entry["signature"]
+    if not isinstance(signature, str) or not is_lower_hex(signature, 64):
+        raise _Bad("signature is not 64 bytes of lowercase hex")
+    try:
+        verify_signature(public_key, SIGNING_CONTEXT + digest.encode(), bytes.fromhex(signature))
+    except BadSignature:
+        raise _Bad("signature does not verify with the site's public key") from None
+    return digest
+
+
+def verify(path: Path | str, public_key: Ed25519PublicKey, site: str | None = None) -> VerifyResult:
+    """Verify the whole log at ``path`` with the site's public key (and name, if given).
+
+    Stops at the first bad line. An empty or missing-but-empty log is valid with 0 entries; a
+    missing file raises ``FileNotFoundError`` (a log that should exist and does not is news).
+    """
+    path = Path(path)
+    prev, seq = GENESIS, 0
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                prev = _check_line(raw, seq, prev, public_key, site)
+            except _Bad as bad:
+                return VerifyResult(path=path, entries=seq, last_hash=prev, bad_line=line_no, reason=str(bad))
+            seq += 1
+    return VerifyResult(path=path, entries=seq, last_hash=prev)

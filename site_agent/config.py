@@ -1,0 +1,372 @@
+"""The consortium file (shared by everyone) and a site's agent file (one per hospital).
+
+``consortium.toml`` says who is in the consortium: its id, the CA certificate, each site's
+address, TLS certificate fingerprint and Ed25519 public key, each analyst's keys, and the three
+compute-committee members in order. ``mpc-consortium`` writes it; every agent and notebook
+reads the same file.
+
+``agent.toml`` is one site's own settings: its name, where it listens, its key files, its
+tables, its audit log and policy file. Relative paths are resolved against the folder of the
+file that names them, so a site folder can be moved as a whole.
+
+Both load into frozen dataclasses; every problem is a ``ConfigError`` naming file and key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+
+from site_agent.crypto.signing import Ed25519PublicKey, is_lower_hex, load_public_key
+from site_agent.errors import AuthError, ConfigError
+from site_agent.tomlfile import Section, check_name, read_toml, toml_key, toml_multiline, toml_str, toml_str_list
+
+COMMITTEE_SIZE = 3
+DEFAULT_QUERY_TIMEOUT = 30
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class Address:
+    """A ``host:port`` network address (IPv6 hosts written in brackets: ``[::1]:7001``)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``host:port``; ``ValueError`` with a readable message if malformed."""
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            ipaddress.IPv6Address(host)
+        elif ":" in host:
+            raise ValueError(f"{text!r}: write IPv6 addresses in brackets, e.g. [::1]:7001")
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError(f"{text!r}: port must be between 1 and 65535")
+        return cls(host, port)
+
+
+def _address(section: Section, key: str) -> Address:
+    try:
+        return Address.parse(section.get_str(key))
+    except ValueError as exc:
+        raise section.error(key, str(exc)) from exc
+
+
+def _fingerprint(section: Section, key: str) -> str:
+    value = section.get_str(key)
+    if not is_lower_hex(value, 32):
+        raise section.error(key, "must be a SHA-256 fingerprint: 64 lowercase hex digits")
+    return value
+
+
+def _public_key_pem(section: Section, key: str) -> str:
+    value = section.get_str(key)
+    try:
+        load_public_key(value)
+    except ConfigError as exc:
+        raise section.error(key, str(exc)) from exc
+    return value
+
+
+@dataclass(frozen=True)
+class SiteEntry:
+    """A site as the consortium knows it."""
+
+    name: str
+    address: Address
+    compute: bool
+    tls_fingerprint: str
+    signing_key: str  # Ed25519 public key, PEM
+
+    def public_key(self) -> Ed25519PublicKey:
+        """The site's Ed25519 key, which verifies its audit receipts."""
+        return load_public_key(self.signing_key)
+
+
+@dataclass(frozen=True)
+class AnalystEntry:
+    """An analyst as the consortium knows them."""
+
+    name: str
+    tls_fingerprint: str
+    signing_key: str  # Ed25519 public key, PEM
+
+    def public_key(self) -> Ed25519PublicKey:
+        """The analyst's Ed25519 key, which verifies their query envelopes."""
+        return load_public_key(self.signing_key)
+
+
+@dataclass(frozen=True)
+class ConsortiumConfig:
+    """The contents of ``consortium.toml``.
+
+    ``committee`` may hold fewer than three names while the consortium is being set up;
+    ``require_committee()`` is what an agent calls before running any query.
+    """
+
+    path: Path
+    id: str
+    name: str
+    ca_cert: Path
+    sites: Mapping[str, SiteEntry]
+    analysts: Mapping[str, AnalystEntry]
+    committee: tuple[str, ...]
+
+    def site(self, name: str) -> SiteEntry:
+        """The named site; ``ConfigError`` if it is not in the consortium."""
+        if name not in self.sites:
+            raise ConfigError(f"{self.path}: no site {name!r} (sites: {', '.join(self.sites) or 'none'})")
+        return self.sites[name]
+
+    def analyst_key(self, name: str) -> Ed25519PublicKey:
+        """The registered key of an analyst; ``AuthError`` for an analyst not in the consortium."""
+        if name not in self.analysts:
+            raise AuthError(f"analyst {name!r} is not registered in consortium {self.id!r}")
+        return self.analysts[name].public_key()
+
+    def require_committee(self) -> tuple[str, str, str]:
+        """The three committee members in order; ``ConfigError`` until there are three."""
+        if len(self.committee) != COMMITTEE_SIZE:
+            raise ConfigError(
+                f"{self.path}: consortium.committee: needs {COMMITTEE_SIZE} compute members, has {len(self.committee)}"
+            )
+        a, b, c = self.committee
+        return a, b, c
+
+    def with_site(self, entry: SiteEntry) -> ConsortiumConfig:
+        """A copy with one more site (and in the committee if it computes); validated."""
+        if entry.name in self.sites or entry.name in self.analysts:
+            raise ConfigError(f"{self.path}: name {entry.name!r} is already taken")
+        committee = (*self.committee, entry.name) if entry.compute else self.committee
+        if len(committee) > COMMITTEE_SIZE:
+            raise ConfigError(
+                f"{self.path}: the committee already has {COMMITTEE_SIZE} compute members ({', '.join(self.committee)})"
+            )
+        sites = MappingProxyType({**self.sites, entry.name: entry})
+        return replace(self, sites=sites, committee=committee)
+
+    def with_analyst(self, entry: AnalystEntry) -> ConsortiumConfig:
+        """A copy with one more analyst; validated."""
+        if entry.name in self.sites or entry.name in self.analysts:
+            raise ConfigError(f"{self.path}: name {entry.name!r} is already taken")
+        return replace(self, analysts=MappingProxyType({**self.analysts, entry.name: entry}))
+
+
+def load_consortium(path: Path | str) -> ConsortiumConfig:
+    """Load and validate ``consortium.toml``."""
+    root = read_toml(path)
+    root.only("consortium", "sites", "analysts")
+    head = root.section("consortium")
+    head.only("id", "name", "ca_cert", "committee")
+    sites: dict[str, SiteEntry] = {}
+    for name, s in root.section("sites", required=False).subsections():
+        check_name(s, None, name, "site")
+        s.only("address", "compute", "tls_fingerprint", "signing_key")
+        sites[name] = SiteEntry(
+            name=name,
+            address=_address(s, "address"),
+            compute=s.get_bool("compute", False),
+            tls_fingerprint=_fingerprint(s, "tls_fingerprint"),
+            signing_key=_public_key_pem(s, "signing_key"),
+        )
+    analysts: dict[str, AnalystEntry] = {}
+    for name, a in root.section("analysts", required=False).subsections():
+        check_name(a, None, name, "analyst")
+        if name in sites:
+            raise a.error(None, f"{name!r} is also a site name; certificate names must be unique")
+        a.only("tls_fingerprint", "signing_key")
+        analysts[name] = AnalystEntry(
+            name=name, tls_fingerprint=_fingerprint(a, "tls_fingerprint"), signing_key=_public_key_pem(a, "signing_key")
+        )
+    committee = head.get_str_list("committee", ())
+    if len(committee) > COMMITTEE_SIZE:
+        raise head.error("committee", f"at most {COMMITTEE_SIZE} members, got {len(committee)}")
+    for member in committee:
+        if member not in sites:
+            raise head.error("committee", f"{member!r} is not a site in [sites]")
+        if not sites[member].compute:
+            raise head.error("committee", f"{member!r} is listed but its site has compute = false")
+    for name, site in sites.items():
+        if site.compute and name not in committee:
+            raise head.error("committee", f"site {name!r} has compute = true but is not listed")
+    return ConsortiumConfig(
+        path=root.file,
+        id=head.get_str("id"),
+        name=head.get_str("name"),
+        ca_cert=head.get_path("ca_cert", must_exist=True),
+        sites=MappingProxyType(sites),
+        analysts=MappingProxyType(analysts),
+        committee=committee,
+    )
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when below it, else absolute (keeps folders movable)."""
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def render_consortium(cfg: ConsortiumConfig) -> str:
+    """The text of ``consortium.toml`` for ``cfg``, with comments (``mpc-consortium`` rewrites it)."""
+    base = cfg.path.parent
+    lines = [
+        "# Consortium file: who takes part. Written by mpc-consortium; share it with every site and",
+        "# analyst (it holds public keys and fingerprints only). Values edited by hand are kept when",
+        "# mpc-consortium rewrites the file; comments are not.",
+        "",
+        "[consortium]",
+        f"id = {toml_str(cfg.id)}  # signed into every query envelope",
+        f"name = {toml_str(cfg.name)}",
+        f"ca_cert = {toml_str(_relative(cfg.ca_cert, base))}  # the CA that issued every certificate below",
+        "# The three compute members, in order (sites, or a neutral agent without data).",
+        f"committee = {toml_str_list(cfg.committee)}",
+    ]
+    for s in cfg.sites.values():
+        lines += [
+            "",
+            f"[sites.{toml_key(s.name)}]",
+            f"address = {toml_str(str(s.address))}",
+            f"compute = {'true' if s.compute else 'false'}",
+            f"tls_fingerprint = {toml_str(s.tls_fingerprint)}  # SHA-256 of the site's TLS certificate",
+            f"signing_key = {toml_multiline(s.signing_key)}",
+        ]
+    for a in cfg.analysts.values():
+        lines += [
+            "",
+            f"[analysts.{toml_key(a.name)}]",
+            f"tls_fingerprint = {toml_str(a.tls_fingerprint)}",
+            f"signing_key = {toml_multiline(a.signing_key)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """A table a site serves: a CSV or Parquet file loaded into the site's engine."""
+
+    name: str
+    path: Path
+    format: str  # "csv" or "parquet"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The contents of a site's ``agent.toml`` (all paths absolute)."""
+
+    path: Path
+    site: str
+    listen: Address
+    consortium: Path
+    tls_cert: Path
+    tls_key: Path
+    ca_cert: Path
+    signing_key: Path
+    policy: Path
+    audit_log: Path
+    data_dir: Path
+    query_timeout: int
+    tables: Mapping[str, TableSource]
+
+
+def _table(section: Section, name: str) -> TableSource:
+    check_name(section, None, name, "table")
+    section.only("path", "format")
+    path = section.get_path("path", must_exist=True)
+    default_format = TABLE_FORMATS.get(path.suffix.lower())
+    fmt = section.get_str("format", default_format)
+    if fmt is None:
+        raise section.error("path", f"cannot tell the format of {path.name}: use .csv or .parquet, or set format")
+    if fmt not in TABLE_FORMATS.values():
+        raise section.error("format", f"must be 'csv' or 'parquet', got {fmt!r}")
+    return TableSource(name=name, path=path, format=fmt)
+
+
+def load_agent(path: Path | str) -> AgentConfig:
+    """Load and validate a site's ``agent.toml`` (key and table files must exist)."""
+    root = read_toml(path)
+    root.only("site", "tls", "signing", "audit", "policy", "tables")
+    site = root.section("site")
+    site.only("name", "listen", "consortium", "data_dir", "query_timeout_seconds")
+    tls = root.section("tls")
+    tls.only("cert", "key", "ca")
+    signing = root.section("signing")
+    signing.only("key")
+    audit = root.section("audit")
+    audit.only("path")
+    policy = root.section("policy", required=False)
+    policy.only("path")
+    tables = {name: _table(t, name) for name, t in root.section("tables", required=False).subsections()}
+    return AgentConfig(
+        path=root.file,
+        site=check_name(site, "name", site.get_str("name"), "site"),
+        listen=_address(site, "listen"),
+        consortium=site.get_path("consortium", must_exist=True),
+        tls_cert=tls.get_path("cert", must_exist=True),
+        tls_key=tls.get_path("key", must_exist=True),
+        ca_cert=tls.get_path("ca", must_exist=True),
+        signing_key=signing.get_path("key", must_exist=True),
+        policy=policy.get_path("path", "policy.toml", must_exist=True),
+        audit_log=audit.get_path("path"),
+        data_dir=site.get_path("data_dir", "data"),
+        query_timeout=site.get_int("query_timeout_seconds", DEFAULT_QUERY_TIMEOUT, minimum=1),
+        tables=MappingProxyType(tables),
+    )
+
+
+AGENT_TEMPLATE = """\
+# Site agent settings for {site}. Relative paths are relative to this file's folder.
+# Check them with:  mpc-site-agent check --config agent.toml
+
+[site]
+name = {site_q}                  # must match [sites.{site_key}] in the consortium file
+listen = {listen_q}           # address:port to listen on; "0.0.0.0:{port}" listens on every interface
+consortium = {consortium_q}  # the consortium file (keep it identical at every site)
+data_dir = "data"               # working folder of the agent (DuckDB files, temporary data)
+query_timeout_seconds = {timeout}      # a query still running after this long is aborted
+
+[tls]                           # mutual TLS 1.3; keep key.pem readable by the agent only
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+ca = "tls/ca.pem"               # the consortium CA; only certificates it issued are accepted
+
+[signing]                       # Ed25519 key that signs this site's audit entries and receipts
+key = "signing/key.pem"
+
+[audit]                         # append-only, hash-chained, signed; verify with mpc-site-agent audit verify
+path = "audit/audit.jsonl"
+
+[policy]                        # what this site allows; see the comments in that file
+path = "policy.toml"
+
+# Tables this site serves, each a CSV or Parquet file, loaded into DuckDB at start.
+# The table name is what analysts write in queries; expose its columns in policy.toml.
+#
+# [tables.lung]
+# path = "data/lung.csv"
+"""
+
+
+def render_agent_template(site: str, listen: Address, consortium_path: str) -> str:
+    """A commented ``agent.toml`` for a new site (paths as ``mpc-consortium add-site`` lays them out)."""
+    return AGENT_TEMPLATE.format(
+        site=site,
+        site_q=toml_str(site),
+        site_key=toml_key(site),
+        listen_q=toml_str(str(listen)),
+        port=listen.port,
+        consortium_q=toml_str(consortium_path),
+        timeout=DEFAULT_QUERY_TIMEOUT,
+    )

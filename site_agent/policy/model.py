@@ -1,0 +1,252 @@
+"""A site's disclosure policy (``policy.toml``), its digest, and how policies combine.
+
+Each site states what it allows; a query runs only if every site allows it, and the pooled
+result is protected by the strictest setting of any site (``combine``). Checks raise
+``PolicyRefusal(site, rule, message)`` where ``rule`` is the ``policy.toml`` key that said no,
+so the analyst learns exactly who refused and why, and the site's IT knows which line to change.
+
+Table and column names compare case-insensitively (as unquoted SQL identifiers do): the policy
+lower-cases them on load and the checks lower-case what they are given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from site_agent.crypto.envelope import canonical_json
+from site_agent.errors import PolicyRefusal
+from site_agent.tomlfile import Section, check_name, read_toml
+
+DEFAULT_MIN_CELL_SIZE = 5
+DEFAULT_MAX_GROUPS = 1000
+DEFAULT_MAX_QUERIES_PER_HOUR = 100
+STATEMENT_KINDS = frozenset({"aggregate", "per_site_breakdown", "model"})
+DEFAULT_STATEMENT_KINDS = frozenset({"aggregate", "model"})
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    """What of one table may be used: ``columns`` (``None`` = all but identifiers) and identifiers."""
+
+    columns: frozenset[str] | None
+    identifiers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One site's policy, or the combination of several (then ``parts`` holds the sites' own).
+
+    ``analysts`` is ``None`` when any registered analyst may query ("*").
+    """
+
+    site: str
+    min_cell_size: int = DEFAULT_MIN_CELL_SIZE
+    analysts: frozenset[str] | None = None
+    statement_kinds: frozenset[str] = DEFAULT_STATEMENT_KINDS
+    max_groups: int = DEFAULT_MAX_GROUPS
+    max_queries_per_hour: int = DEFAULT_MAX_QUERIES_PER_HOUR
+    allow_min_max: bool = False
+    tables: Mapping[str, TablePolicy] = field(default_factory=lambda: MappingProxyType({}))
+    parts: tuple[Policy, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The effective rules as plain JSON values, sorted, for digests and ``--explain``."""
+        return {
+            "min_cell_size": self.min_cell_size,
+            "analysts": "*" if self.analysts is None else sorted(self.analysts),
+            "statement_kinds": sorted(self.statement_kinds),
+            "max_groups": self.max_groups,
+            "max_queries_per_hour": self.max_queries_per_hour,
+            "allow_min_max": self.allow_min_max,
+            "tables": {
+                name: {
+                    "columns": "*" if t.columns is None else sorted(t.columns),
+                    "identifiers": sorted(t.identifiers),
+                }
+                for name, t in sorted(self.tables.items())
+            },
+        }
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of the rules: equal rules, equal digest (comments and
+        key order in the file do not matter). Written in every audit entry."""
+        return hashlib.sha256(canonical_json(self.to_json())).hexdigest()
+
+    def _refuse(self, rule: str, message: str) -> PolicyRefusal:
+        return PolicyRefusal(self.site, rule, message)
+
+    def _each(self) -> tuple[Policy, ...]:
+        """The sites' own policies, so that a refusal by a combined policy names the right site."""
+        return self.parts or (self,)
+
+    def check_analyst(self, analyst: str) -> None:
+        """Refuse an analyst the site does not serve (rule ``analysts``)."""
+        for p in self._each():
+            if p.analysts is not None and analyst not in p.analysts:
+                raise p._refuse("analysts", f"analyst {analyst!r} is not allowed")
+
+    def check_kind(self, kind: str) -> None:
+        """Refuse a statement kind the site does not allow (rule ``statement_kinds``)."""
+        for p in self._each():
+            if kind not in p.statement_kinds:
+                allowed = ", ".join(sorted(p.statement_kinds)) or "none"
+                raise p._refuse("statement_kinds", f"{kind!r} statements are not allowed (allowed: {allowed})")
+
+    def check_table(self, table: str) -> None:
+        """Refuse a table the site does not expose (rule ``tables``)."""
+        for p in self._each():
+            if table.lower() not in p.tables:
+                raise p._refuse("tables", f"table {table!r} is not exposed")
+
+    def check_column(self, table: str, column: str) -> None:
+        """Refuse an identifier column (rule ``identifiers``) or an unexposed one (rule ``columns``)."""
+        self.check_table(table)
+        col = column.lower()
+        for p in self._each():
+            t = p.tables[table.lower()]
+            if col in t.identifiers:
+                raise p._refuse("identifiers", f"column {table}.{column} is an identifier and never selectable")
+            if t.columns is not None and col not in t.columns:
+                raise p._refuse("columns", f"column {table}.{column} is not exposed")
+
+    def check_groups(self, groups: int) -> None:
+        """Refuse a query with more output groups than allowed (rule ``max_groups``)."""
+        for p in self._each():
+            if groups > p.max_groups:
+                raise p._refuse("max_groups", f"{groups} groups asked, at most {p.max_groups} allowed")
+
+    def check_min_max(self) -> None:
+        """Refuse MIN/MAX, which reveal single records, unless allowed (rule ``allow_min_max``)."""
+        for p in self._each():
+            if not p.allow_min_max:
+                raise p._refuse("allow_min_max", "MIN and MAX are not allowed (they reveal single records)")
+
+
+def combine(policies: Iterable[Policy]) -> Policy:
+    """The strictest combination: largest minimum cell size, smallest limits, only the analysts,
+    kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
+
+    Checks on the result delegate to the sites' own policies, so refusals name the site.
+    """
+    parts = tuple(q for p in policies for q in p._each())
+    if not parts:
+        raise ValueError("combine() needs at least one policy")
+    analysts: frozenset[str] | None = None
+    for p in parts:
+        if p.analysts is not None:
+            analysts = p.analysts if analysts is None else analysts & p.analysts
+    tables: dict[str, TablePolicy] = {}
+    for name in set.intersection(*(set(p.tables) for p in parts)):
+        columns: frozenset[str] | None = None
+        for p in parts:
+            cols = p.tables[name].columns
+            if cols is not None:
+                columns = cols if columns is None else columns & cols
+        identifiers = frozenset().union(*(p.tables[name].identifiers for p in parts))
+        tables[name] = TablePolicy(
+            columns=None if columns is None else columns - identifiers,
+            identifiers=identifiers,
+        )
+    return Policy(
+        site="+".join(p.site for p in parts),
+        min_cell_size=max(p.min_cell_size for p in parts),
+        analysts=analysts,
+        statement_kinds=frozenset.intersection(*(p.statement_kinds for p in parts)),
+        max_groups=min(p.max_groups for p in parts),
+        max_queries_per_hour=min(p.max_queries_per_hour for p in parts),
+        allow_min_max=all(p.allow_min_max for p in parts),
+        tables=MappingProxyType(tables),
+        parts=parts,
+    )
+
+
+def _names(section: Section, key: str, default: Any) -> frozenset[str] | None:
+    """A list of names, or ``None`` for ``"*"`` (everything)."""
+    if section.data.get(key) == "*":
+        return None
+    if key not in section and default is None:
+        return None
+    return frozenset(section.get_str_list(key, default))
+
+
+def _table_policy(section: Section, name: str) -> TablePolicy:
+    check_name(section, None, name, "table")
+    section.only("columns", "identifiers")
+    columns = _names(section, "columns", ())
+    identifiers = frozenset(c.lower() for c in section.get_str_list("identifiers", ()))
+    if columns is not None:
+        columns = frozenset(c.lower() for c in columns)
+        both = sorted(columns & identifiers)
+        if both:
+            raise section.error("columns", f"{both[0]!r} is also listed in identifiers")
+    return TablePolicy(columns=columns, identifiers=identifiers)
+
+
+def load_policy(path: Path | str, site: str) -> Policy:
+    """Load and validate a site's ``policy.toml``; ``site`` names the site in refusals."""
+    root = read_toml(path)
+    root.only("policy", "tables")
+    p = root.section("policy")
+    p.only(
+        "min_cell_size",
+        "analysts",
+        "statement_kinds",
+        "max_groups",
+        "max_queries_per_hour",
+        "allow_min_max",
+    )
+    kinds = frozenset(p.get_str_list("statement_kinds", tuple(sorted(DEFAULT_STATEMENT_KINDS))))
+    unknown = sorted(kinds - STATEMENT_KINDS)
+    if unknown:
+        raise p.error("statement_kinds", f"unknown kind {unknown[0]!r} (known: {', '.join(sorted(STATEMENT_KINDS))})")
+    if "analysts" not in p:
+        raise p.error("analysts", 'missing: list analyst names, or "*" for every analyst in the consortium')
+    tables = {name.lower(): _table_policy(t, name) for name, t in root.section("tables", required=False).subsections()}
+    return Policy(
+        site=site,
+        min_cell_size=p.get_int("min_cell_size", DEFAULT_MIN_CELL_SIZE, minimum=1),
+        analysts=_names(p, "analysts", None),
+        statement_kinds=kinds,
+        max_groups=p.get_int("max_groups", DEFAULT_MAX_GROUPS, minimum=1),
+        max_queries_per_hour=p.get_int("max_queries_per_hour", DEFAULT_MAX_QUERIES_PER_HOUR, minimum=0),
+        allow_min_max=p.get_bool("allow_min_max", False),
+        tables=MappingProxyType(tables),
+    )
+
+
+POLICY_TEMPLATE = """\
+# Disclosure policy of site {site}. The strictest site wins: a query runs only if every site
+# allows it, and pooled results use the largest min_cell_size of all sites.
+# A refusal tells the analyst this site's name and the key below that refused.
+
+[policy]
+min_cell_size = {min_cell_size}            # pooled cells with fewer records are suppressed (shown as <k)
+analysts = []                 # analyst names allowed to query this site, or "*" for all registered ones
+statement_kinds = ["aggregate", "model"]   # also possible: "per_site_breakdown"
+max_groups = {max_groups}              # most output groups (cells) one query may produce
+max_queries_per_hour = {max_queries}     # per analyst, over a sliding hour
+allow_min_max = false         # MIN/MAX reveal single records; leave false unless you mean it
+
+# One section per table declared in agent.toml. Only the columns listed here are usable;
+# identifier columns (names, record numbers, dates of birth...) can never be selected, even
+# when columns = "*".
+#
+# [tables.lung]
+# columns = ["age", "sex", "stage", "time", "status"]
+# identifiers = ["patient_id"]
+"""
+
+
+def render_policy_template(site: str) -> str:
+    """A commented ``policy.toml`` for a new site: nothing exposed and nobody allowed until edited."""
+    return POLICY_TEMPLATE.format(
+        site=site,
+        min_cell_size=DEFAULT_MIN_CELL_SIZE,
+        max_groups=DEFAULT_MAX_GROUPS,
+        max_queries=DEFAULT_MAX_QUERIES_PER_HOUR,
+    )
