@@ -147,7 +147,7 @@ class ConsortiumConfig:
     def with_site(self, entry: SiteEntry) -> ConsortiumConfig:
         """A copy with one more site (and in the committee if it computes); validated."""
         if entry.name in self.sites or entry.name in self.analysts:
-            raise ConfigError(f"{self.path}: name {entry.name!r} is already taken")
+            raise ConfigError(f"{self.path}: a site or analyst named {entry.name!r} already exists")
         committee = (*self.committee, entry.name) if entry.compute else self.committee
         if len(committee) > COMMITTEE_SIZE:
             raise ConfigError(
@@ -159,7 +159,7 @@ class ConsortiumConfig:
     def with_analyst(self, entry: AnalystEntry) -> ConsortiumConfig:
         """A copy with one more analyst; validated."""
         if entry.name in self.sites or entry.name in self.analysts:
-            raise ConfigError(f"{self.path}: name {entry.name!r} is already taken")
+            raise ConfigError(f"{self.path}: a site or analyst named {entry.name!r} already exists")
         return replace(self, analysts=MappingProxyType({**self.analysts, entry.name: entry}))
 
 
@@ -328,27 +328,36 @@ def load_agent(path: Path | str) -> AgentConfig:
 
 AGENT_TEMPLATE = """\
 # Site agent settings for {site}. Relative paths are relative to this file's folder.
-# Check them with:  mpc-site-agent check --config agent.toml
 
 [site]
-name = {site_q}                  # must match [sites.{site_key}] in the consortium file
-listen = {listen_q}           # address:port to listen on; "0.0.0.0:{port}" listens on every interface
-consortium = {consortium_q}  # the consortium file (keep it identical at every site)
-data_dir = "data"               # working folder of the agent (DuckDB files, temporary data)
-query_timeout_seconds = {timeout}      # a query still running after this long is aborted
+# Must match [sites.{site_key}] in the consortium file.
+name = {site_q}
+# Address to listen on; "0.0.0.0:{port}" listens on every interface.
+listen = {listen_q}
+# The consortium file; keep it identical at every site.
+consortium = {consortium_q}
+# Working folder of the agent (DuckDB files, temporary data).
+data_dir = "data"
+# A query still running after this many seconds is aborted.
+query_timeout_seconds = {timeout}
 
-[tls]                           # mutual TLS 1.3; keep key.pem readable by the agent only
+# Mutual TLS 1.3. Keep key.pem readable by the agent's user only. Only certificates issued
+# by the consortium CA (ca.pem) are accepted.
+[tls]
 cert = "tls/cert.pem"
 key = "tls/key.pem"
-ca = "tls/ca.pem"               # the consortium CA; only certificates it issued are accepted
+ca = "tls/ca.pem"
 
-[signing]                       # Ed25519 key that signs this site's audit entries and receipts
+# Ed25519 key that signs this site's audit entries and the receipts analysts receive.
+[signing]
 key = "signing/key.pem"
 
-[audit]                         # append-only, hash-chained, signed; verify with mpc-site-agent audit verify
+# Append-only, hash-chained and signed; one line per request, never any data values.
+[audit]
 path = "audit/audit.jsonl"
 
-[policy]                        # what this site allows; see the comments in that file
+# What this site allows; see the comments in that file.
+[policy]
 path = "policy.toml"
 
 # Tables this site serves, each a CSV or Parquet file, loaded into DuckDB at start.

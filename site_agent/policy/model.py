@@ -107,11 +107,13 @@ class Policy:
         """Refuse an identifier column (rule ``identifiers``) or an unexposed one (rule ``columns``)."""
         self.check_table(table)
         col = column.lower()
+        # Identifiers first: "an identifier at site c" says more than "not exposed at site a".
         for p in self._each():
-            t = p.tables[table.lower()]
-            if col in t.identifiers:
+            if col in p.tables[table.lower()].identifiers:
                 raise p._refuse("identifiers", f"column {table}.{column} is an identifier and never selectable")
-            if t.columns is not None and col not in t.columns:
+        for p in self._each():
+            columns = p.tables[table.lower()].columns
+            if columns is not None and col not in columns:
                 raise p._refuse("columns", f"column {table}.{column} is not exposed")
 
     def check_groups(self, groups: int) -> None:
@@ -221,20 +223,26 @@ def load_policy(path: Path | str, site: str) -> Policy:
 
 POLICY_TEMPLATE = """\
 # Disclosure policy of site {site}. The strictest site wins: a query runs only if every site
-# allows it, and pooled results use the largest min_cell_size of all sites.
-# A refusal tells the analyst this site's name and the key below that refused.
+# allows it, and pooled results use the largest min_cell_size of all sites. A refusal tells
+# the analyst this site's name and the key below that refused.
 
 [policy]
-min_cell_size = {min_cell_size}            # pooled cells with fewer records are suppressed (shown as <k)
-analysts = []                 # analyst names allowed to query this site, or "*" for all registered ones
-statement_kinds = ["aggregate", "model"]   # also possible: "per_site_breakdown"
-max_groups = {max_groups}              # most output groups (cells) one query may produce
-max_queries_per_hour = {max_queries}     # per analyst, over a sliding hour
-allow_min_max = false         # MIN/MAX reveal single records; leave false unless you mean it
+# Pooled cells with fewer records than this are suppressed (shown as <k).
+min_cell_size = {min_cell_size}
+# Analyst names allowed to query this site, or "*" for every analyst in the consortium.
+analysts = []
+# Statement kinds allowed: "aggregate", "per_site_breakdown", "model".
+statement_kinds = ["aggregate", "model"]
+# Most output groups (cells) one query may produce.
+max_groups = {max_groups}
+# Queries per analyst over any sliding hour.
+max_queries_per_hour = {max_queries}
+# MIN and MAX reveal single records; leave false unless you mean it.
+allow_min_max = false
 
-# One section per table declared in agent.toml. Only the columns listed here are usable;
-# identifier columns (names, record numbers, dates of birth...) can never be selected, even
-# when columns = "*".
+# One section per table declared in agent.toml. Only the columns listed here are usable
+# (or "*" for all). Identifier columns (names, record numbers, dates of birth...) can never
+# be selected, whatever columns says.
 #
 # [tables.lung]
 # columns = ["age", "sex", "stage", "time", "status"]

@@ -1,0 +1,179 @@
+"""Policy files, strictest-wins combination, refusals naming site and rule, rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from site_agent.errors import ConfigError, PolicyRefusal
+from site_agent.policy import Policy, RateLimiter, combine, load_policy, render_policy_template
+
+A = """
+[policy]
+min_cell_size = 5
+analysts = "*"
+statement_kinds = ["aggregate", "per_site_breakdown", "model"]
+max_groups = 200
+max_queries_per_hour = 50
+allow_min_max = true
+
+[tables.lung]
+columns = ["age", "sex", "stage", "time", "status"]
+identifiers = ["patient_id"]
+
+[tables.visits]
+columns = "*"
+identifiers = ["mrn"]
+"""
+
+B = """
+[policy]
+min_cell_size = 11
+analysts = ["alice", "bob"]
+statement_kinds = ["aggregate", "model"]
+max_groups = 500
+max_queries_per_hour = 20
+
+[tables.LUNG]
+columns = ["age", "sex", "time", "status", "ward"]
+identifiers = ["patient_id", "ward_bed"]
+"""
+
+C = """
+[policy]
+analysts = ["alice", "carol"]
+statement_kinds = ["aggregate"]
+max_groups = 300
+
+[tables.lung]
+columns = "*"
+identifiers = ["dob"]
+"""
+
+
+def _load(tmp_path: Path, site: str, text: str) -> Policy:
+    path = tmp_path / f"{site}.toml"
+    path.write_text(text)
+    return load_policy(path, site)
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> tuple[Policy, Policy, Policy]:
+    return _load(tmp_path, "a", A), _load(tmp_path, "b", B), _load(tmp_path, "c", C)
+
+
+def _refusal(call: object, *args: str) -> tuple[str, str]:
+    with pytest.raises(PolicyRefusal) as info:
+        call(*args)  # type: ignore[operator]
+    assert info.value.site in str(info.value) and info.value.rule in str(info.value)
+    return info.value.site, info.value.rule
+
+
+def test_defaults_and_case(three: tuple[Policy, Policy, Policy]) -> None:
+    _, b, c = three
+    assert c.min_cell_size == 5 and c.allow_min_max is False
+    assert b.max_queries_per_hour == 20
+    assert "lung" in b.tables  # table names fold to lower case
+    b.check_column("Lung", "AGE")
+
+
+def test_single_site_refusals(three: tuple[Policy, Policy, Policy]) -> None:
+    a, b, _ = three
+    assert _refusal(b.check_analyst, "mallory") == ("b", "analysts")
+    a.check_analyst("mallory")
+    assert _refusal(b.check_kind, "per_site_breakdown") == ("b", "statement_kinds")
+    assert _refusal(a.check_table, "admissions") == ("a", "tables")
+    assert _refusal(a.check_column, "lung", "patient_id") == ("a", "identifiers")
+    assert _refusal(a.check_column, "lung", "ward") == ("a", "columns")
+    a.check_column("visits", "anything")  # "*" exposes every non-identifier
+    assert _refusal(a.check_column, "visits", "mrn") == ("a", "identifiers")
+    assert _refusal(b.check_min_max) == ("b", "allow_min_max")
+    with pytest.raises(PolicyRefusal) as info:
+        a.check_groups(201)
+    assert (info.value.site, info.value.rule) == ("a", "max_groups")
+    a.check_groups(200)
+
+
+def test_combine_strictest_wins(three: tuple[Policy, Policy, Policy]) -> None:
+    both = combine(three)
+    assert both.min_cell_size == 11
+    assert both.analysts == frozenset({"alice"})
+    assert both.statement_kinds == frozenset({"aggregate"})
+    assert both.max_groups == 200
+    assert both.max_queries_per_hour == 20
+    assert both.allow_min_max is False
+    assert set(both.tables) == {"lung"}
+    assert both.tables["lung"].columns == frozenset({"age", "sex", "time", "status"})
+    assert both.tables["lung"].identifiers == frozenset({"patient_id", "ward_bed", "dob"})
+    # Combining is associative in effect and does not depend on order.
+    a, b, c = three
+    assert combine([combine([a, b]), c]).digest() == both.digest() == combine([c, b, a]).digest()
+
+
+def test_combined_refusal_names_the_refusing_site(three: tuple[Policy, Policy, Policy]) -> None:
+    both = combine(three)
+    both.check_analyst("alice")
+    assert _refusal(both.check_analyst, "bob") == ("c", "analysts")
+    assert _refusal(both.check_analyst, "carol") == ("b", "analysts")
+    assert _refusal(both.check_kind, "model") == ("c", "statement_kinds")
+    assert _refusal(both.check_table, "visits") == ("b", "tables")
+    assert _refusal(both.check_column, "lung", "stage") == ("b", "columns")
+    assert _refusal(both.check_column, "lung", "dob") == ("c", "identifiers")
+    assert _refusal(both.check_min_max) == ("b", "allow_min_max")
+
+
+def test_digest_is_canonical(tmp_path: Path, three: tuple[Policy, Policy, Policy]) -> None:
+    a = three[0]
+    reordered = "\n".join(reversed(A.strip().split("\n\n")))  # sections in another order
+    reordered = "# a comment\n" + reordered
+    assert _load(tmp_path, "a2", reordered).digest() == a.digest()
+    expected = hashlib.sha256(json.dumps(a.to_json(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert a.digest() == expected
+    assert _load(tmp_path, "a3", A.replace("min_cell_size = 5", "min_cell_size = 6")).digest() != a.digest()
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (A.replace("min_cell_size = 5", "min_cell_sise = 5"), "policy.min_cell_sise: unknown key"),
+        (A.replace("min_cell_size = 5", "min_cell_size = 0"), "policy.min_cell_size: must be at least 1"),
+        (A.replace("min_cell_size = 5", 'min_cell_size = "5"'), "policy.min_cell_size: must be an integer"),
+        (A.replace('analysts = "*"\n', ""), "policy.analysts: missing"),
+        (A.replace('"model"]', '"modle"]'), "policy.statement_kinds: unknown kind 'modle'"),
+        (A.replace('"time", "status"]', '"time", "patient_id"]'), "tables.lung.columns: 'patient_id'"),
+        ("[policy\n", "invalid TOML"),
+    ],
+)
+def test_bad_files_name_file_and_key(tmp_path: Path, text: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=r"bad\.toml") as info:
+        _load(tmp_path, "bad", text)
+    assert where in str(info.value)
+
+
+def test_template_loads_and_allows_nothing(tmp_path: Path) -> None:
+    policy = _load(tmp_path, "new", render_policy_template("new"))
+    assert policy.min_cell_size == 5
+    assert _refusal(policy.check_analyst, "alice") == ("new", "analysts")
+    assert _refusal(policy.check_table, "lung") == ("new", "tables")
+
+
+def test_rate_limiter_sliding_window() -> None:
+    now = [1000.0]
+    limiter = RateLimiter("a", limit=3, clock=lambda: now[0])
+    for t in (0, 10, 20):
+        now[0] = 1000.0 + t
+        limiter.acquire("alice")
+    limiter.acquire("bob")  # per analyst
+    now[0] = 1000.0 + 3599
+    with pytest.raises(PolicyRefusal) as info:
+        limiter.acquire("alice")
+    assert (info.value.site, info.value.rule) == ("a", "max_queries_per_hour")
+    assert "retry in 1 s" in str(info.value)
+    now[0] = 1000.0 + 3600  # the first query leaves the window
+    assert limiter.remaining("alice") == 1
+    limiter.acquire("alice")
+    with pytest.raises(PolicyRefusal):
+        limiter.acquire("alice")
