@@ -7,15 +7,21 @@
     ├── ProtocolError           the MPC protocol cannot go on
     │   ├── ProtocolViolation   a peer sent something malformed (size, dtype, order)
     │   ├── Deadlock            no party can make progress (a bug in a protocol)
-    │   └── PeerFailure         a named peer went silent, disconnected or reported an error
-    │       ├── PeerTimeout     no message from the peer within the timeout
-    │       └── PeerDisconnected  the peer's connection closed or it aborted the session
+    │   ├── PeerFailure         a named peer went silent, disconnected or reported an error
+    │   │   ├── PeerTimeout     no message from the peer within the timeout
+    │   │   └── PeerDisconnected  the peer's connection closed or it aborted the session
+    │   ├── QueryRefused        a committee member refused the query in the agreement round
+    │   └── PlanMismatch        members compiled different plans; nothing was shared
     ├── ConfigError             a configuration or key file is invalid
     ├── AuthError               an identity, signature or query envelope is not accepted
     │   ├── BadSignature        an Ed25519 signature does not verify
     │   ├── StaleEnvelope       an envelope is too old or dated in the future
     │   └── ReplayedEnvelope    an envelope's nonce was already seen
     ├── PolicyRefusal           a site's disclosure policy refuses the request (names site and rule)
+    ├── QueryError              a %%mpc query cannot be compiled (carries line and column)
+    │   ├── QuerySyntaxError    the text does not parse
+    │   ├── UnknownName         a table or column does not exist (suggests the closest names)
+    │   └── UnsupportedQuery    a construct outside the language, named precisely
     └── AuditError              the audit log cannot be appended to safely
 
 The notebook side turns these into one-line ``UsageError`` messages for analysts.
@@ -94,3 +100,63 @@ class PolicyRefusal(MpcError):
 
 class AuditError(MpcError):
     """The audit log cannot be appended to safely (for example, its last entry is damaged)."""
+
+
+class QueryError(MpcError):
+    """A %%mpc query cannot be compiled.
+
+    ``line`` and ``column`` (1-based) locate the offending text when known; ``text`` is the
+    query, so :meth:`pointer` can draw the line with a caret under the column.
+    """
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None, text: str = "") -> None:
+        where = f" (line {line}, column {column})" if line is not None and column is not None else ""
+        super().__init__(f"{message}{where}")
+        self.message = message
+        self.line = line
+        self.column = column
+        self.text = text
+
+    def pointer(self) -> str:
+        """The offending source line with a caret under the column, or '' when unknown."""
+        if self.line is None or self.column is None or not self.text:
+            return ""
+        lines = self.text.splitlines() or [""]
+        src = lines[min(self.line, len(lines)) - 1]
+        return f"{src}\n{' ' * (self.column - 1)}^"
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        ptr = self.pointer()
+        return f"{base}\n{ptr}" if ptr else base
+
+
+class QuerySyntaxError(QueryError):
+    """The query text does not parse."""
+
+
+class UnknownName(QueryError):
+    """A table or column is not in the schema; ``suggestions`` holds the closest valid names."""
+
+    def __init__(
+        self, message: str, suggestions: list[str], line: int | None = None, column: int | None = None, text: str = ""
+    ) -> None:
+        hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        super().__init__(message + hint, line, column, text)
+        self.suggestions = suggestions
+
+
+class UnsupportedQuery(QueryError):
+    """The query uses a construct outside the %%mpc language (the message names it)."""
+
+
+class QueryRefused(ProtocolError):
+    """A committee member refused the query in the agreement round (``site`` names it)."""
+
+    def __init__(self, site: str, message: str) -> None:
+        super().__init__(message)
+        self.site = site
+
+
+class PlanMismatch(ProtocolError):
+    """Committee members compiled different plans for the same envelope; nothing was shared."""

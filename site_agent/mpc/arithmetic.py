@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .party import Party, Protocol, exchange
+from .party import PARTIES, Party, Protocol, exchange
 from .ring import U64
 from .shares import AShare, S
 
@@ -87,6 +87,39 @@ def component_only(p: Party, pair: U64, j: int, kind: type[S]) -> S:
     if p.index == (j - 1) % 3:
         return kind.from_pair(zero, pair[1].copy())
     return kind.from_pair(zero, zero.copy())
+
+
+def input_all(p: Party, mine: U64, sizes: tuple[int, int, int]) -> Protocol[list[AShare]]:
+    """Every member shares its own vector at once (one round): member o's has ``sizes[o]`` words.
+
+    The same sharing as :func:`input_pair` for each owner, with the three owners' messages to
+    each peer packed into one: member i sends its third component to both others.
+    """
+    i = p.index
+    own = np.asarray(mine, dtype=np.uint64).reshape(-1)
+    if own.size != sizes[i]:
+        raise ValueError(f"member {i} inputs {own.size} words, the plan expects {sizes[i]}")
+    draws = {o: (p.rand.stream(o, sizes[o]) if p.rand.holds(o) else None) for o in PARTIES}
+    nxt = {o: p.rand.stream((o + 1) % 3, sizes[o]) if p.rand.holds((o + 1) % 3) else None for o in PARTIES}
+    a, b = draws[i], nxt[i]
+    assert a is not None and b is not None  # member i holds keys K_i and K_{i+1}
+    third = own - a - b
+    got = yield from exchange(
+        send={p.next: third, p.prev: third}, expect={p.next: sizes[p.next], p.prev: sizes[p.prev]}
+    )
+    out: list[AShare] = []
+    for o in PARTIES:
+        if o == i:
+            out.append(AShare.from_pair(a, b))
+        elif i == (o + 1) % 3:  # holds (x_{o+1}, x_{o+2})
+            first = nxt[o]
+            assert first is not None
+            out.append(AShare.from_pair(first, got[o]))
+        else:  # i == o + 2: holds (x_{o+2}, x_o)
+            second = draws[o]
+            assert second is not None
+            out.append(AShare.from_pair(got[o], second))
+    return out
 
 
 def constant(p: Party, values: U64, kind: type[S]) -> S:

@@ -127,3 +127,17 @@ def test_same_seed_same_shares_and_different_seed_different_shares() -> None:
     assert all(np.array_equal(s.v, t.v) for s, t in zip(a, b, strict=True))
     assert not np.array_equal(a[0].v, c[0].v)
     assert np.array_equal(reconstruct(a), reconstruct(c))
+
+
+@given(st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(0, 20)))
+def test_input_all_in_one_round(sizes: tuple[int, int, int]) -> None:
+    vals = [np.arange(n, dtype=np.uint64) * np.uint64(o + 1) + np.uint64(7) for o, n in enumerate(sizes)]
+    results, stats = run_in_memory(lambda p: ar.input_all(p, vals[p.index], sizes))
+    for o in range(3):
+        assert np.array_equal(reconstruct([r[o] for r in results]), vals[o])
+    assert all(s.rounds == 1 for s in stats)
+
+
+def test_input_all_checks_the_size() -> None:
+    with pytest.raises(ValueError, match="the plan expects"):
+        run_in_memory(lambda p: ar.input_all(p, np.zeros(2, dtype=np.uint64), (3, 3, 3)))

@@ -1,0 +1,34 @@
+"""The first round of every query session: members agree on the plan before any share moves.
+
+Each member sends both others its verdict (0 = accepts, otherwise a refusal code) and the
+SHA-256 digest of the plan it compiled. Any refusal or digest mismatch stops the session
+on every member at once, naming the member, instead of leaving the others to time out.
+Pure protocol code (a generator), so it runs in-process in tests and over TLS in the daemon.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PlanMismatch, QueryRefused
+from ..mpc.party import Party, Protocol, exchange
+
+ACCEPT = 0
+REFUSE = 1
+DIGEST_WORDS = 4
+
+
+def agree(p: Party, plan_digest: str, verdict: int, names: dict[int, str]) -> Protocol[None]:
+    """Exchange (verdict, digest) with both peers; raise if any refuses or differs."""
+    digest = bytes.fromhex(plan_digest) if plan_digest else bytes(32)
+    mine = np.concatenate([np.array([verdict], dtype=np.uint64), np.frombuffer(digest, dtype="<u8").astype(np.uint64)])
+    peers = [q for q in (0, 1, 2) if q != p.index]
+    got = yield from exchange(send={q: mine for q in peers}, expect={q: 1 + DIGEST_WORDS for q in peers})
+    if verdict != ACCEPT:
+        raise QueryRefused(names[p.index], "this site refused the query")
+    for q in peers:
+        if int(got[q][0]) != ACCEPT:
+            raise QueryRefused(names[q], f"site {names[q]} refused the query")
+    for q in peers:
+        if not np.array_equal(got[q][1:], mine[1:]):
+            raise PlanMismatch(f"site {names[q]} compiled a different plan (digest mismatch): nothing was shared")
