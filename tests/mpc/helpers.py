@@ -10,8 +10,8 @@ import numpy as np
 from site_agent.mpc.fixed import FixedPoint
 from site_agent.mpc.party import Party, Protocol, run_in_memory
 from site_agent.mpc.ring import U64
-from site_agent.mpc.sharing import deal, reconstruct
 from site_agent.mpc.shares import AShare
+from site_agent.mpc.sharing import deal, reconstruct
 
 
 def shared(values: Any, fp: FixedPoint | None = None, seed: int = 0) -> list[AShare]:

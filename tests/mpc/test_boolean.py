@@ -87,5 +87,5 @@ def test_maximum_and_argmax(k: int, rows: int, seed: int) -> None:
 def test_round_counts_are_constant_in_n() -> None:
     for n in (1, 1000):
         xs, ys = shared(np.arange(n), seed=12), shared(np.arange(n)[::-1], seed=13)
-        _, stats = run_in_memory(lambda p: bl.lt(p, xs[p.index], ys[p.index]))
+        _, stats = run_in_memory(lambda p, xs=xs, ys=ys: bl.lt(p, xs[p.index], ys[p.index]))
         assert max(s.rounds for s in stats) <= 12

@@ -30,7 +30,7 @@ def view_of(member: int, program: Callable, x: np.ndarray) -> np.ndarray:
         if receiver == member:
             seen.append(msg)
 
-    results, _ = run_in_memory(lambda p: program(p, xs[p.index], ys[p.index]), seed=3, tap=tap)
+    run_in_memory(lambda p: program(p, xs[p.index], ys[p.index]), seed=3, tap=tap)
     seen.append(xs[member].v.reshape(-1))
     return np.concatenate(seen)
 
