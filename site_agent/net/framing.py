@@ -64,6 +64,7 @@ class MsgType(enum.IntEnum):
     ERROR = 2
     CONTROL = 3
     SESSION_KEY = 4
+    SESSION_STATUS = 5
     MPC_DATA = 16
     INPUT_SHARES = 17
     RESULT_SHARES = 18
@@ -119,6 +120,7 @@ def register_control(kind: str, fields: Mapping[str, type | tuple[type, ...]]) -
 register_control("hello", {"index": int, "name": str})
 register_control("error", {"message": str})
 register_control("session_key", {"key_index": int, "seed": str})
+register_control("waiting", {"waiting_for": int})
 
 
 def validate_control(body: Any) -> dict[str, Any]:
@@ -196,8 +198,8 @@ def encode_parts(frame: Frame, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[byte
             raise ValueError(f"dtype {arr.dtype} is not allowed on the wire")
         if arr.ndim > MAX_NDIM:
             raise ValueError(f"arrays of more than {MAX_NDIM} dimensions are not allowed")
-        arr = np.ascontiguousarray(arr, dtype=_NP_DTYPES[code])
         dims = arr.shape
+        arr = np.ascontiguousarray(arr, dtype=_NP_DTYPES[code])  # no copy when already so
         payload = memoryview(arr.data).cast("B") if arr.size else memoryview(b"")
     else:
         if frame.control is None or frame.array is not None:

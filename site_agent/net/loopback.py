@@ -5,7 +5,8 @@ member's certificates, runs the listed jobs in order and prints one JSON line pe
 (``{"job": k, "ok": true, "seconds": ...}`` or ``{"ok": false, "error": ..., "peer": ...}``),
 then ``{"done": true}``. Inputs are generated from seeds so every member (and the test that
 checks the answers against numpy) derives the same plaintext; opened results are written
-to ``OUT.m<index>.npy`` (``OUT.s<k>.m<index>.npy`` for concurrent sessions) when the job names ``out``. Not a production entry point: the daemon owns that.
+to ``OUT.m<index>.npy`` (``OUT.s<k>.m<index>.npy`` for concurrent sessions) when the job
+names ``out``. Not a production entry point: the daemon owns that.
 
 Jobs (``op``): ``mul_fixed`` (n values, x*y opened), ``open`` (shares of x opened),
 ``sum3`` (each member inputs n values with ``input_from``, the sum is opened),

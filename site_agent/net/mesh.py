@@ -55,7 +55,7 @@ from .session import run_session
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SESSION_TYPES = frozenset({MsgType.MPC_DATA, MsgType.SESSION_KEY})
+SESSION_TYPES = frozenset({MsgType.MPC_DATA, MsgType.SESSION_KEY, MsgType.SESSION_STATUS})
 WS_OPTIONS: dict[str, Any] = {"compression": None, "ping_interval": 20, "ping_timeout": 60, "write_limit": 2**20}
 """websockets options for every mesh connection. permessage-deflate is off: random shares
 do not compress and deflate makes them about 50x slower."""
@@ -188,7 +188,7 @@ class Dispatcher:
             chans[peer].queue.put_nowait(data)
             return
         if session in self._closed:
-            if frame_type == MsgType.ERROR:
+            if frame_type in (MsgType.ERROR, MsgType.SESSION_STATUS):
                 log.info("late error from party %d for closed session %s", peer, session_label(session))
                 return
             raise ProtocolViolation(f"session {session_label(session)} is closed on party {self._mesh.index}")

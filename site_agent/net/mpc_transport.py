@@ -33,6 +33,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Parts = Sequence[bytes | memoryview]
+_SILENCE = 2 / 3  # share of the timeout after which a silent peer's neighbours abort
 
 
 class Link(Protocol):
@@ -104,7 +105,10 @@ async def run_party(
     """Drive ``machine`` to completion over ``links`` (peer index -> link); return its result.
 
     ``timeout`` bounds how long the party waits for a peer it needs (and for a send to a
-    peer to be taken). ``names`` gives peers' display names for error messages.
+    peer to be taken). After two thirds of it without progress a party tells its peers
+    whom it is waiting for (a ``waiting`` notice); a party whose own peer turns out to be
+    stuck on a third member blames that member, so everybody names the one that went
+    silent. ``names`` gives peers' display names for error messages.
     """
     me = machine.index
     peers = sorted(links)
@@ -112,31 +116,28 @@ async def run_party(
     seq_out = dict.fromkeys(peers, 0)
     seq_in = dict.fromkeys(peers, 0)
     pending: dict[int, asyncio.Task[bytes]] = {}
+    blame: dict[int, int] = {}  # peer -> the member it reported waiting for
     try:
         while True:
-            await _flush(machine, links, session_id, seq_out, timeout, label, max_frame)
+            try:
+                await _flush(machine, links, session_id, seq_out, timeout, label, max_frame)
+            except PeerDisconnected as exc:
+                # The peer may have quit because it aborted; its ERROR frame, if any, is queued
+                # ahead of the close on the same link and says why.
+                lost = exc.peer if isinstance(exc.peer, int) and exc.peer in links else None
+                if lost is None:
+                    raise
+                reason = await _abort_reason(links[lost], pending.pop(lost, None))
+                if reason is None:
+                    raise
+                raise PeerDisconnected(lost, f"party {me}: {label[lost]} aborted the session: {reason}") from None
             if machine.done:
                 return machine.result
             waiting = [p for p in machine.waiting_for if p in links]
             if not waiting:
                 missing = sorted(set(machine.waiting_for) - set(links))
                 raise ProtocolError(f"party {me}: protocol waits for parties {missing} with no link")
-            for p in waiting:
-                if p not in pending:
-                    pending[p] = asyncio.ensure_future(links[p].recv())
-            done, _ = await asyncio.wait([pending[p] for p in waiting], timeout=timeout, return_when="FIRST_COMPLETED")
-            if not done:
-                silent = waiting[0]
-                raise PeerTimeout(
-                    silent,
-                    f"party {me}: no message from {label[silent]} within {timeout:g} s "
-                    f"(session {session_label(session_id)})",
-                )
-            for p in [q for q in waiting if pending[q].done()]:
-                data = pending.pop(p).result()
-                frame = _check(decode(data, max_frame), p, me, session_id, seq_in[p], label[p])
-                seq_in[p] += 1
-                machine.receive(p, frame.array)  # type: ignore[arg-type]
+            await _receive_some(machine, links, pending, waiting, session_id, seq_in, timeout, label, max_frame, blame)
     except BaseException as exc:
         for task in pending.values():
             task.cancel()
@@ -146,6 +147,74 @@ async def run_party(
     finally:
         for task in pending.values():
             task.cancel()
+
+
+async def _receive_some(
+    machine: PartyMachine[Any],
+    links: Mapping[int, Link],
+    pending: dict[int, asyncio.Task[bytes]],
+    waiting: list[int],
+    session: bytes,
+    seq_in: dict[int, int],
+    timeout: float,
+    label: Mapping[int, str],
+    max_frame: int,
+    blame: dict[int, int],
+) -> None:
+    """Wait for at least one data frame from the peers the machine waits for; feed it."""
+    me = machine.index
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    noticed = False
+    while True:
+        for p in waiting:
+            if p not in pending:
+                pending[p] = asyncio.ensure_future(links[p].recv())
+        now = loop.time()
+        stall_at, give_up = start + timeout * _SILENCE, start + timeout
+        limit = (stall_at if not noticed else give_up) - now
+        done, _ = await asyncio.wait(
+            [pending[p] for p in waiting], timeout=max(limit, 0), return_when="FIRST_COMPLETED"
+        )
+        fed = False
+        for p in [q for q in waiting if pending[q].done()]:
+            frame = decode(pending.pop(p).result(), max_frame)
+            if frame.type == MsgType.SESSION_STATUS and frame.session == session and frame.sender == p:
+                assert frame.control is not None
+                blame[p] = int(frame.control["waiting_for"])
+                continue
+            frame = _check(frame, p, me, session, seq_in[p], label[p])
+            seq_in[p] += 1
+            blame.pop(p, None)
+            machine.receive(p, frame.array)  # type: ignore[arg-type]
+            fed = True
+        if fed:
+            return
+        if done:
+            continue
+        if not noticed:
+            noticed = True
+            notice = Frame(
+                MsgType.SESSION_STATUS,
+                session,
+                me,
+                0,
+                control={"kind": "waiting", "waiting_for": waiting[0]},
+            )
+            for link in links.values():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(link.send(encode_parts(notice)), 0.5)
+            continue
+        silent = waiting[0]
+        culprit = blame.get(silent, silent)
+        if culprit == me or culprit not in label:
+            culprit = silent
+        why = "" if culprit == silent else f" ({label[silent]} is waiting for it)"
+        raise PeerTimeout(
+            culprit,
+            f"party {me}: no message from {label[culprit]} within {timeout:g} s{why} "
+            f"(session {session_label(session)})",
+        )
 
 
 def _check(frame: Frame, peer: int, me: int, session: bytes, seq: int, label: str) -> Frame:
@@ -200,6 +269,23 @@ async def _flush(
             ) from None
 
     await asyncio.gather(*(send_all(p, f) for p, f in by_peer.items()))
+
+
+async def _abort_reason(link: Link, pending: asyncio.Task[bytes] | None, grace: float = 0.5) -> str | None:
+    """Skim what a lost peer still had queued for an ERROR frame; return its message."""
+    for _ in range(64):
+        try:
+            if pending is not None:
+                data = await asyncio.wait_for(pending, grace)
+                pending = None
+            else:
+                data = await asyncio.wait_for(link.recv(), grace)
+            frame = decode(data)
+        except (Exception, asyncio.CancelledError):
+            return None
+        if frame.type == MsgType.ERROR and frame.control is not None:
+            return str(frame.control["message"])
+    return None
 
 
 async def notify_abort(links: Mapping[int, Link], session: bytes, me: int, reason: str) -> None:
