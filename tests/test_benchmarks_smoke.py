@@ -1,0 +1,71 @@
+"""Smoke test of ``benchmarks/engine.py``: it runs at small sizes and reports every figure.
+
+Not a timed test: it checks that the benchmark works end to end (including the MPyC
+comparison when MPyC is installed) and that ``--json`` prints one object with the keys
+docs/benchmarks.md describes, never the values.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OURS = [
+    "fixed_mul_per_s",
+    "fixed_mul_first_run_per_s",
+    "fixed_mul_party_compute_per_s",
+    "fixed_mul_max_error_units",
+    "less_than_per_s",
+    "median_seconds",
+    "median_at_mpyc_n_seconds",
+    "secure_sum_seconds",
+]
+PLAINTEXT = [
+    "plaintext_fixed_mul_per_s",
+    "plaintext_less_than_per_s",
+    "plaintext_median_seconds",
+    "plaintext_secure_sum_seconds",
+]
+MPYC = [
+    "mpyc_fixed_mul_per_s",
+    "mpyc_fixed_mul_max_error_units",
+    "mpyc_less_than_per_s",
+    "mpyc_median_seconds",
+    "mpyc_secure_sum_seconds",
+]
+RATIOS = [
+    "fixed_mul_ratio_vs_mpyc",
+    "less_than_ratio_vs_mpyc",
+    "median_ratio_vs_mpyc",
+    "secure_sum_ratio_vs_mpyc",
+    "fixed_mul_slowdown_vs_plaintext",
+    "less_than_slowdown_vs_plaintext",
+    "median_slowdown_vs_plaintext",
+    "secure_sum_slowdown_vs_plaintext",
+]
+
+
+def test_quick_json_run_reports_every_figure() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "engine.py"), "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert figures["quick"] is True
+    for key in OURS + PLAINTEXT:
+        assert figures[key] > 0, key
+    assert figures["fixed_mul_max_error_units"] < 4
+    with_mpyc = importlib.util.find_spec("mpyc") is not None
+    for key in MPYC + RATIOS:
+        needs_mpyc = key.startswith("mpyc_") or "vs_mpyc" in key
+        assert figures[key] > 0 if with_mpyc or not needs_mpyc else figures[key] is None, key
+    assert set(figures["targets"].values()) == {None}
