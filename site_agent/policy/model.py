@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from site_agent.crypto.envelope import canonical_json
-from site_agent.errors import PolicyRefusal
+from site_agent.errors import ConfigError, PolicyRefusal
 from site_agent.tomlfile import Section, check_name, read_toml
 
 DEFAULT_MIN_CELL_SIZE = 5
@@ -71,6 +71,36 @@ class Policy:
                 for name, t in sorted(self.tables.items())
             },
         }
+
+    @classmethod
+    def from_json(cls, site: str, data: Mapping[str, Any]) -> Policy:
+        """The inverse of :meth:`to_json`: how members learn each other's rules.
+
+        Raises ``ConfigError`` on anything malformed (a peer's message is untrusted input).
+        """
+        try:
+            tables = {
+                str(name): TablePolicy(
+                    columns=None if t["columns"] == "*" else frozenset(map(str, t["columns"])),
+                    identifiers=frozenset(map(str, t["identifiers"])),
+                )
+                for name, t in dict(data["tables"]).items()
+            }
+            policy = cls(
+                site=site,
+                min_cell_size=int(data["min_cell_size"]),
+                analysts=None if data["analysts"] == "*" else frozenset(map(str, data["analysts"])),
+                statement_kinds=frozenset(map(str, data["statement_kinds"])),
+                max_groups=int(data["max_groups"]),
+                max_queries_per_hour=int(data["max_queries_per_hour"]),
+                allow_min_max=bool(data["allow_min_max"]),
+                tables=MappingProxyType(tables),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"policy of site {site!r} is malformed: {exc}") from exc
+        if policy.to_json() != dict(data):
+            raise ConfigError(f"policy of site {site!r} has unexpected or non-canonical fields")
+        return policy
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON of the rules: equal rules, equal digest (comments and
