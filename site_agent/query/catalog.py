@@ -1,0 +1,173 @@
+"""The public facts a query compiles against: the consortium schema and the disclosure rules.
+
+Every site compiles the same query text against the same :class:`Schema` (the consortium's
+common data model, public by agreement) and the same combined :class:`DisclosureRules` (the
+strictest of every site's policy), so every site derives the same plan and plan digest.
+
+Group keys must have a public domain: a column declares its ``domain`` (the list of values a
+GROUP BY on it enumerates) and a numeric column may declare a ``grid`` (lo, hi, step) on which
+medians and quantiles are computed. Nothing about a site's own data decides which cells exist.
+
+:class:`DisclosureRules` is the small interface the planner needs from site policy; the policy
+module builds one per site and :meth:`DisclosureRules.combine` takes the strictest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+KeyValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the common schema.
+
+    ``dtype`` is one of ``integer``, ``float``, ``text``, ``boolean``, ``date``, ``timestamp``.
+    ``domain`` lists the public values a GROUP BY on this column enumerates (``None`` in the
+    list makes NULL a group). ``grid`` = (lo, hi, step) is the public grid for MEDIAN and
+    quantiles; values are clamped to [lo, hi] and rounded to the nearest grid point.
+    """
+
+    name: str
+    dtype: str = "float"
+    domain: tuple[KeyValue, ...] | None = None
+    grid: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.grid is not None:
+            lo, hi, step = self.grid
+            if not (step > 0 and hi > lo):
+                raise ConfigError(f"column {self.name!r}: grid needs lo < hi and step > 0")
+            if (hi - lo) / step > 100_000:
+                raise ConfigError(f"column {self.name!r}: grid has more than 100000 points")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the common schema: its columns by name (lower case)."""
+
+    name: str
+    columns: Mapping[str, Column]
+
+    @classmethod
+    def of(cls, name: str, columns: Iterable[Column]) -> Table:
+        return cls(name.lower(), {c.name.lower(): c for c in columns})
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The consortium's common schema: tables by name (lower case)."""
+
+    tables: Mapping[str, Table]
+
+    @classmethod
+    def of(cls, tables: Iterable[Table]) -> Schema:
+        return cls({t.name: t for t in tables})
+
+    def to_json(self) -> dict[str, Any]:
+        """Canonical JSON form (sorted), part of what the plan digest covers."""
+        return {
+            t.name: {
+                c.name: {"dtype": c.dtype, "domain": list(c.domain) if c.domain else None, "grid": c.grid}
+                for c in sorted(t.columns.values(), key=lambda c: c.name)
+            }
+            for t in sorted(self.tables.values(), key=lambda t: t.name)
+        }
+
+
+_DUCKDB_TYPES = {
+    "BIGINT": "integer",
+    "INTEGER": "integer",
+    "SMALLINT": "integer",
+    "TINYINT": "integer",
+    "HUGEINT": "integer",
+    "DOUBLE": "float",
+    "FLOAT": "float",
+    "REAL": "float",
+    "VARCHAR": "text",
+    "BOOLEAN": "boolean",
+    "DATE": "date",
+    "TIMESTAMP": "timestamp",
+}
+
+
+def schema_from_duckdb(
+    con: Any,
+    domains: Mapping[str, Sequence[KeyValue]] | None = None,
+    grids: Mapping[str, tuple[float, float, float]] | None = None,
+) -> Schema:
+    """Read table and column types from a DuckDB connection and attach declared domains/grids.
+
+    ``domains`` and ``grids`` are keyed ``"table.column"``. Meant for tests and demos: a real
+    consortium agrees on the schema file rather than reading it off one site's database.
+    """
+    domains, grids = domains or {}, grids or {}
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    cols: dict[str, list[Column]] = {}
+    for table, column, dtype in rows:
+        key = f"{table}.{column}".lower()
+        base = str(dtype).split("(")[0].upper()
+        dom = domains.get(key)
+        cols.setdefault(table.lower(), []).append(
+            Column(
+                column.lower(),
+                _DUCKDB_TYPES.get(base, "float" if base.startswith("DECIMAL") else "text"),
+                tuple(dom) if dom is not None else None,
+                grids.get(key),
+            )
+        )
+    return Schema.of(Table.of(t, c) for t, c in cols.items())
+
+
+@dataclass(frozen=True)
+class DisclosureRules:
+    """What the planner needs from site policy.
+
+    ``exposed`` maps a table to the columns an analyst may reference (``None``: all of the
+    schema's columns); ``identifiers`` are columns that may appear only inside COUNT(DISTINCT)
+    and join conditions; ``allow_min_max`` gates MIN/MAX (they disclose one person's value).
+    """
+
+    min_cell_size: int = 5
+    max_groups: int = 10_000
+    allow_min_max: bool = False
+    exposed: Mapping[str, frozenset[str]] | None = None
+    identifiers: frozenset[str] = field(default_factory=frozenset)
+
+    @staticmethod
+    def combine(rules: Sequence[DisclosureRules]) -> DisclosureRules:
+        """The strictest of several sites' rules: every limit the tightest, every set the meet."""
+        if not rules:
+            raise ConfigError("no site rules to combine")
+        exposed: dict[str, frozenset[str]] | None = None
+        for r in rules:
+            if r.exposed is None:
+                continue
+            if exposed is None:
+                exposed = dict(r.exposed)
+            else:
+                exposed = {t: exposed[t] & cols for t, cols in r.exposed.items() if t in exposed}
+        return DisclosureRules(
+            min_cell_size=max(r.min_cell_size for r in rules),
+            max_groups=min(r.max_groups for r in rules),
+            allow_min_max=all(r.allow_min_max for r in rules),
+            exposed=exposed,
+            identifiers=frozenset().union(*(r.identifiers for r in rules)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "min_cell_size": self.min_cell_size,
+            "max_groups": self.max_groups,
+            "allow_min_max": self.allow_min_max,
+            "exposed": None if self.exposed is None else {t: sorted(c) for t, c in sorted(self.exposed.items())},
+            "identifiers": sorted(self.identifiers),
+        }

@@ -1,0 +1,174 @@
+"""Run a plan in one process: every site's local SQL, sharing, the MPC program, reconstruction.
+
+This is the whole query path with the network taken out, for tests, demos and benchmarks.
+The three roles stay separate in the code: :func:`local_preaggregates` is what a site computes
+on its own data (in the clear, never leaving the site except as shares); :func:`mpc_program`
+is what the committee runs; :func:`assemble` is what the analyst does with the opened outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import QueryError
+from ..mpc import sharing
+from ..mpc.fixed import FixedPoint, decode_int, encode_int
+from ..mpc.party import Stats, run_in_memory
+from ..mpc.ring import U64
+from ..mpc.shares import AShare
+from .cells import Cells
+from .numeric import Float, decode_float
+from .plan import FRAC_BITS, Plan
+from .program import MpcResult, mpc_program
+
+_FP = FixedPoint(FRAC_BITS)
+
+
+def _column(result: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A fetched column as (float values, NULL mask)."""
+    col = result[name]
+    mask = np.ma.getmaskarray(col)
+    data = np.ma.getdata(col)
+    values = (
+        np.asarray(data, dtype=np.float64)
+        if data.dtype != object
+        else np.array([np.nan if v is None else float(v) for v in data], dtype=np.float64)
+    )
+    return values, mask | np.isnan(values)
+
+
+def local_preaggregates(plan: Plan, con: Any, site: str = "site") -> dict[str, U64]:
+    """Run the plan's local SQL on one site's connection; the pre-aggregates as ring vectors."""
+    base = plan.base_cells
+    fetched = {q["name"]: con.execute(q["sql"]).fetchnumpy() for q in plan.data["local"]}
+    bins = {q["name"]: int(q["bins"]) for q in plan.data["local"] if "bins" in q}
+    out: dict[str, U64] = {}
+    for spec in plan.data["inputs"]:
+        result = fetched[spec["query"]]
+        cell, null_cell = _column(result, "cell")
+        if null_cell.any():
+            raise QueryError(f"site {site!r}: a group key has a value outside its declared domain (or NULL)")
+        cells = cell.astype(np.int64)
+        values, null = _column(result, spec["column"])
+        values = np.where(null, float(spec["fill"]), values)
+        arr: np.ndarray
+        if spec["query"] in bins:
+            arr = np.zeros((base, bins[spec["query"]]), dtype=np.float64)
+            arr[cells, _column(result, "bin")[0].astype(np.int64)] = values
+        else:
+            arr = np.full(base, float(spec["fill"]), dtype=np.float64)
+            arr[cells] = values
+        out[spec["name"]] = encode_int(arr) if spec["encoding"] == "int" else _FP.encode(arr)
+    return out
+
+
+def share_inputs(per_site: list[dict[str, U64]]) -> list[dict[str, AShare]]:
+    """Deal every site's vectors and stack them on a site axis, for each committee member."""
+    members: list[dict[str, AShare]] = [{}, {}, {}]
+    for name in per_site[0]:
+        dealt = [sharing.deal(site[name]) for site in per_site]
+        for i in range(3):
+            members[i][name] = AShare(np.stack([d[i].v for d in dealt], axis=1))
+    return members
+
+
+def _open(results: list[MpcResult], name: str, encoding: str) -> np.ndarray:
+    parts = [r.opened[name] for r in results]
+    if isinstance(parts[0], Float):
+        fl = [p for p in parts if isinstance(p, Float)]
+        return decode_float(*(sharing.reconstruct([getattr(f, a) for f in fl]) for a in ("sign", "mant", "exp")))
+    shares = [p for p in parts if isinstance(p, AShare)]
+    raw = sharing.reconstruct(shares)
+    return decode_int(raw).astype(np.int64) if encoding == "int" else _FP.decode(raw)
+
+
+def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
+    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks)."""
+    cells = Cells.of(plan.dims, plan.grouping_sets)
+    flags = results[0].flags.reshape(len(plan.data["supports"]), -1).astype(bool)
+    k = int(plan.data["params"]["min_cell_size"])
+    margins = len(plan.grouping_sets) > 1
+    columns: dict[str, list[Any]] = {}
+    for i, key in enumerate(plan.keys):
+        columns[key["name"]] = [
+            key["domain"][lab[i]] if lab[i] is not None else ("(all)" if margins else None) for lab in cells.labels()
+        ]
+    reveals = {r["name"]: r for r in plan.data["reveals"]}
+    suppressed: dict[str, list[bool]] = {}
+    for out in plan.data["outputs"]:
+        names = [out["name"]] + (
+            [f"{out['name']}_ci_low", f"{out['name']}_ci_high"] if len(out["reveals"]) == 3 else []
+        )
+        for col, rname in zip(names, out["reveals"], strict=True):
+            r = reveals[rname]
+            mask = flags[int(r["support"])]
+            values = _open(results, rname, r["encoding"])
+            if "per" in out:
+                values = values * float(out["per"])
+            full: list[Any] = [f"<{k}"] * cells.out
+            for at, v in zip(np.flatnonzero(~mask), values.tolist(), strict=True):
+                full[at] = v
+            columns[col] = full
+            suppressed[col] = mask.tolist()
+    frame = pd.DataFrame(columns)
+    frame.attrs["suppressed"] = suppressed
+    return frame
+
+
+def execute(plan: Plan, connections: Mapping[str, Any]) -> pd.DataFrame:
+    """Run ``plan`` over per-site DuckDB connections (name -> connection) in this process.
+
+    The DataFrame's ``attrs`` carry the plan digest, the reveal points, rounds and bytes of
+    the MPC part (per member, maximum) and the wall-clock time of each phase.
+    """
+    t0 = time.perf_counter()
+    per_site = [local_preaggregates(plan, con, name) for name, con in connections.items()]
+    t1 = time.perf_counter()
+    members = share_inputs(per_site)
+    results, stats = run_in_memory(lambda p: mpc_program(p, plan, members[p.index]), seed=os.urandom(16))
+    t2 = time.perf_counter()
+    frame = assemble(plan, results)
+    frame.attrs.update(
+        {
+            "plan_digest": plan.digest(),
+            "reveals": [{"name": r["name"], "what": r["what"]} for r in plan.data["reveals"]],
+            "rounds": max(s.rounds for s in stats),
+            "bytes": sum(s.bytes_sent for s in stats),
+            "seconds": {"local": t1 - t0, "mpc": t2 - t1, "total": time.perf_counter() - t0},
+        }
+    )
+    return frame
+
+
+def dry_run_stats(plan: Plan, sites: int = 3) -> list[tuple[str, Stats]]:
+    """Rounds and bytes of each MPC step, measured on all-zero inputs (the protocol's cost does
+    not depend on the data). Returns (step op, stats of member 0 for that step)."""
+    zero = {s["name"]: _zero_shape(plan, s) for s in plan.data["inputs"]}
+    inputs = {n: AShare(np.zeros((2, sites, *shape), dtype=np.uint64)) for n, shape in zero.items()}
+    out: list[tuple[str, Stats]] = []
+    before = Stats()
+    for i, step in enumerate(plan.data["steps"]):
+        prefix = Plan({**plan.data, "steps": plan.data["steps"][: i + 1]})
+        _, stats = run_in_memory(lambda p, pl=prefix: mpc_program(p, pl, inputs), seed=0)  # type: ignore[misc]
+        s = stats[0]
+        out.append(
+            (
+                step["op"],
+                Stats(s.rounds - before.rounds, s.messages - before.messages, s.words_sent - before.words_sent),
+            )
+        )
+        before = s
+    return out
+
+
+def _zero_shape(plan: Plan, spec: dict[str, Any]) -> tuple[int, ...]:
+    for q in plan.data["local"]:
+        if q["name"] == spec["query"] and "bins" in q:
+            return (plan.base_cells, int(q["bins"]))
+    return (plan.base_cells,)

@@ -1,0 +1,54 @@
+"""The plan in words: each site's local SQL, what is secret-shared, MPC steps with their cost,
+and every reveal point. Rounds and bytes are measured by running the MPC program on all-zero
+inputs (the protocol's communication does not depend on the data)."""
+
+from __future__ import annotations
+
+from .execute import dry_run_stats
+from .plan import Plan
+
+_STEP_WORDS = {
+    "pool": "add the sites' shares and form ROLLUP/CUBE margins (local, no communication)",
+    "suppress": "compare every pooled support count with the minimum cell size; secondary suppression",
+    "reveal_flags": "open the suppression flags to the committee",
+    "mean_fixed": "pooled means (fixed point) for the variance pooling",
+    "pool_m2": "pooled M2 = sum M2_i + sum n_i (mean_i - mean)^2",
+    "divide": "divisions as canonical floating point (normalise, Newton reciprocal)",
+    "sqrt": "square roots (Newton inverse square root)",
+    "quantile": "quantiles from the pooled histogram: first crossing of cumulative counts, type-7 interpolation",
+    "extreme": "maximum (or minimum) over sites and cells (comparison tournament)",
+    "wilson": "Wilson score 95% limits for proportions",
+    "byar": "Byar 95% limits for Poisson rates",
+    "reveal": "hand the unsuppressed outputs' shares to the analyst",
+}
+
+
+def explain(plan: Plan, sites: int = 3) -> str:
+    """A readable account of ``plan`` for ``sites`` input sites."""
+    d = plan.data
+    lines = [f"Plan {plan.digest()[:16]} for:", *("    " + t for t in d["query"].strip().splitlines()), ""]
+    keys = ", ".join(f"{k['name']} ({len(k['domain'])} values)" for k in d["keys"]) or "none (one cell)"
+    lines.append(f"Cells: keys {keys}; {plan.base_cells} base cells, {plan.out_cells} output cells.")
+    lines.append(f"Minimum cell size {d['params']['min_cell_size']} (strictest site policy).")
+    lines.append("")
+    lines.append("1. Local step at every site, in the clear, on its own data:")
+    for q in d["local"]:
+        lines.append(f"   [{q['name']}] {q['sql']}")
+    lines.append("")
+    lines.append("2. Secret-shared by every site (replicated shares to the three committee members):")
+    for s in d["inputs"]:
+        enc = "integer" if s["encoding"] == "int" else f"fixed point, {d['params']['frac_bits']} fractional bits"
+        lines.append(f"   {s['name']}: per cell{' and bin' if s['query'] != 'cells' else ''}, {enc}")
+    lines.append("")
+    lines.append(f"3. MPC steps (rounds and bytes sent by one member, {sites} sites):")
+    total_rounds = total_bytes = 0
+    for step, (_, st) in zip(d["steps"], dry_run_stats(plan, sites), strict=True):
+        total_rounds += st.rounds
+        total_bytes += st.bytes_sent
+        lines.append(f"   {step['op']:<13} {st.rounds:>4} rounds {st.bytes_sent:>10,} B  {_STEP_WORDS[step['op']]}")
+    lines.append(f"   {'total':<13} {total_rounds:>4} rounds {total_bytes:>10,} B")
+    lines.append("")
+    lines.append("4. Reveal points (nothing else is ever opened):")
+    for r in d["reveals"]:
+        lines.append(f"   {r['name']} [{r['shape']}]: {r['what']}")
+    return "\n".join(lines)

@@ -1,0 +1,533 @@
+"""Parse and validate a %%mpc query into a :class:`Query`: tables, filter, public group keys, aggregates.
+
+The language is one ``SELECT`` over one site's own tables (joins allowed), with an optional
+``WHERE`` and ``GROUP BY`` (plain, ``ROLLUP(...)`` or ``CUBE(...)``). Every select item is a
+group key or an aggregate; see docs/query-language.md for the list. Validation is strict and
+precise because the local SQL runs inside a hospital: only allow-listed expression nodes and
+functions get through, every column is resolved against the common schema, and an identifier
+column may appear only in join conditions and COUNT(DISTINCT ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import sqlglot
+import sqlglot.expressions as exp
+
+from ..errors import PolicyRefusal, QueryError, QuerySyntaxError, UnknownName, UnsupportedQuery
+from .catalog import Column, DisclosureRules, KeyValue, Schema
+
+DIALECT = "duckdb"
+
+# Scalar expression nodes a query may contain (outside aggregates' own nodes).
+_ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Tuple,
+    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv, exp.Neg,
+    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is, exp.In, exp.Between,
+    exp.Like, exp.ILike, exp.Not, exp.And, exp.Or, exp.Case, exp.If,
+    exp.Cast, exp.TryCast, exp.DataType, exp.Interval, exp.Var,
+    exp.DateDiff, exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.TimestampTrunc, exp.Extract, exp.CurrentDate,
+    exp.Year, exp.Month, exp.Day, exp.Coalesce, exp.Abs, exp.Round, exp.Floor, exp.Ceil,
+    exp.Greatest, exp.Least, exp.Lower, exp.Upper, exp.Length, exp.Substring,
+)  # fmt: skip
+
+_PREDICATES = (
+    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is, exp.In, exp.Between,
+    exp.Like, exp.ILike, exp.Not, exp.And, exp.Or, exp.Boolean,
+)  # fmt: skip
+
+AGGREGATE_KINDS = (
+    "count_star", "count", "count_distinct", "sum", "avg", "var", "std", "quantile",
+    "min", "max", "proportion", "rate",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Key:
+    """A group key: output name, resolved expression and public domain (enumerated in order)."""
+
+    name: str
+    expr: exp.Expression
+    domain: tuple[KeyValue, ...]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate of the select list.
+
+    ``args`` are the value expressions (one, or events and person-time for ``rate``).
+    ``q`` is the quantile for ``quantile``, ``ddof`` the delta degrees of freedom for
+    ``var``/``std``, ``per`` the person-time multiplier for ``rate``, ``grid`` the public
+    histogram grid for ``quantile``.
+    """
+
+    name: str
+    kind: str
+    args: tuple[exp.Expression, ...]
+    q: float | None = None
+    ddof: int = 1
+    per: float = 1.0
+    grid: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated query: what the planner needs, with resolved (qualified) expressions."""
+
+    text: str
+    source: exp.Select  # FROM and JOINs only, tables qualified by alias
+    where: exp.Expression | None
+    keys: tuple[Key, ...]
+    grouping_sets: tuple[tuple[int, ...], ...]
+    aggregates: tuple[Aggregate, ...]
+
+
+def parse_query(text: str, schema: Schema, rules: DisclosureRules) -> Query:
+    """Parse ``text`` and validate it against ``schema`` and ``rules``; raise a :class:`QueryError`."""
+    return _Validator(text, schema, rules).run()
+
+
+def _syntax_error(text: str, err: Exception) -> QuerySyntaxError:
+    if isinstance(err, sqlglot.ParseError) and err.errors:
+        first = err.errors[0]
+        line, col = first.get("line"), first.get("col")
+        highlight = first.get("highlight") or ""
+        # sqlglot reports the column of the last character of the offending token.
+        if isinstance(col, int) and highlight:
+            col = max(1, col - len(highlight) + 1)
+        return QuerySyntaxError(f"syntax error: {first.get('description')}", line, col, text)
+    msg = str(err)
+    snippet = msg.split("'", 1)[1].rsplit("'", 1)[0] if "'" in msg else ""
+    at = text.find(snippet) if snippet else -1
+    if at >= 0:
+        line, col = _line_col(text, at + max(0, len(snippet.rstrip()) - 1))
+        return QuerySyntaxError("syntax error: cannot read the text here (an unclosed quote?)", line, col, text)
+    return QuerySyntaxError(f"syntax error: {msg}", text=text)
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+class _Validator:
+    """One validation pass; holds the text for error positions and the table aliases."""
+
+    def __init__(self, text: str, schema: Schema, rules: DisclosureRules) -> None:
+        self.text = text
+        self.schema = schema
+        self.rules = rules
+        self.aliases: dict[str, str] = {}  # alias -> table name
+
+    # -- errors with positions -------------------------------------------------------------
+    def _pos(self, node: exp.Expr) -> tuple[int | None, int | None]:
+        for n in node.walk():
+            start = n.meta.get("start") if n.meta else None
+            if isinstance(start, int):
+                return _line_col(self.text, start)
+        return None, None
+
+    def unsupported(self, node: exp.Expr | None, what: str) -> UnsupportedQuery:
+        line, col = self._pos(node) if node is not None else (None, None)
+        return UnsupportedQuery(what, line, col, self.text)
+
+    def error(self, node: exp.Expr, what: str) -> QueryError:
+        line, col = self._pos(node)
+        return QueryError(what, line, col, self.text)
+
+    # -- main ----------------------------------------------------------------------------
+    def run(self) -> Query:
+        try:
+            statements = sqlglot.parse(self.text, read=DIALECT)
+        except (sqlglot.ParseError, sqlglot.TokenError) as err:
+            raise _syntax_error(self.text, err) from None
+        statements = [s for s in statements if s is not None]
+        if len(statements) != 1:
+            raise QuerySyntaxError(f"expected exactly one SELECT statement, found {len(statements)}", text=self.text)
+        tree = statements[0]
+        if not isinstance(tree, exp.Select):
+            raise self.unsupported(tree, f"only SELECT queries are supported, not {type(tree).__name__.upper()}")
+        self._check_clauses(tree)
+        source = self._resolve_tables(tree)
+        select_aliases = {e.alias.lower(): e.this for e in tree.expressions if isinstance(e, exp.Alias) and e.alias}
+        for col in list(tree.find_all(exp.Column)):
+            if not col.table and col.name.lower() in select_aliases and not self._is_column(col.name.lower()):
+                continue  # a select alias used in GROUP BY; resolved there
+            self._resolve_column(col)
+        self._check_nodes(tree)
+        keys, sets = self._group_keys(tree, select_aliases)
+        aggs = self._aggregates(tree, keys)
+        where = tree.args.get("where")
+        self._check_identifiers(tree)
+        n_cells = sum(_prod(len(keys[i].domain) for i in s) for s in sets)
+        if n_cells > self.rules.max_groups:
+            raise PolicyRefusal(
+                "consortium", "max_groups", f"the query has {n_cells} cells, more than {self.rules.max_groups}"
+            )
+        return Query(self.text, source, where.this if where is not None else None, keys, sets, aggs)
+
+    def _check_clauses(self, tree: exp.Select) -> None:
+        named = {
+            "with_": "WITH (common table expressions)",
+            "order": "ORDER BY",
+            "limit": "LIMIT",
+            "offset": "OFFSET",
+            "having": "HAVING",
+            "qualify": "QUALIFY",
+            "windows": "WINDOW",
+            "distinct": "SELECT DISTINCT",
+            "laterals": "LATERAL",
+            "pivots": "PIVOT",
+        }
+        for arg, what in named.items():
+            node = tree.args.get(arg)
+            if node:
+                anchor = node[0] if isinstance(node, list) else node
+                raise self.unsupported(anchor, f"{what} is not supported in %%mpc queries")
+        if tree.args.get("from_") is None:
+            raise self.unsupported(tree, "a query needs FROM <table>")
+        for node in tree.walk():
+            if node is not tree and isinstance(node, exp.Select | exp.Subquery | exp.Union):
+                raise self.unsupported(node, "subqueries are not supported")
+            if isinstance(node, exp.Window):
+                raise self.unsupported(node, f"window functions are not supported ({node.sql(DIALECT)})")
+        for e in tree.expressions:
+            if isinstance(e, exp.Star):
+                raise self.unsupported(e, "SELECT * is not supported: name group keys and aggregates")
+
+    def _resolve_tables(self, tree: exp.Select) -> exp.Select:
+        tables = [tree.args["from_"].this] + [j.this for j in tree.args.get("joins") or []]
+        for t in tables:
+            if not isinstance(t, exp.Table) or t.args.get("db") or t.args.get("catalog"):
+                raise self.unsupported(t, f"FROM and JOIN take plain table names, not {t.sql(DIALECT)}")
+            name = t.name.lower()
+            if name not in self.schema.tables:
+                line, col = self._pos(t)
+                raise UnknownName(
+                    f"unknown table {t.name!r}",
+                    difflib.get_close_matches(name, list(self.schema.tables), n=3, cutoff=0.5),
+                    line,
+                    col,
+                    self.text,
+                )
+            if self.rules.exposed is not None and name not in self.rules.exposed:
+                raise PolicyRefusal("consortium", "exposed", f"table {name!r} is not exposed to analysts")
+            alias = (t.alias or t.name).lower()
+            if alias in self.aliases:
+                raise self.error(t, f"table alias {alias!r} is used twice")
+            self.aliases[alias] = name
+        for j in tree.args.get("joins") or []:
+            if j.args.get("using") or j.args.get("on") is None:
+                raise self.unsupported(j, "joins need an explicit ON condition")
+        source = exp.select("1").from_(tree.args["from_"].copy())
+        for j in tree.args.get("joins") or []:
+            source.append("joins", j.copy())
+        return source
+
+    def _is_column(self, name: str) -> bool:
+        return any(name in self.schema.tables[t].columns for t in self.aliases.values())
+
+    def _resolve_column(self, col: exp.Column) -> Column:
+        name = col.name.lower()
+        if col.table:
+            alias = col.table.lower()
+            if alias not in self.aliases:
+                line, c = self._pos(col)
+                raise UnknownName(
+                    f"unknown table or alias {col.table!r}",
+                    difflib.get_close_matches(alias, list(self.aliases), n=3, cutoff=0.5),
+                    line,
+                    c,
+                    self.text,
+                )
+            owners = [alias] if name in self.schema.tables[self.aliases[alias]].columns else []
+        else:
+            owners = [a for a, t in self.aliases.items() if name in self.schema.tables[t].columns]
+        if not owners:
+            candidates = sorted(
+                {
+                    c
+                    for a, t in self.aliases.items()
+                    for c in self.schema.tables[t].columns
+                    if not col.table or a == col.table.lower()
+                }
+            )
+            line, c = self._pos(col)
+            raise UnknownName(
+                f"unknown column {col.sql(DIALECT)!r}",
+                difflib.get_close_matches(name, candidates, n=3, cutoff=0.5),
+                line,
+                c,
+                self.text,
+            )
+        if len(owners) > 1:
+            raise self.error(col, f"column {name!r} is ambiguous: qualify it with one of {', '.join(owners)}")
+        table = self.aliases[owners[0]]
+        if self.rules.exposed is not None and name not in self.rules.exposed.get(table, frozenset()):
+            raise PolicyRefusal("consortium", "exposed", f"column {table}.{name} is not exposed to analysts")
+        col.set("table", exp.to_identifier(owners[0]))
+        col.set("this", exp.to_identifier(name))
+        return self.schema.tables[table].columns[name]
+
+    def _column_of(self, col: exp.Column) -> Column:
+        return self.schema.tables[self.aliases[col.table.lower()]].columns[col.name.lower()]
+
+    def _check_nodes(self, tree: exp.Select) -> None:
+        parts: list[exp.Expression] = [tree.args["where"]] if tree.args.get("where") else []
+        parts += [j.args["on"] for j in tree.args.get("joins") or []]
+        parts += list(tree.expressions)
+        group = tree.args.get("group")
+        if group is not None:
+            parts += list(group.expressions)
+        for part in parts:
+            for node in part.walk():
+                if isinstance(node, exp.AggFunc | exp.Anonymous | exp.WithinGroup | exp.Alias | exp.Distinct):
+                    continue
+                if isinstance(node, exp.Star) and isinstance(node.parent, exp.Count):
+                    continue
+                if isinstance(node, exp.Order | exp.Ordered) and isinstance(node.parent, exp.WithinGroup | exp.Order):
+                    continue
+                if isinstance(node, exp.Rollup | exp.Cube | exp.Where):
+                    continue
+                if not isinstance(node, _ALLOWED_NODES):
+                    what = node.sql(DIALECT) if isinstance(node, exp.Func) else node.key.upper()
+                    raise self.unsupported(node, f"{type(node).__name__} ({what}) is not supported in %%mpc queries")
+
+    def _check_identifiers(self, tree: exp.Select) -> None:
+        if not self.rules.identifiers:
+            return
+        for col in tree.find_all(exp.Column):
+            qualified = f"{self.aliases[col.table.lower()]}.{col.name.lower()}"
+            if col.name.lower() not in self.rules.identifiers and qualified not in self.rules.identifiers:
+                continue
+            in_join = col.find_ancestor(exp.Join) is not None
+            count = col.find_ancestor(exp.Count)
+            if not in_join and not (count is not None and isinstance(count.this, exp.Distinct)):
+                raise PolicyRefusal(
+                    "consortium",
+                    "identifiers",
+                    f"identifier column {qualified} may appear only in JOIN ... ON and COUNT(DISTINCT ...)",
+                )
+
+    # -- group keys ----------------------------------------------------------------------
+    def _group_keys(
+        self, tree: exp.Select, select_aliases: dict[str, exp.Expression]
+    ) -> tuple[tuple[Key, ...], tuple[tuple[int, ...], ...]]:
+        group = tree.args.get("group")
+        if group is None:
+            return (), ((),)
+        items = list(group.expressions)
+        mode = "plain"
+        if len(items) == 1 and isinstance(items[0], exp.Rollup | exp.Cube):
+            mode = "rollup" if isinstance(items[0], exp.Rollup) else "cube"
+            items = list(items[0].expressions)
+        elif any(isinstance(i, exp.Rollup | exp.Cube) for i in items) or group.args.get("grouping_sets"):
+            raise self.unsupported(group, "use GROUP BY ROLLUP(...) or CUBE(...) over all keys, or plain GROUP BY")
+        keys: list[Key] = []
+        for item in items:
+            name, expr = self._key_expr(item, tree, select_aliases)
+            keys.append(Key(name, expr, self._domain(expr, item)))
+        k = len(keys)
+        if mode == "plain":
+            sets: tuple[tuple[int, ...], ...] = (tuple(range(k)),)
+        elif mode == "rollup":
+            sets = tuple(tuple(range(i)) for i in range(k, -1, -1))
+        else:
+            sets = tuple(
+                tuple(i for i in range(k) if mask & (1 << (k - 1 - i))) for mask in range((1 << k) - 1, -1, -1)
+            )
+        return tuple(keys), sets
+
+    def _key_expr(
+        self, item: exp.Expression, tree: exp.Select, select_aliases: dict[str, exp.Expression]
+    ) -> tuple[str, exp.Expression]:
+        if isinstance(item, exp.Literal) and not item.is_string:
+            pos = int(item.this)
+            if not 1 <= pos <= len(tree.expressions):
+                raise self.error(item, f"GROUP BY {pos} does not name a select item")
+            chosen = tree.expressions[pos - 1]
+            return chosen.alias_or_name, chosen.this if isinstance(chosen, exp.Alias) else chosen
+        if isinstance(item, exp.Column) and not item.table and item.name.lower() in select_aliases:
+            return item.name.lower(), select_aliases[item.name.lower()]
+        for e in tree.expressions:
+            inner = e.this if isinstance(e, exp.Alias) else e
+            if inner == item:
+                return e.alias_or_name, item
+        return item.sql(DIALECT) if not isinstance(item, exp.Column) else item.name, item
+
+    def _domain(self, expr: exp.Expression, anchor: exp.Expression) -> tuple[KeyValue, ...]:
+        if expr.find(exp.AggFunc) is not None:
+            raise self.unsupported(anchor, "aggregates cannot be group keys")
+        if isinstance(expr, exp.Paren):
+            return self._domain(expr.this, anchor)
+        if isinstance(expr, exp.Case):
+            labels: list[KeyValue] = []
+            for branch in [*expr.args.get("ifs", []), expr.args.get("default")]:
+                value = branch.args["true"] if isinstance(branch, exp.If) else branch
+                label = _literal(value)
+                if label is _NOT_LITERAL:
+                    raise self.unsupported(value, "CASE group keys need literal labels after THEN and ELSE")
+                if label not in labels:
+                    labels.append(label)  # type: ignore[arg-type]
+            return tuple(labels)
+        if isinstance(expr, exp.Column):
+            column = self._column_of(expr)
+            if column.domain is None:
+                raise self.unsupported(
+                    anchor,
+                    f"GROUP BY {expr.name}: the column has no public domain in the schema; "
+                    "declare one or bin it with CASE WHEN ... THEN 'label' ... END",
+                )
+            return column.domain
+        if isinstance(expr, _PREDICATES):
+            return (False, True)
+        raise self.unsupported(
+            anchor, f"GROUP BY {expr.sql(DIALECT)}: group keys must be columns with a domain, CASE bins or predicates"
+        )
+
+    # -- aggregates ----------------------------------------------------------------------
+    def _aggregates(self, tree: exp.Select, keys: tuple[Key, ...]) -> tuple[Aggregate, ...]:
+        out: list[Aggregate] = []
+        names: set[str] = {k.name for k in keys}
+        key_exprs = [k.expr for k in keys]
+        for item in tree.expressions:
+            inner = item.this if isinstance(item, exp.Alias) else item
+            if inner in key_exprs or (isinstance(inner, exp.Column) and any(inner == k for k in key_exprs)):
+                continue
+            agg = self._aggregate(inner, item.alias if isinstance(item, exp.Alias) else "")
+            if agg.name in names:
+                raise self.error(item, f"output column name {agg.name!r} is used twice; add AS <name>")
+            names.add(agg.name)
+            out.append(agg)
+        if not out:
+            raise self.unsupported(tree, "a query needs at least one aggregate (COUNT(*), AVG(x), ...)")
+        return tuple(out)
+
+    def _aggregate(self, node: exp.Expression, alias: str) -> Aggregate:
+        name = alias or node.sql(DIALECT)
+        if isinstance(node, exp.Anonymous):
+            return self._custom(node, name)
+        if isinstance(node, exp.WithinGroup):
+            fn, order = node.this, node.expression
+            if not isinstance(fn, exp.PercentileCont) or not isinstance(order, exp.Order):
+                raise self.unsupported(node, f"{node.sql(DIALECT)} is not supported; use PERCENTILE_CONT(q)")
+            (ordered,) = order.expressions
+            if ordered.args.get("desc"):
+                raise self.unsupported(ordered, "PERCENTILE_CONT ... ORDER BY x DESC is not supported; use 1 - q")
+            return self._quantile(node, name, ordered.this, fn.this)
+        if not isinstance(node, exp.AggFunc):
+            if node.find(exp.AggFunc) is not None:
+                raise self.unsupported(
+                    node,
+                    f"arithmetic on aggregates ({node.sql(DIALECT)}) is not supported; use AVG, PROPORTION or RATE",
+                )
+            raise self.error(node, f"{node.sql(DIALECT)} is neither a group key nor an aggregate")
+        for inner in node.find_all(exp.AggFunc):
+            if inner is not node:
+                raise self.unsupported(inner, "nested aggregates are not supported")
+        if isinstance(node, exp.Count):
+            arg = node.this
+            if isinstance(arg, exp.Star):
+                return Aggregate(name, "count_star", ())
+            if isinstance(arg, exp.Distinct):
+                if len(arg.expressions) != 1:
+                    raise self.unsupported(arg, "COUNT(DISTINCT ...) takes one expression")
+                return Aggregate(name, "count_distinct", (arg.expressions[0],))
+            return Aggregate(name, "count", (arg,))
+        simple = {
+            exp.Sum: ("sum", 1),
+            exp.Avg: ("avg", 1),
+            exp.Variance: ("var", 1),
+            exp.VariancePop: ("var", 0),
+            exp.Stddev: ("std", 1),
+            exp.StddevSamp: ("std", 1),
+            exp.StddevPop: ("std", 0),
+        }
+        for cls, (kind, ddof) in simple.items():
+            if type(node) is cls:
+                arg = node.this
+                if isinstance(arg, _PREDICATES):
+                    arg = _indicator(arg)
+                return Aggregate(name, kind, (arg,), ddof=ddof)
+        if isinstance(node, exp.Median):
+            return self._quantile(node, name, node.this, exp.Literal.number(0.5))
+        if isinstance(node, exp.PercentileCont):
+            return self._quantile(node, name, node.this, node.expression)
+        if isinstance(node, exp.Min | exp.Max):
+            if not self.rules.allow_min_max:
+                raise PolicyRefusal(
+                    "consortium", "allow_min_max", f"{node.sql(DIALECT)}: MIN and MAX disclose one person's value"
+                )
+            return Aggregate(name, "min" if isinstance(node, exp.Min) else "max", (node.this,))
+        raise self.unsupported(node, f"aggregate {node.sql(DIALECT)} is not supported")
+
+    def _quantile(self, node: exp.Expression, name: str, col: exp.Expression, q: exp.Expression | None) -> Aggregate:
+        qv = _literal(q) if q is not None else _NOT_LITERAL
+        if not isinstance(qv, int | float) or isinstance(qv, bool) or not 0 <= qv <= 1:
+            raise self.unsupported(node, "the quantile must be a number literal in [0, 1]")
+        if not isinstance(col, exp.Column):
+            raise self.unsupported(node, "MEDIAN and quantiles take a column with a declared grid, not an expression")
+        column = self._column_of(col)
+        if column.grid is None:
+            raise self.unsupported(
+                node, f"{col.name}: MEDIAN and quantiles need a public grid for the column in the schema"
+            )
+        return Aggregate(name, "quantile", (col,), q=float(qv), grid=column.grid)
+
+    def _custom(self, node: exp.Anonymous, name: str) -> Aggregate:
+        fn = str(node.this).upper()
+        args = list(node.expressions)
+        if fn == "PROPORTION":
+            if len(args) != 1:
+                raise self.unsupported(node, "PROPORTION takes one condition: PROPORTION(status = 2)")
+            return Aggregate(name, "proportion", (_indicator(args[0]),))
+        if fn == "RATE":
+            if len(args) not in (2, 3):
+                raise self.unsupported(node, "RATE takes (events, person_time[, per])")
+            per = 1.0
+            if len(args) == 3:
+                value = _literal(args[2])
+                if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                    raise self.unsupported(args[2], "RATE's third argument is a positive number literal")
+                per = float(value)
+            return Aggregate(name, "rate", (args[0], args[1]), per=per)
+        raise self.unsupported(node, f"function {node.this}() is not supported")
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(node: exp.Expression | None) -> object:
+    """The Python value of a literal (string, number, boolean, NULL), else ``_NOT_LITERAL``."""
+    if node is None or isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Neg):
+        inner = _literal(node.this)
+        return -inner if isinstance(inner, int | float) and not isinstance(inner, bool) else _NOT_LITERAL
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return str(node.this)
+        text = str(node.this)
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    return _NOT_LITERAL
+
+
+def _indicator(cond: exp.Expression) -> exp.Expression:
+    """A predicate as 1/0 (NULL when the predicate is NULL)."""
+    return exp.Case(
+        ifs=[
+            exp.If(this=cond.copy(), true=exp.Literal.number(1)),
+            exp.If(this=exp.Not(this=exp.Paren(this=cond.copy())), true=exp.Literal.number(0)),
+        ]
+    )
+
+
+def _prod(values: object) -> int:
+    out = 1
+    for v in values:  # type: ignore[attr-defined]
+        out *= int(v)
+    return out

@@ -1,0 +1,378 @@
+"""Compile a validated query into a plan: local SQL, inputs to share, MPC steps, reveal points.
+
+The plan is plain JSON-able data; :meth:`Plan.digest` is the sha256 of its canonical JSON
+(sorted keys, no whitespace), so every site compiling the same text against the same schema and
+combined rules gets the same digest, and the committee can compare digests before any share
+moves. The digest covers the query text, the public cell grid, every local SQL statement, every
+MPC step with its parameters and every reveal point.
+
+Cells. The group keys' public domains span a grid of *base cells* (row-major over the keys);
+sites compute pre-aggregates per base cell. ROLLUP/CUBE margins are *output cells* formed inside
+MPC by summing base cells, so no site computes or reveals a margin of its own.
+
+Pre-aggregates (per site and base cell): row count; per value expression its non-NULL count
+and sum; for variances the site mean and M2 = sum (x - mean_site)^2 (pooled as
+sum M2_i + sum n_i (mean_i - mean)^2, never as sum of squares minus squared sum); a histogram on
+the column's public grid for quantiles; the site maximum (or negated minimum) for MAX/MIN;
+COUNT(DISTINCT) per site (summed: distinct within each site, see docs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import sqlglot.expressions as exp
+
+from ..errors import UnsupportedQuery
+from .catalog import DisclosureRules, Schema
+from .parse import DIALECT, Aggregate, Query, parse_query
+
+PLAN_VERSION = 1
+FRAC_BITS = 16  # fixed-point bits of shared sums, means and M2 (see docs/query-language.md)
+COUNT_BITS = 24  # pooled counts per cell stay below 2^24 (16.7 million rows)
+Z95 = 1.959963984540054  # standard normal 0.975 quantile
+SECONDARY_PASSES = 2
+EXTREME_FILL = -(2.0**40)  # stands in for "no value" in MIN/MAX pre-aggregates
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled query. ``data`` is the JSON form; everything else reads from it."""
+
+    data: dict[str, Any]
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON: equal at every site for the same text, schema, rules."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def keys(self) -> list[dict[str, Any]]:
+        return list(self.data["keys"])
+
+    @property
+    def grouping_sets(self) -> list[list[int]]:
+        return [list(s) for s in self.data["grouping_sets"]]
+
+    @property
+    def dims(self) -> list[int]:
+        return [len(k["domain"]) for k in self.data["keys"]]
+
+    @property
+    def base_cells(self) -> int:
+        out = 1
+        for d in self.dims:
+            out *= d
+        return out
+
+    @property
+    def out_cells(self) -> int:
+        total = 0
+        for s in self.grouping_sets:
+            n = 1
+            for i in s:
+                n *= self.dims[i]
+            total += n
+        return total
+
+
+def compile_query(text: str, schema: Schema, rules: DisclosureRules) -> Plan:
+    """Parse, validate and plan ``text``: the one entry point every site calls."""
+    return build_plan(parse_query(text, schema, rules), rules)
+
+
+def _sql(e: exp.Expression) -> str:
+    return e.sql(DIALECT)
+
+
+def _key_index(expr: exp.Expression, domain: tuple[Any, ...]) -> exp.Expression:
+    """CASE mapping a key value to its position in the public domain (NULL when outside)."""
+    ifs = []
+    for i, value in enumerate(domain):
+        if value is None:
+            cond: exp.Expression = exp.Is(this=exp.Paren(this=expr.copy()), expression=exp.Null())
+        else:
+            lit = exp.Boolean(this=value) if isinstance(value, bool) else exp.convert(value)
+            cond = exp.EQ(this=exp.Paren(this=expr.copy()), expression=lit)
+        ifs.append(exp.If(this=cond, true=exp.Literal.number(i)))
+    return exp.Case(ifs=ifs)
+
+
+class _Builder:
+    """Accumulates local select items, inputs, steps and reveals for one plan."""
+
+    def __init__(self, query: Query, rules: DisclosureRules) -> None:
+        self.query = query
+        self.rules = rules
+        self.items: list[tuple[str, exp.Expression]] = []  # local pre-aggregates (name, expression)
+        self.inputs: list[dict[str, Any]] = []
+        self.histograms: list[dict[str, Any]] = []
+        self.counts: dict[str, str] = {}  # value SQL -> input name of its non-NULL count
+        self.supports: list[str] = ["n_rows"]
+        self.pool: list[str] = []
+        self.steps: dict[str, list[dict[str, Any]]] = {}
+        self.reveals: list[dict[str, Any]] = []
+        self.outputs: list[dict[str, Any]] = []
+        self._add_input("n_rows", exp.Count(this=exp.Star()), "int", 0)
+
+    def _add_input(self, name: str, expr: exp.Expression, encoding: str, fill: float) -> str:
+        self.items.append((name, expr))
+        self.inputs.append({"name": name, "query": "cells", "column": name, "encoding": encoding, "fill": fill})
+        self.pool.append(name)
+        return name
+
+    def count_of(self, value: exp.Expression) -> str:
+        key = _sql(value)
+        if key not in self.counts:
+            self.counts[key] = self._add_input(f"c{len(self.counts)}", exp.Count(this=value.copy()), "int", 0)
+        return self.counts[key]
+
+    def support(self, name: str) -> int:
+        if name not in self.supports:
+            self.supports.append(name)
+        return self.supports.index(name)
+
+    def step(self, op: str, item: dict[str, Any]) -> None:
+        self.steps.setdefault(op, []).append(item)
+
+    def reveal(self, output: str, value: str, encoding: str, support: int, what: str) -> str:
+        name = f"{output}:{value}"
+        self.reveals.append(
+            {
+                "name": name,
+                "value": value,
+                "encoding": encoding,
+                "support": support,
+                "shape": "unsuppressed cells",
+                "what": what,
+            }
+        )
+        return name
+
+    def add(self, i: int, agg: Aggregate) -> None:
+        name, tag = agg.name, f"a{i}"
+        out: dict[str, Any] = {"name": name, "kind": agg.kind, "reveals": []}
+        arg = agg.args[0] if agg.args else None
+        if agg.kind == "count_star":
+            out["support"] = 0
+            out["reveals"].append(self.reveal(name, "n_rows", "int", 0, "pooled row count"))
+        elif agg.kind == "count":
+            assert arg is not None
+            c = self.count_of(arg)
+            out["support"] = self.support(c)
+            out["reveals"].append(self.reveal(name, c, "int", out["support"], f"pooled count of {_sql(arg)}"))
+        elif agg.kind == "count_distinct":
+            assert arg is not None
+            d = self._add_input(f"{tag}_distinct", exp.Count(this=exp.Distinct(expressions=[arg.copy()])), "int", 0)
+            out["support"] = 0
+            out["reveals"].append(self.reveal(name, d, "int", 0, f"sum over sites of distinct {_sql(arg)}"))
+        elif agg.kind in ("sum", "avg", "proportion", "var", "std"):
+            assert arg is not None
+            c = self.count_of(arg)
+            frac = 0 if agg.kind == "proportion" else FRAC_BITS
+            s = self._add_input(f"{tag}_sum", exp.Sum(this=arg.copy()), "int" if frac == 0 else "fixed", 0)
+            out["support"] = sup = self.support(c)
+            if agg.kind == "sum":
+                out["reveals"].append(self.reveal(name, s, "fixed", sup, f"pooled sum of {_sql(arg)}"))
+            elif agg.kind in ("avg", "proportion"):
+                self.step("divide", {"out": f"{tag}_mean", "num": s, "den": c, "num_frac": frac, "den_frac": 0})
+                out["reveals"].append(self.reveal(name, f"{tag}_mean", "float", sup, f"pooled mean of {_sql(arg)}"))
+                if agg.kind == "proportion":
+                    self.step("wilson", {"out": f"{tag}_ci", "x": s, "n": c})
+                    what = "Wilson 95% confidence limits"
+                    out["reveals"].append(self.reveal(name, f"{tag}_ci_low", "float", sup, f"lower {what}"))
+                    out["reveals"].append(self.reveal(name, f"{tag}_ci_high", "float", sup, f"upper {what}"))
+            else:
+                mean = self._add_input(f"{tag}_mean_site", exp.Avg(this=arg.copy()), "fixed", 0)
+                m2 = self._add_input(
+                    f"{tag}_m2_site",
+                    exp.Mul(this=exp.VariancePop(this=arg.copy()), expression=exp.Count(this=arg.copy())),
+                    "fixed",
+                    0,
+                )
+                self.pool.remove(mean)
+                self.pool.remove(m2)
+                self.step("mean_fixed", {"out": f"{tag}_pmean", "sum": s, "count": c})
+                self.step(
+                    "pool_m2", {"out": f"{tag}_m2", "n": c, "mean": mean, "m2": m2, "pooled_mean": f"{tag}_pmean"}
+                )
+                self.step(
+                    "divide",
+                    {
+                        "out": f"{tag}_var",
+                        "num": f"{tag}_m2",
+                        "den": c,
+                        "den_minus": agg.ddof,
+                        "num_frac": FRAC_BITS,
+                        "den_frac": 0,
+                    },
+                )
+                value = f"{tag}_var"
+                if agg.kind == "std":
+                    self.step("sqrt", {"out": f"{tag}_std", "in": value})
+                    value = f"{tag}_std"
+                kind = "standard deviation" if agg.kind == "std" else "variance"
+                out["reveals"].append(self.reveal(name, value, "float", sup, f"pooled {kind} of {_sql(arg)}"))
+        elif agg.kind == "quantile":
+            assert arg is not None and agg.grid is not None and agg.q is not None
+            hist = self._histogram(arg, agg.grid)
+            c = self.count_of(arg)
+            out["support"] = sup = self.support(c)
+            q = Fraction(agg.q).limit_denominator(10_000)
+            if abs(float(q) - agg.q) > 1e-12:
+                raise UnsupportedQuery(f"{name}: the quantile needs at most 4 decimal places")
+            self.step(
+                "quantile",
+                {"out": f"{tag}_q", "hist": hist, "q": [q.numerator, q.denominator], "grid": list(agg.grid)},
+            )
+            out["reveals"].append(
+                self.reveal(name, f"{tag}_q", "fixed", sup, f"type-7 quantile {agg.q} of {_sql(arg)} on its grid")
+            )
+        elif agg.kind in ("min", "max"):
+            assert arg is not None
+            c = self.count_of(arg)
+            expr = exp.Max(this=arg.copy()) if agg.kind == "max" else exp.Neg(this=exp.Min(this=arg.copy()))
+            m = self._add_input(f"{tag}_extreme_site", expr, "fixed", EXTREME_FILL)
+            self.pool.remove(m)
+            out["support"] = sup = self.support(c)
+            self.step("extreme", {"out": f"{tag}_extreme", "in": m, "negate": agg.kind == "min"})
+            out["reveals"].append(
+                self.reveal(name, f"{tag}_extreme", "fixed", sup, f"pooled {agg.kind} of {_sql(arg)}")
+            )
+        elif agg.kind == "rate":
+            events, pt = agg.args
+            c = self.count_of(pt)
+            e = self._add_input(f"{tag}_events", exp.Sum(this=events.copy()), "int", 0)
+            t = self._add_input(f"{tag}_time", exp.Sum(this=pt.copy()), "fixed", 0)
+            out["support"] = sup = self.support(c)
+            out["per"] = agg.per
+            self.step("divide", {"out": f"{tag}_rate", "num": e, "den": t, "num_frac": 0, "den_frac": FRAC_BITS})
+            self.step("byar", {"out": f"{tag}_ci", "events": e, "time": t})
+            out["reveals"].append(self.reveal(name, f"{tag}_rate", "float", sup, f"{_sql(events)} per {_sql(pt)}"))
+            what = "Byar 95% confidence limits of the rate"
+            out["reveals"].append(self.reveal(name, f"{tag}_ci_low", "float", sup, f"lower {what}"))
+            out["reveals"].append(self.reveal(name, f"{tag}_ci_high", "float", sup, f"upper {what}"))
+        self.outputs.append(out)
+
+    def _histogram(self, col: exp.Expression, grid: tuple[float, float, float]) -> str:
+        name = f"hist{len(self.histograms)}"
+        for h in self.histograms:
+            if h["value"] == _sql(col) and h["grid"] == list(grid):
+                return str(h["name"])
+        self.histograms.append({"name": name, "value": _sql(col), "grid": list(grid), "expr": col})
+        self.inputs.append({"name": name, "query": name, "column": "n", "encoding": "int", "fill": 0})
+        self.pool.append(name)
+        return name
+
+
+def _local_sql(query: Query, items: list[tuple[str, exp.Expression]], cell: exp.Expression) -> str:
+    sel = query.source.copy()
+    sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n) for n, e in items])
+    if query.where is not None:
+        sel = sel.where(query.where.copy())
+    return _sql(sel.group_by(cell.copy()))
+
+
+def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: exp.Expression) -> str:
+    lo, hi, step = grid
+    clamped = exp.func("LEAST", exp.func("GREATEST", col.copy(), exp.convert(lo)), exp.convert(hi))
+    index = exp.Cast(
+        this=exp.func(
+            "ROUND",
+            exp.Div(
+                this=exp.Paren(this=exp.Sub(this=clamped, expression=exp.convert(lo))), expression=exp.convert(step)
+            ),
+        ),
+        to=exp.DataType.build("BIGINT"),
+    )
+    sel = query.source.copy()
+    sel.set(
+        "expressions",
+        [exp.alias_(cell.copy(), "cell"), exp.alias_(index, "bin"), exp.alias_(exp.Count(this=exp.Star()), "n")],
+    )
+    cond: exp.Expression = exp.Not(this=exp.Is(this=col.copy(), expression=exp.Null()))
+    if query.where is not None:
+        cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
+    return _sql(sel.where(cond).group_by(cell.copy(), index.copy()))
+
+
+def build_plan(query: Query, rules: DisclosureRules) -> Plan:
+    """The plan of a validated query under the combined ``rules``."""
+    b = _Builder(query, rules)
+    for i, agg in enumerate(query.aggregates):
+        b.add(i, agg)
+    dims = [len(k.domain) for k in query.keys]
+    cell: exp.Expression = exp.Literal.number(0)
+    stride = 1
+    for key, size in reversed(list(zip(query.keys, dims, strict=True))):
+        term = _key_index(key.expr, key.domain)
+        term = term if stride == 1 else exp.Mul(this=exp.Paren(this=term), expression=exp.Literal.number(stride))
+        cell = term if isinstance(cell, exp.Literal) else exp.Add(this=term, expression=cell)
+        stride *= size
+    local: list[dict[str, Any]] = [
+        {"name": "cells", "sql": _local_sql(query, b.items, cell), "columns": ["cell"] + [n for n, _ in b.items]}
+    ]
+    for h in b.histograms:
+        lo, hi, step = h["grid"]
+        bins = round((hi - lo) / step) + 1
+        local.append(
+            {
+                "name": h["name"],
+                "sql": _histogram_sql(query, h["expr"], h["grid"], cell),
+                "columns": ["cell", "bin", "n"],
+                "bins": bins,
+                "grid": h["grid"],
+            }
+        )
+    steps: list[dict[str, Any]] = [{"op": "pool", "inputs": b.pool}]
+    steps.append(
+        {
+            "op": "suppress",
+            "supports": b.supports,
+            "min_cell_size": rules.min_cell_size,
+            "passes": SECONDARY_PASSES,
+        }
+    )
+    steps.append({"op": "reveal_flags"})
+    for op in ("mean_fixed", "pool_m2", "divide", "sqrt", "quantile", "extreme", "wilson", "byar"):
+        if op in b.steps:
+            steps.append({"op": op, "items": b.steps[op]})
+    steps.append({"op": "reveal", "items": [r["name"] for r in b.reveals]})
+    reveals = [
+        {
+            "name": "suppressed",
+            "value": "suppressed",
+            "encoding": "flags",
+            "support": -1,
+            "shape": f"{len(b.supports)} x cells",
+            "what": "suppression flag per support count and cell (1: fewer than the minimum cell size, "
+            "or suppressed so that no suppressed value follows from released cells and margins)",
+        },
+        *b.reveals,
+    ]
+    data = {
+        "version": PLAN_VERSION,
+        "query": query.text,
+        "params": {
+            "frac_bits": FRAC_BITS,
+            "count_bits": COUNT_BITS,
+            "min_cell_size": rules.min_cell_size,
+            "z": Z95,
+            "secondary_passes": SECONDARY_PASSES,
+        },
+        "keys": [{"name": k.name, "sql": _sql(k.expr), "domain": list(k.domain)} for k in query.keys],
+        "grouping_sets": [list(s) for s in query.grouping_sets],
+        "supports": b.supports,
+        "local": local,
+        "inputs": b.inputs,
+        "steps": steps,
+        "reveals": reveals,
+        "outputs": b.outputs,
+    }
+    return Plan(data)

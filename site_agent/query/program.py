@@ -1,0 +1,285 @@
+"""The MPC part of a plan: :func:`mpc_program` interprets the plan's declarative steps on shares.
+
+It is a single sans-I/O protocol, so the in-process executor (``run_in_memory``) and the
+networked agent run it unchanged. Inputs are this member's shares of every site's
+pre-aggregates, stacked on a leading site axis: ``inputs[name]`` has shape (sites, base cells)
+or (sites, base cells, bins). Each step handles all of its items in one batch, so the number of
+rounds depends on the plan, never on the number of cells or rows.
+
+Values are opened only at the plan's reveal points: the suppression flags to the committee
+(``reveal_flags``), then each output's unsuppressed cells, returned as shares for the analyst
+(``reveal``) who reconstructs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..mpc import arithmetic as ar
+from ..mpc.boolean import lt, maximum
+from ..mpc.fixed import FixedPoint
+from ..mpc.party import Party, Protocol
+from ..mpc.ring import ALL_ONES, U64
+from ..mpc.shares import AShare
+from . import numeric as nu
+from .cells import Cells
+from .disclosure import suppress
+from .plan import COUNT_BITS, EXTREME_FILL, FRAC_BITS, Plan
+
+Value = AShare | nu.Float
+
+
+@dataclass
+class MpcResult:
+    """What one committee member ends with: the public flags and its shares of the outputs."""
+
+    flags: U64
+    opened: dict[str, Value]
+
+
+def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
+    arr = np.broadcast_to(np.asarray(values, dtype=np.int64).view(np.uint64), shape).copy()
+    return ar.constant(p, arr, AShare)
+
+
+def _split(x: Value, sizes: list[int]) -> list[Value]:
+    out, at = [], 0
+    for n in sizes:
+        out.append(x[at : at + n])
+        at += n
+    return out
+
+
+class _Run:
+    """State of one run: the plan, this member's inputs, the values computed so far."""
+
+    def __init__(self, p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> None:
+        self.p = p
+        self.plan = plan
+        self.inputs = inputs
+        self.cells = Cells.of(plan.dims, plan.grouping_sets)
+        self.vals: dict[str, Value] = {}
+        self.flags: U64 = np.zeros(0, dtype=np.uint64)
+        self.opened: dict[str, Value] = {}
+        self.fp = FixedPoint(FRAC_BITS)
+
+    def share(self, name: str) -> AShare:
+        v = self.vals[name]
+        if not isinstance(v, AShare):
+            raise TypeError(f"{name} is not a fixed-point value")
+        return v
+
+    def fixed(self, value: float, shape: tuple[int, ...], bits: int = FRAC_BITS) -> AShare:
+        return _const(self.p, round(value * 2**bits), shape)
+
+    # -- steps ---------------------------------------------------------------------------
+    def pool(self, step: dict[str, Any]) -> Protocol[None]:
+        for name in step["inputs"]:
+            x = self.inputs[name]
+            self.vals[name] = AShare(self.cells.expand(x.v.sum(axis=1, dtype=np.uint64)))
+        yield from ()
+
+    def suppress(self, step: dict[str, Any]) -> Protocol[None]:
+        counts = AShare(np.stack([self.share(s).v for s in step["supports"]], axis=1))
+        self.vals["suppressed"] = yield from suppress(
+            self.p, counts, int(step["min_cell_size"]), self.cells.lines, int(step["passes"])
+        )
+
+    def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
+        self.flags = yield from ar.open_all(self.p, self.share("suppressed"))
+
+    def mean_fixed(self, step: dict[str, Any]) -> Protocol[None]:
+        items = step["items"]
+        num = AShare.concat([self.share(i["sum"]) for i in items])
+        den = AShare.concat([self.share(i["count"]) for i in items])
+        res = yield from nu.divide_fixed(self.p, num, den, FRAC_BITS, 0, FRAC_BITS, COUNT_BITS, 24)
+        for item, part in zip(items, _split(res, [self.cells.out] * len(items)), strict=True):
+            self.vals[item["out"]] = part
+
+    def pool_m2(self, step: dict[str, Any]) -> Protocol[None]:
+        diffs, ns, m2s, shapes = [], [], [], []
+        for item in step["items"]:
+            n_in, mean_in, m2_in = (self.inputs[item[k]] for k in ("n", "mean", "m2"))
+            pooled = self.share(item["pooled_mean"])
+            for s, off in zip(self.cells.sets, self.cells.offsets, strict=True):
+                members = self.cells.members(s)  # (cells of s, members)
+                size = members.shape[0]
+                mean_b = AShare(pooled.v[:, None, off : off + size, None])
+                diffs.append(AShare((mean_in.v[:, :, members] - mean_b.v).reshape(2, -1)))
+                ns.append(AShare(n_in.v[:, :, members].reshape(2, -1)))
+                m2s.append(AShare(m2_in.v[:, :, members]))
+                shapes.append(m2s[-1].shape)
+        d = AShare.concat(diffs)
+        d2 = yield from ar.mul_fixed(self.p, d, d, FRAC_BITS)
+        nd2 = yield from ar.mul(self.p, AShare.concat(ns), d2)
+        parts = _split(nd2, [int(np.prod(sh)) for sh in shapes])
+        per_item = len(self.cells.sets)
+        for j, item in enumerate(step["items"]):
+            out = []
+            for k in range(per_item):
+                idx = j * per_item + k
+                part = parts[idx]
+                assert isinstance(part, AShare)
+                total = part.reshape(*shapes[idx]) + m2s[idx]
+                out.append(total.sum(axis=0).sum(axis=1))
+            self.vals[item["out"]] = AShare.concat(out)
+
+    def divide(self, step: dict[str, Any]) -> Protocol[None]:
+        items = step["items"]
+        nums, dens, offsets = [], [], []
+        for i in items:
+            den = self.share(i["den"])
+            if i.get("den_minus"):
+                den = ar.add_public(self.p, den, np.asarray(-int(i["den_minus"]), dtype=np.int64).view(np.uint64))
+            nums.append(self.share(i["num"]))
+            dens.append(den)
+            offsets.append(np.full(self.cells.out, int(i["den_frac"]) - int(i["num_frac"]), dtype=np.int64))
+        res = yield from nu.divide_float(self.p, AShare.concat(nums), AShare.concat(dens), np.concatenate(offsets))
+        for item, part in zip(items, _split(res, [self.cells.out] * len(items)), strict=True):
+            self.vals[item["out"]] = part
+
+    def sqrt(self, step: dict[str, Any]) -> Protocol[None]:
+        items = step["items"]
+        parts = [self.vals[i["in"]] for i in items]
+        assert all(isinstance(x, nu.Float) for x in parts)
+        res = yield from nu.sqrt_float(self.p, nu.Float.concat(parts))  # type: ignore[arg-type]
+        for item, part in zip(items, _split(res, [self.cells.out] * len(items)), strict=True):
+            self.vals[item["out"]] = part
+
+    def quantile(self, step: dict[str, Any]) -> Protocol[None]:
+        items = step["items"]
+        hists = [self.share(i["hist"]) for i in items]
+        width = max(h.shape[1] for h in hists)
+        rows = self.cells.out
+        hist = AShare(np.concatenate([np.pad(h.v, ((0, 0), (0, 0), (0, width - h.shape[1]))) for h in hists], axis=1))
+        qn = np.repeat([int(i["q"][0]) for i in items], rows).astype(np.int64)
+        qd = np.repeat([int(i["q"][1]) for i in items], rows).astype(np.int64)
+        grid = np.concatenate([np.repeat(self._grid(i["grid"], width)[None, :], rows, axis=0) for i in items])
+        spans = max(float(i["grid"][1] - i["grid"][0]) for i in items) * 2**FRAC_BITS
+        shift = max(1, 61 - int(np.ceil(np.log2(spans + 1))))
+        cum = hist.cumsum(axis=1)
+        n = hist.sum(axis=1)
+        t = ar.add_public(self.p, n, np.asarray(ALL_ONES)).mul_public(qn)  # (N - 1) q D
+        lhs = AShare.concat([t, ar.add_public(self.p, t, qd.view(np.uint64))])  # crossings of h and h + 1
+        lhs = AShare(np.repeat(lhs.v[..., None], width, axis=-1))
+        scaled = cum.mul_public(qd[:, None])
+        above = yield from lt(self.p, lhs, AShare.concat([scaled, scaled]))
+        prev = AShare(np.concatenate([np.zeros_like(above.v[..., :1]), above.v[..., :-1]], axis=-1))
+        first = above - prev  # one-hot of the first crossing
+        genc = np.concatenate([grid, grid]).view(np.uint64)
+        x = first.mul_public(genc).sum(axis=1)
+        x_lo, x_hi = x[: rows * len(items)], x[rows * len(items) :]
+        at = yield from ar.mul(self.p, first[: rows * len(items)], cum)
+        c = at.sum(axis=1)
+        frac = t - c.mul_public(qd) + _const(self.p, qd, qd.shape)  # (h - floor h) D when it matters
+        part = yield from ar.mul(self.p, frac, x_hi - x_lo)
+        inv = np.array([round(2**shift / d) for d in qd], dtype=np.int64)
+        interp = yield from ar.trunc(self.p, part.mul_public(inv), shift)
+        res = x_lo + interp
+        for item, piece in zip(items, _split(res, [rows] * len(items)), strict=True):
+            self.vals[item["out"]] = piece
+
+    def _grid(self, grid: list[float], width: int) -> np.ndarray:
+        lo, hi, step = grid
+        bins = round((hi - lo) / step) + 1
+        values = lo + step * np.arange(bins)
+        values = np.concatenate([values, np.full(width - bins, values[-1])])
+        return self.fp.encode(values).view(np.int64)
+
+    def extreme(self, step: dict[str, Any]) -> Protocol[None]:
+        blocks, sizes = [], []
+        for item in step["items"]:
+            x = self.inputs[item["in"]]
+            for s in self.cells.sets:
+                members = self.cells.members(s)
+                g = x.v[:, :, members]  # (2, sites, cells, members)
+                blocks.append(np.moveaxis(g, 1, 2).reshape(2, members.shape[0], -1))
+            sizes.append(self.cells.out)
+        width = max(b.shape[2] for b in blocks)
+        rows = sum(b.shape[1] for b in blocks)
+        full = _const(self.p, self.fp.encode(EXTREME_FILL).view(np.int64), (rows, width)).v
+        at = 0
+        for b in blocks:
+            full[:, at : at + b.shape[1], : b.shape[2]] = b
+            at += b.shape[1]
+        top, _ = yield from maximum(self.p, AShare(full))
+        for item, part in zip(step["items"], _split(top, sizes), strict=True):
+            assert isinstance(part, AShare)
+            self.vals[item["out"]] = -part if item["negate"] else part
+
+    def wilson(self, step: dict[str, Any]) -> Protocol[None]:
+        items, z = step["items"], float(self.plan.data["params"]["z"])
+        x = AShare.concat([self.share(i["x"]) for i in items])
+        n = AShare.concat([self.share(i["n"]) for i in items])
+        shape = x.shape
+        centre = x.lshift(FRAC_BITS) + self.fixed(z * z / 2, shape)
+        xnx = yield from ar.mul(self.p, x, n - x)
+        spread = yield from nu.divide_fixed(self.p, xnx, n, 0, 0, FRAC_BITS, COUNT_BITS, 20)
+        spread = spread + self.fixed(z * z / 4, shape)
+        root = yield from nu.sqrt_fixed(self.p, spread, FRAC_BITS, FRAC_BITS)
+        half = yield from ar.trunc(self.p, root.mul_public(np.int64(round(z * 2**FRAC_BITS))), FRAC_BITS)
+        den = n.lshift(FRAC_BITS) + self.fixed(z * z, shape)
+        res = yield from nu.divide_float(
+            self.p, AShare.concat([centre - half, centre + half]), AShare.concat([den, den]), np.zeros(2 * x.shape[0])
+        )
+        self._store_limits(items, res)
+
+    def byar(self, step: dict[str, Any]) -> Protocol[None]:
+        items, z = step["items"], float(self.plan.data["params"]["z"])
+        e = AShare.concat([self.share(i["events"]) for i in items])
+        pt = AShare.concat([self.share(i["time"]) for i in items])
+        m = e.shape[0]
+        u = AShare.concat([e, ar.add_public(self.p, e, np.asarray(1, dtype=np.uint64))])
+        shape = u.shape
+        a = yield from nu.divide_fixed(self.p, _const(self.p, 1, shape), u.mul_public(np.int64(9)), 0, 0, 30, 28, 24)
+        root = yield from nu.sqrt_fixed(self.p, u.lshift(FRAC_BITS), FRAC_BITS, FRAC_BITS)
+        b = yield from nu.divide_fixed(self.p, self.fixed(z / 3, shape, 30), root, 30, FRAC_BITS, 30, 29, 24)
+        sign = np.concatenate([np.full(m, -1), np.full(m, 1)]).astype(np.int64)
+        t = self.fixed(1.0, shape, 30) - a + b.mul_public(sign)
+        t2 = yield from ar.mul_fixed(self.p, t, t, 30)
+        t3 = yield from ar.mul_fixed(self.p, t2, t, 30)
+        num = yield from ar.mul(self.p, u, t3)
+        res = yield from nu.divide_float(self.p, num, AShare.concat([pt, pt]), np.full(2 * m, FRAC_BITS - 30))
+        self._store_limits(items, res)
+
+    def _store_limits(self, items: list[dict[str, Any]], res: nu.Float) -> None:
+        half = res.sign.shape[0] // 2
+        for k, item in enumerate(items):
+            rows = slice(k * self.cells.out, (k + 1) * self.cells.out)
+            self.vals[f"{item['out']}_low"] = res[:half][rows]
+            self.vals[f"{item['out']}_high"] = res[half:][rows]
+
+    def reveal(self, step: dict[str, Any]) -> Protocol[None]:
+        by_name = {r["name"]: r for r in self.plan.data["reveals"]}
+        flags = self.flags.reshape(len(self.plan.data["supports"]), -1)
+        for name in step["items"]:
+            r = by_name[name]
+            keep = np.flatnonzero(flags[int(r["support"])] == 0)
+            self.opened[name] = self.vals[r["value"]][keep]
+        yield from ()
+
+
+def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[MpcResult]:
+    """Run the plan's MPC steps for member ``p`` over its shares of the sites' pre-aggregates."""
+    run = _Run(p, plan, inputs)
+    handlers: dict[str, Callable[[dict[str, Any]], Protocol[None]]] = {
+        "pool": run.pool,
+        "suppress": run.suppress,
+        "reveal_flags": run.reveal_flags,
+        "mean_fixed": run.mean_fixed,
+        "pool_m2": run.pool_m2,
+        "divide": run.divide,
+        "sqrt": run.sqrt,
+        "quantile": run.quantile,
+        "extreme": run.extreme,
+        "wilson": run.wilson,
+        "byar": run.byar,
+        "reveal": run.reveal,
+    }
+    for step in plan.data["steps"]:
+        yield from handlers[step["op"]](step)
+    return MpcResult(run.flags, run.opened)
