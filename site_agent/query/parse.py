@@ -299,6 +299,8 @@ class _Validator:
         if not self.rules.identifiers:
             return
         for col in tree.find_all(exp.Column):
+            if not col.table:
+                continue  # a select alias named in GROUP BY
             qualified = f"{self.aliases[col.table.lower()]}.{col.name.lower()}"
             if col.name.lower() not in self.rules.identifiers and qualified not in self.rules.identifiers:
                 continue

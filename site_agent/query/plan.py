@@ -276,7 +276,7 @@ def _local_sql(query: Query, items: list[tuple[str, exp.Expression]], cell: exp.
     sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n) for n, e in items])
     if query.where is not None:
         sel = sel.where(query.where.copy())
-    return _sql(sel.group_by(cell.copy()))
+    return _sql(sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy()))
 
 
 def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: exp.Expression) -> str:
@@ -299,7 +299,8 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     cond: exp.Expression = exp.Not(this=exp.Is(this=col.copy(), expression=exp.Null()))
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
-    return _sql(sel.where(cond).group_by(cell.copy(), index.copy()))
+    keys = [index.copy()] if isinstance(cell, exp.Literal) else [cell.copy(), index.copy()]
+    return _sql(sel.where(cond).group_by(*keys))
 
 
 def build_plan(query: Query, rules: DisclosureRules) -> Plan:

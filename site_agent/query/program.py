@@ -215,16 +215,19 @@ class _Run:
         items, z = step["items"], float(self.plan.data["params"]["z"])
         x = AShare.concat([self.share(i["x"]) for i in items])
         n = AShare.concat([self.share(i["n"]) for i in items])
-        shape = x.shape
-        centre = x.lshift(FRAC_BITS) + self.fixed(z * z / 2, shape)
+        shape, fw = x.shape, 24  # limits' numerators carry 24 fractional bits
+        centre = x.lshift(fw) + self.fixed(z * z / 2, shape, fw)
         xnx = yield from ar.mul(self.p, x, n - x)
         spread = yield from nu.divide_fixed(self.p, xnx, n, 0, 0, FRAC_BITS, COUNT_BITS, 20)
         spread = spread + self.fixed(z * z / 4, shape)
-        root = yield from nu.sqrt_fixed(self.p, spread, FRAC_BITS, FRAC_BITS)
-        half = yield from ar.trunc(self.p, root.mul_public(np.int64(round(z * 2**FRAC_BITS))), FRAC_BITS)
+        root = yield from nu.sqrt_fixed(self.p, spread, FRAC_BITS, fw)
+        half = yield from ar.trunc(self.p, root.mul_public(np.int64(round(z * 2**fw))), fw)
         den = n.lshift(FRAC_BITS) + self.fixed(z * z, shape)
         res = yield from nu.divide_float(
-            self.p, AShare.concat([centre - half, centre + half]), AShare.concat([den, den]), np.zeros(2 * x.shape[0])
+            self.p,
+            AShare.concat([centre - half, centre + half]),
+            AShare.concat([den, den]),
+            np.full(2 * x.shape[0], FRAC_BITS - fw),
         )
         self._store_limits(items, res)
 

@@ -1,0 +1,176 @@
+"""Pooled statistics equal the plaintext reference on the pooled data (pandas, numpy, statsmodels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from .conftest import Consortium, K
+
+Z = 1.959963984540054
+
+
+def _released(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Rows of an MPC result with every value released, indexed by the keys."""
+    mask = pd.DataFrame(frame.attrs["suppressed"]).any(axis=1).to_numpy()
+    return frame[~mask].set_index(key)
+
+
+def test_count_star_by_two_keys_equals_pandas(lung: Consortium) -> None:
+    out = lung.query("SELECT sex, status, COUNT(*) AS n FROM lung GROUP BY sex, status")
+    ref = lung.pooled["lung"].groupby(["sex", "status"]).size()
+    got = _released(out, ["sex", "status"])["n"]
+    assert len(got) == len(ref) == 4
+    for idx, n in ref.items():
+        assert got[idx] == n
+
+
+def test_count_without_group_by(lung: Consortium) -> None:
+    out = lung.query("SELECT COUNT(*) AS n, COUNT(meal_cal) AS with_meal FROM lung")
+    assert out["n"].tolist() == [len(lung.pooled["lung"])]
+    assert out["with_meal"].tolist() == [int(lung.pooled["lung"].meal_cal.notna().sum())]
+
+
+@pytest.mark.parametrize("column", ["age", "meal_cal", "wt_loss", "time"])
+def test_avg_and_stddev_within_1e6_relative(lung: Consortium, column: str) -> None:
+    out = lung.query(
+        f"SELECT sex, AVG({column}) AS mean, STDDEV({column}) AS sd, VARIANCE({column}) AS var, "
+        f"STDDEV_POP({column}) AS sdp FROM lung GROUP BY sex"
+    )
+    got = _released(out, ["sex"])
+    g = lung.pooled["lung"].groupby("sex")[column]
+    for sex in (1, 2):
+        np.testing.assert_allclose(got.loc[sex, "mean"], g.mean()[sex], rtol=1e-6)
+        np.testing.assert_allclose(got.loc[sex, "sd"], g.std()[sex], rtol=1e-6)
+        np.testing.assert_allclose(got.loc[sex, "var"], g.var()[sex], rtol=1e-6)
+        np.testing.assert_allclose(got.loc[sex, "sdp"], g.std(ddof=0)[sex], rtol=1e-6)
+
+
+def test_avg_stddev_generated_with_rollup(generated: Consortium) -> None:
+    out = generated.query(
+        "SELECT ward, sex, COUNT(*) n, AVG(sbp) m, STDDEV(sbp) s, SUM(bmi) total "
+        "FROM patients GROUP BY ROLLUP(ward, sex)"
+    )
+    p = generated.pooled["patients"]
+    by_cell = out.set_index(["ward", "sex"])
+    ref = p.groupby(["ward", "sex"])
+    for (ward, sex), grp in ref:
+        row = by_cell.loc[(ward, sex)]
+        assert row["n"] == len(grp)
+        np.testing.assert_allclose(row["m"], grp.sbp.mean(), rtol=1e-6)
+        np.testing.assert_allclose(row["s"], grp.sbp.std(), rtol=1e-6)
+        np.testing.assert_allclose(row["total"], grp.bmi.sum(), rtol=1e-6)
+    total = by_cell.loc[("(all)", "(all)")]
+    np.testing.assert_allclose(total["m"], p.sbp.mean(), rtol=1e-6)
+    np.testing.assert_allclose(total["s"], p.sbp.std(), rtol=1e-6)
+    for ward, grp in p.groupby("ward"):
+        np.testing.assert_allclose(by_cell.loc[(ward, "(all)"), "s"], grp.sbp.std(), rtol=1e-6)
+
+
+def _type7_on_grid(values: pd.Series, q: float, lo: float, hi: float, step: float) -> float:
+    """The documented definition, computed independently: clamp, round to the grid, numpy linear."""
+    x = values.dropna().to_numpy(dtype=float)
+    idx = np.floor((np.clip(x, lo, hi) - lo) / step + 0.5)
+    return float(np.quantile(lo + idx * step, q, method="linear"))
+
+
+@pytest.mark.parametrize("q", [0.5, 0.25, 0.75, 0.1, 0.9, 0.95])
+def test_quantiles_equal_type7_on_pooled_data(lung: Consortium, q: float) -> None:
+    out = lung.query(
+        f"SELECT sex, QUANTILE_CONT(age, {q}) AS qa, PERCENTILE_CONT({q}) WITHIN GROUP (ORDER BY time) AS qt, "
+        "MEDIAN(meal_cal) AS mm FROM lung GROUP BY sex"
+    )
+    got = _released(out, ["sex"])
+    for sex, grp in lung.pooled["lung"].groupby("sex"):
+        assert got.loc[sex, "qa"] == pytest.approx(np.quantile(grp.age, q), abs=2**-15)
+        assert got.loc[sex, "qt"] == pytest.approx(np.quantile(grp.time, q), abs=2**-15)
+        assert got.loc[sex, "mm"] == pytest.approx(grp.meal_cal.median(), abs=2**-15)
+
+
+def test_median_of_continuous_values_on_grid(generated: Consortium) -> None:
+    out = generated.query("SELECT sex, MEDIAN(bmi) AS med, QUANTILE_CONT(bmi, 0.9) AS p90 FROM patients GROUP BY sex")
+    got = _released(out, ["sex"])
+    for sex, grp in generated.pooled["patients"].groupby("sex"):
+        assert got.loc[sex, "med"] == pytest.approx(_type7_on_grid(grp.bmi, 0.5, 10, 50, 0.01), abs=2**-14)
+        assert got.loc[sex, "p90"] == pytest.approx(_type7_on_grid(grp.bmi, 0.9, 10, 50, 0.01), abs=2**-14)
+
+
+def test_proportion_and_wilson_interval_equal_statsmodels(lung: Consortium) -> None:
+    out = lung.query("SELECT sex, PROPORTION(status = 1) AS died, AVG(ph_ecog >= 2) AS poor FROM lung GROUP BY sex")
+    got = _released(out, ["sex"])
+    for sex, grp in lung.pooled["lung"].groupby("sex"):
+        x, n = int((grp.status == 1).sum()), len(grp)
+        lo, hi = proportion_confint(x, n, alpha=0.05, method="wilson")
+        assert got.loc[sex, "died"] == pytest.approx(x / n, rel=1e-7)
+        assert got.loc[sex, "died_ci_low"] == pytest.approx(lo, abs=1e-7)
+        assert got.loc[sex, "died_ci_high"] == pytest.approx(hi, abs=1e-7)
+        ecog = grp.ph_ecog.dropna()
+        assert got.loc[sex, "poor"] == pytest.approx((ecog >= 2).mean(), rel=1e-7)
+
+
+def _byar(events: int, time: float) -> tuple[float, float]:
+    lo = 0.0 if events == 0 else events * (1 - 1 / (9 * events) - Z / (3 * np.sqrt(events))) ** 3
+    e1 = events + 1
+    hi = e1 * (1 - 1 / (9 * e1) + Z / (3 * np.sqrt(e1))) ** 3
+    return lo / time, hi / time
+
+
+def test_rate_with_byar_interval(generated: Consortium) -> None:
+    out = generated.query("SELECT ward, RATE(died, followup, 1000) AS per_1000 FROM patients GROUP BY ward")
+    got = _released(out, ["ward"])
+    for ward, grp in generated.pooled["patients"].groupby("ward"):
+        e, t = int(grp.died.sum()), float(grp.followup.sum())
+        lo, hi = _byar(e, t)
+        assert got.loc[ward, "per_1000"] == pytest.approx(1000 * e / t, rel=1e-6)
+        assert got.loc[ward, "per_1000_ci_low"] == pytest.approx(1000 * lo, rel=1e-5)
+        assert got.loc[ward, "per_1000_ci_high"] == pytest.approx(1000 * hi, rel=1e-5)
+
+
+def test_count_distinct_is_summed_per_site(generated: Consortium) -> None:
+    out = generated.query("SELECT COUNT(DISTINCT region) AS regions FROM patients")
+    per_site = sum(
+        con.execute("SELECT COUNT(DISTINCT region) FROM patients").fetchone()[0] for con in generated.cons.values()
+    )
+    assert out["regions"].tolist() == [per_site]
+
+
+def test_min_max_pooled(generated: Consortium) -> None:
+    out = generated.query("SELECT sex, MIN(age) AS youngest, MAX(bmi) AS top FROM patients GROUP BY sex")
+    got = _released(out, ["sex"])
+    for sex, grp in generated.pooled["patients"].groupby("sex"):
+        assert got.loc[sex, "youngest"] == grp.age.min()
+        assert got.loc[sex, "top"] == pytest.approx(grp.bmi.max(), abs=2**-16)
+
+
+def test_predicates_case_bins_dates_and_joins(generated: Consortium) -> None:
+    out = generated.query(
+        """
+        SELECT CASE WHEN p.age < 40 THEN '<40' WHEN p.age < 65 THEN '40-64' ELSE '65+' END AS band,
+               COUNT(*) AS n, AVG(l.hba1c) AS a1c
+        FROM patients p JOIN labs l ON p.pid = l.pid
+        WHERE p.region IN ('north', 'south') AND p.bmi BETWEEN 18.5 AND 40 AND p.ward LIKE 'c%'
+          AND p.sbp IS NOT NULL AND NOT p.smoker
+          AND date_diff('day', p.admitted, p.discharged) > 3
+          AND (p.admitted >= DATE '2016-01-01' OR p.sex = 'F')
+        GROUP BY band
+        """
+    )
+    p = generated.pooled["patients"].merge(generated.pooled["labs"], on="pid")
+    sel = p[
+        p.region.isin(["north", "south"])
+        & p.bmi.between(18.5, 40)
+        & p.ward.str.startswith("c")
+        & p.sbp.notna()
+        & ~p.smoker
+        & ((p.discharged - p.admitted).dt.days > 3)
+        & ((p.admitted >= "2016-01-01") | (p.sex == "F"))
+    ]
+    band = np.where(sel.age < 40, "<40", np.where(sel.age < 65, "40-64", "65+"))
+    got = out.set_index("band")
+    for b, grp in sel.groupby(band):
+        assert got.loc[b, "n"] == len(grp)
+        np.testing.assert_allclose(got.loc[b, "a1c"], grp.hba1c.mean(), rtol=1e-6)
+    assert list(out["band"]) == ["<40", "40-64", "65+"]
+    assert K == 5
