@@ -147,23 +147,20 @@ def execute(plan: Plan, connections: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def dry_run_stats(plan: Plan, sites: int = 3) -> list[tuple[str, Stats]]:
-    """Rounds and bytes of each MPC step, measured on all-zero inputs (the protocol's cost does
-    not depend on the data). Returns (step op, stats of member 0 for that step)."""
+    """Cost of each MPC step, measured on all-zero inputs (communication does not depend on the
+    data): (step op, Stats with the most rounds any member takes and the words all members send)."""
     zero = {s["name"]: _zero_shape(plan, s) for s in plan.data["inputs"]}
     inputs = {n: AShare(np.zeros((2, sites, *shape), dtype=np.uint64)) for n, shape in zero.items()}
     out: list[tuple[str, Stats]] = []
-    before = Stats()
+    before = [Stats(), Stats(), Stats()]
     for i, step in enumerate(plan.data["steps"]):
         prefix = Plan({**plan.data, "steps": plan.data["steps"][: i + 1]})
         _, stats = run_in_memory(lambda p, pl=prefix: mpc_program(p, pl, inputs), seed=0)  # type: ignore[misc]
-        s = stats[0]
-        out.append(
-            (
-                step["op"],
-                Stats(s.rounds - before.rounds, s.messages - before.messages, s.words_sent - before.words_sent),
-            )
-        )
-        before = s
+        rounds = max(s.rounds - b.rounds for s, b in zip(stats, before, strict=True))
+        words = sum(s.words_sent - b.words_sent for s, b in zip(stats, before, strict=True))
+        messages = sum(s.messages - b.messages for s, b in zip(stats, before, strict=True))
+        out.append((step["op"], Stats(rounds, messages, words)))
+        before = stats
     return out
 
 

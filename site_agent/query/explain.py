@@ -40,7 +40,7 @@ def explain(plan: Plan, sites: int = 3) -> str:
         enc = "integer" if s["encoding"] == "int" else f"fixed point, {d['params']['frac_bits']} fractional bits"
         lines.append(f"   {s['name']}: per cell{' and bin' if s['query'] != 'cells' else ''}, {enc}")
     lines.append("")
-    lines.append(f"3. MPC steps (rounds and bytes sent by one member, {sites} sites):")
+    lines.append(f"3. MPC steps (rounds; bytes sent by all three members together; {sites} sites):")
     total_rounds = total_bytes = 0
     for step, (_, st) in zip(d["steps"], dry_run_stats(plan, sites), strict=True):
         total_rounds += st.rounds

@@ -267,8 +267,10 @@ class _Validator:
         table = self.aliases[owners[0]]
         if self.rules.exposed is not None and name not in self.rules.exposed.get(table, frozenset()):
             raise PolicyRefusal("consortium", "exposed", f"column {table}.{name} is not exposed to analysts")
+        ident = exp.to_identifier(name)
+        ident.meta.update(col.this.meta)  # keep the source position for later errors
         col.set("table", exp.to_identifier(owners[0]))
-        col.set("this", exp.to_identifier(name))
+        col.set("this", ident)
         return self.schema.tables[table].columns[name]
 
     def _column_of(self, col: exp.Column) -> Column:
