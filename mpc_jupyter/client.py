@@ -1,0 +1,340 @@
+"""The analyst's client: sign a query, send it to the committee, reconstruct the answer.
+
+``Consortium.connect("DIR/consortium.toml", analyst="alice")`` keeps one mutual-TLS
+websocket open to each committee member, on a private event loop in a background thread
+(so the synchronous API works inside Jupyter, whose own loop is already running).
+
+A query is one signed envelope sent to all three members. Each member answers with its
+pair of shares of the declared outputs, the public result metadata and a signed receipt.
+The client checks that the three members agree on the metadata, reconstructs the outputs
+(every share component arrives twice, so a wrong share is caught), verifies each receipt
+against the site's key in the consortium file, and builds a pandas DataFrame whose
+``.attrs`` hold the receipts, the reveal list and timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from site_agent.agent import messages as msg
+from site_agent.agent import planning
+from site_agent.audit import Receipt, verify_receipt
+from site_agent.config import ConsortiumConfig, load_consortium
+from site_agent.crypto.certs import client_context
+from site_agent.crypto.envelope import sign_envelope
+from site_agent.crypto.signing import load_private_key
+from site_agent.errors import AuthError, ConfigError, MpcError, ProtocolViolation
+from site_agent.mpc.shares import AShare
+from site_agent.net.framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, encode_parts
+
+T = TypeVar("T")
+
+ProgressCallback = Callable[[str, str, float], None]
+"""Called as (site, phase, seconds since the query started) while a query runs."""
+
+
+class QueryFailed(MpcError):
+    """A site refused or could not answer; ``site``, ``category`` and ``rule`` say who and why."""
+
+    def __init__(self, site: str, category: str, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.site, self.category, self.rule = site, category, rule
+
+
+class SiteUnavailable(MpcError):
+    """A committee member cannot be reached or did not answer in time (``site`` names it)."""
+
+    def __init__(self, site: str, message: str) -> None:
+        super().__init__(message)
+        self.site = site
+
+
+@dataclass
+class SiteStatus:
+    """One member as ``Consortium.status()`` sees it."""
+
+    site: str
+    online: bool
+    latency_ms: float | None = None
+    policy_digest: str = ""
+    tables: dict[str, Any] = field(default_factory=dict)
+    peers: dict[str, bool] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class _Pending:
+    """Answers collected for one query id."""
+
+    session: bytes
+    done: asyncio.Event
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shares: dict[int, np.ndarray] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    progress: ProgressCallback | None = None
+
+    def check(self) -> None:
+        """Done at the first failure, or once all three members sent metadata and shares."""
+        if self.failures or (len(self.results) == 3 and len(self.shares) == 3):
+            self.done.set()
+
+
+def _analyst_files(consortium: ConsortiumConfig, analyst: str) -> dict[str, Path]:
+    base = consortium.path.parent / "analysts" / analyst
+    files = {
+        "signing": base / "signing" / "key.pem",
+        "cert": base / "tls" / "cert.pem",
+        "key": base / "tls" / "key.pem",
+        "ca": base / "tls" / "ca.pem",
+    }
+    for path in files.values():
+        if not path.exists():
+            raise ConfigError(f"analyst {analyst!r}: missing {path}")
+    return files
+
+
+class Consortium:
+    """A connection to a consortium's compute committee, as one analyst."""
+
+    def __init__(self, config: ConsortiumConfig, analyst: str, timeout: float = 30.0) -> None:
+        if analyst not in config.analysts:
+            raise AuthError(f"analyst {analyst!r} is not registered in {config.path}")
+        self.config = config
+        self.analyst = analyst
+        self.timeout = timeout
+        files = _analyst_files(config, analyst)
+        self._key = load_private_key(files["signing"])
+        self._ssl = client_context(files["cert"], files["key"], files["ca"])
+        self.committee = config.require_committee()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mpc-jupyter-client", daemon=True)
+        self._thread.start()
+        self._conns: dict[int, ClientConnection] = {}
+        self._readers: dict[int, asyncio.Future[None]] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._status_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.history: list[pd.DataFrame] = []
+
+    @classmethod
+    def connect(cls, path: str | Path, analyst: str | None = None, timeout: float = 30.0) -> Consortium:
+        """Open a consortium file as ``analyst`` (default: its only analyst)."""
+        config = load_consortium(path)
+        if analyst is None:
+            if len(config.analysts) != 1:
+                names = ", ".join(config.analysts) or "none"
+                raise ConfigError(f"{path}: name the analyst (analysts: {names})")
+            analyst = next(iter(config.analysts))
+        return cls(config, analyst, timeout)
+
+    # --- public API ------------------------------------------------------------------------
+
+    def query(
+        self, text: str, params: dict[str, Any] | None = None, progress: ProgressCallback | None = None
+    ) -> pd.DataFrame:
+        """Run a query; the pooled, policy-checked answer as a DataFrame (receipts in ``.attrs``)."""
+        started = time.monotonic()
+        answers = self._run(self._ask(text, "run", params or {}, progress))
+        frame = self._assemble(answers, started)
+        self.history.append(frame)
+        return frame
+
+    def explain(self, text: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The plan the sites would run, in words (nothing is computed or revealed)."""
+        answers = self._run(self._ask(text, "explain", params or {}, None))
+        metas = {json.dumps(json.loads(r["meta"]), sort_keys=True) for r in answers.results.values()}
+        if len(metas) != 1:
+            raise ProtocolViolation("the committee members explained different plans")
+        explanation: dict[str, Any] = json.loads(metas.pop())["explain"]
+        return explanation
+
+    def status(self) -> list[SiteStatus]:
+        """Each committee member: online, round-trip latency, policy digest, exposed tables."""
+        return self._run(self._status())
+
+    def close(self) -> None:
+        """Close the connections and stop the background loop."""
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self._run(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> Consortium:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _connection(self, index: int) -> ClientConnection:
+        conn = self._conns.get(index)
+        if conn is not None and conn.state.name == "OPEN":
+            return conn
+        name = self.committee[index]
+        address = self.config.site(name).address
+        try:
+            conn = await asyncio.wait_for(
+                connect(
+                    f"wss://{address.host}:{address.port}",
+                    ssl=self._ssl,
+                    max_size=DEFAULT_MAX_FRAME,
+                    compression=None,
+                    ping_interval=20,
+                ),
+                self.timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise SiteUnavailable(name, f"site {name} at {address} cannot be reached: {exc}") from None
+        self._conns[index] = conn
+        self._readers[index] = asyncio.ensure_future(self._reader(index, conn))
+        return conn
+
+    async def _send(self, index: int, frame: Frame) -> None:
+        conn = await self._connection(index)
+        header, payload = encode_parts(frame)
+        await conn.send([header, payload] if len(payload) else header)
+
+    async def _reader(self, index: int, conn: ClientConnection) -> None:
+        name = self.committee[index]
+        try:
+            async for data in conn:
+                if isinstance(data, str):
+                    continue
+                frame = decode(data)
+                if frame.sender != index:
+                    continue  # a member speaks only for itself
+                self._deliver(index, frame)
+        except (ConnectionClosed, MpcError):
+            pass
+        finally:
+            for pending in self._pending.values():
+                if index not in pending.shares and not pending.done.is_set():
+                    pending.failures.append(
+                        {"site": name, "category": "peer", "rule": "", "message": f"connection to site {name} closed"}
+                    )
+                    pending.done.set()
+
+    def _deliver(self, index: int, frame: Frame) -> None:
+        if frame.type == MsgType.RESULT_SHARES:
+            for pending in self._pending.values():
+                if pending.session == frame.session and frame.array is not None:
+                    pending.shares[index] = np.array(frame.array, dtype=np.uint64)
+                    pending.check()
+            return
+        body = frame.control or {}
+        kind = body.get("kind")
+        if kind == msg.STATUS:
+            waiter = self._status_waiters.pop(index, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(body)
+            return
+        pending_for = self._pending.get(str(body.get("query_id", "")))
+        if pending_for is None:
+            return
+        if kind == msg.PROGRESS and pending_for.progress is not None:
+            pending_for.progress(body["site"], body["phase"], float(body["seconds"]))
+        elif kind == msg.RESULT:
+            pending_for.results[self.committee[index]] = body
+            if body["meta"] and "explain" in json.loads(body["meta"]):
+                pending_for.shares[index] = np.zeros((2, 0), dtype=np.uint64)
+            pending_for.check()
+        elif kind == msg.FAILURE:
+            pending_for.failures.append(body)
+            pending_for.check()
+
+    async def _ask(self, text: str, mode: str, params: dict[str, Any], progress: ProgressCallback | None) -> _Pending:
+        env = sign_envelope(self._key, query=text, consortium=self.config.id, analyst=self.analyst, params=params)
+        query_id = env.digest()
+        pending = _Pending(session=msg.session_id(query_id), done=asyncio.Event(), progress=progress)
+        self._pending[query_id] = pending
+        try:
+            frame = Frame(MsgType.QUERY, control={"kind": msg.QUERY, "envelope": env.to_json(), "mode": mode})
+            await asyncio.gather(*(self._send(i, frame) for i in range(3)))
+            try:
+                await asyncio.wait_for(pending.done.wait(), self.timeout + 5)
+            except TimeoutError:
+                silent = [self.committee[i] for i in range(3) if i not in pending.shares]
+                raise SiteUnavailable(
+                    silent[0], f"site {silent[0]} did not answer within {self.timeout + 5:g} s"
+                ) from None
+        finally:
+            del self._pending[query_id]
+        if pending.failures:
+            raise _failure_error(pending.failures)
+        return pending
+
+    def _assemble(self, answers: _Pending, started: float) -> pd.DataFrame:
+        metas = {site: json.loads(r["meta"]) for site, r in answers.results.items()}
+        first = next(iter(metas.values()))
+        if any(m != first for m in metas.values()):
+            raise ProtocolViolation("the committee members disagree on the result layout")
+        shares = [AShare(answers.shares[i].reshape(2, -1)) for i in range(3)]
+        receipts = []
+        for site, result in answers.results.items():
+            receipt = Receipt.from_json(result["receipt"])
+            verify_receipt(receipt, self.config.site(site).public_key())
+            receipts.append(receipt)
+        frame = planning.assemble(first, shares)
+        frame.attrs.update(
+            {
+                "receipts": [r.to_json() for r in receipts],
+                "reveals": first.get("reveals", []),
+                "seconds": time.monotonic() - started,
+                "sites": list(self.committee),
+                "stats": {site: r["stats"] for site, r in answers.results.items()},
+            }
+        )
+        return frame
+
+    async def _status(self) -> list[SiteStatus]:
+        async def one(index: int) -> SiteStatus:
+            name = self.committee[index]
+            try:
+                fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                self._status_waiters[index] = fut
+                t0 = time.monotonic()
+                await self._send(index, Frame(MsgType.STATUS, control={"kind": msg.STATUS_REQUEST}))
+                body = await asyncio.wait_for(fut, min(self.timeout, 10.0))
+                return SiteStatus(
+                    site=name,
+                    online=True,
+                    latency_ms=(time.monotonic() - t0) * 1000,
+                    policy_digest=body["policy_digest"],
+                    tables=body["tables"],
+                    peers=body["peers"],
+                )
+            except (MpcError, TimeoutError, OSError) as exc:
+                return SiteStatus(site=name, online=False, error=str(exc) or "no answer")
+
+        return list(await asyncio.gather(*(one(i) for i in range(3))))
+
+    async def _close(self) -> None:
+        for conn in self._conns.values():
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+def _failure_error(failures: list[dict[str, Any]]) -> QueryFailed:
+    """The most telling failure: a policy or query refusal beats a peer's echo of it."""
+    order = {"policy": 0, "query": 1, "auth": 2, "refused": 3, "peer": 4, "failed": 5}
+    best = min(failures, key=lambda f: order.get(f.get("category", ""), 9))
+    return QueryFailed(best["site"], best["category"], best.get("rule", ""), best["message"])

@@ -1,0 +1,58 @@
+"""A site's data engine: its declared tables, opened in an embedded DuckDB database.
+
+Parquet files are attached as views (DuckDB scans them in place, in parallel, without
+copying); CSV files are loaded once into tables, because re-parsing text for every query
+would dominate the local step. The database is in-memory and read-only to queries: the
+planner's local SQL is the only thing that runs against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+
+from ..config import TableSource
+from ..errors import ConfigError
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def open_tables(tables: Mapping[str, TableSource], threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection serving ``tables`` under their declared names."""
+    con = duckdb.connect(":memory:")
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    for name, source in tables.items():
+        path = _literal(str(source.path))
+        try:
+            if source.format == "parquet":
+                con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet({path})")
+            else:
+                con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM read_csv_auto({path}, header = true)")
+            con.execute(f"SELECT * FROM {_quote(name)} LIMIT 0")
+        except duckdb.Error as exc:
+            raise ConfigError(f"table {name!r} ({source.path}): {exc}") from exc
+    return con
+
+
+def describe(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    """Table -> {"columns": {name: duckdb type}, "rows": count}, for ``check`` and status."""
+    out: dict[str, dict[str, Any]] = {}
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    for table, column, dtype in rows:
+        out.setdefault(table, {"columns": {}})["columns"][column] = str(dtype)
+    for table, info in out.items():
+        count = con.execute(f"SELECT COUNT(*) FROM {_quote(table)}").fetchone()
+        info["rows"] = int(count[0]) if count else 0
+    return out

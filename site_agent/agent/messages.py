@@ -1,0 +1,47 @@
+"""Control messages between the analyst's client and the agents, and between members.
+
+Each kind is registered with the frame codec, which refuses unknown kinds, missing or extra
+fields and wrongly typed values before a handler sees them. Results travel as two frames:
+a ``result`` control message (public metadata and the site's receipt) and a
+``RESULT_SHARES`` array frame holding the member's pair of shares of the declared outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..net.framing import register_control
+
+NONE = type(None)
+
+QUERY = "query"
+RESULT = "result"
+FAILURE = "failure"
+PROGRESS = "progress"
+STATUS_REQUEST = "status_request"
+STATUS = "status"
+POLICY = "policy"
+
+register_control(QUERY, {"envelope": str, "mode": str})
+register_control(RESULT, {"site": str, "query_id": str, "receipt": dict, "meta": str, "stats": dict})
+register_control(
+    FAILURE,
+    {"site": str, "query_id": str, "category": str, "rule": str, "message": str, "receipt": (dict, NONE)},
+)
+register_control(PROGRESS, {"site": str, "query_id": str, "phase": str, "seconds": float})
+register_control(STATUS_REQUEST, {})
+register_control(
+    STATUS,
+    {"site": str, "version": str, "tables": dict, "policy_digest": str, "peers": dict, "committee": list},
+)
+register_control(POLICY, {"site": str, "policy": dict})
+
+MODES = ("run", "explain")
+
+# Phases a query goes through, in order; the notebook's progress display names them.
+PHASES = ("verified", "compiled", "agreed", "local", "shared", "computed", "revealed")
+
+
+def session_id(envelope_digest: str) -> bytes:
+    """The MPC session id of a query: every member derives it from the envelope alone."""
+    return hashlib.sha256(b"mpc-jupyter.session.v1:" + bytes.fromhex(envelope_digest)).digest()[:16]

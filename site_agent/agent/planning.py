@@ -1,0 +1,189 @@
+"""The planner as the daemon and the analyst's client use it over the network.
+
+``site_agent.query`` compiles text into a :class:`~site_agent.query.plan.Plan` and runs it in
+one process. Over the network the same pieces are cut differently:
+
+* every member compiles the envelope's text against the consortium schema file and the
+  combined policy (:func:`compile_query`);
+* each site's pre-aggregates are flattened into one vector for ``input_all``
+  (:meth:`Compiled.local_inputs`) and unflattened into the planner's per-input arrays, stacked
+  on a site axis, inside the session (:meth:`Compiled.program`);
+* after the plan's MPC program, the member's shares of every declared output are flattened
+  into one array for the analyst, with the public metadata (plan, suppression flags, layout)
+  in ``meta``; the analyst's :func:`assemble` rebuilds the planner's results from the three
+  members' arrays and uses the planner's own assembly, so both paths build the same DataFrame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import ConsortiumConfig
+from ..errors import ConfigError
+from ..mpc.party import Party, Protocol
+from ..mpc.ring import U64
+from ..mpc.shares import AShare
+from ..policy import Policy
+from ..query import plan as query_plan
+from ..query.catalog import DisclosureRules, Schema
+from ..query.execute import assemble as assemble_results
+from ..query.execute import local_preaggregates
+from ..query.explain import explain as explain_plan
+from ..query.numeric import Float
+from ..query.program import MpcResult, mpc_program
+from ..query.schema_file import load_schema_file
+
+SCHEMA_FILE = "schema.toml"
+FLOAT_PARTS = ("sign", "mant", "exp")
+
+
+def load_schema(consortium: ConsortiumConfig) -> Schema:
+    """The consortium's common schema, ``schema.toml`` beside ``consortium.toml``."""
+    path = consortium.path.parent / SCHEMA_FILE
+    if not path.exists():
+        raise ConfigError(f"{path}: the consortium's common schema file is missing")
+    return load_schema_file(path)
+
+
+def rules_of(policy: Policy, schema: Schema) -> DisclosureRules:
+    """The planner's view of a (combined) policy."""
+    exposed = {}
+    identifiers: set[str] = set()
+    for table, tp in policy.tables.items():
+        if table not in schema.tables:
+            continue
+        cols = frozenset(schema.tables[table].columns) if tp.columns is None else tp.columns
+        exposed[table] = frozenset(cols) - tp.identifiers
+        identifiers |= {f"{table}.{c}" for c in tp.identifiers}
+    return DisclosureRules(
+        min_cell_size=policy.min_cell_size,
+        max_groups=policy.max_groups,
+        allow_min_max=policy.allow_min_max,
+        exposed=exposed,
+        identifiers=frozenset(identifiers),
+    )
+
+
+@dataclass(frozen=True)
+class RevealInfo:
+    """A declared output as the audit log records it: name and shape, never values."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled query at one member."""
+
+    plan: query_plan.Plan
+
+    @property
+    def digest(self) -> str:
+        return self.plan.digest()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s["name"] for s in self.plan.data["inputs"]]
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        spec = next(s for s in self.plan.data["inputs"] if s["name"] == name)
+        for q in self.plan.data["local"]:
+            if q["name"] == spec["query"] and "bins" in q:
+                return (self.plan.base_cells, int(q["bins"]))
+        return (self.plan.base_cells,)
+
+    @property
+    def input_size(self) -> int:
+        return sum(int(np.prod(self.input_shape(n))) for n in self.input_names)
+
+    @property
+    def input_sizes(self) -> tuple[int, int, int]:
+        n = self.input_size
+        return (n, n, n)
+
+    @property
+    def reveals(self) -> list[RevealInfo]:
+        return [RevealInfo(r["name"], (self.plan.out_cells,)) for r in self.plan.data["reveals"]]
+
+    def local_inputs(self, con: Any) -> U64:
+        """Run the local SQL on this site's data; one flat ring vector in plan order."""
+        arrays = local_preaggregates(self.plan, con)
+        return np.concatenate([arrays[n].reshape(-1) for n in self.input_names]).astype(np.uint64)
+
+    def program(self, p: Party, inputs: list[AShare]) -> Protocol[tuple[AShare, dict[str, Any]]]:
+        """The plan's MPC program on the three sites' shared vectors; (shares out, public meta)."""
+        stacked: dict[str, AShare] = {}
+        at = 0
+        for name in self.input_names:
+            shape = self.input_shape(name)
+            size = int(np.prod(shape))
+            stacked[name] = AShare(np.stack([x.v[:, at : at + size].reshape(2, *shape) for x in inputs], axis=1))
+            at += size
+        result = yield from mpc_program(p, self.plan, stacked)
+        parts, layout = _flatten(result)
+        meta = {"plan": self.plan.data, "digest": self.digest, "flags": result.flags.tolist(), "layout": layout}
+        return parts, meta
+
+    def explain(self) -> str:
+        return explain_plan(self.plan)
+
+
+def compile_query(text: str, schema: Schema, policy: Policy, params: dict[str, Any] | None = None) -> Compiled:
+    """Compile ``text`` under the combined policy; raises QueryError or PolicyRefusal."""
+    policy.check_kind("aggregate")
+    del params  # parameters are bound by the notebook before signing; nothing to do here yet
+    return Compiled(query_plan.compile_query(text, schema, rules_of(policy, schema)))
+
+
+def _flatten(result: MpcResult) -> tuple[AShare, list[list[Any]]]:
+    """One member's output shares as one array, and the layout to cut it back."""
+    pieces: list[np.ndarray] = []
+    layout: list[list[Any]] = []
+    for name, value in result.opened.items():
+        if isinstance(value, Float):
+            for part in FLOAT_PARTS:
+                pieces.append(getattr(value, part).v.reshape(2, -1))
+            layout.append([name, "float", int(value.sign.size)])
+        else:
+            pieces.append(value.v.reshape(2, -1))
+            layout.append([name, "fixed", int(value.size)])
+    flat = np.concatenate(pieces, axis=1) if pieces else np.zeros((2, 0), dtype=np.uint64)
+    return AShare(flat), layout
+
+
+def _unflatten(flat: AShare, flags: U64, layout: list[list[Any]]) -> MpcResult:
+    opened: dict[str, AShare | Float] = {}
+    at = 0
+    for name, kind, size in layout:
+        if kind == "float":
+            parts = [flat[at + k * size : at + (k + 1) * size] for k in range(len(FLOAT_PARTS))]
+            opened[name] = Float(*parts)
+            at += size * len(FLOAT_PARTS)
+        else:
+            opened[name] = flat[at : at + size]
+            at += size
+    return MpcResult(flags, opened)
+
+
+def assemble(meta: dict[str, Any], member_shares: list[AShare]) -> pd.DataFrame:
+    """The analyst's side: the three members' output arrays and the public metadata to a DataFrame."""
+    plan = query_plan.Plan(meta["plan"])
+    if plan.digest() != meta["digest"]:
+        raise ConfigError("the result's plan does not match its digest")
+    flags = np.asarray(meta["flags"], dtype=np.uint64)
+    results = [_unflatten(s.ravel(), flags, meta["layout"]) for s in member_shares]
+    frame = assemble_results(plan, results)
+    frame.attrs["plan_digest"] = meta["digest"]
+    frame.attrs["reveals"] = [{"name": r["name"], "what": r["what"]} for r in plan.data["reveals"]]
+    return frame
+
+
+def stats_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """Public numbers about a result for the receipt line (cells, suppressed cells)."""
+    flags = meta.get("flags", [])
+    return {"cells": len(flags), "suppressed": int(sum(1 for f in flags if f))}

@@ -1,0 +1,412 @@
+"""The site agent: one committee member serving queries next to its data.
+
+What happens to a query (see docs/architecture.md for the whole path):
+
+1. ``QUERY`` from an analyst's TLS connection: the envelope's signature, freshness and
+   nonce are checked, the analyst's certificate name must equal the envelope's analyst,
+   the per-analyst rate limit applies, and the text is compiled against the consortium
+   schema and the combined (strictest) policy of all three members.
+2. The MPC session (id derived from the envelope, so members agree without talking)
+   starts with the agreement round: verdicts and plan digests. A refusal anywhere stops
+   every member before any share moves.
+3. The plan's local SQL runs on this site's DuckDB; the pre-aggregates are shared with
+   ``input_all``; the plan's MPC program runs; this member sends the analyst its pair of
+   shares of the declared outputs plus the public result metadata and its receipt.
+4. Every request, accepted or not, gets one signed audit entry. Log lines carry names,
+   digests and timings, never data values.
+
+A failure anywhere releases nothing: outputs are only sent after the program completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..audit import AuditLog, Receipt, Reveal
+from ..audit.entry import Decision
+from ..config import AgentConfig, ConsortiumConfig, load_agent, load_consortium
+from ..crypto.certs import client_context, server_context
+from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
+from ..crypto.signing import load_private_key
+from ..errors import AuthError, MpcError, PeerFailure, PlanMismatch, PolicyRefusal, QueryError, QueryRefused
+from ..mpc.arithmetic import input_all
+from ..mpc.party import Party, Protocol
+from ..mpc.shares import AShare
+from ..net.framing import Frame, MsgType
+from ..net.mesh import Connection, Member, Mesh
+from ..policy import Policy, RateLimiter, combine, load_policy
+from . import messages as msg
+from . import planning
+from .agreement import ACCEPT, REFUSE, agree
+from .data import describe, open_tables
+
+log = logging.getLogger("site_agent")
+
+POLICY_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class Outcome:
+    """What one member got out of a session: its shares of the outputs and the public metadata."""
+
+    shares: AShare
+    meta: dict[str, Any]
+
+
+class Agent:
+    """A committee member's daemon state: config, policy, data, audit log and mesh."""
+
+    def __init__(self, config: AgentConfig, consortium: ConsortiumConfig) -> None:
+        self.config = config
+        self.consortium = consortium
+        self.site = config.site
+        committee = consortium.require_committee()
+        if self.site not in committee:
+            raise MpcError(f"site {self.site!r} is not a compute member; input-only sites are not supported yet")
+        self.index = committee.index(self.site)
+        self.names = dict(enumerate(committee))
+        self.policy = load_policy(config.policy, self.site)
+        self.peer_policies: dict[str, Policy] = {}
+        self._policies_known = asyncio.Event()
+        self.db = open_tables(config.tables)
+        self.schema = planning.load_schema(consortium)
+        self.audit = AuditLog(config.audit_log, self.site, load_private_key(config.signing_key))
+        self.replays = ReplayCache()
+        self.limiter = RateLimiter(self.site, self.policy.max_queries_per_hour)
+        members = [
+            Member(i, name, consortium.site(name).address.host, consortium.site(name).address.port)
+            for i, name in self.names.items()
+        ]
+        self.mesh = Mesh(
+            self.index,
+            members,
+            server_context(config.tls_cert, config.tls_key, config.ca_cert),
+            client_context(config.tls_cert, config.tls_key, config.ca_cert),
+            listen_host=config.listen.host,
+        )
+        self.mesh.on(MsgType.QUERY, self._on_query)
+        self.mesh.on(MsgType.STATUS, self._on_status)
+        self.mesh.on(MsgType.CONTROL, self._on_control)
+        self._running: set[asyncio.Task[Any]] = set()
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Start the mesh, exchange policies, serve until ``stop`` is set, then shut down."""
+        log.info("starting", extra={"event": "start", "site": self.site, "index": self.index})
+        await self.mesh.start()
+        await self._send_policy()
+        log.info("serving", extra={"event": "serving", "address": str(self.config.listen)})
+        await stop.wait()
+        log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        await self.mesh.close()
+        self.audit.close()
+        self.db.close()
+
+    async def _send_policy(self) -> None:
+        frame = Frame(
+            MsgType.CONTROL,
+            sender=self.index,
+            control={"kind": msg.POLICY, "site": self.site, "policy": self.policy.to_json()},
+        )
+        for peer in self.mesh.peers:
+            await self.mesh.links[peer].send_frame(frame)
+
+    async def _combined_policy(self) -> Policy:
+        """The strictest combination of all three members' policies (waits for peers' once)."""
+        try:
+            await asyncio.wait_for(self._policies_known.wait(), POLICY_WAIT_SECONDS)
+        except TimeoutError:
+            missing = [n for n in self.names.values() if n != self.site and n not in self.peer_policies]
+            raise PeerFailure(missing[0], f"no policy received from site {missing[0]}") from None
+        return combine([self.policy, *(self.peer_policies[n] for n in self.names.values() if n != self.site)])
+
+    # --- handlers ------------------------------------------------------------------------
+
+    async def _on_control(self, conn: Connection, frame: Frame) -> None:
+        body = frame.control or {}
+        if body.get("kind") != msg.POLICY or conn.peer_index is None:
+            raise MpcError(f"{conn.label} may not send {body.get('kind')!r} control messages")
+        if body["site"] != conn.peer_name:
+            raise AuthError(f"{conn.label} sent a policy for site {body['site']!r}")
+        self.peer_policies[conn.peer_name] = Policy.from_json(conn.peer_name, body["policy"])
+        if len(self.peer_policies) == 2:
+            self._policies_known.set()
+
+    async def _on_status(self, conn: Connection, frame: Frame) -> None:
+        if frame.kind != msg.STATUS_REQUEST:
+            raise MpcError("STATUS frames must be status requests")
+        tables = await asyncio.to_thread(describe, self.db.cursor())
+        exposed = {t: {"rows": info["rows"], "columns": sorted(info["columns"])} for t, info in tables.items()}
+        await conn.send_frame(
+            Frame(
+                MsgType.STATUS,
+                sender=self.index,
+                control={
+                    "kind": msg.STATUS,
+                    "site": self.site,
+                    "version": __version__,
+                    "tables": {t: v for t, v in exposed.items() if t in self.policy.tables},
+                    "policy_digest": self.policy.digest(),
+                    "peers": {self.names[p]: p in self.mesh.links for p in self.mesh.peers},
+                    "committee": list(self.names.values()),
+                },
+            )
+        )
+
+    async def _on_query(self, conn: Connection, frame: Frame) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await self._handle_query(conn, frame)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _handle_query(self, conn: Connection, frame: Frame) -> None:
+        body = frame.control or {}
+        if body.get("kind") != msg.QUERY or body.get("mode") not in msg.MODES:
+            raise MpcError("QUERY frames carry a query message with mode 'run' or 'explain'")
+        started = time.monotonic()
+        env = Envelope.from_json(body["envelope"])
+        query_id = env.digest()
+        progress = _Progress(conn, self.site, self.index, query_id, started)
+        plan: planning.Compiled | None = None
+        try:
+            if conn.peer_index is not None or conn.peer_name != env.analyst:
+                raise AuthError(f"the envelope is signed for {env.analyst!r} but the connection is {conn.label!r}")
+            verify_envelope(
+                env, self.consortium.analyst_key(env.analyst), self.consortium.id, time.time(), self.replays
+            )
+            policy = await self._combined_policy()
+            policy.check_analyst(env.analyst)
+            if body["mode"] == "run":
+                self.limiter.acquire(env.analyst)
+            await progress("verified")
+            plan = planning.compile_query(env.query, self.schema, policy, dict(env.params))
+            await progress("compiled")
+            if body["mode"] == "explain":
+                await self._reply_explain(conn, query_id, plan)
+                return
+            outcome = await self._run_session(env, plan, progress)
+        except asyncio.CancelledError:
+            self._record(env, plan, "failed", "agent stopped before the query completed", started)
+            with contextlib.suppress(Exception):
+                await self._reply_failure(conn, query_id, "failed", "", "the agent stopped; nothing was released", None)
+            raise
+        except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
+            await self._refuse(conn, env, plan, exc, started)
+            return
+        reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
+        receipt = self.audit.append(
+            analyst=env.analyst,
+            query=env.query,
+            plan_digest=plan.digest,
+            policy_digest=(await self._combined_policy()).digest(),
+            decision="accepted",
+            reveals=reveals,
+            peers=[n for n in self.names.values() if n != self.site],
+            timings={"seconds": round(time.monotonic() - started, 4)},
+        )
+        await conn.send_frame(
+            Frame(
+                MsgType.CONTROL,
+                sender=self.index,
+                control={
+                    "kind": msg.RESULT,
+                    "site": self.site,
+                    "query_id": query_id,
+                    "receipt": receipt.to_json(),
+                    "meta": json.dumps(outcome.meta, sort_keys=True),
+                    "stats": {"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)},
+                },
+            )
+        )
+        await conn.send_frame(
+            Frame(
+                MsgType.RESULT_SHARES,
+                session=msg.session_id(query_id),
+                sender=self.index,
+                array=np.ascontiguousarray(outcome.shares.v.reshape(2, -1)),
+            )
+        )
+        log.info(
+            "query answered",
+            extra={"event": "query", "analyst": env.analyst, "query_id": query_id[:16], "plan": plan.digest[:16]},
+        )
+
+    async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
+        """Agreement, local step, input sharing and the plan's program, as one MPC session."""
+        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor())
+        await progress("local")
+        sizes = plan.input_sizes
+
+        def program(p: Party) -> Protocol[Outcome]:
+            yield from agree(p, plan.digest, ACCEPT, self.names)
+            inputs = yield from input_all(p, local, sizes)
+            shares, meta = yield from plan.program(p, inputs)
+            return Outcome(shares, meta)
+
+        return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+
+    async def _refuse(
+        self, conn: Connection, env: Envelope, plan: planning.Compiled | None, exc: Exception, started: float
+    ) -> None:
+        """Record and report a refusal or failure; tell the peers so they do not wait."""
+        category, rule, site = _classify(exc, self.site)
+        if isinstance(exc, (PolicyRefusal, QueryError, AuthError)):
+            # This member refuses: join the agreement round with a refusal so peers stop at once.
+            with contextlib.suppress(Exception):
+                await self.mesh.run(
+                    msg.session_id(env.digest()),
+                    lambda p: agree(p, "", REFUSE, self.names),
+                    float(self.config.query_timeout),
+                )
+        decision: Decision = "refused" if category in ("auth", "policy", "query", "refused") else "failed"
+        receipt = self._record(env, plan, decision, f"{category}: {exc}", started)
+        await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
+        log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
+
+    def _record(
+        self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float
+    ) -> Receipt:
+        return self.audit.append(
+            analyst=env.analyst,
+            query=env.query,
+            plan_digest=plan.digest if plan is not None else None,
+            policy_digest=self.policy.digest(),
+            decision=decision,
+            reason=reason,
+            peers=[n for n in self.names.values() if n != self.site],
+            timings={"seconds": round(time.monotonic() - started, 4)},
+        )
+
+    async def _reply_failure(
+        self,
+        conn: Connection,
+        query_id: str,
+        category: str,
+        rule: str,
+        message: str,
+        receipt: dict[str, Any] | None,
+        site: str | None = None,
+    ) -> None:
+        await conn.send_frame(
+            Frame(
+                MsgType.CONTROL,
+                sender=self.index,
+                control={
+                    "kind": msg.FAILURE,
+                    "site": site or self.site,
+                    "query_id": query_id,
+                    "category": category,
+                    "rule": rule,
+                    "message": message,
+                    "receipt": receipt,
+                },
+            )
+        )
+
+    async def _reply_explain(self, conn: Connection, query_id: str, plan: planning.Compiled) -> None:
+        await conn.send_frame(
+            Frame(
+                MsgType.CONTROL,
+                sender=self.index,
+                control={
+                    "kind": msg.RESULT,
+                    "site": self.site,
+                    "query_id": query_id,
+                    "receipt": {},
+                    "meta": json.dumps({"explain": plan.explain()}, sort_keys=True),
+                    "stats": {},
+                },
+            )
+        )
+
+
+class _Progress:
+    """Sends the analyst a progress message per phase (best effort: never fails a query)."""
+
+    def __init__(self, conn: Connection, site: str, index: int, query_id: str, started: float) -> None:
+        self.conn, self.site, self.index, self.query_id, self.started = conn, site, index, query_id, started
+
+    async def __call__(self, phase: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.conn.send_frame(
+                Frame(
+                    MsgType.CONTROL,
+                    sender=self.index,
+                    control={
+                        "kind": msg.PROGRESS,
+                        "site": self.site,
+                        "query_id": self.query_id,
+                        "phase": phase,
+                        "seconds": time.monotonic() - self.started,
+                    },
+                )
+            )
+
+
+def _classify(exc: Exception, me: str) -> tuple[str, str, str]:
+    """(category, rule, site) of an error, for the analyst's one-line message."""
+    if isinstance(exc, PolicyRefusal):
+        return "policy", exc.rule, exc.site
+    if isinstance(exc, QueryRefused):
+        return "refused", "", exc.site
+    if isinstance(exc, QueryError):
+        return "query", "", me
+    if isinstance(exc, AuthError):
+        return "auth", "", me
+    if isinstance(exc, PeerFailure):
+        return "peer", "", str(getattr(exc, "peer", ""))
+    return "failed", "", me
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line on stdout: time, level, message and structured fields."""
+
+    FIELDS = ("event", "site", "index", "address", "analyst", "query_id", "plan", "category", "rule", "in_flight")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in self.FIELDS:
+            if hasattr(record, name):
+                out[name] = getattr(record, name)
+        return json.dumps(out, sort_keys=True)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+async def serve_forever(config_path: str, stop: asyncio.Event) -> None:
+    """Load the configuration and serve until ``stop`` is set."""
+    config = load_agent(config_path)
+    agent = Agent(config, load_consortium(config.consortium))
+    await agent.serve(stop)

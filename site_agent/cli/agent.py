@@ -1,0 +1,145 @@
+"""``mpc-site-agent``: run and check a site agent.
+
+* ``serve --config agent.toml``: foreground daemon (systemd-friendly), JSON log lines on
+  stdout, clean stop on SIGTERM/SIGINT (queries in flight are aborted, nothing is
+  released, each gets an audit entry).
+* ``check --config agent.toml``: validates config, policy, keys, data and peer reachability.
+* ``audit verify --config agent.toml``: checks the audit log's chain and signatures and
+  names the first bad entry.
+
+Exit codes: 0 fine, 1 a check failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+from ..agent import planning
+from ..agent.data import describe, open_tables
+from ..agent.service import configure_logging, serve_forever
+from ..audit import verify
+from ..config import load_agent, load_consortium
+from ..crypto.certs import client_context, server_context
+from ..crypto.signing import load_private_key, public_key_pem
+from ..errors import MpcError
+from ..policy import load_policy
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    configure_logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_forever(args.config, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _step(name: str, action: Callable[[], str]) -> bool:
+    try:
+        detail = action()
+    except (MpcError, OSError, ValueError) as exc:
+        print(f"FAIL  {name}: {exc}")
+        return False
+    print(f"ok    {name}{': ' + detail if detail else ''}")
+    return True
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_agent(args.config)
+        consortium = load_consortium(config.consortium)
+    except MpcError as exc:
+        print(f"FAIL  configuration: {exc}")
+        return 1
+    print(f"ok    configuration: site {config.site!r} in consortium {consortium.id!r}")
+
+    def keys() -> str:
+        server_context(config.tls_cert, config.tls_key, config.ca_cert)
+        client_context(config.tls_cert, config.tls_key, config.ca_cert)
+        key = load_private_key(config.signing_key)
+        if public_key_pem(key).strip() != consortium.site(config.site).signing_key.strip():
+            raise MpcError("the signing key does not match the public key in the consortium file")
+        return "TLS certificate and signing key match the consortium"
+
+    def policy() -> str:
+        p = load_policy(config.policy, config.site)
+        missing = sorted(set(p.tables) - set(config.tables))
+        if missing:
+            raise MpcError(f"policy exposes tables not declared in agent.toml: {', '.join(missing)}")
+        return f"digest {p.digest()[:16]}, min cell size {p.min_cell_size}"
+
+    def data() -> str:
+        con = open_tables(config.tables)
+        try:
+            info = describe(con)
+        finally:
+            con.close()
+        return ", ".join(f"{t} ({v['rows']} rows)" for t, v in info.items()) or "no tables declared"
+
+    def schema() -> str:
+        planning.load_schema(consortium)
+        return "consortium schema loads"
+
+    def peers() -> str:
+        out = []
+        for name in consortium.require_committee():
+            if name == config.site:
+                continue
+            address = consortium.site(name).address
+            with socket.create_connection((address.host, address.port), timeout=3):
+                out.append(f"{name} reachable")
+        return ", ".join(out)
+
+    results = [_step(n, f) for n, f in (("keys", keys), ("policy", policy), ("data", data), ("schema", schema))]
+    results.append(_step("peers", peers) or args.offline)
+    return 0 if all(results) else 1
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    try:
+        config = load_agent(args.config)
+        consortium = load_consortium(config.consortium)
+        result = verify(config.audit_log, consortium.site(config.site).public_key(), config.site)
+    except MpcError as exc:
+        print(f"audit verify: {exc}")
+        return 1
+    print(result)
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpc-site-agent", description="Run and check an mpc-jupyter site agent.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the agent in the foreground")
+    serve.add_argument("--config", required=True, help="the site's agent.toml")
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check", help="validate config, policy, keys, data and peers")
+    check.add_argument("--config", required=True)
+    check.add_argument("--offline", action="store_true", help="do not fail when peers are unreachable")
+    check.set_defaults(func=cmd_check)
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    av = audit_sub.add_parser("verify", help="check the hash chain and signatures")
+    av.add_argument("--config", required=True)
+    av.set_defaults(func=cmd_audit_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
