@@ -10,6 +10,7 @@ Following ABY3 (Mohassel and Rindal, CCS 2018), sections 5.3 and 5.4:
   it knows; then one product with b_2): 2 rounds.
 * :func:`b2a`: a whole boolean word to arithmetic, by subtracting a random arithmetic mask
   inside a boolean adder and opening the result to the two holders of component 0.
+* :func:`prefix_or`: OR of each bit with all bits above it (6 rounds).
 * :func:`ltz`, :func:`lt`, :func:`eq`, :func:`select`, :func:`maximum`.
 
 All of it is vectorized: one round handles every word of the input arrays.
@@ -67,6 +68,18 @@ def or_(p: Party, x: BShare, y: BShare) -> Protocol[BShare]:
     """Bitwise OR: x ^ y ^ (x & y)."""
     both = yield from and_(p, x, y)
     return x ^ y ^ both
+
+
+def prefix_or(p: Party, x: BShare) -> Protocol[BShare]:
+    """Bit i of the result is the OR of bits i..63 of x (6 rounds, one AND word each).
+
+    Level s ORs in the copy shifted right by s = 1, 2, 4, ..., 32, so after it each bit
+    covers the 2s bits from itself upwards. The most significant set bit of x is then
+    ``r ^ (r >> 1)`` and bit 0 of r tells whether x is nonzero.
+    """
+    for s in (1, 2, 4, 8, 16, 32):
+        x = yield from or_(p, x, x.rshift(s))
+    return x
 
 
 def input_bool(p: Party, owner: int, values: U64 | None, shape: tuple[int, ...]) -> Protocol[BShare]:
