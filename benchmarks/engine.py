@@ -12,7 +12,10 @@ Workloads (inputs are reals in [-100, 100) drawn from one seed, fixed point with
 * ``secure_sum``: each of the three parties inputs n values (``arithmetic.input_from``), the
   elementwise sum of the three vectors is computed and opened to all.
 * accuracy: the largest error of the opened fixed-point products against exact integer
-  arithmetic on the encoded inputs, in units of 2^-f.
+  arithmetic on the encoded inputs, in units of 2^-f; and for reciprocal, sqrt, exp, log and
+  sigmoid (``functions``) the largest |z - y| / max(|y|, 1) against numpy's y at the encoded
+  inputs, on n values spread over each function's domain (``FUNCTIONS``): the relative
+  error where |y| >= 1, the absolute error below (where a relative one means nothing).
 
 Ours runs in-process: the three parties are :class:`PartyMachine` objects in this one
 process (``party.run_in_memory``), so their computation is serialised on one core and no
@@ -42,7 +45,7 @@ import net_engine
 import numpy as np
 import numpy.typing as npt
 
-from site_agent.mpc import arithmetic, boolean, order
+from site_agent.mpc import arithmetic, boolean, functions, order
 from site_agent.mpc.fixed import FixedPoint
 from site_agent.mpc.party import Party, Protocol, Round, run_in_memory
 from site_agent.mpc.ring import U64
@@ -83,14 +86,48 @@ class Sizes:
     mpyc_less_than: int
     mpyc_median: int
     mpyc_secure_sum: int
+    functions: int
 
     def mpyc(self) -> dict[str, int]:
         """The MPyC sizes keyed by workload name."""
         return {k.removeprefix("mpyc_"): v for k, v in asdict(self).items() if k.startswith("mpyc_")}
 
 
-FULL = Sizes(10**6, 10**6, 10_000, 10**6, 10_000, 5_000, 1_000, 100_000)
-QUICK = Sizes(10_000, 10_000, 1_000, 10_000, 200, 100, 16, 1_000)
+FULL = Sizes(10**6, 10**6, 10_000, 10**6, 10_000, 5_000, 1_000, 100_000, 10_000)
+QUICK = Sizes(10_000, 10_000, 1_000, 10_000, 200, 100, 16, 1_000, 1_000)
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function of ``site_agent.mpc.functions``, its exact counterpart and where to sample it."""
+
+    name: str
+    exact: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
+    low: float
+    high: float
+    log_uniform: bool = False
+    both_signs: bool = False
+
+    def sample(self, rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+        """n inputs: uniform on [low, high], or log-uniform (and of random sign with ``both_signs``)."""
+        if not self.log_uniform:
+            return rng.uniform(self.low, self.high, n)
+        x = 10 ** rng.uniform(np.log10(self.low), np.log10(self.high), n)
+        return x * rng.choice([-1.0, 1.0], n) if self.both_signs else x
+
+    @property
+    def domain(self) -> str:
+        span = f"{'|x|' if self.both_signs else 'x'} in [{self.low:g}, {self.high:g}]"
+        return span + (", log-uniform" if self.log_uniform else "")
+
+
+FUNCTIONS = (
+    Function("reciprocal", np.reciprocal, 1e-4, 1e6, log_uniform=True, both_signs=True),
+    Function("sqrt", np.sqrt, 1e-4, 1e12, log_uniform=True),
+    Function("exp", np.exp, -20.0, 20.0),
+    Function("log", np.log, 1e-4, 1e12, log_uniform=True),
+    Function("sigmoid", lambda v: 1 / (1 + np.exp(-v)), -50.0, 50.0),
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +156,7 @@ TARGETS = (
     Target("secure sum of 1e6 x 3 parties <= 0.25 s", "secure_sum_seconds", 0.25, at_most=True),
     Target("fixed mult error <= 4 units of 2^-f", "fixed_mul_max_error_units", 4.0, at_most=True),
     Target("network: fixed mult >= 5e6/s", "network_fixed_mul_per_s", 5e6),
+    Target("network: fixed mult >= 800x MPyC", "network_fixed_mul_ratio_vs_mpyc", 800),
     Target("network: secure sum of 1e6 x 3 parties <= 0.25 s", "network_secure_sum_seconds", 0.25, at_most=True),
 )
 
@@ -233,6 +271,30 @@ def max_error_units(products: U64, a: U64, b: U64) -> float:
     z = products.view(np.int64).astype(object)
     exact = a.view(np.int64).astype(object) * b.view(np.int64).astype(object)
     return float(np.max(np.abs(z * (1 << FP.frac_bits) - exact))) / float(1 << FP.frac_bits)
+
+
+def function_error(fn: Function, xs: npt.NDArray[np.float64]) -> float:
+    """max |z - y| / max(|y|, 1) of ``fn`` on xs, with y exact at the encoded inputs."""
+    encoded = FP.encode(xs)
+    shares = deal(encoded)
+    protocol = getattr(functions, fn.name)
+
+    def program(p: Party) -> Protocol[AShare]:
+        return (yield from protocol(p, shares[p.index], FP))
+
+    z = FP.decode(reconstruct(run_ours(program, 1).results))
+    y = fn.exact(FP.decode(encoded))
+    return float(np.max(np.abs(z - y) / np.maximum(np.abs(y), 1.0)))
+
+
+def bench_functions(n: int) -> dict[str, Any]:
+    """The error of each function in ``FUNCTIONS`` on n sampled inputs, and where they were sampled."""
+    rng = np.random.default_rng(SEED)
+    out: dict[str, Any] = {"functions_n": n}
+    for fn in FUNCTIONS:
+        out[f"{fn.name}_max_rel_error"] = function_error(fn, fn.sample(rng, n))
+        out[f"{fn.name}_domain"] = fn.domain
+    return out
 
 
 def bench_less_than(n: int, repeat: int) -> dict[str, Any]:
@@ -399,6 +461,12 @@ def ratios(f: dict[str, Any]) -> dict[str, float | None]:
         "less_than_ratio_vs_mpyc": div("less_than_per_s", "mpyc_less_than_per_s"),
         "median_ratio_vs_mpyc": div("mpyc_median_seconds", "median_at_mpyc_n_seconds"),
         "secure_sum_ratio_vs_mpyc": sum_rate / mpyc_sum_rate if mpyc_sum_rate else None,
+        "network_fixed_mul_ratio_vs_mpyc": div("network_fixed_mul_per_s", "mpyc_fixed_mul_per_s"),
+        "network_secure_sum_ratio_vs_mpyc": (
+            f["network_n"] / f["network_secure_sum_seconds"] / mpyc_sum_rate
+            if mpyc_sum_rate and f["network_n"]
+            else None
+        ),
         "fixed_mul_slowdown_vs_plaintext": div("plaintext_fixed_mul_per_s", "fixed_mul_per_s"),
         "less_than_slowdown_vs_plaintext": div("plaintext_less_than_per_s", "less_than_per_s"),
         "median_slowdown_vs_plaintext": div("median_seconds", "plaintext_median_seconds"),
@@ -456,13 +524,15 @@ def table(f: dict[str, Any]) -> str:
         f"secure sum {_fmt(f['secure_sum_party_compute_seconds'])} s",
         f"fixed mult max error, units of 2^-{FP.frac_bits}: ours {_fmt(f['fixed_mul_max_error_units'])}, "
         f"MPyC {_fmt(f['mpyc_fixed_mul_max_error_units'])}",
-        f"reciprocal/sqrt/exp/log/sigmoid max relative error: {f['functions_accuracy']}",
+        f"functions, max |z - y| / max(|y|, 1) on {f['functions_n']:,} values each: "
+        + ", ".join(f"{fn.name} {_fmt(f[fn.name + '_max_rel_error'])}" for fn in FUNCTIONS),
     ]
     if f["network_n"]:
         lines.append(
             f"network (three processes, mutual TLS websockets on loopback, n = {f['network_n']:,}, medians): "
             f"fixed mult {_fmt(f['network_fixed_mul_per_s'])}/s, secure sum {_fmt(f['network_secure_sum_seconds'])}"
-            f" s (inputs in one round: {_fmt(f['network_secure_sum_one_round_seconds'])} s)"
+            f" s (inputs in one round: {_fmt(f['network_secure_sum_one_round_seconds'])} s); x MPyC: fixed mult "
+            f"{_fmt(f['network_fixed_mul_ratio_vs_mpyc'])}, secure sum {_fmt(f['network_secure_sum_ratio_vs_mpyc'])}"
         )
     if f["quick"]:
         lines.append("quick run: sizes too small for the targets, no verdicts")
@@ -481,7 +551,7 @@ def measure(quick: bool, repeat: int, with_mpyc: bool, network: bool) -> dict[st
     figures |= bench_secure_sum(sizes.secure_sum, repeat)
     figures |= mpyc_figures(sizes.mpyc()) if with_mpyc else dict.fromkeys(MPYC_KEYS)
     figures |= network_figures(sizes.fixed_mul, repeat) if network else dict.fromkeys(NETWORK_KEYS)
-    figures["functions_accuracy"] = "pending (site_agent/mpc/functions.py has not landed)"
+    figures |= bench_functions(sizes.functions)
     figures |= ratios(figures)
     figures["targets"] = {t.name: None if quick else t.check(figures) for t in TARGETS}
     return figures

@@ -24,6 +24,11 @@ OURS = [
     "median_seconds",
     "median_at_mpyc_n_seconds",
     "secure_sum_seconds",
+    "reciprocal_max_rel_error",
+    "sqrt_max_rel_error",
+    "exp_max_rel_error",
+    "log_max_rel_error",
+    "sigmoid_max_rel_error",
 ]
 PLAINTEXT = [
     "plaintext_fixed_mul_per_s",
