@@ -10,7 +10,7 @@ Public API::
 Imports nothing of ``site_agent.net``, the CLI or Jupyter.
 """
 
-from .catalog import Column, DisclosureRules, Schema, Table, schema_from_duckdb
+from .catalog import Column, DisclosureRules, Schema, Table, rules_from_policy, schema_from_duckdb
 from .execute import assemble, execute, local_preaggregates, share_inputs
 from .explain import explain
 from .plan import Plan, build_plan, compile_query
@@ -30,6 +30,7 @@ __all__ = [
     "explain",
     "local_preaggregates",
     "mpc_program",
+    "rules_from_policy",
     "schema_from_duckdb",
     "share_inputs",
 ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..policy.model import Policy
 
 KeyValue = str | int | float | bool | None
 
@@ -171,3 +172,23 @@ class DisclosureRules:
             "exposed": None if self.exposed is None else {t: sorted(c) for t, c in sorted(self.exposed.items())},
             "identifiers": sorted(self.identifiers),
         }
+
+
+def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
+    """The planner's view of a (combined) site policy: exposed tables and columns, identifier
+    columns (usable only in JOIN ... ON and COUNT(DISTINCT ...)), limits and MIN/MAX."""
+    exposed: dict[str, frozenset[str]] = {}
+    identifiers: set[str] = set()
+    for name, tp in policy.tables.items():
+        if name not in schema.tables:
+            continue
+        columns = tp.columns if tp.columns is not None else frozenset(schema.tables[name].columns)
+        exposed[name] = frozenset(columns) | tp.identifiers
+        identifiers |= {f"{name}.{c}" for c in tp.identifiers}
+    return DisclosureRules(
+        min_cell_size=policy.min_cell_size,
+        max_groups=policy.max_groups,
+        allow_min_max=policy.allow_min_max,
+        exposed=exposed,
+        identifiers=frozenset(identifiers),
+    )

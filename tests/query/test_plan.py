@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import sqlglot
 
-from site_agent.query import DisclosureRules, compile_query, explain
+from site_agent.errors import PolicyRefusal
+from site_agent.query import DisclosureRules, compile_query, explain, rules_from_policy
 
 from .conftest import Consortium
 
@@ -70,3 +72,26 @@ def test_query_package_is_sans_io() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_rules_from_site_policies(generated: Consortium) -> None:
+    from types import MappingProxyType
+
+    from site_agent.policy.model import Policy, TablePolicy, combine
+
+    a = Policy("a", min_cell_size=5, tables=MappingProxyType({"patients": TablePolicy(None, frozenset({"pid"}))}))
+    b = Policy(
+        "b",
+        min_cell_size=8,
+        tables=MappingProxyType({"patients": TablePolicy(frozenset({"sex", "age"}), frozenset({"pid"}))}),
+    )
+    rules = rules_from_policy(combine([a, b]), generated.schema)
+    assert rules.min_cell_size == 8
+    plan = compile_query(
+        "SELECT sex, AVG(age), COUNT(DISTINCT pid) FROM patients GROUP BY sex", generated.schema, rules
+    )
+    assert plan.data["params"]["min_cell_size"] == 8
+    with pytest.raises(PolicyRefusal):
+        compile_query("SELECT AVG(bmi) FROM patients", generated.schema, rules)
+    with pytest.raises(PolicyRefusal):
+        compile_query("SELECT COUNT(*) FROM labs", generated.schema, rules)
