@@ -180,8 +180,8 @@ def normalize(
     """Normalise x (see the module docstring): a2b, prefix-OR, one b2a, one product.
 
     ``tables`` are functions of e in [0, 62] evaluated publicly; their values at the secret
-    e come back as sharings in ``values``. Rounds: 8 + 6 + 9 + 3; the b2a converts
-    2 + len(tables) words per element (1 + len(tables) when not ``signed``).
+    e come back as sharings in ``values``. Cost: 25 rounds (a2b 8, prefix-OR 6, b2a 9, then
+    the truncated product); 102 words per element plus 40 for each table and for the sign.
     """
     f = _check(fp)
     flat = x.ravel()
@@ -228,7 +228,7 @@ def reciprocal(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     """1/x elementwise.
 
     Domain: 2^(2f - 61) < |x| < 2^(62 - f), i.e. |1/x| < 2^(61 - 2f) (every encodable
-    |x| >= 2^-f for f <= 20; |x| > 2^-13 for f = 24). Error: below 3 * 2^-f * max(1, |1/x|)
+    |x| >= 2^-f for f <= 20; |x| > 2^-13 for f = 24). Error: below 4 * 2^-f * max(1, |1/x|)
     (relative error a few 2^-f once |1/x| >= 1; results below 2^-f may be 0). x == 0 gives 0.
 
     Normalisation x = mant 2^(e - f), then 1/x = (1/mant) 2^(f - e): 2^(2f - e) is a table
@@ -263,7 +263,7 @@ def divide(p: Party, x: AShare, y: AShare, fp: FixedPoint) -> Protocol[AShare]:
     """x / y elementwise (shapes must match).
 
     Domain: y != 0, |x| < 2^(62 - f) and |x / y| < 2^(61 - 2f) (2^29 for f = 16, 2^13 for
-    f = 24); y itself may be anything encodable. Error: below 4 * 2^-f * max(1, |x/y|), so
+    f = 24); y itself may be anything encodable. Error: below 6 * 2^-f * max(1, |x/y|), so
     the relative error is a few units of 2^-f once |x/y| >= 1 (1e-6 at f = 24 for means).
     y == 0 gives 0.
 
@@ -318,7 +318,7 @@ def rsqrt(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     """1/sqrt(x) elementwise.
 
     Domain: 2^(4f - 122) < x < 2^(62 - f), i.e. 1/sqrt(x) < 2^(61 - 2f) (every encodable x >= 2^-f
-    for f <= 24). Error: below 3 * 2^-f * max(1, 1/sqrt(x)). x <= 0 gives 0.
+    for f <= 24). Error: below 4 * 2^-f * max(1, 1/sqrt(x)). x <= 0 gives 0.
 
     x = mant 2^(e - f); 1/sqrt(x) = mant^(-1/2) 2^((f - e)/2), the second factor (times 2^f)
     a public table rounded to an integer, the first by Newton's iteration.
@@ -334,7 +334,7 @@ def sqrt(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     """sqrt(x) elementwise, as (mant * T) * mant^(-1/2) with T = 2^((e + f)/2) a public table.
 
     Domain: 0 <= x < 2^(62 - f) and sqrt(x) < 2^(61 - 2f) (all encodable x for f <= 20;
-    x < 2^26 for f = 24). Error: below 3 * 2^-f * max(1, sqrt(x)). x <= 0 gives 0.
+    x < 2^26 for f = 24). Error: below 4 * 2^-f * max(1, sqrt(x)). x <= 0 gives 0.
     """
     f = _check(fp)
     nz = yield from normalize(p, x, fp, [lambda e: round(2 ** ((e + f) / 2))], signed=False)
@@ -447,7 +447,7 @@ def exp(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
 
     Domain: -2^(57 - 2f) < x < (61 - 2f) ln 2, i.e. e^x < 2^(61 - 2f) (and x < 32 ln 2 for
     f <= 14): upper limit 20.1 for f = 16, 9.0 for f = 24; lower limit -2^25 and -512.
-    Error: relative below 4 * 2^-f for e^x >= 1, absolute below 3 * 2^-f under it. Inputs
+    Error: relative below 4 * 2^-f for e^x >= 1, absolute below 4 * 2^-f under it. Inputs
     above the domain (up to 2^(57 - 2f)) give 0.
     """
     f = _check(fp)
@@ -469,7 +469,7 @@ def sigmoid(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     -|y| is read off the bits of y locally (~(y ^ sign), 1 unit off), 2^-|y| in (0, 1] as in
     :func:`exp`, and 1/v for v = 1 + 2^-|y| in (1, 2] by Newton on v/2 in (0.5, 1] (no
     normalisation needed). Domain: |x| < 2^(57 - 2f) (2^25 for f = 16, 512 for f = 24).
-    Error: absolute below 3 * 2^-f.
+    Error: absolute below 4 * 2^-f.
     """
     f = _check(fp)
     flat = x.ravel()
