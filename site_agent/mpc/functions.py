@@ -480,15 +480,11 @@ def sigmoid(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     frac_a, scale, sign_a = yield from _to_arith(p, [frac, lookup(onehot, table), sign])
     mantissa = yield from _exp2_poly(p, frac_a, f)
     small = yield from mul_fixed(p, mantissa, scale, f)
-    # u = (1 + 2^-|y|) / 2 at g = f + 1 bits is the same integer as 1 + 2^-|y| at f bits.
+    # u = (1 + 2^-|y|) / 2 at g = f + 1 bits is the same integer as 1 + 2^-|y| at f bits, and
+    # s(|x|) = 1/(2u) at f bits is (1/4) / u at g bits.
     g = f + 1
     u = small + _const(p, 1 << f, small)
-    z = _const(p, _fix(_RECIP_START, g), u) - u.lshift(1)
-    two = _const(p, 2 << g, u)
-    for _ in range(newton_steps(_RECIP_ERR, 1.0, g) - 1):
-        t = yield from mul_fixed(p, u, z, g)
-        z = yield from mul_fixed(p, z, two - t, g)
-    t = yield from mul_fixed(p, u, z, g)
-    half = yield from mul_fixed(p, z, two - t, g + 2)  # 1/(2u) = s(|x|), at f bits
+    one, zero = _const(p, 1, u), _const(p, 0, u)
+    half = yield from _recip_times(p, u, one, zero, _const(p, 1 << (g - 2), u), g)
     flip = yield from mul(p, sign_a, _const(p, 1 << f, half) - half.lshift(1))
     return (half + flip).reshape(*x.shape)
