@@ -29,7 +29,7 @@ from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..policy import Policy
 from ..query import plan as query_plan
-from ..query.catalog import DisclosureRules, Schema
+from ..query.catalog import Schema, rules_from_policy
 from ..query.execute import assemble as assemble_results
 from ..query.execute import local_preaggregates
 from ..query.explain import explain as explain_plan
@@ -47,25 +47,6 @@ def load_schema(consortium: ConsortiumConfig) -> Schema:
     if not path.exists():
         raise ConfigError(f"{path}: the consortium's common schema file is missing")
     return load_schema_file(path)
-
-
-def rules_of(policy: Policy, schema: Schema) -> DisclosureRules:
-    """The planner's view of a (combined) policy."""
-    exposed = {}
-    identifiers: set[str] = set()
-    for table, tp in policy.tables.items():
-        if table not in schema.tables:
-            continue
-        cols = frozenset(schema.tables[table].columns) if tp.columns is None else tp.columns
-        exposed[table] = frozenset(cols) - tp.identifiers
-        identifiers |= {f"{table}.{c}" for c in tp.identifiers}
-    return DisclosureRules(
-        min_cell_size=policy.min_cell_size,
-        max_groups=policy.max_groups,
-        allow_min_max=policy.allow_min_max,
-        exposed=exposed,
-        identifiers=frozenset(identifiers),
-    )
 
 
 @dataclass(frozen=True)
@@ -137,7 +118,7 @@ def compile_query(text: str, schema: Schema, policy: Policy, params: dict[str, A
     """Compile ``text`` under the combined policy; raises QueryError or PolicyRefusal."""
     policy.check_kind("aggregate")
     del params  # parameters are bound by the notebook before signing; nothing to do here yet
-    return Compiled(query_plan.compile_query(text, schema, rules_of(policy, schema)))
+    return Compiled(query_plan.compile_query(text, schema, rules_from_policy(policy, schema)))
 
 
 def _flatten(result: MpcResult) -> tuple[AShare, list[list[Any]]]:

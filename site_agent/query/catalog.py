@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PolicyRefusal
 from ..policy.model import Policy
 
 KeyValue = str | int | float | bool | None
@@ -143,26 +143,21 @@ class DisclosureRules:
     exposed: Mapping[str, frozenset[str]] | None = None
     identifiers: frozenset[str] = field(default_factory=frozenset)
 
-    @staticmethod
-    def combine(rules: Sequence[DisclosureRules]) -> DisclosureRules:
-        """The strictest of several sites' rules: every limit the tightest, every set the meet."""
-        if not rules:
-            raise ConfigError("no site rules to combine")
-        exposed: dict[str, frozenset[str]] | None = None
-        for r in rules:
-            if r.exposed is None:
-                continue
-            if exposed is None:
-                exposed = dict(r.exposed)
-            else:
-                exposed = {t: exposed[t] & cols for t, cols in r.exposed.items() if t in exposed}
-        return DisclosureRules(
-            min_cell_size=max(r.min_cell_size for r in rules),
-            max_groups=min(r.max_groups for r in rules),
-            allow_min_max=all(r.allow_min_max for r in rules),
-            exposed=exposed,
-            identifiers=frozenset().union(*(r.identifiers for r in rules)),
-        )
+    policy: Policy | None = field(default=None, compare=False)
+    """The combined site policy these rules come from, if any: it names the refusing site."""
+
+    def refusal(self, rule: str, message: str, check: str, *args: Any) -> PolicyRefusal:
+        """The refusal to raise: the site policy's own (naming the site and its rule) when the
+        rules come from site policies, else one attributed to the consortium's rules.
+
+        ``check`` names the :class:`Policy` method that decides (e.g. ``"check_table"``).
+        """
+        if self.policy is not None:
+            try:
+                getattr(self.policy, check)(*args)
+            except PolicyRefusal as refused:
+                return refused
+        return PolicyRefusal("consortium", rule, message)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -191,4 +186,5 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         allow_min_max=policy.allow_min_max,
         exposed=exposed,
         identifiers=frozenset(identifiers),
+        policy=policy,
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlglot
 import sqlglot.expressions as exp
 
-from ..errors import PolicyRefusal, QueryError, QuerySyntaxError, UnknownName, UnsupportedQuery
+from ..errors import QueryError, QuerySyntaxError, UnknownName, UnsupportedQuery
 from .catalog import Column, DisclosureRules, KeyValue, Schema
 
 DIALECT = "duckdb"
@@ -163,8 +163,11 @@ class _Validator:
         self._check_identifiers(tree)
         n_cells = sum(_prod(len(keys[i].domain) for i in s) for s in sets)
         if n_cells > self.rules.max_groups:
-            raise PolicyRefusal(
-                "consortium", "max_groups", f"the query has {n_cells} cells, more than {self.rules.max_groups}"
+            raise self.rules.refusal(
+                "max_groups",
+                f"the query has {n_cells} cells, more than {self.rules.max_groups}",
+                "check_groups",
+                n_cells,
             )
         return Query(self.text, source, where.this if where is not None else None, keys, sets, aggs)
 
@@ -213,7 +216,12 @@ class _Validator:
                     self.text,
                 )
             if self.rules.exposed is not None and name not in self.rules.exposed:
-                raise PolicyRefusal("consortium", "exposed", f"table {name!r} is not exposed to analysts")
+                raise self.rules.refusal(
+                    "exposed",
+                    f"table {name!r} is not exposed to analysts",
+                    "check_table",
+                    name,
+                )
             alias = (t.alias or t.name).lower()
             if alias in self.aliases:
                 raise self.error(t, f"table alias {alias!r} is used twice")
@@ -266,7 +274,13 @@ class _Validator:
             raise self.error(col, f"column {name!r} is ambiguous: qualify it with one of {', '.join(owners)}")
         table = self.aliases[owners[0]]
         if self.rules.exposed is not None and name not in self.rules.exposed.get(table, frozenset()):
-            raise PolicyRefusal("consortium", "exposed", f"column {table}.{name} is not exposed to analysts")
+            raise self.rules.refusal(
+                "exposed",
+                f"column {table}.{name} is not exposed to analysts",
+                "check_column",
+                table,
+                name,
+            )
         ident = exp.to_identifier(name)
         ident.meta.update(col.this.meta)  # keep the source position for later errors
         col.set("table", exp.to_identifier(owners[0]))
@@ -309,10 +323,11 @@ class _Validator:
             in_join = col.find_ancestor(exp.Join) is not None
             count = col.find_ancestor(exp.Count)
             if not in_join and not (count is not None and isinstance(count.this, exp.Distinct)):
-                raise PolicyRefusal(
-                    "consortium",
+                raise self.rules.refusal(
                     "identifiers",
                     f"identifier column {qualified} may appear only in JOIN ... ON and COUNT(DISTINCT ...)",
+                    "check_column",
+                    *qualified.split(".", 1),
                 )
 
     # -- group keys ----------------------------------------------------------------------
@@ -461,8 +476,10 @@ class _Validator:
             return self._quantile(node, name, node.this, node.expression)
         if isinstance(node, exp.Min | exp.Max):
             if not self.rules.allow_min_max:
-                raise PolicyRefusal(
-                    "consortium", "allow_min_max", f"{node.sql(DIALECT)}: MIN and MAX disclose one person's value"
+                raise self.rules.refusal(
+                    "allow_min_max",
+                    f"{node.sql(DIALECT)}: MIN and MAX disclose one person's value",
+                    "check_min_max",
                 )
             return Aggregate(name, "min" if isinstance(node, exp.Min) else "max", (node.this,))
         raise self.unsupported(node, f"aggregate {node.sql(DIALECT)} is not supported")
