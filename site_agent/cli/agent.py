@@ -28,10 +28,12 @@ from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
 from ..errors import MpcError
 from ..policy import load_policy
+from ..tuning import tune_allocator
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging()
+    tune_allocator()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -35,6 +35,7 @@ from ..mpc.party import Party, Protocol, exchange
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..mpc.sharing import deal
+from ..tuning import tune_allocator
 from .mesh import Mesh, members_from
 
 FP = FixedPoint(16)
@@ -196,6 +197,7 @@ def _emit(obj: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     config = json.loads(Path(args[0]).read_text())
+    tune_allocator()
     asyncio.run(_main(config))
 
 
