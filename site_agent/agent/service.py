@@ -37,7 +37,17 @@ from ..config import AgentConfig, ConsortiumConfig, load_agent, load_consortium
 from ..crypto.certs import client_context, server_context
 from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
 from ..crypto.signing import load_private_key
-from ..errors import AuthError, MpcError, PeerFailure, PlanMismatch, PolicyRefusal, QueryError, QueryRefused
+from ..errors import (
+    AuthError,
+    MpcError,
+    PeerFailure,
+    PlanMismatch,
+    PolicyRefusal,
+    QueryError,
+    QueryRefused,
+    ReplayedEnvelope,
+    StaleEnvelope,
+)
 from ..mpc.arithmetic import input_all
 from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
@@ -108,12 +118,22 @@ class Agent:
         log.info("serving", extra={"event": "serving", "address": str(self.config.listen)})
         await stop.wait()
         log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await self._abort_running()
         await self.mesh.close()
+        # A query that arrived while the first ones were being aborted is aborted too, before
+        # the audit log closes, so it still gets its "failed" entry.
+        await self._abort_running()
         self.audit.close()
         self.db.close()
+
+    async def _abort_running(self) -> None:
+        """Cancel every query in flight and wait until each wrote its audit entry."""
+        while self._running:
+            tasks = list(self._running)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._running.difference_update(tasks)
 
     async def _send_policy(self) -> None:
         frame = Frame(
@@ -210,6 +230,7 @@ class Agent:
         except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
             await self._refuse(conn, env, plan, exc, started)
             return
+        await progress("revealed")
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
         receipt = self.audit.append(
             analyst=env.analyst,
@@ -250,14 +271,17 @@ class Agent:
 
     async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
-        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor())
+        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site)
         await progress("local")
         sizes = plan.input_sizes
 
         def program(p: Party) -> Protocol[Outcome]:
             yield from agree(p, plan.digest, ACCEPT, self.names)
+            progress.soon("agreed")
             inputs = yield from input_all(p, local, sizes)
+            progress.soon("shared")
             shares, meta = yield from plan.program(p, inputs)
+            progress.soon("computed")
             return Outcome(shares, meta)
 
         return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
@@ -265,20 +289,49 @@ class Agent:
     async def _refuse(
         self, conn: Connection, env: Envelope, plan: planning.Compiled | None, exc: Exception, started: float
     ) -> None:
-        """Record and report a refusal or failure; tell the peers so they do not wait."""
-        category, rule, site = _classify(exc, self.site)
-        if isinstance(exc, (PolicyRefusal, QueryError, AuthError)):
-            # This member refuses: join the agreement round with a refusal so peers stop at once.
+        """Record and report a refusal or failure; tell the peers so they do not wait.
+
+        The analyst hears first (so a peer's "site X refused" echo never beats this site's
+        own reason); then, if this member refused before its session started, it joins the
+        agreement round with a refusal so the peers, who may have accepted, stop at once
+        instead of at their timeout. Envelopes whose signature did not verify skip that
+        round: nobody authenticated asked, and the peers check the same envelope themselves,
+        so unsigned junk sent to one member cannot make its peers buffer sessions.
+        """
+        category, rule, site = self._classify(exc)
+        decision: Decision = "refused" if category in ("auth", "policy", "query", "refused") else "failed"
+        receipt = self._record(env, plan, decision, f"{category}: {exc}", started)
+        with contextlib.suppress(Exception):
+            await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
+        log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
+        signed = not isinstance(exc, AuthError) or isinstance(exc, (StaleEnvelope, ReplayedEnvelope))
+        if signed and isinstance(exc, (PolicyRefusal, QueryError, AuthError)):
             with contextlib.suppress(Exception):
                 await self.mesh.run(
                     msg.session_id(env.digest()),
                     lambda p: agree(p, "", REFUSE, self.names),
                     float(self.config.query_timeout),
                 )
-        decision: Decision = "refused" if category in ("auth", "policy", "query", "refused") else "failed"
-        receipt = self._record(env, plan, decision, f"{category}: {exc}", started)
-        await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
-        log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
+
+    def _classify(self, exc: Exception) -> tuple[str, str, str]:
+        """(category, rule, site) of an error for the analyst's one-line message; ``site`` is
+        always a site name (a peer failure may carry the peer's committee index)."""
+        if isinstance(exc, PolicyRefusal):
+            return "policy", exc.rule, exc.site
+        if isinstance(exc, QueryRefused):
+            return "refused", "", exc.site
+        if isinstance(exc, QueryError):
+            return "query", "", self.site
+        if isinstance(exc, AuthError):
+            return "auth", "", self.site
+        if isinstance(exc, PeerFailure):
+            peer = exc.peer
+            if isinstance(peer, int) and peer in self.names:
+                return "peer", "", self.names[peer]
+            if isinstance(peer, str) and peer in self.names.values():
+                return "peer", "", peer
+            return "peer", "", self.site
+        return "failed", "", self.site
 
     def _record(
         self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float
@@ -342,6 +395,13 @@ class _Progress:
 
     def __init__(self, conn: Connection, site: str, index: int, query_id: str, started: float) -> None:
         self.conn, self.site, self.index, self.query_id, self.started = conn, site, index, query_id, started
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def soon(self, phase: str) -> None:
+        """Report ``phase`` from synchronous code on the event loop (the MPC program between rounds)."""
+        task = asyncio.get_running_loop().create_task(self(phase))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def __call__(self, phase: str) -> None:
         with contextlib.suppress(Exception):
@@ -358,21 +418,6 @@ class _Progress:
                     },
                 )
             )
-
-
-def _classify(exc: Exception, me: str) -> tuple[str, str, str]:
-    """(category, rule, site) of an error, for the analyst's one-line message."""
-    if isinstance(exc, PolicyRefusal):
-        return "policy", exc.rule, exc.site
-    if isinstance(exc, QueryRefused):
-        return "refused", "", exc.site
-    if isinstance(exc, QueryError):
-        return "query", "", me
-    if isinstance(exc, AuthError):
-        return "auth", "", me
-    if isinstance(exc, PeerFailure):
-        return "peer", "", str(getattr(exc, "peer", ""))
-    return "failed", "", me
 
 
 # --- entry points ---------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""``mpc-jupyter``: the analyst side's command line. ``mpc-jupyter demo`` runs the demo.
+
+``mpc-jupyter demo`` creates (or reuses) a local consortium of three synthetic hospitals,
+starts their three site agents as background processes, and opens JupyterLab on ``examples/``
+with ``MPC_CONSORTIUM`` naming the consortium file. Ctrl-C or SIGTERM stops JupyterLab and the
+agents. ``--headless`` runs ``examples/quickstart.ipynb`` with nbclient instead, prints what
+its cells show, and stops the agents. See docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from site_agent.errors import MpcError
+
+from .demo.consortium import AgentProcesses
+from .demo.data import DEFAULT_PATIENTS, DEFAULT_SEED
+from .demo.local import DemoConsortium, DemoSettings, prepare_demo
+from .demo.notebooks import ENV_VAR, run_notebook, text_outputs
+
+PROG = "mpc-jupyter"
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM so that the agents are stopped on the way out."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def default_examples() -> Path:
+    """``./examples`` if it exists, else the examples folder of this source checkout."""
+    here = Path.cwd() / "examples"
+    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "examples"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="mpc-jupyter: analytics across hospitals under MPC")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run three synthetic hospitals locally and open the example notebooks")
+    demo.add_argument("--dir", type=Path, default=Path("demo-consortium"), help="consortium folder (demo-consortium)")
+    demo.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, help="patients per hospital (100000)")
+    demo.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"data seed ({DEFAULT_SEED})")
+    demo.add_argument("--fresh", action="store_true", help="delete and recreate the consortium folder")
+    demo.add_argument("--headless", action="store_true", help="run quickstart.ipynb and print its tables")
+    demo.add_argument("--examples", type=Path, default=None, help="notebook folder (./examples)")
+    demo.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    return parser
+
+
+def _headless(demo: DemoConsortium, examples: Path) -> None:
+    notebook = examples / "quickstart.ipynb"
+    _say(f"running {notebook} headless")
+    started = time.monotonic()
+    executed = run_notebook(notebook, demo.path)
+    for number, text in text_outputs(executed):
+        print(f"--- cell {number}\n{text}", flush=True)
+    _say(f"notebook ran in {time.monotonic() - started:.1f} s")
+
+
+def _lab(examples: Path, no_browser: bool) -> None:
+    argv = [sys.executable, "-m", "jupyterlab", "--notebook-dir", str(examples)]
+    if no_browser:
+        argv.append("--no-browser")
+    # Its own session: Ctrl-C reaches this process only, which then stops JupyterLab without its prompt.
+    lab = subprocess.Popen(argv, start_new_session=True)
+    try:
+        lab.wait()
+    finally:
+        if lab.poll() is None:
+            lab.terminate()
+            try:
+                lab.wait(15)
+            except subprocess.TimeoutExpired:
+                lab.kill()
+                lab.wait()
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Prepare the consortium, start the agents, then JupyterLab or the headless quickstart."""
+    if args.patients < 100:
+        raise MpcError("--patients must be at least 100")
+    examples = (args.examples or default_examples()).resolve()
+    if not (examples / "quickstart.ipynb").exists():
+        raise MpcError(f"no example notebooks in {examples} (use --examples)")
+    started = time.monotonic()
+    consortium = prepare_demo(args.dir, DemoSettings(args.patients, args.seed), fresh=args.fresh, say=_say)
+    _say(f"consortium ready in {time.monotonic() - started:.1f} s: {consortium.path}")
+    agents = AgentProcesses(consortium.folder, consortium.settings.sites)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        step = time.monotonic()
+        agents.start()
+        _say(f"agents {', '.join(agents.sites)} serving (started in {time.monotonic() - step:.1f} s)")
+        os.environ[ENV_VAR] = str(consortium.path)
+        if args.headless:
+            _headless(consortium, examples)
+        else:
+            _say(f"opening JupyterLab on {examples} ({ENV_VAR}={consortium.path}); Ctrl-C stops the demo")
+            _lab(examples, args.no_browser)
+    except (KeyboardInterrupt, _Stop):
+        _say("stopping")
+    finally:
+        codes = agents.stop()
+        signal.signal(signal.SIGTERM, previous)
+        _say(f"agents stopped (exit codes {codes}); total {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mpc-jupyter`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return demo(args)
+    except MpcError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
