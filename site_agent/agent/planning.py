@@ -91,9 +91,9 @@ class Compiled:
     def reveals(self) -> list[RevealInfo]:
         return [RevealInfo(r["name"], (self.plan.out_cells,)) for r in self.plan.data["reveals"]]
 
-    def local_inputs(self, con: Any) -> U64:
-        """Run the local SQL on this site's data; one flat ring vector in plan order."""
-        arrays = local_preaggregates(self.plan, con)
+    def local_inputs(self, con: Any, site: str = "site") -> U64:
+        """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector."""
+        arrays = local_preaggregates(self.plan, con, site)
         return np.concatenate([arrays[n].reshape(-1) for n in self.input_names]).astype(np.uint64)
 
     def program(self, p: Party, inputs: list[AShare]) -> Protocol[tuple[AShare, dict[str, Any]]]:
