@@ -1,0 +1,106 @@
+"""The notebook's connection to a consortium, and what it last learnt about the sites.
+
+One :class:`ConnectionManager` per IPython session (the magics own it). It holds the open
+:class:`~mpc_jupyter.client.Consortium`, the last ``status()`` answer (the receipt line
+shows the sites' policy digests from it) and the results of this session, and it is the one
+place that feeds the JupyterLab side panel (:mod:`mpc_jupyter.panel`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .client import Consortium, SiteStatus
+from .panel import PanelPublisher
+
+
+class NotConnected(Exception):
+    """A query or status request before ``%mpc connect``."""
+
+
+class ConnectionManager:
+    """The open consortium of a notebook session, its last status and its results."""
+
+    def __init__(self, publisher: PanelPublisher | None = None) -> None:
+        self._consortium: Consortium | None = None
+        self.sites: list[SiteStatus] = []
+        self.results: list[pd.DataFrame] = []
+        self.publisher = publisher or PanelPublisher()
+
+    @property
+    def consortium(self) -> Consortium:
+        """The open consortium; ``NotConnected`` before ``%mpc connect``."""
+        if self._consortium is None:
+            raise NotConnected("not connected: run %mpc connect <consortium.toml> first")
+        return self._consortium
+
+    def connect(self, path: str | Path, analyst: str | None, timeout: float) -> Consortium:
+        """Open ``path`` as ``analyst`` (closing any previous connection) and ask for status."""
+        consortium = Consortium.connect(Path(path).expanduser(), analyst=analyst, timeout=timeout)
+        self.close()
+        self._consortium = consortium
+        self.refresh()
+        return consortium
+
+    def refresh(self) -> list[SiteStatus]:
+        """Ask every committee member for its status; keep it and update the side panel."""
+        self.sites = self.consortium.status()
+        self.publish()
+        return self.sites
+
+    def record(self, result: pd.DataFrame) -> None:
+        """Keep a result of this session and show it in the side panel."""
+        self.results.append(result)
+        self.publish()
+
+    def policy_digests(self) -> dict[str, str]:
+        """Each online site's policy digest, as last seen by ``status``."""
+        return {s.site: s.policy_digest for s in self.sites if s.online}
+
+    def close(self) -> None:
+        """Close the connection, if any."""
+        if self._consortium is not None:
+            self._consortium.close()
+            self._consortium = None
+            self.sites = []
+
+    def publish(self) -> None:
+        """Send the side panel the consortium, its sites and this session's queries."""
+        if self._consortium is None:
+            return
+        config = self._consortium.config
+        self.publisher.publish(
+            {
+                "consortium": {"id": config.id, "name": config.name, "analyst": self._consortium.analyst},
+                "sites": [_site_state(s, str(config.site(s.site).address)) for s in self.sites],
+                "queries": [_query_state(i, r) for i, r in enumerate(self.results)],
+            }
+        )
+
+
+def _site_state(status: SiteStatus, address: str) -> dict[str, Any]:
+    return {
+        "name": status.site,
+        "address": address,
+        "online": status.online,
+        "latency_ms": status.latency_ms,
+        "policy_digest": status.policy_digest or None,
+        "tables": sorted(status.tables),
+    }
+
+
+def _query_state(index: int, result: pd.DataFrame) -> dict[str, Any]:
+    attrs = result.attrs
+    suppressed = sum(sum(flags) for flags in attrs.get("suppressed", {}).values())
+    return {
+        "id": attrs.get("plan_digest", "")[:16] + f"-{index}",
+        "text": attrs.get("query", ""),
+        "seconds": attrs.get("seconds"),
+        "sites": attrs.get("sites", []),
+        "receipts": attrs.get("receipts", []),
+        "reveals": attrs.get("reveals", []),
+        "suppressed": suppressed,
+    }

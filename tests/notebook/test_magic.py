@@ -1,0 +1,183 @@
+"""The magics in a real IPython shell against three real agents; results checked with pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from mpc_jupyter.results import MpcResult
+from mpc_jupyter.teaching import Explanation, SharesView
+
+from .conftest import Lung
+
+
+def test_grouped_statistics_equal_pandas_on_the_pooled_data(ip: InteractiveShell, lung: Lung) -> None:
+    result = ip.run_cell_magic(
+        "mpc",
+        "",
+        "SELECT sex, COUNT(*) AS n, AVG(age) AS mean_age, STDDEV(age) AS sd, MEDIAN(age) AS med,\n"
+        "       PROPORTION(status = 1) AS dead\nFROM lung GROUP BY sex",
+    )
+    assert isinstance(result, MpcResult)
+    expected = lung.pooled.groupby("sex").agg(
+        n=("id", "size"), mean_age=("age", "mean"), sd=("age", "std"), med=("age", "median")
+    )
+    got = result.set_index("sex")
+    assert got["n"].astype(int).tolist() == expected["n"].tolist()
+    for column in ("mean_age", "sd", "med"):
+        np.testing.assert_allclose(got[column].astype(float), expected[column], rtol=1e-6)
+    dead = lung.pooled.groupby("sex")["status"].mean()
+    np.testing.assert_allclose(got["dead"].astype(float), dead, rtol=1e-6)
+    assert (got["dead_ci_low"] < got["dead"]).all() and (got["dead"] < got["dead_ci_high"]).all()
+
+
+def test_small_cells_are_suppressed(ip: InteractiveShell, lung: Lung) -> None:
+    result = ip.run_cell_magic("mpc", "", "SELECT ph_ecog, COUNT(*) AS n FROM lung WHERE age > 70 GROUP BY ph_ecog")
+    counts = lung.pooled[lung.pooled.age > 70].groupby("ph_ecog").size().reindex(range(4), fill_value=0)
+    for value, count in zip(result["n"], counts, strict=True):
+        assert value == ("<5" if count < 5 else count)
+    assert "suppressed" in result.receipt_line()
+
+
+def test_parameters_are_bound_from_the_notebook(ip: InteractiveShell, lung: Lung) -> None:
+    ip.user_ns.update(cut=65, ecogs=[0, 1])
+    result = ip.run_cell_magic("mpc", "", "SELECT COUNT(*) AS n FROM lung WHERE age > {cut} AND ph_ecog IN :ecogs")
+    pooled = lung.pooled
+    assert result["n"][0] == ((pooled.age > 65) & pooled.ph_ecog.isin([0, 1])).sum()
+    assert "age > 65 AND ph_ecog IN (0, 1)" in result.attrs["query"]
+
+
+def test_an_injection_attempt_stays_a_string_literal(ip: InteractiveShell, lung: Lung) -> None:
+    sql = "SELECT COUNT(*) AS n FROM lung WHERE CAST(sex AS VARCHAR) = {s}"
+    ip.user_ns["s"] = "1"
+    assert ip.run_cell_magic("mpc", "", sql)["n"][0] == (lung.pooled.sex == 1).sum()
+    ip.user_ns["s"] = "1' OR '1'='1"
+    result = ip.run_cell_magic("mpc", "", sql)
+    assert result["n"][0] == "<5"  # no row has that text as its sex: the whole value was one literal
+    assert "'1'' OR ''1''=''1'" in result.attrs["query"]
+
+
+def test_line_magic_is_not_expanded_by_ipython(ip: InteractiveShell, lung: Lung) -> None:
+    ip.user_ns["s"] = "2"
+    ip.run_cell("%mpc line_result << SELECT COUNT(*) AS n FROM lung WHERE CAST(sex AS VARCHAR) = {s}")
+    stored = ip.user_ns["line_result"]
+    assert "= '2'" in stored.attrs["query"]  # bound as a quoted literal, not pasted by IPython
+    assert stored["n"][0] == (lung.pooled.sex == 2).sum()
+
+
+def test_sql_comments(ip: InteractiveShell, lung: Lung) -> None:
+    cell = (
+        "-- patients over 60 {not_a_variable}\n"
+        "SELECT COUNT(*) AS n /* block :comment */\n"
+        "FROM lung\n"
+        "WHERE age > 60 -- trailing, with --out words\n"
+    )
+    result = ip.run_cell_magic("mpc", "", cell)
+    assert result["n"][0] == (lung.pooled.age > 60).sum()
+
+
+def test_storage_with_double_angle_shows_nothing(ip: InteractiveShell, lung: Lung) -> None:
+    shown = ip.run_cell_magic("mpc", "", "by_sex <<\nSELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    assert shown is None
+    stored = ip.user_ns["by_sex"]
+    assert isinstance(stored, MpcResult)
+    assert stored["n"].tolist() == lung.pooled.groupby("sex").size().tolist()
+
+
+def test_out_stores_and_shows(ip: InteractiveShell) -> None:
+    shown = ip.run_cell_magic("mpc", "--out total", "SELECT COUNT(*) AS n FROM lung")
+    assert shown is ip.user_ns["total"]
+    assert shown["n"][0] == 228
+
+
+def test_run_cell_end_to_end(ip: InteractiveShell) -> None:
+    outcome = ip.run_cell("%%mpc\nSELECT COUNT(*) AS n FROM lung")
+    assert outcome.success and outcome.result["n"][0] == 228
+
+
+def test_receipt_line_in_the_html(ip: InteractiveShell) -> None:
+    result = ip.run_cell_magic("mpc", "", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    page = result._repr_html_()
+    assert "<table" in page and 'class="mpc-receipt"' in page
+    line = result.receipt_line()
+    assert line.startswith("3 sites (north, central, south)")
+    explained = ip.run_cell_magic("mpc", "--explain", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    rounds = sum(s["rounds"] for s in explained.steps)
+    size = sum(s["bytes"] for s in explained.steps)
+    assert f"{rounds:,} rounds · {size} B" in line  # the committee's own account of the plan's cost
+    assert f"plan {result.attrs['plan_digest'][:8]}" in line
+    digest = ip.run_line_magic("mpc", "status")["policy"].iloc[0]
+    assert f"policy {digest[:8]}" in line
+
+
+def test_receipts_and_plan_on_request(ip: InteractiveShell) -> None:
+    ip.run_cell_magic("mpc", "", "counted <<\nSELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    table = ip.run_line_magic("mpc", "receipts counted")
+    assert sorted(table["site"]) == ["central", "north", "south"]
+    assert table["signature"].str.len().eq(128).all()
+    plan = ip.run_line_magic("mpc", "plan counted")
+    assert isinstance(plan, Explanation)
+    assert plan.text.startswith(f"Plan {ip.user_ns['counted'].attrs['plan_digest'][:16]}")
+
+
+def test_explain_renders_reveal_points_without_computing(ip: InteractiveShell) -> None:
+    results = ip.magics_manager.registry["MpcMagic"].manager.results
+    before = len(results)
+    explanation = ip.run_cell_magic(
+        "mpc", "--explain", "SELECT sex, PROPORTION(status = 1) AS p FROM lung GROUP BY sex"
+    )
+    assert isinstance(explanation, Explanation) and len(results) == before  # nothing was computed
+    page = explanation._repr_html_()
+    assert "Reveal points" in page
+    assert explanation.reveals and all(r.split(" ")[0] in page for r in explanation.reveals)
+    assert any(r.startswith("p:") and "ci_low" in r for r in explanation.reveals)
+    assert "SELECT CASE WHEN" in page  # each site's local SQL
+    assert {"suppress", "wilson"} <= {s["op"] for s in explanation.steps}
+    assert "<table" in page and "rounds" in page
+
+
+def test_shares_show_what_each_member_sent(ip: InteractiveShell, lung: Lung) -> None:
+    view = ip.run_cell_magic("mpc", "--shares", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    assert isinstance(view, SharesView)
+    counts = lung.pooled.groupby("sex").size().tolist()
+    assert view.reconstructed()[:2] == counts  # x0 + x1 + x2 of the first words: the counts
+    words = [int(w, 16) for m in view.members.values() for row in m["words"] for w in row[:2]]
+    assert not set(words) & set(counts)  # no member alone holds a count
+    page = view._repr_html_()
+    assert "What each committee member sent you" in page and "mpc-receipt" in page
+
+
+def test_config_lists_the_traits(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("config", "MpcMagic")
+    listing = capsys.readouterr().out
+    for trait in ("timeout", "display_limit", "chart_kind", "chart_size", "progress_threshold"):
+        assert f"MpcMagic.{trait}=" in listing
+    assert "Seconds to wait for the committee" in listing
+
+
+def test_display_limit_applies(ip: InteractiveShell) -> None:
+    result = ip.run_cell_magic(
+        "mpc", "", "SELECT ph_ecog, sex, COUNT(*) AS n FROM lung WHERE ph_ecog IS NOT NULL GROUP BY ph_ecog, sex"
+    )
+    ip.run_line_magic("config", "MpcMagic.display_limit = 4")
+    try:
+        assert "8 rows" in result._repr_html_()
+        assert result._repr_html_().count("<tr>") < 8
+    finally:
+        ip.run_line_magic("config", "MpcMagic.display_limit = 60")
+
+
+def test_status_table(ip: InteractiveShell) -> None:
+    table = ip.run_line_magic("mpc", "status")
+    assert list(table.index) == ["north", "central", "south"]
+    assert table["online"].all()
+    assert table["tables"].str.startswith("lung (").all()
+
+
+def test_results_stay_dataframes(ip: InteractiveShell) -> None:
+    result = ip.run_cell_magic("mpc", "", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    derived = result.head(1)
+    assert type(derived) is pd.DataFrame
+    assert result.n.sum() == 228 and list(result.columns) == ["sex", "n"]
