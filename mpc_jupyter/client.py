@@ -10,6 +10,11 @@ The client checks that the three members agree on the metadata, reconstructs the
 (every share component arrives twice, so a wrong share is caught), verifies each receipt
 against the site's key in the consortium file, and builds a pandas DataFrame whose
 ``.attrs`` hold the receipts, the reveal list and timings.
+
+For teaching, ``.attrs`` also keep what the analyst actually received: ``"shares"`` holds, per
+member, the first :data:`SHARE_PREVIEW` words of each of its two share components (hex
+strings; member *i* holds components *i* and *i+1* mod 3), and ``"plan"`` the public plan the
+members ran (its digest is checked against ``"plan_digest"``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ from site_agent.mpc.shares import AShare
 from site_agent.net.framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, encode_parts
 
 T = TypeVar("T")
+
+SHARE_PREVIEW = 6
+"""How many words of each member's share array ``.attrs["shares"]`` keeps."""
 
 ProgressCallback = Callable[[str, str, float], None]
 """Called as (site, phase, seconds since the query started) while a query runs."""
@@ -301,6 +309,8 @@ class Consortium:
                 "seconds": time.monotonic() - started,
                 "sites": list(self.committee),
                 "stats": {site: r["stats"] for site, r in answers.results.items()},
+                "shares": {self.committee[i]: _share_preview(answers.shares[i], i) for i in range(3)},
+                "plan": first["plan"],
             }
         )
         return frame
@@ -331,6 +341,16 @@ class Consortium:
         for conn in self._conns.values():
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def _share_preview(array: np.ndarray, index: int) -> dict[str, Any]:
+    """The first words a member sent: its two share components, as 16-digit hex strings."""
+    pair = array.reshape(2, -1)[:, :SHARE_PREVIEW]
+    return {
+        "components": [index, (index + 1) % 3],
+        "words": [[f"{int(w):016x}" for w in row] for row in pair],
+        "size": int(array.size // 2),
+    }
 
 
 def _failure_error(failures: list[dict[str, Any]]) -> QueryFailed:
