@@ -1,9 +1,9 @@
 """``mpc-jupyter``: the analyst side's command line. ``mpc-jupyter demo`` runs the demo.
 
 ``mpc-jupyter demo`` creates (or reuses) a local consortium of three synthetic hospitals,
-starts their three site agents as background processes, and opens JupyterLab on ``examples/``
-with ``MPC_CONSORTIUM`` naming the consortium file. Ctrl-C or SIGTERM stops JupyterLab and the
-agents. ``--headless`` runs ``examples/quickstart.ipynb`` with nbclient instead, prints what
+starts their three site agents as background processes, and opens JupyterLab on ``examples/``,
+whose notebooks connect to ``../demo-consortium/consortium.toml``. Ctrl-C or SIGTERM stops
+JupyterLab and the agents. ``--headless`` runs ``examples/quickstart.ipynb`` with nbclient instead, prints what
 its cells show, and stops the agents. See docs/demo.md.
 """
 
@@ -23,8 +23,7 @@ from site_agent.errors import MpcError
 
 from .demo.consortium import AgentProcesses
 from .demo.data import DEFAULT_PATIENTS, DEFAULT_SEED
-from .demo.local import DemoConsortium, DemoSettings, prepare_demo
-from .demo.notebooks import ENV_VAR, run_notebook, text_outputs
+from .demo.local import CONSORTIUM_FOLDER, DemoConsortium, DemoSettings, prepare_demo
 
 PROG = "mpc-jupyter"
 
@@ -51,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="mpc-jupyter: analytics across hospitals under MPC")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run three synthetic hospitals locally and open the example notebooks")
-    demo.add_argument("--dir", type=Path, default=Path("demo-consortium"), help="consortium folder (demo-consortium)")
+    demo.add_argument(
+        "--dir", type=Path, default=None, help=f"consortium folder (default: {CONSORTIUM_FOLDER} beside examples/)"
+    )
     demo.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, help="patients per hospital (100000)")
     demo.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"data seed ({DEFAULT_SEED})")
     demo.add_argument("--fresh", action="store_true", help="delete and recreate the consortium folder")
@@ -62,10 +63,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _headless(demo: DemoConsortium, examples: Path) -> None:
+    from .demo.notebooks import run_notebook, text_outputs  # nbclient comes with the "lab" extra
+
     notebook = examples / "quickstart.ipynb"
     _say(f"running {notebook} headless")
     started = time.monotonic()
-    executed = run_notebook(notebook, demo.path)
+    executed = run_notebook(notebook)
     for number, text in text_outputs(executed):
         print(f"--- cell {number}\n{text}", flush=True)
     _say(f"notebook ran in {time.monotonic() - started:.1f} s")
@@ -75,10 +78,13 @@ def _lab(examples: Path, no_browser: bool) -> None:
     argv = [sys.executable, "-m", "jupyterlab", "--notebook-dir", str(examples)]
     if no_browser:
         argv.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv.append("--allow-root")  # containers often run as root; Jupyter refuses it otherwise
     # Its own session: Ctrl-C reaches this process only, which then stops JupyterLab without its prompt.
     lab = subprocess.Popen(argv, start_new_session=True)
     try:
-        lab.wait()
+        if lab.wait():
+            _say(f"JupyterLab exited with status {lab.returncode}")
     finally:
         if lab.poll() is None:
             lab.terminate()
@@ -96,8 +102,11 @@ def demo(args: argparse.Namespace) -> int:
     examples = (args.examples or default_examples()).resolve()
     if not (examples / "quickstart.ipynb").exists():
         raise MpcError(f"no example notebooks in {examples} (use --examples)")
+    folder = args.dir or examples.parent / CONSORTIUM_FOLDER
+    if folder.resolve() != (examples.parent / CONSORTIUM_FOLDER).resolve():
+        _say(f"note: the notebooks connect to ../{CONSORTIUM_FOLDER}/consortium.toml; edit their connect line")
     started = time.monotonic()
-    consortium = prepare_demo(args.dir, DemoSettings(args.patients, args.seed), fresh=args.fresh, say=_say)
+    consortium = prepare_demo(folder, DemoSettings(args.patients, args.seed), fresh=args.fresh, say=_say)
     _say(f"consortium ready in {time.monotonic() - started:.1f} s: {consortium.path}")
     agents = AgentProcesses(consortium.folder, consortium.settings.sites)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -105,11 +114,10 @@ def demo(args: argparse.Namespace) -> int:
         step = time.monotonic()
         agents.start()
         _say(f"agents {', '.join(agents.sites)} serving (started in {time.monotonic() - step:.1f} s)")
-        os.environ[ENV_VAR] = str(consortium.path)
         if args.headless:
             _headless(consortium, examples)
         else:
-            _say(f"opening JupyterLab on {examples} ({ENV_VAR}={consortium.path}); Ctrl-C stops the demo")
+            _say(f"opening JupyterLab on {examples}; Ctrl-C stops the demo")
             _lab(examples, args.no_browser)
     except (KeyboardInterrupt, _Stop):
         _say("stopping")
@@ -125,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return demo(args)
-    except MpcError as exc:
+    except (MpcError, RuntimeError, TimeoutError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
 

@@ -29,6 +29,8 @@ from .consortium import SiteSpec, TableSpec, build_consortium
 from .data import DEFAULT_SEED, DEFAULT_SITES, TABLE_SCHEMAS, identifier_columns, write_consortium_data
 from .schema import demo_schema_toml
 
+CONSORTIUM_FOLDER = "demo-consortium"
+"""The example notebooks connect to ``../demo-consortium/consortium.toml``, beside their folder."""
 MARKER = "demo.json"
 ANALYST = "analyst"
 

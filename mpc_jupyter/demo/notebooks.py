@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,9 @@ from typing import Any
 import nbformat
 from nbclient import NotebookClient
 
-ENV_VAR = "MPC_CONSORTIUM"
-"""The notebooks connect to the consortium file named by this variable (the demo sets it)."""
 
-
-def run_notebook(path: Path, consortium: Path, timeout: float = 600.0) -> Any:
-    """Execute the notebook at ``path`` in its own folder against ``consortium``; the executed notebook."""
+def run_notebook(path: Path, timeout: float = 600.0) -> Any:
+    """Execute the notebook at ``path`` in its own folder; the executed notebook."""
     nb = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     client = NotebookClient(
         nb,
@@ -24,7 +20,7 @@ def run_notebook(path: Path, consortium: Path, timeout: float = 600.0) -> Any:
         store_widget_state=True,
         resources={"metadata": {"path": str(path.parent)}},
     )
-    client.execute(env={**os.environ, ENV_VAR: str(consortium)})
+    client.execute()
     return nb
 
 

@@ -230,6 +230,11 @@ class CohortExplorer(widgets.VBox):  # type: ignore[misc]
         """Whether a run is scheduled (the debounce wait has not ended)."""
         return self._debouncer.pending
 
+    def run_now(self) -> None:
+        """Run the current query at once instead of after the debounce wait (choices set from code)."""
+        self._debouncer.cancel()
+        self._run()
+
     def _run(self) -> None:
         text = self.query_text
         self.status_box.value = "running…"
