@@ -125,8 +125,13 @@ class PartyMachine(Generic[T]):
 
     @property
     def waiting_for(self) -> Mapping[int, int]:
-        """Peers and word counts the protocol waits for (empty when done)."""
-        return {} if self._done else self._expect
+        """Peers whose message for the current round has not arrived yet, with word counts
+        (empty when done). A peer that already delivered is not waited for: a driver must not
+        read its next frame (say, an abort notice) ahead of another peer's message this round,
+        nor blame it when the round stalls."""
+        if self._done:
+            return {}
+        return {p: n for p, n in self._expect.items() if not self._inbox[p]}
 
     def _try_resume(self) -> None:
         while not self._done and all(self._inbox[p] for p in self._expect):
