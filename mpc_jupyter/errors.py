@@ -12,9 +12,11 @@ traceback.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from IPython.core.error import UsageError
 
+from site_agent.agent.messages import PHASES
 from site_agent.errors import (
     AuthError,
     ConfigError,
@@ -37,9 +39,25 @@ _REFUSED_PREFIX = re.compile(r"\Asite '[^']*' refused \([^)]*\):\s*")
 _TIMEOUT = re.compile(r"did not answer within|timed out|timeout", re.IGNORECASE)
 
 
-def usage_error(exc: Exception) -> UsageError:
-    """One analyst-facing message for ``exc`` (a ``TRANSLATED`` error)."""
+def usage_error(exc: Exception, phases: Mapping[str, str] | None = None) -> UsageError:
+    """One analyst-facing message for ``exc`` (a ``TRANSLATED`` error).
+
+    ``phases`` (site -> last phase it reported, ``""`` for none) lets a timeout name the site
+    that went silent: the client only knows who has not answered, and while one member is
+    silent the other two wait for it too.
+    """
+    if isinstance(exc, SiteUnavailable) and _TIMEOUT.search(str(exc)) and phases:
+        return UsageError(_timeout(exc, phases))
     return UsageError(_message(exc))
+
+
+def _timeout(exc: SiteUnavailable, phases: Mapping[str, str]) -> str:
+    rank = {site: PHASES.index(p) if p in PHASES else -1 for site, p in phases.items()}
+    lowest = min(rank.values())
+    silent = [site for site, r in rank.items() if r == lowest]
+    heard = ", ".join(f"{site}: {phase or 'nothing'}" for site, phase in phases.items())
+    who = f"site {silent[0]} went silent" if len(silent) == 1 else f"sites {', '.join(silent)} went silent"
+    return f"mpc: timeout: {who} ({exc}; last heard: {heard}) (raise %config MpcMagic.timeout = SECONDS)"
 
 
 def _message(exc: Exception) -> str:

@@ -112,9 +112,12 @@ class MpcMagic(Magics):
         if command.explain:
             return self._keep(command, Explanation(str(consortium.explain(text, params))))
         consortium.timeout = self.timeout
-        progress = ProgressLine(self.progress_threshold)
+        progress = ProgressLine(self.progress_threshold, consortium.committee)
         started = time.monotonic()
-        frame = consortium.query(text, params, progress=progress)
+        try:
+            frame = consortium.query(text, params, progress=progress)
+        except TRANSLATED as exc:
+            raise usage_error(exc, dict(progress.phases)) from None
         progress.done(time.monotonic() - started)
         result = as_result(frame, query=text, params=params, policy_digests=self.manager.policy_digests())
         self.manager.record(result)

@@ -9,6 +9,7 @@ the phases of ``site_agent.agent.messages.PHASES``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from IPython.display import display
@@ -17,9 +18,10 @@ from IPython.display import display
 class ProgressLine:
     """Shows ``phase`` per site, in place, after ``threshold`` seconds."""
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, sites: Sequence[str]) -> None:
         self.threshold = threshold
-        self.phases: dict[str, str] = {}
+        self.phases: dict[str, str] = dict.fromkeys(sites, "")
+        """Each site's last phase ("" before its first report)."""
         self._handle: Any = None
         self._lock = threading.Lock()
 
@@ -28,7 +30,7 @@ class ProgressLine:
             self.phases[site] = phase
             if seconds < self.threshold:
                 return
-            text = f"mpc {seconds:5.1f} s  " + "  ".join(f"{s}: {p}" for s, p in self.phases.items())
+            text = f"mpc {seconds:5.1f} s  " + "  ".join(f"{s}: {p or '-'}" for s, p in self.phases.items())
             if self._handle is None:
                 self._handle = display({"text/plain": text}, raw=True, display_id=True)  # type: ignore[no-untyped-call]
             else:
