@@ -3,7 +3,8 @@
 One :class:`ConnectionManager` per IPython session (the magics own it). It holds the open
 :class:`~mpc_jupyter.client.Consortium`, the last ``status()`` answer (the receipt line
 shows the sites' policy digests from it) and the results of this session, and it is the one
-place that feeds the JupyterLab side panel (:mod:`mpc_jupyter.panel`).
+place that feeds the JupyterLab side panel (:mod:`mpc_jupyter.panel`, messages in
+docs/labextension.md).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _query_state(index: int, result: pd.DataFrame) -> dict[str, Any]:
         "text": attrs.get("query", ""),
         "seconds": attrs.get("seconds"),
         "sites": attrs.get("sites", []),
-        "receipts": attrs.get("receipts", []),
-        "reveals": attrs.get("reveals", []),
+        "receipts": [{"site": r["site"], "digest": r["hash"], "seq": r["seq"]} for r in attrs.get("receipts", [])],
+        "reveals": [{"name": r["name"], "rows": len(result)} for r in (attrs.get("plan") or {}).get("reveals", [])],
         "suppressed": suppressed,
     }

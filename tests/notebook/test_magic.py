@@ -181,3 +181,14 @@ def test_results_stay_dataframes(ip: InteractiveShell) -> None:
     derived = result.head(1)
     assert type(derived) is pd.DataFrame
     assert result.n.sum() == 228 and list(result.columns) == ["sex", "n"]
+
+
+def test_side_panel_state_follows_status_and_queries(ip: InteractiveShell) -> None:
+    result = ip.run_cell_magic("mpc", "", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    state = ip.magics_manager.registry["MpcMagic"].manager.publisher.latest
+    assert [s["name"] for s in state["sites"]] == ["north", "central", "south"]
+    assert all(s["online"] and s["tables"] == ["lung"] for s in state["sites"])
+    last = state["queries"][-1]
+    assert last["text"] == result.attrs["query"]
+    assert {r["site"] for r in last["receipts"]} == {"north", "central", "south"}
+    assert {r["name"] for r in last["reveals"]} >= {"n:n_rows"}
