@@ -21,6 +21,7 @@ from types import FrameType
 
 from site_agent.errors import MpcError
 
+from .command import CONSORTIUM_ENV
 from .demo.consortium import AgentProcesses
 from .demo.data import DEFAULT_PATIENTS, DEFAULT_SEED
 from .demo.local import CONSORTIUM_FOLDER, DemoConsortium, DemoSettings, prepare_demo
@@ -108,6 +109,7 @@ def demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     consortium = prepare_demo(folder, DemoSettings(args.patients, args.seed), fresh=args.fresh, say=_say)
     _say(f"consortium ready in {time.monotonic() - started:.1f} s: {consortium.path}")
+    os.environ[CONSORTIUM_ENV] = str(consortium.path)  # JupyterLab's kernels and nbclient inherit it
     agents = AgentProcesses(consortium.folder, consortium.settings.sites)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

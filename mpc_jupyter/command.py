@@ -2,7 +2,7 @@
 
 Forms::
 
-    %mpc connect PATH [--analyst NAME]     open a consortium file
+    %mpc connect [PATH] [--analyst NAME]   open a consortium file (default: $MPC_CONSORTIUM)
     %mpc status                            the committee's sites
     %mpc receipts [NAME]                   full receipts of a stored result (default: the last)
     %mpc plan [NAME]                       the plan of a stored result, explained by the committee
@@ -29,6 +29,9 @@ from typing import NoReturn
 from IPython.core.error import UsageError
 
 PLOT_KINDS = ("auto", "bar", "hist", "step", "forest")
+CONSORTIUM_ENV = "MPC_CONSORTIUM"
+"""Environment variable naming the consortium file ``%mpc connect`` opens when given no path
+(the demo sets it for JupyterLab and headless runs)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +59,7 @@ def _query_parser() -> _Parser:
 
 def _connect_parser() -> _Parser:
     parser = _Parser(prog="%mpc connect", add_help=False)
-    parser.add_argument("path", help="the consortium file (consortium.toml)")
+    parser.add_argument("path", nargs="?", help=f"the consortium file (consortium.toml; default: ${CONSORTIUM_ENV})")
     parser.add_argument("--analyst", help="who signs the queries (default: the file's only analyst)")
     return parser
 
@@ -67,7 +70,7 @@ CONNECT_OPTIONS = _connect_parser()
 
 @dataclass(frozen=True)
 class Connect:
-    path: str
+    path: str | None
     analyst: str | None
 
 

@@ -10,7 +10,7 @@ sets one.
 
 from __future__ import annotations
 
-import time
+import os
 from typing import Any
 
 import pandas as pd
@@ -26,9 +26,9 @@ from .charts import DEFAULT_FIGSIZE, KINDS, plot
 from .connections import ConnectionManager
 from .errors import TRANSLATED, usage_error
 from .params import bind
-from .progress import ProgressLine
 from .results import MpcResult, as_result, receipts
 from .teaching import Explanation, SharesView
+from .widgets.progress import QueryProgress
 
 
 @magics_class
@@ -43,7 +43,7 @@ class MpcMagic(Magics):
     chart_size = Tuple(
         Float(), Float(), default_value=DEFAULT_FIGSIZE, help="Chart size in inches (width, height)."
     ).tag(config=True)
-    progress_threshold = Float(2.0, help="Seconds a query runs before a progress line shows each site's phase.").tag(
+    progress_threshold = Float(2.0, help="Seconds a query runs before a progress display shows each site's phase.").tag(
         config=True
     )
 
@@ -87,6 +87,9 @@ class MpcMagic(Magics):
     def _dispatch(self, command: cmd.Command, namespace: dict[str, Any]) -> Any:
         match command:
             case cmd.Connect(path, analyst):
+                path = path or os.environ.get(cmd.CONSORTIUM_ENV)
+                if not path:
+                    raise UsageError(f"mpc: give the consortium file (%mpc connect PATH) or set ${cmd.CONSORTIUM_ENV}")
                 consortium = self.manager.connect(path, analyst, self.timeout)
                 print(f"connected to {consortium.config.name} as {consortium.analyst}")
                 return self._status_table()
@@ -112,13 +115,15 @@ class MpcMagic(Magics):
         if command.explain:
             return self._keep(command, Explanation(str(consortium.explain(text, params))))
         consortium.timeout = self.timeout
-        progress = ProgressLine(self.progress_threshold, consortium.committee)
-        started = time.monotonic()
+        progress = QueryProgress(consortium.committee, threshold=self.progress_threshold)
+        progress.observe(lambda change: change["new"] and display(progress), "shown")  # type: ignore[no-untyped-call]
+        progress.start()
         try:
             frame = consortium.query(text, params, progress=progress)
         except TRANSLATED as exc:
-            raise usage_error(exc, dict(progress.phases)) from None
-        progress.done(time.monotonic() - started)
+            progress.finish(error=type(exc).__name__)
+            raise usage_error(exc, {site: progress.phases.get(site, "") for site in consortium.committee}) from None
+        progress.finish()
         result = as_result(frame, query=text, params=params, policy_digests=self.manager.policy_digests())
         self.manager.record(result)
         shown = self._keep(command, result)

@@ -100,3 +100,16 @@ def test_a_site_down_is_named(faulty: tuple[Lung, MpcMagic]) -> None:
     assert f"site {SITES[1]}" in message and ("down" in message or "left the computation" in message)
     status = magic.mpc("status")
     assert not status.loc[SITES[1], "online"] and status.loc[SITES[0], "online"]
+
+
+def test_connect_without_a_path_uses_the_environment(
+    ip: InteractiveShell, lung: Lung, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    magic = MpcMagic(shell=ip)
+    monkeypatch.delenv("MPC_CONSORTIUM", raising=False)
+    with pytest.raises(UsageError, match=r"give the consortium file .* or set \$MPC_CONSORTIUM"):
+        magic.mpc("connect")
+    monkeypatch.setenv("MPC_CONSORTIUM", str(lung.path))
+    magic.mpc("connect")
+    assert magic.manager.consortium.config.path == Path(lung.path).resolve()
+    magic.manager.close()
