@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Browser tests of the JupyterLab extension (galata + Playwright, system Chromium).
+#
+#   scripts/browser-tests.sh [playwright args...]     e.g. -g highlighting
+#
+# Steps: Chromium from apt when missing; .venv with the project and JupyterLab
+# (scripts/bootstrap.sh "lab,test"); a fresh development build of labextension/,
+# served from a private JUPYTER_PATH so the test always sees the current
+# sources; then `jlpm playwright test` in labextension/ui-tests.
+# Artifacts (screenshots, traces, HTML report): labextension/ui-tests/test-results/.
+# Environment: PYTHON (for bootstrap), MPC_CHROMIUM (browser binary),
+# MPC_UI_PORT (server port, default 8888), MPC_UI_CONSORTIUM (enables the
+# tests that need running site agents).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+SECONDS=0
+
+chromium="${MPC_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+  echo "== installing chromium (apt-get)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+[ -x "$chromium" ] || { echo "no Chromium at $chromium" >&2; exit 1; }
+export MPC_CHROMIUM="$chromium"
+
+# shellcheck source=bootstrap.sh
+source scripts/bootstrap.sh "lab,test"
+command -v jlpm >/dev/null || { echo "jlpm not found: is jupyterlab installed in .venv?" >&2; exit 1; }
+command -v node >/dev/null || { echo "Node.js is needed for the browser tests" >&2; exit 1; }
+
+echo "== building the extension (labextension/)"
+(cd labextension && jlpm install && jlpm build)
+
+# Serve the build we just made, ahead of the copy the editable install put in .venv.
+jupyter_path="$(mktemp -d)"
+trap 'rm -rf "$jupyter_path"' EXIT
+mkdir -p "$jupyter_path/labextensions"
+ln -s "$root/mpc_jupyter/labextension" "$jupyter_path/labextensions/mpc-jupyter-labextension"
+export JUPYTER_PATH="$jupyter_path${JUPYTER_PATH:+:$JUPYTER_PATH}"
+jupyter labextension list 2>&1 | grep -E "mpc-jupyter-labextension .*enabled" \
+  || { echo "mpc-jupyter-labextension is not enabled" >&2; jupyter labextension list >&2; exit 1; }
+
+echo "== browser tests (labextension/ui-tests)"
+cd labextension/ui-tests
+jlpm install
+status=0
+jlpm playwright test "$@" || status=$?
+echo "== browser tests: exit $status in ${SECONDS}s (artifacts: labextension/ui-tests/test-results/)"
+exit "$status"
