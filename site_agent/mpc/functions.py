@@ -3,17 +3,16 @@
 Method: Catrina and Saxena, "Secure computation with fixed-point numbers" (FC 2010), and
 Aly and Smart, "Benchmarking privacy preserving scientific operations" (ACNS 2019):
 normalise the secret by the position of its most significant bit, approximate on the
-normalised interval (linear start and Newton iterations, or a polynomial), then scale back.
+normalised interval (linear start and Newton-Raphson iterations, or a polynomial), then
+scale back.
 
-Normalisation (:func:`normalize`). ``a2b`` gives the bits of X = x 2^f. With s the sign bit
-and W = X ^ (s s ... s) (that is |X|, or |X| - 1 for negative X), the word w = 2W + s has its
-most significant bit at position e with 2^(e-1) <= |X| <= 2^e for every X != 0 (w = 0 only
-for X = 0). :func:`~site_agent.mpc.boolean.prefix_or` and ``r ^ (r >> 1)`` give the one-hot
-word of e. Because exactly one bit is set, any public table T[e] is a local XOR-linear
-function of the one-hot word (:func:`lookup`); powers such as 2^(62 - e) and the bits of e
-are special cases. All words needed are converted with one batched ``b2a``. The mantissa is
-mant = trunc(X 2^(62 - e), 62 - f) = x 2^(f - e), with |mant| in [0.5, 1]; the product
-before truncation is at most 2^62 by construction.
+Normalisation and the Newton-Raphson iterations are shared with :mod:`.linalg` and
+:mod:`site_agent.query.numeric` and live in :mod:`.normalize`: X = x 2^f = mant 2^e with
+|mant| in [0.5, 1] and a secret exponent e, public tables of e (powers such as 2^(62 - e)
+among them) converted to arithmetic sharings by one batched bit injection, and the
+iterations for 1/mant and 1/sqrt(mant). Other boolean words (the fraction and the one-hot
+word in :func:`exp`, the shifted numerator in :func:`divide`) are converted the same way
+(:func:`~site_agent.mpc.normalize.inject`, two rounds).
 
 Working precision is the caller's f. Every product of two fixed-point values goes through
 ``mul_fixed``, so a result r is only correct while |r| < 2^(61 - 2f) (``max_product``/2:
@@ -22,38 +21,57 @@ argument. Outside a stated domain the result is unspecified (no error is raised:
 inputs are secret). The iteration counts and polynomial degrees grow with f so that the
 relative error stays a few units of 2^-f; docs/fixed-point.md lists the measured errors.
 
-Functions need 8 <= f <= 28 (Newton products of values below 4 need 2f + 4 <= 62 bits).
+Functions need 8 <= f <= 28 (the polynomials' products of values below 4 need 2f + 4 <= 62
+bits; the Newton-Raphson iterations alone accept up to 30).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 import numpy.typing as npt
 
 from .arithmetic import constant, mul, mul_fixed, trunc
-from .boolean import a2b, and_many, b2a, not_, prefix_or, xor_public
+from .boolean import a2b, and_many, not_, prefix_or, xor_public
 from .fixed import FixedPoint
+from .normalize import (
+    WORD_ROW,
+    Normalized,
+    Table,
+    exponent_onehot,
+    inject,
+    newton_steps,
+    reciprocal_newton,
+    rsqrt_newton,
+    table_part,
+)
+from .normalize import normalize as normalize_bits
 from .party import Party, Protocol
 from .ring import ALL_ONES, parity
 from .shares import AShare, BShare
+
+__all__ = [
+    "Normalized",
+    "divide",
+    "exp",
+    "exponent_bits",
+    "log",
+    "newton_steps",
+    "normalize",
+    "poly_coefficients",
+    "reciprocal",
+    "rsqrt",
+    "sigmoid",
+    "sqrt",
+]
 
 MIN_FRAC_BITS, MAX_FRAC_BITS = 8, 28
 EXP_RANGE = 32  # exp: 2^n for integer parts n in [-32, 31] via one 64-bit one-hot word
 _ONE = np.uint64(1)
 _BIT_MASKS = [sum(1 << j for j in range(64) if (j >> k) & 1) for k in range(6)]  # bit k of index j
-
-Table = Callable[[int], int]  # a function of the exponent e in [0, 62]; reduced modulo 2^64
-
-
-# Initial approximations on [0.5, 1], minimax in relative error (start error, Newton growth):
-# 1/u ~ 2.9282 - 2u (0.0718; e' = e^2), 1/sqrt(u) ~ 1.9511 - u (0.0490; e' ~ 1.5 e^2).
-_RECIP_START, _RECIP_ERR = 2.9282, 0.0718
-_RSQRT_START, _RSQRT_ERR = 1.9511, 0.0490
 
 
 def _check(fp: FixedPoint) -> int:
@@ -61,14 +79,6 @@ def _check(fp: FixedPoint) -> int:
     if not MIN_FRAC_BITS <= f <= MAX_FRAC_BITS:
         raise ValueError(f"fixed-point functions need {MIN_FRAC_BITS} <= f <= {MAX_FRAC_BITS}, got f = {f}")
     return f
-
-
-def newton_steps(start_error: float, growth: float, bits: int) -> int:
-    """Newton iterations until the relative error e -> growth * e^2 is below 2^-(bits + 1)."""
-    steps, err = 0, start_error
-    while err > 2.0 ** -(bits + 1):
-        steps, err = steps + 1, growth * err * err
-    return steps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,19 +95,6 @@ def _asr(b: BShare, bits: int) -> BShare:
     return BShare((b.v.view(np.int64) >> np.int64(bits)).view(np.uint64))
 
 
-def lookup(onehot: BShare, table: Sequence[int]) -> BShare:
-    """The word table[j] for one-hot words with bit j set (0 for a zero word); local.
-
-    XOR-linear in the one-hot word, so it applies to each share component. ``table`` has
-    64 entries (Python integers, taken modulo 2^64).
-    """
-    out = np.zeros_like(onehot.v)
-    for j, value in enumerate(table):
-        if value % 2**64:
-            out ^= ((onehot.v >> np.uint64(j)) & _ONE) * np.uint64(value % 2**64)
-    return BShare(out)
-
-
 def exponent_bits(onehot: BShare) -> list[BShare]:
     """Bits 0..5 of the position of the set bit, each in bit 0 of a word (local)."""
     return [BShare(parity(onehot.v & np.uint64(mask))) for mask in _BIT_MASKS]
@@ -110,13 +107,6 @@ def _and_all(p: Party, words: list[BShare]) -> Protocol[BShare]:
         rest = words[len(pairs) * 2 :]
         words = (yield from and_many(p, pairs)) + rest
     return words[0]
-
-
-def _to_arith(p: Party, words: Sequence[BShare]) -> Protocol[list[AShare]]:
-    """Several boolean words of one shape to arithmetic with a single ``b2a`` call."""
-    n = words[0].size
-    flat = yield from b2a(p, BShare.concat([w.ravel() for w in words]))
-    return [flat[i * n : (i + 1) * n].reshape(*words[0].shape) for i in range(len(words))]
 
 
 def _split(x: AShare, parts: int) -> list[AShare]:
@@ -133,70 +123,12 @@ def _fix(value: float, bits: int) -> int:
     return round(value * (1 << bits))
 
 
-# ---------------------------------------------------------------------------------------------
-# Normalisation
-
-
-@dataclass(frozen=True)
-class Normalized:
-    """x = mant * 2^(e - f) for a secret exponent e, with table values looked up at e.
-
-    ``mant``: f fractional bits, |mant| in [0.5, 1] (0 for x == 0, and for x < 0 when
-    normalising only positive values). ``sign``: [x < 0] as 0/1 (all 0 when normalising
-    positive values only). ``values``: T(e) for each requested table, as ring elements
-    (0 where x == 0 or out of the requested sign range).
-    """
-
-    mant: AShare
-    sign: AShare
-    values: list[AShare]
-
-
-def exponent_onehot(p: Party, bits: BShare, signed: bool = True) -> Protocol[BShare]:
-    """The one-hot word of e from the boolean words of X (6 rounds).
-
-    With ``signed``, 2^(e-1) <= |X| <= 2^e; otherwise negative X give e = 63, which every
-    table maps to 0, so they behave like 0.
-    """
-    if signed:
-        s = bits.rshift(63)
-        w = (bits ^ _spread(s)).lshift(1) ^ s
-    else:
-        w = bits.lshift(1)
-    prefix = yield from prefix_or(p, w)
-    return prefix ^ prefix.rshift(1)
-
-
-def _table(fn: Table) -> list[int]:
-    return [fn(e) for e in range(63)] + [0]
-
-
-_MANT_SCALE = _table(lambda e: 1 << (62 - e))
-
-
 def normalize(
     p: Party, x: AShare, fp: FixedPoint, tables: Sequence[Table] = (), signed: bool = True
 ) -> Protocol[Normalized]:
-    """Normalise x (see the module docstring): a2b, prefix-OR, one b2a, one product.
-
-    ``tables`` are functions of e in [0, 62] evaluated publicly; their values at the secret
-    e come back as sharings in ``values``. Cost: 25 rounds (a2b 8, prefix-OR 6, b2a 9, then
-    the truncated product); 102 words per element plus 40 for each table and for the sign.
-    """
-    f = _check(fp)
-    flat = x.ravel()
-    bits = yield from a2b(p, flat)
-    onehot = yield from exponent_onehot(p, bits, signed)
-    words = [lookup(onehot, _MANT_SCALE)] + [lookup(onehot, _table(t)) for t in tables]
-    if signed:
-        words.append(bits.rshift(63))
-    conv = yield from _to_arith(p, words)
-    mant = yield from mul_fixed(p, flat, conv[0], 62 - f)
-    sign = conv[-1] if signed else _const(p, 0, flat)
-    shape = x.shape
-    return Normalized(
-        mant.reshape(*shape), sign.reshape(*shape), [v.reshape(*shape) for v in conv[1 : 1 + len(tables)]]
-    )
+    """x = mant 2^(e - f) with |mant| in [0.5, 1], and public tables of e at the secret e
+    (:func:`site_agent.mpc.normalize.normalize` at the caller's f): 18 rounds."""
+    return (yield from normalize_bits(p, x, _check(fp), tables, signed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,20 +140,8 @@ def _nonzero(_e: int) -> int:
     return 1
 
 
-def _recip_times(p: Party, mant: AShare, nonzero: AShare, sign: AShare, h: AShare, f: int) -> Protocol[AShare]:
-    """h / mant by Newton's iteration z <- z (2 - mant z) (h and the result at f bits).
-
-    Start z0 = (nonzero - 2 sign) * 2.9282 - 2 mant, correct in sign, and 0 for mant = 0 so
-    that 0 stays 0. The last iteration multiplies by h: (h z)(2 - mant z), one round less.
-    """
-    z = (nonzero - sign.lshift(1)).mul_public(_fix(_RECIP_START, f)) - mant.lshift(1)
-    two = _const(p, 2 << f, mant)
-    for _ in range(newton_steps(_RECIP_ERR, 1.0, f) - 1):
-        t = yield from mul_fixed(p, mant, z, f)
-        z = yield from mul_fixed(p, z, two - t, f)
-    both = yield from mul_fixed(p, AShare.concat([mant, h]), AShare.concat([z, z]), f)
-    t, hz = _split(both, 2)
-    return (yield from mul_fixed(p, hz, two - t, f))
+def _mant_scale(e: int) -> int:
+    return 1 << (62 - e)
 
 
 def reciprocal(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
@@ -232,12 +152,15 @@ def reciprocal(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     (relative error a few 2^-f once |1/x| >= 1; results below 2^-f may be 0). x == 0 gives 0.
 
     Normalisation x = mant 2^(e - f), then 1/x = (1/mant) 2^(f - e): 2^(2f - e) is a table
-    (exactly 0 once 1/x < 2^-f), 1/mant comes from Newton's iteration.
+    (exactly 0 once 1/x < 2^-f), 1/mant comes from the Newton-Raphson iteration, started
+    with the sign of mant (and at 0 for x == 0).
     """
     f = _check(fp)
-    nz = yield from normalize(p, x, fp, [_nonzero, lambda e: (1 << (2 * f - e)) if e <= 2 * f else 0])
-    nonzero, h = nz.values
-    return (yield from _recip_times(p, nz.mant, nonzero, nz.sign, h, f))
+    nz = yield from normalize_bits(p, x, f, [_nonzero, lambda e: (1 << (2 * f - e)) if e <= 2 * f else 0])
+    nonzero, h = (v.ravel() for v in nz.values)
+    scale = nonzero - nz.sign.ravel().lshift(1)
+    out = yield from reciprocal_newton(p, nz.mant.ravel(), f, h=h, scale=scale)
+    return out.reshape(*x.shape)
 
 
 def _shift_right(p: Party, lo: BShare, hi: BShare, amount: list[BShare]) -> Protocol[BShare]:
@@ -270,8 +193,8 @@ def divide(p: Party, x: AShare, y: AShare, fp: FixedPoint) -> Protocol[AShare]:
     y = mant 2^(e - f) is normalised; h = x 2^(f - e) = (x/y) mant is floor((X 2^f) / 2^e),
     a right shift by the secret e of the bits of X 2^f held as 128-bit boolean words (six
     conditional shifts by 2^k, one per bit of e). No product therefore involves x itself, whose
-    magnitude is unrelated to that of x/y; then x/y = h * (1/mant) by Newton's iteration.
-    Rounds: 8 (a2b of x and y together) + 6 + 6 + 9 (one b2a) + 3 + Newton.
+    magnitude is unrelated to that of x/y; then x/y = h * (1/mant) by Newton-Raphson.
+    Rounds: 8 (a2b of x and y together) + 6 + 6 + 2 (one injection) + 2 + Newton.
     """
     f = _check(fp)
     if x.shape != y.shape:
@@ -282,36 +205,16 @@ def divide(p: Party, x: AShare, y: AShare, fp: FixedPoint) -> Protocol[AShare]:
     bx, by = bits[:n], bits[n:]
     onehot = yield from exponent_onehot(p, by)
     h = yield from _shift_right(p, bx.lshift(f), _asr(bx, 64 - f), exponent_bits(onehot))
-    words = [lookup(onehot, _MANT_SCALE), lookup(onehot, _table(_nonzero)), by.rshift(63), h]
-    scale, nonzero, sign, h_a = yield from _to_arith(p, words)
+    scale, nonzero, sign, h_a = yield from inject(
+        p, [table_part(onehot, by, [_mant_scale, _nonzero], signed=True), (h, [WORD_ROW])]
+    )
     mant = yield from mul_fixed(p, yf, scale, 62 - f)
-    q = yield from _recip_times(p, mant, nonzero, sign, h_a, f)
+    q = yield from reciprocal_newton(p, mant, f, h=h_a, scale=nonzero - sign.lshift(1))
     return q.reshape(*x.shape)
 
 
 # ---------------------------------------------------------------------------------------------
 # Square root
-
-
-def _rsqrt_mant(p: Party, mant: AShare, f: int, also: AShare | None = None) -> Protocol[list[AShare]]:
-    """[1/sqrt(mant)] for mant in [0.5, 1] (or 0) at f bits, followed by mant * ``also`` if given.
-
-    Newton r <- 1.5 r - mant r^3 / 2 in two rounds: [r^2, mant r], then [(mant r) r^2, 3 r]
-    truncated by f + 1. ``also`` is multiplied by mant in the first round at no extra cost.
-    """
-    r = _const(p, _fix(_RSQRT_START, f), mant) - mant
-    three = _const(p, 3 << f, mant)
-    pending = [] if also is None else [(mant, also)]
-    extra: list[AShare] = []
-    for _ in range(newton_steps(_RSQRT_ERR, 1.5, f)):
-        pairs = [(r, r), (mant, r), *pending]
-        out = yield from mul_fixed(p, AShare.concat([a for a, _ in pairs]), AShare.concat([b for _, b in pairs]), f)
-        sq, mr, *done = _split(out, len(pairs))
-        extra, pending = extra + done, []
-        both = yield from mul_fixed(p, AShare.concat([mr, r]), AShare.concat([sq, three]), f + 1)
-        cube, r15 = _split(both, 2)
-        r = r15 - cube
-    return [r, *extra]
 
 
 def rsqrt(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
@@ -321,12 +224,12 @@ def rsqrt(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     for f <= 24). Error: below 4 * 2^-f * max(1, 1/sqrt(x)). x <= 0 gives 0.
 
     x = mant 2^(e - f); 1/sqrt(x) = mant^(-1/2) 2^((f - e)/2), the second factor (times 2^f)
-    a public table rounded to an integer, the first by Newton's iteration.
+    a public table rounded to an integer, the first by the Newton-Raphson iteration.
     """
     f = _check(fp)
-    nz = yield from normalize(p, x, fp, [lambda e: round(2 ** ((3 * f - e) / 2))], signed=False)
-    (r,) = yield from _rsqrt_mant(p, nz.mant, f)
-    out = yield from mul_fixed(p, r.ravel(), nz.values[0].ravel(), f)
+    nz = yield from normalize_bits(p, x, f, [lambda e: round(2 ** ((3 * f - e) / 2))], signed=False)
+    (r,) = yield from rsqrt_newton(p, nz.mant.ravel(), f)
+    out = yield from mul_fixed(p, r, nz.values[0].ravel(), f)
     return out.reshape(*x.shape)
 
 
@@ -337,9 +240,9 @@ def sqrt(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     x < 2^26 for f = 24). Error: below 4 * 2^-f * max(1, sqrt(x)). x <= 0 gives 0.
     """
     f = _check(fp)
-    nz = yield from normalize(p, x, fp, [lambda e: round(2 ** ((e + f) / 2))], signed=False)
-    r, scaled = yield from _rsqrt_mant(p, nz.mant, f, nz.values[0])
-    out = yield from mul_fixed(p, scaled.ravel(), r.ravel(), f)
+    nz = yield from normalize_bits(p, x, f, [lambda e: round(2 ** ((e + f) / 2))], signed=False)
+    r, scaled = yield from rsqrt_newton(p, nz.mant.ravel(), f, nz.values[0].ravel())
+    out = yield from mul_fixed(p, scaled, r, f)
     return out.reshape(*x.shape)
 
 
@@ -394,7 +297,7 @@ def log(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     at f = 16 wherever |ln x| >= 0.6). x <= 0 gives 0.
     """
     f = _check(fp)
-    nz = yield from normalize(p, x, fp, [_nonzero, lambda e: _fix((e - f) * math.log(2), f)], signed=False)
+    nz = yield from normalize_bits(p, x, f, [_nonzero, lambda e: _fix((e - f) * math.log(2), f)], signed=False)
     nonzero, offset = nz.values
     coeffs = poly_coefficients("log_mant", f)
     t = nz.mant.lshift(2) - nonzero.mul_public(3 << f)  # 0 where x <= 0
@@ -413,6 +316,14 @@ def _scaled_log2e(p: Party, x: AShare, f: int) -> Protocol[tuple[BShare, int]]:
     point = 2 * f + 5
     bits = yield from a2b(p, x.mul_public(_fix(_LOG2_E, f + 5)))
     return bits, point
+
+
+_BIT0 = [1] + [0] * 63  # bit 0 alone
+
+
+def _low_bits(f: int) -> list[int]:
+    """Coefficients reading the low f bits of a word as an integer."""
+    return WORD_ROW[:f] + [0] * (64 - f)
 
 
 def _pow2_parts(p: Party, bits: BShare, point: int, f: int) -> Protocol[tuple[BShare, BShare]]:
@@ -456,7 +367,7 @@ def exp(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     frac, onehot = yield from _pow2_parts(p, bits, point, f)
     top = min(60 - 2 * f, EXP_RANGE - 1)
     table = [(1 << (j - EXP_RANGE + f)) if -f <= j - EXP_RANGE <= top else 0 for j in range(64)]
-    frac_a, scale = yield from _to_arith(p, [frac, lookup(onehot, table)])
+    frac_a, scale = yield from inject(p, [(frac, [_low_bits(f)]), (onehot, [table])])
     mantissa = yield from _exp2_poly(p, frac_a, f)
     out = yield from mul_fixed(p, mantissa, scale, f)
     return out.reshape(*x.shape)
@@ -477,14 +388,13 @@ def sigmoid(p: Party, x: AShare, fp: FixedPoint) -> Protocol[AShare]:
     sign = bits.rshift(63)
     frac, onehot = yield from _pow2_parts(p, not_(p, bits ^ _spread(sign)), point, f)
     table = [(1 << (j - EXP_RANGE + f)) if -f <= j - EXP_RANGE <= 0 else 0 for j in range(64)]
-    frac_a, scale, sign_a = yield from _to_arith(p, [frac, lookup(onehot, table), sign])
+    frac_a, scale, sign_a = yield from inject(p, [(frac, [_low_bits(f)]), (onehot, [table]), (sign, [_BIT0])])
     mantissa = yield from _exp2_poly(p, frac_a, f)
     small = yield from mul_fixed(p, mantissa, scale, f)
     # u = (1 + 2^-|y|) / 2 at g = f + 1 bits is the same integer as 1 + 2^-|y| at f bits, and
     # s(|x|) = 1/(2u) at f bits is (1/4) / u at g bits.
     g = f + 1
     u = small + _const(p, 1 << f, small)
-    one, zero = _const(p, 1, u), _const(p, 0, u)
-    half = yield from _recip_times(p, u, one, zero, _const(p, 1 << (g - 2), u), g)
+    half = yield from reciprocal_newton(p, u, g, h=_const(p, 1 << (g - 2), u))
     flip = yield from mul(p, sign_a, _const(p, 1 << f, half) - half.lshift(1))
     return (half + flip).reshape(*x.shape)

@@ -10,8 +10,8 @@ The iteration is self-correcting: rounding errors of one step are damped by the 
 Normalisation (inside MPC, data independent). With t = tr(A) in the ring and e its bit
 length (2^(e-1) <= t < 2^e), A' = A 2^(f-e) has trace in [1/2, 1), hence eigenvalues in
 (0, 1), and X_0 = I converges: I - A' X_j = (I - A')^(2^j). The secret powers of two
-2^(c-e) come from the boolean sharing of t (A2B, a six-step OR-smear that leaves only its
-top bit, a bit reversal, B2A) in about 23 rounds; multiplying by them and truncating by a
+2^(c-e) are public tables of e at the secret e (:func:`site_agent.mpc.normalize.exponent_tables`:
+A2B, prefix-OR, one bit injection; 16 rounds); multiplying by them and truncating by a
 public amount is an exact rescaling (less than one unit of error).
 
 Requirements, with s = ``range_bits`` (default 16) and a public bound ``cond`` on the
@@ -45,11 +45,10 @@ import math
 import numpy as np
 
 from .arithmetic import constant, matmul_fixed, mul_fixed, trunc
-from .boolean import a2b, b2a, or_
 from .fixed import FixedPoint
+from .normalize import exponent_tables
 from .party import Party, Protocol
-from .ring import reverse_bits
-from .shares import AShare, BShare
+from .shares import AShare
 
 DEFAULT_COND = 1e3
 DEFAULT_RANGE_BITS = 16
@@ -67,16 +66,13 @@ def plan(k: int, cond: float) -> tuple[int, int]:
 def pow2_scales(p: Party, t: AShare, tops: tuple[int, ...]) -> Protocol[AShare]:
     """2^(c - e) for each c in ``tops``, where e is the bit length of the positive ring value t.
 
-    Smearing the bits of t downwards (y |= y >> 1, 2, ..., 32) and keeping y ^ (y >> 1)
-    leaves bit e - 1 alone; reversing the word moves it to 64 - e, and a public right shift
-    by 64 - c gives 2^(c - e) (zero when e > c). One B2A converts all of them at once.
-    Result shape ``t.shape + (len(tops),)``.
+    One table per c, 2^(c - e) (zero when e > c), all at once from the one-hot word of e
+    (:func:`site_agent.mpc.normalize.exponent_tables`, 16 rounds). Result shape
+    ``t.shape + (len(tops),)``.
     """
-    y = yield from a2b(p, t)
-    for s in (1, 2, 4, 8, 16, 32):
-        y = yield from or_(p, y, y.rshift(s))
-    top = BShare(reverse_bits(y.v ^ (y.v >> np.uint64(1))))
-    return (yield from b2a(p, BShare.concat([top.rshift(64 - c)[..., None] for c in tops], axis=len(t.shape))))
+    tables = [lambda e, c=c: (1 << (c - e)) if e <= c else 0 for c in tops]
+    values, _, _ = yield from exponent_tables(p, t, tables, signed=False)
+    return AShare.concat([v[..., None] for v in values], axis=len(t.shape))
 
 
 def _normalised_inverse(
@@ -117,7 +113,7 @@ def solve(
     """x with A x = b for SPD A (k, k) and b (k,) or (k, m), all fixed point in ``fp``.
 
     x = A'^-1 b' (module docstring), one final matrix product truncated to f bits.
-    The iteration count sets the rounds: 103 for k = 10 and 111 for k = 50 at cond 1e3 (as
+    The iteration count sets the rounds: 96 for k = 10 and 104 for k = 50 at cond 1e3 (as
     counted by ``Stats.rounds``), independent of k otherwise; k^2 words per matrix product.
     """
     x, _, b_n, _ = yield from _normalised_inverse(p, a, b, cond, range_bits)

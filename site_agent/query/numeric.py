@@ -6,16 +6,17 @@ in a 64-bit ring, so every output ratio is computed as a *canonical floating-poi
 mantissa in [1, 2) (or 0 for the value 0). The triple is a function of the value alone, so
 revealing it discloses exactly the value and nothing else (no trace of the inputs' magnitudes).
 
-Ingredients, all vectorized over whole arrays:
+Ingredients, all vectorized over whole arrays, from :mod:`site_agent.mpc.normalize` (shared
+with the fixed-point functions; Catrina and Saxena, FC 2010):
 
-* bit-length one-hots: one :func:`boolean.lt` of x against every power 2^j (or 4^j) gives
-  [2^j <= x < 2^(j+1)]; public linear combinations of the one-hot then give the exponent j and
-  the normalising factor 2^(J-1-j) locally.
-* Newton iterations for 1/m on m in [1, 2) and 1/sqrt(q) on q in [1, 4), at 30 fractional
-  bits, from minimax linear starts (relative error 0.086, four iterations reach 2^-30).
+* normalisation x = m 2^e with m in [1/2, 1] (A2B, prefix-OR, one bit injection of the
+  one-hot word of e), public tables of e (the exponent itself, powers of two);
+* Newton-Raphson iterations for 1/m and 1/sqrt(m) on m in [1/2, 1] at FN = 30 fractional bits,
+  from linear minimax starts (four iterations reach 2^-31).
 
 Relative error of an output ratio is below 2^-27 (about 7.5e-9); square roots below 2^-27.
-Inputs must stay below 2^62 in the ring (the exact truncation's limit).
+Inputs must stay below 2^62 in the ring (the exact truncation's limit). The mantissa of an
+output is in [1, 2] (2 only when rounding meets the top of the range); a zero value is (0, 0, 0).
 
 :func:`divide_fixed` and :func:`sqrt_fixed` return ordinary fixed-point values for
 intermediate quantities whose range is known (pooled means, Wilson and Byar terms); their range
@@ -24,20 +25,20 @@ conditions are stated on each function.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..mpc import arithmetic as ar
 from ..mpc import boolean as bo
+from ..mpc.normalize import exponent_tables, inject, normalize, reciprocal_newton, rsqrt_newton
 from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
 
 FN = 30  # working precision of mantissas (fractional bits)
 _ONE = 1 << FN
-_RECIP_U = round(2.9142 * 2**FN)  # 1/m ~ (2.9142 - m) / 2 on [1, 2)
-_RSQRT_A, _RSQRT_B = round(1.06638627 * 2**FN), round(0.1523409 * 2**FN)  # 1/sqrt(q) ~ a - b q on [1, 4)
-NEWTON_STEPS = 4
+_SQRT2 = round(math.sqrt(2) * 2**FN)
 
 
 @dataclass(frozen=True)
@@ -70,57 +71,18 @@ def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
     return ar.constant(p, arr, AShare)
 
 
-def _expand(x: AShare, n: int) -> AShare:
-    """x repeated along a new last axis of length n (local)."""
-    return AShare(np.repeat(x.v[..., None], n, axis=-1))
+def _identity(e: int) -> int:
+    return e
 
 
-def bit_onehot(p: Party, x: AShare, count: int, width: int = 1) -> Protocol[AShare]:
-    """One-hot over j < count of [2^(width j) <= x < 2^(width (j+1))], shape (*x.shape, count).
-
-    For x = 0 the first position is set. Assumes 0 <= x < 2^(width * count) and
-    width * count <= 62 (one vectorized comparison of ``count`` thresholds per element).
-    """
-    thresholds = np.array([1 << (width * j) for j in range(1, count + 1)], dtype=np.int64)
-    below = yield from bo.lt(p, _expand(x, count), _const(p, thresholds, (*x.shape, count)))
-    prev = AShare(np.concatenate([np.zeros_like(below.v[..., :1]), below.v[..., :-1]], axis=-1))
-    return below - prev
+def _one(_e: int) -> int:
+    return 1
 
 
-def _combine(onehot: AShare, coeffs: list[int]) -> AShare:
-    """Sum_j onehot_j * coeffs_j (public coefficients): local."""
-    return onehot.mul_public(np.array(coeffs, dtype=np.int64)).sum(axis=len(onehot.shape) - 1)
-
-
-def recip_mantissa(p: Party, m: AShare) -> Protocol[AShare]:
-    """1/m at FN bits for m in [1, 2) at FN bits (Newton, 4 iterations, rel. error < 2^-29)."""
-    u = _const(p, _RECIP_U, m.shape) - m  # u = 2 w0 with w0 = (2.9142 - m) / 2
-    e = yield from ar.mul_fixed(p, m, u, FN)  # m u ~ 2
-    w = yield from ar.mul_fixed(p, u, _const(p, 4 << FN, m.shape) - e, FN + 2)  # w1 = u (4 - m u) / 4
-    for _ in range(NEWTON_STEPS - 1):
-        e = yield from ar.mul_fixed(p, m, w, FN)
-        w = yield from ar.mul_fixed(p, w, _const(p, 2 << FN, m.shape) - e, FN)
-    return w
-
-
-def rsqrt_mantissa(p: Party, q: AShare) -> Protocol[AShare]:
-    """1/sqrt(q) at FN bits for q in [1, 4) at FN bits (Newton, 4 iterations)."""
-    y = _const(p, _RSQRT_A, q.shape) - (yield from ar.trunc(p, q.mul_public(np.int64(_RSQRT_B)), FN))
-    for _ in range(NEWTON_STEPS):
-        y2 = yield from ar.mul_fixed(p, y, y, FN)
-        t = yield from ar.mul_fixed(p, q, y2, FN)
-        y = yield from ar.mul_fixed(p, y, _const(p, 3 << FN, q.shape) - t, FN + 1)
-    return y
-
-
-def _normalise(p: Party, x: AShare) -> Protocol[tuple[AShare, AShare]]:
-    """x in [1, 2^62) as (mantissa in [1, 2) at FN bits, exponent j) with x ~ mantissa 2^j."""
-    onehot = yield from bit_onehot(p, x, 62)
-    scale = _combine(onehot, [1 << (61 - j) for j in range(62)])
-    exponent = _combine(onehot, list(range(62)))
-    wide = yield from ar.mul(p, x, scale)  # in [2^61, 2^62)
-    mant = yield from ar.trunc(p, wide, 61 - FN)
-    return mant, exponent
+# Exponents E of floats satisfy |E| < 2^15, so bits 15..63 all equal the sign bit 63:
+# E = sum_{j < 15} 2^j b_j - 2^15 b_63, floor(E / 2) = sum_{1 <= j < 15} 2^(j-1) b_j - 2^14 b_63.
+_HALF_ROW = [0] + [1 << (j - 1) for j in range(1, 15)] + [0] * 48 + [-(1 << 14)]
+_ODD_ROW = [1] + [0] * 63
 
 
 def divide_float(p: Party, num: AShare, den: AShare, offset: np.ndarray) -> Protocol[Float]:
@@ -128,31 +90,38 @@ def divide_float(p: Party, num: AShare, den: AShare, offset: np.ndarray) -> Prot
 
     ``num`` is any signed ring value, ``den`` a positive one, both below 2^62 in magnitude.
     With num at fx and den at fy fractional bits, pass offset = fy - fx.
+
+    Both are normalised together (|num| = a 2^en, den = b 2^ed, a and b in [1/2, 1]); the
+    Newton-Raphson iteration gives q = a / b in [1/2, 2], doubled when below 1. Rounds: 18 +
+    16 + 10 + 1.
     """
-    sign = yield from bo.ltz(p, num)
-    flip = yield from ar.mul(p, sign, num)
-    absnum = num - flip.lshift(1)
-    both = AShare.concat([absnum, den])
-    mant, exponent = yield from _normalise(p, both)
     n = num.shape[0]
-    w = yield from recip_mantissa(p, mant[n:])
-    q = yield from ar.mul_fixed(p, mant[:n], w, FN)  # in (1/2, 2)
+    nz = yield from normalize(p, AShare.concat([num, den]), FN, [_identity, _one], signed=True, magnitude=True)
+    exponent, nonzero = nz.values
+    q = yield from reciprocal_newton(p, nz.mant[n:], FN, h=nz.mant[:n])
     low = yield from bo.lt(p, q, _const(p, _ONE, q.shape))
-    q = q + (yield from ar.mul(p, low, q))
-    e = exponent[:n] - exponent[n:] - low
-    e = ar.add_public(p, e, np.asarray(offset, dtype=np.int64).view(np.uint64))
-    return Float(sign, q, e)
+    e = ar.add_public(p, exponent[:n] - exponent[n:], np.asarray(offset, dtype=np.int64).view(np.uint64))
+    nz_num = nonzero[:n]
+    # q (1 + low); the exponent e - low, set to 0 for a zero numerator so that it tells nothing.
+    prods = yield from ar.mul(p, AShare.concat([low, nz_num, nz_num]), AShare.concat([q, e, low]))
+    doubled, e_kept, low_kept = prods[:n], prods[n : 2 * n], prods[2 * n :]
+    return Float(nz.sign[:n], q + doubled, e_kept - low_kept)
 
 
 def sqrt_float(p: Party, x: Float) -> Protocol[Float]:
-    """Square root of non-negative canonical floats."""
+    """Square root of non-negative canonical floats.
+
+    x = m 2^E with m in [1, 2): sqrt(x) = sqrt(u) c 2^floor(E/2) with u = m/2 in [1/2, 1) and
+    c = sqrt(2) for even E, 2 for odd E; floor(E/2) and E's parity are public linear
+    combinations of E's bits (one A2B, one injection).
+    """
+    u = yield from ar.trunc(p, x.mant, 1)
     bits = yield from bo.a2b(p, x.exp)
-    odd = yield from bo.bit_inject(p, bits)
-    q = x.mant + (yield from ar.mul(p, odd, x.mant))  # in [1, 4)
-    half = yield from ar.trunc(p, x.exp - odd, 1)  # exact: the exponent is even
-    y = yield from rsqrt_mantissa(p, q)
-    root = yield from ar.mul_fixed(p, q, y, FN)
-    return Float(_const(p, 0, q.shape), root, half)
+    odd, half = yield from inject(p, [(bits, [_ODD_ROW, _HALF_ROW])])
+    c = _const(p, _SQRT2, odd.shape) + odd.mul_public(np.int64((2 << FN) - _SQRT2))
+    r, uc = yield from rsqrt_newton(p, u, FN, also=c)
+    root = yield from ar.mul_fixed(p, uc, r, FN)
+    return Float(_const(p, 0, root.shape), root, half)
 
 
 def divide_fixed(
@@ -163,33 +132,34 @@ def divide_fixed(
     num at ``fx`` bits (signed), den at ``fy`` bits, positive and below 2^den_bits in the ring.
     Range: |num/den| * 2^(den_bits - 1 + fx - fy) < 2^62 and |num/den| * 2^(fo + fw + 1) < 2^62.
     The reciprocal keeps ``fw`` bits (relative error 2^-fw).
+
+    den = b 2^e with b in [1/2, 1); one product round gives b at FN bits and
+    t = num 2^(fy - fx + fo - e) = (num/den) b at ``fo`` bits (both through the tables
+    2^(k + ... - e) and one truncation by k), then t / b by Newton-Raphson with the last
+    iteration at ``fw`` bits. Rounds: 16 + 2 + Newton.
     """
-    onehot = yield from bit_onehot(p, den, den_bits)
-    scale = _combine(onehot, [1 << (den_bits - 1 - j) for j in range(den_bits)])
-    wide = yield from ar.mul(p, den, scale)  # in [2^(den_bits-1), 2^den_bits)
-    shift = FN - den_bits + 1
-    mant = wide.lshift(shift) if shift >= 0 else (yield from ar.trunc(p, wide, -shift))
-    w = yield from recip_mantissa(p, mant)
-    if fw < FN:
-        w = yield from ar.trunc(p, w, FN - fw)
-    t1 = den_bits - 1 + fx - fy - fo
-    if t1 > 0:
-        t = yield from ar.mul_fixed(p, num, scale, t1)
-    else:
-        t = (yield from ar.mul(p, num, scale)).lshift(-t1)
-    return (yield from ar.mul_fixed(p, t, w, fw))
+    k = max(1, den_bits + fx - fy - fo)
+    tables = [  # e <= den_bits by the contract; 0 beyond keeps the injection to den_bits + 1 bits
+        lambda e: (1 << (k + FN - e)) if e <= den_bits else 0,
+        lambda e: (1 << (k + fy - fx + fo - e)) if e <= den_bits else 0,
+    ]
+    (mscale, nscale), _, _ = yield from exponent_tables(p, den, tables, signed=False)
+    both = yield from ar.mul_fixed(p, AShare.concat([den, num]), AShare.concat([mscale, nscale]), k)
+    n = den.shape[0]
+    return (yield from reciprocal_newton(p, both[:n], FN, h=both[n:], out_bits=fw))
 
 
 def sqrt_fixed(p: Party, v: AShare, fv: int, fo: int) -> Protocol[AShare]:
     """sqrt(v) at ``fo`` bits for v >= 0 at ``fv`` bits (fv even, v < 2^62 in the ring).
 
-    Needs 30 + fv/2 - fo >= 1.
+    Needs 30 + fv/2 - fo >= 1. v = u 2^e with u in [1/2, 1): sqrt(v) = (sqrt(u) c) 2^floor(e/2)
+    with c = 2^(e/2 - floor(e/2)) (1 or sqrt(2), a table at FN bits) and the power of two an
+    exact table.
     """
-    onehot = yield from bit_onehot(p, v, 31, width=2)
-    scale = _combine(onehot, [1 << (2 * (30 - j)) for j in range(31)])
-    top = _combine(onehot, [1 << j for j in range(31)])
-    wide = yield from ar.mul(p, v, scale)  # in [2^60, 2^62)
-    q = yield from ar.trunc(p, wide, 60 - FN)  # in [1, 4) at FN bits
-    y = yield from rsqrt_mantissa(p, q)
-    root = yield from ar.mul_fixed(p, q, y, FN)  # sqrt(q) at FN bits
+    nz = yield from normalize(
+        p, v, FN, [lambda e: _ONE if e % 2 == 0 else _SQRT2, lambda e: 1 << (e // 2)], signed=False
+    )
+    c, top = nz.values
+    r, uc = yield from rsqrt_newton(p, nz.mant, FN, also=c)
+    root = yield from ar.mul_fixed(p, uc, r, FN)  # sqrt(v) / 2^floor(e/2) at FN bits
     return (yield from ar.mul_fixed(p, root, top, FN + fv // 2 - fo))

@@ -14,6 +14,7 @@ import pytest
 from site_agent.mpc import arithmetic as ar
 from site_agent.mpc import boolean as bl
 from site_agent.mpc.fixed import FixedPoint
+from site_agent.mpc.normalize import WORD_ROW, inject
 from site_agent.mpc.party import run_in_memory
 from site_agent.mpc.sharing import deal
 
@@ -42,7 +43,13 @@ PROTOCOLS = {
     "lt": lambda p, x, y: bl.lt(p, x, y),
     "eq": lambda p, x, y: bl.eq(p, x, y),
     "b2a": lambda p, x, y: _a2b_b2a(p, x),
+    "inject": lambda p, x, y: _a2b_inject(p, x),
 }
+
+
+def _a2b_inject(p, x):
+    bits = yield from bl.a2b(p, x)
+    return (yield from inject(p, [(bits, [WORD_ROW, [3**j for j in range(64)]])]))
 
 
 def _a2b_b2a(p, x):
