@@ -157,6 +157,8 @@ TARGETS = (
     Target("fixed mult error <= 4 units of 2^-f", "fixed_mul_max_error_units", 4.0, at_most=True),
     Target("network: fixed mult >= 5e6/s", "network_fixed_mul_per_s", 5e6),
     Target("network: fixed mult >= 800x MPyC", "network_fixed_mul_ratio_vs_mpyc", 800),
+    Target("network: comparisons >= 1e6/s", "network_less_than_per_s", 1e6),
+    Target("network: comparisons >= 500x MPyC", "network_less_than_ratio_vs_mpyc", 500),
     Target("network: secure sum of 1e6 x 3 parties <= 0.25 s", "network_secure_sum_seconds", 0.25, at_most=True),
 )
 
@@ -164,6 +166,8 @@ NETWORK_KEYS = (
     "network_n",
     "network_fixed_mul_per_s",
     "network_fixed_mul_best_per_s",
+    "network_less_than_per_s",
+    "network_less_than_best_per_s",
     "network_secure_sum_seconds",
     "network_secure_sum_one_round_seconds",
 )
@@ -430,16 +434,18 @@ def mpyc_figures(sizes: dict[str, int]) -> dict[str, Any]:
 
 
 def network_figures(n: int, repeat: int) -> dict[str, Any]:
-    """Fixed mult and secure sum on three member processes over mutual TLS (``net_engine``).
+    """Fixed mult, comparisons and secure sum on three member processes over mutual TLS (``net_engine``).
 
     Medians over ``repeat`` sessions, each the slowest member's wall time including the
-    session's key set-up. Comparisons and the median have no network job yet.
+    session's key set-up. The median has no network job yet.
     """
     r = net_engine.run(n, repeat)
     return {
         "network_n": n,
         "network_fixed_mul_per_s": r["mul_fixed_per_second_median"],
         "network_fixed_mul_best_per_s": r["mul_fixed_per_second_best"],
+        "network_less_than_per_s": r["lt_per_second_median"],
+        "network_less_than_best_per_s": r["lt_per_second_best"],
         "network_secure_sum_seconds": r["secure_sum_3_rounds_median"],
         "network_secure_sum_one_round_seconds": r["secure_sum_one_round_median"],
     }
@@ -462,6 +468,7 @@ def ratios(f: dict[str, Any]) -> dict[str, float | None]:
         "median_ratio_vs_mpyc": div("mpyc_median_seconds", "median_at_mpyc_n_seconds"),
         "secure_sum_ratio_vs_mpyc": sum_rate / mpyc_sum_rate if mpyc_sum_rate else None,
         "network_fixed_mul_ratio_vs_mpyc": div("network_fixed_mul_per_s", "mpyc_fixed_mul_per_s"),
+        "network_less_than_ratio_vs_mpyc": div("network_less_than_per_s", "mpyc_less_than_per_s"),
         "network_secure_sum_ratio_vs_mpyc": (
             f["network_n"] / f["network_secure_sum_seconds"] / mpyc_sum_rate
             if mpyc_sum_rate and f["network_n"]
@@ -530,9 +537,11 @@ def table(f: dict[str, Any]) -> str:
     if f["network_n"]:
         lines.append(
             f"network (three processes, mutual TLS websockets on loopback, n = {f['network_n']:,}, medians): "
-            f"fixed mult {_fmt(f['network_fixed_mul_per_s'])}/s, secure sum {_fmt(f['network_secure_sum_seconds'])}"
-            f" s (inputs in one round: {_fmt(f['network_secure_sum_one_round_seconds'])} s); x MPyC: fixed mult "
-            f"{_fmt(f['network_fixed_mul_ratio_vs_mpyc'])}, secure sum {_fmt(f['network_secure_sum_ratio_vs_mpyc'])}"
+            f"fixed mult {_fmt(f['network_fixed_mul_per_s'])}/s, less-than {_fmt(f['network_less_than_per_s'])}/s, "
+            f"secure sum {_fmt(f['network_secure_sum_seconds'])} s (inputs in one round: "
+            f"{_fmt(f['network_secure_sum_one_round_seconds'])} s); x MPyC: fixed mult "
+            f"{_fmt(f['network_fixed_mul_ratio_vs_mpyc'])}, less-than {_fmt(f['network_less_than_ratio_vs_mpyc'])}, "
+            f"secure sum {_fmt(f['network_secure_sum_ratio_vs_mpyc'])}"
         )
     if f["quick"]:
         lines.append("quick run: sizes too small for the targets, no verdicts")

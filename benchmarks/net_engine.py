@@ -3,11 +3,14 @@
 Measures, with the full stack (frames, dispatcher, TLS, websockets, session key set-up):
 
 * fixed-point multiplications per second (``mul_fixed`` on n = 1e6 shared values, 3 hops);
+* comparisons per second (``boolean.lt`` on n = 1e6 pairs of shared values; the warm-up's
+  result is opened and checked against numpy);
 * the secure sum of three members' vectors of n = 1e6 values each, opened to all:
   ``input_from`` three times (3 rounds), and the three inputs batched in one round.
 
 Each timed session is preceded by a one-word opening that lines the three processes up; a
-figure is the slowest member's wall time for the session, including key set-up.
+figure is the slowest member's wall time for the session, including key set-up. The members
+are ``net_worker.py`` processes (``site_agent.net.loopback`` with the comparison job).
 
     python benchmarks/net_engine.py [--n 1000000] [--reps 5] [--json]
 """
@@ -25,9 +28,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from site_agent.crypto.certs import issue_cert, make_ca
+from site_agent.net.loopback import plain_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("net_worker.py")
 NAMES = ["hospital-a", "hospital-b", "neutral-c"]
 
 
@@ -42,24 +49,28 @@ def _ports() -> list[int]:
 
 
 def run(n: int, reps: int) -> dict[str, Any]:
-    jobs: list[dict[str, Any]] = []
-    labels: list[str] = []
-
-    def add(op: str, label: str, **kw: Any) -> None:
-        jobs.append({"op": "sync", "session": f"{len(jobs):032x}"})
-        labels.append("sync")
-        jobs.append({"op": op, "n": n, "seed": len(jobs), "session": f"{len(jobs):032x}", **kw})
-        labels.append(label)
-
-    add("mul_fixed", "warmup", open_result=False)
-    for _ in range(reps):
-        add("mul_fixed", "mul_fixed", open_result=False)
-    for _ in range(reps):
-        add("sum3", "sum3")
-    for _ in range(reps):
-        add("sum3_one_round", "sum3_one_round")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
+        lt_out = str(d / "lt")
+        jobs: list[dict[str, Any]] = []
+        labels: list[str] = []
+
+        def add(op: str, label: str, **kw: Any) -> None:
+            jobs.append({"op": "sync", "session": f"{len(jobs):032x}"})
+            labels.append("sync")
+            jobs.append({"op": op, "n": n, "seed": len(jobs), "session": f"{len(jobs):032x}", **kw})
+            labels.append(label)
+
+        add("mul_fixed", "warmup", open_result=False)
+        for _ in range(reps):
+            add("mul_fixed", "mul_fixed", open_result=False)
+        add("lt", "warmup", out=lt_out)
+        for _ in range(reps):
+            add("lt", "lt", open_result=False)
+        for _ in range(reps):
+            add("sum3", "sum3")
+        for _ in range(reps):
+            add("sum3_one_round", "sum3_one_round")
         ca_key, ca_cert = make_ca("bench CA")
         (d / "ca.crt").write_bytes(ca_cert)
         ports = _ports()
@@ -81,7 +92,7 @@ def run(n: int, reps: int) -> dict[str, Any]:
             (d / f"{i}.json").write_text(json.dumps(cfg))
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "site_agent.net.loopback", str(d / f"{i}.json")],
+                    [sys.executable, str(WORKER), str(d / f"{i}.json")],
                     cwd=ROOT,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -89,14 +100,19 @@ def run(n: int, reps: int) -> dict[str, Any]:
                 )
             )
         outs = [p.communicate(timeout=600)[0] for p in procs]
-    per_member = [[json.loads(s) for s in out.splitlines() if s.strip()] for out in outs]
-    seconds: dict[str, list[float]] = {}
-    for k, label in enumerate(labels):
-        lines = [next(x for x in m if x.get("job") == k) for m in per_member]
-        if not all(x["ok"] for x in lines):
-            raise SystemExit(f"job {k} ({label}) failed: {lines}")
-        if label not in ("sync", "warmup"):
-            seconds.setdefault(label, []).append(max(x["seconds"] for x in lines))
+        per_member = [[json.loads(s) for s in out.splitlines() if s.strip()] for out in outs]
+        seconds: dict[str, list[float]] = {}
+        for k, label in enumerate(labels):
+            lines = [next(x for x in m if x.get("job") == k) for m in per_member]
+            if not all(x["ok"] for x in lines):
+                raise SystemExit(f"job {k} ({label}) failed: {lines}")
+            if label not in ("sync", "warmup"):
+                seconds.setdefault(label, []).append(max(x["seconds"] for x in lines))
+        lt_seed = next(job["seed"] for job in jobs if job.get("out") == lt_out)
+        x, y = plain_inputs(lt_seed, n)
+        for i in range(3):
+            if not np.array_equal(np.load(f"{lt_out}.m{i}.npy"), (x < y).astype(np.uint64)):
+                raise SystemExit(f"the comparisons member {i} opened differ from numpy's x < y")
     mul = seconds["mul_fixed"]
     return {
         "n": n,
@@ -105,6 +121,9 @@ def run(n: int, reps: int) -> dict[str, Any]:
         "mul_fixed_seconds": mul,
         "mul_fixed_per_second_best": n / min(mul),
         "mul_fixed_per_second_median": n / statistics.median(mul),
+        "lt_seconds": seconds["lt"],
+        "lt_per_second_best": n / min(seconds["lt"]),
+        "lt_per_second_median": n / statistics.median(seconds["lt"]),
         "secure_sum_3_rounds_seconds": seconds["sum3"],
         "secure_sum_3_rounds_median": statistics.median(seconds["sum3"]),
         "secure_sum_one_round_seconds": seconds["sum3_one_round"],
@@ -127,6 +146,10 @@ def main() -> None:
         f"fixed-point mult: {r['mul_fixed_per_second_median']:.3g}/s median, "
         f"{r['mul_fixed_per_second_best']:.3g}/s best"
         f"  (session seconds: {', '.join(f'{s:.3f}' for s in r['mul_fixed_seconds'])})"
+    )
+    print(
+        f"comparisons (lt): {r['lt_per_second_median']:.3g}/s median, {r['lt_per_second_best']:.3g}/s best"
+        f"  (session seconds: {', '.join(f'{s:.3f}' for s in r['lt_seconds'])})"
     )
     print(f"secure sum, input_from x3 + open: {r['secure_sum_3_rounds_median']:.3f} s median")
     print(f"secure sum, one-round inputs + open: {r['secure_sum_one_round_median']:.3f} s median")

@@ -74,3 +74,25 @@ def test_quick_json_run_reports_every_figure() -> None:
         needs_mpyc = key.startswith("mpyc_") or "vs_mpyc" in key
         assert figures[key] > 0 if with_mpyc or not needs_mpyc else figures[key] is None, key
     assert set(figures["targets"].values()) == {None}
+
+
+QUERY_NAMES = ["count_avg_std_2keys", "median_by_group", "count"]
+
+
+def test_queries_quick_json_run_over_agents(tmp_path: Path) -> None:
+    """``benchmarks/queries.py --quick --json``: three agents, answers checked, every figure reported."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "queries.py"), "--quick", "--json", "--cache", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert figures["quick"] is True and figures["checked_against_pandas"] is True
+    for name in QUERY_NAMES:
+        for key in ("agents_best_s", "agents_median_s", "in_process_best_s", "pandas_best_s", "agents_vs_pandas"):
+            assert figures[f"{name}_{key}"] > 0, f"{name}_{key}"
+        assert 0 <= figures[f"{name}_network_share"] <= 1
+    assert set(figures["targets"].values()) == {None}

@@ -1,0 +1,327 @@
+"""Query benchmark: three sites x N rows in DuckDB (Parquet), over real agents and in-process, beside pandas.
+
+    python benchmarks/queries.py [--rows 1000000] [--repeat 5] [--json] [--quick] [--in-process]
+
+Queries (``QUERIES``), on a synthetic ``patients`` table (sex, ward, age, sbp) per site:
+
+* ``count_avg_std_2keys``: GROUP BY two keys with COUNT, AVG and STDDEV;
+* ``median_by_group``: MEDIAN by group (on the public grid of ages);
+* ``count``: COUNT(*) over the three sites, the round trip of a small secure query.
+
+Over agents (the default), a local consortium is built in a temporary folder
+(``mpc_jupyter.demo.consortium``): three ``mpc-site-agent serve`` processes on loopback with
+mutual TLS, each scanning its own Parquet file with DuckDB, and the analyst's
+``Consortium.query()`` timed from the call until the DataFrame is back, after one warm-up
+query of each kind; best and median of ``--repeat`` runs (``--latency-runs`` for ``count``).
+The planner's in-process executor (``site_agent.query.execute``: the same local SQL, sharing
+and MPC program in one process, no network) runs the same queries on the same files, and
+pandas the same aggregates on the pooled rows in memory. Every answer is checked against
+pandas; a mismatch stops the benchmark with an error. ``--in-process`` skips the agents.
+
+The data are generated with numpy from a seed and cached as Parquet under ``--cache``
+(default: ``$TMPDIR/mpc-jupyter-bench``), so later runs start at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+from engine import Target, machine
+
+from mpc_jupyter.client import Consortium
+from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
+from site_agent.query import DisclosureRules, compile_query, execute
+from site_agent.query.schema_file import load_schema_file
+
+SEED = 20261124
+SITES = ("hospital-a", "hospital-b", "hospital-c")
+SEXES = ("F", "M")
+WARDS = ("cardio", "icu", "onco", "surgery")
+AGE_GRID = (0, 120, 1)
+SCHEMA_TOML = f"""[tables.patients]
+sex = {{ type = "text", domain = {json.dumps(list(SEXES))} }}
+ward = {{ type = "text", domain = {json.dumps(list(WARDS))} }}
+age = {{ type = "integer", grid = {json.dumps(list(AGE_GRID))} }}
+sbp = "float"
+"""
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "mpc-jupyter-bench"
+
+
+@dataclass(frozen=True)
+class Query:
+    """A benchmark query, the same aggregate in pandas on the pooled rows, and its output keys."""
+
+    sql: str
+    pandas: Callable[[pd.DataFrame], pd.DataFrame]
+    keys: tuple[str, ...]
+
+
+QUERIES = {
+    "count_avg_std_2keys": Query(
+        "SELECT sex, ward, COUNT(*) AS n, AVG(sbp) AS mean_sbp, STDDEV(sbp) AS sd_sbp FROM patients GROUP BY sex, ward",
+        lambda df: df.groupby(["sex", "ward"]).sbp.agg(n="count", mean_sbp="mean", sd_sbp="std").reset_index(),
+        ("sex", "ward"),
+    ),
+    "median_by_group": Query(
+        "SELECT ward, MEDIAN(age) AS median_age FROM patients GROUP BY ward",
+        lambda df: df.groupby("ward").age.median().rename("median_age").reset_index(),
+        ("ward",),
+    ),
+    "count": Query("SELECT COUNT(*) AS n FROM patients", lambda df: pd.DataFrame({"n": [len(df)]}), ()),
+}
+
+TARGETS = (
+    Target(
+        "agents: GROUP BY 2 keys COUNT/AVG/STDDEV <= 1 s (median)", "count_avg_std_2keys_agents_median_s", 1.0, True
+    ),
+    Target("agents: MEDIAN by group <= 2 s (median)", "median_by_group_agents_median_s", 2.0, True),
+    Target("agents: COUNT round trip <= 50 ms (median)", "count_agents_median_s", 0.05, True),
+)
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def site_files(cache: Path, rows: int) -> list[Path]:
+    """Each site's Parquet file of ``rows`` patients, generated once per (rows, seed) and cached."""
+    folder = cache / f"patients-{rows}-{SEED}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{site}.parquet" for site in SITES]
+    for k, path in enumerate(paths):
+        if not path.exists():
+            _write_site(path, rows, np.random.default_rng([SEED, k]))
+    return paths
+
+
+def _write_site(path: Path, rows: int, rng: np.random.Generator) -> None:
+    """One site's rows: age depends on the ward and blood pressure on sex and age, so groups differ."""
+    sex = rng.integers(0, len(SEXES), rows, dtype=np.int8)
+    ward = rng.integers(0, len(WARDS), rows, dtype=np.int8)
+    age = np.clip(np.rint(rng.normal(45 + 7 * ward, 18)), 0, 110).astype(np.int64)
+    sbp = rng.normal(118 + 6 * sex + 0.3 * age, 14)
+    codes = pd.DataFrame({"sex": sex, "ward": ward, "age": age, "sbp": sbp})
+    tmp = path.with_suffix(".tmp")
+    con = duckdb.connect()
+    con.register("codes", codes)
+    con.execute(
+        f"COPY (SELECT {_pick(SEXES)}[sex + 1] AS sex, {_pick(WARDS)}[ward + 1] AS ward, age, sbp FROM codes) "
+        f"TO '{tmp}' (FORMAT parquet)"
+    )
+    con.close()
+    tmp.rename(path)
+
+
+def _pick(values: tuple[str, ...]) -> str:
+    """A DuckDB list literal of strings."""
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def pooled_rows(paths: list[Path]) -> pd.DataFrame:
+    """The three sites' rows in one DataFrame (what a central data warehouse would hold)."""
+    return pd.concat([duckdb.read_parquet(str(p)).df() for p in paths], ignore_index=True)
+
+
+# --- timing and checks -----------------------------------------------------------------
+
+
+def timed(fn: Callable[[], pd.DataFrame], runs: int) -> tuple[list[float], pd.DataFrame]:
+    """Wall-clock seconds of each of ``runs`` calls, and the last call's result."""
+    seconds, out = [], pd.DataFrame()
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds, out
+
+
+def check(name: str, got: pd.DataFrame, expected: pd.DataFrame, where: str) -> None:
+    """Raise if ``got`` differs from pandas: counts exactly, means and deviations to 1e-4
+    relative, medians to half a grid step (pandas averages the two middle values)."""
+    keys = list(QUERIES[name].keys)
+    a = got.sort_values(keys).reset_index(drop=True) if keys else got.reset_index(drop=True)
+    b = expected.sort_values(keys).reset_index(drop=True) if keys else expected
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        raise AssertionError(f"{name} ({where}): columns/rows {list(a.columns)} x {len(a)}, pandas {list(b.columns)}")
+    for col in b.columns:
+        if col in keys or col == "n":
+            ok = a[col].tolist() == b[col].tolist()
+        elif col == "median_age":
+            ok = bool(np.all(np.abs(a[col] - b[col]) <= AGE_GRID[2] / 2))
+        else:
+            ok = bool(np.allclose(a[col], b[col], rtol=1e-4, atol=0))
+        if not ok:
+            raise AssertionError(f"{name} ({where}): column {col} differs from pandas:\n{a}\npandas:\n{b}")
+
+
+def summary(prefix: str, seconds: list[float]) -> dict[str, float]:
+    """Best and median of a list of timings, under ``prefix``."""
+    return {f"{prefix}_best_s": min(seconds), f"{prefix}_median_s": statistics.median(seconds)}
+
+
+# --- the two ways of running a query -----------------------------------------------------
+
+
+def in_process(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int) -> dict[str, Any]:
+    """Each query through the planner's in-process executor on the same Parquet files."""
+    schema_file = paths[0].parent / "schema.toml"
+    schema_file.write_text(SCHEMA_TOML)
+    schema = load_schema_file(schema_file)
+    cons = {}
+    for site, path in zip(SITES, paths, strict=True):
+        con = duckdb.connect()
+        con.execute(f"CREATE VIEW patients AS SELECT * FROM read_parquet('{path}')")
+        cons[site] = con
+    out: dict[str, Any] = {}
+    for name, query in QUERIES.items():
+        plan = compile_query(query.sql, schema, DisclosureRules())
+        execute(plan, cons)  # warm-up
+        seconds, frame = timed(lambda plan=plan: execute(plan, cons), repeat)  # type: ignore[misc]
+        check(name, frame, pooled[name], "in-process")
+        out |= summary(f"{name}_in_process", seconds)
+        out[f"{name}_rounds"] = frame.attrs["rounds"]
+        out[f"{name}_bytes"] = frame.attrs["bytes"]
+    return out
+
+
+def over_agents(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int, latency_runs: int) -> dict[str, Any]:
+    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
+        root = Path(tmp) / "consortium"
+        sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
+        with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
+            consortium_file = build_consortium(root, sites, SCHEMA_TOML)
+        agents = AgentProcesses(root, SITES)
+        start = time.perf_counter()
+        with agents, Consortium.connect(consortium_file, timeout=120) as client:
+            out["agents_start_s"] = time.perf_counter() - start
+            out["agent_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
+            for name, query in QUERIES.items():
+                client.query(query.sql)  # warm-up
+                runs = latency_runs if name == "count" else repeat
+                seconds, phases, frame = agent_runs(client, query.sql, runs)
+                check(name, frame, pooled[name], "agents")
+                out |= summary(f"{name}_agents", seconds)
+                out[f"{name}_agents_phases_s"] = phases
+    return out
+
+
+def agent_runs(client: Consortium, sql: str, runs: int) -> tuple[list[float], dict[str, float], pd.DataFrame]:
+    """``runs`` timed queries: the analyst's seconds per run, the median time at which the slowest
+    agent reached each phase it reports (``answered``: it sent its result), and the last answer."""
+    seconds: list[float] = []
+    reached: list[dict[str, float]] = []
+    frame = pd.DataFrame()
+    for _ in range(runs):
+        at: dict[str, float] = {}
+
+        def progress(site: str, phase: str, since_start: float, at: dict[str, float] = at) -> None:
+            at[phase] = max(at.get(phase, 0.0), since_start)
+
+        start = time.perf_counter()
+        frame = client.query(sql, progress=progress)
+        seconds.append(time.perf_counter() - start)
+        at["answered"] = max(s["seconds"] for s in frame.attrs["stats"].values())
+        reached.append(at)
+    phases = {phase: statistics.median(r[phase] for r in reached if phase in r) for phase in reached[-1]}
+    return seconds, phases, frame
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def measure(rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool, quick: bool) -> dict[str, Any]:
+    """Every figure, ratio and target verdict as one flat dictionary (no verdicts when ``quick``)."""
+    figures: dict[str, Any] = {"rows_per_site": rows, "sites": len(SITES), "quick": quick, "machine": machine()}
+    start = time.perf_counter()
+    paths = site_files(cache, rows)
+    data = pooled_rows(paths)
+    figures["data_seconds"] = time.perf_counter() - start
+    pooled = {name: q.pandas(data) for name, q in QUERIES.items()}
+    for name, q in QUERIES.items():
+        figures |= summary(f"{name}_pandas", timed(lambda q=q: q.pandas(data), repeat)[0])  # type: ignore[misc]
+    figures |= in_process(paths, pooled, repeat)
+    if agents:
+        figures |= over_agents(paths, pooled, repeat, latency_runs)
+    for name in QUERIES:
+        pandas_s = figures[f"{name}_pandas_best_s"]
+        figures[f"{name}_in_process_vs_pandas"] = figures[f"{name}_in_process_best_s"] / pandas_s
+        if agents:
+            net, local = figures[f"{name}_agents_best_s"], figures[f"{name}_in_process_best_s"]
+            figures[f"{name}_agents_vs_pandas"] = net / pandas_s
+            figures[f"{name}_agents_vs_in_process"] = net / local
+            figures[f"{name}_network_share"] = max(net - local, 0.0) / net
+    figures["checked_against_pandas"] = True
+    figures["targets"] = {t.name: None if quick else t.check(figures) for t in TARGETS}
+    return figures
+
+
+def _ms(seconds: float | None) -> str:
+    """Seconds in a readable unit (µs, ms or s)."""
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:,.1f} µs"
+    return f"{seconds * 1000:,.1f} ms" if seconds < 1 else f"{seconds:,.3f} s"
+
+
+def table(f: dict[str, Any]) -> str:
+    """The figures as a readable table with PASS/FAIL per target."""
+    lines = [
+        f"3 sites x {f['rows_per_site']:,} rows (DuckDB over Parquet); best / median of runs; "
+        "answers equal pandas on the pooled rows",
+        f"{'query':<22}{'agents best':>14}{'agents median':>15}{'in-process':>13}{'pandas':>12}"
+        f"{'x pandas':>10}{'net share':>11}{'rounds':>8}",
+    ]
+    for name in QUERIES:
+        agents = f.get(f"{name}_agents_best_s")
+        share = f.get(f"{name}_network_share")
+        lines.append(
+            f"{name:<22}{_ms(agents):>14}{_ms(f.get(name + '_agents_median_s')):>15}"
+            f"{_ms(f[name + '_in_process_best_s']):>13}{_ms(f[name + '_pandas_best_s']):>12}"
+            f"{f.get(name + '_agents_vs_pandas', f[name + '_in_process_vs_pandas']):>9.1f}x"
+            f"{'-' if share is None else f'{share:.0%}':>11}{f[name + '_rounds']:>8}"
+        )
+    lines.append("x pandas: agents best / pandas best (in-process best / pandas best with --in-process)")
+    for name in QUERIES:
+        phases = f.get(f"{name}_agents_phases_s")
+        if phases:
+            lines.append(f"{name}: slowest agent reached " + ", ".join(f"{k} {_ms(v)}" for k, v in phases.items()))
+    if f["quick"]:
+        lines.append("quick run: sizes too small for the targets, no verdicts")
+    lines += [f"{'PASS' if ok else 'FAIL' if ok is False else 'n/a '}  {name}" for name, ok in f["targets"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=None, help="rows per site (default 1,000,000; 10,000 quick)")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per query (default 5; 2 quick)")
+    parser.add_argument("--latency-runs", type=int, default=None, help="timed COUNT runs (default 30; 5 quick)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for the generated Parquet files")
+    parser.add_argument("--in-process", action="store_true", help="skip the agents: in-process executor and pandas")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    rows = args.rows or (10_000 if args.quick else 1_000_000)
+    repeat = args.repeat or (2 if args.quick else 5)
+    latency_runs = args.latency_runs or (5 if args.quick else 30)
+    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick)
+    print(json.dumps(figures) if args.json else table(figures))
+
+
+if __name__ == "__main__":
+    main()
