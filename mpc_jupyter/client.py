@@ -83,20 +83,38 @@ class SiteStatus:
     error: str = ""
 
 
+FAILURE_GRACE_SECONDS = 2.0
+"""After a first failure, how long to wait for the other members' answers: the member that
+refused reports its own site and rule, while its peers only echo "site X refused", and the
+echo may arrive first."""
+
+
 @dataclass
 class _Pending:
     """Answers collected for one query id."""
 
     session: bytes
     done: asyncio.Event
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     shares: dict[int, np.ndarray] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    answered: set[int] = field(default_factory=set)
     progress: ProgressCallback | None = None
 
+    def fail(self, index: int, failure: dict[str, Any]) -> None:
+        """Member ``index`` reported a failure (or its connection was lost)."""
+        self.failures.append(failure)
+        self.answered.add(index)
+        self.check()
+
     def check(self) -> None:
-        """Done at the first failure, or once all three members sent metadata and shares."""
-        if self.failures or (len(self.results) == 3 and len(self.shares) == 3):
+        """Done once every member answered (metadata and shares, or a failure)."""
+        for index in self.shares:
+            self.answered.add(index)
+        if self.failures:
+            self.failed.set()
+        if len(self.answered) == 3 and (self.failures or len(self.results) == 3):
             self.done.set()
 
 
@@ -235,11 +253,11 @@ class Consortium:
             pass
         finally:
             for pending in self._pending.values():
-                if index not in pending.shares and not pending.done.is_set():
-                    pending.failures.append(
-                        {"site": name, "category": "peer", "rule": "", "message": f"connection to site {name} closed"}
+                if index not in pending.answered and not pending.done.is_set():
+                    pending.fail(
+                        index,
+                        {"site": name, "category": "peer", "rule": "", "message": f"connection to site {name} closed"},
                     )
-                    pending.done.set()
 
     def _deliver(self, index: int, frame: Frame) -> None:
         if frame.type == MsgType.RESULT_SHARES:
@@ -266,8 +284,7 @@ class Consortium:
                 pending_for.shares[index] = np.zeros((2, 0), dtype=np.uint64)
             pending_for.check()
         elif kind == msg.FAILURE:
-            pending_for.failures.append(body)
-            pending_for.check()
+            pending_for.fail(index, body)
 
     async def _ask(self, text: str, mode: str, params: dict[str, Any], progress: ProgressCallback | None) -> _Pending:
         env = sign_envelope(self._key, query=text, consortium=self.config.id, analyst=self.analyst, params=params)
@@ -277,13 +294,20 @@ class Consortium:
         try:
             frame = Frame(MsgType.QUERY, control={"kind": msg.QUERY, "envelope": env.to_json(), "mode": mode})
             await asyncio.gather(*(self._send(i, frame) for i in range(3)))
+            deadline = asyncio.get_running_loop().time() + self.timeout + 5
+            done = asyncio.ensure_future(pending.done.wait())
+            failed = asyncio.ensure_future(pending.failed.wait())
             try:
-                await asyncio.wait_for(pending.done.wait(), self.timeout + 5)
-            except TimeoutError:
-                silent = [self.committee[i] for i in range(3) if i not in pending.shares]
-                raise SiteUnavailable(
-                    silent[0], f"site {silent[0]} did not answer within {self.timeout + 5:g} s"
-                ) from None
+                await asyncio.wait([done, failed], timeout=self.timeout + 5, return_when=asyncio.FIRST_COMPLETED)
+                if pending.failures and not done.done():
+                    left = deadline - asyncio.get_running_loop().time()
+                    await asyncio.wait([done], timeout=max(0.0, min(FAILURE_GRACE_SECONDS, left)))
+            finally:
+                done.cancel()
+                failed.cancel()
+            if not pending.failures and not pending.done.is_set():
+                silent = [self.committee[i] for i in range(3) if i not in pending.answered]
+                raise SiteUnavailable(silent[0], f"site {silent[0]} did not answer within {self.timeout + 5:g} s")
         finally:
             del self._pending[query_id]
         if pending.failures:

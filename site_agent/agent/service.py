@@ -9,7 +9,8 @@ What happens to a query (see docs/architecture.md for the whole path):
 2. The MPC session (id derived from the envelope, so members agree without talking)
    starts with the agreement round: verdicts and plan digests. A refusal anywhere stops
    every member before any share moves.
-3. The plan's local SQL runs on this site's DuckDB; the pre-aggregates are shared with
+3. The plan's local SQL runs on this site's DuckDB (a per-site breakdown places the results
+   in this site's own SITE cells, by its committee index); the pre-aggregates are shared with
    ``input_all``; the plan's MPC program runs; this member sends the analyst its pair of
    shares of the declared outputs plus the public result metadata and its receipt.
 4. Every request, accepted or not, gets one signed audit entry. Log lines carry names,
@@ -51,7 +52,7 @@ from ..errors import (
 from ..mpc.arithmetic import input_all
 from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
-from ..net.framing import Frame, MsgType
+from ..net.framing import Frame, MsgType, error_frame
 from ..net.mesh import Connection, Member, Mesh
 from ..policy import Policy, RateLimiter, combine, load_policy
 from . import messages as msg
@@ -62,6 +63,8 @@ from .data import describe, open_tables
 log = logging.getLogger("site_agent")
 
 POLICY_WAIT_SECONDS = 10.0
+CLOSE_SECONDS = 3.0
+"""At most this long for closing the links on stop (SIGTERM); then the process exits anyway."""
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Agent:
             raise MpcError(f"site {self.site!r} is not a compute member; input-only sites are not supported yet")
         self.index = committee.index(self.site)
         self.names = dict(enumerate(committee))
+        self.sites = tuple(committee)  # committee order: the domain of SITE in per-site breakdowns
         self.policy = load_policy(config.policy, self.site)
         self.peer_policies: dict[str, Policy] = {}
         self._policies_known = asyncio.Event()
@@ -119,7 +123,9 @@ class Agent:
         await stop.wait()
         log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})
         await self._abort_running()
-        await self.mesh.close()
+        # Closing waits for each peer's close handshake; a frozen peer must not hold up the stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.mesh.close(), CLOSE_SECONDS)
         # A query that arrived while the first ones were being aborted is aborted too, before
         # the audit log closes, so it still gets its "failed" entry.
         await self._abort_running()
@@ -216,16 +222,19 @@ class Agent:
             if body["mode"] == "run":
                 self.limiter.acquire(env.analyst)
             await progress("verified")
-            plan = planning.compile_query(env.query, self.schema, policy, dict(env.params))
+            plan = planning.compile_query(env.query, self.schema, policy, dict(env.params), self.sites)
             await progress("compiled")
             if body["mode"] == "explain":
                 await self._reply_explain(conn, query_id, plan)
                 return
             outcome = await self._run_session(env, plan, progress)
         except asyncio.CancelledError:
-            self._record(env, plan, "failed", "agent stopped before the query completed", started)
+            receipt = self._record(env, plan, "failed", "agent stopped before the query completed", started)
+            reason = f"site {self.site} stopped; nothing was released"
             with contextlib.suppress(Exception):
-                await self._reply_failure(conn, query_id, "failed", "", "the agent stopped; nothing was released", None)
+                await self._reply_failure(conn, query_id, "failed", "", reason, receipt.to_json())
+            if plan is not None:
+                await self._tell_peers_aborted(msg.session_id(query_id), reason)
             raise
         except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
             await self._refuse(conn, env, plan, exc, started)
@@ -269,9 +278,17 @@ class Agent:
             extra={"event": "query", "analyst": env.analyst, "query_id": query_id[:16], "plan": plan.digest[:16]},
         )
 
+    async def _tell_peers_aborted(self, session: bytes, reason: str) -> None:
+        """Best effort: an abort notice for ``session`` to both peers, so they stop now and name
+        this site, instead of waiting for the links to close or for their timeout."""
+        frame = error_frame(f"party {self.index} ({self.site}) aborted: {reason}", session, self.index)
+        for conn in list(self.mesh.links.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.send_frame(frame), 1.0)
+
     async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
-        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site)
+        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site, self.index)
         await progress("local")
         sizes = plan.input_sizes
 

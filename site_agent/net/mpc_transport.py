@@ -25,7 +25,15 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ..errors import PeerDisconnected, PeerFailure, PeerTimeout, ProtocolError, ProtocolViolation
+from ..errors import (
+    PeerDisconnected,
+    PeerFailure,
+    PeerTimeout,
+    PlanMismatch,
+    ProtocolError,
+    ProtocolViolation,
+    QueryRefused,
+)
 from ..mpc.party import PartyMachine
 from .framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, encode_parts, error_frame
 
@@ -141,7 +149,9 @@ async def run_party(
     except BaseException as exc:
         for task in pending.values():
             task.cancel()
-        if isinstance(exc, Exception):
+        # A refusal or plan mismatch in the agreement round is seen by every member in that same
+        # round; an abort notice would only race the refusing member's own verdict at the third.
+        if isinstance(exc, Exception) and not isinstance(exc, (QueryRefused, PlanMismatch)):
             await notify_abort(links, session_id, me, f"{label.get(me, f'party {me}')} aborted: {exc}")
         raise
     finally:
@@ -161,23 +171,28 @@ async def _receive_some(
     max_frame: int,
     blame: dict[int, int],
 ) -> None:
-    """Wait for at least one data frame from the peers the machine waits for; feed it."""
+    """Wait for at least one data frame from the peers the machine waits for; feed it.
+
+    Every link is read, not only the awaited ones: a peer that already delivered this round
+    may abort or disconnect meanwhile, and that must end the session now, naming it. Data it
+    sends ahead is fed to the machine, which keeps it for the round it belongs to.
+    """
     me = machine.index
     loop = asyncio.get_running_loop()
     start = loop.time()
     noticed = False
     while True:
-        for p in waiting:
+        for p in links:
             if p not in pending:
                 pending[p] = asyncio.ensure_future(links[p].recv())
         now = loop.time()
         stall_at, give_up = start + timeout * _SILENCE, start + timeout
         limit = (stall_at if not noticed else give_up) - now
-        done, _ = await asyncio.wait(
-            [pending[p] for p in waiting], timeout=max(limit, 0), return_when="FIRST_COMPLETED"
-        )
+        done, _ = await asyncio.wait(list(pending.values()), timeout=max(limit, 0), return_when="FIRST_COMPLETED")
         fed = False
-        for p in [q for q in waiting if pending[q].done()]:
+        for p in [q for q in links if q in pending and pending[q].done()]:
+            if machine.done:
+                break
             frame = decode(pending.pop(p).result(), max_frame)
             if frame.type == MsgType.SESSION_STATUS and frame.session == session and frame.sender == p:
                 assert frame.control is not None
@@ -187,7 +202,7 @@ async def _receive_some(
             seq_in[p] += 1
             blame.pop(p, None)
             machine.receive(p, frame.array)  # type: ignore[arg-type]
-            fed = True
+            fed = fed or p in waiting
         if fed:
             return
         if done:
