@@ -153,28 +153,41 @@ def open_to(p: Party, x: AShare, target: int) -> Protocol[U64 | None]:
     return None
 
 
-def reshare(p: Party, z: U64, kind: type[S]) -> Protocol[S]:
+def reshare(p: Party, pair: U64, kind: type[S]) -> Protocol[S]:
     """3-out-of-3 shares (already masked) to replicated: each member sends z_i to member i-1.
 
-    Works for both sharings (``kind`` AShare or BShare): only the components move.
+    ``pair`` has shape (2, ...) with this member's z_i in ``pair[0]``; ``pair[1]`` is filled in
+    place with z_{i+1} from member i+1, so no component is copied. Works for both sharings
+    (``kind`` AShare or BShare): only the components move.
     """
-    flat = z.reshape(-1)
+    flat = pair[0, ...].reshape(-1)  # a view, also for 0-d shares
     got = yield from exchange(send={p.prev: flat}, expect={p.next: flat.size})
-    return kind.from_pair(z, got[p.next].reshape(z.shape))
+    pair[1, ...] = got[p.next].reshape(pair.shape[1:])
+    return kind(pair)
+
+
+def new_pair(shape: tuple[int, ...]) -> U64:
+    """An uninitialised (2, *shape) buffer for a share about to be computed."""
+    return np.empty((2, *shape), dtype=np.uint64)
 
 
 def _local_product(p: Party, x: AShare, y: AShare) -> U64:
-    """z_i = x_i y_i + x_i y_{i+1} + x_{i+1} y_i + alpha_i (elementwise)."""
-    z: U64 = x.v[0] * (y.v[0] + y.v[1]) + x.v[1] * y.v[0]
-    out: U64 = z + p.rand.zero_share(z.size).reshape(z.shape)
-    return out
+    """A pair buffer whose first row is z_i = x_i y_i + x_i y_{i+1} + x_{i+1} y_i + alpha_i."""
+    pair = new_pair(np.broadcast_shapes(x.shape, y.shape))
+    z = pair[0, ...]
+    np.add(y.v[0], y.v[1], out=z)
+    np.multiply(x.v[0], z, out=z)
+    z += x.v[1] * y.v[0]
+    z += p.rand.zero_share(z.size).reshape(z.shape)
+    return pair
 
 
 def _local_matmul(p: Party, x: AShare, y: AShare) -> U64:
     with np.errstate(over="ignore"):  # a vector dot product gives numpy scalars, which warn on wrap
         z: U64 = np.asarray(x.v[0] @ (y.v[0] + y.v[1]) + x.v[1] @ y.v[0], dtype=np.uint64)
-    out: U64 = z + p.rand.zero_share(z.size).reshape(z.shape)
-    return out
+    pair = new_pair(z.shape)
+    np.add(z, p.rand.zero_share(z.size).reshape(z.shape), out=pair[0, ...])
+    return pair
 
 
 def mul(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
@@ -200,12 +213,12 @@ def trunc(p: Party, x: AShare, bits: int) -> Protocol[AShare]:
 
 def mul_fixed(p: Party, x: AShare, y: AShare, frac_bits: int) -> Protocol[AShare]:
     """Fixed-point product: the local product truncated by ``frac_bits`` (3 hops)."""
-    return (yield from _trunc_additive(p, _local_product(p, x, y), frac_bits, p1_sends=True))
+    return (yield from _trunc_additive(p, _local_product(p, x, y)[0, ...], frac_bits, p1_sends=True))
 
 
 def matmul_fixed(p: Party, x: AShare, y: AShare, frac_bits: int) -> Protocol[AShare]:
     """Fixed-point matrix product, truncated once per output element."""
-    return (yield from _trunc_additive(p, _local_matmul(p, x, y), frac_bits, p1_sends=True))
+    return (yield from _trunc_additive(p, _local_matmul(p, x, y)[0, ...], frac_bits, p1_sends=True))
 
 
 def _trunc_additive(p: Party, z: U64, m: int, p1_sends: bool) -> Protocol[AShare]:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .arithmetic import component_only, constant, input_from, input_pair, mul
+from .arithmetic import component_only, constant, input_from, input_pair, mul, new_pair, reshare
 from .party import Party, Protocol, exchange
 from .ring import ALL_ONES, U64
 from .shares import AShare, BShare
@@ -52,15 +52,22 @@ def and_many(p: Party, pairs: Sequence[tuple[BShare, BShare]]) -> Protocol[list[
 
     z_i = x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i ^ (XOR zero-share), then a reshare.
     """
-    local = [((x.v[0] & (y.v[0] ^ y.v[1])) ^ (x.v[1] & y.v[0])) for x, y in pairs]
-    flat = np.concatenate([z.reshape(-1) for z in local]) if len(local) > 1 else local[0].reshape(-1)
-    flat ^= p.rand.xor_zero_share(flat.size)
-    got = yield from exchange(send={p.prev: flat}, expect={p.next: flat.size})
+    shapes = [np.broadcast_shapes(x.shape, y.shape) for x, y in pairs]
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    pair = new_pair((sum(sizes),))
+    start = 0
+    for (x, y), shape, size in zip(pairs, shapes, sizes, strict=True):
+        z = pair[0, start : start + size].reshape(shape)
+        np.bitwise_xor(y.v[0], y.v[1], out=z)
+        z &= x.v[0]
+        z ^= x.v[1] & y.v[0]
+        start += size
+    pair[0] ^= p.rand.xor_zero_share(pair.shape[1])
+    both = yield from reshare(p, pair, BShare)
     out, start = [], 0
-    for z in local:
-        stop = start + z.size
-        out.append(BShare.from_pair(flat[start:stop].reshape(z.shape), got[p.next][start:stop].reshape(z.shape)))
-        start = stop
+    for shape, size in zip(shapes, sizes, strict=True):
+        out.append(BShare(both.v[:, start : start + size].reshape(2, *shape)))
+        start += size
     return out
 
 

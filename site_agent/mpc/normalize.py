@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arithmetic import constant, mul_fixed, reshare
+from .arithmetic import constant, mul_fixed, new_pair, reshare
 from .boolean import a2b, prefix_or
 from .party import Party, Protocol, exchange
 from .ring import ALL_ONES
@@ -107,7 +107,9 @@ def inject(p: Party, parts: Sequence[tuple[BShare, Rows]]) -> Protocol[list[ASha
             linear = (b2 @ coeffs, x0 @ coeffs)
             cross = (x0 * b2) @ coeffs
         masked = cross + p.rand.zero_share(n * outputs).reshape(n, outputs)
-    products = yield from reshare(p, masked, AShare)
+    pair = new_pair(masked.shape)
+    pair[0] = masked
+    products = yield from reshare(p, pair, AShare)
     out = AShare.from_pair(*linear) - products.lshift(1)
     return [out[:, k].reshape(*shape) for k in range(outputs)]
 

@@ -78,12 +78,15 @@ class Randomness:
     def zero_share(self, n: int) -> U64:
         """alpha_i = F(K_i) - F(K_{i+1}); the three parties' values sum to 0."""
         i = self.index
-        return self.stream(i, n) - self.stream((i + 1) % 3, n)
+        out = self.stream(i, n)
+        out -= self.stream((i + 1) % 3, n)
+        return out
 
     def xor_zero_share(self, n: int) -> U64:
         """F(K_i) ^ F(K_{i+1}); the three parties' values XOR to 0."""
         i = self.index
-        out: U64 = self.stream(i, n) ^ self.stream((i + 1) % 3, n)
+        out = self.stream(i, n)
+        out ^= self.stream((i + 1) % 3, n)
         return out
 
     def random_pair(self, n: int) -> tuple[U64, U64]:

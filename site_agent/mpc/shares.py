@@ -7,6 +7,9 @@ numpy call on both components.
 * :class:`AShare`: arithmetic sharing, x = x_0 + x_1 + x_2 (mod 2^64).
 * :class:`BShare`: boolean sharing of bit-packed words, x = x_0 ^ x_1 ^ x_2.
 
+Share arrays are written once: every operation returns new arrays and nothing mutates a
+share after it is built. Protocols rely on that to send a component without copying it.
+
 Operations that need communication (products, comparisons, truncation) are protocols
 in :mod:`.arithmetic` and :mod:`.boolean`.
 """
