@@ -3,8 +3,9 @@
 ``site_agent.query`` compiles text into a :class:`~site_agent.query.plan.Plan` and runs it in
 one process. Over the network the same pieces are cut differently:
 
-* every member compiles the envelope's text against the consortium schema file and the
-  combined policy (:func:`compile_query`);
+* every member compiles the envelope's text against the consortium schema file, the
+  combined policy and the committee's site names (the domain of ``SITE``), and the combined
+  policy must allow the plan's statement kind (:func:`compile_query`);
 * each site's pre-aggregates are flattened into one vector for ``input_all``
   (:meth:`Compiled.local_inputs`) and unflattened into the planner's per-input arrays, stacked
   on a site axis, inside the session (:meth:`Compiled.program`);
@@ -91,9 +92,16 @@ class Compiled:
     def reveals(self) -> list[RevealInfo]:
         return [RevealInfo(r["name"], (self.plan.out_cells,)) for r in self.plan.data["reveals"]]
 
-    def local_inputs(self, con: Any, site: str = "site") -> U64:
-        """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector."""
-        arrays = local_preaggregates(self.plan, con, site)
+    @property
+    def kind(self) -> str:
+        return self.plan.kind
+
+    def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None) -> U64:
+        """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector.
+
+        ``site_index`` (the member's committee index) places a per-site breakdown's local cells
+        in this site's own SITE slice."""
+        arrays = local_preaggregates(self.plan, con, site, site_index)
         return np.concatenate([arrays[n].reshape(-1) for n in self.input_names]).astype(np.uint64)
 
     def program(self, p: Party, inputs: list[AShare]) -> Protocol[tuple[AShare, dict[str, Any]]]:
@@ -114,11 +122,22 @@ class Compiled:
         return explain_plan(self.plan)
 
 
-def compile_query(text: str, schema: Schema, policy: Policy, params: dict[str, Any] | None = None) -> Compiled:
-    """Compile ``text`` under the combined policy; raises QueryError or PolicyRefusal."""
-    policy.check_kind("aggregate")
+def compile_query(
+    text: str,
+    schema: Schema,
+    policy: Policy,
+    params: dict[str, Any] | None = None,
+    sites: tuple[str, ...] | None = None,
+) -> Compiled:
+    """Compile ``text`` under the combined policy; raises QueryError or PolicyRefusal.
+
+    ``sites`` are the committee's site names in committee order (the domain of ``SITE``); the
+    plan's statement kind (``aggregate`` or ``per_site_breakdown``) must be allowed by every site.
+    """
     del params  # parameters are bound by the notebook before signing; nothing to do here yet
-    return Compiled(query_plan.compile_query(text, schema, rules_from_policy(policy, schema)))
+    compiled = Compiled(query_plan.compile_query(text, schema, rules_from_policy(policy, schema), sites))
+    policy.check_kind(compiled.kind)
+    return compiled
 
 
 def _flatten(result: MpcResult) -> tuple[AShare, list[list[Any]]]:

@@ -23,6 +23,10 @@ from ..policy.model import Policy
 
 KeyValue = str | int | float | bool | None
 
+SITE = "site"
+"""The reserved pseudo-column of per-site breakdowns (``GROUP BY SITE``): no table may have a
+column of this name, so ``SITE`` in a query always means the committee site a row belongs to."""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -54,6 +58,13 @@ class Table:
 
     name: str
     columns: Mapping[str, Column]
+
+    def __post_init__(self) -> None:
+        if SITE in self.columns:
+            raise ConfigError(
+                f"table {self.name!r}: the column name {SITE!r} is reserved (SITE in a query names the "
+                "committee site a row belongs to); rename the column"
+            )
 
     @classmethod
     def of(cls, name: str, columns: Iterable[Column]) -> Table:
@@ -134,7 +145,9 @@ class DisclosureRules:
 
     ``exposed`` maps a table to the columns an analyst may reference (``None``: all of the
     schema's columns); ``identifiers`` are columns that may appear only inside COUNT(DISTINCT)
-    and join conditions; ``allow_min_max`` gates MIN/MAX (they disclose one person's value).
+    and join conditions; ``allow_min_max`` gates MIN/MAX (they disclose one person's value);
+    ``statement_kinds`` are the kinds every site allows (``None``: all), so a per-site
+    breakdown (``GROUP BY SITE``) compiles only where every site allows ``per_site_breakdown``.
     """
 
     min_cell_size: int = 5
@@ -142,6 +155,7 @@ class DisclosureRules:
     allow_min_max: bool = False
     exposed: Mapping[str, frozenset[str]] | None = None
     identifiers: frozenset[str] = field(default_factory=frozenset)
+    statement_kinds: frozenset[str] | None = None
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
@@ -166,12 +180,14 @@ class DisclosureRules:
             "allow_min_max": self.allow_min_max,
             "exposed": None if self.exposed is None else {t: sorted(c) for t, c in sorted(self.exposed.items())},
             "identifiers": sorted(self.identifiers),
+            "statement_kinds": None if self.statement_kinds is None else sorted(self.statement_kinds),
         }
 
 
 def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
     """The planner's view of a (combined) site policy: exposed tables and columns, identifier
-    columns (usable only in JOIN ... ON and COUNT(DISTINCT ...)), limits and MIN/MAX."""
+    columns (usable only in JOIN ... ON and COUNT(DISTINCT ...)), limits, MIN/MAX and the
+    statement kinds every site allows."""
     exposed: dict[str, frozenset[str]] = {}
     identifiers: set[str] = set()
     for name, tp in policy.tables.items():
@@ -186,5 +202,6 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         allow_min_max=policy.allow_min_max,
         exposed=exposed,
         identifiers=frozenset(identifiers),
+        statement_kinds=policy.statement_kinds,
         policy=policy,
     )

@@ -43,9 +43,44 @@ def _column(result: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarra
     return values, mask | np.isnan(values)
 
 
-def local_preaggregates(plan: Plan, con: Any, site: str = "site") -> dict[str, U64]:
-    """Run the plan's local SQL on one site's connection; the pre-aggregates as ring vectors."""
-    base = plan.base_cells
+def _site_slot(plan: Plan, site: str, site_index: int | None) -> int | None:
+    """The position of this site in the ``SITE`` domain (None when the plan has no SITE key)."""
+    key = plan.site_key
+    if key is None:
+        return None
+    domain = plan.keys[key]["domain"]
+    if site_index is None:
+        if site not in domain:
+            raise QueryError(f"site {site!r} is not one of the plan's sites ({', '.join(domain)})")
+        site_index = domain.index(site)
+    if not 0 <= site_index < len(domain):
+        raise QueryError(f"site index {site_index} is outside the plan's {len(domain)} sites")
+    return site_index
+
+
+def _place(plan: Plan, arr: np.ndarray, slot: int | None, fill: float) -> np.ndarray:
+    """Local cells (local cells, *tail) into the base grid (base cells, *tail): the site's own
+    SITE slice holds them, every other site's slice the fill value."""
+    key = plan.site_key
+    if key is None or slot is None:
+        return arr
+    dims, tail = plan.dims, arr.shape[1:]
+    full = np.full((*dims, *tail), fill, dtype=np.float64)
+    index: tuple[int | slice, ...] = (*(slice(None),) * key, slot)
+    full[index] = arr.reshape((*(d for i, d in enumerate(dims) if i != key), *tail))
+    return full.reshape(plan.base_cells, *tail)
+
+
+def local_preaggregates(plan: Plan, con: Any, site: str = "site", site_index: int | None = None) -> dict[str, U64]:
+    """Run the plan's local SQL on one site's connection; the pre-aggregates as ring vectors.
+
+    ``site`` names the site in errors. For a per-site breakdown (a ``SITE`` key) the local SQL
+    is the same at every site and the site's position enters here: ``site_index`` (its committee
+    index), or else ``site``'s position in the SITE domain, selects the slice of the base-cell
+    grid that holds this site's pre-aggregates.
+    """
+    base = plan.local_cells
+    slot = _site_slot(plan, site, site_index)
     fetched = {q["name"]: con.execute(q["sql"]).fetchnumpy() for q in plan.data["local"]}
     bins = {q["name"]: int(q["bins"]) for q in plan.data["local"] if "bins" in q}
     out: dict[str, U64] = {}
@@ -64,6 +99,7 @@ def local_preaggregates(plan: Plan, con: Any, site: str = "site") -> dict[str, U
         else:
             arr = np.full(base, float(spec["fill"]), dtype=np.float64)
             arr[cells] = values
+        arr = _place(plan, arr, slot, float(spec["fill"]))
         out[spec["name"]] = encode_int(arr) if spec["encoding"] == "int" else _FP.encode(arr)
     return out
 
@@ -123,6 +159,8 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
 
 def execute(plan: Plan, connections: Mapping[str, Any]) -> pd.DataFrame:
     """Run ``plan`` over per-site DuckDB connections (name -> connection) in this process.
+
+    For a per-site breakdown the names are those the plan was compiled with (``sites``).
 
     The DataFrame's ``attrs`` carry the plan digest, the reveal points, rounds and bytes of
     the MPC part (per member, maximum) and the wall-clock time of each phase.

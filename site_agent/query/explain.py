@@ -30,6 +30,11 @@ def explain(plan: Plan, sites: int = 3) -> str:
     keys = ", ".join(f"{k['name']} ({len(k['domain'])} values)" for k in d["keys"]) or "none (one cell)"
     lines.append(f"Cells: keys {keys}; {plan.base_cells} base cells, {plan.out_cells} output cells.")
     lines.append(f"Minimum cell size {d['params']['min_cell_size']} (strictest site policy).")
+    if plan.site_key is not None:
+        lines.append(
+            "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "
+            "local SQL is the same at every site and each site's pre-aggregates fill only its own SITE cells."
+        )
     lines.append("")
     lines.append("1. Local step at every site, in the clear, on its own data:")
     for q in d["local"]:

@@ -6,6 +6,10 @@ group key or an aggregate; see docs/query-language.md for the list. Validation i
 precise because the local SQL runs inside a hospital: only allow-listed expression nodes and
 functions get through, every column is resolved against the common schema, and an identifier
 column may appear only in join conditions and COUNT(DISTINCT ...).
+
+``SITE`` is a reserved pseudo-column: the committee site a row belongs to, with the committee's
+site names (in committee order) as its public domain. It may only be a group key; it never
+enters a site's SQL (every site's rows fall in its own SITE cell, placed at execution).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sqlglot
 import sqlglot.expressions as exp
 
 from ..errors import QueryError, QuerySyntaxError, UnknownName, UnsupportedQuery
-from .catalog import Column, DisclosureRules, KeyValue, Schema
+from .catalog import SITE, Column, DisclosureRules, KeyValue, Schema
 
 DIALECT = "duckdb"
 
@@ -46,11 +50,15 @@ AGGREGATE_KINDS = (
 
 @dataclass(frozen=True)
 class Key:
-    """A group key: output name, resolved expression and public domain (enumerated in order)."""
+    """A group key: output name, resolved expression and public domain (enumerated in order).
+
+    ``site`` marks the ``SITE`` pseudo-column (domain: the committee's site names).
+    """
 
     name: str
     expr: exp.Expression
     domain: tuple[KeyValue, ...]
+    site: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,9 +92,18 @@ class Query:
     aggregates: tuple[Aggregate, ...]
 
 
-def parse_query(text: str, schema: Schema, rules: DisclosureRules) -> Query:
-    """Parse ``text`` and validate it against ``schema`` and ``rules``; raise a :class:`QueryError`."""
-    return _Validator(text, schema, rules).run()
+def parse_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None) -> Query:
+    """Parse ``text`` and validate it against ``schema`` and ``rules``; raise a :class:`QueryError`.
+
+    ``sites`` are the committee's site names in committee order: the domain of ``SITE``
+    (without them a query using ``SITE`` is an :class:`UnsupportedQuery`).
+    """
+    return _Validator(text, schema, rules, sites).run()
+
+
+def is_site(node: exp.Expr | None) -> bool:
+    """Whether ``node`` is the ``SITE`` pseudo-column (an unqualified column named site)."""
+    return isinstance(node, exp.Column) and not node.table and node.name.lower() == SITE
 
 
 def _syntax_error(text: str, err: Exception) -> QuerySyntaxError:
@@ -115,10 +132,11 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
 class _Validator:
     """One validation pass; holds the text for error positions and the table aliases."""
 
-    def __init__(self, text: str, schema: Schema, rules: DisclosureRules) -> None:
+    def __init__(self, text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None) -> None:
         self.text = text
         self.schema = schema
         self.rules = rules
+        self.sites = sites
         self.aliases: dict[str, str] = {}  # alias -> table name
 
     # -- errors with positions -------------------------------------------------------------
@@ -152,7 +170,10 @@ class _Validator:
         self._check_clauses(tree)
         source = self._resolve_tables(tree)
         select_aliases = {e.alias.lower(): e.this for e in tree.expressions if isinstance(e, exp.Alias) and e.alias}
+        self._check_site(tree)
         for col in list(tree.find_all(exp.Column)):
+            if is_site(col):
+                continue  # the SITE pseudo-column: a group key, never in a site's SQL
             if not col.table and col.name.lower() in select_aliases and not self._is_column(col.name.lower()):
                 continue  # a select alias used in GROUP BY; resolved there
             self._resolve_column(col)
@@ -199,6 +220,34 @@ class _Validator:
         for e in tree.expressions:
             if isinstance(e, exp.Star):
                 raise self.unsupported(e, "SELECT * is not supported: name group keys and aggregates")
+
+    def _check_site(self, tree: exp.Select) -> None:
+        """``SITE`` only as a group key (select item, GROUP BY item, inside ROLLUP/CUBE), with the
+        committee's site names known; ``site`` is never an output name of anything else."""
+        for e in tree.expressions:
+            if isinstance(e, exp.Alias) and e.alias.lower() == SITE and not is_site(e.this):
+                raise self.unsupported(e, f"{SITE!r} is reserved for the SITE pseudo-column; choose another name")
+        for col in list(tree.find_all(exp.Column)):
+            if not is_site(col):
+                continue
+            if not self.sites:
+                raise self.unsupported(
+                    col, "SITE (a per-site breakdown) needs the committee's site names, which this compile lacks"
+                )
+            node: exp.Expr = col
+            if isinstance(node.parent, exp.Alias | exp.Rollup | exp.Cube):
+                node = node.parent  # SITE AS name in the select list; SITE inside ROLLUP/CUBE
+            parent = node.parent
+            ok = (isinstance(parent, exp.Select) and node.arg_key == "expressions") or isinstance(parent, exp.Group)
+            if not ok:
+                raise self.unsupported(
+                    col,
+                    "SITE may only be a group key (in the select list and GROUP BY), not part of an expression, "
+                    "a filter, a join or an aggregate",
+                )
+            ident = exp.to_identifier(SITE)
+            ident.meta.update(col.this.meta)  # keep the source position for later errors
+            col.set("this", ident)
 
     def _resolve_tables(self, tree: exp.Select) -> exp.Select:
         tables = [tree.args["from_"].this] + [j.this for j in tree.args.get("joins") or []]
@@ -347,7 +396,7 @@ class _Validator:
         keys: list[Key] = []
         for item in items:
             name, expr = self._key_expr(item, tree, select_aliases)
-            keys.append(Key(name, expr, self._domain(expr, item)))
+            keys.append(Key(name, expr, self._domain(expr, item), site=is_site(expr)))
         k = len(keys)
         if mode == "plain":
             sets: tuple[tuple[int, ...], ...] = (tuple(range(k)),)
@@ -379,6 +428,9 @@ class _Validator:
     def _domain(self, expr: exp.Expression, anchor: exp.Expression) -> tuple[KeyValue, ...]:
         if expr.find(exp.AggFunc) is not None:
             raise self.unsupported(anchor, "aggregates cannot be group keys")
+        if is_site(expr):
+            assert self.sites  # checked by _check_site
+            return tuple(self.sites)
         if isinstance(expr, exp.Paren):
             return self._domain(expr.this, anchor)
         if isinstance(expr, exp.Case):

@@ -10,11 +10,20 @@ Cells. The group keys' public domains span a grid of *base cells* (row-major ove
 sites compute pre-aggregates per base cell. ROLLUP/CUBE margins are *output cells* formed inside
 MPC by summing base cells, so no site computes or reveals a margin of its own.
 
+Per-site breakdowns. The ``SITE`` key (domain: the committee's site names, in committee order)
+never enters the local SQL, which stays identical at every site: the local SQL groups by the
+other keys only (the *local cells*), and :func:`~site_agent.query.execute.local_preaggregates`
+places a site's local cells in its own slice of the base-cell grid (the fill value elsewhere),
+so pooling gives per-site values and a margin over SITE the pooled total.
+
 Pre-aggregates (per site and base cell): row count; per value expression its non-NULL count
 and sum; for variances the site mean and M2 = sum (x - mean_site)^2 (pooled as
 sum M2_i + sum n_i (mean_i - mean)^2, never as sum of squares minus squared sum); a histogram on
 the column's public grid for quantiles; the site maximum (or negated minimum) for MAX/MIN;
 COUNT(DISTINCT) per site (summed: distinct within each site, see docs).
+
+Statement kind: ``per_site_breakdown`` when a key is ``SITE``, else ``aggregate``; compiling
+refuses a kind the combined rules do not allow (naming the site and rule ``statement_kinds``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ import sqlglot.expressions as exp
 from ..errors import UnsupportedQuery
 from .catalog import DisclosureRules, Schema
 from .parse import DIALECT, Aggregate, Query, parse_query
+
+AGGREGATE = "aggregate"
+PER_SITE_BREAKDOWN = "per_site_breakdown"
 
 PLAN_VERSION = 1
 FRAC_BITS = 16  # fixed-point bits of shared sums, means and M2 (see docs/query-language.md)
@@ -72,6 +84,25 @@ class Plan:
         return out
 
     @property
+    def site_key(self) -> int | None:
+        """Position of the ``SITE`` key among the keys, or None."""
+        return next((i for i, k in enumerate(self.data["keys"]) if k.get("site")), None)
+
+    @property
+    def kind(self) -> str:
+        """The statement kind site policies allow or refuse (``statement_kinds``)."""
+        return PER_SITE_BREAKDOWN if self.site_key is not None else AGGREGATE
+
+    @property
+    def local_cells(self) -> int:
+        """Cells of the local SQL: the base grid without the ``SITE`` key."""
+        out = 1
+        for i, d in enumerate(self.dims):
+            if i != self.site_key:
+                out *= d
+        return out
+
+    @property
     def out_cells(self) -> int:
         total = 0
         for s in self.grouping_sets:
@@ -82,9 +113,16 @@ class Plan:
         return total
 
 
-def compile_query(text: str, schema: Schema, rules: DisclosureRules) -> Plan:
-    """Parse, validate and plan ``text``: the one entry point every site calls."""
-    return build_plan(parse_query(text, schema, rules), rules)
+def compile_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None) -> Plan:
+    """Parse, validate and plan ``text``: the one entry point every site calls.
+
+    ``sites`` are the committee's site names in committee order, the public domain of ``SITE``;
+    every member passes the same tuple, so the digest stays equal. Without them ``SITE`` is
+    refused (``UnsupportedQuery``).
+    """
+    if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
+        raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
+    return build_plan(parse_query(text, schema, rules, sites), rules)
 
 
 def _sql(e: exp.Expression) -> str:
@@ -305,6 +343,12 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
 
 def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     """The plan of a validated query under the combined ``rules``."""
+    kind = PER_SITE_BREAKDOWN if any(k.site for k in query.keys) else AGGREGATE
+    if rules.statement_kinds is not None and kind not in rules.statement_kinds:
+        allowed = ", ".join(sorted(rules.statement_kinds)) or "none"
+        raise rules.refusal(
+            "statement_kinds", f"{kind!r} statements are not allowed (allowed: {allowed})", "check_kind", kind
+        )
     b = _Builder(query, rules)
     for i, agg in enumerate(query.aggregates):
         b.add(i, agg)
@@ -312,6 +356,8 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     cell: exp.Expression = exp.Literal.number(0)
     stride = 1
     for key, size in reversed(list(zip(query.keys, dims, strict=True))):
+        if key.site:
+            continue  # placed at execution: each site's rows fill only its own SITE slice
         term = _key_index(key.expr, key.domain)
         term = term if stride == 1 else exp.Mul(this=exp.Paren(this=term), expression=exp.Literal.number(stride))
         cell = term if isinstance(cell, exp.Literal) else exp.Add(this=term, expression=cell)
@@ -367,7 +413,10 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },
-        "keys": [{"name": k.name, "sql": _sql(k.expr), "domain": list(k.domain)} for k in query.keys],
+        "keys": [
+            {"name": k.name, "sql": _sql(k.expr), "domain": list(k.domain), **({"site": True} if k.site else {})}
+            for k in query.keys
+        ],
         "grouping_sets": [list(s) for s in query.grouping_sets],
         "supports": b.supports,
         "local": local,

@@ -12,7 +12,8 @@ medians and quantiles are computed, never data. Example::
     diabetes = "boolean"
 
 Types: integer, float, text, boolean, date, timestamp. A boolean column's domain is
-[false, true] unless given.
+[false, true] unless given. No column may be called ``site``: ``SITE`` in a query is the
+pseudo-column of per-site breakdowns (see docs/query-language.md).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from ..tomlfile import Section, check_name, read_toml
-from .catalog import Column, KeyValue, Schema, Table
+from .catalog import SITE, Column, KeyValue, Schema, Table
 
 DTYPES = ("integer", "float", "text", "boolean", "date", "timestamp")
 
 
 def _column(table: Section, name: str) -> Column:
     check_name(table, name, name, "column")
+    if name.lower() == SITE:
+        raise table.error(name, f"the column name {SITE!r} is reserved: SITE in a query names the committee site")
     spec: Any = table.data[name]
     if isinstance(spec, str):
         spec = {"type": spec}

@@ -39,7 +39,7 @@ class Consortium:
         self.rules = rules
 
     def query(self, text: str) -> pd.DataFrame:
-        return execute(compile_query(text, self.schema, self.rules), self.cons)
+        return execute(compile_query(text, self.schema, self.rules, tuple(self.cons)), self.cons)
 
 
 def _patients(rng: np.random.Generator, n: int, site: int) -> pd.DataFrame:

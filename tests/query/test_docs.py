@@ -28,7 +28,7 @@ def test_every_construct_has_an_example() -> None:
         "ROLLUP", "CUBE", "JOIN", " IN (", "BETWEEN", "LIKE", "IS NOT NULL", "NOT ", " OR ", "CASE WHEN",
         "DATE_DIFF", "INTERVAL", "EXTRACT", "COUNT(*)", "COUNT(SBP)", "COUNT(DISTINCT", "SUM(", "AVG(",
         "VARIANCE(", "STDDEV(", "STDDEV_POP(", "MEDIAN(", "QUANTILE_CONT(", "PERCENTILE_CONT(", "MIN(", "MAX(",
-        "PROPORTION(", "RATE(",
+        "PROPORTION(", "RATE(", "SITE",
     ):  # fmt: skip
         assert construct in text, construct
 
@@ -38,4 +38,5 @@ def test_example_runs(setup: dict[str, Any], text: str) -> None:
     out = setup["run"](text)
     assert isinstance(out, pd.DataFrame) and len(out) >= 1
     assert out.attrs["plan_digest"]
-    assert "Reveal points" in setup["explain"](setup["compile_query"](text, setup["schema"], setup["rules"]))
+    plan = setup["compile_query"](text, setup["schema"], setup["rules"], tuple(setup["sites"]))
+    assert "Reveal points" in setup["explain"](plan)
