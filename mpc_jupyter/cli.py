@@ -21,7 +21,7 @@ from types import FrameType
 
 from site_agent.errors import MpcError
 
-from .command import CONSORTIUM_ENV
+from .client import CONSORTIUM_ENV
 from .demo.consortium import AgentProcesses
 from .demo.data import DEFAULT_PATIENTS, DEFAULT_SEED
 from .demo.local import CONSORTIUM_FOLDER, DemoConsortium, DemoSettings, prepare_demo

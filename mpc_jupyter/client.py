@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -46,6 +47,9 @@ from site_agent.mpc.shares import AShare
 from site_agent.net.framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, encode_parts
 
 T = TypeVar("T")
+
+CONSORTIUM_ENV = "MPC_CONSORTIUM"
+"""Environment variable naming the consortium file to open when none is given."""
 
 SHARE_PREVIEW = 6
 """How many words of each member's share array ``.attrs["shares"]`` keeps."""
@@ -155,8 +159,14 @@ class Consortium:
         self.history: list[pd.DataFrame] = []
 
     @classmethod
-    def connect(cls, path: str | Path, analyst: str | None = None, timeout: float = 30.0) -> Consortium:
-        """Open a consortium file as ``analyst`` (default: its only analyst)."""
+    def connect(cls, path: str | Path | None = None, analyst: str | None = None, timeout: float = 30.0) -> Consortium:
+        """Open a consortium file as ``analyst`` (default: its only analyst).
+
+        Without ``path``, the file named by ``$MPC_CONSORTIUM`` (the demo sets it).
+        """
+        path = path or os.environ.get(CONSORTIUM_ENV)
+        if not path:
+            raise ConfigError(f"no consortium file given and ${CONSORTIUM_ENV} is not set")
         config = load_consortium(path)
         if analyst is None:
             if len(config.analysts) != 1:
@@ -177,14 +187,13 @@ class Consortium:
         self.history.append(frame)
         return frame
 
-    def explain(self, text: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def explain(self, text: str, params: dict[str, Any] | None = None) -> str:
         """The plan the sites would run, in words (nothing is computed or revealed)."""
         answers = self._run(self._ask(text, "explain", params or {}, None))
         metas = {json.dumps(json.loads(r["meta"]), sort_keys=True) for r in answers.results.values()}
         if len(metas) != 1:
             raise ProtocolViolation("the committee members explained different plans")
-        explanation: dict[str, Any] = json.loads(metas.pop())["explain"]
-        return explanation
+        return str(json.loads(metas.pop())["explain"])
 
     def status(self) -> list[SiteStatus]:
         """Each committee member: online, round-trip latency, policy digest, exposed tables."""
@@ -329,7 +338,6 @@ class Consortium:
         frame.attrs.update(
             {
                 "receipts": [r.to_json() for r in receipts],
-                "reveals": first.get("reveals", []),
                 "seconds": time.monotonic() - started,
                 "sites": list(self.committee),
                 "stats": {site: r["stats"] for site, r in answers.results.items()},

@@ -28,10 +28,9 @@ from typing import NoReturn
 
 from IPython.core.error import UsageError
 
+from .client import CONSORTIUM_ENV
+
 PLOT_KINDS = ("auto", "bar", "hist", "step", "forest")
-CONSORTIUM_ENV = "MPC_CONSORTIUM"
-"""Environment variable naming the consortium file ``%mpc connect`` opens when given no path
-(the demo sets it for JupyterLab and headless runs)."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,9 +38,9 @@ class ConnectionManager:
             raise NotConnected("not connected: run %mpc connect <consortium.toml> first")
         return self._consortium
 
-    def connect(self, path: str | Path, analyst: str | None, timeout: float) -> Consortium:
+    def connect(self, path: str | Path | None, analyst: str | None, timeout: float) -> Consortium:
         """Open ``path`` as ``analyst`` (closing any previous connection) and ask for status."""
-        consortium = Consortium.connect(Path(path).expanduser(), analyst=analyst, timeout=timeout)
+        consortium = Consortium.connect(Path(path).expanduser() if path else None, analyst=analyst, timeout=timeout)
         self.close()
         self._consortium = consortium
         self.refresh()

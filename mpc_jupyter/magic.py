@@ -10,7 +10,6 @@ sets one.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pandas as pd
@@ -87,9 +86,6 @@ class MpcMagic(Magics):
     def _dispatch(self, command: cmd.Command, namespace: dict[str, Any]) -> Any:
         match command:
             case cmd.Connect(path, analyst):
-                path = path or os.environ.get(cmd.CONSORTIUM_ENV)
-                if not path:
-                    raise UsageError(f"mpc: give the consortium file (%mpc connect PATH) or set ${cmd.CONSORTIUM_ENV}")
                 consortium = self.manager.connect(path, analyst, self.timeout)
                 print(f"connected to {consortium.config.name} as {consortium.analyst}")
                 return self._status_table()
@@ -160,7 +156,7 @@ class MpcMagic(Magics):
                 "online": s.online,
                 "latency_ms": None if s.latency_ms is None else round(s.latency_ms, 1),
                 "policy": s.policy_digest[:12],
-                "tables": ", ".join(f"{t} ({info.get('rows', '?')} rows)" for t, info in s.tables.items()),
+                "tables": ", ".join(sorted(s.tables)),
                 "error": s.error,
             }
             for s in self.manager.sites

@@ -21,7 +21,8 @@
     ├── QueryError              a %%mpc query cannot be compiled (carries line and column)
     │   ├── QuerySyntaxError    the text does not parse
     │   ├── UnknownName         a table or column does not exist (suggests the closest names)
-    │   └── UnsupportedQuery    a construct outside the language, named precisely
+    │   ├── UnsupportedQuery    a construct outside the language, named precisely
+    │   └── LocalStepError      a site's engine could not run the plan's local SQL
     └── AuditError              the audit log cannot be appended to safely
 
 The notebook side turns these into one-line ``UsageError`` messages for analysts.
@@ -160,3 +161,20 @@ class QueryRefused(ProtocolError):
 
 class PlanMismatch(ProtocolError):
     """Committee members compiled different plans for the same envelope; nothing was shared."""
+
+
+class LocalStepError(QueryError):
+    """A site's data engine could not run the plan's local SQL.
+
+    The engine's own message is passed on only for error classes that describe the query
+    (binding, parsing, catalog); others (conversion, out-of-range...) can quote data values,
+    so only their class is named.
+    """
+
+    QUERY_ERRORS = frozenset({"BinderException", "ParserException", "CatalogException", "NotImplementedException"})
+
+    def __init__(self, site: str, cause: Exception) -> None:
+        kind = type(cause).__name__
+        detail = str(cause).splitlines()[0] if kind in self.QUERY_ERRORS and str(cause) else kind
+        super().__init__(f"site {site!r} could not run the local step: {detail}")
+        self.site = site

@@ -16,11 +16,7 @@ StatusSource = Callable[[], list[SiteStatus]]
 
 
 def _tables(status: SiteStatus) -> str:
-    parts = []
-    for name, info in sorted(status.tables.items()):
-        rows = info.get("rows") if isinstance(info, dict) else None
-        parts.append(f"{html.escape(name)} ({rows:,} rows)" if isinstance(rows, int) else html.escape(name))
-    return ", ".join(parts)
+    return ", ".join(html.escape(name) for name in sorted(status.tables))
 
 
 def status_table_html(statuses: list[SiteStatus]) -> str:

@@ -43,16 +43,23 @@ def open_tables(tables: Mapping[str, TableSource], threads: int | None = None) -
     return con
 
 
-def describe(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
-    """Table -> {"columns": {name: duckdb type}, "rows": count}, for ``check`` and status."""
-    out: dict[str, dict[str, Any]] = {}
+def columns_of(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """Table -> {column: DuckDB type}: the schema, without touching the data."""
+    out: dict[str, dict[str, str]] = {}
     rows = con.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
     ).fetchall()
     for table, column, dtype in rows:
-        out.setdefault(table, {"columns": {}})["columns"][column] = str(dtype)
-    for table, info in out.items():
+        out.setdefault(table, {})[column] = str(dtype)
+    return out
+
+
+def describe(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    """Table -> {"columns": {name: type}, "rows": count}: for the site's own ``check`` only
+    (row counts are site subtotals and never leave the site)."""
+    out: dict[str, dict[str, Any]] = {}
+    for table, columns in columns_of(con).items():
         count = con.execute(f"SELECT COUNT(*) FROM {_quote(table)}").fetchone()
-        info["rows"] = int(count[0]) if count else 0
+        out[table] = {"columns": columns, "rows": int(count[0]) if count else 0}
     return out

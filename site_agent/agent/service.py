@@ -40,6 +40,7 @@ from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
 from ..crypto.signing import load_private_key
 from ..errors import (
     AuthError,
+    LocalStepError,
     MpcError,
     PeerFailure,
     PlanMismatch,
@@ -58,7 +59,7 @@ from ..policy import Policy, RateLimiter, combine, load_policy
 from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
-from .data import describe, open_tables
+from .data import columns_of, open_tables
 
 log = logging.getLogger("site_agent")
 
@@ -174,8 +175,10 @@ class Agent:
     async def _on_status(self, conn: Connection, frame: Frame) -> None:
         if frame.kind != msg.STATUS_REQUEST:
             raise MpcError("STATUS frames must be status requests")
-        tables = await asyncio.to_thread(describe, self.db.cursor())
-        exposed = {t: {"rows": info["rows"], "columns": sorted(info["columns"])} for t, info in tables.items()}
+        # Columns the policy exposes, never row counts: a site's table size is a site subtotal.
+        tables = await asyncio.to_thread(columns_of, self.db.cursor())
+        policy = await self._combined_policy() if self._policies_known.is_set() else self.policy
+        exposed = {t: {"columns": policy.exposed_columns(t, cols)} for t, cols in tables.items()}
         await conn.send_frame(
             Frame(
                 MsgType.STATUS,
@@ -184,7 +187,7 @@ class Agent:
                     "kind": msg.STATUS,
                     "site": self.site,
                     "version": __version__,
-                    "tables": {t: v for t, v in exposed.items() if t in self.policy.tables},
+                    "tables": {t: v for t, v in exposed.items() if t in policy.tables},
                     "policy_digest": self.policy.digest(),
                     "peers": {self.names[p]: p in self.mesh.links for p in self.mesh.peers},
                     "committee": list(self.names.values()),
@@ -288,7 +291,12 @@ class Agent:
 
     async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
-        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site, self.index)
+        try:
+            local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site, self.index)
+        except MpcError:
+            raise
+        except Exception as exc:  # the site's engine: report it as a refusal, never its data
+            raise LocalStepError(self.site, exc) from None
         await progress("local")
         sizes = plan.input_sizes
 

@@ -146,6 +146,18 @@ class Policy:
             if columns is not None and col not in columns:
                 raise p._refuse("columns", f"column {table}.{column} is not exposed")
 
+    def exposed_columns(self, table: str, columns: Iterable[str]) -> list[str]:
+        """Of ``columns`` (a table's actual columns), those an analyst may use: exposed by
+        every site's rules and not an identifier anywhere. Empty for an unexposed table."""
+        out = []
+        for column in columns:
+            try:
+                self.check_column(table, column)
+            except PolicyRefusal:
+                continue
+            out.append(column)
+        return sorted(out)
+
     def check_groups(self, groups: int) -> None:
         """Refuse a query with more output groups than allowed (rule ``max_groups``)."""
         for p in self._each():

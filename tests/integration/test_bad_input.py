@@ -321,3 +321,24 @@ def test_statement_kind_the_policy_forbids(strict: Running) -> None:
         new = strict.wait_audit(site, before[site])
         assert [e["decision"] for e in new] == ["refused"] and "statement_kinds" in new[0]["reason"]
     assert json.loads(json.dumps(strict.client.status()[2].policy_digest))  # south still answers status
+
+
+def test_a_failing_local_step_stops_every_member_and_quotes_no_data(lung: Running) -> None:
+    """A query the planner accepts but the sites' engines cannot run (an integer column
+    compared with a string) fails at once at every site, names a site, releases nothing, and
+    passes on only the engine's error class when its message could quote data."""
+    text = "SELECT COUNT(*) AS n FROM lung WHERE sex = 'one'"
+    t0 = time.monotonic()
+    err = refused_query(lung, text)
+    assert time.monotonic() - t0 < 5, "the members waited for their timeout"
+    assert err.category == "query" and err.site in SITES, err
+    assert "could not run the local step" in str(err) and "one" not in str(err).split(":", 1)[1], err
+
+
+def test_status_reveals_no_site_subtotals(lung: Running) -> None:
+    """Status lists the columns an analyst may use; never row counts or identifier columns."""
+    for status in lung.client.status():
+        assert status.online, status
+        for table, info in status.tables.items():
+            assert set(info) == {"columns"}, (status.site, table, info)
+            assert {"id", "pat_karno", "meal_cal"}.isdisjoint(info["columns"]) and "age" in info["columns"], info
