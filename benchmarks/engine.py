@@ -51,6 +51,7 @@ from site_agent.mpc.party import Party, Protocol, Round, run_in_memory
 from site_agent.mpc.ring import U64
 from site_agent.mpc.shares import AShare
 from site_agent.mpc.sharing import deal, reconstruct
+from site_agent.tuning import tune_allocator
 
 T = TypeVar("T")
 Program = Callable[[Party], Protocol[T]]
@@ -574,6 +575,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--network", action="store_true", help="also run three processes over TLS (net_engine)")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure of ours (best is kept)")
     args = parser.parse_args(argv)
+    tune_allocator()
     with_mpyc = not args.no_mpyc and importlib.util.find_spec("mpyc") is not None
     repeat = args.repeat or (1 if args.quick else 5)
     figures = measure(args.quick, repeat, with_mpyc, args.network)

@@ -10,7 +10,7 @@ Measures, with the full stack (frames, dispatcher, TLS, websockets, session key 
 
 Each timed session is preceded by a one-word opening that lines the three processes up; a
 figure is the slowest member's wall time for the session, including key set-up. The members
-are ``net_worker.py`` processes (``site_agent.net.loopback`` with the comparison job).
+are ``site_agent.net.loopback`` processes.
 
     python benchmarks/net_engine.py [--n 1000000] [--reps 5] [--json]
 """
@@ -34,7 +34,6 @@ from site_agent.crypto.certs import issue_cert, make_ca
 from site_agent.net.loopback import plain_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).with_name("net_worker.py")
 NAMES = ["hospital-a", "hospital-b", "neutral-c"]
 
 
@@ -92,7 +91,7 @@ def run(n: int, reps: int) -> dict[str, Any]:
             (d / f"{i}.json").write_text(json.dumps(cfg))
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(WORKER), str(d / f"{i}.json")],
+                    [sys.executable, "-m", "site_agent.net.loopback", str(d / f"{i}.json")],
                     cwd=ROOT,
                     stdout=subprocess.PIPE,
                     text=True,

@@ -8,7 +8,8 @@ checks the answers against numpy) derives the same plaintext; opened results are
 to ``OUT.m<index>.npy`` (``OUT.s<k>.m<index>.npy`` for concurrent sessions) when the job
 names ``out``. Not a production entry point: the daemon owns that.
 
-Jobs (``op``): ``mul_fixed`` (n values, x*y opened), ``open`` (shares of x opened),
+Jobs (``op``): ``mul_fixed`` (n values, x*y opened), ``lt`` (n comparisons x < y, opened),
+``open`` (shares of x opened),
 ``sum3`` (each member inputs n values with ``input_from``, the sum is opened),
 ``sum3_one_round`` (the three inputs in one round), ``slow`` (many small rounds; for
 failure tests), ``sync`` (a one-word opening, used as a barrier), ``concurrent`` (several
@@ -29,9 +30,10 @@ import numpy as np
 
 from ..crypto.certs import client_context, server_context
 from ..errors import MpcError, PeerFailure
-from ..mpc.arithmetic import input_from, mul, mul_fixed, open_all
+from ..mpc.arithmetic import input_all, input_from, mul, mul_fixed, open_all
+from ..mpc.boolean import lt
 from ..mpc.fixed import FixedPoint
-from ..mpc.party import Party, Protocol, exchange
+from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..mpc.sharing import deal
@@ -59,7 +61,7 @@ def shares_of(values: U64, seed: int, index: int) -> AShare:
 
 def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]]:
     op, n, seed = job["op"], int(job.get("n", 1)), int(job.get("seed", 0))
-    if op in ("mul_fixed", "open", "concurrent"):
+    if op in ("mul_fixed", "lt", "open", "concurrent"):
         x, y = plain_inputs(seed, n)
         xs, ys = shares_of(FP.encode(x), seed, index), shares_of(FP.encode(y), seed + 1, index)
         if op == "open":
@@ -71,7 +73,7 @@ def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]
         do_open = bool(job.get("open_result", True))
 
         def product(p: Party) -> Protocol[U64]:
-            z = yield from mul_fixed(p, xs, ys, FP.frac_bits)
+            z = yield from (lt(p, xs, ys) if op == "lt" else mul_fixed(p, xs, ys, FP.frac_bits))
             if do_open:
                 return (yield from open_all(p, z))
             first: U64 = z.v[0]
@@ -89,7 +91,8 @@ def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]
                     total = s if total is None else total + s
                 assert total is not None
             else:
-                total = yield from _input_all(p, mine)
+                parts = yield from input_all(p, mine, (n, n, n))
+                total = parts[0] + parts[1] + parts[2]
             return (yield from open_all(p, total))
 
         return sum3
@@ -112,33 +115,6 @@ def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]
 
         return sync
     raise ValueError(f"unknown job {op!r}")
-
-
-def _input_all(p: Party, mine: U64) -> Protocol[AShare]:
-    """All three members input a vector each, in one round; returns shares of their sum.
-
-    Same construction as ``input_from`` (components x_o, x_{o+1} from keys K_o, K_{o+1},
-    the third sent by the owner), with the three owners' messages in the same round.
-    """
-    n, i = mine.size, p.index
-    nxt, prv = (i + 1) % 3, (i + 2) % 3
-    # Owners in order 0, 1, 2 so both holders of each key draw from it in the same order.
-    first = np.zeros(n, dtype=np.uint64)
-    second = np.zeros(n, dtype=np.uint64)
-    c_own = mine
-    for o in (0, 1, 2):
-        if o == i:  # own input: components i, i+1 from keys; i+2 is sent to both others
-            a, b = p.rand.stream(i, n), p.rand.stream(nxt, n)
-            c_own = mine - a - b
-            first, second = first + a, second + b
-        elif o == prv:  # holds components (i, i+1) = (from K_i, sent by prv)
-            first = first + p.rand.stream(i, n)
-        else:  # o == nxt: holds (i, i+1) = (sent by nxt, from K_{i+1})
-            second = second + p.rand.stream(nxt, n)
-    got = yield from exchange(send={nxt: c_own, prv: c_own}, expect={nxt: n, prv: n})
-    first += got[nxt]
-    second += got[prv]
-    return AShare.from_pair(first, second)
 
 
 async def _main(config: dict[str, Any]) -> None:

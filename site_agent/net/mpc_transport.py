@@ -125,6 +125,7 @@ async def run_party(
     seq_in = dict.fromkeys(peers, 0)
     pending: dict[int, asyncio.Task[bytes]] = {}
     blame: dict[int, int] = {}  # peer -> the member it reported waiting for
+    closed: set[int] = set()  # peers whose link closed while the protocol did not need them
     try:
         while True:
             try:
@@ -145,7 +146,9 @@ async def run_party(
             if not waiting:
                 missing = sorted(set(machine.waiting_for) - set(links))
                 raise ProtocolError(f"party {me}: protocol waits for parties {missing} with no link")
-            await _receive_some(machine, links, pending, waiting, session_id, seq_in, timeout, label, max_frame, blame)
+            await _receive_some(
+                machine, links, pending, waiting, session_id, seq_in, timeout, label, max_frame, blame, closed
+            )
     except BaseException as exc:
         for task in pending.values():
             task.cancel()
@@ -170,20 +173,27 @@ async def _receive_some(
     label: Mapping[int, str],
     max_frame: int,
     blame: dict[int, int],
+    closed: set[int],
 ) -> None:
     """Wait for at least one data frame from the peers the machine waits for; feed it.
 
     Every link is read, not only the awaited ones: a peer that already delivered this round
-    may abort or disconnect meanwhile, and that must end the session now, naming it. Data it
-    sends ahead is fed to the machine, which keeps it for the round it belongs to.
+    may abort meanwhile, and that must end the session now, naming it. Data it sends ahead is
+    fed to the machine, which keeps it for the round it belongs to. A link that merely closes
+    is different: a peer that has finished the protocol may disconnect while this member
+    still waits for another, so a closed link (remembered in ``closed``) fails the session
+    only once the protocol waits for that peer.
     """
     me = machine.index
     loop = asyncio.get_running_loop()
     start = loop.time()
     noticed = False
     while True:
+        lost = [p for p in waiting if p in closed]
+        if lost:
+            raise PeerDisconnected(lost[0], f"party {me}: connection to {label[lost[0]]} closed")
         for p in links:
-            if p not in pending:
+            if p not in pending and p not in closed:
                 pending[p] = asyncio.ensure_future(links[p].recv())
         now = loop.time()
         stall_at, give_up = start + timeout * _SILENCE, start + timeout
@@ -193,7 +203,14 @@ async def _receive_some(
         for p in [q for q in links if q in pending and pending[q].done()]:
             if machine.done:
                 break
-            frame = decode(pending.pop(p).result(), max_frame)
+            try:
+                data = pending.pop(p).result()
+            except PeerDisconnected:
+                if p in waiting:
+                    raise
+                closed.add(p)
+                continue
+            frame = decode(data, max_frame)
             if frame.type == MsgType.SESSION_STATUS and frame.session == session and frame.sender == p:
                 assert frame.control is not None
                 blame[p] = int(frame.control["waiting_for"])
