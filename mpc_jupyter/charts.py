@@ -99,7 +99,7 @@ def bar(
             err = np.vstack([heights - lo, hi - heights])[:, shown]
             ax.errorbar(pos[shown], heights[shown], yerr=err, fmt="none", ecolor="0.2", capsize=3)
         _mark_gaps(ax, pos[hidden], rows[value][hidden], width * 0.95, top)
-    ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+    _category_ticks(ax, np.arange(len(categories), dtype=float), [str(c) for c in categories], figsize)
     ax.set_xlabel(x)
     ax.set_ylabel(value)
     if group:
@@ -126,7 +126,7 @@ def hist(
     ax.bar(pos[~hidden], heights[~hidden], width=width, align="center", edgecolor="white", color="C0")
     _mark_gaps(ax, pos[hidden], frame[value][hidden], width, _finite_max(frame, [value]))
     if not numeric:
-        ax.set_xticks(pos, [str(v) for v in labels])
+        _category_ticks(ax, pos, [str(v) for v in labels], figsize)
     ax.set_xlabel(key)
     ax.set_ylabel(value)
     return fig
@@ -195,6 +195,21 @@ def forest(
     ax.set_yticks(y, names)
     ax.set_xlabel(estimate)
     return fig
+
+
+CHARS_PER_INCH = 10.0
+"""Tick label characters that fit side by side in an inch of figure width (10 pt text, gaps)."""
+
+
+def _category_ticks(ax: Axes, positions: np.ndarray, labels: Sequence[str], figsize: Sequence[float]) -> None:
+    """Category labels under the bars, slanted when they would overlap side by side."""
+    ax.set_xticks(positions, list(labels))
+    longest = max((len(label) for label in labels), default=0)
+    if longest * len(labels) > _size(figsize)[0] * CHARS_PER_INCH:
+        ax.tick_params(axis="x", labelrotation=30)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+            tick.set_rotation_mode("anchor")
 
 
 def _size(figsize: Sequence[float]) -> tuple[float, float]:

@@ -4,7 +4,9 @@
 starts their three site agents as background processes, and opens JupyterLab on ``examples/``,
 whose notebooks connect to ``../demo-consortium/consortium.toml``. Ctrl-C or SIGTERM stops
 JupyterLab and the agents. ``--headless`` runs ``examples/quickstart.ipynb`` with nbclient instead, prints what
-its cells show, and stops the agents. See docs/demo.md.
+its cells show, and stops the agents. ``--serve-only`` starts no notebook at all: it prints
+``MPC_CONSORTIUM=<consortium.toml>`` and serves until Ctrl-C or SIGTERM (the browser tests use it).
+See docs/demo.md.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true", help="run quickstart.ipynb and print its tables")
     demo.add_argument("--examples", type=Path, default=None, help="notebook folder (./examples)")
     demo.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    demo.add_argument(
+        "--serve-only", action="store_true", help="only prepare the consortium and serve its agents until stopped"
+    )
     return parser
 
 
@@ -96,15 +101,23 @@ def _lab(examples: Path, no_browser: bool) -> None:
                 lab.wait()
 
 
+def _serve() -> None:
+    """Wait for Ctrl-C or SIGTERM while the agents serve."""
+    while True:
+        time.sleep(3600)
+
+
 def demo(args: argparse.Namespace) -> int:
-    """Prepare the consortium, start the agents, then JupyterLab or the headless quickstart."""
+    """Prepare the consortium, start the agents, then JupyterLab, the headless quickstart or nothing."""
     if args.patients < 100:
         raise MpcError("--patients must be at least 100")
+    if args.serve_only and args.headless:
+        raise MpcError("--serve-only and --headless exclude each other")
     examples = (args.examples or default_examples()).resolve()
-    if not (examples / "quickstart.ipynb").exists():
+    if not args.serve_only and not (examples / "quickstart.ipynb").exists():
         raise MpcError(f"no example notebooks in {examples} (use --examples)")
     folder = args.dir or examples.parent / CONSORTIUM_FOLDER
-    if folder.resolve() != (examples.parent / CONSORTIUM_FOLDER).resolve():
+    if not args.serve_only and folder.resolve() != (examples.parent / CONSORTIUM_FOLDER).resolve():
         _say(f"note: the notebooks connect to ../{CONSORTIUM_FOLDER}/consortium.toml; edit their connect line")
     started = time.monotonic()
     consortium = prepare_demo(folder, DemoSettings(args.patients, args.seed), fresh=args.fresh, say=_say)
@@ -116,7 +129,11 @@ def demo(args: argparse.Namespace) -> int:
         step = time.monotonic()
         agents.start()
         _say(f"agents {', '.join(agents.sites)} serving (started in {time.monotonic() - step:.1f} s)")
-        if args.headless:
+        if args.serve_only:
+            print(f"{CONSORTIUM_ENV}={consortium.path}", flush=True)
+            _say("serving until Ctrl-C or SIGTERM")
+            _serve()
+        elif args.headless:
             _headless(consortium, examples)
         else:
             _say(f"opening JupyterLab on {examples}; Ctrl-C stops the demo")

@@ -75,11 +75,32 @@ class ConnectionManager:
         config = self._consortium.config
         self.publisher.publish(
             {
-                "consortium": {"id": config.id, "name": config.name, "analyst": self._consortium.analyst},
+                "consortium": {
+                    "name": config.name,
+                    "id": config.id,
+                    "analyst": self._consortium.analyst,
+                    "committee": ", ".join(self._consortium.committee),
+                    "policy": _policy_state(self.sites),
+                },
                 "sites": [_site_state(s, str(config.site(s.site).address)) for s in self.sites],
                 "queries": [_query_state(i, r) for i, r in enumerate(self.results)],
             }
         )
+
+
+def _policy_state(sites: list[SiteStatus]) -> dict[str, str]:
+    """The policy digests the sites last reported: one row when they agree, else one per site.
+
+    Each site enforces the strictest combination of all members' policies; the digests
+    say which policy files are in force (the receipts commit to the combination).
+    """
+    digests = {s.site: s.policy_digest for s in sites if s.online and s.policy_digest}
+    if not digests:
+        return {}
+    distinct = set(digests.values())
+    if len(distinct) == 1:
+        return {"digest": distinct.pop()[:16], "same at": f"{len(digests)}/{len(sites)} sites"}
+    return {f"digest at {site}": digest[:16] for site, digest in digests.items()}
 
 
 def _site_state(status: SiteStatus, address: str) -> dict[str, Any]:

@@ -6,11 +6,14 @@
 # Steps: Chromium from apt when missing; .venv with the project and JupyterLab
 # (scripts/bootstrap.sh "lab,test"); a fresh development build of labextension/,
 # served from a private JUPYTER_PATH so the test always sees the current
-# sources; then `jlpm playwright test` in labextension/ui-tests.
-# Artifacts (screenshots, traces, HTML report): labextension/ui-tests/test-results/.
+# sources; then `jlpm playwright test` in labextension/ui-tests, whose global
+# setup starts a small demo consortium (three real site agents, 2,000 patients
+# per hospital) and whose teardown stops it (ui-tests/consortium.js).
+# Artifacts (screenshots, traces, HTML report, consortium log):
+# labextension/ui-tests/test-results/.
 # Environment: PYTHON (for bootstrap), MPC_CHROMIUM (browser binary),
-# MPC_UI_PORT (server port, default 8888), MPC_UI_CONSORTIUM (enables the
-# tests that need running site agents).
+# MPC_UI_PORT (server port, default 8888), MPC_UI_CONSORTIUM=0 (no consortium:
+# its tests are skipped), MPC_UI_CONSORTIUM_DIR, MPC_UI_PATIENTS.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -27,7 +30,7 @@ fi
 export MPC_CHROMIUM="$chromium"
 
 # shellcheck source=bootstrap.sh
-source scripts/bootstrap.sh "lab,test"
+source scripts/bootstrap.sh "test,bench,lab"   # the extras of scripts/test.sh: one install
 command -v jlpm >/dev/null || { echo "jlpm not found: is jupyterlab installed in .venv?" >&2; exit 1; }
 command -v node >/dev/null || { echo "Node.js is needed for the browser tests" >&2; exit 1; }
 
@@ -36,7 +39,19 @@ echo "== building the extension (labextension/)"
 
 # Serve the build we just made, ahead of the copy the editable install put in .venv.
 jupyter_path="$(mktemp -d)"
-trap 'rm -rf "$jupyter_path"' EXIT
+state="$root/labextension/ui-tests/test-results/consortium.json"
+cleanup() {
+  rm -rf "$jupyter_path"
+  # Global teardown stops the consortium; this is for a runner that died before it.
+  if [ -f "$state" ]; then
+    pid="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["pid"])' "$state" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      echo "== stopping the demo consortium left running (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  fi
+}
+trap cleanup EXIT
 mkdir -p "$jupyter_path/labextensions"
 ln -s "$root/mpc_jupyter/labextension" "$jupyter_path/labextensions/mpc-jupyter-labextension"
 export JUPYTER_PATH="$jupyter_path${JUPYTER_PATH:+:$JUPYTER_PATH}"
@@ -46,6 +61,7 @@ jupyter labextension list 2>&1 | grep -E "mpc-jupyter-labextension .*enabled" \
 echo "== browser tests (labextension/ui-tests)"
 cd labextension/ui-tests
 jlpm install
+export MPC_PYTHON="${MPC_PYTHON:-$root/.venv/bin/python}"
 status=0
 jlpm playwright test "$@" || status=$?
 echo "== browser tests: exit $status in ${SECONDS}s (artifacts: labextension/ui-tests/test-results/)"

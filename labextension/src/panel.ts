@@ -43,8 +43,8 @@ function section(title: string): HTMLElement {
   return node;
 }
 
-function shortDigest(digest: string | undefined): string {
-  return digest ? digest.slice(0, 12) : '—';
+function shortDigest(digest: string | undefined, length = 12): string {
+  return digest ? digest.slice(0, length) : '—';
 }
 
 function formatValue(value: unknown): string {
@@ -57,7 +57,8 @@ function formatValue(value: unknown): string {
   return String(value);
 }
 
-function renderSite(site: ISiteInfo): HTMLElement {
+/** A site's row, then a row with its tables (a narrow sidebar has no room for a column of them). */
+function renderSite(site: ISiteInfo): HTMLElement[] {
   const row = el('tr', 'jp-MpcPanel-site');
   row.dataset.site = site.name;
   const status = el('td');
@@ -70,11 +71,18 @@ function renderSite(site: ISiteInfo): HTMLElement {
   row.appendChild(name);
   const latency = site.online && typeof site.latency_ms === 'number' ? `${Math.round(site.latency_ms)} ms` : '—';
   row.appendChild(el('td', 'jp-MpcPanel-latency', latency));
-  const policy = el('td', 'jp-MpcPanel-digest', shortDigest(site.policy_digest));
+  const policy = el('td', 'jp-MpcPanel-digest', shortDigest(site.policy_digest, 8));
   policy.title = site.policy_digest ?? '';
   row.appendChild(policy);
-  row.appendChild(el('td', 'jp-MpcPanel-tables', (site.tables ?? []).join(', ')));
-  return row;
+  if (!site.tables?.length) {
+    return [row];
+  }
+  const tables = el('tr', 'jp-MpcPanel-siteTables');
+  tables.appendChild(el('td'));
+  const list = el('td', 'jp-MpcPanel-tables', site.tables.join(', '));
+  list.colSpan = 3;
+  tables.appendChild(list);
+  return [row, tables];
 }
 
 function renderQuery(query: IQueryInfo): HTMLElement {
@@ -199,12 +207,12 @@ export class ConsortiumPanel extends Widget {
     const siteSection = section(`Sites (${online}/${sites.length} online)`);
     const table = el('table', 'jp-MpcPanel-sites');
     const head = el('tr');
-    for (const title of ['', 'site', 'latency', 'policy', 'tables']) {
+    for (const title of ['', 'site', 'latency', 'policy']) {
       head.appendChild(el('th', undefined, title));
     }
     table.appendChild(head);
     for (const site of sites) {
-      table.appendChild(renderSite(site));
+      table.append(...renderSite(site));
     }
     siteSection.appendChild(table);
     root.appendChild(siteSection);

@@ -121,3 +121,12 @@ def test_figures_display_as_png(ip: InteractiveShell) -> None:
     fig = hist(pd.DataFrame({"k": ["a", "b"], "n": [5, 6]}))
     data, _ = ip.display_formatter.format(fig)
     assert data["image/png"][:4] == b"\x89PNG"
+
+
+def test_long_category_labels_slant_short_ones_do_not() -> None:
+    wards = ["cardiology", "respiratory", "oncology", "orthopaedics", "general_medicine", "general_surgery", "icu"]
+    long = bar(pd.DataFrame({"ward": wards, "n": range(10, 10 + len(wards))}))
+    short = bar(pd.DataFrame({"sex": ["F", "M"], "n": [10, 12]}))
+    assert {t.get_rotation() for t in long.axes[0].get_xticklabels()} == {30.0}
+    assert {t.get_horizontalalignment() for t in long.axes[0].get_xticklabels()} == {"right"}
+    assert {t.get_rotation() for t in short.axes[0].get_xticklabels()} == {0.0}

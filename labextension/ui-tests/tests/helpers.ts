@@ -4,8 +4,8 @@
  * Suites:
  * - highlight.spec.ts   `%%mpc` cell highlighting (no consortium needed)
  * - panel.spec.ts       the side panel fed by PanelPublisher from a cell (no consortium needed)
- * - consortium specs    end-to-end with running site agents:
- *                       call needsConsortium() in their describe block (see docs/labextension.md)
+ * - consortium.spec.ts  end-to-end against the demo consortium that global setup starts
+ *                       (consortium.js): call needsConsortium() in the describe block
  */
 import * as path from 'path';
 
@@ -20,12 +20,37 @@ export { expect, test };
  */
 export const REAL_KERNELS = { kernels: null, sessions: null } as const;
 
+/** What global setup wrote about the running demo consortium (see consortium.js). */
+export interface IConsortiumState {
+  folder: string;
+  path: string;
+  pid: number;
+  /** The query to run, and its pooled answer computed from the sites' Parquet files. */
+  query: string;
+  expected: Record<string, number>;
+}
+
+/** The running consortium, or null when global setup started none (MPC_UI_CONSORTIUM=0). */
+export function consortiumState(): IConsortiumState | null {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  return require('../consortium').readState();
+}
+
 /**
- * Call inside a `test.describe` of tests that need a running consortium (site agents):
- * they are skipped unless MPC_UI_CONSORTIUM names the consortium directory.
+ * Call inside a `test.describe` of tests that need the running consortium (site agents):
+ * they are skipped when global setup started none (MPC_UI_CONSORTIUM=0).
  */
 export function needsConsortium(): void {
-  test.skip(!process.env.MPC_UI_CONSORTIUM, 'needs a running consortium (set MPC_UI_CONSORTIUM)');
+  test.skip(!consortiumState(), 'no consortium running (MPC_UI_CONSORTIUM=0)');
+}
+
+/** Append a code cell with this source to the current notebook (through the model). */
+export async function appendCell(page: IJupyterLabPageFixture, source: string): Promise<void> {
+  await page.evaluate(text => {
+    const panel = (window as any).jupyterapp.shell.currentWidget;
+    const model = panel.content.model.sharedModel;
+    model.insertCell(model.cells.length, { cell_type: 'code', source: text });
+  }, source);
 }
 
 /** Where named screenshots are kept (beside Playwright's own artifacts). */

@@ -1,0 +1,2 @@
+// Stops the demo consortium, also after failed tests (see consortium.js).
+module.exports = require('./consortium').stopConsortium;
