@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mpc_jupyter.client import CONSORTIUM_ENV
 from mpc_jupyter.demo.consortium import AgentProcesses
 from mpc_jupyter.demo.local import CONSORTIUM_FOLDER, DemoConsortium, DemoSettings, prepare_demo
 from mpc_jupyter.demo.notebooks import run_notebook, text_outputs
@@ -34,7 +35,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoConsortium]:
     root = tmp_path_factory.mktemp("demo")
     consortium = prepare_demo(root / CONSORTIUM_FOLDER, DemoSettings(PATIENTS), say=lambda _: None)
     shutil.copytree(EXAMPLES, root / "examples", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    with AgentProcesses(consortium.folder, consortium.settings.sites):
+    with pytest.MonkeyPatch.context() as env, AgentProcesses(consortium.folder, consortium.settings.sites):
+        env.setenv(CONSORTIUM_ENV, str(consortium.path))  # as the demo does; the kernels inherit it
         yield consortium
 
 
