@@ -30,7 +30,7 @@ from .data import DEFAULT_SEED, DEFAULT_SITES, TABLE_SCHEMAS, identifier_columns
 from .schema import demo_schema_toml
 
 CONSORTIUM_FOLDER = "demo-consortium"
-"""The example notebooks connect to ``../demo-consortium/consortium.toml``, beside their folder."""
+"""Where the demo keeps its consortium by default: beside ``examples/``."""
 MARKER = "demo.json"
 ANALYST = "analyst"
 
