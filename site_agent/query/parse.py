@@ -178,6 +178,7 @@ class _Validator:
                 continue  # a select alias used in GROUP BY; resolved there
             self._resolve_column(col)
         self._check_nodes(tree)
+        self._check_comparisons(tree)
         keys, sets = self._group_keys(tree, select_aliases)
         aggs = self._aggregates(tree, keys)
         where = tree.args.get("where")
@@ -359,6 +360,27 @@ class _Validator:
                 if not isinstance(node, _ALLOWED_NODES):
                     what = node.sql(DIALECT) if isinstance(node, exp.Func) else node.key.upper()
                     raise self.unsupported(node, f"{type(node).__name__} ({what}) is not supported in %%mpc queries")
+
+    def _check_comparisons(self, tree: exp.Select) -> None:
+        """Refuse comparisons of a column with a literal of the wrong kind, at compile time.
+
+        Each site's engine would fail on them anyway, later, and its message could quote data
+        (a text column compared with a number is cast value by value). Strings that read as
+        numbers compare with numeric columns, and strings compare with dates, as in SQL.
+        """
+        comparisons = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between)
+        for node in tree.find_all(*comparisons):
+            operands = [node.this, node.args.get("expression"), node.args.get("low"), node.args.get("high")]
+            operands += list(node.args.get("expressions") or [])
+            columns = [o for o in operands if isinstance(o, exp.Column) and o.table and not is_site(o)]
+            literals = [o for o in operands if isinstance(o, exp.Literal)]
+            for col in columns:
+                dtype = self._column_of(col).dtype
+                for lit in literals:
+                    if _literal_fits(dtype, lit):
+                        continue
+                    kind = "a string" if lit.is_string else "a number"
+                    raise self.error(lit, f"cannot compare {dtype} column {col.name} with {kind} ({lit.sql(DIALECT)})")
 
     def _check_identifiers(self, tree: exp.Select) -> None:
         if not self.rules.identifiers:
@@ -604,3 +626,18 @@ def _prod(values: object) -> int:
     for v in values:  # type: ignore[attr-defined]
         out *= int(v)
     return out
+
+
+def _literal_fits(dtype: str, lit: exp.Literal) -> bool:
+    """Whether a literal compares with a column of ``dtype`` without a cast that can fail."""
+    if dtype in ("integer", "float"):
+        if not lit.is_string:
+            return True
+        try:
+            float(lit.this)
+        except ValueError:
+            return False
+        return True
+    if dtype == "text":
+        return bool(lit.is_string)
+    return True  # dates and timestamps take date strings; booleans are compared with TRUE/FALSE

@@ -324,10 +324,10 @@ def test_statement_kind_the_policy_forbids(strict: Running) -> None:
 
 
 def test_a_failing_local_step_stops_every_member_and_quotes_no_data(lung: Running) -> None:
-    """A query the planner accepts but the sites' engines cannot run (an integer column
-    compared with a string) fails at once at every site, names a site, releases nothing, and
-    passes on only the engine's error class when its message could quote data."""
-    text = "SELECT COUNT(*) AS n FROM lung WHERE sex = 'one'"
+    """A query the planner accepts but the sites' engines cannot run (a cast that fails)
+    fails at once at every site, names a site, releases nothing, and passes on only the
+    engine's error class when its message could quote data."""
+    text = "SELECT COUNT(*) AS n FROM lung WHERE age > CAST('one' AS INTEGER)"
     t0 = time.monotonic()
     err = refused_query(lung, text)
     assert time.monotonic() - t0 < 5, "the members waited for their timeout"

@@ -102,3 +102,23 @@ def test_unexposed_column_refused(lung: Consortium) -> None:
     with pytest.raises(PolicyRefusal) as info:
         compile_query("SELECT AVG(time) FROM lung", lung.schema, rules)
     assert info.value.rule == "exposed"
+
+
+@pytest.mark.parametrize(
+    "text, column, fragment",
+    [
+        ("SELECT COUNT(*) AS n FROM lung WHERE sex = 'one'", 44, "integer column sex with a string ('one')"),
+        ("SELECT COUNT(*) AS n FROM lung WHERE age BETWEEN 40 AND 'x'", 57, "integer column age with a string ('x')"),
+        ("SELECT COUNT(*) AS n FROM lung WHERE sex IN (1, 'two')", 49, "integer column sex with a string ('two')"),
+    ],
+)
+def test_comparisons_with_the_wrong_kind_of_literal_fail_at_compile_time(
+    lung: Consortium, text: str, column: int, fragment: str
+) -> None:
+    with pytest.raises(QueryError) as err:
+        _compile(lung, text)
+    assert fragment in str(err.value) and (err.value.line, err.value.column) == (1, column)
+
+
+def test_numeric_strings_still_compare_with_numbers(lung: Consortium) -> None:
+    _compile(lung, "SELECT COUNT(*) AS n FROM lung WHERE sex = '1' AND age BETWEEN '40' AND 70")
