@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,20 +30,9 @@ from typing import Any
 import numpy as np
 
 from site_agent.crypto.certs import issue_cert, make_ca
-from site_agent.net.loopback import plain_inputs
+from site_agent.net.loopback import NAMES, member_configs, plain_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["hospital-a", "hospital-b", "neutral-c"]
-
-
-def _ports() -> list[int]:
-    socks = [socket.socket() for _ in range(3)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def run(n: int, reps: int) -> dict[str, Any]:
@@ -72,22 +60,14 @@ def run(n: int, reps: int) -> dict[str, Any]:
             add("sum3_one_round", "sum3_one_round")
         ca_key, ca_cert = make_ca("bench CA")
         (d / "ca.crt").write_bytes(ca_cert)
-        ports = _ports()
-        members = [{"index": i, "name": NAMES[i], "host": "127.0.0.1", "port": ports[i]} for i in range(3)]
-        procs = []
+        tls = []
         for i in range(3):
             key, cert = issue_cert(ca_key, ca_cert, NAMES[i], ["127.0.0.1"], client=True, server=True)
             (d / f"{i}.key").write_bytes(key)
             (d / f"{i}.crt").write_bytes(cert)
-            cfg = {
-                "index": i,
-                "members": members,
-                "jobs": jobs,
-                "timeout": 60,
-                "cert": str(d / f"{i}.crt"),
-                "key": str(d / f"{i}.key"),
-                "ca": str(d / "ca.crt"),
-            }
+            tls.append({"cert": str(d / f"{i}.crt"), "key": str(d / f"{i}.key"), "ca": str(d / "ca.crt")})
+        procs = []
+        for i, cfg in enumerate(member_configs(jobs, tls, timeout=60)):
             (d / f"{i}.json").write_text(json.dumps(cfg))
             procs.append(
                 subprocess.Popen(

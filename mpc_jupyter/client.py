@@ -44,7 +44,7 @@ from site_agent.crypto.envelope import sign_envelope
 from site_agent.crypto.signing import load_private_key
 from site_agent.errors import AuthError, ConfigError, MpcError, ProtocolViolation
 from site_agent.mpc.shares import AShare
-from site_agent.net.framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, encode_parts
+from site_agent.net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, encode_parts
 
 T = TypeVar("T")
 
@@ -301,7 +301,7 @@ class Consortium:
         pending = _Pending(session=msg.session_id(query_id), done=asyncio.Event(), progress=progress)
         self._pending[query_id] = pending
         try:
-            frame = Frame(MsgType.QUERY, control={"kind": msg.QUERY, "envelope": env.to_json(), "mode": mode})
+            frame = msg.control(msg.QUERY, OUTSIDER, MsgType.QUERY, envelope=env.to_json(), mode=mode)
             await asyncio.gather(*(self._send(i, frame) for i in range(3)))
             deadline = asyncio.get_running_loop().time() + self.timeout + 5
             done = asyncio.ensure_future(pending.done.wait())
@@ -354,7 +354,7 @@ class Consortium:
                 fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                 self._status_waiters[index] = fut
                 t0 = time.monotonic()
-                await self._send(index, Frame(MsgType.STATUS, control={"kind": msg.STATUS_REQUEST}))
+                await self._send(index, msg.control(msg.STATUS_REQUEST, OUTSIDER, MsgType.STATUS))
                 body = await asyncio.wait_for(fut, min(self.timeout, 10.0))
                 return SiteStatus(
                     site=name,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from types import TracebackType
 
 from site_agent.cli.consortium import main as consortium_cli
 from site_agent.errors import ConfigError
+from site_agent.net.loopback import free_ports
 from site_agent.tomlfile import toml_key, toml_str, toml_str_list
 
 
@@ -49,13 +49,6 @@ class SiteSpec:
     extra_policy: Mapping[str, str] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def build_consortium(
     root: Path, sites: Sequence[SiteSpec], schema_toml: str, analyst: str = "analyst", name: str = "Local consortium"
 ) -> Path:
@@ -66,7 +59,7 @@ def build_consortium(
         raise ConfigError(f"{root} is not empty")
     _cli("init", str(root), "--name", name)
     for site in sites:
-        _cli("add-site", str(root), site.name, "--address", f"127.0.0.1:{free_port()}", "--compute")
+        _cli("add-site", str(root), site.name, "--address", f"127.0.0.1:{free_ports(1)[0]}", "--compute")
         _write_site(root / "sites" / site.name, site)
     _cli("add-analyst", str(root), analyst)
     (root / "schema.toml").write_text(schema_toml)

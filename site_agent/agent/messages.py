@@ -9,8 +9,9 @@ a ``result`` control message (public metadata and the site's receipt) and a
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-from ..net.framing import register_control
+from ..net.framing import Frame, MsgType, register_control
 
 NONE = type(None)
 
@@ -45,3 +46,8 @@ PHASES = ("verified", "compiled", "agreed", "local", "shared", "computed", "reve
 def session_id(envelope_digest: str) -> bytes:
     """The MPC session id of a query: every member derives it from the envelope alone."""
     return hashlib.sha256(b"mpc-jupyter.session.v1:" + bytes.fromhex(envelope_digest)).digest()[:16]
+
+
+def control(kind: str, sender: int, frame_type: MsgType = MsgType.CONTROL, **fields: Any) -> Frame:
+    """A control frame of a registered ``kind`` (the codec checks ``fields`` against its schema)."""
+    return Frame(frame_type, sender=sender, control={"kind": kind, **fields})

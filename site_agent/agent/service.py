@@ -143,11 +143,7 @@ class Agent:
             self._running.difference_update(tasks)
 
     async def _send_policy(self) -> None:
-        frame = Frame(
-            MsgType.CONTROL,
-            sender=self.index,
-            control={"kind": msg.POLICY, "site": self.site, "policy": self.policy.to_json()},
-        )
+        frame = msg.control(msg.POLICY, self.index, site=self.site, policy=self.policy.to_json())
         for peer in self.mesh.peers:
             await self.mesh.links[peer].send_frame(frame)
 
@@ -180,18 +176,16 @@ class Agent:
         policy = await self._combined_policy() if self._policies_known.is_set() else self.policy
         exposed = {t: {"columns": policy.exposed_columns(t, cols)} for t, cols in tables.items()}
         await conn.send_frame(
-            Frame(
+            msg.control(
+                msg.STATUS,
+                self.index,
                 MsgType.STATUS,
-                sender=self.index,
-                control={
-                    "kind": msg.STATUS,
-                    "site": self.site,
-                    "version": __version__,
-                    "tables": {t: v for t, v in exposed.items() if t in policy.tables},
-                    "policy_digest": self.policy.digest(),
-                    "peers": {self.names[p]: p in self.mesh.links for p in self.mesh.peers},
-                    "committee": list(self.names.values()),
-                },
+                site=self.site,
+                version=__version__,
+                tables={t: v for t, v in exposed.items() if t in policy.tables},
+                policy_digest=self.policy.digest(),
+                peers={self.names[p]: p in self.mesh.links for p in self.mesh.peers},
+                committee=list(self.names.values()),
             )
         )
 
@@ -255,17 +249,14 @@ class Agent:
             timings={"seconds": round(time.monotonic() - started, 4)},
         )
         await conn.send_frame(
-            Frame(
-                MsgType.CONTROL,
-                sender=self.index,
-                control={
-                    "kind": msg.RESULT,
-                    "site": self.site,
-                    "query_id": query_id,
-                    "receipt": receipt.to_json(),
-                    "meta": json.dumps(outcome.meta, sort_keys=True),
-                    "stats": {"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)},
-                },
+            msg.control(
+                msg.RESULT,
+                self.index,
+                site=self.site,
+                query_id=query_id,
+                receipt=receipt.to_json(),
+                meta=json.dumps(outcome.meta, sort_keys=True),
+                stats={"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)},
             )
         )
         await conn.send_frame(
@@ -383,34 +374,28 @@ class Agent:
         site: str | None = None,
     ) -> None:
         await conn.send_frame(
-            Frame(
-                MsgType.CONTROL,
-                sender=self.index,
-                control={
-                    "kind": msg.FAILURE,
-                    "site": site or self.site,
-                    "query_id": query_id,
-                    "category": category,
-                    "rule": rule,
-                    "message": message,
-                    "receipt": receipt,
-                },
+            msg.control(
+                msg.FAILURE,
+                self.index,
+                site=site or self.site,
+                query_id=query_id,
+                category=category,
+                rule=rule,
+                message=message,
+                receipt=receipt,
             )
         )
 
     async def _reply_explain(self, conn: Connection, query_id: str, plan: planning.Compiled) -> None:
         await conn.send_frame(
-            Frame(
-                MsgType.CONTROL,
-                sender=self.index,
-                control={
-                    "kind": msg.RESULT,
-                    "site": self.site,
-                    "query_id": query_id,
-                    "receipt": {},
-                    "meta": json.dumps({"explain": plan.explain()}, sort_keys=True),
-                    "stats": {},
-                },
+            msg.control(
+                msg.RESULT,
+                self.index,
+                site=self.site,
+                query_id=query_id,
+                receipt={},
+                meta=json.dumps({"explain": plan.explain()}, sort_keys=True),
+                stats={},
             )
         )
 
@@ -431,16 +416,13 @@ class _Progress:
     async def __call__(self, phase: str) -> None:
         with contextlib.suppress(Exception):
             await self.conn.send_frame(
-                Frame(
-                    MsgType.CONTROL,
-                    sender=self.index,
-                    control={
-                        "kind": msg.PROGRESS,
-                        "site": self.site,
-                        "query_id": self.query_id,
-                        "phase": phase,
-                        "seconds": time.monotonic() - self.started,
-                    },
+                msg.control(
+                    msg.PROGRESS,
+                    self.index,
+                    site=self.site,
+                    query_id=self.query_id,
+                    phase=phase,
+                    seconds=time.monotonic() - self.started,
                 )
             )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +42,35 @@ from ..tuning import tune_allocator
 from .mesh import Mesh, members_from
 
 FP = FixedPoint(16)
+
+
+NAMES = ("hospital-a", "hospital-b", "neutral-c")
+"""Certificate names of the three members in the tests and benchmarks."""
+
+
+def free_ports(k: int) -> list[int]:
+    """``k`` distinct TCP ports on loopback that nothing listens on right now."""
+    socks = [socket.socket() for _ in range(k)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def member_configs(
+    jobs: list[dict[str, Any]], tls: list[dict[str, str]], timeout: float, ports: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """The three members' JSON configs: ``tls[i]`` holds member i's cert, key and ca paths."""
+    listed = members(ports or free_ports(3))
+    return [{"index": i, "members": listed, "jobs": jobs, "timeout": timeout, **tls[i]} for i in range(3)]
+
+
+def members(ports: list[int]) -> list[dict[str, Any]]:
+    """The three members as plain dicts (``members_from`` turns them into ``Member``s)."""
+    return [{"index": i, "name": NAMES[i], "host": "127.0.0.1", "port": ports[i]} for i in range(3)]
 
 
 def plain_inputs(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:

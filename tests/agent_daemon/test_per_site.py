@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines.datasets import load_lung
 
 from mpc_jupyter.client import Consortium, QueryFailed
 from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
@@ -21,35 +20,12 @@ from site_agent.policy import Policy, combine
 from site_agent.policy.model import TablePolicy
 from site_agent.query.schema_file import load_schema_file
 
-SITES = ("north", "central", "south")
-SCHEMA = """\
-[tables.lung]
-id = "integer"
-inst = "integer"
-time = "float"
-status = { type = "integer", domain = [1, 2] }
-age = { type = "integer", grid = [30, 90, 1] }
-sex = { type = "integer", domain = [1, 2] }
-ph_ecog = { type = "integer", domain = [0, 1, 2, 3] }
-wt_loss = "float"
-"""
+from ..lung import LUNG_SCHEMA, SITES, lung_by_site
+
 TEXT = (
     "SELECT SITE AS hospital, sex, COUNT(*) AS n, AVG(age) AS mean_age, STDDEV(time) AS sd_time "
     "FROM lung GROUP BY ROLLUP(hospital, sex)"
 )
-
-
-def lung_by_site() -> dict[str, pd.DataFrame]:
-    lung = load_lung().rename(columns=lambda c: c.replace(".", "_")).dropna(subset=["inst"]).reset_index(drop=True)
-    lung["inst"] = lung["inst"].astype(int)
-    lung["status"] = lung["status"] + 1
-    lung.insert(0, "id", range(1, len(lung) + 1))
-    lung = lung[["id", "inst", "time", "status", "age", "sex", "ph_ecog", "wt_loss"]]
-    return {
-        "north": lung[lung.inst <= 5],
-        "central": lung[(lung.inst > 5) & (lung.inst <= 13)],
-        "south": lung[lung.inst > 13],
-    }
 
 
 def _policy(site: str, kinds: set[str]) -> Policy:
@@ -58,7 +34,7 @@ def _policy(site: str, kinds: set[str]) -> Policy:
 
 def test_daemon_checks_the_plans_kind_against_every_site(tmp_path: Path) -> None:
     path = tmp_path / "schema.toml"
-    path.write_text(SCHEMA)
+    path.write_text(LUNG_SCHEMA)
     schema = load_schema_file(path)
     allowing = combine(_policy(s, {"aggregate", "per_site_breakdown"}) for s in SITES)
     plan = planning.compile_query(TEXT, schema, allowing, {}, SITES)
@@ -90,7 +66,7 @@ def _start(root: Path, frames: dict[str, pd.DataFrame], refusing: str | None) ->
         df.to_csv(csv, index=False)
         kinds = ("aggregate", "model") if site == refusing else ("aggregate", "per_site_breakdown", "model")
         specs.append(SiteSpec(site, {"lung": TableSpec(csv, identifiers=["id"])}, statement_kinds=kinds))
-    config = build_consortium(root / "consortium", specs, SCHEMA)
+    config = build_consortium(root / "consortium", specs, LUNG_SCHEMA)
     return config, AgentProcesses(config.parent, list(SITES)).start()
 
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from lifelines.datasets import load_lung
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -40,37 +39,10 @@ from site_agent.crypto.envelope import Envelope, sign_envelope
 from site_agent.crypto.signing import Ed25519PrivateKey, load_private_key
 from site_agent.net.framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, encode_parts
 
-SITES = ("north", "central", "south")
+from ..lung import LUNG_SCHEMA, SITES, lung_by_site
+
 FAULT_TIMEOUT = 5
-LUNG_SCHEMA = """\
-[tables.lung]
-id = "integer"
-inst = "integer"
-time = "float"
-status = { type = "integer", domain = [1, 2] }
-age = { type = "integer", grid = [30, 90, 1] }
-sex = { type = "integer", domain = [1, 2] }
-ph_ecog = { type = "integer", domain = [0, 1, 2, 3] }
-ph_karno = "float"
-pat_karno = "float"
-meal_cal = "float"
-wt_loss = "float"
-"""
 COLUMNS = ("id", "inst", "time", "status", "age", "sex", "ph_ecog", "ph_karno", "pat_karno", "meal_cal", "wt_loss")
-
-
-def lung_by_site() -> dict[str, pd.DataFrame]:
-    """The lung data with an integer ``id``, split by institution into the three sites."""
-    lung = load_lung().rename(columns=lambda c: c.replace(".", "_"))
-    lung = lung.dropna(subset=["inst"]).reset_index(drop=True)
-    lung["inst"] = lung["inst"].astype(int)
-    lung["status"] = lung["status"] + 1  # R's coding, as in the schema: 1 censored, 2 dead
-    lung.insert(0, "id", range(1, len(lung) + 1))
-    return {
-        "north": lung[lung.inst <= 5],
-        "central": lung[(lung.inst > 5) & (lung.inst <= 13)],
-        "south": lung[lung.inst > 13],
-    }
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,9 +15,9 @@ from typing import Any
 import pytest
 
 from site_agent.crypto.certs import issue_cert, make_ca
+from site_agent.net.loopback import NAMES, free_ports, member_configs
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ["hospital-a", "hospital-b", "neutral-c"]
 
 
 @dataclass
@@ -52,28 +51,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(d)
 
 
-def free_ports(k: int) -> list[int]:
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def members(ports: list[int]) -> list[dict[str, Any]]:
-    return [{"index": i, "name": NAMES[i], "host": "127.0.0.1", "port": ports[i]} for i in range(3)]
-
-
 class Committee:
     """Three member processes (``python -m site_agent.net.loopback``) on loopback."""
 
     def __init__(self, pki: Pki, tmp: Path, jobs: list[dict[str, Any]], timeout: float = 10.0) -> None:
         self.ports = free_ports(3)
         self.procs: list[subprocess.Popen[str]] = []
-        for i in range(3):
-            cfg = {"index": i, "members": members(self.ports), "jobs": jobs, "timeout": timeout, **pki.paths(NAMES[i])}
+        configs = member_configs(jobs, [pki.paths(name) for name in NAMES], timeout, self.ports)
+        for i, cfg in enumerate(configs):
             path = tmp / f"member{i}.json"
             path.write_text(json.dumps(cfg))
             self.procs.append(

@@ -13,10 +13,10 @@ from websockets.asyncio.client import connect
 
 from site_agent.crypto.certs import client_context, server_context
 from site_agent.net.framing import Frame, MsgType, decode, encode
-from site_agent.net.loopback import _program
+from site_agent.net.loopback import NAMES, _program, free_ports, members
 from site_agent.net.mesh import Connection, Mesh, members_from
 
-from .conftest import NAMES, Pki, free_ports, members
+from .conftest import Pki
 
 
 async def _meshes(pki: Pki) -> list[Mesh]:
