@@ -2,7 +2,7 @@
 
 ``mpc-jupyter demo`` creates (or reuses) a local consortium of three synthetic hospitals,
 starts their three site agents as background processes, and opens JupyterLab on ``examples/``,
-whose notebooks connect to ``../demo-consortium/consortium.toml``. Ctrl-C or SIGTERM stops
+whose notebooks connect through ``$MPC_CONSORTIUM`` (set to the demo's consortium file). Ctrl-C or SIGTERM stops
 JupyterLab and the agents. ``--headless`` runs ``examples/quickstart.ipynb`` with nbclient instead, prints what
 its cells show, and stops the agents. ``--serve-only`` starts no notebook at all: it prints
 ``MPC_CONSORTIUM=<consortium.toml>`` and serves until Ctrl-C or SIGTERM (the browser tests use it).
@@ -117,8 +117,6 @@ def demo(args: argparse.Namespace) -> int:
     if not args.serve_only and not (examples / "quickstart.ipynb").exists():
         raise MpcError(f"no example notebooks in {examples} (use --examples)")
     folder = args.dir or examples.parent / CONSORTIUM_FOLDER
-    if not args.serve_only and folder.resolve() != (examples.parent / CONSORTIUM_FOLDER).resolve():
-        _say(f"note: the notebooks connect to ../{CONSORTIUM_FOLDER}/consortium.toml; edit their connect line")
     started = time.monotonic()
     consortium = prepare_demo(folder, DemoSettings(args.patients, args.seed), fresh=args.fresh, say=_say)
     _say(f"consortium ready in {time.monotonic() - started:.1f} s: {consortium.path}")
