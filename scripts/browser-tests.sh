@@ -58,6 +58,18 @@ export JUPYTER_PATH="$jupyter_path${JUPYTER_PATH:+:$JUPYTER_PATH}"
 jupyter labextension list 2>&1 | grep -E "mpc-jupyter-labextension .*enabled" \
   || { echo "mpc-jupyter-labextension is not enabled" >&2; jupyter labextension list >&2; exit 1; }
 
+echo "== the wheel carries the prebuilt extension (no jupyter lab build)"
+wheel_dir="$(mktemp -d)"
+pip wheel --no-deps -q -w "$wheel_dir" "$root"
+pip install --no-deps -q --target "$wheel_dir/site" "$wheel_dir"/mpc_jupyter-*.whl
+wheel_ext="$wheel_dir/site/share/jupyter/labextensions"
+# The listing names each folder it searched, then the extensions found there: require ours under the wheel's.
+JUPYTER_PATH="$wheel_dir/site/share/jupyter" jupyter labextension list 2>&1 \
+  | awk -v d="$wheel_ext" '$1 == d {f = 1; next} /^[^ \t]/ {f = 0} f && /mpc-jupyter-labextension .*enabled/ {ok = 1} END {exit !ok}' \
+  || { echo "the wheel's extension is not found enabled under $wheel_ext" >&2; exit 1; }
+echo "   found enabled in $wheel_ext"
+rm -rf "$wheel_dir"
+
 echo "== browser tests (labextension/ui-tests)"
 cd labextension/ui-tests
 jlpm install
