@@ -30,9 +30,12 @@ from typing import Any
 import numpy as np
 
 from site_agent.crypto.certs import issue_cert, make_ca
-from site_agent.net.loopback import NAMES, member_configs, plain_inputs
+from site_agent.net.loopback import FP, NAMES, member_configs, plain_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+MEDIAN_N = 10_000
 
 
 def run(n: int, reps: int) -> dict[str, Any]:
@@ -58,6 +61,10 @@ def run(n: int, reps: int) -> dict[str, Any]:
             add("sum3", "sum3")
         for _ in range(reps):
             add("sum3_one_round", "sum3_one_round")
+        median_out = str(d / "median")
+        add("median", "warmup", n=MEDIAN_N, out=median_out)
+        for _ in range(reps):
+            add("median", "median", n=MEDIAN_N, open_result=False)
         ca_key, ca_cert = make_ca("bench CA")
         (d / "ca.crt").write_bytes(ca_cert)
         tls = []
@@ -92,6 +99,11 @@ def run(n: int, reps: int) -> dict[str, Any]:
         for i in range(3):
             if not np.array_equal(np.load(f"{lt_out}.m{i}.npy"), (x < y).astype(np.uint64)):
                 raise SystemExit(f"the comparisons member {i} opened differ from numpy's x < y")
+        median_seed = next(job["seed"] for job in jobs if job.get("out") == median_out)
+        expected = np.median(FP.decode(FP.encode(plain_inputs(median_seed, MEDIAN_N)[0])))
+        for i in range(3):
+            if abs(FP.decode(np.load(f"{median_out}.m{i}.npy"))[0] - expected) > 2.0**-FP.frac_bits:
+                raise SystemExit(f"the median member {i} opened differs from numpy's")
     mul = seconds["mul_fixed"]
     return {
         "n": n,
@@ -107,6 +119,9 @@ def run(n: int, reps: int) -> dict[str, Any]:
         "secure_sum_3_rounds_median": statistics.median(seconds["sum3"]),
         "secure_sum_one_round_seconds": seconds["sum3_one_round"],
         "secure_sum_one_round_median": statistics.median(seconds["sum3_one_round"]),
+        "median_n": MEDIAN_N,
+        "median_seconds": seconds["median"],
+        "median_seconds_median": statistics.median(seconds["median"]),
     }
 
 
@@ -132,6 +147,7 @@ def main() -> None:
     )
     print(f"secure sum, input_from x3 + open: {r['secure_sum_3_rounds_median']:.3f} s median")
     print(f"secure sum, one-round inputs + open: {r['secure_sum_one_round_median']:.3f} s median")
+    print(f"median of {r['median_n']:,} secret values: {r['median_seconds_median']:.3f} s median")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ to ``OUT.m<index>.npy`` (``OUT.s<k>.m<index>.npy`` for concurrent sessions) when
 names ``out``. Not a production entry point: the daemon owns that.
 
 Jobs (``op``): ``mul_fixed`` (n values, x*y opened), ``lt`` (n comparisons x < y, opened),
-``open`` (shares of x opened),
+``open`` (shares of x opened), ``median`` (the median of x, opened),
 ``sum3`` (each member inputs n values with ``input_from``, the sum is opened),
 ``sum3_one_round`` (the three inputs in one round), ``slow`` (many small rounds; for
 failure tests), ``sync`` (a one-word opening, used as a barrier), ``concurrent`` (several
@@ -34,6 +34,7 @@ from ..errors import MpcError, PeerFailure
 from ..mpc.arithmetic import input_all, input_from, mul, mul_fixed, open_all
 from ..mpc.boolean import lt
 from ..mpc.fixed import FixedPoint
+from ..mpc.order import median
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -110,6 +111,13 @@ def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]
             return first
 
         return product
+    if op == "median":
+        xs = shares_of(FP.encode(plain_inputs(seed, n)[0]), seed, index).reshape(1, n)
+
+        def middle(p: Party) -> Protocol[U64]:
+            return (yield from open_all(p, (yield from median(p, xs, FP))))
+
+        return middle
     if op in ("sum3", "sum3_one_round"):
         mine = member_vector(seed, index, n).astype(np.int64).view(np.uint64)
 
