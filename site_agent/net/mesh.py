@@ -49,7 +49,7 @@ from .framing import (
     encode_parts,
     error_frame,
 )
-from .mpc_transport import Parts, session_label
+from .mpc_transport import Parts, session_label, websocket_message
 from .session import run_session
 
 T = TypeVar("T")
@@ -94,9 +94,8 @@ class Connection:
 
     async def send(self, parts: Parts) -> None:
         """Send one frame given as (header, payload) chunks, as one websocket message."""
-        chunks = [p for p in parts if len(p)]
         try:
-            await self.ws.send(chunks[0] if len(chunks) == 1 else chunks)
+            await self.ws.send(websocket_message(parts))
         except ConnectionClosed as exc:
             raise PeerDisconnected(
                 self.peer_index if self.peer_index is not None else self.peer_name,
