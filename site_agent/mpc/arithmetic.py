@@ -4,6 +4,8 @@ Follows ABY3 (Mohassel and Rindal, CCS 2018), section 3 and 5, in the semi-hones
 honest-majority setting:
 
 * :func:`input_from`: a committee member shares its own values (one round, 2n words).
+* :func:`input_product`: member 0's private words times what members 1 and 2 both know,
+  shared in the round that inputs them.
 * :func:`open_all` / :func:`open_to`: reveal to every member or to one (one round).
 * :func:`mul`, :func:`matmul`: local 3-out-of-3 products plus a zero-sharing, then one
   reshare: one round, one ring element per party per output element.
@@ -30,6 +32,8 @@ from P1; P1 receives 2n; P0 receives nothing. Three message hops.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,6 +77,54 @@ def input_from(p: Party, owner: int, values: U64 | None, shape: tuple[int, ...])
     """Member ``owner`` shares ``values`` (ring elements); the others pass ``None``."""
     first, second = yield from input_pair(p, owner, values, int(np.prod(shape, dtype=np.int64)))
     return AShare.from_pair(first.reshape(shape), second.reshape(shape))
+
+
+def input_product(
+    p: Party,
+    values: U64 | None,
+    n_in: int,
+    n_out: int,
+    linear: Callable[[U64], U64] | None = None,
+    extra: U64 | None = None,
+    xor: bool = False,
+) -> Protocol[tuple[U64, U64]]:
+    """This member's two components of f(t) = L(t) + c in one round, where member 0 alone
+    knows t (``values``, n_in words) and members 1 and 2 both know the linear map L
+    (``linear``, n_in words to n_out) and the words c (``extra``, n_out). With ``xor``, for
+    boolean sharing, + is XOR and L is XOR-linear.
+
+    Both operands of each product are known to one side, so the product needs no
+    multiplication protocol, only a sharing (the input sharing of :func:`input_pair` with
+    the output drawn the same way). Member 0 shares t = t_0 + t_1 + t_2 with t_j from key
+    K_j and sends t_2 to members 1 and 2; the output components f_0, f_1 are fresh draws from
+    K_0, K_1 (member 0 holds both, computing nothing). Member 2, holder of K_0, sends member 1
+    L(t_0) - f_0; member 1, holder of K_1, sends member 2 L(t_1) - f_1; each then has
+    f_2 = (L(t_0) - f_0) + (L(t_1) - f_1) + L(t_2) + c = f - f_0 - f_1. Each message is
+    masked by a fresh draw from the key its receiver lacks. Member 0 sends 2 n_in words,
+    members 1 and 2 n_out each, all in the same round: where a product of a sharing just
+    input with a value known to two members (ABY3, section 5.3) takes two.
+    """
+    i = p.index
+    sub = np.bitwise_xor if xor else np.subtract
+    add = np.bitwise_xor if xor else np.add
+    if i == 0:
+        if values is None:
+            raise ValueError("member 0 must supply the values it inputs")
+        t = np.asarray(values, dtype=np.uint64).reshape(-1)
+        if t.size != n_in:
+            raise ValueError(f"input has {t.size} elements, expected {n_in}")
+        r0, r1 = p.rand.stream(0, n_in + n_out), p.rand.stream(1, n_in + n_out)
+        third = sub(sub(t, r0[:n_in]), r1[:n_in])
+        yield from exchange(send={1: third, 2: third})
+        return r0[n_in:], r1[n_in:]
+    if linear is None or extra is None:
+        raise ValueError("members 1 and 2 must supply the linear map and the constant")
+    other = 3 - i
+    r = p.rand.stream(1 if i == 1 else 0, n_in + n_out)
+    mine = sub(linear(r[:n_in]), r[n_in:])
+    got = yield from exchange(send={other: mine}, expect={0: n_in, other: n_out})
+    f2: U64 = add(add(mine, got[other]), add(linear(got[0]), extra))
+    return (r[n_in:], f2) if i == 1 else (f2, r[n_in:])
 
 
 def component_only(p: Party, pair: U64, j: int, kind: type[S]) -> S:

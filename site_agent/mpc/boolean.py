@@ -6,12 +6,16 @@ Following ABY3 (Mohassel and Rindal, CCS 2018), sections 5.3 and 5.4:
 * :func:`a2b`: arithmetic to boolean. Member 0 knows x_0 + x_1 and shares it as a boolean
   input; x_2 is already a boolean sharing (its two holders hold it, nobody else needs it).
   A Kogge-Stone parallel-prefix adder on the packed words adds the two: 1 + 1 + 6 rounds.
-* :func:`bit_inject`: a shared bit to an arithmetic 0/1 (member 0 inputs b_0 xor b_1, which
-  it knows; then one product with b_2): 2 rounds.
+* :func:`msb_bool`: the top bit of x by a carry tree for the carry into bit 63 alone, its
+  first level fused with the input of x_0 + x_1 and its words halved at every level after:
+  6 rounds, about 4 words per value from member 0 and 2 from each of the others.
+* :func:`bit_inject`: a shared bit to an arithmetic 0/1 (b_0 xor b_1 is known to member 0,
+  b_2 to members 1 and 2, and b is linear in the first given the second): 1 round.
 * :func:`b2a`: a whole boolean word to arithmetic, by subtracting a random arithmetic mask
   inside a boolean adder and opening the result to the two holders of component 0.
 * :func:`prefix_or`: OR of each bit with all bits above it (6 rounds).
-* :func:`ltz`, :func:`lt`, :func:`eq`, :func:`select`, :func:`maximum`.
+* :func:`ltz`, :func:`lt` (msb and injection, 7 rounds), :func:`eq`, :func:`select`,
+  :func:`maximum`.
 
 All of it is vectorized: one round handles every word of the input arrays.
 """
@@ -22,13 +26,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .arithmetic import component_only, constant, input_from, input_pair, mul, new_pair, reshare
+from .arithmetic import component_only, constant, input_pair, input_product, mul, new_pair, reshare
 from .party import Party, Protocol, exchange
 from .ring import ALL_ONES, U64
 from .shares import AShare, BShare
 
 _ONE = np.uint64(1)
-_63 = np.uint64(63)
+
+# _UPPER[s]: the upper half of every 2s-bit block of a word.
+_UPPER = {s: np.uint64(sum(1 << b for b in range(64) if b % (2 * s) >= s)) for s in (1, 2, 4, 8, 16, 32)}
+# The top 2-bit span of both values in a first-level word (bits 63 and 62).
+_TOP = np.uint64(0xC000000000000000)
+# Where the carry tree leaves value w + (n/64) rev6(k) of word w: bit 63 - rev6(k).
+_TREE_BIT = np.array([63 - int(f"{k:06b}"[::-1], 2) for k in range(64)], dtype=np.uint64)
 
 
 def xor_public(p: Party, x: BShare, c: U64 | np.uint64) -> BShare:
@@ -123,28 +133,120 @@ def a2b(p: Party, x: AShare) -> Protocol[BShare]:
 
 
 def bit_inject(p: Party, b: BShare) -> Protocol[AShare]:
-    """Bit 0 of each shared word as an arithmetic 0/1 value (2 rounds).
+    """Bit 0 of each shared word as an arithmetic 0/1 value (1 round).
 
-    b = t ^ b_2 with t = b_0 ^ b_1 known to member 0, and t ^ b_2 = t + b_2 - 2 t b_2.
+    b = t ^ u with t = b_0 ^ b_1 known to member 0 and u = b_2 known to members 1 and 2, and
+    t ^ u = t (1 - 2u) + u is linear in t for those who know u: one :func:`input_product`.
     """
-    bits = b.v & _ONE
-    flat_shape = (b.size,)
-    t = (bits[0] ^ bits[1]).reshape(-1) if p.index == 0 else None
-    t_sh = yield from input_from(p, 0, t, flat_shape)
-    b2 = component_only(p, bits.reshape(2, -1), 2, AShare)
-    prod = yield from mul(p, t_sh, b2)
-    out = t_sh + b2 - prod.lshift(1)
-    return out.reshape(*b.shape)
+    bits = b.v.reshape(2, -1) & _ONE
+    n = bits.shape[1]
+    if p.index == 0:
+        first, second = yield from input_product(p, bits[0] ^ bits[1], n, n)
+    else:
+        u = bits[1] if p.index == 1 else bits[0]
+        sign = _ONE - (u << _ONE)
+
+        def times_sign(t: U64) -> U64:
+            out: U64 = t * sign
+            return out
+
+        first, second = yield from input_product(p, None, n, n, times_sign, u)
+    return AShare.from_pair(first, second).reshape(*b.shape)
+
+
+def _upper(w: U64, s: int) -> U64:
+    """Pack the upper s-bit spans of every 2s-bit block of two halves of the words into one.
+
+    Word k of the result takes the upper halves of the blocks of word k and, shifted down
+    into the lower halves, those of word k + h (h words in each half of the last axis).
+    XOR-linear, so it applies to boolean shares.
+    """
+    h = w.shape[-1] // 2
+    up = _UPPER[s]
+    out: U64 = (w[..., :h] & up) | ((w[..., h:] >> np.uint64(s)) & ~up)
+    return out
+
+
+def _lower(w: U64, s: int) -> U64:
+    """As :func:`_upper` for the lower spans, moved up to where the upper ones go."""
+    h = w.shape[-1] // 2
+    up = _UPPER[s]
+    out: U64 = ((w[..., :h] << np.uint64(s)) & up) | (w[..., h:] & ~up)
+    return out
 
 
 def msb_bool(p: Party, x: AShare) -> Protocol[BShare]:
-    """The top bit of each x, as a boolean sharing in bit 0 (8 rounds)."""
-    bits = yield from a2b(p, x)
-    return bits.rshift(63)
+    """The top bit of each x, as a boolean sharing in bit 0 (6 rounds).
+
+    x = a + b with a = x_0 + x_1, known to member 0, and b = x_2, known to members 1 and 2;
+    its top bit is a_63 ^ b_63 ^ c, where c, the carry into bit 63, is the generate signal G
+    of bits 0..62 (the log-depth carry tree of Brent and Kung, IEEE Trans. Comput. 1982,
+    evaluated for the top carry only, as in the MSB extraction of ABY3, section 5.3). Spans
+    of bits combine pairwise, (G, P) = (G_hi ^ P_hi G_lo, P_hi P_lo), and the top span's G
+    enters every level linearly, so a_63 ^ b_63 is put in it: the span of bits 63 and 62
+    has G = a_63 ^ b_63 ^ a_62 b_62 and P = a_62 ^ b_62, and the tree's G is the top bit.
+
+    Level 1 (2-bit spans) is bilinear in words of a and words of b:
+    G = a_hi b_hi ^ (a_hi a_lo) b_lo ^ a_lo (b_hi b_lo) and
+    P = (a_hi a_lo) ^ a_hi b_lo ^ a_lo b_hi ^ (b_hi b_lo); for the top span member 0 puts 0
+    for a_hi a_lo and the others 1, 0 and b_lo for b_hi, b_lo and b_hi b_lo, and b_63 in
+    the constant. So it is one :func:`input_product` of member 0's three terms, in the
+    round that inputs a: no separate input round, no AND round for the bitwise generate.
+    Each later level packs the spans it combines: :func:`_upper` and :func:`_lower` put the
+    upper and lower spans of two words into one word each (bit moves, local on shares), so
+    levels 2 to 5 AND 1/2, 1/4, 1/8 and 1/16 of a word per value (G and P) and level 6 only
+    G (1/64): 61/64 of a word per value and member, where :func:`add_bool` sends 12. Member 0
+    sends 3 words per value in level 1, members 1 and 2 one each. Values are padded to a
+    multiple of 64. :func:`msb_tree_reference` is the same circuit on one pair of words.
+    """
+    flat = x.ravel()
+    n = flat.shape[0]
+    h = -(-n // 64) * 32
+    i = p.index
+    own = np.zeros(2 * h, dtype=np.uint64)
+    if i == 0:
+        np.add(flat.v[0], flat.v[1], out=own[:n])
+        a_hi, a_lo = _upper(own, 1), _lower(own, 1)
+        terms = np.concatenate([a_hi, a_lo, a_hi & a_lo & ~_TOP])
+        first, second = yield from input_product(p, terms, 3 * h, 2 * h, xor=True)
+    else:
+        own[:n] = flat.v[1 if i == 1 else 0]
+        b_hi, b_lo = _upper(own, 1), _lower(own, 1)
+        m_hi, m_lo = b_hi | _TOP, b_lo & ~_TOP
+        m_both = m_hi & b_lo
+
+        def level1(t: U64) -> U64:
+            hi, lo, both = t.reshape(3, h)
+            return np.concatenate([(hi & m_hi) ^ (both & m_lo) ^ (lo & m_both), both ^ (hi & m_lo) ^ (lo & m_hi)])
+
+        extra = np.concatenate([b_hi & _TOP, m_both])
+        first, second = yield from input_product(p, None, 3 * h, 2 * h, level1, extra, xor=True)
+    spans = np.stack([first.reshape(2, h), second.reshape(2, h)])  # (component, G or P, word)
+    for s in (2, 4, 8, 16):
+        up, low = _upper(spans, s), _lower(spans, s)
+        carried = yield from and_(p, BShare(up[:, 1:]), BShare(low))
+        spans = np.concatenate([up[:, :1] ^ carried.v[:, :1], carried.v[:, 1:]], axis=1)
+    up, low = _upper(spans, 32), _lower(spans[:, :1], 32)
+    top = BShare(up[:, 0]) ^ (yield from and_(p, BShare(up[:, 1]), BShare(low[:, 0])))
+    bits = (top.v[:, None, :] >> _TREE_BIT[:, None]) & _ONE
+    return BShare(bits.reshape(2, -1)[:, :n]).reshape(*x.shape)
+
+
+def msb_tree_reference(a: int, b: int) -> int:
+    """Plain reference for :func:`msb_bool`: its carry tree on one pair of 64-bit words,
+    bit by bit and unpacked. Returns the top bit of a + b (mod 2^64)."""
+    g = [(a >> k) & (b >> k) & 1 for k in range(64)]
+    q = [((a ^ b) >> k) & 1 for k in range(64)]
+    spans = [(g[k + 1] ^ (q[k + 1] & g[k]), q[k + 1] & q[k]) for k in range(0, 62, 2)]
+    spans.append((q[63] ^ g[62], q[62]))
+    while len(spans) > 1:
+        pairs = zip(spans[::2], spans[1::2], strict=True)
+        spans = [(g_hi ^ (p_hi & g_lo), p_hi & p_lo) for (g_lo, p_lo), (g_hi, p_hi) in pairs]
+    return spans[0][0]
 
 
 def ltz(p: Party, x: AShare) -> Protocol[AShare]:
-    """[x < 0] as arithmetic 0/1, reading x as a signed 64-bit value (10 rounds)."""
+    """[x < 0] as arithmetic 0/1, reading x as a signed 64-bit value (7 rounds)."""
     return (yield from bit_inject(p, (yield from msb_bool(p, x))))
 
 
@@ -155,7 +257,7 @@ def lt(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
 
 
 def eq(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
-    """[x == y] as arithmetic 0/1: all bits of ~(x - y) are set (8 + 6 + 2 rounds)."""
+    """[x == y] as arithmetic 0/1: all bits of ~(x - y) are set (8 + 6 + 1 rounds)."""
     w = not_(p, (yield from a2b(p, x - y)))
     for s in (32, 16, 8, 4, 2, 1):
         w = yield from and_(p, w, w.rshift(s))

@@ -7,12 +7,53 @@ from hypothesis.extra.numpy import arrays
 
 from site_agent.mpc import boolean as bl
 from site_agent.mpc.party import run_in_memory
+from site_agent.mpc.shares import AShare
 from site_agent.mpc.sharing import reconstruct, reconstruct_bool
 
 from .helpers import run_open, shared
 
 signed62 = arrays(np.int64, st.integers(1, 64), elements=st.integers(-(2**62), 2**62 - 1))
 full = arrays(np.int64, st.integers(1, 64), elements=st.integers(-(2**63), 2**63 - 1))
+EDGES = [0, 1, -1, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1, 2**63 - 1, -(2**63)]
+edgy64 = st.sampled_from(EDGES) | st.integers(-(2**63), 2**63 - 1)
+# lt is exact for |x - y| < 2^63: values in [-2^62, 2^62) (so not 2^62 against -2^62).
+edgy62 = st.sampled_from([v for v in EDGES if -(2**62) <= v < 2**62]) | st.integers(-(2**62), 2**62 - 1)
+words = st.sampled_from([v % 2**64 for v in EDGES] + [2**63 + 2**62, 2**64 - 2**62]) | st.integers(0, 2**64 - 1)
+
+
+@given(st.lists(st.tuples(words, words), min_size=1, max_size=20))
+def test_msb_tree_reference_is_the_top_bit_of_the_sum(pairs: list[tuple[int, int]]) -> None:
+    for a, b in pairs:
+        assert bl.msb_tree_reference(a, b) == ((a + b) % 2**64) >> 63
+
+
+@given(st.lists(st.tuples(words, words), min_size=1, max_size=200))
+def test_msb_bool_agrees_with_its_reference(pairs: list[tuple[int, int]]) -> None:
+    """Shares with chosen a = x_0 + x_1 (member 0's word) and b = x_2 (the others'), so the
+    circuit sees the edge words themselves; up to 200 values crosses the padding to 64."""
+    a = np.array([v for v, _ in pairs], dtype=np.uint64)
+    b = np.array([v for _, v in pairs], dtype=np.uint64)
+    x0 = np.random.default_rng(len(pairs)).integers(0, 2**64, len(pairs), dtype=np.uint64)
+    comps = [x0, a - x0, b]
+    xs = [AShare.from_pair(comps[i], comps[(i + 1) % 3]) for i in range(3)]
+    results, stats = run_in_memory(lambda p: bl.msb_bool(p, xs[p.index]))
+    expected = [bl.msb_tree_reference(int(u), int(v)) for u, v in pairs]
+    assert reconstruct_bool(results).tolist() == expected
+    assert [s.rounds for s in stats] == [6, 6, 6]
+
+
+@given(arrays(np.int64, st.integers(1, 150), elements=edgy64))
+def test_ltz_on_every_signed_word(x: np.ndarray) -> None:
+    xs = shared(x, seed=14)
+    assert np.array_equal(run_open(lambda p: bl.ltz(p, xs[p.index])), (x < 0).astype(np.uint64))
+
+
+@given(arrays(np.int64, st.integers(1, 150), elements=edgy62), st.data())
+def test_lt_on_edge_values(x: np.ndarray, data: st.DataObject) -> None:
+    y = data.draw(arrays(np.int64, len(x), elements=edgy62))
+    y[::4] = x[::4]  # ties
+    xs, ys = shared(x, seed=15), shared(y, seed=16)
+    assert np.array_equal(run_open(lambda p: bl.lt(p, xs[p.index], ys[p.index])), (x < y).astype(np.uint64))
 
 
 @given(full)
@@ -88,4 +129,12 @@ def test_round_counts_are_constant_in_n() -> None:
     for n in (1, 1000):
         xs, ys = shared(np.arange(n), seed=12), shared(np.arange(n)[::-1], seed=13)
         _, stats = run_in_memory(lambda p, xs=xs, ys=ys: bl.lt(p, xs[p.index], ys[p.index]))
-        assert max(s.rounds for s in stats) <= 12
+        assert [s.rounds for s in stats] == [7, 7, 7]
+
+
+def test_comparison_words_per_value() -> None:
+    """Member 0: 3 (level 1) + 61/64 (levels 2 to 6) + 2 (injection); the others 1 + 61/64 + 1."""
+    n = 64 * 100
+    xs, ys = shared(np.arange(n), seed=12), shared(np.arange(n)[::-1], seed=13)
+    _, stats = run_in_memory(lambda p: bl.lt(p, xs[p.index], ys[p.index]))
+    assert [s.words_sent * 64 for s in stats] == [381 * n, 189 * n, 189 * n]
