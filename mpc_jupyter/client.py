@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -32,19 +34,22 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from site_agent.agent import messages as msg
 from site_agent.agent import planning
 from site_agent.audit import Receipt, verify_receipt
 from site_agent.config import ConsortiumConfig, load_consortium
-from site_agent.crypto.certs import client_context
+from site_agent.crypto.certs import client_context, fingerprint
 from site_agent.crypto.envelope import sign_envelope
 from site_agent.crypto.signing import load_private_key
 from site_agent.errors import AuthError, ConfigError, MpcError, ProtocolViolation
 from site_agent.mpc.shares import AShare
 from site_agent.net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, encode_parts
+from site_agent.net.mpc_transport import websocket_message
 
 T = TypeVar("T")
 
@@ -136,6 +141,32 @@ def _analyst_files(consortium: ConsortiumConfig, analyst: str) -> dict[str, Path
     return files
 
 
+def certificate_problem(cert_path: Path, ca_path: Path, registered_fingerprint: str) -> str:
+    """Why an agent may have dropped this analyst's TLS handshake, judged from the client's side.
+
+    A TLS server refuses a client certificate by closing the connection, so the reason has to
+    be found here: the certificate's issuer, validity and registration in consortium.toml.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"cannot read the certificates to check them ({exc})"
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return (
+            f"this analyst's certificate ({cert_path}) is not issued by the consortium CA ({ca_path}); "
+            f"its issuer is {cert.issuer.rfc4514_string()}"
+        )
+    now = dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return f"this analyst's certificate ({cert_path}) is outside its validity period"
+    if fingerprint(cert_path.read_bytes()) != registered_fingerprint:
+        return f"this analyst's certificate ({cert_path}) is not the one registered in consortium.toml"
+    return "the certificate looks right here; the site may use another consortium CA"
+
+
 class Consortium:
     """A connection to a consortium's compute committee, as one analyst."""
 
@@ -146,6 +177,8 @@ class Consortium:
         self.analyst = analyst
         self.timeout = timeout
         files = _analyst_files(config, analyst)
+        self._files = files
+        self._fingerprint = config.analysts[analyst].tls_fingerprint
         self._key = load_private_key(files["signing"])
         self._ssl = client_context(files["cert"], files["key"], files["ca"])
         self.committee = config.require_committee()
@@ -237,6 +270,18 @@ class Consortium:
                 ),
                 self.timeout,
             )
+        except InvalidStatus as exc:  # the agent refused with a reason (e.g. no client certificate)
+            reason = exc.response.body.decode(errors="replace").strip() if exc.response.body else str(exc)
+            raise SiteUnavailable(name, f"site {name} refused the connection: {reason}") from None
+        except (InvalidHandshake, EOFError) as exc:
+            problem = certificate_problem(self._files["cert"], self.config.ca_cert, self._fingerprint)
+            raise SiteUnavailable(
+                name, f"site {name} closed the connection during the TLS handshake: {problem}"
+            ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise SiteUnavailable(
+                name, f"site {name}'s certificate is not valid for the consortium CA ({exc.verify_message})"
+            ) from None
         except (OSError, TimeoutError) as exc:
             raise SiteUnavailable(name, f"site {name} at {address} cannot be reached: {exc}") from None
         self._conns[index] = conn
@@ -245,8 +290,7 @@ class Consortium:
 
     async def _send(self, index: int, frame: Frame) -> None:
         conn = await self._connection(index)
-        header, payload = encode_parts(frame)
-        await conn.send([header, payload] if len(payload) else header)
+        await conn.send(websocket_message(encode_parts(frame)))
 
     async def _reader(self, index: int, conn: ClientConnection) -> None:
         name = self.committee[index]

@@ -104,7 +104,7 @@ class Agent:
         self.mesh = Mesh(
             self.index,
             members,
-            server_context(config.tls_cert, config.tls_key, config.ca_cert),
+            server_context(config.tls_cert, config.tls_key, config.ca_cert, require_client_cert=False),
             client_context(config.tls_cert, config.tls_key, config.ca_cert),
             listen_host=config.listen.host,
         )

@@ -164,9 +164,20 @@ def _base_context(purpose: ssl.Purpose, cert_path: PathLike, key_path: PathLike,
     return ctx
 
 
-def server_context(cert_pem_path: PathLike, key_pem_path: PathLike, ca_pem_path: PathLike) -> ssl.SSLContext:
-    """A TLS 1.3 server context that requires a client certificate issued by the consortium CA."""
-    return _base_context(ssl.Purpose.CLIENT_AUTH, cert_pem_path, key_pem_path, ca_pem_path)
+def server_context(
+    cert_pem_path: PathLike, key_pem_path: PathLike, ca_pem_path: PathLike, require_client_cert: bool = True
+) -> ssl.SSLContext:
+    """A TLS 1.3 server context that verifies client certificates against the consortium CA.
+
+    With ``require_client_cert`` false, a client that presents no certificate completes the
+    handshake (one that presents a certificate the CA did not issue still fails it), so the
+    application can refuse it with a reason it can read instead of a dropped connection: the
+    application must then refuse every connection without a peer certificate.
+    """
+    ctx = _base_context(ssl.Purpose.CLIENT_AUTH, cert_pem_path, key_pem_path, ca_pem_path)
+    if not require_client_cert:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
 
 
 def client_context(cert_path: PathLike, key_path: PathLike, ca_path: PathLike) -> ssl.SSLContext:

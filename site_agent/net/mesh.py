@@ -29,11 +29,13 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from ..crypto.certs import peer_common_name
 from ..errors import AuthError, ConfigError, MpcError, PeerDisconnected, ProtocolViolation
@@ -284,7 +286,13 @@ class Mesh:
     async def start(self) -> None:
         """Listen, dial the higher-index members, and wait until both links are up."""
         self._server = await serve(
-            self._accept, self.listen_host, self.me.port, ssl=self.server_ssl, max_size=self.max_frame, **WS_OPTIONS
+            self._accept,
+            self.listen_host,
+            self.me.port,
+            ssl=self.server_ssl,
+            max_size=self.max_frame,
+            process_request=_require_client_certificate,
+            **WS_OPTIONS,
         )
         for p in self.peers:
             if p > self.index:
@@ -453,3 +461,23 @@ class Mesh:
 def members_from(config: Sequence[Mapping[str, Any]]) -> list[Member]:
     """Members from plain dicts (``index``, ``name``, ``host``, ``port``)."""
     return [Member(int(m["index"]), str(m["name"]), str(m["host"]), int(m["port"])) for m in config]
+
+
+CERTIFICATE_REQUIRED = (
+    "client certificate required: connect with a certificate issued by the consortium CA "
+    "(mpc-consortium add-analyst makes one)\n"
+)
+
+
+def _require_client_certificate(connection: ServerConnection, request: Request) -> Response | None:
+    """Refuse, with a reason the client can read, a TLS connection that presented no certificate.
+
+    The agent's TLS context lets such a handshake finish (a certificate that is presented is
+    still verified against the consortium CA during the handshake), so the refusal arrives
+    as an HTTP 403 instead of a silently dropped connection.
+    """
+    ssl_object = connection.transport.get_extra_info("ssl_object")
+    if ssl_object is None or not ssl_object.getpeercert(binary_form=True):
+        log.warning("refused a connection without a client certificate")
+        return connection.respond(HTTPStatus.FORBIDDEN, CERTIFICATE_REQUIRED)
+    return None

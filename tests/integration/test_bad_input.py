@@ -7,6 +7,7 @@ Raw-frame cases speak the wire protocol directly; query-level cases use the anal
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import ssl
 import struct
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mpc_jupyter.client import QueryFailed
+from mpc_jupyter.client import Consortium, QueryFailed, SiteUnavailable
 from site_agent.agent import messages as msg
 from site_agent.crypto.certs import client_context, issue_cert, make_ca
 from site_agent.crypto.envelope import sign_envelope
@@ -208,13 +209,13 @@ def test_expired_or_future_timestamp_is_refused(lung: Running, shift: float, say
 # --- TLS ----------------------------------------------------------------------------------------
 
 
-def _tls_refused(lung: Running, context: ssl.SSLContext) -> str:
-    """Connect to north with ``context`` and ask for a websocket; what the sender is told.
+def _tls_reply(lung: Running, context: ssl.SSLContext) -> str:
+    """Connect to north with ``context``, ask for a websocket, and return what the sender is told.
 
-    In TLS 1.3 the server checks the client's certificate after the client's side of the
-    handshake is done, so the refusal shows on the first read: an alert (``SSLError``) or,
-    because asyncio's TLS server drops the connection on a failed handshake without flushing
-    its alert, an immediate close. Either way no HTTP reply, so no websocket, ever comes.
+    A certificate the consortium CA did not issue fails the TLS handshake (asyncio's TLS
+    server drops the connection without flushing its alert, so the sender sees a close: the
+    analyst's client then diagnoses its own certificate, see the test below). A connection
+    without a certificate completes the handshake and is refused with an HTTP 403 and a reason.
     """
     address = lung.consortium.site("north").address
     with (
@@ -226,14 +227,13 @@ def _tls_refused(lung: Running, context: ssl.SSLContext) -> str:
             reply = tls.recv(4096)
         except (ssl.SSLError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"
-    assert reply == b"", f"the agent answered: {reply[:80]!r}"
-    return "closed"
+    return reply.decode(errors="replace") if reply else "closed"
 
 
-def test_tls_without_a_client_certificate_is_refused(lung: Running) -> None:
+def test_tls_without_a_client_certificate_is_refused_with_a_reason(lung: Running) -> None:
     context = ssl.create_default_context(cafile=str(lung.dir / "ca" / "ca.pem"))
-    error = _tls_refused(lung, context)
-    assert error == "closed" or "certificate required" in error.lower(), error
+    reply = _tls_reply(lung, context)
+    assert reply.startswith("HTTP/1.1 403") and "client certificate required" in reply, reply
 
 
 def test_tls_with_a_certificate_from_another_ca_is_refused(lung: Running, tmp_path: Path) -> None:
@@ -242,8 +242,21 @@ def test_tls_with_a_certificate_from_another_ca_is_refused(lung: Running, tmp_pa
     (tmp_path / "key.pem").write_bytes(key_pem)
     (tmp_path / "cert.pem").write_bytes(cert_pem)
     context = client_context(tmp_path / "cert.pem", tmp_path / "key.pem", lung.dir / "ca" / "ca.pem")
-    error = _tls_refused(lung, context)
-    assert error == "closed" or "unknown ca" in error.lower(), error
+    reply = _tls_reply(lung, context)
+    assert reply == "closed" or "unknown ca" in reply.lower(), reply
+
+
+def test_the_client_says_why_its_certificate_was_refused(lung: Running, tmp_path: Path) -> None:
+    """The analyst's client, with a certificate from another CA, names the site and the reason."""
+    copy = tmp_path / "consortium"
+    shutil.copytree(lung.dir, copy, ignore=shutil.ignore_patterns("logs", "audit", "data"))
+    tls = copy / "analysts" / "analyst" / "tls"
+    key_pem, cert_pem = issue_cert(*make_ca("Another consortium"), "analyst", [], client=True, server=False)
+    (tls / "key.pem").write_bytes(key_pem)
+    (tls / "cert.pem").write_bytes(cert_pem)
+    with Consortium.connect(copy / "consortium.toml", timeout=5) as client, pytest.raises(SiteUnavailable) as err:
+        client.query("SELECT COUNT(*) AS n FROM lung")
+    assert err.value.site in SITES and "not issued by the consortium CA" in str(err.value), err.value
 
 
 # --- queries the policy or the schema refuse ---------------------------------------------------

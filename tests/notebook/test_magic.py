@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from mpc_jupyter.results import MpcResult
+from mpc_jupyter.results import MpcResult, _bytes
 from mpc_jupyter.teaching import Explanation, SharesView
 
 from .conftest import Lung
@@ -106,7 +106,7 @@ def test_receipt_line_in_the_html(ip: InteractiveShell) -> None:
     explained = ip.run_cell_magic("mpc", "--explain", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
     rounds = sum(s["rounds"] for s in explained.steps)
     size = sum(s["bytes"] for s in explained.steps)
-    assert f"{rounds:,} rounds · {size} B" in line  # the committee's own account of the plan's cost
+    assert f"{rounds:,} rounds · {_bytes(size)}" in line  # the committee's own account of the plan's cost
     assert f"plan {result.attrs['plan_digest'][:8]}" in line
     digest = ip.run_line_magic("mpc", "status")["policy"].iloc[0]
     assert f"policy {digest[:8]}" in line
