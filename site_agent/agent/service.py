@@ -248,17 +248,8 @@ class Agent:
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
         )
-        await conn.send_frame(
-            msg.control(
-                msg.RESULT,
-                self.index,
-                site=self.site,
-                query_id=query_id,
-                receipt=receipt.to_json(),
-                meta=json.dumps(outcome.meta, sort_keys=True),
-                stats={"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)},
-            )
-        )
+        stats = {"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)}
+        await self._reply_result(conn, query_id, outcome.meta, receipt.to_json(), stats)
         await conn.send_frame(
             Frame(
                 MsgType.RESULT_SHARES,
@@ -387,15 +378,21 @@ class Agent:
         )
 
     async def _reply_explain(self, conn: Connection, query_id: str, plan: planning.Compiled) -> None:
+        await self._reply_result(conn, query_id, {"explain": plan.explain()}, {}, {})
+
+    async def _reply_result(
+        self, conn: Connection, query_id: str, meta: dict[str, Any], receipt: dict[str, Any], stats: dict[str, Any]
+    ) -> None:
+        """The ``result`` message: public metadata (or an explanation), receipt and statistics."""
         await conn.send_frame(
             msg.control(
                 msg.RESULT,
                 self.index,
                 site=self.site,
                 query_id=query_id,
-                receipt={},
-                meta=json.dumps({"explain": plan.explain()}, sort_keys=True),
-                stats={},
+                receipt=receipt,
+                meta=json.dumps(meta, sort_keys=True),
+                stats=stats,
             )
         )
 
