@@ -3,7 +3,9 @@
 ``consortium.toml`` says who is in the consortium: its id, the CA certificate, each site's
 address, TLS certificate fingerprint and Ed25519 public key, each analyst's keys, and the three
 compute-committee members in order. ``mpc-consortium`` writes it; every agent and notebook
-reads the same file.
+reads the same file. A site entry with ``data = false`` is a neutral compute member: it holds
+no data (it must be in the committee), computes on shares like any member and contributes
+nothing to results (absent means ``data = true``).
 
 ``agent.toml`` is one site's own settings: its name, where it listens, its key files, its
 tables, its audit log and policy file. Relative paths are resolved against the folder of the
@@ -81,13 +83,17 @@ def _public_key_pem(section: Section, key: str) -> str:
 
 @dataclass(frozen=True)
 class SiteEntry:
-    """A site as the consortium knows it."""
+    """A site as the consortium knows it.
+
+    ``data`` is false for a neutral compute member that holds no data (always a compute member).
+    """
 
     name: str
     address: Address
     compute: bool
     tls_fingerprint: str
     signing_key: str  # Ed25519 public key, PEM
+    data: bool = True
 
     def public_key(self) -> Ed25519PublicKey:
         """The site's Ed25519 key, which verifies its audit receipts."""
@@ -144,10 +150,17 @@ class ConsortiumConfig:
         a, b, c = self.committee
         return a, b, c
 
+    @property
+    def data_sites(self) -> tuple[str, ...]:
+        """The committee members that hold data, in committee order: the domain of ``SITE``."""
+        return tuple(name for name in self.committee if self.sites[name].data)
+
     def with_site(self, entry: SiteEntry) -> ConsortiumConfig:
         """A copy with one more site (and in the committee if it computes); validated."""
         if entry.name in self.sites or entry.name in self.analysts:
             raise ConfigError(f"{self.path}: a site or analyst named {entry.name!r} already exists")
+        if not entry.data and not entry.compute:
+            raise ConfigError(f"{self.path}: site {entry.name!r} holds no data, so it must be a compute member")
         committee = (*self.committee, entry.name) if entry.compute else self.committee
         if len(committee) > COMMITTEE_SIZE:
             raise ConfigError(
@@ -172,14 +185,17 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
     sites: dict[str, SiteEntry] = {}
     for name, s in root.section("sites", required=False).subsections():
         check_name(s, None, name, "site")
-        s.only("address", "compute", "tls_fingerprint", "signing_key")
+        s.only("address", "compute", "data", "tls_fingerprint", "signing_key")
         sites[name] = SiteEntry(
             name=name,
             address=_address(s, "address"),
             compute=s.get_bool("compute", False),
             tls_fingerprint=_fingerprint(s, "tls_fingerprint"),
             signing_key=_public_key_pem(s, "signing_key"),
+            data=s.get_bool("data", True),
         )
+        if not sites[name].data and not sites[name].compute:
+            raise s.error("data", "a site without data is only useful as a compute member: set compute = true")
     analysts: dict[str, AnalystEntry] = {}
     for name, a in root.section("analysts", required=False).subsections():
         check_name(a, None, name, "analyst")
@@ -240,6 +256,7 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
             f"[sites.{toml_key(s.name)}]",
             f"address = {toml_str(str(s.address))}",
             f"compute = {'true' if s.compute else 'false'}",
+            *([] if s.data else ["data = false  # a neutral compute member: holds no data, computes on shares"]),
             f"tls_fingerprint = {toml_str(s.tls_fingerprint)}  # SHA-256 of the site's TLS certificate",
             f"signing_key = {toml_multiline(s.signing_key)}",
         ]
@@ -360,6 +377,9 @@ path = "audit/audit.jsonl"
 [policy]
 path = "policy.toml"
 
+{tables}"""
+
+TABLES_TEMPLATE = """\
 # Tables this site serves, each a CSV or Parquet file, loaded into DuckDB at start.
 # The table name is what analysts write in queries; expose its columns in policy.toml.
 #
@@ -367,9 +387,17 @@ path = "policy.toml"
 # path = "data/lung.csv"
 """
 
+NO_DATA_TEMPLATE = """\
+# This site holds no data (data = false in the consortium file): a neutral compute member.
+# It declares no tables: the agent refuses to start if a [tables] section is added here. It
+# serves the consortium schema's tables empty, so its local step contributes nothing, and it
+# only ever sees shares of the other sites' pre-aggregates.
+"""
 
-def render_agent_template(site: str, listen: Address, consortium_path: str) -> str:
-    """A commented ``agent.toml`` for a new site (paths as ``mpc-consortium add-site`` lays them out)."""
+
+def render_agent_template(site: str, listen: Address, consortium_path: str, data: bool = True) -> str:
+    """A commented ``agent.toml`` for a new site (paths as ``mpc-consortium add-site`` lays them out);
+    ``data=False``: a neutral compute member, which declares no tables."""
     return AGENT_TEMPLATE.format(
         site=site,
         site_q=toml_str(site),
@@ -378,4 +406,5 @@ def render_agent_template(site: str, listen: Address, consortium_path: str) -> s
         port=listen.port,
         consortium_q=toml_str(consortium_path),
         timeout=DEFAULT_QUERY_TIMEOUT,
+        tables=TABLES_TEMPLATE if data else NO_DATA_TEMPLATE,
     )

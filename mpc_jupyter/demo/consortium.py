@@ -38,7 +38,10 @@ class TableSpec:
 
 @dataclass(frozen=True)
 class SiteSpec:
-    """One site of a local consortium: its tables and its policy knobs."""
+    """One site of a local consortium: its tables and its policy knobs.
+
+    ``data=False``: a neutral compute member that holds no data (``tables`` must be empty).
+    """
 
     name: str
     tables: Mapping[str, TableSpec]
@@ -47,6 +50,7 @@ class SiteSpec:
     max_queries_per_hour: int = 1000
     max_groups: int = 5000
     extra_policy: Mapping[str, str] = field(default_factory=dict)
+    data: bool = True
 
 
 def build_consortium(
@@ -55,11 +59,15 @@ def build_consortium(
     """Create a consortium of three computing sites under ``root``; returns consortium.toml."""
     if len(sites) != 3:
         raise ConfigError("a local consortium has exactly three computing sites")
+    for site in sites:
+        if not site.data and site.tables:
+            raise ConfigError(f"site {site.name!r} holds no data but has tables")
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} is not empty")
     _cli("init", str(root), "--name", name)
     for site in sites:
-        _cli("add-site", str(root), site.name, "--address", f"127.0.0.1:{free_ports(1)[0]}", "--compute")
+        data = () if site.data else ("--no-data",)
+        _cli("add-site", str(root), site.name, "--address", f"127.0.0.1:{free_ports(1)[0]}", "--compute", *data)
         _write_site(root / "sites" / site.name, site)
     _cli("add-analyst", str(root), analyst)
     (root / "schema.toml").write_text(schema_toml)

@@ -4,6 +4,10 @@ Parquet files are attached as views (DuckDB scans them in place, in parallel, wi
 copying); CSV files are loaded once into tables, because re-parsing text for every query
 would dominate the local step. The database is in-memory and read-only to queries: the
 planner's local SQL is the only thing that runs against it.
+
+A compute member that holds no data serves the consortium schema's tables empty
+(:func:`empty_tables`): the same local SQL runs there and yields the inputs' fill values
+(zero counts and sums, "no value" for extremes), so it contributes nothing to pooled results.
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ import duckdb
 
 from ..config import TableSource
 from ..errors import ConfigError
+from ..query.catalog import Schema
+
+DUCKDB_TYPES = {
+    "integer": "BIGINT",
+    "float": "DOUBLE",
+    "text": "VARCHAR",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
+"""The DuckDB column type of each schema type (for the empty tables of a site without data)."""
 
 
 def _quote(identifier: str) -> str:
@@ -40,6 +55,18 @@ def open_tables(tables: Mapping[str, TableSource], threads: int | None = None) -
             con.execute(f"SELECT * FROM {_quote(name)} LIMIT 0")
         except duckdb.Error as exc:
             raise ConfigError(f"table {name!r} ({source.path}): {exc}") from exc
+    return con
+
+
+def empty_tables(schema: Schema, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection serving every table of the consortium ``schema`` with
+    its declared columns and types and no rows: the data of a compute member without data."""
+    con = duckdb.connect(":memory:")
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    for table in schema.tables.values():
+        columns = ", ".join(f"{_quote(c.name)} {DUCKDB_TYPES[c.dtype]}" for c in table.columns.values())
+        con.execute(f"CREATE TABLE {_quote(table.name)} ({columns})")
     return con
 
 

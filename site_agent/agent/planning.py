@@ -4,7 +4,8 @@
 one process. Over the network the same pieces are cut differently:
 
 * every member compiles the envelope's text against the consortium schema file, the
-  combined policy and the committee's site names (the domain of ``SITE``), and the combined
+  combined policy and the names of the committee members holding data, in committee order
+  (the domain of ``SITE``; a neutral member without data is not a SITE), and the combined
   policy must allow the plan's statement kind (:func:`compile_query`);
 * each site's pre-aggregates are flattened into one vector for ``input_all``
   (:meth:`Compiled.local_inputs`) and unflattened into the planner's per-input arrays, stacked
@@ -96,12 +97,13 @@ class Compiled:
     def kind(self) -> str:
         return self.plan.kind
 
-    def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None) -> U64:
+    def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True) -> U64:
         """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector.
 
-        ``site_index`` (the member's committee index) places a per-site breakdown's local cells
-        in this site's own SITE slice."""
-        arrays = local_preaggregates(self.plan, con, site, site_index)
+        ``site_index`` (the member's position among the committee members holding data) places a
+        per-site breakdown's local cells in this site's own SITE slice; a member without data
+        (``holds_data=False``) has none and inputs only fill values."""
+        arrays = local_preaggregates(self.plan, con, site, site_index, holds_data)
         return np.concatenate([arrays[n].reshape(-1) for n in self.input_names]).astype(np.uint64)
 
     def program(self, p: Party, inputs: list[AShare]) -> Protocol[tuple[AShare, dict[str, Any]]]:
@@ -131,7 +133,8 @@ def compile_query(
 ) -> Compiled:
     """Compile ``text`` under the combined policy; raises QueryError or PolicyRefusal.
 
-    ``sites`` are the committee's site names in committee order (the domain of ``SITE``); the
+    ``sites`` are the names of the committee members that hold data, in committee order
+    (:attr:`ConsortiumConfig.data_sites`, the domain of ``SITE``); the
     plan's statement kind (``aggregate`` or ``per_site_breakdown``) must be allowed by every site.
     """
     del params  # parameters are bound by the notebook before signing; nothing to do here yet

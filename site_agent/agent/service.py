@@ -10,13 +10,18 @@ What happens to a query (see docs/architecture.md for the whole path):
    starts with the agreement round: verdicts and plan digests. A refusal anywhere stops
    every member before any share moves.
 3. The plan's local SQL runs on this site's DuckDB (a per-site breakdown places the results
-   in this site's own SITE cells, by its committee index); the pre-aggregates are shared with
-   ``input_all``; the plan's MPC program runs; this member sends the analyst its pair of
-   shares of the declared outputs plus the public result metadata and its receipt.
+   in this site's own SITE cells, by its position among the members holding data); the
+   pre-aggregates are shared with ``input_all``; the plan's MPC program runs; this member
+   sends the analyst its pair of shares of the declared outputs plus the public result
+   metadata and its receipt.
 4. Every request, accepted or not, gets one signed audit entry. Log lines carry names,
    digests and timings, never data values.
 
 A failure anywhere releases nothing: outputs are only sent after the program completed.
+
+A member without data (``data = false`` in the consortium file, a neutral third member when
+two hospitals take part) declares no tables and serves the schema's tables empty: its local
+step yields fill values only, it has no SITE slice, and its policy has no table rules.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
 from ..crypto.signing import load_private_key
 from ..errors import (
     AuthError,
+    ConfigError,
     LocalStepError,
     MpcError,
     PeerFailure,
@@ -59,7 +65,7 @@ from ..policy import Policy, RateLimiter, combine, load_policy
 from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
-from .data import columns_of, open_tables
+from .data import columns_of, empty_tables, open_tables
 
 log = logging.getLogger("site_agent")
 
@@ -88,12 +94,21 @@ class Agent:
             raise MpcError(f"site {self.site!r} is not a compute member; input-only sites are not supported yet")
         self.index = committee.index(self.site)
         self.names = dict(enumerate(committee))
-        self.sites = tuple(committee)  # committee order: the domain of SITE in per-site breakdowns
-        self.policy = load_policy(config.policy, self.site)
+        self.holds_data = consortium.site(self.site).data
+        if not self.holds_data and config.tables:
+            raise ConfigError(
+                f"{config.path}: site {self.site!r} holds no data (data = false in {consortium.path}) "
+                f"but declares tables ({', '.join(config.tables)}): remove its [tables] sections"
+            )
+        # The members holding data, in committee order: the domain of SITE in per-site breakdowns.
+        self.sites = consortium.data_sites
+        self.site_index = self.sites.index(self.site) if self.holds_data else None
+        self.policy = load_policy(config.policy, self.site, self.holds_data)
         self.peer_policies: dict[str, Policy] = {}
         self._policies_known = asyncio.Event()
-        self.db = open_tables(config.tables)
         self.schema = planning.load_schema(consortium)
+        # A member without data serves the schema's tables empty: the local SQL runs unchanged.
+        self.db = open_tables(config.tables) if self.holds_data else empty_tables(self.schema)
         self.audit = AuditLog(config.audit_log, self.site, load_private_key(config.signing_key))
         self.replays = ReplayCache()
         self.limiter = RateLimiter(self.site, self.policy.max_queries_per_hour)
@@ -164,7 +179,15 @@ class Agent:
             raise MpcError(f"{conn.label} may not send {body.get('kind')!r} control messages")
         if body["site"] != conn.peer_name:
             raise AuthError(f"{conn.label} sent a policy for site {body['site']!r}")
-        self.peer_policies[conn.peer_name] = Policy.from_json(conn.peer_name, body["policy"])
+        policy = Policy.from_json(conn.peer_name, body["policy"])
+        holds_data = self.consortium.site(conn.peer_name).data
+        if policy.holds_data != holds_data:
+            # Only the consortium file says who holds data: table rules follow it, not the peer.
+            raise ConfigError(
+                f"site {conn.peer_name!r} sent a policy {'with' if policy.holds_data else 'without'} table rules, "
+                f"but the consortium file says it holds {'' if holds_data else 'no '}data"
+            )
+        self.peer_policies[conn.peer_name] = policy
         if len(self.peer_policies) == 2:
             self._policies_known.set()
 
@@ -182,7 +205,7 @@ class Agent:
                 MsgType.STATUS,
                 site=self.site,
                 version=__version__,
-                tables={t: v for t, v in exposed.items() if t in policy.tables},
+                tables={t: v for t, v in exposed.items() if policy.tables is not None and t in policy.tables},
                 policy_digest=self.policy.digest(),
                 peers={self.names[p]: p in self.mesh.links for p in self.mesh.peers},
                 committee=list(self.names.values()),
@@ -274,7 +297,9 @@ class Agent:
     async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
         try:
-            local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site, self.index)
+            local = await asyncio.to_thread(
+                plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data
+            )
         except MpcError:
             raise
         except Exception as exc:  # the site's engine: report it as a refusal, never its data

@@ -73,14 +73,20 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise MpcError("the signing key does not match the public key in the consortium file")
         return "TLS certificate and signing key match the consortium"
 
+    holds_data = consortium.site(config.site).data
+
     def policy() -> str:
-        p = load_policy(config.policy, config.site)
-        missing = sorted(set(p.tables) - set(config.tables))
+        p = load_policy(config.policy, config.site, holds_data)
+        missing = sorted(set(p.tables or ()) - set(config.tables))
         if missing:
             raise MpcError(f"policy exposes tables not declared in agent.toml: {', '.join(missing)}")
         return f"digest {p.digest()[:16]}, min cell size {p.min_cell_size}"
 
     def data() -> str:
+        if not holds_data:
+            if config.tables:
+                raise MpcError(f"the site holds no data (data = false) but declares tables: {', '.join(config.tables)}")
+            return "no data (a neutral compute member: serves the schema's tables empty)"
         con = open_tables(config.tables)
         try:
             info = describe(con)

@@ -4,7 +4,8 @@ Layout of a consortium folder::
 
     DIR/consortium.toml            who takes part (public: share with every site and analyst)
     DIR/ca/ca.key, ca.pem          the consortium CA (keep ca.key offline once setup is done)
-    DIR/sites/SITE/                one folder per site, to hand to that hospital's IT:
+    DIR/sites/SITE/                one folder per site, to hand to that hospital's IT
+                                   (or to whoever runs a neutral member, ``--no-data``):
         agent.toml, policy.toml    settings and disclosure policy, with comments
         tls/key.pem, cert.pem, ca.pem
         signing/key.pem, public.pem
@@ -122,9 +123,13 @@ def cmd_init(directory: Path, name: str, consortium_id: str | None) -> str:
     return f"created consortium {cid!r} in {directory} (CA key: {ca_dir / 'ca.key'}, keep it private)"
 
 
-def cmd_add_site(directory: Path, site: str, address: str, compute: bool) -> str:
-    """Keys, certificate and commented config templates for a new site; register it."""
+def cmd_add_site(directory: Path, site: str, address: str, compute: bool, data: bool = True) -> str:
+    """Keys, certificate and commented config templates for a new site; register it.
+
+    ``data=False``: a neutral compute member that holds no data (needs ``compute``)."""
     _check_name(site, "site")
+    if not data and not compute:
+        raise CliError("--no-data needs --compute: a site without data is only useful as a compute member")
     try:
         addr = Address.parse(address)
     except ValueError as exc:
@@ -133,14 +138,17 @@ def cmd_add_site(directory: Path, site: str, address: str, compute: bool) -> str
     folder = directory / "sites" / site
     if folder.exists():
         raise CliError(f"{folder} already exists")
-    placeholder = SiteEntry(site, addr, compute, "0" * 64, "")
+    placeholder = SiteEntry(site, addr, compute, "0" * 64, "", data)
     cfg.with_site(placeholder)  # refuses a taken name or a fourth compute member before any file is written
     fp, public = _make_identity(cfg, folder, site, [addr.host], server=True)
-    (folder / "agent.toml").write_text(render_agent_template(site, addr, f"../../{CONSORTIUM_FILE}"))
-    (folder / "policy.toml").write_text(render_policy_template(site))
+    (folder / "agent.toml").write_text(render_agent_template(site, addr, f"../../{CONSORTIUM_FILE}", data))
+    (folder / "policy.toml").write_text(render_policy_template(site, data))
     (folder / "data").mkdir()
-    _write_consortium(cfg.with_site(SiteEntry(site, addr, compute, fp, public)))
-    role = "compute member and input party" if compute else "input party"
+    _write_consortium(cfg.with_site(SiteEntry(site, addr, compute, fp, public, data)))
+    if not data:
+        role = "neutral compute member, no data"
+    else:
+        role = "compute member and input party" if compute else "input party"
     return f"added site {site!r} ({role}) at {addr}: edit {folder / 'agent.toml'} and {folder / 'policy.toml'}"
 
 
@@ -165,11 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--name", required=True, help="human-readable consortium name")
     p.add_argument("--id", dest="consortium_id", help="consortium id (default: from the name plus random digits)")
-    p = sub.add_parser("add-site", help="create a site's keys, certificate and config templates")
+    p = sub.add_parser(
+        "add-site",
+        help="create a site's keys, certificate and config templates",
+        description="Create a site's keys, certificate and config templates and register it. With only "
+        "two hospitals, add a neutral third compute member with --compute --no-data: it holds no data, "
+        "only ever sees shares, and contributes nothing to results.",
+    )
     p.add_argument("dir", type=Path)
     p.add_argument("site")
     p.add_argument("--address", required=True, help="HOST:PORT where the site's agent is reached")
     p.add_argument("--compute", action="store_true", help="the site is one of the three compute members")
+    p.add_argument(
+        "--no-data",
+        dest="data",
+        action="store_false",
+        help="a neutral compute member that holds no data (needs --compute; writes data = false)",
+    )
     p = sub.add_parser("add-analyst", help="create an analyst's signing key and client certificate")
     p.add_argument("dir", type=Path)
     p.add_argument("name")
@@ -183,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init":
             message = cmd_init(args.dir, args.name, args.consortium_id)
         elif args.command == "add-site":
-            message = cmd_add_site(args.dir, args.site, args.address, args.compute)
+            message = cmd_add_site(args.dir, args.site, args.address, args.compute, args.data)
         else:
             message = cmd_add_analyst(args.dir, args.name)
     except (CliError, MpcError, OSError) as exc:

@@ -5,6 +5,12 @@ result is protected by the strictest setting of any site (``combine``). Checks r
 ``PolicyRefusal(site, rule, message)`` where ``rule`` is the ``policy.toml`` key that said no,
 so the analyst learns exactly who refused and why, and the site's IT knows which line to change.
 
+A site that holds no data (a neutral compute member, ``data = false`` in the consortium file)
+has a policy without table rules: ``tables`` is ``None``. Its table, column and identifier rules
+then neither expose nor restrict anything (the data sites' rules alone decide what is usable),
+while its other rules (analysts, statement kinds, min_cell_size, limits, MIN/MAX) count as any
+site's.
+
 Table and column names compare case-insensitively (as unquoted SQL identifiers do): the policy
 lower-cases them on load and the checks lower-case what they are given.
 """
@@ -41,7 +47,8 @@ class TablePolicy:
 class Policy:
     """One site's policy, or the combination of several (then ``parts`` holds the sites' own).
 
-    ``analysts`` is ``None`` when any registered analyst may query ("*").
+    ``analysts`` is ``None`` when any registered analyst may query ("*"). ``tables`` is ``None``
+    for a site that holds no data: it has no table rules (see the module docstring).
     """
 
     site: str
@@ -51,8 +58,13 @@ class Policy:
     max_groups: int = DEFAULT_MAX_GROUPS
     max_queries_per_hour: int = DEFAULT_MAX_QUERIES_PER_HOUR
     allow_min_max: bool = False
-    tables: Mapping[str, TablePolicy] = field(default_factory=lambda: MappingProxyType({}))
+    tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
+
+    @property
+    def holds_data(self) -> bool:
+        """Whether this is the policy of a site with data (one with table rules)."""
+        return self.tables is not None
 
     def to_json(self) -> dict[str, Any]:
         """The effective rules as plain JSON values, sorted, for digests and ``--explain``."""
@@ -63,7 +75,9 @@ class Policy:
             "max_groups": self.max_groups,
             "max_queries_per_hour": self.max_queries_per_hour,
             "allow_min_max": self.allow_min_max,
-            "tables": {
+            "tables": None
+            if self.tables is None
+            else {
                 name: {
                     "columns": "*" if t.columns is None else sorted(t.columns),
                     "identifiers": sorted(t.identifiers),
@@ -79,13 +93,15 @@ class Policy:
         Raises ``ConfigError`` on anything malformed (a peer's message is untrusted input).
         """
         try:
-            tables = {
-                str(name): TablePolicy(
-                    columns=None if t["columns"] == "*" else frozenset(map(str, t["columns"])),
-                    identifiers=frozenset(map(str, t["identifiers"])),
-                )
-                for name, t in dict(data["tables"]).items()
-            }
+            tables = None
+            if data["tables"] is not None:
+                tables = {
+                    str(name): TablePolicy(
+                        columns=None if t["columns"] == "*" else frozenset(map(str, t["columns"])),
+                        identifiers=frozenset(map(str, t["identifiers"])),
+                    )
+                    for name, t in dict(data["tables"]).items()
+                }
             policy = cls(
                 site=site,
                 min_cell_size=int(data["min_cell_size"]),
@@ -94,7 +110,7 @@ class Policy:
                 max_groups=int(data["max_groups"]),
                 max_queries_per_hour=int(data["max_queries_per_hour"]),
                 allow_min_max=bool(data["allow_min_max"]),
-                tables=MappingProxyType(tables),
+                tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"policy of site {site!r} is malformed: {exc}") from exc
@@ -114,6 +130,11 @@ class Policy:
         """The sites' own policies, so that a refusal by a combined policy names the right site."""
         return self.parts or (self,)
 
+    def _table_rules(self) -> tuple[tuple[Policy, Mapping[str, TablePolicy]], ...]:
+        """The sites' own policies that have table rules (those of sites holding data), each
+        with its rules; a site without data neither exposes nor restricts any table."""
+        return tuple((p, p.tables) for p in self._each() if p.tables is not None)
+
     def check_analyst(self, analyst: str) -> None:
         """Refuse an analyst the site does not serve (rule ``analysts``)."""
         for p in self._each():
@@ -128,9 +149,13 @@ class Policy:
                 raise p._refuse("statement_kinds", f"{kind!r} statements are not allowed (allowed: {allowed})")
 
     def check_table(self, table: str) -> None:
-        """Refuse a table the site does not expose (rule ``tables``)."""
-        for p in self._each():
-            if table.lower() not in p.tables:
+        """Refuse a table the site does not expose (rule ``tables``); with no site holding data,
+        nothing is exposed."""
+        rules = self._table_rules()
+        if not rules:
+            raise self._each()[0]._refuse("tables", f"table {table!r} is not exposed: no site holds data")
+        for p, tables in rules:
+            if table.lower() not in tables:
                 raise p._refuse("tables", f"table {table!r} is not exposed")
 
     def check_column(self, table: str, column: str) -> None:
@@ -138,11 +163,11 @@ class Policy:
         self.check_table(table)
         col = column.lower()
         # Identifiers first: "an identifier at site c" says more than "not exposed at site a".
-        for p in self._each():
-            if col in p.tables[table.lower()].identifiers:
+        for p, tables in self._table_rules():
+            if col in tables[table.lower()].identifiers:
                 raise p._refuse("identifiers", f"column {table}.{column} is an identifier and never selectable")
-        for p in self._each():
-            columns = p.tables[table.lower()].columns
+        for p, tables in self._table_rules():
+            columns = tables[table.lower()].columns
             if columns is not None and col not in columns:
                 raise p._refuse("columns", f"column {table}.{column} is not exposed")
 
@@ -175,7 +200,9 @@ def combine(policies: Iterable[Policy]) -> Policy:
     """The strictest combination: largest minimum cell size, smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
-    Checks on the result delegate to the sites' own policies, so refusals name the site.
+    Table, column and identifier rules come from the sites that hold data only (a policy with
+    ``tables=None`` has none); the result always has table rules (none exposed if no site holds
+    data). Checks on the result delegate to the sites' own policies, so refusals name the site.
     """
     parts = tuple(q for p in policies for q in p._each())
     if not parts:
@@ -184,14 +211,15 @@ def combine(policies: Iterable[Policy]) -> Policy:
     for p in parts:
         if p.analysts is not None:
             analysts = p.analysts if analysts is None else analysts & p.analysts
+    rules = [p.tables for p in parts if p.tables is not None]
     tables: dict[str, TablePolicy] = {}
-    for name in set.intersection(*(set(p.tables) for p in parts)):
+    for name in set.intersection(*(set(t) for t in rules)) if rules else set():
         columns: frozenset[str] | None = None
-        for p in parts:
-            cols = p.tables[name].columns
+        for t in rules:
+            cols = t[name].columns
             if cols is not None:
                 columns = cols if columns is None else columns & cols
-        identifiers = frozenset().union(*(p.tables[name].identifiers for p in parts))
+        identifiers = frozenset().union(*(t[name].identifiers for t in rules))
         tables[name] = TablePolicy(
             columns=None if columns is None else columns - identifiers,
             identifiers=identifiers,
@@ -231,8 +259,11 @@ def _table_policy(section: Section, name: str) -> TablePolicy:
     return TablePolicy(columns=columns, identifiers=identifiers)
 
 
-def load_policy(path: Path | str, site: str) -> Policy:
-    """Load and validate a site's ``policy.toml``; ``site`` names the site in refusals."""
+def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
+    """Load and validate a site's ``policy.toml``; ``site`` names the site in refusals.
+
+    ``data=False`` (a site that holds no data): the file must have no ``[tables]`` rules, and
+    the policy has none (``tables=None``)."""
     root = read_toml(path)
     root.only("policy", "tables")
     p = root.section("policy")
@@ -250,7 +281,12 @@ def load_policy(path: Path | str, site: str) -> Policy:
         raise p.error("statement_kinds", f"unknown kind {unknown[0]!r} (known: {', '.join(sorted(STATEMENT_KINDS))})")
     if "analysts" not in p:
         raise p.error("analysts", 'missing: list analyst names, or "*" for every analyst in the consortium')
-    tables = {name.lower(): _table_policy(t, name) for name, t in root.section("tables", required=False).subsections()}
+    declared = root.section("tables", required=False)
+    tables = {name.lower(): _table_policy(t, name) for name, t in declared.subsections()}
+    if not data and declared.data:
+        raise declared.error(
+            None, f"site {site!r} holds no data (data = false in the consortium file): remove its table rules"
+        )
     return Policy(
         site=site,
         min_cell_size=p.get_int("min_cell_size", DEFAULT_MIN_CELL_SIZE, minimum=1),
@@ -259,7 +295,7 @@ def load_policy(path: Path | str, site: str) -> Policy:
         max_groups=p.get_int("max_groups", DEFAULT_MAX_GROUPS, minimum=1),
         max_queries_per_hour=p.get_int("max_queries_per_hour", DEFAULT_MAX_QUERIES_PER_HOUR, minimum=0),
         allow_min_max=p.get_bool("allow_min_max", False),
-        tables=MappingProxyType(tables),
+        tables=MappingProxyType(tables) if data else None,
     )
 
 
@@ -282,6 +318,9 @@ max_queries_per_hour = {max_queries}
 # MIN and MAX reveal single records; leave false unless you mean it.
 allow_min_max = false
 
+{tables}"""
+
+TABLES_TEMPLATE = """\
 # One section per table declared in agent.toml. Only the columns listed here are usable
 # (or "*" for all). Identifier columns (names, record numbers, dates of birth...) can never
 # be selected, whatever columns says.
@@ -291,12 +330,19 @@ allow_min_max = false
 # identifiers = ["patient_id"]
 """
 
+NO_DATA_TEMPLATE = """\
+# This site holds no data, so this file has no [tables] sections: which tables and columns
+# are usable is up to the sites that hold data. The rules above still apply to every query.
+"""
 
-def render_policy_template(site: str) -> str:
-    """A commented ``policy.toml`` for a new site: nothing exposed and nobody allowed until edited."""
+
+def render_policy_template(site: str, data: bool = True) -> str:
+    """A commented ``policy.toml`` for a new site: nothing exposed and nobody allowed until edited
+    (``data=False``: a site without data, whose policy has no table rules)."""
     return POLICY_TEMPLATE.format(
         site=site,
         min_cell_size=DEFAULT_MIN_CELL_SIZE,
         max_groups=DEFAULT_MAX_GROUPS,
         max_queries=DEFAULT_MAX_QUERIES_PER_HOUR,
+        tables=TABLES_TEMPLATE if data else NO_DATA_TEMPLATE,
     )

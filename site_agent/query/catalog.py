@@ -190,7 +190,7 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
     statement kinds every site allows."""
     exposed: dict[str, frozenset[str]] = {}
     identifiers: set[str] = set()
-    for name, tp in policy.tables.items():
+    for name, tp in (policy.tables or {}).items():  # a site without data has no table rules
         if name not in schema.tables:
             continue
         columns = tp.columns if tp.columns is not None else frozenset(schema.tables[name].columns)

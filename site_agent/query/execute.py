@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -43,10 +43,11 @@ def _column(result: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarra
     return values, mask | np.isnan(values)
 
 
-def _site_slot(plan: Plan, site: str, site_index: int | None) -> int | None:
-    """The position of this site in the ``SITE`` domain (None when the plan has no SITE key)."""
+def _site_slot(plan: Plan, site: str, site_index: int | None, holds_data: bool = True) -> int | None:
+    """The position of this site in the ``SITE`` domain (None when the plan has no SITE key, or
+    for a site without data, which has no SITE slice)."""
     key = plan.site_key
-    if key is None:
+    if key is None or not holds_data:
         return None
     domain = plan.keys[key]["domain"]
     if site_index is None:
@@ -60,27 +61,33 @@ def _site_slot(plan: Plan, site: str, site_index: int | None) -> int | None:
 
 def _place(plan: Plan, arr: np.ndarray, slot: int | None, fill: float) -> np.ndarray:
     """Local cells (local cells, *tail) into the base grid (base cells, *tail): the site's own
-    SITE slice holds them, every other site's slice the fill value."""
+    SITE slice holds them, every other site's slice the fill value. Without a slot (a site
+    without data) every slice holds the fill value."""
     key = plan.site_key
-    if key is None or slot is None:
+    if key is None:
         return arr
     dims, tail = plan.dims, arr.shape[1:]
     full = np.full((*dims, *tail), fill, dtype=np.float64)
+    if slot is None:
+        return full.reshape(plan.base_cells, *tail)
     index: tuple[int | slice, ...] = (*(slice(None),) * key, slot)
     full[index] = arr.reshape((*(d for i, d in enumerate(dims) if i != key), *tail))
     return full.reshape(plan.base_cells, *tail)
 
 
-def local_preaggregates(plan: Plan, con: Any, site: str = "site", site_index: int | None = None) -> dict[str, U64]:
+def local_preaggregates(
+    plan: Plan, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True
+) -> dict[str, U64]:
     """Run the plan's local SQL on one site's connection; the pre-aggregates as ring vectors.
 
     ``site`` names the site in errors. For a per-site breakdown (a ``SITE`` key) the local SQL
-    is the same at every site and the site's position enters here: ``site_index`` (its committee
-    index), or else ``site``'s position in the SITE domain, selects the slice of the base-cell
-    grid that holds this site's pre-aggregates.
+    is the same at every site and the site's position enters here: ``site_index`` (its position
+    in the SITE domain), or else ``site``'s position in that domain, selects the slice of the
+    base-cell grid that holds this site's pre-aggregates. A site without data
+    (``holds_data=False``, its tables empty) has no slice: all its inputs are fill values.
     """
     base = plan.local_cells
-    slot = _site_slot(plan, site, site_index)
+    slot = _site_slot(plan, site, site_index, holds_data)
     fetched = {q["name"]: con.execute(q["sql"]).fetchnumpy() for q in plan.data["local"]}
     bins = {q["name"]: int(q["bins"]) for q in plan.data["local"] if "bins" in q}
     out: dict[str, U64] = {}
@@ -157,16 +164,19 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     return frame
 
 
-def execute(plan: Plan, connections: Mapping[str, Any]) -> pd.DataFrame:
+def execute(plan: Plan, connections: Mapping[str, Any], without_data: Collection[str] = ()) -> pd.DataFrame:
     """Run ``plan`` over per-site DuckDB connections (name -> connection) in this process.
 
     For a per-site breakdown the names are those the plan was compiled with (``sites``).
+    ``without_data`` names members that hold no data (their tables empty, no SITE slice).
 
     The DataFrame's ``attrs`` carry the plan digest, the reveal points, rounds and bytes of
     the MPC part (per member, maximum) and the wall-clock time of each phase.
     """
     t0 = time.perf_counter()
-    per_site = [local_preaggregates(plan, con, name) for name, con in connections.items()]
+    per_site = [
+        local_preaggregates(plan, con, name, holds_data=name not in without_data) for name, con in connections.items()
+    ]
     t1 = time.perf_counter()
     members = share_inputs(per_site)
     results, stats = run_in_memory(lambda p: mpc_program(p, plan, members[p.index]), seed=os.urandom(16))

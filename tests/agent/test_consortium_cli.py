@@ -174,3 +174,78 @@ def test_signing_key_files_are_ed25519(consortium: Path) -> None:
     assert isinstance(key, Ed25519PrivateKey)
     with pytest.raises(ConfigError, match="not an Ed25519"):
         load_private_key(consortium / "analysts" / "alice" / "tls" / "key.pem")
+
+
+# --- a neutral compute member without data --------------------------------------------------
+
+
+@pytest.fixture
+def two_hospitals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    d = tmp_path / "c2"
+    assert _run(capsys, "init", str(d), "--name", "Two hospitals", "--id", "two-1")[0] == 0
+    assert _run(capsys, "add-site", str(d), "east", "--address", "east:7001", "--compute")[0] == 0
+    code, out = _run(capsys, "add-site", str(d), "neutral", "--address", "neutral:7002", "--compute", "--no-data")
+    assert code == 0 and "neutral compute member, no data" in out
+    assert _run(capsys, "add-site", str(d), "west", "--address", "west:7003", "--compute")[0] == 0
+    return d
+
+
+def test_no_data_site_round_trip(two_hospitals: Path) -> None:
+    path = two_hospitals / "consortium.toml"
+    cfg = load_consortium(path)
+    assert cfg.require_committee() == ("east", "neutral", "west")
+    assert [cfg.sites[s].data for s in ("east", "neutral", "west")] == [True, False, True]
+    assert cfg.data_sites == ("east", "west")
+    # Only the data-less site gets the key: files of consortia without one are unchanged.
+    assert path.read_text().count("data = false") == 1 and "data = true" not in path.read_text()
+    agent_text = (two_hospitals / "sites" / "neutral" / "agent.toml").read_text()
+    assert "holds no data" in agent_text and "declares no tables" in agent_text and "\n[tables" not in agent_text
+    assert not load_agent(two_hospitals / "sites" / "neutral" / "agent.toml").tables
+    policy_path = two_hospitals / "sites" / "neutral" / "policy.toml"
+    assert "\n[tables" not in policy_path.read_text()
+    assert load_policy(policy_path, "neutral", data=False).tables is None
+    assert load_policy(two_hospitals / "sites" / "east" / "policy.toml", "east").tables == {}
+
+
+def test_no_data_needs_compute(two_hospitals: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (two_hospitals / "consortium.toml").read_text()
+    code, out = _run(capsys, "add-site", str(two_hospitals), "other", "--address", "o:1", "--no-data")
+    assert code == 1 and "--no-data needs --compute" in out and "\n" not in out
+    assert (two_hospitals / "consortium.toml").read_text() == before
+    assert not (two_hospitals / "sites" / "other").exists()
+
+
+def test_consortium_file_without_data_key_means_data(consortium: Path) -> None:
+    cfg = load_consortium(consortium / "consortium.toml")
+    assert "data =" not in (consortium / "consortium.toml").read_text()
+    assert all(s.data for s in cfg.sites.values())
+    assert cfg.data_sites == cfg.require_committee()
+
+
+def test_a_site_without_data_must_compute(two_hospitals: Path) -> None:
+    path = two_hospitals / "consortium.toml"
+    text = path.read_text()
+    _edit(path, 'committee = ["east", "neutral", "west"]', 'committee = ["east", "west"]')
+    _edit(path, "compute = true\ndata = false", "compute = false\ndata = false")
+    with pytest.raises(ConfigError) as info:
+        load_consortium(path)
+    assert "sites.neutral.data: a site without data is only useful as a compute member" in str(info.value)
+    path.write_text(text.replace("data = false", 'data = "no"'))
+    with pytest.raises(ConfigError, match=r"sites\.neutral\.data"):
+        load_consortium(path)
+
+
+def test_policy_of_a_site_without_data_has_no_table_rules(two_hospitals: Path) -> None:
+    path = two_hospitals / "sites" / "neutral" / "policy.toml"
+    path.write_text(path.read_text() + '\n[tables.lung]\ncolumns = "*"\n')
+    with pytest.raises(ConfigError) as info:
+        load_policy(path, "neutral", data=False)
+    assert "tables: site 'neutral' holds no data" in str(info.value)
+    assert set(load_policy(path, "neutral").tables or ()) == {"lung"}
+
+
+def test_add_site_help_explains_no_data(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["add-site", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--no-data" in out and "neutral compute member that holds no data" in out and "only ever sees shares" in out

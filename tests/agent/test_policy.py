@@ -160,6 +160,60 @@ def test_template_loads_and_allows_nothing(tmp_path: Path) -> None:
     assert _refusal(policy.check_table, "lung") == ("new", "tables")
 
 
+NEUTRAL = """
+[policy]
+min_cell_size = 20
+analysts = ["alice", "dave"]
+statement_kinds = ["aggregate", "per_site_breakdown"]
+max_groups = 100
+max_queries_per_hour = 10
+"""
+
+
+def test_a_site_without_data_has_no_table_rules_but_its_other_rules_count(
+    tmp_path: Path, three: tuple[Policy, Policy, Policy]
+) -> None:
+    a, b, _ = three
+    path = tmp_path / "n.toml"
+    path.write_text(NEUTRAL)
+    n = load_policy(path, "n", data=False)
+    assert n.tables is None and not n.holds_data and a.holds_data
+    both = combine([a, n, b])
+    assert both.holds_data
+    # Tables and columns: exactly what the data sites alone allow.
+    assert both.tables == combine([a, b]).tables
+    both.check_column("lung", "age")
+    assert _refusal(both.check_column, "lung", "ward") == ("a", "columns")
+    assert _refusal(both.check_column, "lung", "stage") == ("b", "columns")
+    assert _refusal(both.check_column, "lung", "ward_bed") == ("b", "identifiers")
+    assert _refusal(both.check_table, "visits") == ("b", "tables")
+    assert both.exposed_columns("lung", ["age", "sex", "ward", "patient_id"]) == ["age", "sex"]
+    # Every other rule of the site without data counts, and refusals name it.
+    assert both.min_cell_size == 20 and both.max_groups == 100 and both.max_queries_per_hour == 10
+    assert _refusal(both.check_analyst, "bob") == ("n", "analysts")
+    assert _refusal(both.check_kind, "model") == ("n", "statement_kinds")
+    with pytest.raises(PolicyRefusal) as info:
+        both.check_groups(101)
+    assert (info.value.site, info.value.rule) == ("n", "max_groups")
+    # Order and nesting do not matter; the JSON form (what peers exchange) keeps "no table rules".
+    assert combine([combine([n, b]), a]).digest() == both.digest()
+    assert n.to_json()["tables"] is None
+    again = Policy.from_json("n", n.to_json())
+    assert again == n and again.digest() == n.digest()
+    assert combine([a, again, b]).digest() == both.digest()
+
+
+def test_without_any_data_nothing_is_exposed(tmp_path: Path) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text(NEUTRAL)
+    n = load_policy(path, "n", data=False)
+    assert _refusal(n.check_table, "lung") == ("n", "tables")
+    alone = combine([n])
+    assert alone.tables == {}
+    assert _refusal(alone.check_column, "lung", "age") == ("n", "tables")
+    assert alone.exposed_columns("lung", ["age"]) == []
+
+
 def test_rate_limiter_sliding_window() -> None:
     now = [1000.0]
     limiter = RateLimiter("a", limit=3, clock=lambda: now[0])
