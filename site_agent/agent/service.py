@@ -70,6 +70,7 @@ from .data import columns_of, empty_tables, open_tables
 log = logging.getLogger("site_agent")
 
 POLICY_WAIT_SECONDS = 10.0
+EXPLAINED = "explain: the plan was described; nothing was computed or revealed"
 CLOSE_SECONDS = 3.0
 """At most this long for closing the links on stop (SIGTERM); then the process exits anyway."""
 
@@ -245,7 +246,8 @@ class Agent:
             plan = planning.compile_query(env.query, self.schema, policy, dict(env.params), self.sites)
             await progress("compiled")
             if body["mode"] == "explain":
-                await self._reply_explain(conn, query_id, plan)
+                receipt = self._record(env, plan, "accepted", EXPLAINED, started)
+                await self._reply_explain(conn, query_id, plan, receipt)
                 return
             outcome = await self._run_session(env, plan, progress)
         except asyncio.CancelledError:
@@ -402,8 +404,8 @@ class Agent:
             )
         )
 
-    async def _reply_explain(self, conn: Connection, query_id: str, plan: planning.Compiled) -> None:
-        await self._reply_result(conn, query_id, {"explain": plan.explain()}, {}, {})
+    async def _reply_explain(self, conn: Connection, query_id: str, plan: planning.Compiled, receipt: Receipt) -> None:
+        await self._reply_result(conn, query_id, {"explain": plan.explain()}, receipt.to_json(), {})
 
     async def _reply_result(
         self, conn: Connection, query_id: str, meta: dict[str, Any], receipt: dict[str, Any], stats: dict[str, Any]

@@ -142,3 +142,13 @@ def test_latency_of_a_small_count(lung: Running) -> None:
         lung.client.query(query)
         times.append(time.perf_counter() - t0)
     print(f"\nsmall COUNT over 3 sites: median {1000 * np.median(times):.1f} ms, best {1000 * min(times):.1f} ms")
+
+
+def test_an_explain_request_is_audited_and_reveals_nothing(lung: Running) -> None:
+    before = lung.audit_counts()
+    text = lung.client.explain("SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    assert "Reveal points" in text
+    for site in SITES:
+        new = lung.wait_audit(site, before[site])
+        assert [(e["decision"], e["reveals"]) for e in new] == [("accepted", [])], (site, new)
+        assert new[0]["reason"].startswith("explain") and new[0]["plan_digest"]
