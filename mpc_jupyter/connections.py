@@ -114,6 +114,17 @@ def _site_state(status: SiteStatus, address: str) -> dict[str, Any]:
     }
 
 
+def _reveal_state(reveal: dict[str, Any], result: pd.DataFrame) -> dict[str, Any]:
+    """A reveal point in the analyst's words: the result column it feeds, what it is, and how
+    many cells were opened (suppressed cells never are)."""
+    if reveal.get("encoding") == "flags":
+        return {"name": "suppression flags (one per cell, opened to the committee)", "cells": len(result)}
+    column = str(reveal["name"]).split(":", 1)[0]
+    flags = result.attrs.get("suppressed", {}).get(column)
+    opened = len(result) - sum(flags) if flags is not None else len(result)
+    return {"name": f"{column}: {reveal.get('what', reveal['name'])}", "cells": opened}
+
+
 def _query_state(index: int, result: pd.DataFrame) -> dict[str, Any]:
     attrs = result.attrs
     suppressed = sum(sum(flags) for flags in attrs.get("suppressed", {}).values())
@@ -123,6 +134,6 @@ def _query_state(index: int, result: pd.DataFrame) -> dict[str, Any]:
         "seconds": attrs.get("seconds"),
         "sites": attrs.get("sites", []),
         "receipts": [{"site": r["site"], "digest": r["hash"], "seq": r["seq"]} for r in attrs.get("receipts", [])],
-        "reveals": [{"name": r["name"], "rows": len(result)} for r in (attrs.get("plan") or {}).get("reveals", [])],
+        "reveals": [_reveal_state(r, result) for r in (attrs.get("plan") or {}).get("reveals", [])],
         "suppressed": suppressed,
     }

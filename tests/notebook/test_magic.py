@@ -191,7 +191,16 @@ def test_side_panel_state_follows_status_and_queries(ip: InteractiveShell) -> No
     last = state["queries"][-1]
     assert last["text"] == result.attrs["query"]
     assert {r["site"] for r in last["receipts"]} == {"north", "central", "south"}
-    assert {r["name"] for r in last["reveals"]} >= {"n:n_rows"}
+    reveals = {r["name"]: r["cells"] for r in last["reveals"]}
+    assert reveals["n: pooled row count"] == 2 and any(name.startswith("suppression flags") for name in reveals)
+
+
+def test_side_panel_counts_only_the_cells_opened(ip: InteractiveShell) -> None:
+    text = "SELECT ph_ecog, COUNT(*) AS n FROM lung WHERE ph_ecog IS NOT NULL GROUP BY ph_ecog"
+    result = ip.run_cell_magic("mpc", "", text)
+    state = ip.magics_manager.registry["MpcMagic"].manager.publisher.latest
+    opened = {r["name"]: r["cells"] for r in state["queries"][-1]["reveals"]}["n: pooled row count"]
+    assert opened == len(result) - sum(result.attrs["suppressed"]["n"]) and opened < len(result)
 
 
 def test_side_panel_state_names_the_consortium_and_its_policy(ip: InteractiveShell) -> None:
