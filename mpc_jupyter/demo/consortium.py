@@ -5,7 +5,7 @@ same real path: certificates from a fresh consortium CA, mutual TLS on loopback,
 ``mpc-site-agent serve`` process per site, each with its own DuckDB over its own files.
 
 ``build_consortium`` writes everything under one folder; ``AgentProcesses`` starts the
-agents, waits until each logs that it serves, and stops them with SIGTERM.
+agents, waits until each logs that it serves, restarts one of them, and stops them with SIGTERM.
 """
 
 from __future__ import annotations
@@ -117,30 +117,57 @@ class AgentProcesses:
     def start(self, timeout: float = 60.0) -> AgentProcesses:
         """Start every agent and wait until all serve; raises with the log tail if one dies."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for site in self.sites:
-            log = (self.log_dir / f"{site}.log").open("wb")
-            config = self.dir / "sites" / site / "agent.toml"
+            self._launch(site, "wb")
+        self._wait_serving({site: 0 for site in self.sites}, timeout, stop_all=True)
+        return self
+
+    def restart(self, site: str, timeout: float = 60.0) -> float:
+        """Stop one agent (SIGTERM, if it still runs), start it again with the same configuration
+        and wait until it serves; returns the seconds that took. Its log is appended to."""
+        t0 = time.monotonic()
+        proc = self.procs[site]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        served = sum(1 for rec in self.log_records(site) if rec.get("event") == "serving")
+        self._launch(site, "ab")
+        self._wait_serving({site: served}, timeout, stop_all=False)
+        return time.monotonic() - t0
+
+    def _launch(self, site: str, mode: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        config = self.dir / "sites" / site / "agent.toml"
+        with (self.log_dir / f"{site}.log").open(mode) as log:
             self.procs[site] = subprocess.Popen(
                 [sys.executable, "-m", "site_agent.cli.agent", "serve", "--config", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
             )
+
+    def _wait_serving(self, served_before: Mapping[str, int], timeout: float, stop_all: bool) -> None:
+        """Wait until each site logged one more "serving" than ``served_before`` says."""
         deadline = time.monotonic() + timeout
-        waiting = set(self.sites)
+        waiting = set(served_before)
         while waiting:
             for site in list(waiting):
                 if self.procs[site].poll() is not None:
-                    self.stop()
+                    if stop_all:
+                        self.stop()
                     raise RuntimeError(f"agent {site} exited early:\n{self.log_tail(site)}")
-                if any(rec.get("event") == "serving" for rec in self.log_records(site)):
+                served = sum(1 for rec in self.log_records(site) if rec.get("event") == "serving")
+                if served > served_before[site]:
                     waiting.discard(site)
             if time.monotonic() > deadline:
-                self.stop()
+                if stop_all:
+                    self.stop()
                 raise TimeoutError(f"agents {sorted(waiting)} did not start within {timeout:g} s")
             time.sleep(0.05)
-        return self
 
     def log_records(self, site: str) -> list[dict[str, object]]:
         """The agent's JSON log lines so far."""

@@ -106,7 +106,10 @@ class Agent:
         self.site_index = self.sites.index(self.site) if self.holds_data else None
         self.policy = load_policy(config.policy, self.site, self.holds_data)
         self.peer_policies: dict[str, Policy] = {}
+        """The latest policy each peer sent (kept while its link is down, for status)."""
         self._policies_known = asyncio.Event()
+        self._policy_fresh = {name: asyncio.Event() for name in self.names.values() if name != self.site}
+        """Set when the peer's policy arrived on its current link; cleared when the link is lost."""
         self.schema = planning.load_schema(consortium)
         # A member without data serves the schema's tables empty: the local SQL runs unchanged.
         self.db = open_tables(config.tables) if self.holds_data else empty_tables(self.schema)
@@ -127,6 +130,8 @@ class Agent:
         self.mesh.on(MsgType.QUERY, self._on_query)
         self.mesh.on(MsgType.STATUS, self._on_status)
         self.mesh.on(MsgType.CONTROL, self._on_control)
+        self.mesh.on_link_up(self._send_policy)
+        self.mesh.on_link_down(self._link_lost)
         self._running: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ----------------------------------------------------------------------
@@ -134,8 +139,9 @@ class Agent:
     async def serve(self, stop: asyncio.Event) -> None:
         """Start the mesh, exchange policies, serve until ``stop`` is set, then shut down."""
         log.info("starting", extra={"event": "start", "site": self.site, "index": self.index})
-        await self.mesh.start()
-        await self._send_policy()
+        # A peer that is down now does not keep this member from serving: the links come up
+        # when it does (re-dialed by whichever member dials), and policies follow every link-up.
+        await self.mesh.start(require_links=False)
         log.info("serving", extra={"event": "serving", "address": str(self.config.listen)})
         await stop.wait()
         log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})
@@ -158,19 +164,38 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._running.difference_update(tasks)
 
-    async def _send_policy(self) -> None:
-        frame = msg.control(msg.POLICY, self.index, site=self.site, policy=self.policy.to_json())
-        for peer in self.mesh.peers:
-            await self.mesh.links[peer].send_frame(frame)
+    async def _send_policy(self, peer: int, conn: Connection) -> None:
+        """Send this member's policy to a peer whose link just came up (first time or again)."""
+        await conn.send_frame(msg.control(msg.POLICY, self.index, site=self.site, policy=self.policy.to_json()))
+
+    def _link_lost(self, peer: int) -> None:
+        # The peer may come back as a new process with a new policy: wait for the one it sends then.
+        self._policy_fresh[self.names[peer]].clear()
+
+    def _peer_names(self) -> list[str]:
+        return [n for n in self.names.values() if n != self.site]
 
     async def _combined_policy(self) -> Policy:
-        """The strictest combination of all three members' policies (waits for peers' once)."""
+        """The strictest combination of all three members' policies, each peer's as sent on its
+        current link. A peer without a link fails at once naming it; a peer whose link just came
+        up is waited for (up to ``POLICY_WAIT_SECONDS``) until its policy arrives."""
+        for peer in self.mesh.missing():
+            name = self.names[peer]
+            raise PeerFailure(
+                name, f"site {name} is not connected to site {self.site} (down or restarting; its link is re-dialed)"
+            )
         try:
-            await asyncio.wait_for(self._policies_known.wait(), POLICY_WAIT_SECONDS)
+            await asyncio.wait_for(
+                asyncio.gather(*(e.wait() for e in self._policy_fresh.values())), POLICY_WAIT_SECONDS
+            )
         except TimeoutError:
-            missing = [n for n in self.names.values() if n != self.site and n not in self.peer_policies]
+            missing = [n for n, e in self._policy_fresh.items() if not e.is_set()]
             raise PeerFailure(missing[0], f"no policy received from site {missing[0]}") from None
-        return combine([self.policy, *(self.peer_policies[n] for n in self.names.values() if n != self.site)])
+        return self._latest_policy()
+
+    def _latest_policy(self) -> Policy:
+        """The combination of the latest policies known (the peers' must all have arrived once)."""
+        return combine([self.policy, *(self.peer_policies[n] for n in self._peer_names())])
 
     # --- handlers ------------------------------------------------------------------------
 
@@ -188,16 +213,26 @@ class Agent:
                 f"site {conn.peer_name!r} sent a policy {'with' if policy.holds_data else 'without'} table rules, "
                 f"but the consortium file says it holds {'' if holds_data else 'no '}data"
             )
+        previous = self.peer_policies.get(conn.peer_name)
         self.peer_policies[conn.peer_name] = policy
+        if self.mesh.links.get(conn.peer_index) is conn:
+            self._policy_fresh[conn.peer_name].set()
         if len(self.peer_policies) == 2:
             self._policies_known.set()
+        log.info(
+            "policy of site %s %s (digest %s)",
+            conn.peer_name,
+            "received" if previous is None else "unchanged" if previous.digest() == policy.digest() else "changed",
+            policy.digest()[:16],
+            extra={"event": "policy", "peer": conn.peer_name},
+        )
 
     async def _on_status(self, conn: Connection, frame: Frame) -> None:
         if frame.kind != msg.STATUS_REQUEST:
             raise MpcError("STATUS frames must be status requests")
         # Columns the policy exposes, never row counts: a site's table size is a site subtotal.
         tables = await asyncio.to_thread(columns_of, self.db.cursor())
-        policy = await self._combined_policy() if self._policies_known.is_set() else self.policy
+        policy = self._latest_policy() if self._policies_known.is_set() else self.policy
         exposed = {t: {"columns": policy.exposed_columns(t, cols)} for t, cols in tables.items()}
         await conn.send_frame(
             msg.control(
@@ -267,7 +302,7 @@ class Agent:
             analyst=env.analyst,
             query=env.query,
             plan_digest=plan.digest,
-            policy_digest=(await self._combined_policy()).digest(),
+            policy_digest=policy.digest(),
             decision="accepted",
             reveals=reveals,
             peers=[n for n in self.names.values() if n != self.site],
@@ -457,7 +492,22 @@ class _Progress:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line on stdout: time, level, message and structured fields."""
 
-    FIELDS = ("event", "site", "index", "address", "analyst", "query_id", "plan", "category", "rule", "in_flight")
+    FIELDS = (
+        "event",
+        "site",
+        "index",
+        "address",
+        "analyst",
+        "query_id",
+        "plan",
+        "category",
+        "rule",
+        "in_flight",
+        "peer",
+        "peers",
+        "attempt",
+        "seconds",
+    )
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

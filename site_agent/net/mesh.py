@@ -15,8 +15,14 @@ Frames for a session this member has not opened yet are buffered (bounded in ses
 bytes and age), because members open a session at slightly different times; frames for a
 session already closed are refused with an ERROR, never dropped silently.
 
-Not handled here (yet): reconnecting a lost committee link; a lost link fails the
-sessions that need it with :class:`PeerDisconnected`.
+Lost links come back on their own: the member that dials a peer (the lower index) re-dials
+it in the background with a bounded backoff (:data:`REDIAL_FIRST` doubling to
+:data:`REDIAL_MAX` seconds) for as long as the mesh runs, so one member can restart while the
+other two keep serving. A lost link fails the open sessions that need it with
+:class:`PeerDisconnected`; sessions opened while a link is down fail at once naming the peer.
+Whoever uses the mesh hears of every link coming up or going down through
+:meth:`Mesh.on_link_up` and :meth:`Mesh.on_link_down` (the daemon re-sends its policy on
+every link-up).
 """
 
 from __future__ import annotations
@@ -61,6 +67,10 @@ SESSION_TYPES = frozenset({MsgType.MPC_DATA, MsgType.SESSION_KEY, MsgType.SESSIO
 WS_OPTIONS: dict[str, Any] = {"compression": None, "ping_interval": 20, "ping_timeout": 60, "write_limit": 2**20}
 """websockets options for every mesh connection. permessage-deflate is off: random shares
 do not compress and deflate makes them about 50x slower."""
+REDIAL_FIRST = 0.2
+"""Seconds before the first re-dial of a lost or unreachable peer; doubles per failed attempt."""
+REDIAL_MAX = 5.0
+"""The longest wait between two dials of a peer that stays unreachable."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,8 @@ class Connection:
         self.peer_name = peer_name
         self.peer_index = peer_index
         self.my_index = my_index
+        self.was_up = False  # a committee link once both hellos were exchanged
+        self.up_since = time.monotonic()
 
     @property
     def label(self) -> str:
@@ -115,6 +127,10 @@ class Connection:
 
 Handler = Callable[[Connection, Frame], Awaitable[None]]
 """A handler for one message type: gets the connection (to reply) and the decoded frame."""
+LinkUp = Callable[[int, Connection], Awaitable[None]]
+"""Called (as a task) each time the link to a committee peer comes up, with the new connection."""
+LinkDown = Callable[[int], None]
+"""Called each time the link to a committee peer is lost."""
 
 
 class SessionChannel:
@@ -261,8 +277,12 @@ class Mesh:
         self.dispatcher = Dispatcher(self)
         self.handlers: dict[MsgType, Handler] = {}
         self._link_up = {p: asyncio.Event() for p in self.peers}
+        self._up_listeners: list[LinkUp] = []
+        self._down_listeners: list[LinkDown] = []
+        self._down_since: dict[int, float] = {}
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     # --- public API --------------------------------------------------------------------
 
@@ -283,8 +303,26 @@ class Mesh:
             raise ValueError(f"{frame_type.name} frames are handled by the mesh itself")
         self.handlers[frame_type] = handler
 
-    async def start(self) -> None:
-        """Listen, dial the higher-index members, and wait until both links are up."""
+    def on_link_up(self, listener: LinkUp) -> None:
+        """Call ``listener(peer, connection)`` each time a link to a committee peer comes up."""
+        self._up_listeners.append(listener)
+
+    def on_link_down(self, listener: LinkDown) -> None:
+        """Call ``listener(peer)`` each time the link to a committee peer is lost."""
+        self._down_listeners.append(listener)
+
+    def missing(self) -> list[int]:
+        """The committee peers this member has no link to right now."""
+        return [p for p in self.peers if p not in self.links]
+
+    async def start(self, *, require_links: bool = True) -> None:
+        """Listen, dial the higher-index members, and wait up to ``connect_timeout`` for both links.
+
+        With ``require_links`` a link still missing then closes the mesh and raises
+        :class:`PeerDisconnected`; without it the mesh serves anyway (sessions needing the
+        missing peer fail naming it) and the links come up whenever the peers do: this member
+        keeps dialing the higher-index ones, the lower-index ones keep dialing it.
+        """
         self._server = await serve(
             self._accept,
             self.listen_host,
@@ -294,20 +332,32 @@ class Mesh:
             process_request=_require_client_certificate,
             **WS_OPTIONS,
         )
+        started = time.monotonic()
         for p in self.peers:
+            self._down_since[p] = started
             if p > self.index:
-                self._spawn(self._dial(self.members[p]))
-        try:
+                self._spawn(self._keep_dialing(self.members[p]))
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._link_up.values())), self.connect_timeout)
-        except TimeoutError:
-            missing = [self.label(p) for p in self.peers if not self._link_up[p].is_set()]
+        missing = self.missing()
+        if not missing:
+            return
+        names = ", ".join(self.label(p) for p in missing)
+        if require_links:
             await self.close()
             raise PeerDisconnected(
-                missing[0], f"party {self.index}: no link to {', '.join(missing)} within {self.connect_timeout:g} s"
-            ) from None
+                missing[0], f"party {self.index}: no link to {names} within {self.connect_timeout:g} s"
+            )
+        log.warning(
+            "no link to %s after %.1f s; serving without it and waiting for it to come up",
+            names,
+            time.monotonic() - started,
+            extra={"event": "links_missing", "peers": [self.members[p].name for p in missing]},
+        )
 
     async def close(self) -> None:
-        """Stop the server and close every connection."""
+        """Stop the server and close every connection (and stop re-dialing)."""
+        self._closing = True
         for conn in list(self.links.values()):
             with contextlib.suppress(Exception):
                 await conn.ws.close()
@@ -350,22 +400,61 @@ class Mesh:
             index = None  # our own name from elsewhere is not a peer
         await self._read_loop(Connection(ws, cn, index, self.index))
 
-    async def _dial(self, member: Member) -> None:
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
+    async def _keep_dialing(self, member: Member) -> None:
+        """Dial ``member`` and serve the link; when it is lost or cannot be made, dial again.
+
+        Waits between attempts start at :data:`REDIAL_FIRST` seconds and double up to
+        :data:`REDIAL_MAX` while attempts fail; a link that stayed up at least
+        :data:`REDIAL_MAX` seconds resets them (one that keeps dropping at once backs off too).
+        Runs until the mesh closes.
+        """
+        delay = REDIAL_FIRST
+        attempt = 0
+        while not self._closing:
+            attempt += 1
             try:
-                ws = await connect(member.uri, ssl=self.client_ssl, max_size=self.max_frame, **WS_OPTIONS)
-                break
-            except (OSError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    log.error("cannot reach %s at %s: %s", self.label(member.index), member.uri, exc)
-                    return
-                await asyncio.sleep(0.05)
+                up_for = await self._dial(member)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever failed, this loop must keep the link coming back
+                up_for = None
+                # log attempts 1, 2, 4, 8, ... and every 60th: a peer down for hours must not flood the log
+                if attempt & (attempt - 1) == 0 or attempt % 60 == 0:
+                    log.info(
+                        "cannot reach %s at %s (attempt %d): %s; next try in %.1f s",
+                        self.label(member.index),
+                        member.uri,
+                        attempt,
+                        str(exc) or type(exc).__name__,
+                        delay,
+                        extra={"event": "dial_failed", "peer": member.name, "attempt": attempt},
+                    )
+            if self._closing:
+                return
+            if up_for is not None:
+                if up_for >= REDIAL_MAX:
+                    delay = REDIAL_FIRST
+                attempt = 0
+                log.info(
+                    "re-dialing %s in %.1f s",
+                    self.label(member.index),
+                    delay,
+                    extra={"event": "redial", "peer": member.name},
+                )
+            await asyncio.sleep(delay)
+            if up_for is None or up_for < REDIAL_MAX:
+                delay = min(delay * 2, REDIAL_MAX)
+
+    async def _dial(self, member: Member) -> float | None:
+        """One connection to ``member``, served until it closes; the seconds the link was up
+        (None if the peer never answered the hello)."""
+        ws = await connect(
+            member.uri, ssl=self.client_ssl, max_size=self.max_frame, open_timeout=self.connect_timeout, **WS_OPTIONS
+        )
         cn = peer_common_name(ws.transport.get_extra_info("ssl_object"))
         if cn != member.name:
-            log.error("server at %s presented %r, expected %r", member.uri, cn, member.name)
             await ws.close()
-            return
+            raise AuthError(f"server at {member.uri} presented {cn!r}, expected {member.name!r}")
         conn = Connection(ws, cn, member.index, self.index)
         await conn.send_frame(
             Frame(
@@ -373,6 +462,7 @@ class Mesh:
             )
         )
         await self._read_loop(conn)
+        return time.monotonic() - conn.up_since if conn.was_up else None
 
     async def _read_loop(self, conn: Connection) -> None:
         try:
@@ -390,10 +480,26 @@ class Mesh:
         finally:
             p = conn.peer_index
             if p is not None and self.links.get(p) is conn:
-                del self.links[p]
-                self.dispatcher.peer_lost(
-                    p, PeerDisconnected(p, f"party {self.index}: connection to {self.label(p)} closed")
-                )
+                self._lost(p, conn)
+
+    def _lost(self, p: int, conn: Connection) -> None:
+        """The current link to ``p`` closed: fail the sessions that need it and tell the listeners."""
+        del self.links[p]
+        self._link_up[p].clear()
+        self._down_since[p] = time.monotonic()
+        log.warning(
+            "link to %s lost after %.1f s%s",
+            self.label(p),
+            time.monotonic() - conn.up_since,
+            "" if self._closing else ("; re-dialing it" if p > self.index else "; waiting for it to dial again"),
+            extra={"event": "link_lost", "peer": self.members[p].name},
+        )
+        self.dispatcher.peer_lost(p, PeerDisconnected(p, f"party {self.index}: connection to {self.label(p)} closed"))
+        for listener in self._down_listeners:
+            try:
+                listener(p)
+            except Exception as exc:
+                log.warning("link-down listener failed for %s: %s", self.label(p), exc)
 
     async def _dispatch(self, conn: Connection, data: bytes) -> None:
         head = decode_header(data, self.max_frame)
@@ -434,13 +540,17 @@ class Mesh:
             raise ProtocolViolation(f"hello claims party {frame.control['index']} but the certificate is {conn.label}")
         if p > self.index:
             # our own dial came back: the link is up on both ends
+            if self.links.get(p) is not None and self.links[p] is not conn:
+                raise ProtocolViolation(f"{conn.label} answered a hello on a second link")
             self.links[p] = conn
         else:
             old = self.links.get(p)
-            self.links[p] = conn
             if old is not None and old is not conn:
+                # the peer dialed again (it restarted, or lost the link before we noticed)
+                self._lost(p, old)
                 with contextlib.suppress(Exception):
                     await old.ws.close()
+            self.links[p] = conn
             await conn.send_frame(
                 Frame(
                     MsgType.HELLO,
@@ -448,7 +558,27 @@ class Mesh:
                     control={"kind": "hello", "index": self.index, "name": self.me.name},
                 )
             )
+        if conn.was_up:
+            return
+        conn.was_up = True
+        conn.up_since = time.monotonic()
+        down = conn.up_since - self._down_since.get(p, conn.up_since)
+        log.info(
+            "link to %s up (%s; %.1f s without it)",
+            self.label(p),
+            "dialed" if p > self.index else "accepted",
+            down,
+            extra={"event": "link_up", "peer": self.members[p].name, "seconds": round(down, 3)},
+        )
         self._link_up[p].set()
+        for listener in self._up_listeners:
+            self._spawn(self._notify_up(listener, p, conn))
+
+    async def _notify_up(self, listener: LinkUp, p: int, conn: Connection) -> None:
+        try:
+            await listener(p, conn)
+        except Exception as exc:
+            log.warning("link-up listener failed for %s: %s", self.label(p), exc)
 
     async def _run_handler(self, conn: Connection, frame: Frame) -> None:
         try:

@@ -1,13 +1,14 @@
 """Running consortia for the integration tests: real agent processes, real TLS, real DuckDB.
 
 The lifelines ``lung`` data is split by institution into three hospitals (north, central,
-south). Four local consortia start together, in parallel, once per test session:
+south). Five local consortia start together, in parallel, once per test session:
 
 * ``lung``: the main one; its sites' policies differ on purpose (central does not expose
   ``meal_cal``, south declares ``pat_karno`` an identifier) so refusals must name the site.
 * ``faulty`` and ``killable``: ``query_timeout_seconds = 5``, for silent, stopped and killed
   members (each test there leaves its consortium damaged, so they get their own).
 * ``strict``: south's policy forbids aggregate statements.
+* ``restartable``: its agents are restarted one at a time (SIGTERM or kill -9, policy changes).
 
 ``Wire`` speaks the wire protocol directly (websockets, frames, signed envelopes) for the
 tests that send what the analyst's client never would.
@@ -240,6 +241,18 @@ def _start(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None 
     return Running(config, procs, frames)
 
 
+def _start_retrying(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None) -> Running:
+    """``_start``, once more in a fresh folder (new ports) if an agent could not bind its port:
+    the ports are picked free but another process on the machine may take one before the
+    agent binds it."""
+    try:
+        return _start(root, policies, timeout)
+    except RuntimeError as exc:
+        if "address already in use" not in str(exc):
+            raise
+        return _start(root.with_name(root.name + "-again"), policies, timeout)
+
+
 CONSORTIA: dict[str, tuple[dict[str, dict[str, Any]], int | None]] = {
     "lung": (
         {
@@ -251,15 +264,16 @@ CONSORTIA: dict[str, tuple[dict[str, dict[str, Any]], int | None]] = {
     "faulty": ({}, FAULT_TIMEOUT),
     "killable": ({}, FAULT_TIMEOUT),
     "strict": ({"south": {"statement_kinds": ["model"]}}, None),
+    "restartable": ({}, FAULT_TIMEOUT),
 }
 
 
 @pytest.fixture(scope="session")
 def consortia(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Running]]:
-    """All four consortia, started in parallel (agents take a few seconds to come up)."""
+    """All five consortia, started in parallel (agents take a few seconds to come up)."""
     root = tmp_path_factory.mktemp("integration")
     with ThreadPoolExecutor(len(CONSORTIA)) as pool:
-        futures = {name: pool.submit(_start, root / name, *spec) for name, spec in CONSORTIA.items()}
+        futures = {name: pool.submit(_start_retrying, root / name, *spec) for name, spec in CONSORTIA.items()}
         started: dict[str, Running] = {}
         errors = []
         for name, fut in futures.items():
@@ -295,6 +309,11 @@ def faulty(consortia: dict[str, Running]) -> Running:
 @pytest.fixture(scope="module")
 def killable(consortia: dict[str, Running]) -> Running:
     return consortia["killable"]
+
+
+@pytest.fixture(scope="module")
+def restartable(consortia: dict[str, Running]) -> Running:
+    return consortia["restartable"]
 
 
 @pytest.fixture(scope="module")
