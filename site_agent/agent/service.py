@@ -132,6 +132,7 @@ class Agent:
         self.mesh.on(MsgType.CONTROL, self._on_control)
         self.mesh.on_link_up(self._send_policy)
         self.mesh.on_link_down(self._link_lost)
+        self.mesh.on_refused(self._audit_refused)
         self._running: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ----------------------------------------------------------------------
@@ -401,6 +402,17 @@ class Agent:
                 return "peer", "", peer
             return "peer", "", self.site
         return "failed", "", self.site
+
+    def _audit_refused(self, who: str, why: str) -> None:
+        """One audit entry for a frame or connection refused before any request existed."""
+        self.audit.append(
+            analyst=who,
+            query="",
+            plan_digest=None,
+            policy_digest=self.policy.digest(),
+            decision="refused",
+            reason=f"refused before any request: {why}",
+        )
 
     def _record(
         self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float

@@ -73,6 +73,13 @@ REDIAL_MAX = 5.0
 """The longest wait between two dials of a peer that stays unreachable."""
 
 
+CERTIFICATE_REQUIRED = (
+    "client certificate required: connect with a certificate issued by the consortium CA "
+    "(mpc-consortium add-analyst makes one)\n"
+)
+"""What a client that connects without a certificate is told (HTTP 403)."""
+
+
 @dataclass(frozen=True)
 class Member:
     """A committee member: index 0..2, certificate common name, where its server listens."""
@@ -130,6 +137,8 @@ Handler = Callable[[Connection, Frame], Awaitable[None]]
 LinkUp = Callable[[int, Connection], Awaitable[None]]
 """Called (as a task) each time the link to a committee peer comes up, with the new connection."""
 LinkDown = Callable[[int], None]
+Refused = Callable[[str, str], None]
+"""Told of every frame or connection the mesh refuses: (who, by certificate name; why)."""
 """Called each time the link to a committee peer is lost."""
 
 
@@ -279,6 +288,7 @@ class Mesh:
         self._link_up = {p: asyncio.Event() for p in self.peers}
         self._up_listeners: list[LinkUp] = []
         self._down_listeners: list[LinkDown] = []
+        self._refused_listeners: list[Refused] = []
         self._down_since: dict[int, float] = {}
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -311,6 +321,15 @@ class Mesh:
         """Call ``listener(peer)`` each time the link to a committee peer is lost."""
         self._down_listeners.append(listener)
 
+    def on_refused(self, listener: Refused) -> None:
+        """Call ``listener(who, why)`` for each frame or connection refused before any handler
+        saw it (the daemon writes them to its audit log)."""
+        self._refused_listeners.append(listener)
+
+    def _refused(self, who: str, why: str) -> None:
+        for listener in self._refused_listeners:
+            listener(who, why)
+
     def missing(self) -> list[int]:
         """The committee peers this member has no link to right now."""
         return [p for p in self.peers if p not in self.links]
@@ -329,7 +348,7 @@ class Mesh:
             self.me.port,
             ssl=self.server_ssl,
             max_size=self.max_frame,
-            process_request=_require_client_certificate,
+            process_request=self._require_client_certificate,
             **WS_OPTIONS,
         )
         started = time.monotonic()
@@ -388,6 +407,20 @@ class Mesh:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _require_client_certificate(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse, with a reason the client can read, a TLS connection that presented no certificate.
+
+        The agent's TLS context lets such a handshake finish (a certificate that is presented is
+        still verified against the consortium CA during the handshake), so the refusal arrives
+        as an HTTP 403 instead of a silently dropped connection.
+        """
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        if ssl_object is None or not ssl_object.getpeercert(binary_form=True):
+            log.warning("refused a connection without a client certificate")
+            self._refused("(no client certificate)", "a TLS connection without a client certificate")
+            return connection.respond(HTTPStatus.FORBIDDEN, CERTIFICATE_REQUIRED)
+        return None
 
     async def _accept(self, ws: ServerConnection) -> None:
         try:
@@ -468,12 +501,14 @@ class Mesh:
         try:
             async for data in conn.ws:
                 if isinstance(data, str):
+                    self._refused(conn.peer_name, "a text websocket message")
                     await conn.reply_error("frames are binary websocket messages")
                     continue
                 try:
                     await self._dispatch(conn, data)
                 except MpcError as exc:
                     log.warning("bad frame from %s: %s", conn.label, exc)
+                    self._refused(conn.peer_name, f"a frame: {exc}")
                     await conn.reply_error(f"party {self.index} refused a frame: {exc}")
         except ConnectionClosed:
             pass
@@ -591,23 +626,3 @@ class Mesh:
 def members_from(config: Sequence[Mapping[str, Any]]) -> list[Member]:
     """Members from plain dicts (``index``, ``name``, ``host``, ``port``)."""
     return [Member(int(m["index"]), str(m["name"]), str(m["host"]), int(m["port"])) for m in config]
-
-
-CERTIFICATE_REQUIRED = (
-    "client certificate required: connect with a certificate issued by the consortium CA "
-    "(mpc-consortium add-analyst makes one)\n"
-)
-
-
-def _require_client_certificate(connection: ServerConnection, request: Request) -> Response | None:
-    """Refuse, with a reason the client can read, a TLS connection that presented no certificate.
-
-    The agent's TLS context lets such a handshake finish (a certificate that is presented is
-    still verified against the consortium CA during the handshake), so the refusal arrives
-    as an HTTP 403 instead of a silently dropped connection.
-    """
-    ssl_object = connection.transport.get_extra_info("ssl_object")
-    if ssl_object is None or not ssl_object.getpeercert(binary_form=True):
-        log.warning("refused a connection without a client certificate")
-        return connection.respond(HTTPStatus.FORBIDDEN, CERTIFICATE_REQUIRED)
-    return None

@@ -77,9 +77,13 @@ def refused_everywhere(lung: Running, answers: dict[str, Answer], before: dict[s
     ids=["short", "magic", "version", "type", "json"],
 )
 def test_malformed_frame_is_answered_with_an_error(lung: Running, data: bytes, says: str) -> None:
+    before = lung.audit_counts()["north"]
     answer = run(lung.wire().exchange("north", data))
     assert answer.error is not None and says in answer.error, answer.error
     assert not answer.released
+    entries = lung.wait_audit("north", before)
+    assert [(e["decision"], e["analyst"]) for e in entries] == [("refused", "analyst")], entries
+    assert entries[0]["reason"].startswith("refused before any request: a frame") and says in entries[0]["reason"]
 
 
 def test_malformed_envelope_is_answered_with_an_error(lung: Running) -> None:
@@ -231,9 +235,12 @@ def _tls_reply(lung: Running, context: ssl.SSLContext) -> str:
 
 
 def test_tls_without_a_client_certificate_is_refused_with_a_reason(lung: Running) -> None:
+    before = lung.audit_counts()["north"]
     context = ssl.create_default_context(cafile=str(lung.dir / "ca" / "ca.pem"))
     reply = _tls_reply(lung, context)
     assert reply.startswith("HTTP/1.1 403") and "client certificate required" in reply, reply
+    entries = lung.wait_audit("north", before)
+    assert [(e["decision"], e["analyst"]) for e in entries] == [("refused", "(no client certificate)")], entries
 
 
 def test_tls_with_a_certificate_from_another_ca_is_refused(lung: Running, tmp_path: Path) -> None:
