@@ -23,6 +23,9 @@ from ..policy.model import Policy
 
 KeyValue = str | int | float | bool | None
 
+QUANTILE_RANGE = (0.05, 0.95)
+"""Quantiles an analyst may ask for when MIN and MAX are not allowed (DataSHIELD's default)."""
+
 SITE = "site"
 """The reserved pseudo-column of per-site breakdowns (``GROUP BY SITE``): no table may have a
 column of this name, so ``SITE`` in a query always means the committee site a row belongs to."""
@@ -36,12 +39,16 @@ class Column:
     ``domain`` lists the public values a GROUP BY on this column enumerates (``None`` in the
     list makes NULL a group). ``grid`` = (lo, hi, step) is the public grid for MEDIAN and
     quantiles; values are clamped to [lo, hi] and rounded to the nearest grid point.
+    ``person`` marks the table's privacy unit: the column that identifies a person. Cell sizes
+    count distinct persons, joins follow person columns only, and the column appears nowhere
+    else in a query (see docs/privacy.md).
     """
 
     name: str
     dtype: str = "float"
     domain: tuple[KeyValue, ...] | None = None
     grid: tuple[float, float, float] | None = None
+    person: bool = False
 
     def __post_init__(self) -> None:
         if self.grid is not None:
@@ -66,9 +73,18 @@ class Table:
                 "committee site a row belongs to); rename the column"
             )
 
+        persons = [c.name for c in self.columns.values() if c.person]
+        if len(persons) > 1:
+            raise ConfigError(f"table {self.name!r}: one person column at most, not {', '.join(persons)}")
+
     @classmethod
     def of(cls, name: str, columns: Iterable[Column]) -> Table:
         return cls(name.lower(), {c.name.lower(): c for c in columns})
+
+    @property
+    def person(self) -> str | None:
+        """The privacy unit's column, or None: then each row is taken to be one person."""
+        return next((c.name for c in self.columns.values() if c.person), None)
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,12 @@ class Schema:
         """Canonical JSON form (sorted), part of what the plan digest covers."""
         return {
             t.name: {
-                c.name: {"dtype": c.dtype, "domain": list(c.domain) if c.domain else None, "grid": c.grid}
+                c.name: {
+                    "dtype": c.dtype,
+                    "domain": list(c.domain) if c.domain else None,
+                    "grid": c.grid,
+                    **({"person": True} if c.person else {}),
+                }
                 for c in sorted(t.columns.values(), key=lambda c: c.name)
             }
             for t in sorted(self.tables.values(), key=lambda t: t.name)
@@ -112,13 +133,16 @@ def schema_from_duckdb(
     con: Any,
     domains: Mapping[str, Sequence[KeyValue]] | None = None,
     grids: Mapping[str, tuple[float, float, float]] | None = None,
+    persons: Mapping[str, str] | None = None,
 ) -> Schema:
     """Read table and column types from a DuckDB connection and attach declared domains/grids.
 
-    ``domains`` and ``grids`` are keyed ``"table.column"``. Meant for tests and demos: a real
-    consortium agrees on the schema file rather than reading it off one site's database.
+    ``domains`` and ``grids`` are keyed ``"table.column"``; ``persons`` maps a table to its
+    person column. Meant for tests and demos: a real consortium agrees on the schema file
+    rather than reading it off one site's database.
     """
     domains, grids = domains or {}, grids or {}
+    persons = {t.lower(): c.lower() for t, c in (persons or {}).items()}
     rows = con.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
@@ -134,6 +158,7 @@ def schema_from_duckdb(
                 _DUCKDB_TYPES.get(base, "float" if base.startswith("DECIMAL") else "text"),
                 tuple(dom) if dom is not None else None,
                 grids.get(key),
+                person=persons.get(table.lower()) == column.lower(),
             )
         )
     return Schema.of(Table.of(t, c) for t, c in cols.items())
@@ -148,6 +173,8 @@ class DisclosureRules:
     and join conditions; ``allow_min_max`` gates MIN/MAX (they disclose one person's value);
     ``statement_kinds`` are the kinds every site allows (``None``: all), so a per-site
     breakdown (``GROUP BY SITE``) compiles only where every site allows ``per_site_breakdown``.
+    ``quantile_range`` bounds the quantiles a query may ask for unless MIN and MAX are allowed
+    (quantiles near 0 and 1 are the extremes).
     """
 
     min_cell_size: int = 5
@@ -156,6 +183,7 @@ class DisclosureRules:
     exposed: Mapping[str, frozenset[str]] | None = None
     identifiers: frozenset[str] = field(default_factory=frozenset)
     statement_kinds: frozenset[str] | None = None
+    quantile_range: tuple[float, float] = QUANTILE_RANGE
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
@@ -181,6 +209,7 @@ class DisclosureRules:
             "exposed": None if self.exposed is None else {t: sorted(c) for t, c in sorted(self.exposed.items())},
             "identifiers": sorted(self.identifiers),
             "statement_kinds": None if self.statement_kinds is None else sorted(self.statement_kinds),
+            "quantile_range": list(self.quantile_range),
         }
 
 

@@ -30,9 +30,10 @@ def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
     return ar.constant(p, arr, AShare)
 
 
-def suppress(p: Party, counts: AShare, k: int, lines: Index, passes: int) -> Protocol[AShare]:
-    """Suppression flags (0/1 shares) for ``counts`` of shape (supports, cells)."""
-    flags = yield from bo.lt(p, counts, _const(p, k, counts.shape))
+def suppress(p: Party, counts: AShare, primary: AShare, k: int, lines: Index, passes: int) -> Protocol[AShare]:
+    """Suppression flags (0/1 shares) for ``counts`` of shape (rows, cells), starting from the
+    ``primary`` flags the release rule decided (:func:`site_agent.privacy.checks.stopped`)."""
+    flags = primary
     if lines.size == 0:
         return flags
     for _ in range(passes):

@@ -15,12 +15,15 @@ enters a site's SQL (every site's rows fall in its own SITE cell, placed at exec
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NoReturn
 
 import sqlglot
 import sqlglot.expressions as exp
 
 from ..errors import QueryError, QuerySyntaxError, UnknownName, UnsupportedQuery
+from ..privacy.contributions import Branch, branches, plain_columns
+from ..privacy.persons import check_join, identifier_uses
 from .catalog import SITE, Column, DisclosureRules, KeyValue, Schema
 
 DIALECT = "duckdb"
@@ -68,7 +71,8 @@ class Aggregate:
     ``args`` are the value expressions (one, or events and person-time for ``rate``).
     ``q`` is the quantile for ``quantile``, ``ddof`` the delta degrees of freedom for
     ``var``/``std``, ``per`` the person-time multiplier for ``rate``, ``grid`` the public
-    histogram grid for ``quantile``.
+    histogram grid for ``quantile``. ``branches`` are the query sets the value is computed
+    over (:func:`site_agent.privacy.contributions.branches`); none for ``COUNT(*)``.
     """
 
     name: str
@@ -78,6 +82,7 @@ class Aggregate:
     ddof: int = 1
     per: float = 1.0
     grid: tuple[float, float, float] | None = None
+    branches: tuple[Branch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class Query:
     keys: tuple[Key, ...]
     grouping_sets: tuple[tuple[int, ...], ...]
     aggregates: tuple[Aggregate, ...]
+    person: str | None = None  # the FROM table's person column, qualified (``alias.column``)
 
 
 def parse_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None) -> Query:
@@ -177,6 +183,7 @@ class _Validator:
             if not col.table and col.name.lower() in select_aliases and not self._is_column(col.name.lower()):
                 continue  # a select alias used in GROUP BY; resolved there
             self._resolve_column(col)
+        self._check_joins(tree)
         self._check_nodes(tree)
         self._check_comparisons(tree)
         keys, sets = self._group_keys(tree, select_aliases)
@@ -191,7 +198,17 @@ class _Validator:
                 "check_groups",
                 n_cells,
             )
-        return Query(self.text, source, where.this if where is not None else None, keys, sets, aggs)
+        first = (tree.args["from_"].this.alias or tree.args["from_"].this.name).lower()
+        person = self.schema.tables[self.aliases[first]].person
+        return Query(
+            self.text,
+            source,
+            where.this if where is not None else None,
+            keys,
+            sets,
+            aggs,
+            f"{first}.{person}" if person else None,
+        )
 
     def _check_clauses(self, tree: exp.Select) -> None:
         named = {
@@ -382,24 +399,41 @@ class _Validator:
                     kind = "a string" if lit.is_string else "a number"
                     raise self.error(lit, f"cannot compare {dtype} column {col.name} with {kind} ({lit.sql(DIALECT)})")
 
+    def _fail(self, node: exp.Expression, what: str) -> NoReturn:
+        raise self.unsupported(node, what)
+
+    def _check_joins(self, tree: exp.Select) -> None:
+        """Joins follow person columns only (:func:`site_agent.privacy.persons.check_join`)."""
+        persons = {a: self.schema.tables[t].person for a, t in self.aliases.items()}
+        earlier = [(tree.args["from_"].this.alias or tree.args["from_"].this.name).lower()]
+        for j in tree.args.get("joins") or []:
+            alias = (j.this.alias or j.this.name).lower()
+            check_join(j.args["on"], alias, earlier, persons, self._fail)
+            earlier.append(alias)
+
     def _check_identifiers(self, tree: exp.Select) -> None:
-        if not self.rules.identifiers:
-            return
-        for col in tree.find_all(exp.Column):
-            if not col.table:
-                continue  # a select alias named in GROUP BY
+        """Person columns and a site's identifier columns only in ON equalities and as the plain
+        argument of COUNT(DISTINCT ...) (:func:`site_agent.privacy.persons.identifier_uses`).
+        A site's identifier is refused in that site's name."""
+        persons = {f"{a}.{p}" for a, t in self.aliases.items() if (p := self.schema.tables[t].person)}
+        policy = {
+            f"{a}.{c}"
+            for a, t in self.aliases.items()
+            for c in self.schema.tables[t].columns
+            if c in self.rules.identifiers or f"{t}.{c}" in self.rules.identifiers
+        }
+        for col in identifier_uses(tree, persons | policy):
             qualified = f"{self.aliases[col.table.lower()]}.{col.name.lower()}"
-            if col.name.lower() not in self.rules.identifiers and qualified not in self.rules.identifiers:
-                continue
-            in_join = col.find_ancestor(exp.Join) is not None
-            count = col.find_ancestor(exp.Count)
-            if not in_join and not (count is not None and isinstance(count.this, exp.Distinct)):
+            if f"{col.table.lower()}.{col.name.lower()}" in policy:
                 raise self.rules.refusal(
                     "identifiers",
                     f"identifier column {qualified} may appear only in JOIN ... ON and COUNT(DISTINCT ...)",
                     "check_column",
                     *qualified.split(".", 1),
                 )
+            raise self.unsupported(
+                col, f"person column {qualified} may appear only in JOIN ... ON and COUNT(DISTINCT {col.name})"
+            )
 
     # -- group keys ----------------------------------------------------------------------
     def _group_keys(
@@ -499,6 +533,26 @@ class _Validator:
         return tuple(out)
 
     def _aggregate(self, node: exp.Expression, alias: str) -> Aggregate:
+        """The aggregate with the query-set branches of its value (refusing engineered values)."""
+        agg = self._aggregate_kind(node, alias)
+        fail = self._fail
+        if agg.kind == "count_star":
+            return agg
+        if agg.kind == "count_distinct":
+            if not isinstance(agg.args[0], exp.Column):
+                raise self.unsupported(agg.args[0], "COUNT(DISTINCT ...) takes a plain column")
+            return replace(agg, branches=(Branch(None, agg.args[0], True),))
+        if agg.kind == "rate":  # events and person-time, over the rows with a person-time
+            for arg in agg.args:
+                if isinstance(arg, _PREDICATES) or not plain_columns(arg, fail):
+                    raise self.unsupported(arg, "RATE takes columns (or affine functions of one column)")
+            return replace(agg, branches=(Branch(None, agg.args[1], True),))
+        if agg.kind in ("quantile", "min", "max"):
+            plain_columns(agg.args[0], fail)
+            return replace(agg, branches=(Branch(None, agg.args[0], True),))
+        return replace(agg, branches=tuple(branches(agg.args[0], fail)))
+
+    def _aggregate_kind(self, node: exp.Expression, alias: str) -> Aggregate:
         name = alias or node.sql(DIALECT)
         if isinstance(node, exp.Anonymous):
             return self._custom(node, name)
@@ -562,6 +616,14 @@ class _Validator:
         qv = _literal(q) if q is not None else _NOT_LITERAL
         if not isinstance(qv, int | float) or isinstance(qv, bool) or not 0 <= qv <= 1:
             raise self.unsupported(node, "the quantile must be a number literal in [0, 1]")
+        lo, hi = self.rules.quantile_range
+        if not lo <= qv <= hi and not self.rules.allow_min_max:
+            raise self.rules.refusal(
+                "allow_min_max",
+                f"quantile {qv} is outside {lo}-{hi}: quantiles near 0 and 1 are the minimum and maximum, "
+                "one person's value",
+                "check_min_max",
+            )
         if not isinstance(col, exp.Column):
             raise self.unsupported(node, "MEDIAN and quantiles take a column with a declared grid, not an expression")
         column = self._column_of(col)

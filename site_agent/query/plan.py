@@ -37,6 +37,7 @@ from typing import Any
 import sqlglot.expressions as exp
 
 from ..errors import UnsupportedQuery
+from ..privacy.release import ReleasePlanner
 from .catalog import DisclosureRules, Schema
 from .parse import DIALECT, Aggregate, Query, parse_query
 
@@ -151,13 +152,18 @@ class _Builder:
         self.items: list[tuple[str, exp.Expression]] = []  # local pre-aggregates (name, expression)
         self.inputs: list[dict[str, Any]] = []
         self.histograms: list[dict[str, Any]] = []
-        self.counts: dict[str, str] = {}  # value SQL -> input name of its non-NULL count
-        self.supports: list[str] = ["n_rows"]
+        self.local: dict[str, str] = {}  # local count SQL -> input name
         self.pool: list[str] = []
         self.steps: dict[str, list[dict[str, Any]]] = {}
         self.reveals: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
         self._add_input("n_rows", exp.Count(this=exp.Star()), "int", 0)
+        self.local[_sql(exp.Count(this=exp.Star()))] = "n_rows"
+        person = None
+        if query.person is not None:
+            alias, column = query.person.split(".", 1)
+            person = exp.column(column, table=alias)
+        self.release = ReleasePlanner(person, self.count_input)
 
     def _add_input(self, name: str, expr: exp.Expression, encoding: str, fill: float) -> str:
         self.items.append((name, expr))
@@ -165,16 +171,15 @@ class _Builder:
         self.pool.append(name)
         return name
 
-    def count_of(self, value: exp.Expression) -> str:
-        key = _sql(value)
-        if key not in self.counts:
-            self.counts[key] = self._add_input(f"c{len(self.counts)}", exp.Count(this=value.copy()), "int", 0)
-        return self.counts[key]
+    def count_input(self, hint: str, expr: exp.Expression) -> str:
+        """A local count pre-aggregate, one input per distinct expression."""
+        key = _sql(expr)
+        if key not in self.local:
+            self.local[key] = self._add_input(f"{hint}{len(self.local)}", expr, "int", 0)
+        return self.local[key]
 
-    def support(self, name: str) -> int:
-        if name not in self.supports:
-            self.supports.append(name)
-        return self.supports.index(name)
+    def count_of(self, value: exp.Expression) -> str:
+        return self.count_input("c", exp.Count(this=value.copy()))
 
     def step(self, op: str, item: dict[str, Any]) -> None:
         self.steps.setdefault(op, []).append(item)
@@ -197,25 +202,24 @@ class _Builder:
         name, tag = agg.name, f"a{i}"
         out: dict[str, Any] = {"name": name, "kind": agg.kind, "reveals": []}
         arg = agg.args[0] if agg.args else None
+        quantile_flags = (f"{tag}_q_bad",) if agg.kind == "quantile" else ()
+        counts_only = agg.kind in ("count_star", "count", "count_distinct")
+        out["support"] = sup = self.release.row(agg.branches, counts_only, quantile_flags)
         if agg.kind == "count_star":
-            out["support"] = 0
-            out["reveals"].append(self.reveal(name, "n_rows", "int", 0, "pooled row count"))
+            out["reveals"].append(self.reveal(name, "n_rows", "int", sup, "pooled row count"))
         elif agg.kind == "count":
             assert arg is not None
             c = self.count_of(arg)
-            out["support"] = self.support(c)
-            out["reveals"].append(self.reveal(name, c, "int", out["support"], f"pooled count of {_sql(arg)}"))
+            out["reveals"].append(self.reveal(name, c, "int", sup, f"pooled count of {_sql(arg)}"))
         elif agg.kind == "count_distinct":
             assert arg is not None
             d = self._add_input(f"{tag}_distinct", exp.Count(this=exp.Distinct(expressions=[arg.copy()])), "int", 0)
-            out["support"] = 0
-            out["reveals"].append(self.reveal(name, d, "int", 0, f"sum over sites of distinct {_sql(arg)}"))
+            out["reveals"].append(self.reveal(name, d, "int", sup, f"sum over sites of distinct {_sql(arg)}"))
         elif agg.kind in ("sum", "avg", "proportion", "var", "std"):
             assert arg is not None
             c = self.count_of(arg)
             frac = 0 if agg.kind == "proportion" else FRAC_BITS
             s = self._add_input(f"{tag}_sum", exp.Sum(this=arg.copy()), "int" if frac == 0 else "fixed", 0)
-            out["support"] = sup = self.support(c)
             if agg.kind == "sum":
                 out["reveals"].append(self.reveal(name, s, "fixed", sup, f"pooled sum of {_sql(arg)}"))
             elif agg.kind in ("avg", "proportion"):
@@ -260,8 +264,6 @@ class _Builder:
         elif agg.kind == "quantile":
             assert arg is not None and agg.grid is not None and agg.q is not None
             hist = self._histogram(arg, agg.grid)
-            c = self.count_of(arg)
-            out["support"] = sup = self.support(c)
             q = Fraction(agg.q).limit_denominator(10_000)
             if abs(float(q) - agg.q) > 1e-12:
                 raise UnsupportedQuery(f"{name}: the quantile needs at most 4 decimal places")
@@ -274,21 +276,17 @@ class _Builder:
             )
         elif agg.kind in ("min", "max"):
             assert arg is not None
-            c = self.count_of(arg)
             expr = exp.Max(this=arg.copy()) if agg.kind == "max" else exp.Neg(this=exp.Min(this=arg.copy()))
             m = self._add_input(f"{tag}_extreme_site", expr, "fixed", EXTREME_FILL)
             self.pool.remove(m)
-            out["support"] = sup = self.support(c)
             self.step("extreme", {"out": f"{tag}_extreme", "in": m, "negate": agg.kind == "min"})
             out["reveals"].append(
                 self.reveal(name, f"{tag}_extreme", "fixed", sup, f"pooled {agg.kind} of {_sql(arg)}")
             )
         elif agg.kind == "rate":
             events, pt = agg.args
-            c = self.count_of(pt)
             e = self._add_input(f"{tag}_events", exp.Sum(this=events.copy()), "int", 0)
             t = self._add_input(f"{tag}_time", exp.Sum(this=pt.copy()), "fixed", 0)
-            out["support"] = sup = self.support(c)
             out["per"] = agg.per
             self.step("divide", {"out": f"{tag}_rate", "num": e, "den": t, "num_frac": 0, "den_frac": FRAC_BITS})
             self.step("byar", {"out": f"{tag}_ci", "events": e, "time": t})
@@ -352,6 +350,8 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     b = _Builder(query, rules)
     for i, agg in enumerate(query.aggregates):
         b.add(i, agg)
+    suppress = b.release.step(rules.min_cell_size, SECONDARY_PASSES)  # adds its counts to the local SQL
+    supports = [r["count"] for r in suppress["rows"]]
     dims = [len(k.domain) for k in query.keys]
     cell: exp.Expression = exp.Literal.number(0)
     stride = 1
@@ -378,16 +378,10 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             }
         )
     steps: list[dict[str, Any]] = [{"op": "pool", "inputs": b.pool}]
-    steps.append(
-        {
-            "op": "suppress",
-            "supports": b.supports,
-            "min_cell_size": rules.min_cell_size,
-            "passes": SECONDARY_PASSES,
-        }
-    )
-    steps.append({"op": "reveal_flags"})
-    for op in ("mean_fixed", "pool_m2", "divide", "sqrt", "quantile", "extreme", "wilson", "byar"):
+    if "quantile" in b.steps:  # before suppression: a quantile's grid bins take part in it
+        steps.append({"op": "quantile", "items": b.steps["quantile"]})
+    steps += [suppress, {"op": "reveal_flags"}]
+    for op in ("mean_fixed", "pool_m2", "divide", "sqrt", "extreme", "wilson", "byar"):
         if op in b.steps:
             steps.append({"op": op, "items": b.steps[op]})
     steps.append({"op": "reveal", "items": [r["name"] for r in b.reveals]})
@@ -397,9 +391,10 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "value": "suppressed",
             "encoding": "flags",
             "support": -1,
-            "shape": f"{len(b.supports)} x cells",
-            "what": "suppression flag per support count and cell (1: fewer than the minimum cell size, "
-            "or suppressed so that no suppressed value follows from released cells and margins)",
+            "shape": f"{len(supports)} x cells",
+            "what": "suppression flag per release row and cell (1: a query set, a non-NULL count or the "
+            "difference of two query sets holds 1 to k-1 persons, or suppressed so that no suppressed value "
+            "follows from released cells and margins)",
         },
         *b.reveals,
     ]
@@ -418,7 +413,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             for k in query.keys
         ],
         "grouping_sets": [list(s) for s in query.grouping_sets],
-        "supports": b.supports,
+        "supports": supports,
         "local": local,
         "inputs": b.inputs,
         "steps": steps,

@@ -25,6 +25,7 @@ from ..mpc.fixed import FixedPoint
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import ALL_ONES, U64
 from ..mpc.shares import AShare
+from ..privacy.checks import stopped
 from . import numeric as nu
 from .cells import Cells
 from .disclosure import suppress
@@ -84,10 +85,13 @@ class _Run:
         yield from ()
 
     def suppress(self, step: dict[str, Any]) -> Protocol[None]:
-        counts = AShare(np.stack([self.share(s).v for s in step["supports"]], axis=1))
-        self.vals["suppressed"] = yield from suppress(
-            self.p, counts, int(step["min_cell_size"]), self.cells.lines, int(step["passes"])
-        )
+        rows, k = step["rows"], int(step["min_cell_size"])
+        counts = AShare(np.stack([self.share(r["count"]).v for r in rows], axis=1))
+        checks = [[self.share(c) for c in r["checks"]] for r in rows]
+        strict = [[self.share(c) for c in r["strict"]] for r in rows]
+        flags = [[self.share(f) for f in r["flags"]] for r in rows]
+        primary = yield from stopped(self.p, checks, strict, flags, k)
+        self.vals["suppressed"] = yield from suppress(self.p, counts, primary, k, self.cells.lines, int(step["passes"]))
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
         self.flags = yield from ar.open_all(self.p, self.share("suppressed"))
@@ -182,6 +186,7 @@ class _Run:
         res = x_lo + interp
         for item, piece in zip(items, _split(res, [rows] * len(items)), strict=True):
             self.vals[item["out"]] = piece
+            self.vals[item["out"] + "_bad"] = _const(self.p, 0, (rows,))
 
     def _grid(self, grid: list[float], width: int) -> np.ndarray:
         lo, hi, step = grid

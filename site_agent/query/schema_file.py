@@ -6,11 +6,15 @@ it holds names, types, the public domains that GROUP BY enumerates and the grids
 medians and quantiles are computed, never data. Example::
 
     [tables.patients]
-    patient_id = "text"                                   # a column: just its type
+    patient_id = { type = "text", person = true }         # the privacy unit (see below)
+    region = "text"                                       # a column: just its type
     sex = { type = "text", domain = ["F", "M"] }          # GROUP BY sex enumerates F, M
     age = { type = "integer", grid = [0, 110, 1] }        # MEDIAN(age) on 0, 1, ..., 110
     diabetes = "boolean"
 
+A table's ``person = true`` column names its privacy unit: cell sizes count distinct persons,
+joins go along person columns only, and the column is usable only there (docs/privacy.md).
+A table without one counts each row as one person and cannot be joined.
 Types: integer, float, text, boolean, date, timestamp. A boolean column's domain is
 [false, true] unless given. No column may be called ``site``: ``SITE`` in a query is the
 pseudo-column of per-site breakdowns (see docs/query-language.md).
@@ -37,7 +41,7 @@ def _column(table: Section, name: str) -> Column:
     if not isinstance(spec, dict):
         raise table.error(name, 'must be a type name or a table like { type = "integer", grid = [0, 100, 1] }')
     col = Section(table.file, f"{table.prefix}.{name}", spec)
-    col.only("type", "domain", "grid")
+    col.only("type", "domain", "grid", "person")
     dtype = col.get_str("type")
     if dtype not in DTYPES:
         raise col.error("type", f"unknown type {dtype!r} (known: {', '.join(DTYPES)})")
@@ -57,7 +61,8 @@ def _column(table: Section, name: str) -> Column:
         if not (isinstance(raw, list) and len(raw) == 3 and all(isinstance(v, (int, float)) for v in raw)):
             raise col.error("grid", "must be [lo, hi, step]")
         grid = (float(raw[0]), float(raw[1]), float(raw[2]))
-    return Column(name.lower(), dtype, domain, grid)
+    person = col.get_bool("person", False)
+    return Column(name.lower(), dtype, domain, grid, person)
 
 
 def load_schema_file(path: Path | str) -> Schema:

@@ -80,6 +80,7 @@ def generated() -> Consortium:
             "patients.smoker": [False, True],
         },
         grids={"patients.age": (0, 120, 1), "patients.bmi": (10, 50, 0.01), "labs.hba1c": (2, 15, 0.01)},
+        persons={"patients": "pid", "labs": "pid"},
     )
     rules = DisclosureRules(min_cell_size=K, allow_min_max=True, identifiers=frozenset({"pid"}))
     return Consortium(frames, schema, rules)

@@ -1,0 +1,58 @@
+"""The release rule's checks on shares: which cells a release row must not open.
+
+A row's cells are stopped where any of its counts (query-set sizes, non-NULL counts, pair
+differences; :mod:`site_agent.privacy.release`) holds 1 to k-1 persons, or any of its 0/1 flags
+is set. Everything is one batch: two comparisons of every count (x < k and x < 1, so that
+``[1 <= x < k] = [x < k] - [x < 1]`` needs no multiplication) and one comparison of the per-row
+totals, whatever the number of rows, counts and cells. Nothing is opened here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..mpc import arithmetic as ar
+from ..mpc import boolean as bo
+from ..mpc.party import Party, Protocol
+from ..mpc.shares import AShare
+
+
+def _const(p: Party, value: int, shape: tuple[int, ...]) -> AShare:
+    return ar.constant(p, np.full(shape, value, dtype=np.int64).view(np.uint64), AShare)
+
+
+def stopped(
+    p: Party,
+    checks: Sequence[Sequence[AShare]],
+    strict: Sequence[Sequence[AShare]],
+    flags: Sequence[Sequence[AShare]],
+    k: int,
+) -> Protocol[AShare]:
+    """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell.
+
+    For row r: any of ``checks[r]`` in 1..k-1, any of ``strict[r]`` in 0..k-1, any of
+    ``flags[r]`` set; each of shape (cells,).
+    """
+    cells = checks[0][0].shape[0]
+    flat = AShare.concat([c for row in checks for c in row])
+    n = flat.shape[0]
+    strict_flat = [c for row in strict for c in row]
+    counts = AShare.concat([flat, flat, *strict_flat])
+    limits = [_const(p, k, (n,)), _const(p, 1, (n,)), *(_const(p, k, (cells,)) for _ in strict_flat)]
+    below = yield from bo.lt(p, counts, AShare.concat(limits))
+    bad = below[:n] - below[n : 2 * n]  # [1 <= x < k] = [x < k] - [x < 1]
+    totals, at, at_strict = [], 0, 2 * n
+    for row, row_strict, row_flags in zip(checks, strict, flags, strict=True):
+        total = bad[at * cells : (at + len(row)) * cells].reshape(len(row), cells).sum(axis=0)
+        for _ in row_strict:
+            total = total + below[at_strict : at_strict + cells]
+            at_strict += cells
+        for f in row_flags:
+            total = total + f
+        totals.append(total)
+        at += len(row)
+    total = AShare.concat(totals).reshape(len(checks), cells)
+    none = yield from bo.lt(p, total, _const(p, 1, total.shape))
+    return _const(p, 1, total.shape) - none

@@ -1,0 +1,118 @@
+"""The release rule, planned: which counts decide whether each released number may be opened.
+
+Invariant (docs/privacy.md): every released number is a statistic over query sets that each
+hold 0 or at least k persons, and every set that subtracting two released numbers of the same
+query yields holds 0 or at least k persons too.
+
+A *query set* is the persons of a cell (WHERE and the cell's keys) selected by one branch of an
+aggregate's argument (:mod:`site_agent.privacy.contributions`); ``None`` stands for the whole
+cell. For each output the planner asks :meth:`ReleasePlanner.row` for a *release row*: the
+output's cells are opened only where every count the row lists is 0 or >= k:
+
+* the persons of each of its query sets, and of each set restricted to rows whose value is not
+  NULL (a mean over one non-NULL value is that person's value); for outputs other than counts
+  this last count must not be 0 either (a mean over nothing is undefined, not 0);
+* for every pair of query sets of the query (any outputs), the persons in exactly one of the two
+  (the symmetric difference): ``SUM(x)`` and ``SUM(CASE WHEN NOT T THEN x END)`` are two large
+  sets whose difference is the one patient T. A bad pair stops the later set's outputs; the
+  whole-cell set is first, so plain counts survive.
+
+The counts are local SQL pre-aggregates at each site (distinct persons per site, summed inside
+MPC), so everything is decided on shares; only the final suppression flags are opened.
+:func:`site_agent.privacy.suppression.suppress` then adds secondary suppression over the lines of
+ROLLUP/CUBE tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot.expressions as exp
+
+from .contributions import Branch
+
+CountInput = Callable[[str, exp.Expression], str]
+"""Registers a local pre-aggregate (a name hint and its SQL expression) and returns the input
+name; equal expressions give the same input."""
+
+
+@dataclass
+class ReleasePlanner:
+    """Collects the query sets of one query and the release rows of its outputs."""
+
+    person: exp.Expression | None
+    count_input: CountInput
+    sets: list[str | None] = field(default_factory=lambda: [None])  # SQL of ``when``; None: the cell
+    _set_exprs: list[exp.Expression | None] = field(default_factory=lambda: [None])
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def _persons(self, when: exp.Expression | None) -> exp.Expression:
+        """COUNT of distinct persons (of rows, without a person column) where ``when`` holds."""
+        if self.person is None:
+            if when is None:
+                return exp.Count(this=exp.Star())
+            return exp.Count(this=exp.Case(ifs=[exp.If(this=when.copy(), true=exp.Literal.number(1))]))
+        who = self.person.copy()
+        if when is not None:
+            who = exp.Case(ifs=[exp.If(this=when.copy(), true=who)])
+        return exp.Count(this=exp.Distinct(expressions=[who]))
+
+    def _set(self, when: exp.Expression | None) -> int:
+        key = None if when is None else when.sql("duckdb")
+        if key not in self.sets:
+            self.sets.append(key)
+            self._set_exprs.append(when)
+        return self.sets.index(key)
+
+    def cell(self) -> str:
+        """The input counting the persons of each cell."""
+        return self.count_input("persons", self._persons(None))
+
+    def row(self, branches: tuple[Branch, ...], counts_only: bool, extra_flags: tuple[str, ...] = ()) -> int:
+        """The release row of an output over ``branches`` (none: the cell itself).
+
+        ``counts_only``: the output is a count, and a count of 0 is released (a mean, a variance
+        or a quantile over no value is undefined: its cell is withheld like a small one).
+        ``extra_flags`` are 0/1 values computed in MPC that stop a cell as well (a quantile
+        whose grid bin holds too few persons at every coarsening).
+        """
+        checks: list[str] = []
+        sets: list[int] = []
+        for b in branches or (Branch(None, exp.Literal.number(1), False),):
+            sets.append(self._set(b.when))
+            checks.append(self.count_input("persons", self._persons(b.when)))
+            if b.value_column:
+                present = exp.Not(this=exp.Is(this=exp.Paren(this=b.value.copy()), expression=exp.Null()))
+                both = present if b.when is None else exp.And(this=exp.Paren(this=b.when.copy()), expression=present)
+                checks.append(self.count_input("persons", self._persons(both)))
+        entry = {
+            "count": checks[-1],
+            "checks": checks,
+            "strict": [] if counts_only else [checks[-1]],
+            "sets": sets,
+            "flags": list(extra_flags),
+        }
+        for i, existing in enumerate(self.rows):
+            if existing == entry:
+                return i
+        self.rows.append(entry)
+        return len(self.rows) - 1
+
+    def step(self, min_cell_size: int, passes: int) -> dict[str, Any]:
+        """The plan's ``suppress`` step: rows with their checks, pair differences added now that
+        every output's sets are known."""
+        pairs: dict[int, list[str]] = {}
+        for j in range(1, len(self.sets)):
+            for i in range(j):
+                a, b = self._set_exprs[i], self._set_exprs[j]
+                in_a, in_b = (exp.true() if w is None else w.copy() for w in (a, b))  # already COALESCEd
+                xor = exp.NEQ(this=in_a, expression=in_b)
+                pairs.setdefault(j, []).append(self.count_input("xor", self._persons(xor)))
+        rows = []
+        for r in self.rows:
+            diffs = [d for s in r["sets"] for d in pairs.get(s, [])]
+            checks = list(dict.fromkeys(r["checks"] + diffs))
+            rows.append({"count": r["count"], "checks": checks, "strict": r["strict"], "flags": r["flags"]})
+        return {"op": "suppress", "rows": rows, "min_cell_size": min_cell_size, "passes": passes}
