@@ -12,7 +12,7 @@ from lifelines.datasets import load_lung
 SITES = ("north", "central", "south")
 LUNG_SCHEMA = """\
 [tables.lung]
-id = "integer"
+id = { type = "integer", person = true }
 inst = "integer"
 time = "float"
 status = { type = "integer", domain = [1, 2] }

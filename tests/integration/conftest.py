@@ -20,7 +20,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,21 +215,38 @@ def run(coro: Any) -> Any:
 # --- building and starting the consortia ----------------------------------------------------
 
 
-def _sites(folder: Path, frames: dict[str, pd.DataFrame], policies: dict[str, dict[str, Any]]) -> list[SiteSpec]:
+@dataclass(frozen=True)
+class Dataset:
+    """One table split over the three sites, with its schema.toml text."""
+
+    table: str
+    schema: str
+    frames: Callable[[], dict[str, pd.DataFrame]]
+
+
+LUNG = Dataset("lung", LUNG_SCHEMA, lung_by_site)
+
+
+def _sites(
+    folder: Path, frames: dict[str, pd.DataFrame], policies: dict[str, dict[str, Any]], table: str
+) -> list[SiteSpec]:
     folder.mkdir(parents=True)
     specs = []
     for site, df in frames.items():
         path = folder / f"{site}.csv"
         df.to_csv(path, index=False)
         extra = dict(policies.get(site, {}))
-        table = TableSpec(path, columns=extra.pop("columns", None), identifiers=extra.pop("identifiers", ["id"]))
-        specs.append(SiteSpec(site, {"lung": table}, **extra))
+        spec = TableSpec(path, columns=extra.pop("columns", None), identifiers=extra.pop("identifiers", ["id"]))
+        specs.append(SiteSpec(site, {table: spec}, **extra))
     return specs
 
 
-def _start(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None) -> Running:
-    frames = lung_by_site()
-    config = build_consortium(root / "consortium", _sites(root / "data", frames, policies), LUNG_SCHEMA)
+def start_consortium(
+    root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None, data: Dataset = LUNG
+) -> Running:
+    """Build a consortium of ``data`` under ``policies`` in ``root`` and start its three agents."""
+    frames = data.frames()
+    config = build_consortium(root / "consortium", _sites(root / "data", frames, policies, data.table), data.schema)
     if timeout is not None:
         for site in SITES:
             path = config.parent / "sites" / site / "agent.toml"
@@ -241,16 +258,18 @@ def _start(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None 
     return Running(config, procs, frames)
 
 
-def _start_retrying(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None) -> Running:
-    """``_start``, once more in a fresh folder (new ports) if an agent could not bind its port:
-    the ports are picked free but another process on the machine may take one before the
-    agent binds it."""
+def start_retrying(
+    root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None, data: Dataset = LUNG
+) -> Running:
+    """``start_consortium``, once more in a fresh folder (new ports) if an agent could not bind
+    its port: the ports are picked free but another process on the machine may take one before
+    the agent binds it."""
     try:
-        return _start(root, policies, timeout)
+        return start_consortium(root, policies, timeout, data)
     except RuntimeError as exc:
         if "address already in use" not in str(exc):
             raise
-        return _start(root.with_name(root.name + "-again"), policies, timeout)
+        return start_consortium(root.with_name(root.name + "-again"), policies, timeout, data)
 
 
 CONSORTIA: dict[str, tuple[dict[str, dict[str, Any]], int | None]] = {
@@ -273,7 +292,7 @@ def consortia(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ru
     """All five consortia, started in parallel (agents take a few seconds to come up)."""
     root = tmp_path_factory.mktemp("integration")
     with ThreadPoolExecutor(len(CONSORTIA)) as pool:
-        futures = {name: pool.submit(_start_retrying, root / name, *spec) for name, spec in CONSORTIA.items()}
+        futures = {name: pool.submit(start_retrying, root / name, *spec) for name, spec in CONSORTIA.items()}
         started: dict[str, Running] = {}
         errors = []
         for name, fut in futures.items():

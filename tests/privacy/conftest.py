@@ -1,0 +1,59 @@
+"""Consortia for the attacks: three real agents each, default policy (k = 5, MIN/MAX off).
+
+``lung`` is lifelines' lung data split by institution; ``gbsg2`` is the GBSG2 breast-cancer
+data dealt over the three sites. Every site's policy declares ``id`` an identifier and the
+schema declares it the person column. The attacker holds valid analyst keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ..gbsg2 import GBSG2_SCHEMA, gbsg2_by_site
+from ..integration.conftest import LUNG, Dataset, Running, start_retrying
+
+K = 5
+GBSG2 = Dataset("gbsg2", GBSG2_SCHEMA, gbsg2_by_site)
+
+
+@pytest.fixture(scope="session")
+def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Running]]:
+    root = tmp_path_factory.mktemp("privacy")
+    with ThreadPoolExecutor(2) as pool:
+        futures = {
+            name: pool.submit(start_retrying, root / name, {}, None, data)
+            for name, data in (("lung", LUNG), ("gbsg2", GBSG2))
+        }
+        started = {name: fut.result() for name, fut in futures.items()}
+    yield started
+    for r in started.values():
+        r.close()
+
+
+@pytest.fixture(scope="session")
+def lung(attacked: dict[str, Running]) -> Running:
+    return attacked["lung"]
+
+
+@pytest.fixture(scope="session")
+def gbsg2(attacked: dict[str, Running]) -> Running:
+    return attacked["gbsg2"]
+
+
+def value(frame: pd.DataFrame, column: str, row: int = 0) -> float | None:
+    """A released number as the attacker reads it: None where it was withheld."""
+    v: Any = frame[column].iloc[row]
+    return None if isinstance(v, str) or pd.isna(v) else float(v)
+
+
+def derive(*values: float | None, sign: tuple[int, ...] | None = None) -> float | None:
+    """The attacker's arithmetic: a signed sum of released numbers, None if any was withheld."""
+    if any(v is None for v in values):
+        return None
+    signs = sign or (1,) * len(values)
+    return float(sum(s * v for s, v in zip(signs, values, strict=True)))  # type: ignore[misc]
