@@ -106,8 +106,18 @@ class Compiled:
         arrays = local_preaggregates(self.plan, con, site, site_index, holds_data)
         return np.concatenate([arrays[n].reshape(-1) for n in self.input_names]).astype(np.uint64)
 
-    def program(self, p: Party, inputs: list[AShare]) -> Protocol[tuple[AShare, dict[str, Any]]]:
-        """The plan's MPC program on the three sites' shared vectors; (shares out, public meta)."""
+    def ledger_shape(self, remembered: int) -> tuple[int, ...]:
+        """Shape of a site's differences with ``remembered`` sets (none without a ledger query)."""
+        if "ledger" not in self.plan.data or remembered == 0:
+            return (0,)
+        return (int(self.plan.data["ledger"]["sets"]), self.plan.out_cells, remembered)
+
+    def program(
+        self, p: Party, inputs: list[AShare], remembered: int = 0
+    ) -> Protocol[tuple[AShare, dict[str, Any]]]:
+        """The plan's MPC program on the three sites' shared vectors; (shares out, public meta).
+
+        Each vector ends with the site's differences with the ``remembered`` sets of its ledger."""
         stacked: dict[str, AShare] = {}
         at = 0
         for name in self.input_names:
@@ -115,6 +125,9 @@ class Compiled:
             size = int(np.prod(shape))
             stacked[name] = AShare(np.stack([x.v[:, at : at + size].reshape(2, *shape) for x in inputs], axis=1))
             at += size
+        ledger = self.ledger_shape(remembered)
+        if ledger != (0,):
+            stacked["ledger"] = AShare(np.stack([x.v[:, at:].reshape(2, *ledger) for x in inputs], axis=1))
         result = yield from mpc_program(p, self.plan, stacked)
         parts, layout = _flatten(result)
         meta = {"plan": self.plan.data, "digest": self.digest, "flags": result.flags.tolist(), "layout": layout}
@@ -184,6 +197,17 @@ def assemble(meta: dict[str, Any], member_shares: list[AShare]) -> pd.DataFrame:
     frame.attrs["plan_digest"] = meta["digest"]
     frame.attrs["reveals"] = [{"name": r["name"], "what": r["what"]} for r in plan.data["reveals"]]
     return frame
+
+
+def opened_sets(plan: query_plan.Plan, flags: list[int]) -> np.ndarray:
+    """(query sets, out cells) booleans: the query set was opened in the cell (some release row
+    that uses it was not suppressed there), so the ledger remembers it."""
+    rows = next(s for s in plan.data["steps"] if s["op"] == "suppress")["rows"]
+    released = np.asarray(flags, dtype=np.uint64).reshape(len(rows), -1) == 0
+    opened = np.zeros((int(plan.data["ledger"]["sets"]), released.shape[1]), dtype=bool)
+    for r, row in enumerate(rows):
+        opened[row["sets"]] |= released[r]
+    return opened
 
 
 def stats_of(meta: dict[str, Any]) -> dict[str, Any]:

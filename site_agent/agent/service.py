@@ -62,6 +62,8 @@ from ..mpc.shares import AShare
 from ..net.framing import Frame, MsgType, error_frame
 from ..net.mesh import Connection, Member, Mesh
 from ..policy import Policy, RateLimiter, combine, load_policy
+from ..privacy.ledger import Ledger, Membership
+from ..query.membership import membership
 from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
@@ -81,6 +83,7 @@ class Outcome:
 
     shares: AShare
     meta: dict[str, Any]
+    members: Membership | None = None  # this site's persons in the query's sets (the ledger's)
 
 
 class Agent:
@@ -114,6 +117,7 @@ class Agent:
         # A member without data serves the schema's tables empty: the local SQL runs unchanged.
         self.db = open_tables(config.tables) if self.holds_data else empty_tables(self.schema)
         self.audit = AuditLog(config.audit_log, self.site, load_private_key(config.signing_key))
+        self.ledger = Ledger(config.audit_log.parent / "ledger")
         self.replays = ReplayCache()
         self.limiter = RateLimiter(self.site, self.policy.max_queries_per_hour)
         members = [
@@ -298,6 +302,9 @@ class Agent:
             await self._refuse(conn, env, plan, exc, started)
             return
         await progress("revealed")
+        if outcome.members is not None:  # remember what was opened, for the next queries' checks
+            opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
+            await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
         receipt = self.audit.append(
             analyst=env.analyst,
@@ -343,18 +350,31 @@ class Agent:
         except Exception as exc:  # the site's engine: report it as a refusal, never its data
             raise LocalStepError(self.site, exc) from None
         await progress("local")
-        sizes = plan.input_sizes
+        members, differences = await asyncio.to_thread(self._remembered, env.analyst, plan)
+        local = np.concatenate([local, differences.reshape(-1).astype(np.uint64)])
+        size = plan.input_size + differences.size
+        sizes = (size, size, size)
+        remembered = len(self.ledger.names(env.analyst))
+        ledger_digest = self.ledger.digest(env.analyst)
 
         def program(p: Party) -> Protocol[Outcome]:
-            yield from agree(p, plan.digest, ACCEPT, self.names)
+            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest)
             progress.soon("agreed")
             inputs = yield from input_all(p, local, sizes)
             progress.soon("shared")
-            shares, meta = yield from plan.program(p, inputs)
+            shares, meta = yield from plan.program(p, inputs, remembered)
             progress.soon("computed")
-            return Outcome(shares, meta)
+            return Outcome(shares, meta, members)
 
         return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+
+    def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:
+        """This site's persons in the query's sets, and their differences with the analyst's
+        remembered sets (empty when the plan has no ledger query or nothing is remembered)."""
+        members = membership(plan.plan, self.db.cursor(), self.site_index, self.holds_data)
+        if members is None:
+            return None, np.zeros(0, dtype=np.int64)
+        return members, self.ledger.differences(analyst, members)
 
     async def _refuse(
         self, conn: Connection, env: Envelope, plan: planning.Compiled | None, exc: Exception, started: float

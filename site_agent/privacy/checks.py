@@ -29,14 +29,19 @@ def stopped(
     strict: Sequence[Sequence[AShare]],
     flags: Sequence[Sequence[AShare]],
     k: int,
+    extra: AShare | None = None,
+    sets: Sequence[Sequence[int]] = (),
 ) -> Protocol[AShare]:
     """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell.
 
     For row r: any of ``checks[r]`` in 1..k-1, any of ``strict[r]`` in 0..k-1, any of
-    ``flags[r]`` set; each of shape (cells,).
+    ``flags[r]`` set, each of shape (cells,); and, for each query set j in ``sets[r]``, any of
+    ``extra[j, cell]`` (shape (query sets, cells, m): differences with the m remembered sets,
+    :mod:`site_agent.privacy.ledger`) in 1..k-1.
     """
     cells = checks[0][0].shape[0]
-    flat = AShare.concat([c for row in checks for c in row])
+    listed = AShare.concat([c for row in checks for c in row])
+    flat = listed if extra is None else AShare.concat([listed, extra.reshape(-1)])
     n = flat.shape[0]
     strict_flat = [c for row in strict for c in row]
     counts = AShare.concat([flat, flat, *strict_flat])
@@ -53,6 +58,10 @@ def stopped(
             total = total + f
         totals.append(total)
         at += len(row)
+    if extra is not None:
+        count, _, m = extra.shape
+        remembered = bad[at * cells :].reshape(count, cells, m).sum(axis=2)
+        totals = [t + remembered[list(js)].sum(axis=0) for t, js in zip(totals, sets, strict=True)]
     total = AShare.concat(totals).reshape(len(checks), cells)
     none = yield from bo.lt(p, total, _const(p, 1, total.shape))
     return _const(p, 1, total.shape) - none

@@ -100,6 +100,19 @@ class ReleasePlanner:
         self.rows.append(entry)
         return len(self.rows) - 1
 
+    def members(self, person: exp.Expression) -> list[exp.Expr]:
+        """Select items for the ledger's membership query: the person, then one TRUE/FALSE column
+        per query set telling whether the row is in it (the cell itself first)."""
+        items: list[exp.Expr] = [exp.alias_(person.copy(), "person")]
+        for r, when in enumerate(self._set_exprs):
+            inside = (
+                exp.true()
+                if when is None
+                else exp.Coalesce(this=exp.Paren(this=when.copy()), expressions=[exp.false()])
+            )
+            items.append(exp.alias_(inside, f"m{r}"))
+        return items
+
     def step(self, min_cell_size: int, passes: int) -> dict[str, Any]:
         """The plan's ``suppress`` step: rows with their checks, pair differences added now that
         every output's sets are known."""
@@ -114,5 +127,7 @@ class ReleasePlanner:
         for r in self.rows:
             diffs = [d for s in r["sets"] for d in pairs.get(s, [])]
             checks = list(dict.fromkeys(r["checks"] + diffs))
-            rows.append({"count": r["count"], "checks": checks, "strict": r["strict"], "flags": r["flags"]})
+            rows.append(
+                {"count": r["count"], "checks": checks, "strict": r["strict"], "flags": r["flags"], "sets": r["sets"]}
+            )
         return {"op": "suppress", "rows": rows, "min_cell_size": min_cell_size, "passes": passes}

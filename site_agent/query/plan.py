@@ -339,6 +339,17 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     return _sql(sel.where(cond).group_by(*keys))
 
 
+def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> str:
+    """The ledger's membership query: one row per source row, its person, cell and sets."""
+    sel = query.source.copy()
+    sel.set("expressions", [exp.alias_(cell.copy(), "cell"), *items])
+    person = items[0].this  # the person column
+    cond: exp.Expression = exp.Not(this=exp.Is(this=person.copy(), expression=exp.Null()))
+    if query.where is not None:
+        cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
+    return _sql(sel.where(cond))
+
+
 def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     """The plan of a validated query under the combined ``rules``."""
     kind = PER_SITE_BREAKDOWN if any(k.site for k in query.keys) else AGGREGATE
@@ -398,6 +409,10 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         },
         *b.reveals,
     ]
+    ledger: dict[str, Any] = {}  # the query sets' members, for the release ledger (persons only)
+    if b.release.person is not None:
+        members = b.release.members(b.release.person)
+        ledger["ledger"] = {"sql": _members_sql(query, members, cell), "sets": len(b.release.sets)}
     data = {
         "version": PLAN_VERSION,
         "query": query.text,
@@ -415,6 +430,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         "grouping_sets": [list(s) for s in query.grouping_sets],
         "supports": supports,
         "local": local,
+        **ledger,
         "inputs": b.inputs,
         "steps": steps,
         "reveals": reveals,

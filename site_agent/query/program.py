@@ -90,7 +90,10 @@ class _Run:
         checks = [[self.share(c) for c in r["checks"]] for r in rows]
         strict = [[self.share(c) for c in r["strict"]] for r in rows]
         flags = [[self.share(f) for f in r["flags"]] for r in rows]
-        primary = yield from stopped(self.p, checks, strict, flags, k)
+        ledger = self.inputs.get("ledger")  # differences with remembered sets, per site
+        pooled = None if ledger is None else AShare(ledger.v.sum(axis=1, dtype=np.uint64))
+        sets = [r["sets"] for r in rows]
+        primary = yield from stopped(self.p, checks, strict, flags, k, pooled, sets)
         self.vals["suppressed"] = yield from suppress(self.p, counts, primary, k, self.cells.lines, int(step["passes"]))
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
