@@ -137,7 +137,11 @@ class _Layout:
 
     @staticmethod
     def of(specs: Sequence[QuantileSpec], rows: int, fp: FixedPoint) -> _Layout:
-        lens, qn, qd, values, gather = [], [], [], [], []
+        lens: list[int] = []
+        qn: list[int] = []
+        qd: list[int] = []
+        values: list[np.ndarray] = []
+        gather: list[list[int]] = []
         most = max(len(levels(grid_bins(s.grid))) for s in specs)
         seg = 0
         for s in specs:
