@@ -137,31 +137,28 @@ class _Layout:
 
     @staticmethod
     def of(specs: Sequence[QuantileSpec], rows: int, fp: FixedPoint) -> _Layout:
-        lens: list[int] = []
-        qn: list[int] = []
-        qd: list[int] = []
-        values: list[np.ndarray] = []
-        gather: list[list[int]] = []
+        """The layout of ``rows`` cells of each item (whole arrays: no loop over cells)."""
+        lens, qn, qd, values, gather = [], [], [], [], []
         most = max(len(levels(grid_bins(s.grid))) for s in specs)
         seg = 0
         for s in specs:
-            fs = levels(grid_bins(s.grid))
-            row_values = [coarse_values(s.grid, f) for f in fs]
-            for _ in range(rows):
-                lens.extend(len(v) for v in row_values)
-                values.extend(row_values)
-                gather.append(list(range(seg, seg + len(fs))) + [-1] * (most - len(fs)))
-                seg += len(fs)
-            qn.extend([s.qn] * rows * len(fs))
-            qd.extend([s.qd] * rows * len(fs))
-        lens_a = np.asarray(lens, dtype=np.int64)
+            row_values = [coarse_values(s.grid, f) for f in levels(grid_bins(s.grid))]
+            nl = len(row_values)
+            lens.append(np.tile([len(v) for v in row_values], rows))
+            values.append(np.tile(np.concatenate(row_values), rows))
+            own = seg + np.arange(rows)[:, None] * nl + np.arange(nl)[None, :]
+            gather.append(np.pad(own, ((0, 0), (0, most - nl)), constant_values=-1))
+            qn.append(np.full(rows * nl, s.qn))
+            qd.append(np.full(rows * nl, s.qd))
+            seg += rows * nl
+        lens_a = np.concatenate(lens).astype(np.int64)
         return _Layout(
             lens=lens_a,
             starts=np.concatenate([[0], np.cumsum(lens_a)[:-1]]).astype(np.int64),
-            qn=np.asarray(qn, dtype=np.int64),
-            qd=np.asarray(qd, dtype=np.int64),
+            qn=np.concatenate(qn).astype(np.int64),
+            qd=np.concatenate(qd).astype(np.int64),
             values=fp.encode(np.concatenate(values)).view(np.int64),
-            gather=np.asarray(gather, dtype=np.int64),
+            gather=np.concatenate(gather).astype(np.int64),
             span=max(s.grid[1] - s.grid[0] for s in specs),
         )
 
@@ -182,7 +179,7 @@ def _coarsen(hist: AShare, fs: list[int]) -> AShare:
 
 
 def _segment_sum(x: AShare, starts: np.ndarray) -> AShare:
-    return AShare(np.add.reduceat(x.v, starts, axis=-1).astype(np.uint64))
+    return AShare(np.add.reduceat(x.v, starts, axis=-1, dtype=np.uint64))
 
 
 def _segment_cumsum(x: AShare, lay: _Layout) -> AShare:
@@ -232,7 +229,8 @@ def released_quantiles(
 
     Rounds: comparisons of every level's cumulative counts with h and ceil h (7), the values
     and counts at the crossings (1), the threshold comparisons (7), the interpolation and both
-    bins' verdict (1), truncation (1), the prefix over levels (ceil log2 levels), the selection (1).
+    bins' verdict (1), truncation (2), the prefix over levels (ceil log2 levels), the selection (1):
+    23 rounds for a grid of 1,000 to 9,999 bins.
     """
     rows = hists[0].shape[0]
     lay = _Layout.of(specs, rows, fp)
