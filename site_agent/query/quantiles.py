@@ -23,8 +23,9 @@ The rule here, applied per output cell on shares:
 * **Release** the quantile of the finest ok level. When no level is ok the cell's quantile is
   *bad* and must be suppressed (see :func:`released_quantiles`).
 
-A released value therefore says "the h-th and (h+1)-th persons lie in these coarse bins, each
-of which holds at least k persons" and nothing finer. What it does not stop (several quantiles
+A released value therefore says "the persons ranked floor h and ceil h lie in these coarse
+bins, each of which holds at least k persons" and nothing finer. The bins count histogram rows,
+so they count persons when each person has one row in the query's rows. What it does not stop (several quantiles
 of one cell read at different levels, and queries differenced against each other) is written
 down in docs/privacy-quantiles.md.
 
@@ -119,73 +120,78 @@ def reference_quantiles(hist: np.ndarray, spec: QuantileSpec, k: int) -> tuple[n
 # -- the protocol -------------------------------------------------------------------------
 
 
+def _starts(lens: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class _Layout:
-    """Public layout of one batch: segments (item, cell, level), each a row of coarse bins.
+    """Public layout of one batch.
 
-    Elements of all segments lie end to end in one flat array (item-major, then cell, then
-    level, then bin), so every level costs only its own coarse bins.
+    *Rows* are (item, cell) pairs, each with its item's fine grid bins, end to end in one flat
+    array (item-major). *Segments* are (item, cell, level) triples, each with that level's
+    coarse bins, end to end in a second flat array (item, cell, level, bin), so every level
+    costs only its own coarse bins. A coarse bin ends at a fine bin, and its cumulative count is
+    that fine bin's: ``pick`` names the fine element each coarse element ends at.
     """
 
-    lens: np.ndarray  # coarse bins per segment
-    starts: np.ndarray  # first element of each segment
-    qn: np.ndarray  # per segment
+    fine_lens: np.ndarray  # fine bins per row
+    fine_starts: np.ndarray
+    qn: np.ndarray  # per row
     qd: np.ndarray
-    values: np.ndarray  # per element: the coarse bin's value, fixed point (int64)
-    gather: np.ndarray  # (cells of all items, most levels): segment of each level, -1 past the last
+    lens: np.ndarray  # coarse bins per segment
+    starts: np.ndarray
+    row_of: np.ndarray  # per segment: its row
+    pick: np.ndarray  # per coarse element: the fine element it ends at
+    values: np.ndarray  # per coarse element: the coarse bin's value, fixed point (int64)
+    gather: np.ndarray  # (rows, most levels): segment of each level, -1 past the row's last
     span: float  # widest hi - lo
 
     @staticmethod
-    def of(specs: Sequence[QuantileSpec], rows: int, fp: FixedPoint) -> _Layout:
-        """The layout of ``rows`` cells of each item (whole arrays: no loop over cells)."""
-        lens, qn, qd, values, gather = [], [], [], [], []
+    def of(specs: Sequence[QuantileSpec], cells: int, fp: FixedPoint) -> _Layout:
+        """The layout of ``cells`` cells of each item (whole arrays: no loop over cells)."""
+        fine_lens, qn, qd, lens, row_of, pick, values, gather = [], [], [], [], [], [], [], []
         most = max(len(levels(grid_bins(s.grid))) for s in specs)
-        seg = 0
+        row = seg = fine = 0
         for s in specs:
-            row_values = [coarse_values(s.grid, f) for f in levels(grid_bins(s.grid))]
-            nl = len(row_values)
-            lens.append(np.tile([len(v) for v in row_values], rows))
-            values.append(np.tile(np.concatenate(row_values), rows))
-            own = seg + np.arange(rows)[:, None] * nl + np.arange(nl)[None, :]
-            gather.append(np.pad(own, ((0, 0), (0, most - nl)), constant_values=-1))
-            qn.append(np.full(rows * nl, s.qn))
-            qd.append(np.full(rows * nl, s.qd))
-            seg += rows * nl
-        lens_a = np.concatenate(lens).astype(np.int64)
+            bins = grid_bins(s.grid)
+            fs = levels(bins)
+            ends = [np.minimum(np.arange(1, -(-bins // f) + 1) * f, bins) - 1 for f in fs]
+            on_row = np.arange(cells)
+            fine_lens.append(np.full(cells, bins))
+            qn.append(np.full(cells, s.qn))
+            qd.append(np.full(cells, s.qd))
+            lens.append(np.tile([len(e) for e in ends], cells))
+            row_of.append(np.repeat(row + on_row, len(fs)))
+            pick.append((fine + on_row[:, None] * bins + np.concatenate(ends)[None, :]).ravel())
+            values.append(np.tile(np.concatenate([coarse_values(s.grid, f) for f in fs]), cells))
+            own = seg + on_row[:, None] * len(fs) + np.arange(len(fs))[None, :]
+            gather.append(np.pad(own, ((0, 0), (0, most - len(fs))), constant_values=-1))
+            row, seg, fine = row + cells, seg + cells * len(fs), fine + cells * bins
+        fine_a, lens_a = np.concatenate(fine_lens).astype(np.int64), np.concatenate(lens).astype(np.int64)
         return _Layout(
-            lens=lens_a,
-            starts=np.concatenate([[0], np.cumsum(lens_a)[:-1]]).astype(np.int64),
+            fine_lens=fine_a,
+            fine_starts=_starts(fine_a),
             qn=np.concatenate(qn).astype(np.int64),
             qd=np.concatenate(qd).astype(np.int64),
+            lens=lens_a,
+            starts=_starts(lens_a),
+            row_of=np.concatenate(row_of),
+            pick=np.concatenate(pick),
             values=fp.encode(np.concatenate(values)).view(np.int64),
             gather=np.concatenate(gather).astype(np.int64),
             span=max(s.grid[1] - s.grid[0] for s in specs),
         )
-
-    def per_element(self, x: np.ndarray) -> np.ndarray:
-        """A per-segment array (last axis) repeated over the segment's elements."""
-        return np.repeat(x, self.lens, axis=-1)
-
-
-def _coarsen(hist: AShare, fs: list[int]) -> AShare:
-    """(cells, bins) -> every level's coarse bins, cell by cell: (cells * sum of coarse bins,)."""
-    v, bins = hist.v, hist.shape[1]
-    blocks = []
-    for f in fs:
-        nb = -(-bins // f)
-        padded = np.pad(v, ((0, 0), (0, 0), (0, nb * f - bins)))
-        blocks.append(padded.reshape(2, hist.shape[0], nb, f).sum(axis=-1, dtype=np.uint64))
-    return AShare(np.concatenate(blocks, axis=2).reshape(2, -1))
 
 
 def _segment_sum(x: AShare, starts: np.ndarray) -> AShare:
     return AShare(np.add.reduceat(x.v, starts, axis=-1, dtype=np.uint64))
 
 
-def _segment_cumsum(x: AShare, lay: _Layout) -> AShare:
+def _segment_cumsum(x: AShare, lens: np.ndarray, starts: np.ndarray) -> AShare:
     c = np.cumsum(x.v, axis=-1, dtype=np.uint64)
-    before = np.concatenate([np.zeros_like(c[:, :1]), c[:, :-1]], axis=1)[:, lay.starts]
-    return AShare(c - lay.per_element(before))
+    before = np.concatenate([np.zeros_like(c[:, :1]), c[:, :-1]], axis=1)[:, starts]
+    return AShare(c - np.repeat(before, lens, axis=-1))
 
 
 def _shift_in_segments(x: AShare, starts: np.ndarray) -> AShare:
@@ -210,7 +216,7 @@ def _prefix_product(p: Party, x: AShare) -> Protocol[AShare]:
 
 
 def _by_level(x: AShare, gather: np.ndarray) -> AShare:
-    """Per-segment values as (cells, levels), 0 past an item's last level."""
+    """Per-segment values as (rows, levels), 0 past a row's last level."""
     padded = np.concatenate([x.v, np.zeros_like(x.v[:, :1])], axis=1)
     return AShare(padded[:, np.where(gather < 0, x.shape[0], gather)])
 
@@ -224,26 +230,30 @@ def released_quantiles(
     same cells. Returns, per item and cell, the released value (fixed point, ``fp``'s bits) and
     ``bad``: 1 when no level has both bins the quantile reads holding at least ``k`` persons,
     0 otherwise. A bad cell's value must not be released: its quantile is to be suppressed like
-    a cell below the minimum size (the value is then that of the coarsest level, meaningless).
-    A cell with no values has a meaningless value and bad flag; its count suppresses it.
+    a cell below the minimum size (the value is then meaningless). A cell with no values has a
+    meaningless value and bad flag; its count suppresses it.
 
-    Rounds: comparisons of every level's cumulative counts with h and ceil h (7), the values
-    and counts at the crossings (1), the threshold comparisons (7), the interpolation and both
-    bins' verdict (1), truncation (2), the prefix over levels (ceil log2 levels), the selection (1):
-    23 rounds for a grid of 1,000 to 9,999 bins.
+    The crossings of h and ceil h are found once, on the fine grid (one comparison per fine
+    bin, as without coarsening); a coarse bin's crossing is read at the fine bin it ends at.
+    Rounds: those comparisons (7), values and counts at the crossings (1), the threshold
+    comparisons (7), the interpolation and both bins' verdict (1), truncation (2), the prefix
+    over levels (ceil log2 levels), the selection (1): 23 for a grid of 1,000 to 9,999 bins.
     """
-    rows = hists[0].shape[0]
-    lay = _Layout.of(specs, rows, fp)
-    hist = AShare.concat([_coarsen(h, levels(grid_bins(s.grid))) for h, s in zip(hists, specs, strict=True)])
-    size, segs = hist.shape[0], lay.lens.shape[0]
-    cum = _segment_cumsum(hist, lay)
-    n = _segment_sum(hist, lay.starts)
-    t = ar.add_public(p, n, np.asarray(ALL_ONES)).mul_public(lay.qn)  # (N - 1) q D = h D
-    t_el = AShare(lay.per_element(t.v))
+    cells = hists[0].shape[0]
+    lay = _Layout.of(specs, cells, fp)
+    fine = AShare.concat([h.reshape(-1) for h in hists])
+    size, segs = lay.pick.shape[0], lay.lens.shape[0]
+    fine_cum = _segment_cumsum(fine, lay.fine_lens, lay.fine_starts)
+    n = _segment_sum(fine, lay.fine_starts)
+    t = ar.add_public(p, n, np.asarray(ALL_ONES)).mul_public(lay.qn)  # (N - 1) q D = h D per row
+    t_el = AShare(np.repeat(t.v, lay.fine_lens, axis=-1))
     # x_(floor h) lies in the first bin with cum D > h D, x_(ceil h) in the first with cum D > h D + D - 1
-    lhs = AShare.concat([t_el, ar.add_public(p, t_el, lay.per_element(lay.qd - 1).view(np.uint64))])
-    scaled = cum.mul_public(lay.per_element(lay.qd))
-    above = yield from lt(p, lhs, AShare.concat([scaled, scaled]))
+    lhs = AShare.concat([t_el, ar.add_public(p, t_el, np.repeat(lay.qd - 1, lay.fine_lens).view(np.uint64))])
+    scaled = fine_cum.mul_public(np.repeat(lay.qd, lay.fine_lens))
+    fine_above = yield from lt(p, lhs, AShare.concat([scaled, scaled]))
+    above = AShare.concat([fine_above[: fine.shape[0]][lay.pick], fine_above[fine.shape[0] :][lay.pick]])
+    cum = fine_cum[lay.pick]
+    hist = cum - _shift_in_segments(cum, lay.starts)
     both_starts = np.concatenate([lay.starts, lay.starts + size])
     first = above - _shift_in_segments(above, both_starts)  # one-hot of each first crossing
     x = _segment_sum(first.mul_public(np.concatenate([lay.values, lay.values])), both_starts)
@@ -252,13 +262,14 @@ def released_quantiles(
     at = yield from ar.mul(p, AShare.concat([first_lo, first_lo, first_hi]), AShare.concat([cum, hist, hist]))
     sums = _segment_sum(at, np.concatenate([lay.starts, lay.starts + size, lay.starts + 2 * size]))
     c, persons = sums[:segs], sums[segs:]
-    frac = t - c.mul_public(lay.qd) + ar.constant(p, lay.qd.view(np.uint64), AShare)  # (h - floor h) D
+    qd = lay.qd[lay.row_of]
+    frac = t[lay.row_of] - c.mul_public(qd) + ar.constant(p, qd.view(np.uint64), AShare)  # (h - floor h) D
     few = yield from ltz(p, ar.add_public(p, persons, np.asarray(-k, dtype=np.int64).view(np.uint64)))
     enough = _ones(p, few.shape) - few
     prods = yield from ar.mul(p, AShare.concat([frac, enough[:segs]]), AShare.concat([x_hi - x_lo, enough[segs:]]))
     part, ok = prods[:segs], prods[segs:]
     shift = max(1, 61 - math.ceil(math.log2(lay.span * fp.scale + 1)))
-    inv = np.array([round(2**shift / d) for d in lay.qd], dtype=np.int64)
+    inv = np.array([round(2**shift / d) for d in qd], dtype=np.int64)
     interp = yield from ar.trunc(p, part.mul_public(inv), shift)
     value = x_lo + interp
     keep = _by_level(ok, lay.gather)
@@ -266,5 +277,5 @@ def released_quantiles(
     before = AShare.concat([_ones(p, (keep.shape[0], 1)), none_yet[:, :-1]], axis=1)
     chosen = yield from ar.mul(p, before - none_yet, _by_level(value, lay.gather))  # the first ok level's value
     released, bad = chosen.sum(axis=1), none_yet[:, -1]
-    cut = [slice(i * rows, (i + 1) * rows) for i in range(len(specs))]
+    cut = [slice(i * cells, (i + 1) * cells) for i in range(len(specs))]
     return [released[s] for s in cut], [bad[s] for s in cut]
