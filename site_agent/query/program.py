@@ -20,16 +20,17 @@ from typing import Any
 import numpy as np
 
 from ..mpc import arithmetic as ar
-from ..mpc.boolean import lt, maximum
+from ..mpc.boolean import maximum
 from ..mpc.fixed import FixedPoint
 from ..mpc.party import Party, Protocol
-from ..mpc.ring import ALL_ONES, U64
+from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..privacy.checks import stopped
 from . import numeric as nu
 from .cells import Cells
 from .disclosure import suppress
 from .plan import COUNT_BITS, EXTREME_FILL, FRAC_BITS, Plan
+from .quantiles import QuantileSpec, released_quantiles
 
 Value = AShare | nu.Float
 
@@ -158,45 +159,19 @@ class _Run:
             self.vals[item["out"]] = part
 
     def quantile(self, step: dict[str, Any]) -> Protocol[None]:
-        items = step["items"]
-        hists = [self.share(i["hist"]) for i in items]
-        width = max(h.shape[1] for h in hists)
-        rows = self.cells.out
-        hist = AShare(np.concatenate([np.pad(h.v, ((0, 0), (0, 0), (0, width - h.shape[1]))) for h in hists], axis=1))
-        qn = np.repeat([int(i["q"][0]) for i in items], rows).astype(np.int64)
-        qd = np.repeat([int(i["q"][1]) for i in items], rows).astype(np.int64)
-        grid = np.concatenate([np.repeat(self._grid(i["grid"], width)[None, :], rows, axis=0) for i in items])
-        spans = max(float(i["grid"][1] - i["grid"][0]) for i in items) * 2**FRAC_BITS
-        shift = max(1, 61 - int(np.ceil(np.log2(spans + 1))))
-        cum = hist.cumsum(axis=1)
-        n = hist.sum(axis=1)
-        t = ar.add_public(self.p, n, np.asarray(ALL_ONES)).mul_public(qn)  # (N - 1) q D
-        lhs = AShare.concat([t, ar.add_public(self.p, t, qd.view(np.uint64))])  # crossings of h and h + 1
-        lhs = AShare(np.repeat(lhs.v[..., None], width, axis=-1))
-        scaled = cum.mul_public(qd[:, None])
-        above = yield from lt(self.p, lhs, AShare.concat([scaled, scaled]))
-        prev = AShare(np.concatenate([np.zeros_like(above.v[..., :1]), above.v[..., :-1]], axis=-1))
-        first = above - prev  # one-hot of the first crossing
-        genc = np.concatenate([grid, grid]).view(np.uint64)
-        x = first.mul_public(genc).sum(axis=1)
-        x_lo, x_hi = x[: rows * len(items)], x[rows * len(items) :]
-        at = yield from ar.mul(self.p, first[: rows * len(items)], cum)
-        c = at.sum(axis=1)
-        frac = t - c.mul_public(qd) + _const(self.p, qd, qd.shape)  # (h - floor h) D when it matters
-        part = yield from ar.mul(self.p, frac, x_hi - x_lo)
-        inv = np.array([round(2**shift / d) for d in qd], dtype=np.int64)
-        interp = yield from ar.trunc(self.p, part.mul_public(inv), shift)
-        res = x_lo + interp
-        for item, piece in zip(items, _split(res, [rows] * len(items)), strict=True):
-            self.vals[item["out"]] = piece
-            self.vals[item["out"] + "_bad"] = _const(self.p, 0, (rows,))
+        """Type-7 quantiles coarsened until k persons share them (:mod:`.quantiles`).
 
-    def _grid(self, grid: list[float], width: int) -> np.ndarray:
-        lo, hi, step = grid
-        bins = round((hi - lo) / step) + 1
-        values = lo + step * np.arange(bins)
-        values = np.concatenate([values, np.full(width - bins, values[-1])])
-        return self.fp.encode(values).view(np.int64)
+        Stores each item's released value under ``out`` and, under ``out + "_bad"``, a 0/1 share
+        per cell: 1 when no coarsening level has k persons in both bins the quantile reads, so the
+        cell's quantile must be suppressed (a forced primary suppression).
+        """
+        items = step["items"]
+        specs = [QuantileSpec(int(i["q"][0]), int(i["q"][1]), tuple(i["grid"])) for i in items]
+        k = int(self.plan.data["params"]["min_cell_size"])
+        values, bad = yield from released_quantiles(self.p, [self.share(i["hist"]) for i in items], specs, k, self.fp)
+        for item, value, flag in zip(items, values, bad, strict=True):
+            self.vals[item["out"]] = value
+            self.vals[item["out"] + "_bad"] = flag
 
     def extreme(self, step: dict[str, Any]) -> Protocol[None]:
         blocks, sizes = [], []

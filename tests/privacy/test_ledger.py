@@ -16,8 +16,7 @@ from mpc_jupyter.client import QueryFailed
 from site_agent.privacy.ledger import MAX_SETS, Ledger, Membership, person_hashes
 
 from ..integration.conftest import SITES, Running
-from .conftest import K, derive, value
-from .test_release_rule import Target, target  # noqa: F401 - the fixture
+from .conftest import K, Target, derive, value
 
 # --- the ledger alone -------------------------------------------------------------------------
 

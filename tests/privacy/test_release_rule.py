@@ -10,54 +10,13 @@ GBSG2 (a patient singled out by age, tumour size and grade).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from mpc_jupyter.client import QueryFailed
-from site_agent.errors import MpcError
 
-from ..integration.conftest import Running
-from .conftest import K, derive, value
-
-
-@dataclass(frozen=True)
-class Target:
-    """One patient the attacker singles out by quasi-identifiers, and a value to steal."""
-
-    running: Running
-    table: str
-    where: str  # SQL predicate true for the target alone
-    column: str  # the value the attacker wants
-    mask: pd.Series  # the same predicate on the pooled rows
-
-    @property
-    def row(self) -> pd.Series:
-        rows = self.running.pooled[self.mask]
-        assert len(rows) == 1, "the attack needs a target who is alone"
-        return rows.iloc[0]
-
-    def ask(self, sql: str) -> pd.DataFrame | None:
-        """The attacker's query; None when it was refused (nothing released)."""
-        try:
-            return self.running.client.query(sql.format(T=self.where, t=self.table, v=self.column))
-        except (QueryFailed, MpcError):
-            return None
-
-
-@pytest.fixture(params=["lung", "gbsg2"])
-def target(request: pytest.FixtureRequest) -> Target:
-    running: Running = request.getfixturevalue(request.param)
-    pooled = running.pooled
-    if request.param == "lung":
-        mask = (pooled.age == 74) & (pooled.sex == 1) & (pooled.inst == 12)
-        return Target(running, "lung", "age = 74 AND sex = 1 AND inst = 12", "time", mask)
-    combos = pooled.groupby(["age", "tsize", "tgrade"]).size()
-    age, tsize, grade = next(k for k, n in combos.items() if n == 1)
-    mask = (pooled.age == age) & (pooled.tsize == tsize) & (pooled.tgrade == grade)
-    return Target(running, "gbsg2", f"age = {age} AND tsize = {tsize} AND tgrade = '{grade}'", "time", mask)
+from .conftest import K, Target, derive, value
 
 
 def first(frame: pd.DataFrame | None, column: str) -> float | None:

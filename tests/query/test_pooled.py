@@ -8,6 +8,7 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from .conftest import Consortium, K
+from .quantile_reference import coarsened_type7
 
 Z = 1.959963984540054
 
@@ -69,32 +70,42 @@ def test_avg_stddev_generated_with_rollup(generated: Consortium) -> None:
         np.testing.assert_allclose(by_cell.loc[(ward, "(all)"), "s"], grp.sbp.std(), rtol=1e-6)
 
 
-def _type7_on_grid(values: pd.Series, q: float, lo: float, hi: float, step: float) -> float:
-    """The documented definition, computed independently: clamp, round to the grid, numpy linear."""
-    x = values.dropna().to_numpy(dtype=float)
-    idx = np.floor((np.clip(x, lo, hi) - lo) / step + 0.5)
-    return float(np.quantile(lo + idx * step, q, method="linear"))
-
-
 @pytest.mark.parametrize("q", [0.5, 0.25, 0.75, 0.1, 0.9, 0.95])
 def test_quantiles_equal_type7_on_pooled_data(lung: Consortium, q: float) -> None:
+    """Type-7 on the grid, coarsened until K persons share the bins it reads (docs/privacy-quantiles.md)."""
     out = lung.query(
         f"SELECT sex, QUANTILE_CONT(age, {q}) AS qa, PERCENTILE_CONT({q}) WITHIN GROUP (ORDER BY time) AS qt, "
         "MEDIAN(meal_cal) AS mm FROM lung GROUP BY sex"
     )
     got = _released(out, ["sex"])
     for sex, grp in lung.pooled["lung"].groupby("sex"):
-        assert got.loc[sex, "qa"] == pytest.approx(np.quantile(grp.age, q), abs=2**-15)
-        assert got.loc[sex, "qt"] == pytest.approx(np.quantile(grp.time, q), abs=2**-15)
-        assert got.loc[sex, "mm"] == pytest.approx(grp.meal_cal.median(), abs=2**-15)
+        for col, name, grid, quant in (
+            ("qa", "age", (0, 120, 1), q),
+            ("qt", "time", (0, 1100, 1), q),
+            ("mm", "meal_cal", (0, 3000, 1), 0.5),
+        ):
+            ref = coarsened_type7(grp[name], quant, grid, K)
+            assert ref is not None
+            assert got.loc[sex, col] == pytest.approx(ref.value, abs=2**-15)
+
+
+def test_quantile_at_the_finest_level_is_numpy_type7(lung: Consortium) -> None:
+    """Where the bins read hold K persons, the grid itself answers: numpy's type-7 exactly."""
+    out = lung.query("SELECT sex, MEDIAN(age) AS ma, QUANTILE_CONT(age, 0.75) AS qa FROM lung GROUP BY sex")
+    got = _released(out, ["sex"])
+    grp = lung.pooled["lung"].query("sex == 1").age
+    assert got.loc[1, "ma"] == pytest.approx(np.quantile(grp, 0.5), abs=2**-15)
+    assert got.loc[1, "qa"] == pytest.approx(np.quantile(grp, 0.75), abs=2**-15)
 
 
 def test_median_of_continuous_values_on_grid(generated: Consortium) -> None:
     out = generated.query("SELECT sex, MEDIAN(bmi) AS med, QUANTILE_CONT(bmi, 0.9) AS p90 FROM patients GROUP BY sex")
     got = _released(out, ["sex"])
     for sex, grp in generated.pooled["patients"].groupby("sex"):
-        assert got.loc[sex, "med"] == pytest.approx(_type7_on_grid(grp.bmi, 0.5, 10, 50, 0.01), abs=2**-14)
-        assert got.loc[sex, "p90"] == pytest.approx(_type7_on_grid(grp.bmi, 0.9, 10, 50, 0.01), abs=2**-14)
+        for col, q in (("med", 0.5), ("p90", 0.9)):
+            ref = coarsened_type7(grp.bmi, q, (10, 50, 0.01), K)
+            assert ref is not None
+            assert got.loc[sex, col] == pytest.approx(ref.value, abs=2**-14)
 
 
 def test_proportion_and_wilson_interval_equal_statsmodels(lung: Consortium) -> None:
