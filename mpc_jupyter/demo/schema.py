@@ -71,6 +71,10 @@ def _value(v: str | int | float) -> str:
     return toml_str(v) if isinstance(v, str) else repr(v)
 
 
+PERSON = "patient_id"
+"""Every demo table's privacy unit: the patient (cell sizes count patients, joins follow them)."""
+
+
 def demo_schema_toml(sites: Sequence[str] = DEFAULT_SITES) -> str:
     """The text of ``schema.toml`` for a demo consortium of ``sites``."""
     keys = domains(sites)
@@ -83,5 +87,7 @@ def demo_schema_toml(sites: Sequence[str] = DEFAULT_SITES) -> str:
                 spec.append(f"domain = [{', '.join(_value(v) for v in keys[f'{table}.{name}'])}]")
             if f"{table}.{name}" in GRIDS:
                 spec.append(f"grid = [{', '.join(_value(v) for v in GRIDS[f'{table}.{name}'])}]")
+            if name == PERSON:
+                spec.append("person = true")
             lines.append(f"{toml_key(name)} = {{ {', '.join(spec)} }}")
     return "\n".join(lines) + "\n"
