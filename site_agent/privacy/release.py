@@ -9,9 +9,10 @@ aggregate's argument (:mod:`site_agent.privacy.contributions`); ``None`` stands 
 cell. For each output the planner asks :meth:`ReleasePlanner.row` for a *release row*: the
 output's cells are opened only where every count the row lists is 0 or >= k:
 
-* the persons of each of its query sets, and of each set restricted to rows whose value is not
-  NULL (a mean over one non-NULL value is that person's value); for outputs other than counts
-  this last count must not be 0 either (a mean over nothing is undefined, not 0);
+* the persons of each of its query sets, of each set restricted to rows whose value is not
+  NULL (a mean over one non-NULL value is that person's value), and of all rows with a value;
+  for outputs other than counts this last count must not be 0 either (a mean over nothing is
+  undefined, not 0);
 * for every pair of query sets of the query (any outputs), the persons in exactly one of the two
   (the symmetric difference): ``SUM(x)`` and ``SUM(CASE WHEN NOT T THEN x END)`` are two large
   sets whose difference is the one patient T. A bad pair stops the later set's outputs; the
@@ -36,6 +37,10 @@ from .contributions import Branch
 CountInput = Callable[[str, exp.Expression], str]
 """Registers a local pre-aggregate (a name hint and its SQL expression) and returns the input
 name; equal expressions give the same input."""
+
+
+def _present(value: exp.Expression) -> exp.Expression:
+    return exp.Not(this=exp.Is(this=exp.Paren(this=value.copy()), expression=exp.Null()))
 
 
 @dataclass
@@ -70,8 +75,15 @@ class ReleasePlanner:
         """The input counting the persons of each cell."""
         return self.count_input("persons", self._persons(None))
 
-    def row(self, branches: tuple[Branch, ...], counts_only: bool, extra_flags: tuple[str, ...] = ()) -> int:
-        """The release row of an output over ``branches`` (none: the cell itself).
+    def row(
+        self,
+        branches: tuple[Branch, ...],
+        value: exp.Expression | None,
+        counts_only: bool,
+        extra_flags: tuple[str, ...] = (),
+    ) -> int:
+        """The release row of an output over ``branches`` (none: the cell itself) of ``value``
+        (its argument; None for ``COUNT(*)``).
 
         ``counts_only``: the output is a count, and a count of 0 is released (a mean, a variance
         or a quantile over no value is undefined: its cell is withheld like a small one).
@@ -84,13 +96,15 @@ class ReleasePlanner:
             sets.append(self._set(b.when))
             checks.append(self.count_input("persons", self._persons(b.when)))
             if b.value_column:
-                present = exp.Not(this=exp.Is(this=exp.Paren(this=b.value.copy()), expression=exp.Null()))
+                present = _present(b.value)
                 both = present if b.when is None else exp.And(this=exp.Paren(this=b.when.copy()), expression=present)
                 checks.append(self.count_input("persons", self._persons(both)))
+        main = self.count_input("persons", self._persons(None if value is None else _present(value)))
+        checks.append(main)
         entry = {
-            "count": checks[-1],
-            "checks": checks,
-            "strict": [] if counts_only else [checks[-1]],
+            "count": main,
+            "checks": list(dict.fromkeys(checks)),
+            "strict": [] if counts_only else [main],
             "sets": sets,
             "flags": list(extra_flags),
         }
@@ -120,7 +134,7 @@ class ReleasePlanner:
         for j in range(1, len(self.sets)):
             for i in range(j):
                 a, b = self._set_exprs[i], self._set_exprs[j]
-                in_a, in_b = (exp.true() if w is None else w.copy() for w in (a, b))  # already COALESCEd
+                in_a, in_b = (exp.true() if w is None else exp.Paren(this=w.copy()) for w in (a, b))  # two-valued
                 xor = exp.NEQ(this=in_a, expression=in_b)
                 pairs.setdefault(j, []).append(self.count_input("xor", self._persons(xor)))
         rows = []

@@ -9,7 +9,8 @@ from .plan import Plan
 
 _STEP_WORDS = {
     "pool": "add the sites' shares and form ROLLUP/CUBE margins (local, no communication)",
-    "suppress": "compare every pooled support count with the minimum cell size; secondary suppression",
+    "suppress": "release rule: every query set, non-NULL count, pair difference and difference with the "
+    "analyst's earlier released sets must hold 0 or >= k persons; secondary suppression over margins",
     "reveal_flags": "open the suppression flags to the committee",
     "mean_fixed": "pooled means (fixed point) for the variance pooling",
     "pool_m2": "pooled M2 = sum M2_i + sum n_i (mean_i - mean)^2",
@@ -39,6 +40,22 @@ def explain(plan: Plan, sites: int = 3) -> str:
     lines.append("1. Local step at every site, in the clear, on its own data:")
     for q in d["local"]:
         lines.append(f"   [{q['name']}] {q['sql']}")
+    if "ledger" in d:
+        lines.append(f"   [ledger] {d['ledger']['sql']}")
+        lines.append(
+            "      (stays at the site: its persons in each query set, compared with the sets it released "
+            "to this analyst before; only the differences' sizes are shared)"
+        )
+    release = next(s for s in d["steps"] if s["op"] == "suppress")
+    lines.append("")
+    lines.append("Release rule (docs/privacy.md), per release row: the counts that must be 0 or >= k persons:")
+    for i, row in enumerate(release["rows"]):
+        outputs = [o["name"] for o in d["outputs"] if o["support"] == i]
+        lines.append(
+            f"   row {i} ({', '.join(outputs)}): {', '.join(row['checks'])}"
+            + (f"; not 0 either: {', '.join(row['strict'])}" if row["strict"] else "")
+            + (f"; flags: {', '.join(row['flags'])}" if row["flags"] else "")
+        )
     lines.append("")
     lines.append("2. Secret-shared by every site (replicated shares to the three committee members):")
     for s in d["inputs"]:
