@@ -7,6 +7,7 @@ schema declares it the person column. The attacker holds valid analyst keys.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from mpc_jupyter.client import QueryFailed
 from site_agent.errors import MpcError
 
 from ..gbsg2 import GBSG2_SCHEMA, gbsg2_by_site
-from ..integration.conftest import LUNG, Dataset, Running, start_retrying
+from ..integration.conftest import LUNG, SITES, Dataset, Running, start_retrying
 
 K = 5
 GBSG2 = Dataset("gbsg2", GBSG2_SCHEMA, gbsg2_by_site)
@@ -98,3 +99,9 @@ def target(request: pytest.FixtureRequest) -> Target:
     age, tsize, grade = next(k for k, n in combos.items() if n == 1)
     mask = (pooled.age == age) & (pooled.tsize == tsize) & (pooled.tgrade == grade)
     return Target(running, "gbsg2", f"age = {age} AND tsize = {tsize} AND tgrade = '{grade}'", "time", mask)
+
+
+def forget(running: Running, sites: tuple[str, ...] = SITES) -> None:
+    """Start the sites' ledgers afresh (tests share one consortium)."""
+    for site in sites:
+        shutil.rmtree(running.audit_path(site).parent / "ledger", ignore_errors=True)

@@ -7,16 +7,14 @@ attacker subtracts the two sums.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from mpc_jupyter.client import QueryFailed
 from site_agent.privacy.ledger import MAX_SETS, Ledger, Membership, person_hashes
 
-from ..integration.conftest import SITES, Running
-from .conftest import K, Target, derive, value
+from ..integration.conftest import SITES
+from .conftest import K, Target, derive, forget, value
 
 # --- the ledger alone -------------------------------------------------------------------------
 
@@ -62,12 +60,6 @@ def test_the_ledger_persists_and_forgets_the_oldest(tmp_path) -> None:
 
 
 # --- the attack against real agents ----------------------------------------------------------
-
-
-def forget(running: Running, sites: tuple[str, ...] = SITES) -> None:
-    """Start the sites' ledgers afresh (tests share one consortium)."""
-    for site in sites:
-        shutil.rmtree(running.audit_path(site).parent / "ledger", ignore_errors=True)
 
 
 def _base(target: Target) -> str:
