@@ -424,5 +424,6 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         "steps": steps,
         "reveals": reveals,
         "outputs": b.outputs,
+        **({"post": query.post.to_json()} if query.post.active else {}),
     }
     return Plan(data)
