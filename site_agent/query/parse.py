@@ -257,10 +257,6 @@ class _Validator:
                 raise self.unsupported(anchor, f"{what} is not supported in %%mpc queries")
         if tree.args.get("from_") is None:
             raise self.unsupported(tree, "a query needs FROM <table>")
-        self.post_clauses: dict[str, exp.Expression] = {}
-        for arg in _POST_CLAUSES:
-            if tree.args.get(arg) is not None:
-                self.post_clauses[arg] = tree.args[arg].pop()
         for node in tree.walk():
             if node is not tree and isinstance(node, exp.Select | exp.Subquery | exp.Union):
                 raise self.unsupported(node, "subqueries are not supported")
@@ -271,6 +267,10 @@ class _Validator:
                 raise self.unsupported(e, "SELECT * is not supported: name group keys and aggregates")
         self._check_sources(tree)
         self._check_functions(tree)
+        self.post_clauses: dict[str, exp.Expression] = {}
+        for arg in _POST_CLAUSES:
+            if tree.args.get(arg) is not None:
+                self.post_clauses[arg] = tree.args[arg].pop()
         self.written = _written_names(self.text, tree)
         self.originals = {id(e): e.copy() for e in tree.expressions}
 
@@ -445,8 +445,9 @@ class _Validator:
         """Every function node anywhere in the query against the one allow-list.
 
         Scalar functions may stand anywhere; the aggregates only as a select item (nested ones
-        are refused by :meth:`_aggregate` with a precise message); PROPORTION and RATE only as a
-        whole select item. Anything else, known to sqlglot or not, is refused by name.
+        are refused by :meth:`_aggregate` with a precise message) or, in HAVING and ORDER BY, as a
+        reference to one; PROPORTION and RATE only as a whole select item. Anything else, known
+        to sqlglot or not, is refused by name.
         """
         for node in tree.walk():
             if not isinstance(node, exp.Func):
@@ -466,6 +467,8 @@ class _Validator:
             clause: exp.Expr = node
             while clause.parent is not tree and clause.parent is not None:
                 clause = clause.parent
+            if clause.arg_key in _POST_CLAUSES:
+                continue  # HAVING COUNT(*) > 10: a reference to a select item, resolved by _post
             if clause.arg_key != "expressions":
                 where = _CLAUSE_NAMES.get(clause.arg_key or "", "FROM")
                 raise self.unsupported(node, f"aggregate {name}() is not allowed in {where}")
