@@ -20,7 +20,7 @@ import pytest
 from site_agent.errors import QueryError
 from site_agent.query import compile_query
 
-from .conftest import K, Consortium
+from .conftest import Consortium, K
 
 
 @pytest.fixture(scope="module")
