@@ -15,6 +15,7 @@ enters a site's SQL (every site's rows fall in its own SITE cell, placed at exec
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 
 import sqlglot
@@ -458,7 +459,7 @@ class _Validator:
                 continue
             custom = isinstance(node, exp.Anonymous) and name.upper() in _CUSTOM_AGGREGATES
             if not custom and type(node) not in _AGGREGATE_FUNCTIONS:
-                raise self.unsupported(node, f"function {name}() is not allowed in %%mpc queries")
+                raise self._refused_function(node, name)
             self._check_arguments(node, name)
             top: exp.Expr = node.parent if isinstance(node.parent, exp.WithinGroup) else node
             top = top.parent if isinstance(top.parent, exp.Alias) else top
@@ -474,6 +475,15 @@ class _Validator:
                 raise self.unsupported(node, f"aggregate {name}() is not allowed in {where}")
             if custom:
                 raise self.unsupported(node, f"{name}() is an aggregate of its own: it must be a whole select item")
+
+    def _refused_function(self, node: exp.Func, name: str) -> UnsupportedQuery:
+        """The refusal of a function off the list, at its position; keywords such as
+        CURRENT_USER carry none in sqlglot, so their first occurrence in the text stands in."""
+        line, col = self._pos(node)
+        found = re.search(rf"\b{re.escape(name)}\b", self.text, flags=re.IGNORECASE)
+        if line is None and found is not None:
+            line, col = _line_col(self.text, found.start())
+        return UnsupportedQuery(f"function {name}() is not allowed in %%mpc queries", line, col, self.text)
 
     def _check_arguments(self, node: exp.Func, name: str) -> None:
         if isinstance(node, exp.Anonymous):
