@@ -2,7 +2,9 @@
 
 The language is one ``SELECT`` over one site's own tables (joins allowed), with an optional
 ``WHERE`` and ``GROUP BY`` (plain, ``ROLLUP(...)`` or ``CUBE(...)``). Every select item is a
-group key or an aggregate; see docs/query-language.md for the list. Validation is strict and
+group key or an aggregate; see docs/query-language.md for the list. ``HAVING``, ``ORDER BY``,
+``LIMIT`` and ``OFFSET`` refer to released outputs only and become the query's :class:`Post`,
+applied to the released table on the analyst's side (:mod:`.post`). Validation is strict and
 precise because the local SQL runs inside a hospital: only allow-listed expression nodes and
 functions get through, every column is resolved against the common schema, and an identifier
 column may appear only in join conditions and COUNT(DISTINCT ...).
