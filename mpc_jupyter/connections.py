@@ -120,8 +120,10 @@ def _reveal_state(reveal: dict[str, Any], result: pd.DataFrame) -> dict[str, Any
     if reveal.get("encoding") == "flags":
         return {"name": "suppression flags (one per cell, opened to the committee)", "cells": len(result)}
     column = str(reveal["name"]).split(":", 1)[0]
-    flags = result.attrs.get("suppressed", {}).get(column)
-    opened = len(result) - sum(flags) if flags is not None else len(result)
+    opened = result.attrs.get("opened", {}).get(column)  # HAVING and LIMIT hide rows, not reveals
+    if opened is None:
+        flags = result.attrs.get("suppressed", {}).get(column)
+        opened = len(result) - sum(flags) if flags is not None else len(result)
     return {"name": f"{column}: {reveal.get('what', reveal['name'])}", "cells": opened}
 
 

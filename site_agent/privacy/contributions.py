@@ -143,8 +143,8 @@ def branches(arg: exp.Expression, fail: Fail) -> list[Branch]:
     earlier: list[exp.Expression] = []
     for cond, result in pairs:
         value = _unwrap(result)
-        if cond is not None and not isinstance(_unwrap(cond), PREDICATES):
-            fail(cond, f"a CASE condition must be a predicate, not {cond.sql('duckdb')}")
+        if cond is not None and not isinstance(_unwrap(cond), (*PREDICATES, exp.Column)):
+            fail(cond, f"a CASE condition must be a predicate or a boolean column, not {cond.sql('duckdb')}")
         reach = [exp.Not(this=_true(c)) for c in earlier] + ([_true(cond)] if cond is not None else [])
         if cond is not None:
             earlier.append(cond)

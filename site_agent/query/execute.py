@@ -22,6 +22,7 @@ from ..mpc.fixed import FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from . import post
 from .cells import Cells
 from .numeric import Float, decode_float
 from .plan import FRAC_BITS, Plan
@@ -132,7 +133,12 @@ def _open(results: list[MpcResult], name: str, encoding: str) -> np.ndarray:
 
 
 def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
-    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks)."""
+    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks),
+    then HAVING, ORDER BY, LIMIT and OFFSET over the released values (:mod:`.post`).
+
+    ``attrs["suppressed"]`` holds each output column's suppression flags for the rows shown;
+    ``attrs["opened"]`` the number of cells opened per column (rows HAVING or LIMIT leave out
+    were opened all the same)."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
     flags = results[0].flags.reshape(len(plan.data["supports"]), -1).astype(bool)
     k = int(plan.data["params"]["min_cell_size"])
@@ -161,7 +167,11 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
             suppressed[col] = mask.tolist()
     frame = pd.DataFrame(columns)
     frame.attrs["suppressed"] = suppressed
-    return frame
+    frame.attrs["opened"] = {col: len(mask) - sum(mask) for col, mask in suppressed.items()}
+    unknown = {col: np.asarray(mask, dtype=bool) for col, mask in suppressed.items()}
+    for i, key in enumerate(plan.keys):  # margins and NULL groups: NULL in SQL
+        unknown[key["name"]] = np.array([lab[i] is None or key["domain"][lab[i]] is None for lab in cells.labels()])
+    return post.apply(frame, plan.data.get("post"), unknown)
 
 
 def execute(plan: Plan, connections: Mapping[str, Any], without_data: Collection[str] = ()) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 
 The language is one ``SELECT`` over one site's own tables (joins allowed), with an optional
 ``WHERE`` and ``GROUP BY`` (plain, ``ROLLUP(...)`` or ``CUBE(...)``). Every select item is a
-group key or an aggregate; see docs/query-language.md for the list. Validation is strict and
+group key or an aggregate; see docs/query-language.md for the list. ``HAVING``, ``ORDER BY``,
+``LIMIT`` and ``OFFSET`` refer to released outputs only and become the query's :class:`Post`,
+applied to the released table on the analyst's side (:mod:`.post`). Validation is strict and
 precise because the local SQL runs inside a hospital: only allow-listed expression nodes and
 functions get through, every column is resolved against the common schema, and an identifier
 column may appear only in join conditions and COUNT(DISTINCT ...).
@@ -15,7 +17,8 @@ enters a site's SQL (every site's rows fall in its own SITE cell, placed at exec
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 import sqlglot
@@ -25,20 +28,57 @@ from ..errors import QueryError, QuerySyntaxError, UnknownName, UnsupportedQuery
 from ..privacy.contributions import Branch, branches, plain_columns
 from ..privacy.persons import check_join, identifier_uses
 from .catalog import SITE, Column, DisclosureRules, KeyValue, Schema
+from .post import HAVING_NODES, OrderItem, Post, output_column
 
 DIALECT = "duckdb"
 
-# Scalar expression nodes a query may contain (outside aggregates' own nodes).
+# Expression nodes a query may contain besides function calls (checked by _check_nodes).
 _ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
     exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Tuple,
     exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv, exp.Neg,
     exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is, exp.In, exp.Between,
-    exp.Like, exp.ILike, exp.Not, exp.And, exp.Or, exp.Case, exp.If,
-    exp.Cast, exp.TryCast, exp.DataType, exp.Interval, exp.Var,
+    exp.Like, exp.ILike, exp.Not, exp.DataType, exp.Interval, exp.Var,
+)  # fmt: skip
+
+# The one function allow-list (checked by _check_functions on every function node, by exact
+# type: a sqlglot subclass is a different function). Scalar functions, anywhere: the list of
+# docs/query-language.md (sqlglot also parses AND, OR, CASE, IF and CAST as functions).
+_SCALAR_FUNCTIONS: frozenset[type[exp.Func]] = frozenset({
+    exp.And, exp.Or, exp.Case, exp.If, exp.Cast, exp.TryCast,
     exp.DateDiff, exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.TimestampTrunc, exp.Extract, exp.CurrentDate,
     exp.Year, exp.Month, exp.Day, exp.Coalesce, exp.Abs, exp.Round, exp.Floor, exp.Ceil,
     exp.Greatest, exp.Least, exp.Lower, exp.Upper, exp.Length, exp.Substring,
-)  # fmt: skip
+})  # fmt: skip
+# The arguments a listed function may have (default: one, ``this``): sqlglot accepts more for
+# some (CEIL(x, 2), LENGTH(x, 'utf8'), time zones) and writes them out as further functions.
+_FUNCTION_ARGS: dict[type[exp.Func], frozenset[str]] = {
+    cls: frozenset(args.split())
+    for classes, args in (
+        ((exp.And, exp.Or, exp.Extract, exp.PercentileCont), "this expression"),
+        ((exp.Case,), "this ifs default"),
+        ((exp.If,), "this true false"),
+        ((exp.Cast, exp.TryCast), "this to"),
+        ((exp.Coalesce, exp.Greatest, exp.Least), "this expressions"),
+        ((exp.DateAdd, exp.DateSub, exp.DateDiff), "this expression unit"),
+        ((exp.DateTrunc, exp.TimestampTrunc), "this unit"),
+        ((exp.Round,), "this decimals"),
+        ((exp.Substring,), "this start length"),
+    )
+    for cls in classes
+}
+# Aggregates the parser turns into Aggregate kinds: only as select items (PERCENTILE_CONT also
+# inside its WITHIN GROUP). An aggregate nested in a select item is refused by _aggregate.
+_AGGREGATE_FUNCTIONS: frozenset[type[exp.Func]] = frozenset({
+    exp.Count, exp.Sum, exp.Avg, exp.Variance, exp.VariancePop, exp.Stddev, exp.StddevSamp, exp.StddevPop,
+    exp.Median, exp.PercentileCont, exp.Min, exp.Max,
+})  # fmt: skip
+# The language's own aggregates (parsed as anonymous functions): only a whole select item.
+_CUSTOM_AGGREGATES = frozenset({"PROPORTION", "RATE"})
+# Where a unit word (Var) or a type (DataType) may stand.
+_VAR_PARENTS = (exp.Interval, exp.Extract, exp.DateDiff, exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.TimestampTrunc)
+_CLAUSES = frozenset({"expressions", "from_", "joins", "where", "group"})
+_POST_CLAUSES = ("having", "order", "limit", "offset")
+_CLAUSE_NAMES = {"where": "WHERE", "joins": "JOIN ... ON", "group": "GROUP BY"}
 
 _PREDICATES = (
     exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is, exp.In, exp.Between,
@@ -95,6 +135,7 @@ class Query:
     keys: tuple[Key, ...]
     grouping_sets: tuple[tuple[int, ...], ...]
     aggregates: tuple[Aggregate, ...]
+    post: Post = field(default_factory=Post)  # HAVING, ORDER BY, LIMIT, OFFSET: applied to released values only
     person: str | None = None  # the FROM table's person column, qualified (``alias.column``)
 
 
@@ -207,26 +248,32 @@ class _Validator:
             keys,
             sets,
             aggs,
+            self._post(keys, aggs),
             f"{first}.{person}" if person else None,
         )
 
     def _check_clauses(self, tree: exp.Select) -> None:
+        """Only the clauses of the language; checks every function node and every FROM/JOIN source.
+
+        Takes HAVING, ORDER BY, LIMIT and OFFSET off the tree (they are post-processing of the
+        released values, see :mod:`.post`, and never reach a site), and records each select
+        item's output name as written before columns are resolved (and lower-cased).
+        """
         named = {
             "with_": "WITH (common table expressions)",
-            "order": "ORDER BY",
-            "limit": "LIMIT",
-            "offset": "OFFSET",
-            "having": "HAVING",
             "qualify": "QUALIFY",
             "windows": "WINDOW",
             "distinct": "SELECT DISTINCT",
             "laterals": "LATERAL",
             "pivots": "PIVOT",
+            "sample": "USING SAMPLE / TABLESAMPLE",
+            "into": "SELECT INTO",
         }
-        for arg, what in named.items():
-            node = tree.args.get(arg)
-            if node:
+        for arg, node in tree.args.items():
+            if node and arg not in _CLAUSES and arg not in _POST_CLAUSES:
                 anchor = node[0] if isinstance(node, list) else node
+                what = named.get(arg, arg.rstrip("_").upper())
+                anchor = anchor if isinstance(anchor, exp.Expression) else tree
                 raise self.unsupported(anchor, f"{what} is not supported in %%mpc queries")
         if tree.args.get("from_") is None:
             raise self.unsupported(tree, "a query needs FROM <table>")
@@ -238,6 +285,14 @@ class _Validator:
         for e in tree.expressions:
             if isinstance(e, exp.Star):
                 raise self.unsupported(e, "SELECT * is not supported: name group keys and aggregates")
+        self._check_sources(tree)
+        self._check_functions(tree)
+        self.post_clauses: dict[str, exp.Expression] = {}
+        for arg in _POST_CLAUSES:
+            if tree.args.get(arg) is not None:
+                self.post_clauses[arg] = tree.args[arg].pop()
+        self.written = _written_names(self.text, tree)
+        self.originals = {id(e): e.copy() for e in tree.expressions}
 
     def _check_site(self, tree: exp.Select) -> None:
         """``SITE`` only as a group key (select item, GROUP BY item, inside ROLLUP/CUBE), with the
@@ -358,6 +413,8 @@ class _Validator:
         return self.schema.tables[self.aliases[col.table.lower()]].columns[col.name.lower()]
 
     def _check_nodes(self, tree: exp.Select) -> None:
+        """Every non-function node of WHERE, ON, the select list and GROUP BY is allow-listed
+        (function nodes were checked by :meth:`_check_functions`)."""
         parts: list[exp.Expression] = [tree.args["where"]] if tree.args.get("where") else []
         parts += [j.args["on"] for j in tree.args.get("joins") or []]
         parts += list(tree.expressions)
@@ -366,17 +423,177 @@ class _Validator:
             parts += list(group.expressions)
         for part in parts:
             for node in part.walk():
-                if isinstance(node, exp.AggFunc | exp.Anonymous | exp.WithinGroup | exp.Alias | exp.Distinct):
+                if isinstance(node, exp.Func | exp.WithinGroup | exp.Rollup | exp.Cube | exp.Where):
                     continue
-                if isinstance(node, exp.Star) and isinstance(node.parent, exp.Count):
+                if isinstance(node, exp.Alias) and node.parent is tree:
+                    continue
+                if isinstance(node, exp.Star | exp.Distinct) and isinstance(node.parent, exp.Count):
                     continue
                 if isinstance(node, exp.Order | exp.Ordered) and isinstance(node.parent, exp.WithinGroup | exp.Order):
                     continue
-                if isinstance(node, exp.Rollup | exp.Cube | exp.Where):
-                    continue
-                if not isinstance(node, _ALLOWED_NODES):
-                    what = node.sql(DIALECT) if isinstance(node, exp.Func) else node.key.upper()
-                    raise self.unsupported(node, f"{type(node).__name__} ({what}) is not supported in %%mpc queries")
+                misplaced = (isinstance(node, exp.Var) and not isinstance(node.parent, _VAR_PARENTS)) or (
+                    isinstance(node, exp.DataType)
+                    and not isinstance(node.parent, exp.Cast | exp.TryCast | exp.DataType)
+                )
+                if misplaced or not isinstance(node, _ALLOWED_NODES):
+                    raise self.unsupported(
+                        node, f"{node.key.upper()} ({node.sql(DIALECT)}) is not supported in %%mpc queries"
+                    )
+
+    def _check_sources(self, tree: exp.Select) -> None:
+        """FROM and JOIN take plain tables: no table functions (``read_csv``, ``glob``, ...), no
+        column renaming in the alias, no sampling, ASOF or POSITIONAL joins."""
+        joins = tree.args.get("joins") or []
+        for source in [tree.args["from_"].this] + [j.this for j in joins]:
+            if not isinstance(source, exp.Table):
+                continue  # refused by _resolve_tables, with its own message
+            if isinstance(source.this, exp.Func):
+                name = self._function_name(source.this)
+                raise self.unsupported(
+                    source, f"function {name}() is not allowed in %%mpc queries: FROM and JOIN take plain table names"
+                )
+            alias = source.args.get("alias")
+            extra = [k for k, v in source.args.items() if v and k not in ("this", "db", "catalog", "alias")]
+            if extra or (alias is not None and alias.columns):
+                raise self.unsupported(source, f"FROM and JOIN take plain table names, not {source.sql(DIALECT)}")
+        for j in joins:
+            extra = [k for k, v in j.args.items() if v and k not in ("this", "on", "side", "kind", "using")]
+            if extra:
+                raise self.unsupported(j, f"{j.sql(DIALECT)}: only [LEFT|RIGHT|FULL|INNER] JOIN ... ON is supported")
+
+    def _check_functions(self, tree: exp.Select) -> None:
+        """Every function node anywhere in the query against the one allow-list.
+
+        Scalar functions may stand anywhere; the aggregates only as a select item (nested ones
+        are refused by :meth:`_aggregate` with a precise message) or, in HAVING and ORDER BY, as a
+        reference to one; PROPORTION and RATE only as a whole select item. Anything else, known
+        to sqlglot or not, is refused by name.
+        """
+        for node in tree.walk():
+            if not isinstance(node, exp.Func):
+                continue
+            name = self._function_name(node)
+            if type(node) in _SCALAR_FUNCTIONS:
+                self._check_arguments(node, name)
+                continue
+            custom = isinstance(node, exp.Anonymous) and name.upper() in _CUSTOM_AGGREGATES
+            if not custom and type(node) not in _AGGREGATE_FUNCTIONS:
+                raise self._refused_function(node, name)
+            self._check_arguments(node, name)
+            top: exp.Expr = node.parent if isinstance(node.parent, exp.WithinGroup) else node
+            top = top.parent if isinstance(top.parent, exp.Alias) else top
+            if top.parent is tree and top.arg_key == "expressions":
+                continue
+            clause: exp.Expr = node
+            while clause.parent is not tree and clause.parent is not None:
+                clause = clause.parent
+            if clause.arg_key in _POST_CLAUSES:
+                continue  # HAVING COUNT(*) > 10: a reference to a select item, resolved by _post
+            if clause.arg_key != "expressions":
+                where = _CLAUSE_NAMES.get(clause.arg_key or "", "FROM")
+                raise self.unsupported(node, f"aggregate {name}() is not allowed in {where}")
+            if custom:
+                raise self.unsupported(node, f"{name}() is an aggregate of its own: it must be a whole select item")
+
+    def _refused_function(self, node: exp.Func, name: str) -> UnsupportedQuery:
+        """The refusal of a function off the list, at its position; keywords such as
+        CURRENT_USER carry none in sqlglot, so their first occurrence in the text stands in."""
+        line, col = self._pos(node)
+        found = re.search(rf"\b{re.escape(name)}\b", self.text, flags=re.IGNORECASE)
+        if line is None and found is not None:
+            line, col = _line_col(self.text, found.start())
+        return UnsupportedQuery(f"function {name}() is not allowed in %%mpc queries", line, col, self.text)
+
+    def _check_arguments(self, node: exp.Func, name: str) -> None:
+        if isinstance(node, exp.Anonymous):
+            return  # PROPORTION and RATE: their arguments are checked by _custom
+        allowed = _FUNCTION_ARGS.get(type(node), frozenset({"this"}))
+        extra = [k for k, v in node.args.items() if isinstance(v, exp.Expression | list) and v and k not in allowed]
+        if extra:
+            raise self.unsupported(node, f"function {name}() with these arguments is not allowed in %%mpc queries")
+
+    def _function_name(self, node: exp.Func) -> str:
+        """The function's name as written (sqlglot records the name token's position)."""
+        start, end = node.meta.get("start"), node.meta.get("end")
+        if isinstance(start, int) and isinstance(end, int):
+            return self.text[start : end + 1]
+        return str(node.this) if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+
+    def _name(self, item: exp.Expression) -> str:
+        """The output name of a select item or group key as written: its alias, its column name
+        (case kept; resolution lower-cases the column), else its text."""
+        if isinstance(item, exp.Alias):
+            return item.alias
+        return self.written.get(id(item)) or (item.name if isinstance(item, exp.Column) else item.sql(DIALECT))
+
+    def _post(self, keys: tuple[Key, ...], aggs: tuple[Aggregate, ...]) -> Post:
+        """HAVING, ORDER BY, LIMIT and OFFSET over released outputs (see :mod:`.post`)."""
+        clauses = self.post_clauses
+        outputs = [k.name for k in keys]
+        for agg in aggs:
+            outputs.append(agg.name)
+            if agg.kind in ("proportion", "rate"):
+                outputs += [f"{agg.name}_ci_low", f"{agg.name}_ci_high"]
+        having = clauses.get("having")
+        order = clauses.get("order")
+        items = [
+            OrderItem(
+                self._output(o.this, outputs, "ORDER BY"), bool(o.args.get("desc")), bool(o.args.get("nulls_first"))
+            )
+            for o in (order.expressions if order is not None else [])
+        ]
+        return Post(
+            self._having(having.this, outputs) if having is not None else None,
+            tuple(items),
+            self._count(clauses["limit"], "LIMIT") if "limit" in clauses else None,
+            self._count(clauses["offset"], "OFFSET") if "offset" in clauses else 0,
+        )
+
+    def _output(self, node: exp.Expression, outputs: list[str], clause: str) -> str:
+        """The released output ``node`` refers to: an output name, a select-list position
+        (ORDER BY 2) or an expression written as a select item is written (``COUNT(*)``)."""
+        items = list(self.originals.items())
+        if clause == "ORDER BY" and isinstance(node, exp.Literal) and not node.is_string:
+            pos = _literal(node)
+            if not isinstance(pos, int) or not 1 <= pos <= len(items):
+                raise self.error(node, f"ORDER BY {node.sql(DIALECT)} does not name a select item")
+            return self.item_names[items[pos - 1][0]]
+        if isinstance(node, exp.Column) and not node.table:
+            exact = [o for o in outputs if o == node.name]
+            loose = [o for o in outputs if o.lower() == node.name.lower()]
+            if exact or len(loose) == 1:
+                return (exact or loose)[0]
+        canonical = node.sql(DIALECT, normalize=True)
+        for item_id, original in items:
+            inner = original.this if isinstance(original, exp.Alias) else original
+            if inner.sql(DIALECT, normalize=True) == canonical:
+                return self.item_names[item_id]
+        raise self.unsupported(
+            node,
+            f"{clause} may only use released columns; {node.sql(DIALECT)} is not one: add it to the select list",
+        )
+
+    def _having(self, cond: exp.Expression, outputs: list[str]) -> exp.Expression:
+        """HAVING with every reference replaced by its output column; only HAVING_NODES remain."""
+
+        def to_output(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Column) or (isinstance(node, exp.Func) and not isinstance(node, exp.And | exp.Or)):
+                return output_column(self._output(node, outputs, "HAVING"))
+            return node
+
+        out = cond.copy().transform(to_output, copy=False)
+        for node in out.walk():
+            if not isinstance(node, HAVING_NODES):
+                raise self.unsupported(
+                    _find_same(cond, node), f"{node.sql(DIALECT)} is not supported in HAVING (compare released columns)"
+                )
+        return out
+
+    def _count(self, node: exp.Expression, clause: str) -> int:
+        value = _literal(node.args.get("expression"))
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise self.unsupported(node, f"{clause} takes a whole number literal")
+        return value
 
     def _check_comparisons(self, tree: exp.Select) -> None:
         """Refuse comparisons of a column with a literal of the wrong kind, at compile time.
@@ -472,14 +689,17 @@ class _Validator:
             if not 1 <= pos <= len(tree.expressions):
                 raise self.error(item, f"GROUP BY {pos} does not name a select item")
             chosen = tree.expressions[pos - 1]
-            return chosen.alias_or_name, chosen.this if isinstance(chosen, exp.Alias) else chosen
+            return self._name(chosen), chosen.this if isinstance(chosen, exp.Alias) else chosen
         if isinstance(item, exp.Column) and not item.table and item.name.lower() in select_aliases:
-            return item.name.lower(), select_aliases[item.name.lower()]
+            alias = next(
+                e for e in tree.expressions if isinstance(e, exp.Alias) and e.alias.lower() == item.name.lower()
+            )
+            return alias.alias, select_aliases[item.name.lower()]
         for e in tree.expressions:
             inner = e.this if isinstance(e, exp.Alias) else e
             if inner == item:
-                return e.alias_or_name, item
-        return item.sql(DIALECT) if not isinstance(item, exp.Column) else item.name, item
+                return self._name(e), item
+        return self._name(item), item
 
     def _domain(self, expr: exp.Expression, anchor: exp.Expression) -> tuple[KeyValue, ...]:
         if expr.find(exp.AggFunc) is not None:
@@ -517,16 +737,19 @@ class _Validator:
     # -- aggregates ----------------------------------------------------------------------
     def _aggregates(self, tree: exp.Select, keys: tuple[Key, ...]) -> tuple[Aggregate, ...]:
         out: list[Aggregate] = []
-        names: set[str] = {k.name for k in keys}
+        self.item_names: dict[int, str] = {}  # id(select item) -> output name, for ORDER BY n
+        names: set[str] = {k.name.lower() for k in keys}  # output names compare as SQL identifiers do
         key_exprs = [k.expr for k in keys]
         for item in tree.expressions:
             inner = item.this if isinstance(item, exp.Alias) else item
             if inner in key_exprs or (isinstance(inner, exp.Column) and any(inner == k for k in key_exprs)):
+                self.item_names[id(item)] = next(k.name for k in keys if k.expr == inner)
                 continue
-            agg = self._aggregate(inner, item.alias if isinstance(item, exp.Alias) else "")
-            if agg.name in names:
+            agg = self._aggregate(inner, self._name(item))
+            self.item_names[id(item)] = agg.name
+            if agg.name.lower() in names:
                 raise self.error(item, f"output column name {agg.name!r} is used twice; add AS <name>")
-            names.add(agg.name)
+            names.add(agg.name.lower())
             out.append(agg)
         if not out:
             raise self.unsupported(tree, "a query needs at least one aggregate (COUNT(*), AVG(x), ...)")
@@ -703,3 +926,53 @@ def _literal_fits(dtype: str, lit: exp.Literal) -> bool:
     if dtype == "text":
         return bool(lit.is_string)
     return True  # dates and timestamps take date strings; booleans are compared with TRUE/FALSE
+
+
+def _find_same(tree: exp.Expr, node: exp.Expr) -> exp.Expr:
+    """The node of ``tree`` equal to ``node`` (for an error position), else ``tree``."""
+    return next((n for n in tree.walk() if n == node), tree)
+
+
+def _written_names(text: str, tree: exp.Select) -> dict[int, str]:
+    """id(select item or group item) -> its output name as written, before resolution: a
+    column's name with its case, else the item's source text (whitespace runs as one space).
+    The ``SITE`` pseudo-column keeps its name, ``site``, however it is written."""
+    out: dict[int, str] = {}
+    group = tree.args.get("group")
+    items = list(tree.expressions) + (list(group.expressions) if group is not None else [])
+    for item in items:
+        if isinstance(item, exp.Column) and not is_site(item):  # SITE's own column is named site
+            out[id(item)] = item.name
+    texts = _select_texts(text)
+    if texts is not None and len(texts) == len(tree.expressions):
+        for item, written in zip(tree.expressions, texts, strict=True):
+            if not isinstance(item, exp.Alias | exp.Column):
+                out[id(item)] = written
+    return out
+
+
+def _select_texts(text: str) -> list[str] | None:
+    """The source text of each select item: the select list split at top-level commas."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(DIALECT).tokenize(text)
+    except sqlglot.TokenError:
+        return None
+    kinds = sqlglot.TokenType
+    start = next((i for i, t in enumerate(tokens) if t.token_type == kinds.SELECT), None)
+    if start is None:
+        return None
+    out: list[str] = []
+    depth, first = 0, start + 1
+    for i in range(start + 1, len(tokens) + 1):
+        tok = tokens[i] if i < len(tokens) else None
+        if tok is not None and tok.token_type in (kinds.L_PAREN, kinds.L_BRACKET):
+            depth += 1
+        elif tok is not None and tok.token_type in (kinds.R_PAREN, kinds.R_BRACKET):
+            depth -= 1
+        elif tok is None or (depth == 0 and tok.token_type in (kinds.COMMA, kinds.FROM)):
+            if first < i:
+                out.append(" ".join(text[tokens[first].start : tokens[i - 1].end + 1].split()))
+            if tok is None or tok.token_type == kinds.FROM:
+                return out
+            first = i + 1
+    return out

@@ -204,8 +204,8 @@ class _Builder:
         arg = agg.args[0] if agg.args else None
         quantile_flags = (f"{tag}_q_bad",) if agg.kind == "quantile" else ()
         counts_only = agg.kind in ("count_star", "count", "count_distinct")
-        value = agg.args[-1] if agg.args else None  # RATE: its person-time
-        out["support"] = sup = self.release.row(agg.branches, value, counts_only, quantile_flags)
+        argument = agg.args[-1] if agg.args else None  # RATE: its person-time
+        out["support"] = sup = self.release.row(agg.branches, argument, counts_only, quantile_flags)
         if agg.kind == "count_star":
             out["reveals"].append(self.reveal(name, "n_rows", "int", sup, "pooled row count"))
         elif agg.kind == "count":
@@ -436,5 +436,6 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         "steps": steps,
         "reveals": reveals,
         "outputs": b.outputs,
+        **({"post": query.post.to_json()} if query.post.active else {}),
     }
     return Plan(data)

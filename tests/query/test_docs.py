@@ -28,7 +28,7 @@ def test_every_construct_has_an_example() -> None:
         "ROLLUP", "CUBE", "JOIN", " IN (", "BETWEEN", "LIKE", "IS NOT NULL", "NOT ", " OR ", "CASE WHEN",
         "DATE_DIFF", "INTERVAL", "EXTRACT", "COUNT(*)", "COUNT(SBP)", "COUNT(DISTINCT", "SUM(", "AVG(",
         "VARIANCE(", "STDDEV(", "STDDEV_POP(", "MEDIAN(", "QUANTILE_CONT(", "PERCENTILE_CONT(", "MIN(", "MAX(",
-        "PROPORTION(", "RATE(", "SITE",
+        "PROPORTION(", "RATE(", "SITE", "HAVING", "ORDER BY", "LIMIT", "OFFSET", "NULLS FIRST",
     ):  # fmt: skip
         assert construct in text, construct
 

@@ -48,9 +48,10 @@ def test_unknown_table_suggests_closest(lung: Consortium) -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("SELECT sex, COUNT(*) FROM lung GROUP BY sex ORDER BY sex", "ORDER BY"),
-        ("SELECT COUNT(*) FROM lung LIMIT 3", "LIMIT"),
-        ("SELECT sex, COUNT(*) FROM lung GROUP BY sex HAVING COUNT(*) > 3", "HAVING"),
+        ("SELECT sex, COUNT(*) FROM lung GROUP BY sex ORDER BY age", "ORDER BY may only use released columns"),
+        ("SELECT COUNT(*) FROM lung LIMIT 1.5", "LIMIT takes a whole number"),
+        ("SELECT sex, COUNT(*) FROM lung GROUP BY sex HAVING AVG(age) > 3", "add it to the select list"),
+        ("SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex QUALIFY n > 1", "QUALIFY"),
         ("SELECT * FROM lung", "SELECT *"),
         ("SELECT COUNT(*) FROM (SELECT * FROM lung) t", "subqueries"),
         ("SELECT SUM(age) / COUNT(*) FROM lung", "arithmetic on aggregates"),
