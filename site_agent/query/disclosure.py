@@ -1,20 +1,35 @@
-"""Cell suppression on shares: primary (pooled count below k) and secondary (no differencing).
+"""Cell suppression: on shares per line, then a public check of the opened pattern.
 
-Primary: a cell is suppressed when its pooled count is below the minimum cell size k, decided
-by one vectorized comparison of every support count of every cell with k.
+The rule (docs/privacy-suppression.md): every released number is over a set of 0 or at least
+k persons, and so is every set whose size follows from released numbers of the same query by
+subtraction. For each support count (a row of ``counts``) and output cell:
 
-Secondary: when a query releases margins (ROLLUP/CUBE), a line (a parent cell and the children
-that add up to it) with exactly one suppressed cell would let anyone recover it by subtraction.
-Each pass finds, on shares, the lines with exactly one suppressed cell and suppresses in each the
-smallest unsuppressed cell (by count; ties to the first), all lines and supports at once. After
-a fixed number of passes, any support that still has such a line is suppressed entirely: the
-result is always safe, and the number of rounds never depends on the data. Only the final flags
-are revealed (a declared reveal point).
+* **empty** (count 0): safe, released as 0 (its means and variances are NULL). An empty cell
+  never protects another one: everybody knows it holds 0.
+* **primary**: a count 1 <= n < k is suppressed.
+* **secondary**: in a line (a parent and the children that add up to it) whose parent is
+  released, the suppressed children's total follows by subtraction, so it must be 0 or at
+  least k. Each pass finds, on shares, every line whose suppressed total is in 1..k-1 and
+  suppresses its smallest open non-empty child (ties: the first), all lines and supports in one
+  batch. After a fixed number of passes, a support that still has such a line is suppressed
+  wholesale (its empty cells stay released). The number of rounds never depends on the data.
+
+The flags are opened to the committee (a declared reveal point): :data:`RELEASED`,
+:data:`SUPPRESSED` or :data:`EMPTY` per support and cell. From then on the pattern is public, and
+:func:`close_pattern` checks the combinations of lines (two-way CUBE tables, SITE margins) in the
+clear, deciding from the pattern alone: a support where some suppressed cell's count is
+determined by the released cells through the lines' additive relations is suppressed
+wholesale. Deciding from public information reveals nothing more.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
+import numpy.typing as npt
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..mpc import arithmetic as ar
 from ..mpc import boolean as bo
@@ -22,6 +37,7 @@ from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
 from .cells import Index
 
+RELEASED, SUPPRESSED, EMPTY = 0, 1, 2
 _BIG = 1 << 30  # above every count (counts stay below 2^24)
 
 
@@ -30,50 +46,140 @@ def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
     return ar.constant(p, arr, AShare)
 
 
+def _small(p: Party, x: AShare, k: int) -> Protocol[tuple[AShare, AShare]]:
+    """([1 <= x < k], [x == 0]) for counts x, from one batch of comparisons."""
+    bounds = _const(p, [[k]] * len(x) + [[1]] * len(x), (2 * len(x), *x.shape[1:]))
+    below = yield from bo.lt(p, AShare.concat([x, x]), bounds)
+    zero = below[len(x) :]
+    return below[: len(x)] - zero, zero
+
+
 def suppress(p: Party, counts: AShare, k: int, lines: Index, passes: int) -> Protocol[AShare]:
-    """Suppression flags (0/1 shares) for ``counts`` of shape (supports, cells)."""
-    flags = yield from bo.lt(p, counts, _const(p, k, counts.shape))
+    """Flags (shares of 0 released, 1 suppressed, 2 empty) for ``counts`` of shape (supports, cells).
+
+    ``lines`` are the cells' lines (parent first, children, padding -1; see ``Cells.lines``).
+    """
+    flags, empty = yield from _small(p, counts, k)
     if lines.size == 0:
-        return flags
+        return flags + empty.mul_public(EMPTY)
     for _ in range(passes):
-        flags = yield from _secondary_pass(p, flags, counts, lines)
-    need = yield from _lines_with_one(p, flags, lines)
-    bad = yield from bo.lt(p, _const(p, 0, (counts.shape[0],)), need.sum(axis=1))
-    everything = AShare(np.repeat(bad.v[..., None], counts.shape[1], axis=-1))
-    both = yield from ar.mul(p, flags, everything)
-    return flags + everything - both
+        flags = yield from _secondary_pass(p, flags, empty, counts, k, lines)
+    hidden = yield from ar.mul(p, _gather(flags, lines[:, 1:]), _gather(counts, lines[:, 1:]))
+    bad = yield from _bad_lines(p, flags, hidden.sum(axis=2), k, lines)
+    s, cells = counts.shape
+    any_bad = yield from bo.lt(p, _const(p, 0, (s,)), bad.sum(axis=1))
+    everything = AShare(np.repeat(any_bad.v[..., None], cells, axis=-1))
+    both = yield from ar.mul(
+        p, AShare.concat([everything, everything]), AShare.concat([_const(p, 1, (s, cells)) - empty, flags])
+    )
+    flags = flags + both[:s] - both[s:]  # flags OR (everything AND NOT empty): flags never mark empty cells
+    return flags + empty.mul_public(EMPTY)
 
 
-def _gather(x: AShare, lines: Index) -> AShare:
-    """x (S, cells) at the line positions (S, L, W); padding reads an appended zero."""
+def _gather(x: AShare, at: Index) -> AShare:
+    """x (S, cells) at the positions ``at`` (L, W) as (S, L, W); padding reads an appended zero."""
     padded = np.concatenate([x.v, np.zeros_like(x.v[..., :1])], axis=-1)
-    idx = np.where(lines >= 0, lines, padded.shape[-1] - 1)
+    idx = np.where(at >= 0, at, padded.shape[-1] - 1)
     return AShare(padded[:, :, idx])
 
 
-def _lines_with_one(p: Party, flags: AShare, lines: Index) -> Protocol[AShare]:
-    """[exactly one suppressed cell in the line], shape (S, L)."""
-    count = _gather(flags, lines).sum(axis=2)
-    return (yield from bo.eq(p, count, _const(p, 1, count.shape)))
+def _bad_lines(p: Party, flags: AShare, hidden: AShare, k: int, lines: Index) -> Protocol[AShare]:
+    """[parent released and the suppressed children's total ``hidden`` (S, L) is in 1..k-1]."""
+    small, _ = yield from _small(p, hidden, k)
+    parent_open = _const(p, 1, hidden.shape) - AShare(flags.v[:, :, lines[:, 0]])
+    return (yield from ar.mul(p, parent_open, small))
 
 
-def _secondary_pass(p: Party, flags: AShare, counts: AShare, lines: Index) -> Protocol[AShare]:
-    s, width = flags.shape[0], lines.shape[1]
-    need = yield from _lines_with_one(p, flags, lines)
-    valid = (lines >= 0).astype(np.int64)
-    f, n = _gather(flags, lines), _gather(counts, lines)
-    open_cells = _const(p, 1, f.shape) - f
-    # BIG - n for open cells, 0 for suppressed cells and padding: the maximum is the smallest
-    # open cell whenever the line needs one (it then has at least one open cell).
-    score = yield from ar.mul(p, open_cells, _const(p, _BIG, n.shape) - n)
-    score = score.mul_public(valid)
-    _, arg = yield from bo.maximum(p, score)
-    position = _const(p, np.arange(width, dtype=np.int64), (s, lines.shape[0], width))
+def _secondary_pass(p: Party, flags: AShare, empty: AShare, counts: AShare, k: int, lines: Index) -> Protocol[AShare]:
+    """Suppress the smallest open non-empty child of every bad line (all lines, one batch).
+
+    A bad line always has such a child: were all its non-empty children suppressed, their total
+    would be the released parent's count, which is 0 or at least k."""
+    children = lines[:, 1:]
+    s, width = flags.shape[0], children.shape[1]
+    f, n = _gather(flags, children), _gather(counts, children)
+    candidate = (_const(p, 1, f.shape) - f - _gather(empty, children)).mul_public((children >= 0).astype(np.int64))
+    # n for suppressed children (their total) and BIG - n for candidates, in one product round:
+    # the maximum score is then the smallest candidate.
+    prod = yield from ar.mul(p, AShare.concat([f, candidate]), AShare.concat([n, _const(p, _BIG, n.shape) - n]))
+    bad = yield from _bad_lines(p, flags, prod[:s].sum(axis=2), k, lines)
+    _, arg = yield from bo.maximum(p, prod[s:])
+    position = _const(p, np.arange(width, dtype=np.int64), (s, len(lines), width))
     onehot = yield from bo.eq(p, AShare(np.repeat(arg.v[..., None], width, axis=-1)), position)
-    add = yield from ar.mul(p, AShare(np.repeat(need.v[..., None], width, axis=-1)), onehot)
+    add = yield from ar.mul(p, AShare(np.repeat(bad.v[..., None], width, axis=-1)), onehot)
     added = np.zeros((2, s, flags.shape[1] + 1), dtype=np.uint64)
-    idx = np.where(lines >= 0, lines, flags.shape[1])
+    idx = np.where(children >= 0, children, flags.shape[1])
     for c in range(2):
         np.add.at(added[c], (slice(None), idx), add.v[c])  # type: ignore[arg-type]
     total = flags + AShare(added[..., :-1])
     return (yield from bo.lt(p, _const(p, 0, total.shape), total))
+
+
+# -- the public check of the opened pattern ------------------------------------------------
+
+
+def close_pattern(flags: npt.NDArray[np.uint64], lines: Index) -> npt.NDArray[np.uint64]:
+    """The opened flags (supports, cells) with every support that has a determined suppressed
+    cell suppressed wholesale (its empty cells stay released as empty). Public, deterministic:
+    every member computes the same from the same opened pattern."""
+    out = flags.copy()
+    for s in range(flags.shape[0]):
+        if determined(flags[s] == SUPPRESSED, lines).any():
+            out[s] = np.where(flags[s] == EMPTY, EMPTY, SUPPRESSED)
+    return out
+
+
+def determined(hidden: npt.NDArray[np.bool_], lines: Index) -> npt.NDArray[np.bool_]:
+    """For each cell, whether it is hidden and its value follows from the other cells' values
+    through the lines (parent = sum of children), in exact rational arithmetic.
+
+    The line equations restricted to the hidden cells form a matrix A; hidden cell j is
+    determined exactly when the unit vector e_j is in A's row space, that is when a row of A's
+    reduced row echelon form is e_j. The hidden cells split into independent blocks (connected
+    through shared lines), each reduced on its own."""
+    out = np.zeros(hidden.shape, dtype=bool)
+    unknown = np.flatnonzero(hidden)
+    if unknown.size == 0 or lines.size == 0:
+        return out
+    column = np.full(hidden.size + 1, -1, dtype=np.int64)  # the last entry serves the padding
+    column[unknown] = np.arange(unknown.size)
+    at = column[np.where(lines >= 0, lines, hidden.size)]  # (L, W): unknown's column or -1
+    sign = np.ones(lines.shape, dtype=np.int64)
+    sign[:, 0] = -1  # children minus parent = 0
+    a = np.zeros((len(lines), unknown.size), dtype=np.int64)
+    row = np.repeat(np.arange(len(lines)), lines.shape[1]).reshape(lines.shape)
+    use = at >= 0
+    np.add.at(a, (row[use], at[use]), sign[use])
+    a = a[(a != 0).any(axis=1)]
+    linked = (a != 0).astype(np.int64)
+    blocks, label = connected_components(csr_matrix(linked.T @ linked), directed=False)
+    for b in range(blocks):
+        cols = np.flatnonzero(label == b)
+        sub = a[:, cols]
+        found = _unit_rows(sub[(sub != 0).any(axis=1)])
+        out[unknown[cols[found]]] = True
+    return out
+
+
+def _unit_rows(a: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Columns j such that e_j is in the row space of the integer matrix ``a`` (exact, Fractions)."""
+    m = np.array([[Fraction(int(v)) for v in r] for r in a], dtype=object).reshape(a.shape)
+    rank = 0
+    rows, cols = a.shape
+    for c in range(cols):
+        nonzero = np.flatnonzero(m[rank:, c] != 0)
+        if nonzero.size == 0:
+            continue
+        pivot = rank + int(nonzero[0])
+        m[[rank, pivot]] = m[[pivot, rank]]
+        m[rank] = m[rank] / m[rank, c]
+        factor = m[:, c].copy()
+        factor[rank] = 0
+        m = m - np.outer(factor, m[rank])
+        rank += 1
+        if rank == rows:
+            break
+    reduced = m[:rank] != 0
+    found = np.zeros(cols, dtype=bool)
+    found[np.argmax(reduced[reduced.sum(axis=1) == 1], axis=1)] = True
+    return found

@@ -23,11 +23,13 @@ from ..mpc.party import Stats, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from .cells import Cells
+from .disclosure import EMPTY, RELEASED, SUPPRESSED
 from .numeric import Float, decode_float
 from .plan import FRAC_BITS, Plan
 from .program import MpcResult, mpc_program
 
 _FP = FixedPoint(FRAC_BITS)
+_COUNTS = ("count_star", "count", "count_distinct")  # outputs that are 0 over no rows
 
 
 def _column(result: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -132,9 +134,12 @@ def _open(results: list[MpcResult], name: str, encoding: str) -> np.ndarray:
 
 
 def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
-    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks)."""
+    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks).
+
+    An empty cell (its support count is 0, flag ``EMPTY``) is released without being opened:
+    its counts are 0 and every other statistic NULL, as SQL gives over no rows."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
-    flags = results[0].flags.reshape(len(plan.data["supports"]), -1).astype(bool)
+    flags = results[0].flags.reshape(len(plan.data["supports"]), -1)
     k = int(plan.data["params"]["min_cell_size"])
     margins = len(plan.grouping_sets) > 1
     columns: dict[str, list[Any]] = {}
@@ -150,13 +155,16 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
         )
         for col, rname in zip(names, out["reveals"], strict=True):
             r = reveals[rname]
-            mask = flags[int(r["support"])]
+            mask = flags[int(r["support"])] == SUPPRESSED
             values = _open(results, rname, r["encoding"])
             if "per" in out:
                 values = values * float(out["per"])
             full: list[Any] = [f"<{k}"] * cells.out
-            for at, v in zip(np.flatnonzero(~mask), values.tolist(), strict=True):
+            for at, v in zip(np.flatnonzero(flags[int(r["support"])] == RELEASED), values.tolist(), strict=True):
                 full[at] = v
+            empty = 0 if out["kind"] in _COUNTS and col == out["name"] else None
+            for at in np.flatnonzero(flags[int(r["support"])] == EMPTY):
+                full[at] = empty
             columns[col] = full
             suppressed[col] = mask.tolist()
     frame = pd.DataFrame(columns)

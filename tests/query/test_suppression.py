@@ -121,7 +121,9 @@ def test_per_value_support_suppresses_sparse_column(lung: Consortium) -> None:
     for sex, grp in sel.groupby("sex"):
         row = out.set_index("sex").loc[sex]
         assert row["n"] == (len(grp) if len(grp) >= K else SUPPRESSED)
-        if grp.meal_cal.notna().sum() < K:
+        if grp.meal_cal.notna().sum() == 0:
+            assert row["meal"] is None  # an empty set: released, NULL as SQL's AVG over no rows
+        elif grp.meal_cal.notna().sum() < K:
             assert row["meal"] == SUPPRESSED
         else:
             assert row["meal"] == pytest.approx(grp.meal_cal.mean(), rel=1e-6)
