@@ -9,7 +9,8 @@ subtraction. For each support count (a row of ``counts``) and output cell:
 * **primary**: a count 1 <= n < k is suppressed.
 * **secondary**: in a line (a parent and the children that add up to it) whose parent is
   released, the suppressed children's total follows by subtraction, so it must be 0 or at
-  least k. Each pass finds, on shares, every line whose suppressed total is in 1..k-1 and
+  least k; a suppressed parent whose children are all released is their sum, so it needs a
+  suppressed child. Each pass finds, on shares, every line that breaks either rule and
   suppresses its smallest open non-empty child (ties: the first), all lines and supports in one
   batch. After a fixed number of passes, a support that still has such a line is suppressed
   wholesale (its empty cells stay released). The number of rounds never depends on the data.
@@ -84,17 +85,20 @@ def _gather(x: AShare, at: Index) -> AShare:
 
 
 def _bad_lines(p: Party, flags: AShare, hidden: AShare, k: int, lines: Index) -> Protocol[AShare]:
-    """[parent released and the suppressed children's total ``hidden`` (S, L) is in 1..k-1]."""
-    small, _ = yield from _small(p, hidden, k)
-    parent_open = _const(p, 1, hidden.shape) - AShare(flags.v[:, :, lines[:, 0]])
-    return (yield from ar.mul(p, parent_open, small))
+    """Lines (S, L) that give a suppressed value away, from the suppressed children's total
+    ``hidden``: the parent is released and the total is in 1..k-1 (the total follows by
+    subtraction), or the parent is suppressed and no child is (the parent is their sum)."""
+    small, none = yield from _small(p, hidden, k)  # suppressed cells are never empty: 0 means none
+    parent = AShare(flags.v[:, :, lines[:, 0]])
+    return small + (yield from ar.mul(p, parent, none - small))
 
 
 def _secondary_pass(p: Party, flags: AShare, empty: AShare, counts: AShare, k: int, lines: Index) -> Protocol[AShare]:
     """Suppress the smallest open non-empty child of every bad line (all lines, one batch).
 
     A bad line always has such a child: were all its non-empty children suppressed, their total
-    would be the released parent's count, which is 0 or at least k."""
+    would be the released parent's count, which is 0 or at least k; a suppressed parent is not
+    empty, so when none of its children is suppressed one of them is open and non-empty."""
     children = lines[:, 1:]
     s, width = flags.shape[0], children.shape[1]
     f, n = _gather(flags, children), _gather(counts, children)
