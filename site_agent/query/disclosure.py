@@ -9,10 +9,10 @@ subtraction. For each support count (a row of ``counts``) and output cell:
 * **primary**: a count 1 <= n < k is suppressed.
 * **secondary**: in a line (a parent and the children that add up to it) whose parent is
   released, the suppressed children's total follows by subtraction, so it must be 0 or at
-  least k; a suppressed parent whose children are all released is their sum, so it needs a
-  suppressed child. Each pass finds, on shares, every line that breaks either rule and
-  suppresses its smallest open non-empty child (ties: the first), all lines and supports in one
-  batch. After a fixed number of passes, a support that still has such a line is suppressed
+  least k, and a line never has exactly one suppressed cell (its value would follow). Each
+  pass finds, on shares, every line that breaks either rule and suppresses its smallest open
+  non-empty child (ties: the first; the parent if no child is left), all lines and supports in
+  one batch. After a fixed number of passes, a support that still has such a line is suppressed
   wholesale (its empty cells stay released). The number of rounds never depends on the data.
 
 The flags are opened to the committee (a declared reveal point): :data:`RELEASED`,
@@ -47,12 +47,15 @@ def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
     return ar.constant(p, arr, AShare)
 
 
-def _small(p: Party, x: AShare, k: int) -> Protocol[tuple[AShare, AShare]]:
-    """([1 <= x < k], [x == 0]) for counts x, from one batch of comparisons."""
-    bounds = _const(p, [[k]] * len(x) + [[1]] * len(x), (2 * len(x), *x.shape[1:]))
-    below = yield from bo.lt(p, AShare.concat([x, x]), bounds)
-    zero = below[len(x) :]
-    return below[: len(x)] - zero, zero
+def _small(p: Party, x: AShare, k: npt.ArrayLike) -> Protocol[tuple[AShare, AShare]]:
+    """([1 <= x < k], [x == 0]) for counts x, ``k`` one bound or one per row of x, from one batch
+    of comparisons."""
+    rows = len(x)
+    bound = np.broadcast_to(np.asarray(k, dtype=np.int64), (rows,))
+    limits = np.concatenate([bound, np.ones(rows, dtype=np.int64)]).reshape(-1, *([1] * (len(x.shape) - 1)))
+    below = yield from bo.lt(p, AShare.concat([x, x]), _const(p, limits, (2 * rows, *x.shape[1:])))
+    zero = below[rows:]
+    return below[:rows] - zero, zero
 
 
 def suppress(p: Party, counts: AShare, k: int, lines: Index, passes: int) -> Protocol[AShare]:
@@ -65,8 +68,7 @@ def suppress(p: Party, counts: AShare, k: int, lines: Index, passes: int) -> Pro
         return flags + empty.mul_public(EMPTY)
     for _ in range(passes):
         flags = yield from _secondary_pass(p, flags, empty, counts, k, lines)
-    hidden = yield from ar.mul(p, _gather(flags, lines[:, 1:]), _gather(counts, lines[:, 1:]))
-    bad = yield from _bad_lines(p, flags, hidden.sum(axis=2), k, lines)
+    bad = yield from _bad_lines(p, flags, counts, k, lines)
     s, cells = counts.shape
     any_bad = yield from bo.lt(p, _const(p, 0, (s,)), bad.sum(axis=1))
     everything = AShare(np.repeat(any_bad.v[..., None], cells, axis=-1))
@@ -84,35 +86,41 @@ def _gather(x: AShare, at: Index) -> AShare:
     return AShare(padded[:, :, idx])
 
 
-def _bad_lines(p: Party, flags: AShare, hidden: AShare, k: int, lines: Index) -> Protocol[AShare]:
-    """Lines (S, L) that give a suppressed value away, from the suppressed children's total
-    ``hidden``: the parent is released and the total is in 1..k-1 (the total follows by
-    subtraction), or the parent is suppressed and no child is (the parent is their sum)."""
-    small, none = yield from _small(p, hidden, k)  # suppressed cells are never empty: 0 means none
+def _bad_lines(p: Party, flags: AShare, counts: AShare, k: int, lines: Index) -> Protocol[AShare]:
+    """Lines (S, L) that give a suppressed value away. With the parent released: the suppressed
+    children's total is in 1..k-1 (it follows by subtraction), or one child alone is suppressed
+    (its value follows). With the parent suppressed: no child is (the parent is their sum)."""
+    s = flags.shape[0]
+    f = _gather(flags, lines[:, 1:])
+    hidden = (yield from ar.mul(p, f, _gather(counts, lines[:, 1:]))).sum(axis=2)
+    small, none = yield from _small(p, AShare.concat([hidden, f.sum(axis=2)]), [k] * s + [2] * s)
+    small, one, none = small[:s], small[s:], none[:s]  # suppressed cells are never empty: 0 is none
+    either = small + one - (yield from ar.mul(p, small, one))
     parent = AShare(flags.v[:, :, lines[:, 0]])
-    return small + (yield from ar.mul(p, parent, none - small))
+    return either + (yield from ar.mul(p, parent, none - either))
 
 
 def _secondary_pass(p: Party, flags: AShare, empty: AShare, counts: AShare, k: int, lines: Index) -> Protocol[AShare]:
-    """Suppress the smallest open non-empty child of every bad line (all lines, one batch).
+    """Suppress, in every bad line, its smallest open non-empty child (ties: the first), or its
+    parent when no child is open and non-empty; all lines and supports in one batch.
 
-    A bad line always has such a child: were all its non-empty children suppressed, their total
-    would be the released parent's count, which is 0 or at least k; a suppressed parent is not
-    empty, so when none of its children is suppressed one of them is open and non-empty."""
-    children = lines[:, 1:]
-    s, width = flags.shape[0], children.shape[1]
-    f, n = _gather(flags, children), _gather(counts, children)
-    candidate = (_const(p, 1, f.shape) - f - _gather(empty, children)).mul_public((children >= 0).astype(np.int64))
-    # n for suppressed children (their total) and BIG - n for candidates, in one product round:
-    # the maximum score is then the smallest candidate.
-    prod = yield from ar.mul(p, AShare.concat([f, candidate]), AShare.concat([n, _const(p, _BIG, n.shape) - n]))
-    bad = yield from _bad_lines(p, flags, prod[:s].sum(axis=2), k, lines)
-    _, arg = yield from bo.maximum(p, prod[s:])
+    A bad line always has one of them: a suppressed parent is not empty, so when none of its
+    children is suppressed one of them is open and non-empty; a released parent is suppressed
+    once all its non-empty children are."""
+    s, width = flags.shape[0], lines.shape[1]
+    bad = yield from _bad_lines(p, flags, counts, k, lines)
+    f, n = _gather(flags, lines), _gather(counts, lines)
+    candidate = (_const(p, 1, f.shape) - f - _gather(empty, lines)).mul_public((lines >= 0).astype(np.int64))
+    # BIG - n for a child, 1 for the parent: the maximum score is the smallest candidate child,
+    # or the parent when there is none.
+    weight = np.concatenate([_const(p, 1, (s, len(lines), 1)).v, (_const(p, _BIG, n.shape) - n).v[..., 1:]], axis=-1)
+    score = yield from ar.mul(p, candidate, AShare(weight))
+    _, arg = yield from bo.maximum(p, score)
     position = _const(p, np.arange(width, dtype=np.int64), (s, len(lines), width))
     onehot = yield from bo.eq(p, AShare(np.repeat(arg.v[..., None], width, axis=-1)), position)
     add = yield from ar.mul(p, AShare(np.repeat(bad.v[..., None], width, axis=-1)), onehot)
     added = np.zeros((2, s, flags.shape[1] + 1), dtype=np.uint64)
-    idx = np.where(children >= 0, children, flags.shape[1])
+    idx = np.where(lines >= 0, lines, flags.shape[1])
     for c in range(2):
         np.add.at(added[c], (slice(None), idx), add.v[c])  # type: ignore[arg-type]
     total = flags + AShare(added[..., :-1])
