@@ -47,7 +47,7 @@ PLAN_VERSION = 1
 FRAC_BITS = 16  # fixed-point bits of shared sums, means and M2 (see docs/query-language.md)
 COUNT_BITS = 24  # pooled counts per cell stay below 2^24 (16.7 million rows)
 Z95 = 1.959963984540054  # standard normal 0.975 quantile
-SECONDARY_PASSES = 2
+SECONDARY_PASSES = 3
 EXTREME_FILL = -(2.0**40)  # stands in for "no value" in MIN/MAX pre-aggregates
 
 
@@ -399,7 +399,8 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "support": -1,
             "shape": f"{len(b.supports)} x cells",
             "what": "suppression flag per support count and cell (1: fewer than the minimum cell size, "
-            "or suppressed so that no suppressed value follows from released cells and margins)",
+            "or suppressed so that no suppressed value follows from released cells and margins; "
+            "2: empty, released as 0)",
         },
         *b.reveals,
     ]
