@@ -278,6 +278,24 @@ def test_public_check_finds_a_cell_fixed_by_lines_together() -> None:
         assert _attack(out, ["a", "b"], column) == {}
 
 
+def test_cube_keeps_every_margin_when_the_inner_cells_protect_each_other() -> None:
+    """One small cell (3) in a 2 x 2 CUBE: its row and column partners are suppressed, then the
+    last inner cell too (a line never has one suppressed cell). All four margins and the total
+    stay released and exact; the inner cells keep one free parameter between them."""
+    out = _table(np.array([[20, 20], [6, 3]])).query("SELECT a, b, COUNT(*) AS n FROM t GROUP BY CUBE(a, b)")
+    cube = {(a, b): n for a, b, n in zip(out.a, out.b, out.n, strict=True)}
+    inner = [(f"a{i}", f"b{j}") for i in range(2) for j in range(2)]
+    assert [cube[c] for c in inner] == [SUPPRESSED] * 4
+    assert [cube[("a0", "(all)")], cube[("a1", "(all)")], cube[("(all)", "b0")], cube[("(all)", "b1")]] == [
+        40,
+        9,
+        26,
+        23,
+    ]
+    assert cube[("(all)", "(all)")] == 49
+    assert _attack(out, ["a", "b"], "n") == {}
+
+
 # -- property: no suppressed cell follows from any released table ------------------------------
 
 _COUNT = st.sampled_from([0, 0, 0, 1, 2, K - 1, K, K + 1, 9, 25])
