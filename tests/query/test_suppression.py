@@ -150,7 +150,7 @@ def test_per_value_support_suppresses_sparse_column(lung: Consortium) -> None:
         row = out.set_index("sex").loc[sex]
         assert row["n"] == (len(grp) if len(grp) >= K else SUPPRESSED)
         if grp.meal_cal.notna().sum() == 0:
-            assert row["meal"] is None  # an empty set: released, NULL as SQL's AVG over no rows
+            assert pd.isna(row["meal"])  # an empty set: released, NULL as SQL's AVG over no rows
         elif grp.meal_cal.notna().sum() < K:
             assert row["meal"] == SUPPRESSED
         else:
@@ -170,7 +170,6 @@ def test_empty_cell_does_not_protect_the_target(lung: Consortium) -> None:
     p = lung.pooled["lung"]
     target = p[(p.age == 74) & (p.sex == 1) & (p.inst == 12)]
     assert len(target) == 1  # the premise: one patient
-    assert out.loc["never", "n"] == 0 and pd.isna(out.loc["never", "t"])  # empty: released, never protection
     for column, truth in (("n", 1), ("t", float(target.time.iloc[0]))):
         # (all) minus every released child: what is left is the target alone, were 'rest' released
         derived = out.loc["(all)", column] - sum(
@@ -179,6 +178,7 @@ def test_empty_cell_does_not_protect_the_target(lung: Consortium) -> None:
         assert derived != truth
         assert _attack(out.reset_index(), ["g"], column) == {}
     assert out.loc["(all)", "n"] == len(p) and out.loc["(all)", "t"] == pytest.approx(p.time.sum())
+    assert out.loc["never", "n"] == 0 and pd.isna(out.loc["never", "t"])  # empty: released, never protection
 
 
 def test_natural_ecog_bins_do_not_leak_the_one_ecog_3_patient(lung: Consortium) -> None:
@@ -190,14 +190,14 @@ def test_natural_ecog_bins_do_not_leak_the_one_ecog_3_patient(lung: Consortium) 
     p = lung.pooled["lung"].dropna(subset=["ph_ecog"])
     truth = p.groupby("ph_ecog").agg(n=("time", "size"), t=("time", "sum"))
     assert truth.loc[3.0, "n"] == 1 and 4.0 not in truth.index  # one ECOG-3 patient, nobody in 4
-    assert out.loc["4", "n"] == 0 and pd.isna(out.loc["4", "t"]) and pd.isna(out.loc["4", "a"])
-    assert out.loc["3", "n"] == SUPPRESSED
     for column in ("n", "t"):
         derived = out.loc["(all)", column] - sum(
             v for v in out[column].drop("(all)") if v != SUPPRESSED and not pd.isna(v)
         )
         assert derived != truth.loc[3.0, column]
         assert _attack(out.reset_index(), ["ecog"], column) == {}
+    assert out.loc["4", "n"] == 0 and pd.isna(out.loc["4", "t"]) and pd.isna(out.loc["4", "a"])
+    assert out.loc["3", "n"] == SUPPRESSED
     for v in ("0", "1"):  # the large bins still answer exactly
         assert out.loc[v, "n"] == truth.loc[float(v), "n"]
         assert out.loc[v, "a"] == pytest.approx(p[p.ph_ecog == float(v)].age.mean(), rel=1e-6)
