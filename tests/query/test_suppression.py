@@ -3,6 +3,8 @@ from the released cells and margins of a result, by any linear combination an an
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -27,6 +29,8 @@ from site_agent.query.disclosure import close_pattern, determined
 from site_agent.query.numeric import Float
 
 from .conftest import Consortium, K
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "privacy-suppression.md"
 
 SUPPRESSED = f"<{K}"
 Cell = tuple[object, ...]
@@ -342,3 +346,13 @@ def test_released_tables_determine_no_suppressed_cell(case: tuple[np.ndarray, st
         for children in lines:
             hidden = sum(truth[c][0] for c in children if shown[c] == SUPPRESSED)
             assert hidden == 0 or hidden >= K, (a, b, children)
+
+
+def test_documented_example_shows_what_it_says() -> None:
+    (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(DOC), "exec"), namespace)
+    out = namespace["out"]
+    assert out["n"].tolist() == [30, SUPPRESSED, SUPPRESSED, 0, 51]
+    assert out["mean_x"].tolist()[:3] == [pytest.approx(1.0), SUPPRESSED, SUPPRESSED]
+    assert pd.isna(out["mean_x"][3]) and out["mean_x"][4] == pytest.approx(73 / 51)
