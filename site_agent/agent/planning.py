@@ -32,6 +32,7 @@ from ..mpc.shares import AShare
 from ..policy import Policy
 from ..query import plan as query_plan
 from ..query.catalog import Schema, rules_from_policy
+from ..query.disclosure import SUPPRESSED
 from ..query.execute import assemble as assemble_results
 from ..query.execute import local_preaggregates
 from ..query.explain import explain as explain_plan
@@ -189,4 +190,4 @@ def assemble(meta: dict[str, Any], member_shares: list[AShare]) -> pd.DataFrame:
 def stats_of(meta: dict[str, Any]) -> dict[str, Any]:
     """Public numbers about a result for the receipt line (cells, suppressed cells)."""
     flags = meta.get("flags", [])
-    return {"cells": len(flags), "suppressed": int(sum(1 for f in flags if f))}
+    return {"cells": len(flags), "suppressed": int(sum(1 for f in flags if f == SUPPRESSED))}

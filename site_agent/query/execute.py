@@ -149,26 +149,29 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
         ]
     reveals = {r["name"]: r for r in plan.data["reveals"]}
     suppressed: dict[str, list[bool]] = {}
+    empty: dict[str, list[bool]] = {}
     for out in plan.data["outputs"]:
         names = [out["name"]] + (
             [f"{out['name']}_ci_low", f"{out['name']}_ci_high"] if len(out["reveals"]) == 3 else []
         )
         for col, rname in zip(names, out["reveals"], strict=True):
             r = reveals[rname]
-            mask = flags[int(r["support"])] == SUPPRESSED
+            row = flags[int(r["support"])]
             values = _open(results, rname, r["encoding"])
             if "per" in out:
                 values = values * float(out["per"])
             full: list[Any] = [f"<{k}"] * cells.out
-            for at, v in zip(np.flatnonzero(flags[int(r["support"])] == RELEASED), values.tolist(), strict=True):
+            for at, v in zip(np.flatnonzero(row == RELEASED), values.tolist(), strict=True):
                 full[at] = v
-            empty = 0 if out["kind"] in _COUNTS and col == out["name"] else None
-            for at in np.flatnonzero(flags[int(r["support"])] == EMPTY):
-                full[at] = empty
+            nothing = 0 if out["kind"] in _COUNTS and col == out["name"] else None
+            for at in np.flatnonzero(row == EMPTY):
+                full[at] = nothing
             columns[col] = full
-            suppressed[col] = mask.tolist()
+            suppressed[col] = (row == SUPPRESSED).tolist()
+            empty[col] = (row == EMPTY).tolist()
     frame = pd.DataFrame(columns)
     frame.attrs["suppressed"] = suppressed
+    frame.attrs["empty"] = empty  # released without opening anything
     return frame
 
 
