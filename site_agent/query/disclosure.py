@@ -25,8 +25,6 @@ wholesale. Deciding from public information reveals nothing more.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import numpy.typing as npt
 from scipy.sparse import csr_matrix
@@ -143,7 +141,7 @@ def close_pattern(flags: npt.NDArray[np.uint64], lines: Index) -> npt.NDArray[np
 
 def determined(hidden: npt.NDArray[np.bool_], lines: Index) -> npt.NDArray[np.bool_]:
     """For each cell, whether it is hidden and its value follows from the other cells' values
-    through the lines (parent = sum of children), in exact rational arithmetic.
+    through the lines (parent = sum of children), in exact integer arithmetic.
 
     The line equations restricted to the hidden cells form a matrix A; hidden cell j is
     determined exactly when the unit vector e_j is in A's row space, that is when a row of A's
@@ -174,20 +172,28 @@ def determined(hidden: npt.NDArray[np.bool_], lines: Index) -> npt.NDArray[np.bo
 
 
 def _unit_rows(a: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-    """Columns j such that e_j is in the row space of the integer matrix ``a`` (exact, Fractions)."""
-    m = np.array([[Fraction(int(v)) for v in r] for r in a], dtype=object).reshape(a.shape)
+    """Columns j such that e_j is in the row space of the integer matrix ``a``.
+
+    Exact Gauss-Jordan elimination over the integers (Python ints, so nothing overflows): each
+    pivot step updates only the rows with a non-zero entry in the pivot column, as
+    ``pivot * row - entry * pivot_row``, then divides those rows by their gcd. Row spaces over
+    the rationals are unchanged by these steps, and the result is the reduced echelon form up to
+    a non-zero factor per row."""
+    m = a.astype(object)
+    rows, cols = m.shape
     rank = 0
-    rows, cols = a.shape
     for c in range(cols):
         nonzero = np.flatnonzero(m[rank:, c] != 0)
         if nonzero.size == 0:
             continue
         pivot = rank + int(nonzero[0])
         m[[rank, pivot]] = m[[pivot, rank]]
-        m[rank] = m[rank] / m[rank, c]
-        factor = m[:, c].copy()
-        factor[rank] = 0
-        m = m - np.outer(factor, m[rank])
+        target = np.flatnonzero(m[:, c] != 0)
+        target = target[target != rank]
+        if target.size:
+            update = m[target] * m[rank, c] - np.outer(m[target, c], m[rank])
+            divisor = np.gcd.reduce(update, axis=1)
+            m[target] = update // np.where(divisor == 0, 1, divisor)[:, None]
         rank += 1
         if rank == rows:
             break

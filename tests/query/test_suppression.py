@@ -356,3 +356,30 @@ def test_documented_example_shows_what_it_says() -> None:
     assert out["n"].tolist() == [30, SUPPRESSED, SUPPRESSED, 0, 51]
     assert out["mean_x"].tolist()[:3] == [pytest.approx(1.0), SUPPRESSED, SUPPRESSED]
     assert pd.isna(out["mean_x"][3]) and out["mean_x"][4] == pytest.approx(73 / 51)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    st.booleans(),
+    st.lists(st.booleans(), min_size=25, max_size=25),
+)
+def test_public_check_agrees_with_a_rank_attacker(dims: tuple[int, int], cube: bool, mask: list[bool]) -> None:
+    """determined() against an independent reference: cell j is fixed by the released cells iff
+    appending e_j to the line equations over the hidden cells leaves the (numpy) rank unchanged."""
+    sets = [(0, 1), (0,), (1,), ()] if cube else [(0, 1), (0,), ()]
+    cells = Cells.of(dims, sets)
+    hidden = np.array(mask[: cells.out])
+    equations = np.zeros((len(cells.lines), cells.out))
+    for i, line in enumerate(cells.lines):
+        members = line[line >= 0]
+        equations[i, members[1:]] = 1.0
+        equations[i, members[0]] = -1.0
+    unknown = equations[:, hidden]
+    rank = np.linalg.matrix_rank(unknown) if unknown.size else 0
+    expected = np.zeros(cells.out, dtype=bool)
+    for j, cell in enumerate(np.flatnonzero(hidden)):
+        unit = np.zeros((1, unknown.shape[1]))
+        unit[0, j] = 1.0
+        expected[cell] = np.linalg.matrix_rank(np.vstack([unknown, unit])) == rank
+    assert determined(hidden, cells.lines).tolist() == expected.tolist()
