@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..mpc import arithmetic as ar
 from ..mpc import boolean as bo
@@ -161,14 +159,25 @@ def determined(hidden: npt.NDArray[np.bool_], lines: Index) -> npt.NDArray[np.bo
     use = at >= 0
     np.add.at(a, (row[use], at[use]), sign[use])
     a = a[(a != 0).any(axis=1)]
-    linked = (a != 0).astype(np.int64)
-    blocks, label = connected_components(csr_matrix(linked.T @ linked), directed=False)
-    for b in range(blocks):
-        cols = np.flatnonzero(label == b)
+    for block in _blocks(a != 0):
+        cols = np.flatnonzero(block)
         sub = a[:, cols]
         found = _unit_rows(sub[(sub != 0).any(axis=1)])
         out[unknown[cols[found]]] = True
     return out
+
+
+def _blocks(linked: npt.NDArray[np.bool_]) -> list[npt.NDArray[np.bool_]]:
+    """The columns of ``linked`` (rows x columns) in groups connected through shared rows:
+    each column takes the smallest label of any column it shares a row with, until stable."""
+    label = np.arange(linked.shape[1])
+    top = linked.shape[1]
+    while True:
+        row_min = np.where(linked, label[None, :], top).min(axis=1, initial=top)
+        new = np.minimum(label, np.where(linked, row_min[:, None], top).min(axis=0, initial=top))
+        if (new == label).all():
+            return [label == b for b in np.unique(label)]
+        label = new
 
 
 def _unit_rows(a: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
