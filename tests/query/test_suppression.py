@@ -300,6 +300,24 @@ def test_cube_keeps_every_margin_when_the_inner_cells_protect_each_other() -> No
     assert _attack(out, ["a", "b"], "n") == {}
 
 
+def test_site_margins_are_lines_too(generated: Consortium) -> None:
+    """CUBE(SITE, region): the rare region's per-site cells are small or empty; no per-site
+    count follows from the released cells and margins, and what is released is each site's own
+    DuckDB count."""
+    out = generated.query("SELECT SITE, region, COUNT(*) AS n, SUM(bmi) AS s FROM patients GROUP BY CUBE(SITE, region)")
+    for column in ("n", "s"):
+        assert _attack(out, ["site", "region"], column) == {}
+    shown = {(a, b): n for a, b, n in zip(out.site, out.region, out.n, strict=True)}
+    for site, con in generated.cons.items():
+        truth = dict(con.execute("SELECT region, COUNT(*) FROM patients GROUP BY region").fetchall())
+        for region in ("north", "south", "east"):
+            n = truth.get(region, 0)
+            assert shown[(site, region)] in ((SUPPRESSED, n) if n else (0,))
+            if 0 < n < K:
+                assert shown[(site, region)] == SUPPRESSED
+    assert shown[("(all)", "(all)")] == len(generated.pooled["patients"])
+
+
 # -- property: no suppressed cell follows from any released table ------------------------------
 
 _COUNT = st.sampled_from([0, 0, 0, 1, 2, K - 1, K, K + 1, 9, 25])
