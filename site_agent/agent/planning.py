@@ -32,6 +32,7 @@ from ..mpc.shares import AShare
 from ..policy import Policy
 from ..query import plan as query_plan
 from ..query.catalog import Schema, rules_from_policy
+from ..query.disclosure import RELEASED, SUPPRESSED
 from ..query.execute import assemble as assemble_results
 from ..query.execute import local_preaggregates
 from ..query.explain import explain as explain_plan
@@ -203,7 +204,7 @@ def opened_sets(plan: query_plan.Plan, flags: list[int]) -> np.ndarray:
     """(query sets, out cells) booleans: the query set was opened in the cell (some release row
     that uses it was not suppressed there), so the ledger remembers it."""
     rows = next(s for s in plan.data["steps"] if s["op"] == "suppress")["rows"]
-    released = np.asarray(flags, dtype=np.uint64).reshape(len(rows), -1) == 0
+    released = np.asarray(flags, dtype=np.uint64).reshape(len(rows), -1) == RELEASED
     opened = np.zeros((int(plan.data["ledger"]["sets"]), released.shape[1]), dtype=bool)
     for r, row in enumerate(rows):
         opened[row["sets"]] |= released[r]
@@ -213,4 +214,4 @@ def opened_sets(plan: query_plan.Plan, flags: list[int]) -> np.ndarray:
 def stats_of(meta: dict[str, Any]) -> dict[str, Any]:
     """Public numbers about a result for the receipt line (cells, suppressed cells)."""
     flags = meta.get("flags", [])
-    return {"cells": len(flags), "suppressed": int(sum(1 for f in flags if f))}
+    return {"cells": len(flags), "suppressed": int(sum(1 for f in flags if f == SUPPRESSED))}

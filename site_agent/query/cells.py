@@ -2,8 +2,9 @@
 
 Base cells are the row-major grid over the keys' public domains. Output cells are, for each
 grouping set in order, the grid over the keys in the set (a margin sums the keys left out).
-A *line* is a parent cell together with the children that add up to it along one key; the
-secondary suppression makes sure no line has exactly one suppressed cell.
+A *line* is a parent cell together with the children that add up to it along one key (a
+margin and the cells it sums); the secondary suppression makes sure that no line, and no
+combination of lines, lets anyone derive a suppressed cell from released ones.
 Everything here is public and computed identically by every party.
 """
 
@@ -82,7 +83,8 @@ class Cells:
 
     @cached_property
     def lines(self) -> Index:
-        """Lines as rows of output-cell indices (parent last), padded with -1; shape (L, width)."""
+        """Lines as rows of output-cell indices, the parent first and then its children, padded
+        with -1; shape (L, width)."""
         index = {lab: i for i, lab in enumerate(self.labels())}
         rows: list[list[int]] = []
         set_list = list(self.sets)
@@ -101,7 +103,7 @@ class Cells:
                         child = list(lab)
                         child[d] = v
                         children.append(index[tuple(child)])
-                    rows.append([*children, index[lab]])
+                    rows.append([index[lab], *children])
         if not rows:
             return np.zeros((0, 0), dtype=np.int64)
         width = max(len(r) for r in rows)

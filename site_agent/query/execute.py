@@ -24,11 +24,13 @@ from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from . import post
 from .cells import Cells
+from .disclosure import EMPTY, RELEASED, SUPPRESSED
 from .numeric import Float, decode_float
 from .plan import FRAC_BITS, Plan
 from .program import MpcResult, mpc_program
 
 _FP = FixedPoint(FRAC_BITS)
+_COUNTS = ("count_star", "count", "count_distinct")  # outputs that are 0 over no rows
 
 
 def _column(result: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -136,11 +138,14 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks),
     then HAVING, ORDER BY, LIMIT and OFFSET over the released values (:mod:`.post`).
 
+    An empty cell (its count is 0, flag ``EMPTY``) is released without being opened: its
+    counts are 0 and every other statistic NULL, as SQL gives over no rows.
+
     ``attrs["suppressed"]`` holds each output column's suppression flags for the rows shown;
     ``attrs["opened"]`` the number of cells opened per column (rows HAVING or LIMIT leave out
     were opened all the same)."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
-    flags = results[0].flags.reshape(len(plan.data["supports"]), -1).astype(bool)
+    flags = results[0].flags.reshape(len(plan.data["supports"]), -1)
     k = int(plan.data["params"]["min_cell_size"])
     margins = len(plan.grouping_sets) > 1
     columns: dict[str, list[Any]] = {}
@@ -150,25 +155,36 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
         ]
     reveals = {r["name"]: r for r in plan.data["reveals"]}
     suppressed: dict[str, list[bool]] = {}
+    empty: dict[str, list[bool]] = {}
     for out in plan.data["outputs"]:
         names = [out["name"]] + (
             [f"{out['name']}_ci_low", f"{out['name']}_ci_high"] if len(out["reveals"]) == 3 else []
         )
         for col, rname in zip(names, out["reveals"], strict=True):
             r = reveals[rname]
-            mask = flags[int(r["support"])]
+            row = flags[int(r["support"])]
             values = _open(results, rname, r["encoding"])
             if "per" in out:
                 values = values * float(out["per"])
             full: list[Any] = [f"<{k}"] * cells.out
-            for at, v in zip(np.flatnonzero(~mask), values.tolist(), strict=True):
+            for at, v in zip(np.flatnonzero(row == RELEASED), values.tolist(), strict=True):
                 full[at] = v
+            nothing = 0 if out["kind"] in _COUNTS and col == out["name"] else None
+            for at in np.flatnonzero(row == EMPTY):
+                full[at] = nothing
             columns[col] = full
-            suppressed[col] = mask.tolist()
+            suppressed[col] = (row == SUPPRESSED).tolist()
+            empty[col] = (row == EMPTY).tolist()
     frame = pd.DataFrame(columns)
     frame.attrs["suppressed"] = suppressed
-    frame.attrs["opened"] = {col: len(mask) - sum(mask) for col, mask in suppressed.items()}
-    unknown = {col: np.asarray(mask, dtype=bool) for col, mask in suppressed.items()}
+    frame.attrs["empty"] = empty  # released without opening anything
+    frame.attrs["opened"] = {
+        col: len(mask) - sum(mask) - sum(empty[col]) for col, mask in suppressed.items()
+    }
+    unknown = {  # withheld values, and the NULL statistics of empty cells: NULL in SQL
+        col: np.asarray(mask, dtype=bool) | np.array([v is None for v in columns[col]], dtype=bool)
+        for col, mask in suppressed.items()
+    }
     for i, key in enumerate(plan.keys):  # margins and NULL groups: NULL in SQL
         unknown[key["name"]] = np.array([lab[i] is None or key["domain"][lab[i]] is None for lab in cells.labels()])
     return post.apply(frame, plan.data.get("post"), unknown)

@@ -48,7 +48,7 @@ PLAN_VERSION = 1
 FRAC_BITS = 16  # fixed-point bits of shared sums, means and M2 (see docs/query-language.md)
 COUNT_BITS = 24  # pooled counts per cell stay below 2^24 (16.7 million rows)
 Z95 = 1.959963984540054  # standard normal 0.975 quantile
-SECONDARY_PASSES = 2
+SECONDARY_PASSES = 3
 EXTREME_FILL = -(2.0**40)  # stands in for "no value" in MIN/MAX pre-aggregates
 
 

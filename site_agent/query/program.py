@@ -28,7 +28,7 @@ from ..mpc.shares import AShare
 from ..privacy.checks import stopped
 from . import numeric as nu
 from .cells import Cells
-from .disclosure import suppress
+from .disclosure import close_pattern, suppress
 from .plan import COUNT_BITS, EXTREME_FILL, FRAC_BITS, Plan
 from .quantiles import QuantileSpec, released_quantiles
 
@@ -98,7 +98,9 @@ class _Run:
         self.vals["suppressed"] = yield from suppress(self.p, counts, primary, k, self.cells.lines, int(step["passes"]))
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
-        self.flags = yield from ar.open_all(self.p, self.share("suppressed"))
+        opened = yield from ar.open_all(self.p, self.share("suppressed"))
+        # public from here on: combinations of lines are checked on the pattern in the clear
+        self.flags = close_pattern(opened.reshape(len(self.plan.data["supports"]), -1), self.cells.lines).ravel()
 
     def mean_fixed(self, step: dict[str, Any]) -> Protocol[None]:
         items = step["items"]

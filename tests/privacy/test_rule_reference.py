@@ -90,10 +90,13 @@ def test_withheld_cells_equal_the_reference(
         cons[name] = con
     schema = schema_from_duckdb(cons["s0"], domains={"t.g": ["p", "q"]}, persons={"t": "id"})
     plan = compile_query(QUERY.format(a=a, b=a + step), schema, DisclosureRules(min_cell_size=K), tuple(cons))
-    got = execute(plan, cons).attrs["suppressed"]
+    result = execute(plan, cons)
+    hidden, empty = result.attrs["suppressed"], result.attrs["empty"]
+    # a count of 0 is shown as 0; a statistic over no value is NULL: neither is opened
+    got = {k: hidden[k] if k == "n" else [h or e for h, e in zip(hidden[k], empty[k], strict=True)] for k in hidden}
     expected = reference(pooled, a, a + step)
     assert {k: got[k] for k in expected} == expected
-    released = execute(plan, cons)
+    released = result
     for i, g in enumerate(("p", "q")):
         cell = pooled[pooled.g == g]
         if not expected["n"][i]:
