@@ -334,14 +334,9 @@ class Agent:
 
     async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
-        try:
-            local = await asyncio.to_thread(
-                plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data
-            )
-        except MpcError:
-            raise
-        except Exception as exc:  # the site's engine: report it as a refusal, never its data
-            raise LocalStepError(self.site, exc) from None
+        # Never fails on data: a failing local step yields fill values and a secret failure word,
+        # and the committee fails the query alike at every member (LocalStepError, naming no site).
+        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data)
         await progress("local")
         sizes = plan.input_sizes
 
@@ -388,6 +383,8 @@ class Agent:
         always a site name (a peer failure may carry the peer's committee index)."""
         if isinstance(exc, PolicyRefusal):
             return "policy", exc.rule, exc.site
+        if isinstance(exc, LocalStepError):
+            return "local", "", self.site
         if isinstance(exc, QueryRefused):
             return "refused", "", exc.site
         if isinstance(exc, QueryError):

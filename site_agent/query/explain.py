@@ -8,6 +8,7 @@ from .execute import dry_run_stats
 from .plan import Plan
 
 _STEP_WORDS = {
+    "check_local": "open the sum of the sites' secret failure words: the query fails alike everywhere if any failed",
     "pool": "add the sites' shares and form ROLLUP/CUBE margins (local, no communication)",
     "suppress": "compare every pooled support count with the minimum cell size; secondary suppression",
     "reveal_flags": "open the suppression flags to the committee",

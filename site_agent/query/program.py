@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import LocalStepError
 from ..mpc import arithmetic as ar
 from ..mpc.boolean import lt, maximum
 from ..mpc.fixed import FixedPoint
@@ -77,6 +78,14 @@ class _Run:
         return _const(self.p, round(value * 2**bits), shape)
 
     # -- steps ---------------------------------------------------------------------------
+    def check_local(self, step: dict[str, Any]) -> Protocol[None]:
+        """Open the sum of the sites' failure words (a declared reveal point); if it is not 0,
+        fail here, at every member alike, naming no site (see :mod:`.failsafe`)."""
+        words = self.inputs[step["input"]]
+        opened = yield from ar.open_all(self.p, AShare(words.v[:, :, :1].sum(axis=1, dtype=np.uint64)))
+        if int(opened[0]) != 0:
+            raise LocalStepError()
+
     def pool(self, step: dict[str, Any]) -> Protocol[None]:
         for name in step["inputs"]:
             x = self.inputs[name]
@@ -270,6 +279,7 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
     """Run the plan's MPC steps for member ``p`` over its shares of the sites' pre-aggregates."""
     run = _Run(p, plan, inputs)
     handlers: dict[str, Callable[[dict[str, Any]], Protocol[None]]] = {
+        "check_local": run.check_local,
         "pool": run.pool,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,

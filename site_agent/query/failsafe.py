@@ -1,0 +1,162 @@
+"""No oracles: a site's local step gives the same public outcome whatever its data holds.
+
+A query that fails at one site only when some record exists is an oracle: the failure says that
+the record exists and where. Three layers close it (docs/query-language.md, "Failures"):
+
+1. *Total local SQL* (:func:`total_sql`, at compile time). Every analyst CAST becomes
+   TRY_CAST, and every analyst expression that reaches the engine (the WHERE condition, join
+   conditions other than a plain column equality, each aggregate's argument, each group-key
+   comparison) is wrapped in DuckDB's ``TRY(...)``: a row on which it raises (integer overflow,
+   ``%`` or ``//`` by zero, an implicit string conversion, a date out of range, a substring
+   position out of range, a CASE branch mixing types) gets NULL instead, exactly as a value
+   that does not convert does under TRY_CAST. Group keys: a NULL or out-of-domain value goes to
+   the key's ``(other)`` cell (:func:`with_other`), suppressed like any cell; a CASE bin's WHEN
+   conditions are total (:func:`total_case`), so it needs no such cell.
+2. *Out-of-range pre-aggregates* (:func:`range_penalty`, at a site). A pre-aggregate that does
+   not fit the fixed-point range (or is not finite) is input as 0, and the site subtracts
+   :data:`PENALTY` from each of its support counts of that base cell: the pooled count is then
+   negative, below every minimum cell size, so the cell (and every margin holding it) is
+   suppressed by the ordinary suppression on shares. No round, no new reveal point.
+3. *Anything else* (an engine error not ruled out above, a bug). The site takes part in the
+   MPC with fill values and a secret failure word (:func:`failed_inputs`); the plan's first step
+   opens only the sum of the sites' failure words (:data:`CHECK_STEP`, a declared reveal point).
+   A failing site's word is a random non-zero 63-bit number, so the opened sum is 0 exactly when
+   no site failed (up to 2^-62) and says neither which site nor how many failed; every member
+   then raises the same :class:`~site_agent.errors.LocalStepError` at the same point.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlglot.expressions as exp
+
+OTHER = "(other)"
+"""Label of the cell that takes a key's NULL and out-of-domain values (last in its domain)."""
+
+PENALTY = 2**30
+"""Subtracted from a site's support counts in a cell holding an out-of-range value: more than
+three sites' counts together (each below 2^24), so the pooled count is negative."""
+
+FAILED = "local_failed"
+"""The input holding a site's secret failure word (in base cell 0; the other cells hold 0)."""
+
+CHECK_STEP = "check_local"
+
+
+def needs_other(domain: tuple[Any, ...], expr: exp.Expression, is_site: bool) -> bool:
+    """Whether a group key gets an ``(other)`` cell.
+
+    ``SITE`` never does. A CASE bin (its WHEN conditions made total by :func:`total_case`) is one
+    of its labels, or NULL only without ELSE: it needs none unless its labels mix strings and
+    numbers (the engine then fails to convert some of them). A column needs one unless its
+    declared domain holds NULL (a site's values must lie in the declared domain); a predicate
+    always does, for NULL.
+    """
+    if is_site:
+        return False
+    inner = expr.unnest()
+    if isinstance(inner, exp.Case):
+        return len({isinstance(v, str) for v in domain if v is not None}) > 1
+    if isinstance(inner, exp.Column):
+        return None not in domain
+    return True
+
+
+def with_other(domain: tuple[Any, ...], expr: exp.Expression, is_site: bool) -> tuple[Any, ...]:
+    """The key's domain as the plan records it: ``(other)`` appended where :func:`needs_other`."""
+    return (*domain, OTHER) if needs_other(domain, expr, is_site) else domain
+
+
+def total_case(expr: exp.Expression) -> exp.Expression:
+    """A CASE key with each WHEN condition total: a condition that raises on a row counts as
+    NULL there, so the row goes on to the next branch, as SQL does for NULL. Other keys as is."""
+    inner = expr.unnest()
+    if not isinstance(inner, exp.Case):
+        return expr
+    out = inner.copy()
+    for branch in out.args.get("ifs") or []:
+        branch.set("this", total(branch.this))
+    return out
+
+
+def total(e: exp.Expression) -> exp.Expression:
+    """``TRY(e)``: NULL on a row where ``e`` raises, ``e`` elsewhere."""
+    return e if isinstance(e, exp.Try) else exp.Try(this=e)
+
+
+def _plain_equality(e: exp.Expression) -> bool:
+    """``a.x = b.y`` between two columns: left bare so the engine keeps its hash join."""
+    return isinstance(e, exp.EQ) and isinstance(e.this, exp.Column) and isinstance(e.expression, exp.Column)
+
+
+def _total_condition(cond: exp.Expression) -> exp.Expression:
+    parts = list(cond.flatten()) if isinstance(cond, exp.And) else [cond]
+    out = [p if _plain_equality(p) else total(p) for p in parts]
+    return exp.and_(*out) if len(out) > 1 else out[0]
+
+
+def total_sql(sel: exp.Select) -> exp.Select:
+    """The local SELECT with every analyst expression made total (see the module docstring).
+
+    Works on a copy. Expects the planner's local SELECT: key cells built with
+    :func:`total` comparisons already, aggregates over analyst arguments, the analyst's WHERE and
+    joins.
+    """
+    sel = sel.copy()
+    for cast in list(sel.find_all(exp.Cast)):
+        if not isinstance(cast, exp.TryCast):
+            cast.replace(exp.TryCast(this=cast.this, to=cast.args["to"]))
+    where = sel.args.get("where")
+    if where is not None:
+        where.set("this", total(where.this))
+    for join in sel.args.get("joins") or []:
+        on = join.args.get("on")
+        if on is not None:
+            join.set("on", _total_condition(on))
+    for agg in list(sel.find_all(exp.AggFunc)):
+        arg = agg.this
+        if arg is None or isinstance(arg, exp.Star):
+            continue
+        if isinstance(arg, exp.Distinct):
+            arg.set("expressions", [total(e) for e in arg.expressions])
+        else:
+            agg.set("this", total(arg))
+    return sel
+
+
+def check_step() -> dict[str, Any]:
+    """The plan step that opens the sum of the sites' failure words (first step of every plan)."""
+    return {"op": CHECK_STEP, "input": FAILED}
+
+
+def check_input() -> dict[str, Any]:
+    """The plan input that carries a site's failure word (no local query: set by the site)."""
+    return {"name": FAILED, "query": "", "column": "", "encoding": "int", "fill": 0}
+
+
+def check_reveal() -> dict[str, Any]:
+    """The declared reveal point of :func:`check_step`."""
+    return {
+        "name": FAILED,
+        "value": FAILED,
+        "encoding": "int",
+        "support": -1,
+        "shape": "1 (to the committee)",
+        "what": "whether the local step failed at some site: the sum of the sites' secret failure words, "
+        "0 when none failed; it names no site and no count",
+    }
+
+
+def failure_word() -> int:
+    """A failing site's secret word: uniform in [1, 2^62), never 0."""
+    return 1 + secrets.randbelow(2**62 - 1)
+
+
+def range_penalty(bad: npt.NDArray[np.bool_], supports: dict[str, npt.NDArray[np.float64]]) -> None:
+    """Subtract :data:`PENALTY` from each support count (in place) in the cells marked ``bad``."""
+    for arr in supports.values():
+        arr[bad] -= PENALTY
