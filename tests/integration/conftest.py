@@ -227,8 +227,13 @@ def _sites(folder: Path, frames: dict[str, pd.DataFrame], policies: dict[str, di
     return specs
 
 
-def _start(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None) -> Running:
-    frames = lung_by_site()
+def _start(
+    root: Path,
+    policies: dict[str, dict[str, Any]],
+    timeout: int | None = None,
+    frames: dict[str, pd.DataFrame] | None = None,
+) -> Running:
+    frames = lung_by_site() if frames is None else frames
     config = build_consortium(root / "consortium", _sites(root / "data", frames, policies), LUNG_SCHEMA)
     if timeout is not None:
         for site in SITES:
@@ -241,16 +246,21 @@ def _start(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None 
     return Running(config, procs, frames)
 
 
-def _start_retrying(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None) -> Running:
+def start_retrying(
+    root: Path,
+    policies: dict[str, dict[str, Any]],
+    timeout: int | None = None,
+    frames: dict[str, pd.DataFrame] | None = None,
+) -> Running:
     """``_start``, once more in a fresh folder (new ports) if an agent could not bind its port:
     the ports are picked free but another process on the machine may take one before the
-    agent binds it."""
+    agent binds it. ``frames`` replaces the lung data split by site (same columns)."""
     try:
-        return _start(root, policies, timeout)
+        return _start(root, policies, timeout, frames)
     except RuntimeError as exc:
         if "address already in use" not in str(exc):
             raise
-        return _start(root.with_name(root.name + "-again"), policies, timeout)
+        return _start(root.with_name(root.name + "-again"), policies, timeout, frames)
 
 
 CONSORTIA: dict[str, tuple[dict[str, dict[str, Any]], int | None]] = {
@@ -273,7 +283,7 @@ def consortia(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ru
     """All five consortia, started in parallel (agents take a few seconds to come up)."""
     root = tmp_path_factory.mktemp("integration")
     with ThreadPoolExecutor(len(CONSORTIA)) as pool:
-        futures = {name: pool.submit(_start_retrying, root / name, *spec) for name, spec in CONSORTIA.items()}
+        futures = {name: pool.submit(start_retrying, root / name, *spec) for name, spec in CONSORTIA.items()}
         started: dict[str, Running] = {}
         errors = []
         for name, fut in futures.items():
