@@ -349,7 +349,10 @@ class Agent:
             progress.soon("computed")
             return Outcome(shares, meta)
 
-        return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+        outcome = await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+        if outcome.meta.get("local_failed"):
+            raise LocalStepError()  # after the session, at every member alike: no abort notice to race
+        return outcome
 
     async def _refuse(
         self, conn: Connection, env: Envelope, plan: planning.Compiled | None, exc: Exception, started: float

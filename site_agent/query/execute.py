@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import QueryError
+from ..errors import LocalStepError, QueryError
 from ..mpc import sharing
 from ..mpc.fixed import TRUNC_LIMIT_BITS, FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory
@@ -230,6 +230,8 @@ def execute(plan: Plan, connections: Mapping[str, Any], without_data: Collection
     t1 = time.perf_counter()
     members = share_inputs(per_site)
     results, stats = run_in_memory(lambda p: mpc_program(p, plan, members[p.index]), seed=os.urandom(16))
+    if any(r.local_failed for r in results):
+        raise LocalStepError()
     t2 = time.perf_counter()
     frame = assemble(plan, results)
     frame.attrs.update(

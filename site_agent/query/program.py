@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LocalStepError
 from ..mpc import arithmetic as ar
 from ..mpc.boolean import lt, maximum
 from ..mpc.fixed import FixedPoint
@@ -40,6 +39,10 @@ class MpcResult:
 
     flags: U64
     opened: dict[str, Value]
+    local_failed: bool = False
+    """Some site's local step failed: nothing was computed or opened after the check. The caller
+    raises :class:`~site_agent.errors.LocalStepError` once the session has ended at this member
+    (raising inside would send the peers an abort notice that could overtake their own check)."""
 
 
 def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
@@ -66,6 +69,7 @@ class _Run:
         self.vals: dict[str, Value] = {}
         self.flags: U64 = np.zeros(0, dtype=np.uint64)
         self.opened: dict[str, Value] = {}
+        self.local_failed = False
         self.fp = FixedPoint(FRAC_BITS)
 
     def share(self, name: str) -> AShare:
@@ -80,11 +84,10 @@ class _Run:
     # -- steps ---------------------------------------------------------------------------
     def check_local(self, step: dict[str, Any]) -> Protocol[None]:
         """Open the sum of the sites' failure words (a declared reveal point); if it is not 0,
-        fail here, at every member alike, naming no site (see :mod:`.failsafe`)."""
+        the program stops here at every member alike (see :mod:`.failsafe`)."""
         words = self.inputs[step["input"]]
         opened = yield from ar.open_all(self.p, AShare(words.v[:, :, :1].sum(axis=1, dtype=np.uint64)))
-        if int(opened[0]) != 0:
-            raise LocalStepError()
+        self.local_failed = int(opened[0]) != 0
 
     def pool(self, step: dict[str, Any]) -> Protocol[None]:
         for name in step["inputs"]:
@@ -295,4 +298,6 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
     }
     for step in plan.data["steps"]:
         yield from handlers[step["op"]](step)
+        if run.local_failed:
+            return MpcResult(run.flags, {}, local_failed=True)
     return MpcResult(run.flags, run.opened)
