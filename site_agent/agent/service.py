@@ -336,7 +336,9 @@ class Agent:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
         # Never fails on data: a failing local step yields fill values and a secret failure word,
         # and the committee fails the query alike at every member (LocalStepError, naming no site).
-        local = await asyncio.to_thread(plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data)
+        local = await asyncio.to_thread(
+            plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data
+        )
         await progress("local")
         sizes = plan.input_sizes
 

@@ -112,7 +112,9 @@ def local_preaggregates(
             arr[out] = 0.0
     range_penalty(bad, {s: values[s] for s in plan.data["supports"]})
     return {
-        spec["name"]: encode_int(values[spec["name"]]) if spec["encoding"] == "int" else _FP.encode(values[spec["name"]])
+        spec["name"]: encode_int(values[spec["name"]])
+        if spec["encoding"] == "int"
+        else _FP.encode(values[spec["name"]])
         for spec in plan.data["inputs"]
     }
 

@@ -83,18 +83,18 @@ def total_case(expr: exp.Expression) -> exp.Expression:
     return out
 
 
-def total(e: exp.Expression) -> exp.Expression:
+def total(e: exp.Expr) -> exp.Expr:
     """``TRY(e)``: NULL on a row where ``e`` raises, ``e`` elsewhere."""
     return e if isinstance(e, exp.Try) else exp.Try(this=e)
 
 
-def _plain_equality(e: exp.Expression) -> bool:
+def _plain_equality(e: exp.Expr) -> bool:
     """``a.x = b.y`` between two columns: left bare so the engine keeps its hash join."""
     return isinstance(e, exp.EQ) and isinstance(e.this, exp.Column) and isinstance(e.expression, exp.Column)
 
 
-def _total_condition(cond: exp.Expression) -> exp.Expression:
-    parts = list(cond.flatten()) if isinstance(cond, exp.And) else [cond]
+def _total_condition(cond: exp.Expr) -> exp.Expr:
+    parts: list[exp.Expr] = list(cond.flatten()) if isinstance(cond, exp.And) else [cond]
     out = [p if _plain_equality(p) else total(p) for p in parts]
     return exp.and_(*out) if len(out) > 1 else out[0]
 

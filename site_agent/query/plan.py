@@ -141,7 +141,7 @@ def _key_index(expr: exp.Expression, domain: tuple[Any, ...], other: bool) -> ex
     expr = total_case(expr)
     for i, value in enumerate(domain):
         if value is None:
-            cond: exp.Expression = exp.Is(this=total(expr.copy()), expression=exp.Null())
+            cond: exp.Expr = exp.Is(this=total(expr.copy()), expression=exp.Null())
         else:
             lit = exp.Boolean(this=value) if isinstance(value, bool) else exp.convert(value)
             cond = total(exp.EQ(this=exp.Paren(this=expr.copy()), expression=lit))

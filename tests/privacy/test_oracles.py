@@ -90,6 +90,7 @@ def same_oracle(present: Outcome, absent: Outcome) -> None:
 def truth() -> pd.Series:
     """The target's record, from the pooled plaintext (the attacker does not have it)."""
     pooled = pd.concat(list(lung_by_site().values()), ignore_index=True)
+
     def rows(age: int) -> pd.DataFrame:
         return pooled[(pooled.age == age) & (pooled.sex == 1) & (pooled.inst == 12)]
 
@@ -100,7 +101,10 @@ def truth() -> pd.Series:
 def test_null_group_key_no_longer_fails_where_the_target_is(open_lung: Running, truth: pd.Series) -> None:
     """``GROUP BY (NOT (T) OR NULL)``: the target's key is NULL; it goes to the (other) cell,
     which holds one person or none and is suppressed either way."""
-    runs = [attempt(open_lung, f"SELECT COUNT(*) AS n FROM lung GROUP BY (NOT ({target(a)}) OR NULL)") for a in (PRESENT, ABSENT)]
+    runs = [
+        attempt(open_lung, f"SELECT COUNT(*) AS n FROM lung GROUP BY (NOT ({target(a)}) OR NULL)")
+        for a in (PRESENT, ABSENT)
+    ]
     present, absent = runs
     same_oracle(present, absent)
     assert not present.failed

@@ -16,7 +16,7 @@ import pytest
 from site_agent.errors import LocalStepError
 from site_agent.query import compile_query, execute, explain
 
-from .conftest import K, Consortium
+from .conftest import Consortium, K
 
 SUPPRESSED = f"<{K}"
 
@@ -27,7 +27,7 @@ def test_analyst_casts_become_try_cast_and_a_failing_cast_is_null(lung: Consorti
     sql = plan.data["local"][0]["sql"]
     assert "TRY_CAST(" in sql and "CAST(" not in sql.replace("TRY_CAST(", "")
     pooled = lung.pooled["lung"]
-    assert 0 < int((pooled.age == 60).sum())  # the data this test relies on
+    assert int((pooled.age == 60).sum()) > 0  # the data this test relies on
     assert lung.query(text)["n"].tolist() == [int((pooled.age != 60).sum())]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from site_agent.query import compile_query, schema_from_duckdb
 
-from .conftest import K, Consortium
+from .conftest import Consortium, K
 
 OTHER = "(other)"
 SUPPRESSED = f"<{K}"
