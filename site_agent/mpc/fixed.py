@@ -66,7 +66,8 @@ class FixedPoint:
         if x.size and float(np.max(np.abs(x))) >= self.max_abs:
             # The text never quotes the value: it may be a patient's, and errors reach logs.
             raise EncodingError(
-                f"a value exceeds the fixed-point range |x| < 2^{TRUNC_LIMIT_BITS - self.frac_bits} (f = {self.frac_bits})"
+                f"a value exceeds the fixed-point range |x| < 2^{TRUNC_LIMIT_BITS - self.frac_bits} "
+                f"(f = {self.frac_bits})"
             )
         return np.rint(x * self.scale).astype(np.int64).view(np.uint64)
 
