@@ -83,9 +83,33 @@ def total_case(expr: exp.Expression) -> exp.Expression:
     return out
 
 
+_ATOMS = (exp.Column, exp.Literal, exp.Boolean, exp.Null)
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is)
+
+
+def cannot_raise(e: exp.Expr) -> bool:
+    """Whether ``e`` evaluates on every row without an engine error: a column or a literal, a
+    comparison of a column with a literal (the validator refuses literals that do not fit the
+    column's type), and AND/OR/NOT of those. Everything else is wrapped in TRY."""
+    e = e.unnest()
+    if isinstance(e, _ATOMS):
+        return True
+    if isinstance(e, _COMPARISONS):
+        a, b = e.this.unnest(), e.expression.unnest()
+        return (isinstance(a, exp.Column) and isinstance(b, _ATOMS)) or (
+            isinstance(b, exp.Column) and isinstance(a, _ATOMS)
+        )
+    if isinstance(e, exp.And | exp.Or):
+        return cannot_raise(e.this) and cannot_raise(e.expression)
+    if isinstance(e, exp.Not):
+        return cannot_raise(e.this)
+    return False
+
+
 def total(e: exp.Expr) -> exp.Expr:
-    """``TRY(e)``: NULL on a row where ``e`` raises, ``e`` elsewhere."""
-    return e if isinstance(e, exp.Try) else exp.Try(this=e)
+    """``TRY(e)``: NULL on a row where ``e`` raises, ``e`` elsewhere. An expression that cannot
+    raise stays bare: TRY costs time on every row and keeps filters from reaching the scan."""
+    return e if isinstance(e, exp.Try) or cannot_raise(e) else exp.Try(this=e)
 
 
 def _plain_equality(e: exp.Expr) -> bool:

@@ -88,3 +88,16 @@ def test_the_failure_check_is_a_declared_reveal_point(lung: Consortium) -> None:
     assert plan.data["steps"][0] == {"op": "check_local", "input": "local_failed"}
     assert "local_failed" in [r["name"] for r in plan.data["reveals"]]
     assert "local_failed" in explain(plan)
+
+
+def test_expressions_that_cannot_raise_stay_bare(lung: Consortium) -> None:
+    """TRY costs time on every row and keeps filters from the scan: only what can raise gets it."""
+    bare = compile_query(
+        "SELECT sex, AVG(age) AS a FROM lung WHERE age > 40 AND ph_ecog IS NOT NULL GROUP BY sex",
+        lung.schema,
+        lung.rules,
+    )
+    assert "TRY" not in bare.data["local"][0]["sql"]
+    wrapped = compile_query("SELECT AVG(age % (age - 60)) AS a FROM lung WHERE age * 2 > 80", lung.schema, lung.rules)
+    sql = wrapped.data["local"][0]["sql"]
+    assert "WHERE TRY(" in sql and "SUM(TRY(" in sql
