@@ -153,9 +153,9 @@ def failed_inputs(plan: Plan) -> dict[str, U64]:
     for spec in plan.data["inputs"]:
         shape = _zero_shape(plan, spec)
         if spec["name"] == FAILED:
-            word = np.zeros(shape, dtype=np.int64)
+            word = np.zeros(shape, dtype=np.uint64)
             word[0] = failure_word()
-            out[FAILED] = word.view(np.uint64)
+            out[FAILED] = word
         elif spec["encoding"] == "int":
             out[spec["name"]] = encode_int(np.full(shape, int(spec["fill"]), dtype=np.int64))
         else:

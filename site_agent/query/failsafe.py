@@ -20,9 +20,10 @@ the record exists and where. Three layers close it (docs/query-language.md, "Fai
 3. *Anything else* (an engine error not ruled out above, a bug). The site takes part in the
    MPC with fill values and a secret failure word (:func:`failed_inputs`); the plan's first step
    opens only the sum of the sites' failure words (:data:`CHECK_STEP`, a declared reveal point).
-   A failing site's word is a random non-zero 63-bit number, so the opened sum is 0 exactly when
-   no site failed (up to 2^-62) and says neither which site nor how many failed; every member
-   then raises the same :class:`~site_agent.errors.LocalStepError` at the same point.
+   A failing site's word is uniform over the non-zero elements of Z_2^64 (:func:`failure_word`),
+   so the opened sum is 0 when no site failed, and otherwise uniform: non-zero but for a chance
+   of about 2^-64, and saying neither which site nor how many failed. Every member then ends
+   the session at the same point and raises the same :class:`~site_agent.errors.LocalStepError`.
 """
 
 from __future__ import annotations
@@ -176,8 +177,10 @@ def check_reveal() -> dict[str, Any]:
 
 
 def failure_word() -> int:
-    """A failing site's secret word: uniform in [1, 2^62), never 0."""
-    return 1 + secrets.randbelow(2**62 - 1)
+    """A failing site's secret word: uniform over the non-zero elements of Z_2^64. A sum of one
+    or more such words is uniform too (0 with probability about 2^-64), so the opened sum says
+    that some site failed and nothing about which or how many."""
+    return 1 + secrets.randbelow(2**64 - 1)
 
 
 def range_penalty(bad: npt.NDArray[np.bool_], supports: dict[str, npt.NDArray[np.float64]]) -> None:
