@@ -24,7 +24,7 @@ from ..mpc.party import Stats, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from .cells import Cells
-from .failsafe import FAILED, failure_word, range_penalty
+from .failsafe import FAILED, failure_word, other_cells, range_penalty
 from .numeric import Float, decode_float
 from .plan import FRAC_BITS, Plan
 from .program import MpcResult, mpc_program
@@ -184,7 +184,8 @@ def _open(results: list[MpcResult], name: str, encoding: str) -> np.ndarray:
 
 
 def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
-    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks)."""
+    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks; an
+    ``(other)`` row only where it releases a value)."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
     flags = results[0].flags.reshape(len(plan.data["supports"]), -1).astype(bool)
     k = int(plan.data["params"]["min_cell_size"])
@@ -211,8 +212,13 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
                 full[at] = v
             columns[col] = full
             suppressed[col] = mask.tolist()
-    frame = pd.DataFrame(columns)
-    frame.attrs["suppressed"] = suppressed
+    # A suppressed (other) row is left out: its flags are public, so the row would show nothing
+    # more, and a result without NULL or out-of-domain keys keeps the rows SQL would give.
+    keep = ~(other_cells(cells.labels(), plan.keys) & np.all([m for m in suppressed.values()], axis=0))
+    frame = pd.DataFrame(columns)[keep].reset_index(drop=True)
+    frame.attrs["suppressed"] = {
+        col: [f for f, k in zip(mask, keep, strict=True) if k] for col, mask in suppressed.items()
+    }
     return frame
 
 

@@ -107,6 +107,27 @@ def cannot_raise(e: exp.Expr) -> bool:
     return False
 
 
+def other_cells(labels: list[tuple[int | None, ...]], keys: list[dict[str, Any]]) -> npt.NDArray[np.bool_]:
+    """Which output cells (by their labels, ``Cells.labels()``) lie in some key's ``(other)`` cell."""
+    last = [len(k["domain"]) - 1 if k.get("other") else -1 for k in keys]
+    return np.array([any(v is not None and v == at for v, at in zip(lab, last, strict=True)) for lab in labels])
+
+
+def lines_without_other(lines: npt.NDArray[np.int64], other: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """``lines`` and, for each line through an ``(other)`` cell, the same line without it.
+
+    An ``(other)`` cell is usually empty and anyone may presume so; it must not be what protects a
+    small cell of its line from subtraction. With the extra lines, secondary suppression (no line
+    with exactly one suppressed cell) also keeps the real cells of every line from having exactly
+    one suppressed, while a small ``(other)`` cell is still protected by the full line.
+    """
+    if lines.size == 0 or not other.any():
+        return lines
+    hit = np.where(lines >= 0, other[np.maximum(lines, 0)], False)
+    extra = [np.concatenate([row[~h], np.full(int(h.sum()), -1)]) for row, h in zip(lines, hit, strict=True) if h.any()]
+    return np.concatenate([lines, np.array(extra, dtype=np.int64)])
+
+
 def total(e: exp.Expr) -> exp.Expr:
     """``TRY(e)``: NULL on a row where ``e`` raises, ``e`` elsewhere. An expression that cannot
     raise stays bare: TRY costs time on every row and keeps filters from reaching the scan."""

@@ -422,7 +422,13 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "secondary_passes": SECONDARY_PASSES,
         },
         "keys": [
-            {"name": k.name, "sql": _sql(k.expr), "domain": list(d), **({"site": True} if k.site else {})}
+            {
+                "name": k.name,
+                "sql": _sql(k.expr),
+                "domain": list(d),
+                **({"site": True} if k.site else {}),
+                **({"other": True} if len(d) > len(k.domain) else {}),
+            }
             for k, d in zip(query.keys, domains, strict=True)
         ],
         "grouping_sets": [list(s) for s in query.grouping_sets],

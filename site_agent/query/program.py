@@ -28,6 +28,7 @@ from ..mpc.shares import AShare
 from . import numeric as nu
 from .cells import Cells
 from .disclosure import suppress
+from .failsafe import lines_without_other, other_cells
 from .plan import COUNT_BITS, EXTREME_FILL, FRAC_BITS, Plan
 
 Value = AShare | nu.Float
@@ -97,8 +98,9 @@ class _Run:
 
     def suppress(self, step: dict[str, Any]) -> Protocol[None]:
         counts = AShare(np.stack([self.share(s).v for s in step["supports"]], axis=1))
+        lines = lines_without_other(self.cells.lines, other_cells(self.cells.labels(), self.plan.keys))
         self.vals["suppressed"] = yield from suppress(
-            self.p, counts, int(step["min_cell_size"]), self.cells.lines, int(step["passes"])
+            self.p, counts, int(step["min_cell_size"]), lines, int(step["passes"])
         )
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:

@@ -110,8 +110,9 @@ def test_null_group_key_no_longer_fails_where_the_target_is(open_lung: Running, 
     assert not present.failed
     for run in runs:
         assert run.frame is not None
-        other = run.frame[run.frame.iloc[:, 0] == "(other)"]
-        assert other["n"].tolist() == [SUPPRESSED]  # the attacker never reads a count of 1 or 0 there
+        # A suppressed (other) cell is left out of the result: the attacker never reads a 1 or a 0.
+        assert "(other)" not in set(run.frame.iloc[:, 0])
+        assert run.frame.attrs["suppressed"]["n"] == present.frame.attrs["suppressed"]["n"]  # type: ignore[union-attr]
         no_site_and_no_value(run, [truth.time, truth.meal_cal])
 
 
@@ -153,18 +154,25 @@ def test_an_out_of_range_value_fails_nowhere_and_is_never_quoted(open_lung: Runn
 
 def test_honest_group_by_ph_ecog_answers_with_its_null_in_other(open_lung: Running) -> None:
     """South holds the one patient without ph_ecog; the query used to fail naming south. Now the
-    patient is counted in (other) (suppressed: one person), and every other cell equals pandas."""
+    patient is counted in (other): suppressed (one person), so left out of the result, and the
+    line keeps two real cells suppressed besides; every released cell equals pandas."""
     pooled = open_lung.pooled
     assert pooled.ph_ecog.isna().sum() == 1  # the data this test relies on
     out = open_lung.client.query(
         "SELECT ph_ecog, COUNT(*) AS n, AVG(time) AS t FROM lung GROUP BY ROLLUP(ph_ecog)"
     ).set_index("ph_ecog")
-    assert out.index.tolist() == [0, 1, 2, 3, "(other)", "(all)"]
-    assert out.loc["(other)", "n"] == SUPPRESSED and out.loc[3, "n"] == SUPPRESSED  # one patient each
+    assert out.index.tolist() == [0, 1, 2, 3, "(all)"]
+    assert out.loc[3, "n"] == SUPPRESSED  # one patient
+    released = 0
     for level, group in pooled.groupby("ph_ecog"):
-        if len(group) >= K:
+        if out.loc[int(level), "n"] != SUPPRESSED:
+            released += 1
             assert out.loc[int(level), "n"] == len(group)
             np.testing.assert_allclose(out.loc[int(level), "t"], group.time.mean(), rtol=1e-6)
+    assert released == 2  # ECOG 3 and one more real cell are suppressed
+    # The attacker's subtraction, presuming (other) empty, does not give the ECOG-3 patient's count.
+    open_sum = sum(out.loc[level, "n"] for level in (0, 1, 2) if out.loc[level, "n"] != SUPPRESSED)
+    assert len(pooled) - open_sum != 1
     assert out.loc["(all)", "n"] == len(pooled)
     np.testing.assert_allclose(out.loc["(all)", "t"], pooled.time.mean(), rtol=1e-6)
 
