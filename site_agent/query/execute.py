@@ -215,7 +215,7 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     # A suppressed (other) row is left out: its flags are public, so the row would show nothing
     # more, and a result without NULL or out-of-domain keys keeps the rows SQL would give.
     keep = ~(other_cells(cells.labels(), plan.keys) & np.all([m for m in suppressed.values()], axis=0))
-    frame = pd.DataFrame(columns)[keep].reset_index(drop=True)
+    frame = pd.DataFrame(columns)[keep].reset_index(drop=True).infer_objects()
     frame.attrs["suppressed"] = {
         col: [f for f, k in zip(mask, keep, strict=True) if k] for col, mask in suppressed.items()
     }
