@@ -10,8 +10,9 @@ the record exists and where. Three layers close it (docs/query-language.md, "Fai
    ``%`` or ``//`` by zero, an implicit string conversion, a date out of range, a substring
    position out of range, a CASE branch mixing types) gets NULL instead, exactly as a value
    that does not convert does under TRY_CAST. Group keys: a NULL or out-of-domain value goes to
-   the key's ``(other)`` cell (:func:`with_other`), suppressed like any cell; a CASE bin's WHEN
-   conditions are total (:func:`total_case`), so it needs no such cell.
+   the key's ``(other)`` cell (:func:`with_other`), suppressed like any cell, and never what
+   protects a small cell of its ROLLUP/CUBE line (:func:`lines_without_other`); a CASE bin's
+   WHEN conditions are total (:func:`total_case`), so it needs no such cell.
 2. *Out-of-range pre-aggregates* (:func:`range_penalty`, at a site). A pre-aggregate that does
    not fit the fixed-point range (or is not finite) is input as 0, and the site subtracts
    :data:`PENALTY` from each of its support counts of that base cell: the pooled count is then
