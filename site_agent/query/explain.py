@@ -43,6 +43,9 @@ def explain(plan: Plan, sites: int = 3) -> str:
     lines.append("")
     lines.append("2. Secret-shared by every site (replicated shares to the three committee members):")
     for s in d["inputs"]:
+        if not s["query"]:  # no local query: the site's secret failure word
+            lines.append(f"   {s['name']}: one secret word, 0 unless the site's local step failed")
+            continue
         enc = "integer" if s["encoding"] == "int" else f"fixed point, {d['params']['frac_bits']} fractional bits"
         lines.append(f"   {s['name']}: per cell{' and bin' if s['query'] != 'cells' else ''}, {enc}")
     lines.append("")
