@@ -99,6 +99,8 @@ def _failure(exc: QueryFailed) -> str:
         return f"mpc: not authorised by site {exc.site}: {text}"
     if exc.category == "refused":
         return f"mpc: site {exc.site} refused the query: {text}"
+    if exc.category == "local":
+        return f"mpc: {text}"  # the same at every site: it names none
     if exc.category == "peer":
         if _TIMEOUT.search(text):
             return f"mpc: timeout: site {exc.site} went silent: {text}"

@@ -21,8 +21,8 @@
     ├── QueryError              a %%mpc query cannot be compiled (carries line and column)
     │   ├── QuerySyntaxError    the text does not parse
     │   ├── UnknownName         a table or column does not exist (suggests the closest names)
-    │   ├── UnsupportedQuery    a construct outside the language, named precisely
-    │   └── LocalStepError      a site's engine could not run the plan's local SQL
+    │   └── UnsupportedQuery    a construct outside the language, named precisely
+    ├── LocalStepError          the local step failed at some site (names none; same at every member)
     └── AuditError              the audit log cannot be appended to safely
 
 The notebook side turns these into one-line ``UsageError`` messages for analysts.
@@ -163,18 +163,16 @@ class PlanMismatch(ProtocolError):
     """Committee members compiled different plans for the same envelope; nothing was shared."""
 
 
-class LocalStepError(QueryError):
-    """A site's data engine could not run the plan's local SQL.
+class LocalStepError(MpcError):
+    """The local step failed at some site; every committee member raises this one alike.
 
-    The engine's own message is passed on only for error classes that describe the query
-    (binding, parsing, catalog); others (conversion, out-of-range...) can quote data values,
-    so only their class is named.
+    A failure that depends on a site's data would otherwise be an oracle (the record exists,
+    and where), so the committee learns only that some site failed (the plan's ``local_failed``
+    reveal point, see ``site_agent.query.failsafe``): the message names no site, quotes no
+    engine text and no value, and is the same at every member and in every audit log.
     """
 
-    QUERY_ERRORS = frozenset({"BinderException", "ParserException", "CatalogException", "NotImplementedException"})
+    MESSAGE = "the local step failed at a site; nothing was released"
 
-    def __init__(self, site: str, cause: Exception) -> None:
-        kind = type(cause).__name__
-        detail = str(cause).splitlines()[0] if kind in self.QUERY_ERRORS and str(cause) else kind
-        super().__init__(f"site {site!r} could not run the local step: {detail}")
-        self.site = site
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)

@@ -132,6 +132,8 @@ class Compiled:
         result = yield from mpc_program(p, self.plan, stacked)
         parts, layout = _flatten(result)
         meta = {"plan": self.plan.data, "digest": self.digest, "flags": result.flags.tolist(), "layout": layout}
+        if result.local_failed:
+            meta["local_failed"] = True  # the member raises LocalStepError once its session ended
         return parts, meta
 
     def explain(self) -> str:

@@ -341,14 +341,11 @@ class Agent:
 
     async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
-        try:
-            local = await asyncio.to_thread(
-                plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data
-            )
-        except MpcError:
-            raise
-        except Exception as exc:  # the site's engine: report it as a refusal, never its data
-            raise LocalStepError(self.site, exc) from None
+        # Never fails on data: a failing local step yields fill values and a secret failure word,
+        # and the committee fails the query alike at every member (LocalStepError, naming no site).
+        local = await asyncio.to_thread(
+            plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data
+        )
         await progress("local")
         members, differences = await asyncio.to_thread(self._remembered, env.analyst, plan)
         local = np.concatenate([local, differences.reshape(-1).astype(np.uint64)])
@@ -366,7 +363,10 @@ class Agent:
             progress.soon("computed")
             return Outcome(shares, meta, members)
 
-        return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+        outcome = await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+        if outcome.meta.get("local_failed"):
+            raise LocalStepError()  # after the session, at every member alike: no abort notice to race
+        return outcome
 
     def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:
         """This site's persons in the query's sets, and their differences with the analyst's
@@ -408,6 +408,8 @@ class Agent:
         always a site name (a peer failure may carry the peer's committee index)."""
         if isinstance(exc, PolicyRefusal):
             return "policy", exc.rule, exc.site
+        if isinstance(exc, LocalStepError):
+            return "local", "", self.site
         if isinstance(exc, QueryRefused):
             return "refused", "", exc.site
         if isinstance(exc, QueryError):

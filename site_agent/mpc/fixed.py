@@ -15,7 +15,9 @@ Ranges (f = 16):
 * resolution 2^-f (1.5e-5); encoding rounds to nearest (error <= 2^-(f+1)), one
   truncation adds less than one unit 2^-f (probabilistic rounding, unbiased).
 
-Out-of-range or non-finite input is an :class:`EncodingError`, never a silent wrap.
+Out-of-range or non-finite input is an :class:`EncodingError`, never a silent wrap; its text
+names the range, never the value. (A site's pre-aggregates are range-checked before encoding
+and an out-of-range one suppresses its cell, see ``site_agent/query/failsafe.py``.)
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ class FixedPoint:
         if not np.all(np.isfinite(x)):
             raise EncodingError("cannot encode NaN or infinite values")
         if x.size and float(np.max(np.abs(x))) >= self.max_abs:
+            # The text never quotes the value: it may be a patient's, and errors reach logs.
             raise EncodingError(
-                f"value of magnitude {float(np.max(np.abs(x))):.3g} exceeds the fixed-point "
-                f"range |x| < 2^{TRUNC_LIMIT_BITS - self.frac_bits} (f = {self.frac_bits})"
+                f"a value exceeds the fixed-point range |x| < 2^{TRUNC_LIMIT_BITS - self.frac_bits} "
+                f"(f = {self.frac_bits})"
             )
         return np.rint(x * self.scale).astype(np.int64).view(np.uint64)
 

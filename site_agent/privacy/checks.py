@@ -34,7 +34,7 @@ def stopped(
 ) -> Protocol[AShare]:
     """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell.
 
-    For row r: any of ``checks[r]`` in 1..k-1, any of ``strict[r]`` in 0..k-1, any of
+    For row r: any of ``checks[r]`` in 1..k-1 (or negative), any of ``strict[r]`` in 0..k-1, any of
     ``flags[r]`` set, each of shape (cells,); and, for each query set j in ``sets[r]``, any of
     ``extra[j, cell]`` (shape (query sets, cells, m): differences with the m remembered sets,
     :mod:`site_agent.privacy.ledger`) in 1..k-1.
@@ -44,11 +44,14 @@ def stopped(
     flat = listed if extra is None else AShare.concat([listed, extra.reshape(-1)])
     n = flat.shape[0]
     strict_flat = [c for row in strict for c in row]
-    counts = AShare.concat([flat, flat, *strict_flat])
-    limits = [_const(p, k, (n,)), _const(p, 1, (n,)), *(_const(p, k, (cells,)) for _ in strict_flat)]
+    counts = AShare.concat([flat, flat, flat, *strict_flat])
+    limits = [_const(p, k, (n,)), _const(p, 1, (n,)), _const(p, 0, (n,))]
+    limits += [_const(p, k, (cells,)) for _ in strict_flat]
     below = yield from bo.lt(p, counts, AShare.concat(limits))
-    bad = below[:n] - below[n : 2 * n]  # [1 <= x < k] = [x < k] - [x < 1]
-    totals, at, at_strict = [], 0, 2 * n
+    # [1 <= x < k] = [x < k] - [x < 1]; a negative count (a site's out-of-range penalty,
+    # site_agent.query.failsafe) stops the cell too: + [x < 0]
+    bad = below[:n] - below[n : 2 * n] + below[2 * n : 3 * n]
+    totals, at, at_strict = [], 0, 3 * n
     for row, row_strict, row_flags in zip(checks, strict, flags, strict=True):
         total = bad[at * cells : (at + len(row)) * cells].reshape(len(row), cells).sum(axis=0)
         for _ in row_strict:

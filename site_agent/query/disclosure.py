@@ -45,13 +45,14 @@ def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
 
 def _small(p: Party, x: AShare, k: npt.ArrayLike) -> Protocol[tuple[AShare, AShare]]:
     """([1 <= x < k], [x == 0]) for counts x, ``k`` one bound or one per row of x, from one batch
-    of comparisons."""
+    of comparisons (a negative count, a site's out-of-range penalty, is neither)."""
     rows = len(x)
     bound = np.broadcast_to(np.asarray(k, dtype=np.int64), (rows,))
-    limits = np.concatenate([bound, np.ones(rows, dtype=np.int64)]).reshape(-1, *([1] * (len(x.shape) - 1)))
-    below = yield from bo.lt(p, AShare.concat([x, x]), _const(p, limits, (2 * rows, *x.shape[1:])))
-    zero = below[rows:]
-    return below[:rows] - zero, zero
+    limits = np.concatenate([bound, np.ones(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)])
+    limits = limits.reshape(-1, *([1] * (len(x.shape) - 1)))
+    below = yield from bo.lt(p, AShare.concat([x, x, x]), _const(p, limits, (3 * rows, *x.shape[1:])))
+    zero = below[rows : 2 * rows] - below[2 * rows :]
+    return below[:rows] - below[rows : 2 * rows], zero
 
 
 def suppress(p: Party, counts: AShare, primary: AShare, k: int, lines: Index, passes: int) -> Protocol[AShare]:

@@ -8,6 +8,7 @@ is what the committee runs; :func:`assemble` is what the analyst does with the o
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Collection, Mapping
@@ -16,21 +17,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import QueryError
+from ..errors import LocalStepError, QueryError
 from ..mpc import sharing
-from ..mpc.fixed import FixedPoint, decode_int, encode_int
+from ..mpc.fixed import TRUNC_LIMIT_BITS, FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from . import post
 from .cells import Cells
 from .disclosure import EMPTY, RELEASED, SUPPRESSED
+from .failsafe import FAILED, failure_word, other_cells, range_penalty
 from .numeric import Float, decode_float
 from .plan import FRAC_BITS, Plan
 from .program import MpcResult, mpc_program
 
 _FP = FixedPoint(FRAC_BITS)
 _COUNTS = ("count_star", "count", "count_distinct")  # outputs that are 0 over no rows
+log = logging.getLogger(__name__)
 
 
 def _column(result: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -88,17 +91,51 @@ def local_preaggregates(
     in the SITE domain), or else ``site``'s position in that domain, selects the slice of the
     base-cell grid that holds this site's pre-aggregates. A site without data
     (``holds_data=False``, its tables empty) has no slice: all its inputs are fill values.
+
+    Never fails on data (see :mod:`.failsafe`): a pre-aggregate out of the fixed-point range is
+    input as 0 with the cell's support counts penalised, and any other failure of the local step
+    gives :func:`failed_inputs`, so the committee fails the query alike at every member. The
+    failure's class (never its text, which can quote values) goes to this site's own log.
     """
-    base = plan.local_cells
     slot = _site_slot(plan, site, site_index, holds_data)
+    try:
+        values = _local_values(plan, con, slot)
+    except Exception as exc:  # whatever the engine or the data did: the committee learns one bit
+        log.warning("the local step failed here (%s); the query fails at every member", type(exc).__name__)
+        return failed_inputs(plan)
+    bad = np.zeros(plan.base_cells, dtype=bool)
+    for spec in plan.data["inputs"]:
+        arr = values[spec["name"]]
+        limit = 2.0**TRUNC_LIMIT_BITS if spec["encoding"] == "int" else _FP.max_abs
+        out = ~np.isfinite(arr) | (np.abs(arr) >= limit)
+        if spec["encoding"] == "int":
+            out |= np.isfinite(arr) & (arr != np.rint(arr))
+        if out.any():
+            bad |= out.reshape(plan.base_cells, -1).any(axis=1)
+            arr[out] = 0.0
+    range_penalty(bad, {s: values[s] for s in plan.data["supports"]})
+    return {
+        spec["name"]: encode_int(values[spec["name"]])
+        if spec["encoding"] == "int"
+        else _FP.encode(values[spec["name"]])
+        for spec in plan.data["inputs"]
+    }
+
+
+def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarray]:
+    """Every input as float64 over the base cells (and bins), before range checks."""
+    base = plan.local_cells
     fetched = {q["name"]: con.execute(q["sql"]).fetchnumpy() for q in plan.data["local"]}
     bins = {q["name"]: int(q["bins"]) for q in plan.data["local"] if "bins" in q}
-    out: dict[str, U64] = {}
+    out: dict[str, np.ndarray] = {}
     for spec in plan.data["inputs"]:
+        if spec["name"] == FAILED:
+            out[FAILED] = np.zeros(plan.base_cells, dtype=np.float64)
+            continue
         result = fetched[spec["query"]]
         cell, null_cell = _column(result, "cell")
         if null_cell.any():
-            raise QueryError(f"site {site!r}: a group key has a value outside its declared domain (or NULL)")
+            raise QueryError("a group key has a value outside its declared domain (or NULL)")
         cells = cell.astype(np.int64)
         values, null = _column(result, spec["column"])
         values = np.where(null, float(spec["fill"]), values)
@@ -109,8 +146,23 @@ def local_preaggregates(
         else:
             arr = np.full(base, float(spec["fill"]), dtype=np.float64)
             arr[cells] = values
-        arr = _place(plan, arr, slot, float(spec["fill"]))
-        out[spec["name"]] = encode_int(arr) if spec["encoding"] == "int" else _FP.encode(arr)
+        out[spec["name"]] = _place(plan, arr, slot, float(spec["fill"]))
+    return out
+
+
+def failed_inputs(plan: Plan) -> dict[str, U64]:
+    """What a site whose local step failed inputs: fill values, and its secret failure word."""
+    out: dict[str, U64] = {}
+    for spec in plan.data["inputs"]:
+        shape = _zero_shape(plan, spec)
+        if spec["name"] == FAILED:
+            word = np.zeros(shape, dtype=np.uint64)
+            word[0] = failure_word()
+            out[FAILED] = word
+        elif spec["encoding"] == "int":
+            out[spec["name"]] = encode_int(np.full(shape, int(spec["fill"]), dtype=np.int64))
+        else:
+            out[spec["name"]] = _FP.encode(np.full(shape, float(spec["fill"])))
     return out
 
 
@@ -135,8 +187,9 @@ def _open(results: list[MpcResult], name: str, encoding: str) -> np.ndarray:
 
 
 def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
-    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks),
-    then HAVING, ORDER BY, LIMIT and OFFSET over the released values (:mod:`.post`).
+    """The analyst's side: reconstruct the declared outputs into a DataFrame (``<k`` marks; an
+    ``(other)`` row only where it releases a value), then HAVING, ORDER BY, LIMIT and OFFSET over
+    the released values (:mod:`.post`).
 
     An empty cell (its count is 0, flag ``EMPTY``) is released without being opened: its
     counts are 0 and every other statistic NULL, as SQL gives over no rows.
@@ -175,18 +228,23 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
             columns[col] = full
             suppressed[col] = (row == SUPPRESSED).tolist()
             empty[col] = (row == EMPTY).tolist()
-    frame = pd.DataFrame(columns)
-    frame.attrs["suppressed"] = suppressed
-    frame.attrs["empty"] = empty  # released without opening anything
+    # An (other) row that releases nothing is left out: its flags are public, so it would show
+    # nothing more, and a result without NULL or out-of-domain keys keeps the rows SQL gives.
+    hidden = [np.asarray(suppressed[c]) | np.asarray(empty[c]) for c in suppressed]
+    keep = ~(other_cells(cells.labels(), plan.keys) & np.all(hidden, axis=0))
+    frame = pd.DataFrame(columns)[keep].reset_index(drop=True).infer_objects()
+    frame.attrs["suppressed"] = {c: list(np.asarray(m)[keep]) for c, m in suppressed.items()}
+    frame.attrs["empty"] = {c: list(np.asarray(m)[keep]) for c, m in empty.items()}  # released, not opened
     frame.attrs["opened"] = {
-        col: len(mask) - sum(mask) - sum(empty[col]) for col, mask in suppressed.items()
+        c: len(m) - sum(m) - sum(empty[c]) for c, m in suppressed.items()
     }
     unknown = {  # withheld values, and the NULL statistics of empty cells: NULL in SQL
-        col: np.asarray(mask, dtype=bool) | np.array([v is None for v in columns[col]], dtype=bool)
-        for col, mask in suppressed.items()
+        c: np.asarray(frame.attrs["suppressed"][c], dtype=bool) | frame[c].isna().to_numpy()
+        for c in suppressed
     }
+    labels = [lab for lab, k in zip(cells.labels(), keep, strict=True) if k]
     for i, key in enumerate(plan.keys):  # margins and NULL groups: NULL in SQL
-        unknown[key["name"]] = np.array([lab[i] is None or key["domain"][lab[i]] is None for lab in cells.labels()])
+        unknown[key["name"]] = np.array([lab[i] is None or key["domain"][lab[i]] is None for lab in labels])
     return post.apply(frame, plan.data.get("post"), unknown)
 
 
@@ -206,6 +264,8 @@ def execute(plan: Plan, connections: Mapping[str, Any], without_data: Collection
     t1 = time.perf_counter()
     members = share_inputs(per_site)
     results, stats = run_in_memory(lambda p: mpc_program(p, plan, members[p.index]), seed=os.urandom(16))
+    if any(r.local_failed for r in results):
+        raise LocalStepError()
     t2 = time.perf_counter()
     frame = assemble(plan, results)
     frame.attrs.update(

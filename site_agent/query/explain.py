@@ -8,6 +8,7 @@ from .execute import dry_run_stats
 from .plan import Plan
 
 _STEP_WORDS = {
+    "check_local": "open the sum of the sites' secret failure words: the query fails alike everywhere if any failed",
     "pool": "add the sites' shares and form ROLLUP/CUBE margins (local, no communication)",
     "suppress": "release rule: every query set, non-NULL count, pair difference and difference with the "
     "analyst's earlier released sets must hold 0 or >= k persons; secondary suppression over margins",
@@ -59,6 +60,9 @@ def explain(plan: Plan, sites: int = 3) -> str:
     lines.append("")
     lines.append("2. Secret-shared by every site (replicated shares to the three committee members):")
     for s in d["inputs"]:
+        if not s["query"]:  # no local query: the site's secret failure word
+            lines.append(f"   {s['name']}: one secret word, 0 unless the site's local step failed")
+            continue
         enc = "integer" if s["encoding"] == "int" else f"fixed point, {d['params']['frac_bits']} fractional bits"
         lines.append(f"   {s['name']}: per cell{' and bin' if s['query'] != 'cells' else ''}, {enc}")
     lines.append("")

@@ -59,6 +59,6 @@ def membership(plan: Plan, con: Any, site_index: int | None, holds_data: bool = 
     out = _output_cells(cells)[_base_cells(plan, local, slot)]
     per_row = []
     for r in range(rows):
-        inside = np.ma.getdata(result[f"m{r}"])[known].astype(bool)
+        inside = np.ma.filled(result[f"m{r}"], False)[known].astype(bool)  # NULL: in no set
         per_row.append((hashes[inside], out[inside]))
     return Membership.of(per_row, cells.out)

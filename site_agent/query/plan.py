@@ -39,6 +39,7 @@ import sqlglot.expressions as exp
 from ..errors import UnsupportedQuery
 from ..privacy.release import ReleasePlanner
 from .catalog import DisclosureRules, Schema
+from .failsafe import check_input, check_reveal, check_step, total, total_case, total_sql, with_other
 from .parse import DIALECT, Aggregate, Query, parse_query
 
 AGGREGATE = "aggregate"
@@ -130,17 +131,23 @@ def _sql(e: exp.Expression) -> str:
     return e.sql(DIALECT)
 
 
-def _key_index(expr: exp.Expression, domain: tuple[Any, ...]) -> exp.Expression:
-    """CASE mapping a key value to its position in the public domain (NULL when outside)."""
+def _key_index(expr: exp.Expression, domain: tuple[Any, ...], other: bool) -> exp.Expression:
+    """CASE mapping a key value to its position in the public ``domain``.
+
+    Each comparison is total: a key that cannot be evaluated on a row counts as NULL there.
+    With ``other``, a NULL or out-of-domain value takes the position after the domain, the
+    key's ``(other)`` cell.
+    """
     ifs = []
+    expr = total_case(expr)
     for i, value in enumerate(domain):
         if value is None:
-            cond: exp.Expression = exp.Is(this=exp.Paren(this=expr.copy()), expression=exp.Null())
+            cond: exp.Expr = exp.Is(this=total(expr.copy()), expression=exp.Null())
         else:
             lit = exp.Boolean(this=value) if isinstance(value, bool) else exp.convert(value)
-            cond = exp.EQ(this=exp.Paren(this=expr.copy()), expression=lit)
+            cond = total(exp.EQ(this=exp.Paren(this=expr.copy()), expression=lit))
         ifs.append(exp.If(this=cond, true=exp.Literal.number(i)))
-    return exp.Case(ifs=ifs)
+    return exp.Case(ifs=ifs, default=exp.Literal.number(len(domain)) if other else None)
 
 
 class _Builder:
@@ -313,7 +320,7 @@ def _local_sql(query: Query, items: list[tuple[str, exp.Expression]], cell: exp.
     sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n) for n, e in items])
     if query.where is not None:
         sel = sel.where(query.where.copy())
-    return _sql(sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy()))
+    return _sql(total_sql(sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy())))
 
 
 def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: exp.Expression) -> str:
@@ -337,18 +344,20 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
     keys = [index.copy()] if isinstance(cell, exp.Literal) else [cell.copy(), index.copy()]
-    return _sql(sel.where(cond).group_by(*keys))
+    return _sql(total_sql(sel.where(cond).group_by(*keys)))
 
 
 def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> str:
-    """The ledger's membership query: one row per source row, its person, cell and sets."""
+    """The ledger's membership query: one row per source row, its person, cell and sets, made
+    total like every local statement (a row on which a set's condition raises is in no set)."""
     sel = query.source.copy()
-    sel.set("expressions", [exp.alias_(cell.copy(), "cell"), *items])
+    sets = [exp.alias_(total(item.this), item.alias) for item in items[1:]]
+    sel.set("expressions", [exp.alias_(cell.copy(), "cell"), items[0], *sets])
     person = items[0].this  # the person column
     cond: exp.Expression = exp.Not(this=exp.Is(this=person.copy(), expression=exp.Null()))
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
-    return _sql(sel.where(cond))
+    return _sql(total_sql(sel.where(cond)))
 
 
 def build_plan(query: Query, rules: DisclosureRules) -> Plan:
@@ -364,16 +373,16 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         b.add(i, agg)
     suppress = b.release.step(rules.min_cell_size, SECONDARY_PASSES)  # adds its counts to the local SQL
     supports = [r["count"] for r in suppress["rows"]]
-    dims = [len(k.domain) for k in query.keys]
+    domains = [with_other(k.domain, k.expr, k.site) for k in query.keys]
     cell: exp.Expression = exp.Literal.number(0)
     stride = 1
-    for key, size in reversed(list(zip(query.keys, dims, strict=True))):
+    for key, domain in reversed(list(zip(query.keys, domains, strict=True))):
         if key.site:
             continue  # placed at execution: each site's rows fill only its own SITE slice
-        term = _key_index(key.expr, key.domain)
+        term = _key_index(key.expr, key.domain, len(domain) > len(key.domain))
         term = term if stride == 1 else exp.Mul(this=exp.Paren(this=term), expression=exp.Literal.number(stride))
         cell = term if isinstance(cell, exp.Literal) else exp.Add(this=term, expression=cell)
-        stride *= size
+        stride *= len(domain)
     local: list[dict[str, Any]] = [
         {"name": "cells", "sql": _local_sql(query, b.items, cell), "columns": ["cell"] + [n for n, _ in b.items]}
     ]
@@ -389,7 +398,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
                 "grid": h["grid"],
             }
         )
-    steps: list[dict[str, Any]] = [{"op": "pool", "inputs": b.pool}]
+    steps: list[dict[str, Any]] = [check_step(), {"op": "pool", "inputs": b.pool}]
     if "quantile" in b.steps:  # before suppression: a quantile's grid bins take part in it
         steps.append({"op": "quantile", "items": b.steps["quantile"]})
     steps += [suppress, {"op": "reveal_flags"}]
@@ -398,6 +407,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             steps.append({"op": op, "items": b.steps[op]})
     steps.append({"op": "reveal", "items": [r["name"] for r in b.reveals]})
     reveals = [
+        check_reveal(),
         {
             "name": "suppressed",
             "value": "suppressed",
@@ -425,14 +435,20 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "secondary_passes": SECONDARY_PASSES,
         },
         "keys": [
-            {"name": k.name, "sql": _sql(k.expr), "domain": list(k.domain), **({"site": True} if k.site else {})}
-            for k in query.keys
+            {
+                "name": k.name,
+                "sql": _sql(k.expr),
+                "domain": list(d),
+                **({"site": True} if k.site else {}),
+                **({"other": True} if len(d) > len(k.domain) else {}),
+            }
+            for k, d in zip(query.keys, domains, strict=True)
         ],
         "grouping_sets": [list(s) for s in query.grouping_sets],
         "supports": supports,
         "local": local,
         **ledger,
-        "inputs": b.inputs,
+        "inputs": [*b.inputs, check_input()],
         "steps": steps,
         "reveals": reveals,
         "outputs": b.outputs,

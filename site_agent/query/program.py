@@ -41,6 +41,10 @@ class MpcResult:
 
     flags: U64
     opened: dict[str, Value]
+    local_failed: bool = False
+    """Some site's local step failed: nothing was computed or opened after the check. The caller
+    raises :class:`~site_agent.errors.LocalStepError` once the session has ended at this member
+    (raising inside would send the peers an abort notice that could overtake their own check)."""
 
 
 def _const(p: Party, values: object, shape: tuple[int, ...]) -> AShare:
@@ -67,6 +71,7 @@ class _Run:
         self.vals: dict[str, Value] = {}
         self.flags: U64 = np.zeros(0, dtype=np.uint64)
         self.opened: dict[str, Value] = {}
+        self.local_failed = False
         self.fp = FixedPoint(FRAC_BITS)
 
     def share(self, name: str) -> AShare:
@@ -79,6 +84,13 @@ class _Run:
         return _const(self.p, round(value * 2**bits), shape)
 
     # -- steps ---------------------------------------------------------------------------
+    def check_local(self, step: dict[str, Any]) -> Protocol[None]:
+        """Open the sum of the sites' failure words (a declared reveal point); if it is not 0,
+        the program stops here at every member alike (see :mod:`.failsafe`)."""
+        words = self.inputs[step["input"]]
+        opened = yield from ar.open_all(self.p, AShare(words.v[:, :, :1].sum(axis=1, dtype=np.uint64)))
+        self.local_failed = int(opened[0]) != 0
+
     def pool(self, step: dict[str, Any]) -> Protocol[None]:
         for name in step["inputs"]:
             x = self.inputs[name]
@@ -255,6 +267,7 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
     """Run the plan's MPC steps for member ``p`` over its shares of the sites' pre-aggregates."""
     run = _Run(p, plan, inputs)
     handlers: dict[str, Callable[[dict[str, Any]], Protocol[None]]] = {
+        "check_local": run.check_local,
         "pool": run.pool,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,
@@ -270,4 +283,6 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
     }
     for step in plan.data["steps"]:
         yield from handlers[step["op"]](step)
+        if run.local_failed:
+            return MpcResult(run.flags, {}, local_failed=True)
     return MpcResult(run.flags, run.opened)

@@ -107,6 +107,8 @@ def test_per_site_query_over_the_network_equals_pandas(consortia: dict[str, tupl
     assert list(dict.fromkeys(out.hospital)) == [*SITES, "(all)"]
     for (hospital, sex), grp in pooled.groupby(["hospital", "sex"]):
         row = got.loc[(hospital, sex)]
+        if row["n"] == "<5":  # the empty (other) sex cell protects nothing: its line keeps two suppressed
+            continue
         assert row["n"] == len(grp)
         np.testing.assert_allclose(row["mean_age"], grp.age.mean(), rtol=1e-6)
         np.testing.assert_allclose(row["sd_time"], grp.time.std(), rtol=1e-6)

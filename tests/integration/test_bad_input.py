@@ -307,26 +307,19 @@ def test_unexposed_column_refusal_names_the_site_and_rule(lung: Running) -> None
     assert (err.site, err.rule) == ("central", "columns"), err
 
 
-def test_refusal_at_one_member_stops_its_peers_at_once(lung: Running) -> None:
-    """South holds a NULL ph_ecog, outside the declared domain: only south refuses, in its
-    local step; north and central had accepted and must report south well before the timeout."""
+def test_a_null_key_at_one_site_fails_nowhere(lung: Running) -> None:
+    """South holds a NULL ph_ecog, outside the declared domain. That used to make south refuse
+    in its local step, naming itself (an oracle: the record exists, and where). Now every member
+    answers; the NULL is counted in the key's (other) cell, suppressed (one patient)."""
     text = "SELECT ph_ecog, COUNT(*) AS n FROM lung GROUP BY ph_ecog"
-    assert lung.frames["south"].ph_ecog.isna().any() and not lung.frames["north"].ph_ecog.isna().any()
+    assert lung.frames["south"].ph_ecog.isna().sum() == 1 and not lung.frames["north"].ph_ecog.isna().any()
     before = lung.audit_counts()
-    t0 = time.monotonic()
     answers = run(lung.wire().ask(lung.envelope(text)))
-    elapsed = time.monotonic() - t0
-    assert elapsed < 5, f"peers took {elapsed:.1f} s to stop (timeout 30 s)"
     for site, answer in answers.items():
-        assert not answer.released and answer.failure is not None, (site, answer.frames)
-        assert answer.failure["site"] == "south", (site, answer.failure["message"], answer.failure["category"])
-        assert [e["decision"] for e in lung.wait_audit(site, before[site])] == ["refused"]
-    assert answers["south"].failure["category"] == "query"  # type: ignore[index]
-    assert "south" in answers["south"].failure["message"]  # type: ignore[index]
-    assert {answers[s].failure["category"] for s in ("north", "central")} == {"refused"}  # type: ignore[index]
-    # The analyst's client reports the refusing site's own reason, not a peer's echo of it.
-    err = refused_query(lung, text)
-    assert (err.site, err.category) == ("south", "query"), err
+        assert answer.released and answer.failure is None, (site, answer.frames)
+        assert [e["decision"] for e in lung.wait_audit(site, before[site])] == ["accepted"]
+    out = lung.client.query(text).set_index("ph_ecog")
+    assert out.index.tolist() == [0, 1, 2, 3]  # the (other) cell (one patient) is suppressed: left out
 
 
 def test_statement_kind_the_policy_forbids(strict: Running) -> None:
@@ -343,16 +336,15 @@ def test_statement_kind_the_policy_forbids(strict: Running) -> None:
     assert json.loads(json.dumps(strict.client.status()[2].policy_digest))  # south still answers status
 
 
-def test_a_failing_local_step_stops_every_member_and_quotes_no_data(lung: Running) -> None:
-    """A query the planner accepts but the sites' engines cannot run (a cast that fails)
-    fails at once at every site, names a site, releases nothing, and passes on only the
-    engine's error class when its message could quote data."""
-    text = "SELECT COUNT(*) AS n FROM lung WHERE age > CAST('one' AS INTEGER)"
-    t0 = time.monotonic()
-    err = refused_query(lung, text)
-    assert time.monotonic() - t0 < 5, "the members waited for their timeout"
-    assert err.category == "query" and err.site in SITES, err
-    assert "could not run the local step" in str(err) and "one" not in str(err).split(":", 1)[1], err
+def test_a_cast_that_cannot_convert_is_null_and_fails_nowhere(lung: Running, pooled: pd.DataFrame) -> None:
+    """A cast the sites' engines cannot do used to fail the local step at whichever site ran it
+    first (an oracle when it depends on the data): analyst casts run as TRY_CAST, so the value is
+    NULL, the comparison is NULL, and the query answers (no row passes: suppressed)."""
+    before = lung.audit_counts()
+    out = lung.client.query("SELECT COUNT(*) AS n FROM lung WHERE age > CAST('one' AS INTEGER)")
+    assert out["n"].tolist() == ["<5"]
+    for site in SITES:
+        assert [e["decision"] for e in lung.wait_audit(site, before[site])] == ["accepted"]
 
 
 def test_status_reveals_no_site_subtotals(lung: Running) -> None:

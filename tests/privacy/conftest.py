@@ -105,3 +105,10 @@ def forget(running: Running, sites: tuple[str, ...] = SITES) -> None:
     """Start the sites' ledgers afresh (tests share one consortium)."""
     for site in sites:
         shutil.rmtree(running.audit_path(site).parent / "ledger", ignore_errors=True)
+
+
+@pytest.fixture
+def open_lung(lung: Running) -> Running:
+    """The lung consortium under every site's default policy, its ledgers started afresh."""
+    forget(lung)
+    return lung

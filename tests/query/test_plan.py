@@ -41,10 +41,10 @@ def test_local_sql_transpiles_to_other_dialects(lung: Consortium) -> None:
 def test_plan_lists_every_reveal_point(lung: Consortium) -> None:
     plan = compile_query(TEXT, lung.schema, lung.rules)
     names = [r["name"] for r in plan.data["reveals"]]
-    assert names[0] == "suppressed"
-    assert sorted(names[1:]) == sorted(n for o in plan.data["outputs"] for n in o["reveals"])
-    reveal_steps = [s for s in plan.data["steps"] if s["op"] in ("reveal", "reveal_flags")]
-    assert len(reveal_steps) == 2
+    assert names[:2] == ["local_failed", "suppressed"]
+    assert sorted(names[2:]) == sorted(n for o in plan.data["outputs"] for n in o["reveals"])
+    reveal_steps = [s for s in plan.data["steps"] if s["op"] in ("check_local", "reveal", "reveal_flags")]
+    assert len(reveal_steps) == 3
 
 
 def test_explain_shows_sql_shares_steps_and_reveals(lung: Consortium) -> None:
