@@ -12,7 +12,8 @@ source scripts/bootstrap.sh "test,bench,lab"
 # Debian's postgresql package when no initdb is on PATH or in /usr/lib/postgresql/*/bin.
 if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   echo "== installing PostgreSQL (apt-get)"
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql
 fi
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy site_agent mpc_jupyter

@@ -95,14 +95,14 @@ class PostgresServer:
             for statement in statements:
                 conn.execute(statement)
 
-    def load(self, table: str, columns: dict[str, str], rows: Iterable[Sequence[Any]]) -> None:
-        """Create ``table`` in the clinic database (column -> SQL type), fill it with ``rows``
-        by COPY and let the reader role SELECT it (and nothing else)."""
+    def load(self, table: str | tuple[str, ...], columns: dict[str, str], rows: Iterable[Sequence[Any]]) -> None:
+        """Create ``table`` (a name, or schema and name) in the clinic database (column -> SQL
+        type), fill it with ``rows`` by COPY and let the reader role SELECT it (nothing else)."""
         import psycopg
         from psycopg import sql
 
         spec = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns.items())
-        name = sql.Identifier(*table.split("."))
+        name = sql.Identifier(*((table,) if isinstance(table, str) else table))
         with psycopg.connect(self.url("postgres", "clinic"), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE TABLE {} ({})").format(name, spec))
             with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(name)) as copy:

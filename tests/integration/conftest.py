@@ -20,7 +20,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +227,14 @@ def _sites(folder: Path, frames: dict[str, pd.DataFrame], policies: dict[str, di
     return specs
 
 
-def _start(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None) -> Running:
+Customize = Callable[[Path], None]
+"""Called with a consortium's folder after it is built and before its agents start (a site's
+tables moved to another engine or renamed, for instance)."""
+
+
+def _start(
+    root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None, customize: Customize | None = None
+) -> Running:
     frames = lung_by_site()
     config = build_consortium(root / "consortium", _sites(root / "data", frames, policies), LUNG_SCHEMA)
     if timeout is not None:
@@ -236,21 +243,25 @@ def _start(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None 
             text = path.read_text()
             assert "query_timeout_seconds = 30" in text
             path.write_text(text.replace("query_timeout_seconds = 30", f"query_timeout_seconds = {timeout}"))
+    if customize is not None:
+        customize(config.parent)
     procs = AgentProcesses(config.parent, list(SITES))
     procs.start()
     return Running(config, procs, frames)
 
 
-def _start_retrying(root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None) -> Running:
+def start_retrying(
+    root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None, customize: Customize | None = None
+) -> Running:
     """``_start``, once more in a fresh folder (new ports) if an agent could not bind its port:
     the ports are picked free but another process on the machine may take one before the
     agent binds it."""
     try:
-        return _start(root, policies, timeout)
+        return _start(root, policies, timeout, customize)
     except RuntimeError as exc:
         if "address already in use" not in str(exc):
             raise
-        return _start(root.with_name(root.name + "-again"), policies, timeout)
+        return _start(root.with_name(root.name + "-again"), policies, timeout, customize)
 
 
 CONSORTIA: dict[str, tuple[dict[str, dict[str, Any]], int | None]] = {
@@ -273,7 +284,7 @@ def consortia(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ru
     """All five consortia, started in parallel (agents take a few seconds to come up)."""
     root = tmp_path_factory.mktemp("integration")
     with ThreadPoolExecutor(len(CONSORTIA)) as pool:
-        futures = {name: pool.submit(_start_retrying, root / name, *spec) for name, spec in CONSORTIA.items()}
+        futures = {name: pool.submit(start_retrying, root / name, *spec) for name, spec in CONSORTIA.items()}
         started: dict[str, Running] = {}
         errors = []
         for name, fut in futures.items():
