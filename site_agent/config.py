@@ -296,6 +296,13 @@ class TableSource:
     table: str | None = None
     columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     values: Mapping[str, Mapping[str, Scalar]] = field(default_factory=lambda: MappingProxyType({}))
+    where: str = ""
+    """``file: tables.NAME``, where it is declared (for errors)."""
+
+    def error(self, key: str, problem: str, fix: str) -> ConfigError:
+        """One line naming the file, the key, the problem and the fix."""
+        where = f"{self.where}.{key}" if self.where else f"table {self.name!r}: {key}"
+        return ConfigError(f"{where}: {problem.strip().splitlines()[0] if problem.strip() else problem}; {fix}")
 
     @property
     def local_table(self) -> str:
@@ -352,7 +359,7 @@ def _table(section: Section, name: str) -> TableSource:
             raise section.error("source", f"must be a postgresql:// URL, got scheme {scheme!r}")
         if "format" in section:
             raise section.error("format", "is for files only; a source URL names its engine")
-        return TableSource(name, None, "postgresql", source, table, columns, values)
+        return TableSource(name, None, "postgresql", source, table, columns, values, section.where())
     path = section.get_path("path", must_exist=True)
     default_format = TABLE_FORMATS.get(path.suffix.lower())
     fmt = section.get_str("format", default_format)
@@ -362,7 +369,7 @@ def _table(section: Section, name: str) -> TableSource:
         raise section.error("format", f"must be 'csv', 'parquet' or 'duckdb', got {fmt!r}")
     if table is not None and fmt != "duckdb":
         raise section.error("table", "names a table inside a database; a CSV or Parquet file is one table")
-    return TableSource(name, path, fmt, None, table, columns, values)
+    return TableSource(name, path, fmt, None, table, columns, values, section.where())
 
 
 def _column_map(section: Section) -> Mapping[str, str]:

@@ -7,7 +7,8 @@
 * ``audit verify --config agent.toml``: checks the audit log's chain and signatures and
   names the first bad entry.
 
-Exit codes: 0 fine, 1 a check failed, 2 usage.
+Exit codes: 0 fine, 1 a check failed (or ``serve`` met a configuration error, printed as one
+line naming the file and key), 2 usage.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..audit import verify
 from ..config import load_agent, load_consortium
 from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
-from ..errors import MpcError
+from ..errors import ConfigError, MpcError
 from ..policy import load_policy
 from ..tuning import tune_allocator
 
@@ -42,8 +43,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve_forever(args.config, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:  # a broken agent.toml, policy, schema or table: one line, no traceback
+        print(f"mpc-site-agent serve: configuration error: {one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (database drivers add context lines)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 def _step(name: str, action: Callable[[], str]) -> bool:

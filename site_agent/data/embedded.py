@@ -75,7 +75,7 @@ def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
 def _raw(con: duckdb.DuckDBPyConnection, index: int, source: TableSource) -> exp.Table:
     """Make ``source``'s data reachable in ``con``; the table to select from."""
     if source.path is None:
-        raise ConfigError(f"table {source.name!r} is not a file")
+        raise source.error("path", "not a file", "give the path of a CSV, Parquet or DuckDB file")
     path = _literal(str(source.path))
     raw = exp.table_("t" + str(index), db="source")
     if source.format == "parquet":
@@ -109,7 +109,9 @@ def open_files(tables: Mapping[str, TableSource], threads: int | None = None) ->
             con.execute(f"SELECT * FROM main.{quote(name)} LIMIT 0")
         except duckdb.Error as exc:
             con.close()
-            raise ConfigError(f"table {name!r} ({source.describe()}): {exc}") from exc
+            key = "table" if source.format == "duckdb" and "Table" in str(exc) else "path"
+            problem = f"cannot read {source.describe()}: {exc}"
+            raise source.error(key, problem, "check the file and its format") from None
         except ConfigError:
             con.close()
             raise

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from sqlglot import exp
 
 from ..config import Scalar, TableSource
-from ..errors import ConfigError
 
 
 def presenting_select(
@@ -37,18 +36,20 @@ def presenting_select(
     reverse = {local: name for name, local in source.columns.items()}
     missing = [f"{name} = {local!r}" for name, local in source.columns.items() if local not in local_columns]
     if missing:
-        raise ConfigError(
-            f"table {source.name!r} ({source.describe()}): [tables.{source.name}.columns] names local columns "
-            f"that do not exist: {', '.join(missing)} (columns there: {', '.join(local_columns)})"
+        raise source.error(
+            "columns",
+            f"names local columns that {source.describe()} does not have: {', '.join(missing)}",
+            f"use one of its columns: {', '.join(local_columns)}",
         )
     projections: list[exp.Expr] = []
     seen: set[str] = set()
     for local in local_columns:
         name = reverse.get(local, local.lower())
         if name in seen:
-            raise ConfigError(
-                f"table {source.name!r} ({source.describe()}): two local columns present as {name!r}; "
-                f"map one of them in [tables.{source.name}.columns]"
+            raise source.error(
+                "columns",
+                f"two local columns of {source.describe()} present as {name!r}",
+                f"map one of them to another name under [tables.{source.name}.columns]",
             )
         seen.add(name)
         value: exp.Expression = exp.column(local, quoted=True)
@@ -59,8 +60,10 @@ def presenting_select(
         projections.append(exp.alias_(value, name, quoted=True))
     unknown = sorted(set(source.values) - seen)
     if unknown:
-        raise ConfigError(
-            f"table {source.name!r}: [tables.{source.name}.values] names columns it does not have: {', '.join(unknown)}"
+        raise source.error(
+            "values",
+            f"names columns the table does not present: {', '.join(unknown)}",
+            f"use consortium column names: {', '.join(sorted(seen))}",
         )
     return exp.select(*projections).from_(table)
 

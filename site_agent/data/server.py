@@ -30,8 +30,8 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from ..config import TableSource
-from ..errors import ConfigError, QueryError
+from ..config import TableSource, redact_url
+from ..errors import QueryError
 from .connector import Columns
 from .mapping import presenting_select
 
@@ -119,7 +119,9 @@ class SqlConnector:
                 local = [d[0] for d in cur.description]
             except Exception as exc:
                 self.close()
-                raise ConfigError(f"table {name!r} ({source.describe()}): {exc}".strip()) from exc
+                raise source.error(
+                    "table", f"{source.describe()}: {exc}", "check the table's name and that the role may SELECT it"
+                ) from None
             finally:
                 cur.close()
             self.views[name] = presenting_select(source, table, local)
@@ -167,16 +169,19 @@ def _type_name(conn: Any, type_code: Any) -> str:
     return str(info.name) if info is not None else str(type_code)
 
 
-def _connect_postgres(url: str) -> Any:
+def _connect_postgres(source: TableSource) -> Any:
     """A psycopg connection in autocommit mode whose transactions are read-only (on top of the
     role's grants), with NUMERIC results as floats (what the query path reads)."""
-    import psycopg
-    from psycopg.types.numeric import FloatLoader
-
     try:
-        conn = psycopg.connect(url, autocommit=True, application_name="mpc-site-agent")
+        import psycopg
+        from psycopg.types.numeric import FloatLoader
+    except ImportError:
+        raise source.error("source", "psycopg is not installed", 'pip install "mpc-jupyter[postgres]"') from None
+    try:
+        conn = psycopg.connect(source.source or "", autocommit=True, application_name="mpc-site-agent")
     except psycopg.Error as exc:
-        raise ConfigError(str(exc).strip()) from exc
+        problem = f"cannot connect to {redact_url(source.source or '')}: {exc}"
+        raise source.error("source", problem, "check the URL, that the server runs, and ~/.pgpass") from None
     conn.adapters.register_loader("numeric", FloatLoader)
     conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
     return conn
@@ -186,14 +191,5 @@ def open_server(tables: Mapping[str, TableSource]) -> SqlConnector:
     """A connector for ``tables``, which all live in the database of one ``source`` URL."""
     first = next(iter(tables.values()))
     if first.source is None or first.format not in DIALECTS:
-        raise ConfigError(f"table {first.name!r} is not in a database server")
-    url = first.source
-
-    def connect() -> Any:
-        try:
-            return _connect_postgres(url)
-        except ConfigError as exc:
-            names = ", ".join(tables)
-            raise ConfigError(f"tables {names} ({first.describe()}): cannot connect: {exc}") from None
-
-    return SqlConnector(tables, connect, DIALECTS[first.format])
+        raise first.error("source", "is not a database server", "give a postgresql:// URL")
+    return SqlConnector(tables, lambda: _connect_postgres(first), DIALECTS[first.format])

@@ -89,7 +89,7 @@ def test_a_mapping_to_a_missing_local_column_names_it(tmp_path: Path) -> None:
     path = tmp_path / "lung.csv"
     LOCAL.to_csv(path, index=False)
     bad = TableSource("lung", path, "csv", None, None, {"ph_ecog": "ph_ecog"}, {})
-    with pytest.raises(ConfigError, match=r"ph_ecog = 'ph_ecog'.*columns there: Patient ID, ph.ecog"):
+    with pytest.raises(ConfigError, match=r"ph_ecog = 'ph_ecog'; use one of its columns: Patient ID, ph.ecog"):
         open_files({"lung": bad})
 
 
