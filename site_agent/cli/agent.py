@@ -3,7 +3,9 @@
 * ``serve --config agent.toml``: foreground daemon (systemd-friendly), JSON log lines on
   stdout, clean stop on SIGTERM/SIGINT (queries in flight are aborted, nothing is
   released, each gets an audit entry).
-* ``check --config agent.toml``: validates config, policy, keys, data and peer reachability.
+* ``check --config agent.toml``: validates config, policy, keys, data and peer reachability,
+  and reports where the site's data disagree with ``schema.toml`` (counts per column: values
+  outside a domain, NULLs, types; never a value).
 * ``audit verify --config agent.toml``: checks the audit log's chain and signatures and
   names the first bad entry.
 
@@ -27,6 +29,7 @@ from ..audit import verify
 from ..config import load_agent, load_consortium
 from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
+from ..data.conformance import conformance
 from ..errors import ConfigError, MpcError
 from ..policy import load_policy
 from ..tuning import tune_allocator
@@ -108,6 +111,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         planning.load_schema(consortium)
         return "consortium schema loads"
 
+    def agreement() -> str:
+        if not holds_data or not config.tables:
+            return "no tables to compare"
+        con = open_tables(config.tables)
+        try:
+            findings = conformance(con, planning.load_schema(consortium), config.tables)
+        finally:
+            con.close()
+        fails = [str(f) for f in findings if f.severity == "fail"]
+        notes = [str(f) for f in findings if f.severity == "note"]
+        if fails:
+            raise MpcError("; ".join(fails + notes))
+        return "; ".join(notes) or "every column agrees with schema.toml"
+
     def peers() -> str:
         out = []
         for name in consortium.require_committee():
@@ -118,7 +135,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 out.append(f"{name} reachable")
         return ", ".join(out)
 
-    results = [_step(n, f) for n, f in (("keys", keys), ("policy", policy), ("data", data), ("schema", schema))]
+    steps = (("keys", keys), ("policy", policy), ("data", data), ("schema", schema), ("data vs schema", agreement))
+    results = [_step(n, f) for n, f in steps]
     results.append(_step("peers", peers) or args.offline)
     return 0 if all(results) else 1
 
