@@ -29,7 +29,7 @@ from site_agent.query import DisclosureRules, compile_query, execute
 from site_agent.query.schema_file import load_schema_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.data.pgserver import PostgresServer  # noqa: E402
+from tests.data.pgserver import PostgresServer
 
 PG_TYPES = {"VARCHAR": "text", "BIGINT": "bigint", "DOUBLE": "double precision"}
 

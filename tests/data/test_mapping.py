@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from site_agent.config import TableSource, _table
-from site_agent.data import open_files, open_server
-from site_agent.errors import ConfigError
+from site_agent.data import open_files, open_server, open_sources
+from site_agent.errors import ConfigError, QueryError
 from site_agent.tomlfile import read_toml
 
 from .pgserver import PostgresServer
@@ -124,3 +124,23 @@ def test_agent_toml_mapping_errors_name_the_key(tmp_path: Path, text: str, messa
     with pytest.raises(ConfigError, match=message) as err:
         parse(tmp_path, "[tables.lung]\n" + text + "\n")
     assert "agent.toml: tables.lung" in str(err.value)
+
+
+def test_one_site_with_tables_in_two_engines_routes_each_query(tmp_path: Path, postgres: PostgresServer) -> None:
+    path = tmp_path / "labs.csv"
+    pd.DataFrame({"pid": [1, 2, 3], "hba1c": [5.0, 6.5, 7.0]}).to_csv(path, index=False)
+    postgres.load("visits", {"pid": "bigint", "ward": "text"}, [(1, "icu"), (2, "onco"), (3, "icu"), (4, "icu")])
+    con = open_sources(
+        {
+            "labs": TableSource("labs", path, "csv"),
+            "visits": TableSource("visits", None, "postgresql", postgres.url(), "visits"),
+        }
+    )
+    try:
+        assert set(con.columns()) == {"labs", "visits"}
+        assert con.execute("SELECT COUNT(*) AS n FROM visits WHERE ward = 'icu'").fetchnumpy()["n"].tolist() == [3]
+        assert con.cursor().execute("SELECT SUM(hba1c) AS s FROM labs").fetchnumpy()["s"].tolist() == [18.5]
+        with pytest.raises(QueryError, match="different databases"):
+            con.execute("SELECT COUNT(*) AS n FROM visits AS v JOIN labs AS l ON v.pid = l.pid")
+    finally:
+        con.close()
