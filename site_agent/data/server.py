@@ -18,6 +18,8 @@ Same numbers, not just valid SQL:
   targets; a text target needs no guard. Values that match the pattern but still cannot be
   converted (an integer beyond 64 bits, 2023-02-30) fail the local step, which the site reports
   as an engine error; any other target type is refused with a message naming it.
+* A whole decimal literal (``120.0``, the planner's grid bounds) is written as an integer: the
+  same value, but PostgreSQL would otherwise compute on an integer column in NUMERIC.
 * Integer division, ``date_diff``, ``date_trunc``, ``EXTRACT``, intervals: sqlglot's PostgreSQL
   generator already writes equivalents (checked against DuckDB in ``tests/data``).
 """
@@ -54,6 +56,12 @@ _TRY_CAST_PATTERNS = {
 
 def _postgres_fixes(node: exp.Expression) -> exp.Expression:
     """DuckDB semantics in PostgreSQL for the constructs the generator does not map (see above)."""
+    if isinstance(node, exp.Literal) and node.is_number and "." in node.this:
+        value = float(node.this)
+        if value.is_integer() and abs(value) < 2**53:
+            # 120.0 is NUMERIC in PostgreSQL and drags an integer column into NUMERIC arithmetic
+            # (several times slower); as 120 the values are the same and the arithmetic integer.
+            return exp.Literal.number(int(value))
     if isinstance(node, exp.Round):
         if node.args.get("decimals") is not None:
             node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("decimal")))
@@ -104,7 +112,11 @@ def to_dialect(sql: str, views: Mapping[str, exp.Select], dialect: str) -> str:
         table.replace(exp.Subquery(this=views[name].copy(), alias=alias))
     fix = _FIXES.get(dialect)
     if fix is not None:
-        tree = tree.transform(fix, copy=False)
+        for node in reversed(list(tree.walk(bfs=True))):  # children before their parents
+            fixed = fix(node)
+            if fixed is not node:
+                tree = fixed if node is tree else tree
+                node.replace(fixed)
     return tree.sql(dialect=dialect)
 
 

@@ -129,11 +129,12 @@ def test_agent_toml_mapping_errors_name_the_key(tmp_path: Path, text: str, messa
 def test_one_site_with_tables_in_two_engines_routes_each_query(tmp_path: Path, postgres: PostgresServer) -> None:
     path = tmp_path / "labs.csv"
     pd.DataFrame({"pid": [1, 2, 3], "hba1c": [5.0, 6.5, 7.0]}).to_csv(path, index=False)
-    postgres.load("visits", {"pid": "bigint", "ward": "text"}, [(1, "icu"), (2, "onco"), (3, "icu"), (4, "icu")])
+    rows = [(1, "icu"), (2, "onco"), (3, "icu"), (4, "icu")]
+    postgres.load("ward_visits", {"pid": "bigint", "ward": "text"}, rows)
     con = open_sources(
         {
             "labs": TableSource("labs", path, "csv"),
-            "visits": TableSource("visits", None, "postgresql", postgres.url(), "visits"),
+            "visits": TableSource("visits", None, "postgresql", postgres.url(), "ward_visits"),
         }
     )
     try:
