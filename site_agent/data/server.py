@@ -54,14 +54,14 @@ _TRY_CAST_PATTERNS = {
 }
 
 
-def _postgres_fixes(node: exp.Expression) -> exp.Expression:
+def _postgres_fixes(node: exp.Expr) -> exp.Expr:
     """DuckDB semantics in PostgreSQL for the constructs the generator does not map (see above)."""
     if isinstance(node, exp.Literal) and node.is_number and "." in node.this:
-        value = float(node.this)
-        if value.is_integer() and abs(value) < 2**53:
+        number = float(node.this)
+        if number.is_integer() and abs(number) < 2**53:
             # 120.0 is NUMERIC in PostgreSQL and drags an integer column into NUMERIC arithmetic
             # (several times slower); as 120 the values are the same and the arithmetic integer.
-            return exp.Literal.number(int(value))
+            return exp.Literal.number(int(number))
     if isinstance(node, exp.Round):
         if node.args.get("decimals") is not None:
             node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("decimal")))
@@ -94,13 +94,13 @@ def _postgres_fixes(node: exp.Expression) -> exp.Expression:
     return node
 
 
-_FIXES: dict[str, Callable[[exp.Expression], exp.Expression]] = {"postgres": _postgres_fixes}
+_FIXES: dict[str, Callable[[exp.Expr], exp.Expr]] = {"postgres": _postgres_fixes}
 
 
 def to_dialect(sql: str, views: Mapping[str, exp.Select], dialect: str) -> str:
     """The planner's DuckDB ``sql`` for a ``dialect`` server, each table in ``views`` (consortium
     name -> presenting SELECT) replaced by its subquery under the same name or alias."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
+    tree: exp.Expr = sqlglot.parse_one(sql, read="duckdb")
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for table in list(tree.find_all(exp.Table)):
         name = table.name.lower()
