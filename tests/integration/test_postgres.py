@@ -141,3 +141,16 @@ def test_the_reader_role_cannot_write(postgres: PostgresServer) -> None:
 
     with psycopg.connect(postgres.url(), autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(f"DELETE FROM {PG_TABLE}")
+
+
+def test_check_reads_each_engine_and_counts_like_pandas(mixed: Running) -> None:
+    from .test_happy_path import agent_cli
+
+    for site, frame in mixed.frames.items():
+        done = agent_cli("check", "--config", str(mixed.agent_toml(site)))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"ok    data: lung ({len(frame)} rows)" in done.stdout
+        (line,) = [x for x in done.stdout.splitlines() if "data vs schema" in x]
+        for column in ("meal_cal", "wt_loss"):
+            nulls = int(frame[column].isna().sum())
+            assert (f"lung.{column}: {nulls} NULLs" in line) == (nulls > 0), (site, column, line)
