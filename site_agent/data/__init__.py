@@ -14,6 +14,9 @@ Modules, in dependency order:
   server's dialect and runs there (PostgreSQL through psycopg).
 * ``routing``: one site with tables in several engines; each query goes to the engine that holds
   all its tables.
+* ``profile`` and ``conformance``: a table in counts (for ``mpc-consortium schema draft``) and
+  where it disagrees with ``schema.toml`` (for ``mpc-site-agent check``), by aggregate SQL run
+  in the same engines.
 """
 
 from .connector import Columns, Connector, Result
