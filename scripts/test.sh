@@ -8,6 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh "test,bench,lab"
+# The PostgreSQL data-source tests start a real server (tests/data/pgserver.py): install
+# Debian's postgresql package when no initdb is on PATH or in /usr/lib/postgresql/*/bin.
+if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "== installing PostgreSQL (apt-get)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql
+fi
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy site_agent mpc_jupyter
 

@@ -17,8 +17,9 @@ Both load into frozen dataclasses; every problem is a ``ConfigError`` naming fil
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -28,7 +29,7 @@ from site_agent.tomlfile import Section, check_name, read_toml, toml_key, toml_m
 
 COMMITTEE_SIZE = 3
 DEFAULT_QUERY_TIMEOUT = 30
-TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".duckdb": "duckdb", ".db": "duckdb"}
 
 
 @dataclass(frozen=True)
@@ -270,13 +271,54 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+Scalar = str | int | float | bool
+"""A value in a code mapping (``[tables.x.values.column]``)."""
+
+
 @dataclass(frozen=True)
 class TableSource:
-    """A table a site serves: a CSV or Parquet file loaded into the site's engine."""
+    """A table a site serves, under its consortium name.
+
+    Either a file (``path``: CSV or Parquet, scanned by the site's embedded DuckDB, or a DuckDB
+    database file, attached read-only) or a database server (``source``: a URL such as
+    ``postgresql://reader@db/clinic``), where the plan's local SQL runs by push-down.
+    ``table`` is the table's name inside a database (default: the consortium name; quoted parts
+    keep their case and punctuation: ``'public."Lung 2024"'``). ``columns`` maps consortium column
+    names to local ones, ``values`` maps, per consortium column, a local code (as text) to the
+    consortium's value: the site's engine presents the table under the consortium's names and
+    codes, so the plan's SQL never needs to know the local ones.
+    """
 
     name: str
-    path: Path
-    format: str  # "csv" or "parquet"
+    path: Path | None
+    format: str  # "csv", "parquet", "duckdb", or the URL scheme of a server ("postgresql")
+    source: str | None = None
+    table: str | None = None
+    columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    values: Mapping[str, Mapping[str, Scalar]] = field(default_factory=lambda: MappingProxyType({}))
+    where: str = ""
+    """``file: tables.NAME``, where it is declared (for errors)."""
+
+    def error(self, key: str, problem: str, fix: str) -> ConfigError:
+        """One line naming the file, the key, the problem and the fix."""
+        where = f"{self.where}.{key}" if self.where else f"table {self.name!r}: {key}"
+        return ConfigError(f"{where}: {problem.strip().splitlines()[0] if problem.strip() else problem}; {fix}")
+
+    @property
+    def local_table(self) -> str:
+        """The table's name in its database (a DuckDB file or a server)."""
+        return self.table or self.name
+
+    def describe(self) -> str:
+        """Where the table lives, for messages (a server URL without its password)."""
+        if self.source is None:
+            return str(self.path)
+        return f"{redact_url(self.source)} table {self.local_table}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (URLs may reach logs and messages)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True)
@@ -298,17 +340,66 @@ class AgentConfig:
     tables: Mapping[str, TableSource]
 
 
+SERVER_SCHEMES = ("postgresql", "postgres")
+"""URL schemes of ``source``: database servers the local step can be pushed down to."""
+
+
 def _table(section: Section, name: str) -> TableSource:
     check_name(section, None, name, "table")
-    section.only("path", "format")
+    section.only("path", "format", "source", "table", "columns", "values")
+    columns = _column_map(section.section("columns", required=False))
+    values = _value_maps(section.section("values", required=False))
+    table = section.get_str("table", None)
+    if ("path" in section) == ("source" in section):
+        raise section.error(None, "give exactly one of path (a CSV, Parquet or DuckDB file) or source (a database URL)")
+    if "source" in section:
+        source = section.get_str("source")
+        scheme = source.partition("://")[0].lower()
+        if scheme not in SERVER_SCHEMES:
+            raise section.error("source", f"must be a postgresql:// URL, got scheme {scheme!r}")
+        if "format" in section:
+            raise section.error("format", "is for files only; a source URL names its engine")
+        return TableSource(name, None, "postgresql", source, table, columns, values, section.where())
     path = section.get_path("path", must_exist=True)
     default_format = TABLE_FORMATS.get(path.suffix.lower())
     fmt = section.get_str("format", default_format)
     if fmt is None:
-        raise section.error("path", f"cannot tell the format of {path.name}: use .csv or .parquet, or set format")
+        raise section.error("path", f"cannot tell the format of {path.name}: use .csv, .parquet, .duckdb or set format")
     if fmt not in TABLE_FORMATS.values():
-        raise section.error("format", f"must be 'csv' or 'parquet', got {fmt!r}")
-    return TableSource(name=name, path=path, format=fmt)
+        raise section.error("format", f"must be 'csv', 'parquet' or 'duckdb', got {fmt!r}")
+    if table is not None and fmt != "duckdb":
+        raise section.error("table", "names a table inside a database; a CSV or Parquet file is one table")
+    return TableSource(name, path, fmt, None, table, columns, values, section.where())
+
+
+def _column_map(section: Section) -> Mapping[str, str]:
+    """``[tables.x.columns]``: consortium column = local column (each local column used once)."""
+    out = {key.lower(): section.get_str(key) for key in section.data}
+    seen: dict[str, str] = {}
+    for key, local in out.items():
+        if local in seen:
+            raise section.error(key, f"local column {local!r} is already mapped to {seen[local]!r}")
+        seen[local] = key
+    return MappingProxyType(out)
+
+
+def _value_maps(section: Section) -> Mapping[str, Mapping[str, Scalar]]:
+    """``[tables.x.values.COLUMN]``: local code (written as text) = consortium value."""
+    out: dict[str, Mapping[str, Scalar]] = {}
+    for column, codes in section.subsections():
+        mapping: dict[str, Scalar] = {}
+        kinds = set()
+        for code, value in codes.data.items():
+            if not isinstance(value, str | int | float | bool):
+                raise codes.error(code, f"must be a string, number or boolean, got {type(value).__name__}")
+            kinds.add(bool if isinstance(value, bool) else str if isinstance(value, str) else float)
+            mapping[code] = value
+        if len(kinds) > 1:
+            raise codes.error(None, "all consortium values of one column must be of one type")
+        if not mapping:
+            raise codes.error(None, "is empty: list local code = consortium value pairs")
+        out[column.lower()] = MappingProxyType(mapping)
+    return MappingProxyType(out)
 
 
 def load_agent(path: Path | str) -> AgentConfig:
@@ -380,11 +471,21 @@ path = "policy.toml"
 {tables}"""
 
 TABLES_TEMPLATE = """\
-# Tables this site serves, each a CSV or Parquet file, loaded into DuckDB at start.
+# Tables this site serves, each a CSV, Parquet or DuckDB file (scanned by the embedded DuckDB)
+# or a table in PostgreSQL, where the local step runs in place (docs/data-sources.md).
 # The table name is what analysts write in queries; expose its columns in policy.toml.
 #
 # [tables.lung]
 # path = "data/lung.csv"
+#
+# [tables.lung]
+# source = "postgresql://mpc_reader@db.hospital.example/clinic"  # a read-only role
+# table = "public.lung"
+# [tables.lung.columns]     # consortium name = local name, where they differ
+# ph_ecog = "ph.ecog"
+# [tables.lung.values.sex]  # local code = consortium value
+# "1" = "M"
+# "2" = "F"
 """
 
 NO_DATA_TEMPLATE = """\

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+from site_agent.cli import schema_draft
 from site_agent.config import (
     Address,
     AnalystEntry,
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("add-analyst", help="create an analyst's signing key and client certificate")
     p.add_argument("dir", type=Path)
     p.add_argument("name")
+    schema_draft.add_parser(sub)
     return parser
 
 
@@ -204,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = cmd_init(args.dir, args.name, args.consortium_id)
         elif args.command == "add-site":
             message = cmd_add_site(args.dir, args.site, args.address, args.compute, args.data)
+        elif args.command == "schema":
+            message = schema_draft.run(args)
         else:
             message = cmd_add_analyst(args.dir, args.name)
     except (CliError, MpcError, OSError) as exc:

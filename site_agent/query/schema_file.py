@@ -22,17 +22,25 @@ pseudo-column of per-site breakdowns (see docs/query-language.md).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from ..tomlfile import Section, check_name, read_toml
+from ..tomlfile import NAME_RE, Section, check_name, read_toml
 from .catalog import SITE, Column, KeyValue, Schema, Table
 
 DTYPES = ("integer", "float", "text", "boolean", "date", "timestamp")
 
 
 def _column(table: Section, name: str) -> Column:
-    check_name(table, name, name, "column")
+    if not NAME_RE.match(name):
+        local_name = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "column"
+        raise table.error(
+            name,
+            f"column name {name!r} must be letters, digits, '-' or '_'; name it {local_name} here and let each "
+            f'site map its own name in agent.toml: [tables.{table.prefix.rpartition(".")[2]}.columns] '
+            f"{local_name} = {name!r}",
+        )
     if name.lower() == SITE:
         raise table.error(name, f"the column name {SITE!r} is reserved: SITE in a query names the committee site")
     spec: Any = table.data[name]

@@ -241,8 +241,17 @@ def _sites(
     return specs
 
 
+Customize = Callable[[Path], None]
+"""Called with a consortium's folder after it is built and before its agents start (a site's
+tables moved to another engine or renamed, for instance)."""
+
+
 def start_consortium(
-    root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None, data: Dataset = LUNG
+    root: Path,
+    policies: dict[str, dict[str, Any]],
+    timeout: int | None = None,
+    data: Dataset = LUNG,
+    customize: Customize | None = None,
 ) -> Running:
     """Build a consortium of ``data`` under ``policies`` in ``root`` and start its three agents."""
     frames = data.frames()
@@ -253,23 +262,29 @@ def start_consortium(
             text = path.read_text()
             assert "query_timeout_seconds = 30" in text
             path.write_text(text.replace("query_timeout_seconds = 30", f"query_timeout_seconds = {timeout}"))
+    if customize is not None:
+        customize(config.parent)
     procs = AgentProcesses(config.parent, list(SITES))
     procs.start()
     return Running(config, procs, frames)
 
 
 def start_retrying(
-    root: Path, policies: dict[str, dict[str, Any]], timeout: int | None = None, data: Dataset = LUNG
+    root: Path,
+    policies: dict[str, dict[str, Any]],
+    timeout: int | None = None,
+    data: Dataset = LUNG,
+    customize: Customize | None = None,
 ) -> Running:
     """``start_consortium``, once more in a fresh folder (new ports) if an agent could not bind
     its port: the ports are picked free but another process on the machine may take one before
     the agent binds it."""
     try:
-        return start_consortium(root, policies, timeout, data)
+        return start_consortium(root, policies, timeout, data, customize)
     except RuntimeError as exc:
         if "address already in use" not in str(exc):
             raise
-        return start_consortium(root.with_name(root.name + "-again"), policies, timeout, data)
+        return start_consortium(root.with_name(root.name + "-again"), policies, timeout, data, customize)
 
 
 CONSORTIA: dict[str, tuple[dict[str, dict[str, Any]], int | None]] = {
