@@ -7,6 +7,12 @@ reads the same file. A site entry with ``data = false`` is a neutral compute mem
 no data (it must be in the committee), computes on shares like any member and contributes
 nothing to results (absent means ``data = true``).
 
+Once agents run, ``consortium.toml`` changes only by *membership changes* approved by the sites
+(see :mod:`site_agent.membership`): each version names the digest of the one it replaces
+(``previous``) and carries the Ed25519 signatures of the sites that approved it
+(``[signatures]``); identities taken out are listed under ``[revoked]`` by certificate
+fingerprint, so an agent can refuse them by name and reason.
+
 ``agent.toml`` is one site's own settings: its name, where it listens, its key files, its
 tables, its audit log and policy file. Relative paths are resolved against the folder of the
 file that names them, so a site folder can be moved as a whole.
@@ -17,8 +23,9 @@ Both load into frozen dataclasses; every problem is a ``ConfigError`` naming fil
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -114,6 +121,15 @@ class AnalystEntry:
 
 
 @dataclass(frozen=True)
+class RevokedEntry:
+    """A certificate the consortium no longer accepts: whose it was and why (revoked, rotated)."""
+
+    fingerprint: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ConsortiumConfig:
     """The contents of ``consortium.toml``.
 
@@ -128,6 +144,20 @@ class ConsortiumConfig:
     sites: Mapping[str, SiteEntry]
     analysts: Mapping[str, AnalystEntry]
     committee: tuple[str, ...]
+    version: int = 0
+    previous: str = ""
+    """Digest of the version this one replaces (empty for version 0, the set-up file)."""
+    approvals: int | None = None
+    """Sites that must sign a membership change (None: a majority of the sites)."""
+    revoked: Mapping[str, RevokedEntry] = field(default_factory=lambda: MappingProxyType({}))
+    """Certificates no longer accepted, by SHA-256 fingerprint."""
+    signatures: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Site name -> hex Ed25519 signature of this version's digest (not part of the digest)."""
+
+    @property
+    def required_approvals(self) -> int:
+        """t: how many distinct sites must sign a change to this version."""
+        return self.approvals if self.approvals is not None else len(self.sites) // 2 + 1
 
     def site(self, name: str) -> SiteEntry:
         """The named site; ``ConfigError`` if it is not in the consortium."""
@@ -176,12 +206,33 @@ class ConsortiumConfig:
         return replace(self, analysts=MappingProxyType({**self.analysts, entry.name: entry}))
 
 
+def _revoked(root: Section) -> dict[str, RevokedEntry]:
+    out: dict[str, RevokedEntry] = {}
+    for fp, r in root.section("revoked", required=False).subsections():
+        if not is_lower_hex(fp, 32):
+            raise r.error(None, "revoked certificates are keyed by their SHA-256 fingerprint (64 lowercase hex digits)")
+        r.only("name", "reason")
+        out[fp] = RevokedEntry(fp, r.get_str("name"), r.get_str("reason"))
+    return out
+
+
+def _signatures(root: Section) -> dict[str, str]:
+    section = root.section("signatures", required=False)
+    out: dict[str, str] = {}
+    for site in section.data:
+        value = section.get_str(site)
+        if not is_lower_hex(value, 64):
+            raise section.error(site, "must be an Ed25519 signature: 128 lowercase hex digits")
+        out[site] = value
+    return out
+
+
 def load_consortium(path: Path | str) -> ConsortiumConfig:
-    """Load and validate ``consortium.toml``."""
+    """Load and validate ``consortium.toml`` (or a proposed change to it)."""
     root = read_toml(path)
-    root.only("consortium", "sites", "analysts")
+    root.only("consortium", "sites", "analysts", "revoked", "signatures")
     head = root.section("consortium")
-    head.only("id", "name", "ca_cert", "committee")
+    head.only("id", "name", "ca_cert", "committee", "version", "previous", "approvals")
     sites: dict[str, SiteEntry] = {}
     for name, s in root.section("sites", required=False).subsections():
         check_name(s, None, name, "site")
@@ -216,6 +267,16 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
     for name, site in sites.items():
         if site.compute and name not in committee:
             raise head.error("committee", f"site {name!r} has compute = true but is not listed")
+    revoked = _revoked(root)
+    registered: list[SiteEntry | AnalystEntry] = [*sites.values(), *analysts.values()]
+    for entry in registered:
+        if entry.tls_fingerprint in revoked:
+            raise root.error("revoked", f"{entry.name!r} is registered with a revoked certificate")
+    version = head.get_int("version", 0, minimum=0)
+    previous = head.get_str("previous", "") if version else ""
+    if version and not is_lower_hex(previous, 32):
+        raise head.error("previous", "must be the SHA-256 digest of the version this one replaces")
+    approvals = head.get_int("approvals", None, minimum=1) if "approvals" in head else None
     return ConsortiumConfig(
         path=root.file,
         id=head.get_str("id"),
@@ -224,6 +285,11 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
         sites=MappingProxyType(sites),
         analysts=MappingProxyType(analysts),
         committee=committee,
+        version=version,
+        previous=previous,
+        approvals=approvals,
+        revoked=MappingProxyType(revoked),
+        signatures=MappingProxyType(_signatures(root)),
     )
 
 
@@ -249,6 +315,14 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
         f"ca_cert = {toml_str(_relative(cfg.ca_cert, base))}  # the CA that issued every certificate below",
         "# The three compute members, in order (sites, or a neutral agent without data).",
         f"committee = {toml_str_list(cfg.committee)}",
+        "# Membership changes: each version is approved by the sites (see docs/deploy.md).",
+        f"version = {cfg.version}",
+        *([f"previous = {toml_str(cfg.previous)}  # digest of the version this one replaces"] if cfg.version else []),
+        (
+            f"approvals = {cfg.approvals}  # sites that must sign a change"
+            if cfg.approvals is not None
+            else "# approvals = 2  # sites that must sign a change (absent: a majority of the sites)"
+        ),
     ]
     for s in cfg.sites.values():
         lines += [
@@ -267,7 +341,19 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
             f"tls_fingerprint = {toml_str(a.tls_fingerprint)}",
             f"signing_key = {toml_multiline(a.signing_key)}",
         ]
+    for r in cfg.revoked.values():
+        lines += ["", f"[revoked.{r.fingerprint}]", f"name = {toml_str(r.name)}", f"reason = {toml_str(r.reason)}"]
+    if cfg.signatures:
+        lines += ["", "# Approvals of this version: site -> Ed25519 signature of its digest."]
+        lines += ["[signatures]", *(f"{toml_key(s)} = {toml_str(sig)}" for s, sig in sorted(cfg.signatures.items()))]
     return "\n".join(lines) + "\n"
+
+
+def write_consortium(cfg: ConsortiumConfig) -> None:
+    """Write ``cfg`` to ``cfg.path`` atomically (a watching agent never reads half a file)."""
+    tmp = cfg.path.with_name(cfg.path.name + ".tmp")
+    tmp.write_text(render_consortium(cfg))
+    os.replace(tmp, cfg.path)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@
 * ``check --config agent.toml``: validates config, policy, keys, data and peer reachability.
 * ``audit verify --config agent.toml``: checks the audit log's chain and signatures and
   names the first bad entry.
+* ``approve CHANGE --config agent.toml``: adds this site's signature to a proposed membership
+  change (``mpc-consortium propose``, ``revoke``, ``rotate``) after checking that it follows the
+  consortium version this site runs; prints what the change does.
 
 Exit codes: 0 fine, 1 a check failed, 2 usage.
 """
@@ -23,10 +26,11 @@ from ..agent import planning
 from ..agent.data import describe, open_tables
 from ..agent.service import configure_logging, serve_forever
 from ..audit import verify
-from ..config import load_agent, load_consortium
+from ..config import load_agent, load_consortium, write_consortium
 from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
 from ..errors import MpcError
+from ..membership.changes import approve, approvers, describe_change, digest
 from ..policy import load_policy
 from ..tuning import tune_allocator
 
@@ -125,6 +129,32 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    try:
+        config = load_agent(args.config)
+        current = load_consortium(config.consortium)
+        change = load_consortium(args.change)
+        if change.id != current.id or change.version != current.version + 1 or change.previous != digest(current):
+            raise MpcError(
+                f"{args.change} (version {change.version}) does not follow version {current.version} of "
+                f"{config.consortium}, which this site runs: nothing signed"
+            )
+        key = load_private_key(config.signing_key)
+        if public_key_pem(key).strip() != current.site(config.site).signing_key.strip():
+            raise MpcError("the signing key does not match the public key in the consortium file: nothing signed")
+        signed = approve(change, config.site, key)
+        write_consortium(signed)
+    except MpcError as exc:
+        print(f"approve: {exc}")
+        return 1
+    have = approvers(current, digest(signed), signed.signatures.items())
+    print(
+        f"approved version {signed.version} as {config.site}: {describe_change(current, signed)} "
+        f"({len(have)} of {current.required_approvals} approvals: {', '.join(sorted(have))})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpc-site-agent", description="Run and check an mpc-jupyter site agent.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     av = audit_sub.add_parser("verify", help="check the hash chain and signatures")
     av.add_argument("--config", required=True)
     av.set_defaults(func=cmd_audit_verify)
+    approve_ = sub.add_parser("approve", help="sign a proposed membership change as this site")
+    approve_.add_argument("change", help="the change file (mpc-consortium propose, revoke or rotate)")
+    approve_.add_argument("--config", required=True)
+    approve_.set_defaults(func=cmd_approve)
     return parser
 
 
