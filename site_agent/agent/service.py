@@ -39,7 +39,7 @@ import numpy as np
 from .. import __version__
 from ..audit import AuditLog, Receipt, Reveal
 from ..audit.entry import Decision
-from ..config import AgentConfig, ConsortiumConfig, load_agent, load_consortium
+from ..config import AgentConfig, ConsortiumConfig, load_agent
 from ..crypto.certs import client_context, fingerprint, server_context
 from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
 from ..crypto.signing import load_private_key
@@ -58,7 +58,7 @@ from ..errors import (
 )
 from ..membership.changes import describe_change
 from ..membership.identity import admission
-from ..membership.watch import ConsortiumWatcher
+from ..membership.watch import ConsortiumWatcher, remember, startup_version
 from ..mpc.arithmetic import input_all
 from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
@@ -168,6 +168,7 @@ class Agent:
         it, take up this site's own new certificate if it was rotated, and close every
         connection the new version refuses (revoked or replaced certificates)."""
         self.consortium = new
+        remember(self.config, new)
         self.audit.append(
             analyst="(consortium)",
             query="",
@@ -586,5 +587,5 @@ def configure_logging(level: int = logging.INFO) -> None:
 async def serve_forever(config_path: str, stop: asyncio.Event) -> None:
     """Load the configuration and serve until ``stop`` is set."""
     config = load_agent(config_path)
-    agent = Agent(config, load_consortium(config.consortium))
+    agent = Agent(config, startup_version(config))
     await agent.serve(stop)

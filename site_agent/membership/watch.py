@@ -8,6 +8,11 @@ version the agent runs (:func:`~site_agent.membership.changes.check_change`): an
 goes to the daemon's ``apply`` callback; anything else -- unsigned edits, too few signatures, a
 version that does not follow the current one, a file that does not parse -- is ignored with one
 warning log line, and the agent keeps running its current version.
+
+The version an agent accepted last is kept in its data folder (:data:`ACCEPTED_FILE`), so a
+restart does not undo the rule: at start (:func:`startup_version`) the consortium file is
+taken only if it is that version or an approved change of it; otherwise the agent runs the
+version it had accepted and logs why.
 """
 
 from __future__ import annotations
@@ -16,20 +21,53 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
-from site_agent.config import ConsortiumConfig, load_consortium
+from site_agent.config import AgentConfig, ConsortiumConfig, load_consortium, write_consortium
 from site_agent.errors import MpcError
 
 from .changes import check_change, describe_change, digest
 
 POLL_SECONDS = 0.5
 """How often the consortium file's status is checked."""
+ACCEPTED_FILE = "consortium.accepted.toml"
+"""The last version this agent accepted, in its data folder."""
 
 log = logging.getLogger("site_agent.membership")
 
 Apply = Callable[[ConsortiumConfig, ConsortiumConfig, set[str]], Awaitable[None]]
 """Called with (old version, new version, approving sites) for every approved change."""
+
+
+def remember(config: AgentConfig, cfg: ConsortiumConfig) -> None:
+    """Keep ``cfg`` as the version this agent accepted (CA path written absolute)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    write_consortium(replace(cfg, path=config.data_dir / ACCEPTED_FILE))
+
+
+def startup_version(config: AgentConfig) -> ConsortiumConfig:
+    """The consortium version to start with: the file if it is the version accepted last, or an
+    approved change of it (or there is none yet: the set-up file); else the version accepted last."""
+    on_disk = load_consortium(config.consortium)
+    kept = config.data_dir / ACCEPTED_FILE
+    if not kept.exists():
+        remember(config, on_disk)
+        return on_disk
+    accepted = replace(load_consortium(kept), path=on_disk.path)
+    if digest(accepted) != digest(on_disk):
+        try:
+            check_change(accepted, on_disk)
+        except MpcError as exc:
+            log.warning(
+                "membership change ignored: %s; running version %d accepted before",
+                exc,
+                accepted.version,
+                extra={"event": "membership_ignored"},
+            )
+            return accepted
+        remember(config, on_disk)
+    return on_disk
 
 
 def _status(path: Path) -> tuple[int, int, int] | None:
