@@ -178,6 +178,12 @@ class Agent:
             reason=f"membership version {new.version} approved by {', '.join(sorted(signers))}: "
             + describe_change(old, new),
         )
+        if new.committee != old.committee:
+            log.warning(
+                "the committee changed to %s: it takes effect when this agent restarts",
+                ", ".join(new.committee),
+                extra={"event": "membership_changed"},
+            )
         mine = new.sites.get(self.site)
         if mine is not None and mine.tls_fingerprint != old.site(self.site).tls_fingerprint:
             self._take_up_certificate(mine.tls_fingerprint)
