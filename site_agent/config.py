@@ -79,6 +79,20 @@ def _fingerprint(section: Section, key: str) -> str:
     return value
 
 
+def _relay_uri(section: Section, key: str) -> str | None:
+    """An optional ``wss://HOST:PORT`` relay address."""
+    if key not in section:
+        return None
+    value = section.get_str(key).rstrip("/")
+    if not value.startswith("wss://"):
+        raise section.error(key, f"must be wss://HOST:PORT, got {value!r}")
+    try:
+        Address.parse(value.removeprefix("wss://"))
+    except ValueError as exc:
+        raise section.error(key, f"must be wss://HOST:PORT: {exc}") from exc
+    return value
+
+
 def _public_key_pem(section: Section, key: str) -> str:
     value = section.get_str(key)
     try:
@@ -101,6 +115,9 @@ class SiteEntry:
     tls_fingerprint: str
     signing_key: str  # Ed25519 public key, PEM
     data: bool = True
+    relay: str | None = None
+    """``wss://host:port`` of the relay the site is reached through (None: at ``address``).
+    ``address`` still names the host its certificate is issued for."""
 
     def public_key(self) -> Ed25519PublicKey:
         """The site's Ed25519 key, which verifies its audit receipts."""
@@ -236,7 +253,7 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
     sites: dict[str, SiteEntry] = {}
     for name, s in root.section("sites", required=False).subsections():
         check_name(s, None, name, "site")
-        s.only("address", "compute", "data", "tls_fingerprint", "signing_key")
+        s.only("address", "compute", "data", "tls_fingerprint", "signing_key", "relay")
         sites[name] = SiteEntry(
             name=name,
             address=_address(s, "address"),
@@ -244,6 +261,7 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
             tls_fingerprint=_fingerprint(s, "tls_fingerprint"),
             signing_key=_public_key_pem(s, "signing_key"),
             data=s.get_bool("data", True),
+            relay=_relay_uri(s, "relay"),
         )
         if not sites[name].data and not sites[name].compute:
             raise s.error("data", "a site without data is only useful as a compute member: set compute = true")
@@ -331,6 +349,7 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
             f"address = {toml_str(str(s.address))}",
             f"compute = {'true' if s.compute else 'false'}",
             *([] if s.data else ["data = false  # a neutral compute member: holds no data, computes on shares"]),
+            *([f"relay = {toml_str(s.relay)}  # reached through this relay only"] if s.relay else []),
             f"tls_fingerprint = {toml_str(s.tls_fingerprint)}  # SHA-256 of the site's TLS certificate",
             f"signing_key = {toml_multiline(s.signing_key)}",
         ]
@@ -371,7 +390,8 @@ class AgentConfig:
 
     path: Path
     site: str
-    listen: Address
+    listen: Address | None
+    """Where the agent accepts connections; None when it is reached through ``relay`` only."""
     consortium: Path
     tls_cert: Path
     tls_key: Path
@@ -382,6 +402,8 @@ class AgentConfig:
     data_dir: Path
     query_timeout: int
     tables: Mapping[str, TableSource]
+    relay: str | None = None
+    """``wss://host:port`` of the relay this agent registers at (it then needs no inbound port)."""
 
 
 def _table(section: Section, name: str) -> TableSource:
@@ -402,7 +424,7 @@ def load_agent(path: Path | str) -> AgentConfig:
     root = read_toml(path)
     root.only("site", "tls", "signing", "audit", "policy", "tables")
     site = root.section("site")
-    site.only("name", "listen", "consortium", "data_dir", "query_timeout_seconds")
+    site.only("name", "listen", "relay", "consortium", "data_dir", "query_timeout_seconds")
     tls = root.section("tls")
     tls.only("cert", "key", "ca")
     signing = root.section("signing")
@@ -415,7 +437,7 @@ def load_agent(path: Path | str) -> AgentConfig:
     return AgentConfig(
         path=root.file,
         site=check_name(site, "name", site.get_str("name"), "site"),
-        listen=_address(site, "listen"),
+        listen=_listen(site),
         consortium=site.get_path("consortium", must_exist=True),
         tls_cert=tls.get_path("cert", must_exist=True),
         tls_key=tls.get_path("key", must_exist=True),
@@ -426,7 +448,15 @@ def load_agent(path: Path | str) -> AgentConfig:
         data_dir=site.get_path("data_dir", "data"),
         query_timeout=site.get_int("query_timeout_seconds", DEFAULT_QUERY_TIMEOUT, minimum=1),
         tables=MappingProxyType(tables),
+        relay=_relay_uri(site, "relay"),
     )
+
+
+def _listen(site: Section) -> Address | None:
+    """``[site] listen``; may be absent only when the agent is reached through a relay."""
+    if "listen" not in site and "relay" in site:
+        return None
+    return _address(site, "listen")
 
 
 AGENT_TEMPLATE = """\

@@ -120,16 +120,20 @@ class Agent:
         self.replays = ReplayCache()
         self.limiter = RateLimiter(self.site, self.policy.max_queries_per_hour)
         members = [
-            Member(i, name, consortium.site(name).address.host, consortium.site(name).address.port)
+            Member(i, name, site.address.host, site.address.port, site.relay)
             for i, name in self.names.items()
+            for site in [consortium.site(name)]
         ]
         self.mesh = Mesh(
             self.index,
             members,
             server_context(config.tls_cert, config.tls_key, config.ca_cert, require_client_cert=False),
             client_context(config.tls_cert, config.tls_key, config.ca_cert),
-            listen_host=config.listen.host,
+            # Reached through a relay only: serve its tunnels on a loopback port of our own.
+            listen_host=config.listen.host if config.listen else "127.0.0.1",
+            listen_port=None if config.listen else 0,
             admit=lambda name, fp: admission(self.consortium, name, fp),
+            relay=config.relay,
         )
         self.mesh.on(MsgType.QUERY, self._on_query)
         self.mesh.on(MsgType.STATUS, self._on_status)
@@ -149,7 +153,7 @@ class Agent:
         # when it does (re-dialed by whichever member dials), and policies follow every link-up.
         await self.mesh.start(require_links=False)
         watching = asyncio.create_task(self.watcher.run())
-        log.info("serving", extra={"event": "serving", "address": str(self.config.listen)})
+        log.info("serving", extra={"event": "serving", "address": str(self.config.listen or self.config.relay)})
         await stop.wait()
         watching.cancel()
         log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})

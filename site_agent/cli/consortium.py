@@ -51,7 +51,8 @@ from site_agent.crypto.signing import generate_signing_key, private_key_pem, pub
 from site_agent.errors import MpcError
 from site_agent.membership.changes import check_change, describe_change, successor
 from site_agent.policy import render_policy_template
-from site_agent.tomlfile import NAME_RE
+from site_agent.relay.config import render_relay
+from site_agent.tomlfile import NAME_RE, toml_str
 
 PROG = "mpc-consortium"
 CONSORTIUM_FILE = "consortium.toml"
@@ -109,11 +110,13 @@ def _retire(path: Path) -> None:
         os.replace(path, path.with_name(f"{path.stem}.old{path.suffix}"))
 
 
-def _write_tls(cfg: ConsortiumConfig, folder: Path, name: str, hosts: list[str], server: bool) -> str:
+def _write_tls(
+    cfg: ConsortiumConfig, folder: Path, name: str, hosts: list[str], server: bool, client: bool = True
+) -> str:
     """A new TLS key and certificate from the consortium CA under ``folder/tls``; its fingerprint."""
     ca_dir = cfg.ca_cert.parent
     ca_key, ca_cert = (ca_dir / "ca.key").read_bytes(), cfg.ca_cert.read_bytes()
-    key_pem, cert_pem = issue_cert(ca_key, ca_cert, name, hosts, client=True, server=server)
+    key_pem, cert_pem = issue_cert(ca_key, ca_cert, name, hosts, client=client, server=server)
     tls = folder / "tls"
     tls.mkdir(parents=True, exist_ok=True)
     _retire(tls / "key.pem")
@@ -223,6 +226,51 @@ def cmd_add_analyst(directory: Path, name: str, propose: bool = False) -> str:
         return _write_change(cfg, successor(cfg, analysts=added.analysts), f"add-{name}")
     _write_consortium(added)
     return f"added analyst {name!r}: keys in {folder}; allow them in each site's policy.toml"
+
+
+def cmd_add_relay(directory: Path, name: str, address: str, sites: Sequence[str] = ()) -> str:
+    """A relay's server certificate and ``relay.toml`` in DIR/relays/NAME; with ``sites``
+    (while setting up), those sites are reached through it only: their entries get ``relay``
+    and their ``agent.toml`` registers there instead of listening."""
+    _check_name(name, "relay")
+    try:
+        addr = Address.parse(address)
+    except ValueError as exc:
+        raise CliError(f"--address: {exc}") from exc
+    cfg = _load(directory)
+    folder = directory / "relays" / name
+    if folder.exists():
+        raise CliError(f"{folder} already exists")
+    if name in cfg.sites or name in cfg.analysts:
+        raise CliError(f"{name!r} is a member's name; a relay needs a name of its own")
+    unknown = [s for s in sites if s not in cfg.sites]
+    if unknown:
+        raise CliError(f"no site {', '.join(unknown)} in the consortium")
+    if sites and cfg.version > 0:
+        _write_consortium(cfg)  # refuses, saying how to change a live consortium
+    uri = f"wss://{addr}"
+    folder.mkdir(parents=True)
+    _write_tls(cfg, folder, name, [addr.host], server=True, client=False)
+    (folder / "relay.toml").write_text(render_relay(name, addr, f"../../{CONSORTIUM_FILE}"))
+    for site in sites:
+        agent_toml = directory / "sites" / site / "agent.toml"
+        text = agent_toml.read_text()
+        relayed = re.sub(
+            r"^# Address to listen on.*\nlisten = .*$",
+            f"# No inbound port: the agent registers at this relay and is reached through it.\nrelay = {toml_str(uri)}",
+            text,
+            count=1,
+            flags=re.M,
+        )
+        if relayed == text:
+            raise CliError(f"{agent_toml}: no listen line to replace; set [site] relay = {uri!r} by hand")
+        agent_toml.write_text(relayed)
+    if sites:
+        relayed_sites = {n: replace(e, relay=uri) if n in sites else e for n, e in cfg.sites.items()}
+        _write_consortium(replace(cfg, sites=MappingProxyType(relayed_sites)))
+    return f"added relay {name!r} at {uri}: run 'mpc-relay serve --config {folder / 'relay.toml'}'" + (
+        f"; {', '.join(sites)} are reached through it" if sites else ""
+    )
 
 
 def _without(cfg: ConsortiumConfig, name: str, reason: str) -> dict[str, object]:
@@ -342,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("add-analyst", help="create an analyst's signing key and client certificate")
     p.add_argument("dir", type=Path)
     p.add_argument("name")
+    p = sub.add_parser("add-relay", help="create a relay's certificate and relay.toml")
+    p.add_argument("dir", type=Path)
+    p.add_argument("name")
+    p.add_argument("--address", required=True, help="HOST:PORT where the relay listens")
+    p.add_argument("--sites", nargs="*", default=[], help="sites reached through the relay only (while setting up)")
     p = sub.add_parser("revoke", help="write the change that removes a site or analyst and revokes its certificate")
     p.add_argument("dir", type=Path)
     p.add_argument("name")
@@ -380,6 +433,8 @@ def _run(args: argparse.Namespace) -> str:
         return cmd_add_site(args.dir, args.site, args.address, args.compute, args.data)
     if args.command == "add-analyst":
         return cmd_add_analyst(args.dir, args.name)
+    if args.command == "add-relay":
+        return cmd_add_relay(args.dir, args.name, args.address, args.sites)
     if args.command == "revoke":
         return cmd_revoke(args.dir, args.name)
     if args.command == "rotate":

@@ -56,7 +56,7 @@ def _content(cfg: ConsortiumConfig) -> dict[str, Any]:
         "previous": cfg.previous,
         "approvals": cfg.approvals,
         "sites": {
-            s.name: [str(s.address), s.compute, s.data, s.tls_fingerprint, s.signing_key.strip()]
+            s.name: [str(s.address), s.compute, s.data, s.tls_fingerprint, s.signing_key.strip(), s.relay]
             for s in sorted(cfg.sites.values(), key=lambda s: s.name)
         },
         "analysts": {

@@ -21,6 +21,10 @@ revoked since is refused during the HTTP upgrade (403 with the reason) or, on a 
 member dials, right after the handshake. :meth:`Mesh.recheck` applies a new answer to every
 open connection at once, closing the ones now refused with the reason (close code 1008).
 
+A member may be reachable through a relay only (``Member.relay``, see :mod:`site_agent.relay`):
+it is then dialed through a tunnel, with the same end-to-end mutual TLS; and a mesh given
+``relay`` registers there and serves the tunnels the relay brings in on a loopback port.
+
 Lost links come back on their own: the member that dials a peer (the lower index) re-dials
 it in the background with a bounded backoff (:data:`REDIAL_FIRST` doubling to
 :data:`REDIAL_MAX` seconds) for as long as the mesh runs, so one member can restart while the
@@ -52,6 +56,7 @@ from websockets.http11 import Request, Response
 from ..crypto.certs import peer_common_name, peer_fingerprint
 from ..errors import AuthError, ConfigError, MpcError, PeerDisconnected, ProtocolViolation
 from ..mpc.party import Party, Protocol
+from ..relay.tunnel import Registration, open_tunnel
 from .framing import (
     DEFAULT_MAX_FRAME,
     NO_SESSION,
@@ -94,6 +99,8 @@ class Member:
     name: str
     host: str
     port: int
+    relay: str | None = None
+    """The relay this member is reached through (None: dial ``uri`` directly)."""
 
     @property
     def uri(self) -> str:
@@ -277,6 +284,8 @@ class Mesh:
         connect_timeout: float = 20.0,
         listen_host: str | None = None,
         admit: Admit | None = None,
+        listen_port: int | None = None,
+        relay: str | None = None,
     ) -> None:
         if sorted(m.index for m in members) != [0, 1, 2]:
             raise ConfigError("a committee has exactly members 0, 1 and 2")
@@ -292,6 +301,8 @@ class Mesh:
         self.max_frame = max_frame
         self.connect_timeout = connect_timeout
         self.listen_host = listen_host or self.me.host
+        self.listen_port = self.me.port if listen_port is None else listen_port
+        self.relay = relay
         self.admit: Admit = admit or (lambda name, fingerprint: None)
         self.links: dict[int, Connection] = {}
         self.connections: set[Connection] = set()
@@ -358,12 +369,15 @@ class Mesh:
         self._server = await serve(
             self._accept,
             self.listen_host,
-            self.me.port,
+            self.listen_port,
             ssl=self.server_ssl,
             max_size=self.max_frame,
             process_request=self._require_client_certificate,
             **WS_OPTIONS,
         )
+        if self.relay is not None:
+            local_port = int(self._server.sockets[0].getsockname()[1])
+            self._spawn(Registration(self.relay, self.client_ssl, local_port).run())
         started = time.monotonic()
         for p in self.peers:
             self._down_since[p] = started
@@ -517,8 +531,16 @@ class Mesh:
     async def _dial(self, member: Member) -> float | None:
         """One connection to ``member``, served until it closes; the seconds the link was up
         (None if the peer never answered the hello)."""
+        tunnel = None
+        if member.relay is not None:
+            tunnel = await open_tunnel(member.relay, self.client_ssl, member.name, self.connect_timeout)
         ws = await connect(
-            member.uri, ssl=self.client_ssl, max_size=self.max_frame, open_timeout=self.connect_timeout, **WS_OPTIONS
+            member.uri,
+            sock=tunnel,
+            ssl=self.client_ssl,
+            max_size=self.max_frame,
+            open_timeout=self.connect_timeout,
+            **WS_OPTIONS,
         )
         ssl_object = ws.transport.get_extra_info("ssl_object")
         cn = peer_common_name(ssl_object)
@@ -669,5 +691,7 @@ class Mesh:
 
 
 def members_from(config: Sequence[Mapping[str, Any]]) -> list[Member]:
-    """Members from plain dicts (``index``, ``name``, ``host``, ``port``)."""
-    return [Member(int(m["index"]), str(m["name"]), str(m["host"]), int(m["port"])) for m in config]
+    """Members from plain dicts (``index``, ``name``, ``host``, ``port``, optional ``relay``)."""
+    return [
+        Member(int(m["index"]), str(m["name"]), str(m["host"]), int(m["port"]), m.get("relay")) for m in config
+    ]
