@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -165,3 +168,42 @@ def test_a_misbehaving_relay_makes_queries_fail_cleanly(relayed: tuple[Running, 
         assert entries and all(e["decision"] != "accepted" for e in entries), (site, entries)
     # The links are re-made through the same relay and the next query is answered, correctly.
     assert _eventually(client, COUNT)["n"].tolist() == [len(running.pooled)]
+
+
+def test_direct_and_relayed_members_mix(tmp_path: Path) -> None:
+    """South is reached through ``mpc-relay serve`` (a real process); north and central listen
+    as before. Every pair of members and the analyst find each other; answers equal pandas."""
+    frames = lung_by_site()
+    config = build_consortium(tmp_path / "consortium", _sites(tmp_path / "data", frames, {}), LUNG_SCHEMA)
+    (port,) = free_ports(1)
+    assert (
+        consortium_main(["add-relay", str(config.parent), "hub", "--address", f"127.0.0.1:{port}", "--sites", "south"])
+        == 0
+    )
+    cfg = load_consortium(config)
+    assert [cfg.sites[s].relay for s in SITES] == [None, None, f"wss://127.0.0.1:{port}"]
+    log = (tmp_path / "relay.log").open("wb")
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "site_agent.cli.relay",
+            "serve",
+            "--config",
+            str(config.parent / "relays" / "hub" / "relay.toml"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    running = Running(config, AgentProcesses(config.parent, list(SITES)), frames)
+    try:
+        running.procs.start()
+        assert _eventually(running.client, COUNT)["n"].tolist() == [len(running.pooled)]
+        got = running.client.query(BY_SEX).set_index("sex").sort_index()
+        assert got["n"].tolist() == running.pooled.groupby("sex").size().tolist()
+    finally:
+        running.close()
+        relay.terminate()
+        relay.wait(10)
+        log.close()
+    assert relay.returncode == 0
