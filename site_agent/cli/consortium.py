@@ -344,6 +344,22 @@ def cmd_propose_approvals(directory: Path, approvals: int) -> str:
     return _write_change(cfg, successor(cfg, approvals=approvals), "approvals")
 
 
+def cmd_propose_relay(directory: Path, site: str, uri: str | None) -> str:
+    """Write the change that has ``site`` reached through the relay at ``uri`` (None: directly)."""
+    cfg = _load(directory)
+    if site not in cfg.sites:
+        raise CliError(f"no site {site!r} in the consortium")
+    if uri is not None:
+        try:
+            Address.parse(uri.removeprefix("wss://"))
+        except ValueError as exc:
+            raise CliError(f"the relay must be wss://HOST:PORT: {exc}") from exc
+        if not uri.startswith("wss://"):
+            raise CliError("the relay must be wss://HOST:PORT")
+    sites = MappingProxyType({**cfg.sites, site: replace(cfg.sites[site], relay=uri)})
+    return _write_change(cfg, successor(cfg, sites=sites), f"relay-{site}")
+
+
 def cmd_apply(directory: Path, change_path: Path) -> str:
     """Install an approved change as ``consortium.toml`` (refused unless t site signatures verify)."""
     cfg = _load(directory)
@@ -418,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q = what.add_parser("committee", help="a new compute committee (three sites, in order)")
     q.add_argument("members", nargs=3)
+    q = what.add_parser("relay", help="reach a site through a relay (or, without URI, directly again)")
+    q.add_argument("site")
+    q.add_argument("uri", nargs="?", help="wss://HOST:PORT of the relay")
     q = what.add_parser("approvals", help="a new t: the sites that must sign later changes")
     q.add_argument("approvals", type=int)
     p = sub.add_parser("apply", help="install an approved change as consortium.toml")
@@ -445,6 +464,8 @@ def _run(args: argparse.Namespace) -> str:
         return cmd_add_site(args.dir, args.site, args.address, args.compute, args.data, propose=True)
     if args.change == "add-analyst":
         return cmd_add_analyst(args.dir, args.name, propose=True)
+    if args.change == "relay":
+        return cmd_propose_relay(args.dir, args.site, args.uri)
     if args.change == "committee":
         return cmd_propose_committee(args.dir, args.members)
     return cmd_propose_approvals(args.dir, args.approvals)
