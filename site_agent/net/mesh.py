@@ -534,14 +534,19 @@ class Mesh:
         tunnel = None
         if member.relay is not None:
             tunnel = await open_tunnel(member.relay, self.client_ssl, member.name, self.connect_timeout)
-        ws = await connect(
-            member.uri,
-            sock=tunnel,
-            ssl=self.client_ssl,
-            max_size=self.max_frame,
-            open_timeout=self.connect_timeout,
-            **WS_OPTIONS,
-        )
+        try:
+            ws = await connect(
+                member.uri,
+                sock=tunnel,
+                ssl=self.client_ssl,
+                max_size=self.max_frame,
+                open_timeout=self.connect_timeout,
+                **WS_OPTIONS,
+            )
+        except BaseException:
+            if tunnel is not None:
+                tunnel.close()  # ends the tunnel at the relay too
+            raise
         ssl_object = ws.transport.get_extra_info("ssl_object")
         cn = peer_common_name(ssl_object)
         if cn != member.name:
