@@ -26,7 +26,7 @@ from ..agent import planning
 from ..agent.data import describe, open_tables
 from ..agent.service import configure_logging, serve_forever
 from ..audit import verify
-from ..config import load_agent, load_consortium, write_consortium
+from ..config import Address, load_agent, load_consortium, write_consortium
 from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
 from ..errors import MpcError
@@ -104,12 +104,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     def peers() -> str:
         out = []
+        if config.relay:
+            relay = Address.parse(config.relay.removeprefix("wss://"))
+            with socket.create_connection((relay.host, relay.port), timeout=3):
+                out.append(f"relay {config.relay} reachable")
         for name in consortium.require_committee():
             if name == config.site:
                 continue
-            address = consortium.site(name).address
+            site = consortium.site(name)
+            # A relayed peer is reached through its relay: that is what must answer.
+            address = Address.parse(site.relay.removeprefix("wss://")) if site.relay else site.address
             with socket.create_connection((address.host, address.port), timeout=3):
-                out.append(f"{name} reachable")
+                out.append(f"{name} reachable" + (f" (through {site.relay})" if site.relay else ""))
         return ", ".join(out)
 
     results = [_step(n, f) for n, f in (("keys", keys), ("policy", policy), ("data", data), ("schema", schema))]
