@@ -18,8 +18,8 @@ and MPC program in one process, no network) runs the same queries on the same fi
 pandas the same aggregates on the pooled rows in memory. Every answer is checked against
 pandas; a mismatch stops the benchmark with an error. ``--in-process`` skips the agents.
 ``--relay`` also runs the queries over a second consortium whose three agents listen nowhere
-and reach each other and the analyst through ``mpc-relay serve`` (``relay`` figures, and
-``relay_vs_agents``: relayed best / direct best).
+and reach each other and the analyst through ``mpc-relay serve``, taking turns with the direct
+one run by run (``relay`` figures, and ``relay_vs_agents``: relayed best / direct best).
 
 The data are generated with numpy from a seed and cached as Parquet under ``--cache``
 (default: ``$TMPDIR/mpc-jupyter-bench``), so later runs start at once.
@@ -209,31 +209,44 @@ def in_process(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int) 
 def over_agents(
     paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int, latency_runs: int, relay: bool = False
 ) -> dict[str, Any]:
-    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS;
-    with ``relay``, agents that listen nowhere, reached through ``mpc-relay serve`` (figures
-    named ``relay`` instead of ``agents``)."""
+    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS.
+
+    With ``relay``, a second consortium on the same files runs beside it whose agents listen
+    nowhere and are reached only through ``mpc-relay serve`` (figures named ``relay``); each
+    timed run goes to both consortia in turn, so both see the same load on a shared machine.
+    """
     out: dict[str, Any] = {}
-    kind = "relay" if relay else "agents"
+    kinds = ("agents", "relay") if relay else ("agents",)
     with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp, contextlib.ExitStack() as stack:
-        root = Path(tmp) / "consortium"
-        sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
-        with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
-            consortium_file = build_consortium(root, sites, SCHEMA_TOML)
-            if relay:
-                stack.enter_context(relay_process(root))
-        agents = AgentProcesses(root, SITES)
-        start = time.perf_counter()
-        with agents, Consortium.connect(consortium_file, timeout=120) as client:
+        clients: dict[str, Consortium] = {}
+        for kind in kinds:
+            start = time.perf_counter()
+            agents, clients[kind] = start_consortium(stack, Path(tmp) / kind, paths, relay=kind == "relay")
             out[f"{kind}_start_s"] = time.perf_counter() - start
             out[f"{kind}_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
-            for name, query in QUERIES.items():
+        for name, query in QUERIES.items():
+            for client in clients.values():
                 client.query(query.sql)  # warm-up
-                runs = latency_runs if name == "count" else repeat
-                seconds, phases, frame = agent_runs(client, query.sql, runs)
+            runs = latency_runs if name == "count" else repeat
+            for kind, (seconds, phases, frame) in agent_runs(clients, query.sql, runs).items():
                 check(name, frame, pooled[name], kind)
                 out |= summary(f"{name}_{kind}", seconds)
                 out[f"{name}_{kind}_phases_s"] = phases
     return out
+
+
+def start_consortium(
+    stack: contextlib.ExitStack, root: Path, paths: list[Path], relay: bool
+) -> tuple[AgentProcesses, Consortium]:
+    """A local consortium in ``root`` serving ``paths``, its agents running and an analyst
+    connected, until ``stack`` closes; with ``relay``, every site behind one relay."""
+    sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
+    with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
+        consortium_file = build_consortium(root, sites, SCHEMA_TOML)
+        if relay:
+            stack.enter_context(relay_process(root))
+    agents = stack.enter_context(AgentProcesses(root, SITES))
+    return agents, stack.enter_context(Consortium.connect(consortium_file, timeout=120))
 
 
 @contextlib.contextmanager
@@ -264,25 +277,35 @@ def relay_process(root: Path) -> Iterator[None]:
         log.close()
 
 
-def agent_runs(client: Consortium, sql: str, runs: int) -> tuple[list[float], dict[str, float], pd.DataFrame]:
-    """``runs`` timed queries: the analyst's seconds per run, the median time at which the slowest
-    agent reached each phase it reports (``answered``: it sent its result), and the last answer."""
-    seconds: list[float] = []
-    reached: list[dict[str, float]] = []
-    frame = pd.DataFrame()
+def agent_runs(
+    clients: dict[str, Consortium], sql: str, runs: int
+) -> dict[str, tuple[list[float], dict[str, float], pd.DataFrame]]:
+    """``runs`` timed queries on each client, taking turns: per client, the analyst's seconds per
+    run, the median time at which the slowest agent reached each phase it reports (``answered``:
+    it sent its result), and the last answer."""
+    seconds: dict[str, list[float]] = {kind: [] for kind in clients}
+    reached: dict[str, list[dict[str, float]]] = {kind: [] for kind in clients}
+    frames: dict[str, pd.DataFrame] = {}
     for _ in range(runs):
-        at: dict[str, float] = {}
+        for kind, client in clients.items():
+            at: dict[str, float] = {}
 
-        def progress(site: str, phase: str, since_start: float, at: dict[str, float] = at) -> None:
-            at[phase] = max(at.get(phase, 0.0), since_start)
+            def progress(site: str, phase: str, since_start: float, at: dict[str, float] = at) -> None:
+                at[phase] = max(at.get(phase, 0.0), since_start)
 
-        start = time.perf_counter()
-        frame = client.query(sql, progress=progress)
-        seconds.append(time.perf_counter() - start)
-        at["answered"] = max(s["seconds"] for s in frame.attrs["stats"].values())
-        reached.append(at)
-    phases = {phase: statistics.median(r[phase] for r in reached if phase in r) for phase in reached[-1]}
-    return seconds, phases, frame
+            start = time.perf_counter()
+            frames[kind] = client.query(sql, progress=progress)
+            seconds[kind].append(time.perf_counter() - start)
+            at["answered"] = max(s["seconds"] for s in frames[kind].attrs["stats"].values())
+            reached[kind].append(at)
+    return {
+        kind: (
+            seconds[kind],
+            {p: statistics.median(r[p] for r in reached[kind] if p in r) for p in reached[kind][-1]},
+            frames[kind],
+        )
+        for kind in clients
+    }
 
 
 # --- report ----------------------------------------------------------------------------
@@ -302,9 +325,8 @@ def measure(
         figures |= summary(f"{name}_pandas", timed(lambda q=q: q.pandas(data), repeat)[0])  # type: ignore[misc]
     figures |= in_process(paths, pooled, repeat)
     if agents:
-        figures |= over_agents(paths, pooled, repeat, latency_runs)
+        figures |= over_agents(paths, pooled, repeat, latency_runs, relay)
     if agents and relay:
-        figures |= over_agents(paths, pooled, repeat, latency_runs, relay=True)
         for name in QUERIES:
             figures[f"{name}_relay_vs_agents"] = figures[f"{name}_relay_best_s"] / figures[f"{name}_agents_best_s"]
     for name in QUERIES:
