@@ -75,6 +75,7 @@ class Relay:
         self.connections: dict[ServerConnection, tuple[str, str]] = {}
         self.watcher = ConsortiumWatcher(consortium.path, lambda: self.consortium, self._membership_changed)
         self._server: Server | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
@@ -82,22 +83,23 @@ class Relay:
         return cls(load_consortium(config.consortium), ctx)
 
     async def start(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (0: any free port); the port listened on."""
+        """Listen on ``host:port`` (0: any free port) and follow the consortium file; the port."""
         self._server = await serve(
             self._handle, host, port, ssl=self.server_ssl, process_request=self._admit, **RELAY_OPTIONS
         )
+        self._watching = asyncio.create_task(self.watcher.run())
         return int(self._server.sockets[0].getsockname()[1])
 
     async def serve(self, host: str, port: int, stop: asyncio.Event) -> None:
-        """Listen and follow the consortium file until ``stop`` is set."""
+        """Serve until ``stop`` is set."""
         port = await self.start(host, port)
-        watching = asyncio.create_task(self.watcher.run())
         log.info("relay serving", extra={"event": "serving", "address": f"{host}:{port}"})
         await stop.wait()
-        watching.cancel()
         await self.close()
 
     async def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from site_agent.cli.consortium import main as consortium_main
-from site_agent.config import load_consortium
+from site_agent.config import load_consortium, write_consortium
 from site_agent.crypto.certs import client_context, issue_cert, server_context
+from site_agent.crypto.signing import load_private_key
+from site_agent.membership.changes import approve
+from site_agent.membership.identity import REVOKED
 from site_agent.relay.config import load_relay
 from site_agent.relay.server import Relay
 from site_agent.relay.tunnel import _announcement
@@ -122,3 +126,22 @@ async def _refused(consortium: Path, relay_uri: str) -> None:
 def test_malformed_announcements_are_ignored(message: str) -> None:
     assert _announcement(message) is None
     assert _announcement('{"tunnel": "' + "a" * 32 + '"}') == "a" * 32
+
+
+def test_the_relay_closes_a_revoked_member_at_once(consortium: Path) -> None:
+    """An approved revocation reaches the relay too: site-b's registration is closed, naming why."""
+    assert consortium_main(["revoke", str(consortium), "site-b"]) == 0
+    (path,) = consortium.glob("change-v1-revoke-site-b.toml")
+    change = load_consortium(path)
+    for site in ("site-a", "site-c"):
+        change = approve(change, site, load_private_key(consortium / "sites" / site / "signing" / "key.pem"))
+
+    async def scenario() -> str:
+        async with running_relay(consortium) as relay_uri:
+            registration = await connect(f"{relay_uri}/register", ssl=_ctx(consortium, "sites", "site-b"))
+            write_consortium(replace(change, path=consortium / "consortium.toml"))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(registration.recv(), 5)
+            return closed.value.rcvd.reason if closed.value.rcvd else ""
+
+    assert asyncio.run(scenario()).startswith(REVOKED)
