@@ -108,7 +108,7 @@ class ConsortiumWatcher:
             log.warning(
                 "membership change ignored: %s",
                 exc,
-                extra={"event": "membership_ignored", "version": current.version},
+                extra={"event": "membership_ignored"},
             )
             return
         log.info(
@@ -116,6 +116,6 @@ class ConsortiumWatcher:
             candidate.version,
             ", ".join(sorted(signers)),
             describe_change(current, candidate),
-            extra={"event": "membership_changed", "version": candidate.version},
+            extra={"event": "membership_changed"},
         )
         await self.apply(current, candidate, signers)
