@@ -1,6 +1,6 @@
 """Query benchmark: three sites x N rows in DuckDB (Parquet), over real agents and in-process, beside pandas.
 
-    python benchmarks/queries.py [--rows 1000000] [--repeat 5] [--json] [--quick] [--in-process]
+    python benchmarks/queries.py [--rows 1000000] [--repeat 5] [--json] [--quick] [--in-process] [--relay]
 
 Queries (``QUERIES``), on a synthetic ``patients`` table (sex, ward, age, sbp) per site:
 
@@ -17,6 +17,9 @@ The planner's in-process executor (``site_agent.query.execute``: the same local 
 and MPC program in one process, no network) runs the same queries on the same files, and
 pandas the same aggregates on the pooled rows in memory. Every answer is checked against
 pandas; a mismatch stops the benchmark with an error. ``--in-process`` skips the agents.
+``--relay`` also runs the queries over a second consortium whose three agents listen nowhere
+and reach each other and the analyst through ``mpc-relay serve``, taking turns with the direct
+one run by run (``relay`` figures, and ``relay_vs_agents``: relayed best / direct best).
 
 The data are generated with numpy from a seed and cached as Parquet under ``--cache``
 (default: ``$TMPDIR/mpc-jupyter-bench``), so later runs start at once.
@@ -28,10 +31,11 @@ import argparse
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,8 @@ from engine import Target, machine
 
 from mpc_jupyter.client import Consortium
 from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
+from site_agent.cli.consortium import main as consortium_cli
+from site_agent.net.loopback import free_ports
 from site_agent.query import DisclosureRules, compile_query, execute
 from site_agent.query.schema_file import load_schema_file
 
@@ -89,6 +95,10 @@ TARGETS = (
     ),
     Target("agents: MEDIAN by group <= 2 s (median)", "median_by_group_agents_median_s", 2.0, True),
     Target("agents: COUNT round trip <= 50 ms (median)", "count_agents_median_s", 0.05, True),
+    *(
+        Target(f"relay: {name} <= 1.5x direct (best)", f"{name}_relay_vs_agents", 1.5, True)
+        for name in ("count_avg_std_2keys", "median_by_group", "count")
+    ),
 )
 
 
@@ -201,54 +211,114 @@ def in_process(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int) 
     return out
 
 
-def over_agents(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int, latency_runs: int) -> dict[str, Any]:
-    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS."""
+def over_agents(
+    paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int, latency_runs: int, relay: bool = False
+) -> dict[str, Any]:
+    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS.
+
+    With ``relay``, a second consortium on the same files runs beside it whose agents listen
+    nowhere and are reached only through ``mpc-relay serve`` (figures named ``relay``); each
+    timed run goes to both consortia in turn, so both see the same load on a shared machine.
+    """
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
-        root = Path(tmp) / "consortium"
-        sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
-        with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
-            consortium_file = build_consortium(root, sites, SCHEMA_TOML)
-        agents = AgentProcesses(root, SITES)
-        start = time.perf_counter()
-        with agents, Consortium.connect(consortium_file, timeout=120) as client:
-            out["agents_start_s"] = time.perf_counter() - start
-            out["agent_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
-            for name, query in QUERIES.items():
+    kinds = ("agents", "relay") if relay else ("agents",)
+    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp, contextlib.ExitStack() as stack:
+        clients: dict[str, Consortium] = {}
+        for kind in kinds:
+            start = time.perf_counter()
+            agents, clients[kind] = start_consortium(stack, Path(tmp) / kind, paths, relay=kind == "relay")
+            out[f"{kind}_start_s"] = time.perf_counter() - start
+            out[f"{kind}_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
+        for name, query in QUERIES.items():
+            for client in clients.values():
                 client.query(query.sql)  # warm-up
-                runs = latency_runs if name == "count" else repeat
-                seconds, phases, frame = agent_runs(client, query.sql, runs)
-                check(name, frame, pooled[name], "agents")
-                out |= summary(f"{name}_agents", seconds)
-                out[f"{name}_agents_phases_s"] = phases
+            runs = latency_runs if name == "count" else repeat
+            for kind, (seconds, phases, frame) in agent_runs(clients, query.sql, runs).items():
+                check(name, frame, pooled[name], kind)
+                out |= summary(f"{name}_{kind}", seconds)
+                out[f"{name}_{kind}_phases_s"] = phases
     return out
 
 
-def agent_runs(client: Consortium, sql: str, runs: int) -> tuple[list[float], dict[str, float], pd.DataFrame]:
-    """``runs`` timed queries: the analyst's seconds per run, the median time at which the slowest
-    agent reached each phase it reports (``answered``: it sent its result), and the last answer."""
-    seconds: list[float] = []
-    reached: list[dict[str, float]] = []
-    frame = pd.DataFrame()
+def start_consortium(
+    stack: contextlib.ExitStack, root: Path, paths: list[Path], relay: bool
+) -> tuple[AgentProcesses, Consortium]:
+    """A local consortium in ``root`` serving ``paths``, its agents running and an analyst
+    connected, until ``stack`` closes; with ``relay``, every site behind one relay."""
+    sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
+    with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
+        consortium_file = build_consortium(root, sites, SCHEMA_TOML)
+        if relay:
+            stack.enter_context(relay_process(root))
+    agents = stack.enter_context(AgentProcesses(root, SITES))
+    return agents, stack.enter_context(Consortium.connect(consortium_file, timeout=120))
+
+
+@contextlib.contextmanager
+def relay_process(root: Path) -> Iterator[None]:
+    """A relay for every site of the consortium in ``root`` (``mpc-consortium add-relay``), run
+    as ``mpc-relay serve`` for the duration of the block."""
+    (port,) = free_ports(1)
+    if consortium_cli(["add-relay", str(root), "relay", "--address", f"127.0.0.1:{port}", "--sites", *SITES]):
+        raise RuntimeError("mpc-consortium add-relay failed")
+    log = (root / "relay.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "site_agent.cli.relay",
+            "serve",
+            "--config",
+            str(root / "relays" / "relay" / "relay.toml"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def agent_runs(
+    clients: dict[str, Consortium], sql: str, runs: int
+) -> dict[str, tuple[list[float], dict[str, float], pd.DataFrame]]:
+    """``runs`` timed queries on each client, taking turns: per client, the analyst's seconds per
+    run, the median time at which the slowest agent reached each phase it reports (``answered``:
+    it sent its result), and the last answer."""
+    seconds: dict[str, list[float]] = {kind: [] for kind in clients}
+    reached: dict[str, list[dict[str, float]]] = {kind: [] for kind in clients}
+    frames: dict[str, pd.DataFrame] = {}
     for _ in range(runs):
-        at: dict[str, float] = {}
+        for kind, client in clients.items():
+            at: dict[str, float] = {}
 
-        def progress(site: str, phase: str, since_start: float, at: dict[str, float] = at) -> None:
-            at[phase] = max(at.get(phase, 0.0), since_start)
+            def progress(site: str, phase: str, since_start: float, at: dict[str, float] = at) -> None:
+                at[phase] = max(at.get(phase, 0.0), since_start)
 
-        start = time.perf_counter()
-        frame = client.query(sql, progress=progress)
-        seconds.append(time.perf_counter() - start)
-        at["answered"] = max(s["seconds"] for s in frame.attrs["stats"].values())
-        reached.append(at)
-    phases = {phase: statistics.median(r[phase] for r in reached if phase in r) for phase in reached[-1]}
-    return seconds, phases, frame
+            start = time.perf_counter()
+            frames[kind] = client.query(sql, progress=progress)
+            seconds[kind].append(time.perf_counter() - start)
+            at["answered"] = max(s["seconds"] for s in frames[kind].attrs["stats"].values())
+            reached[kind].append(at)
+    return {
+        kind: (
+            seconds[kind],
+            {p: statistics.median(r[p] for r in reached[kind] if p in r) for p in reached[kind][-1]},
+            frames[kind],
+        )
+        for kind in clients
+    }
 
 
 # --- report ----------------------------------------------------------------------------
 
 
-def measure(rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool, quick: bool) -> dict[str, Any]:
+def measure(
+    rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool, quick: bool, relay: bool = False
+) -> dict[str, Any]:
     """Every figure, ratio and target verdict as one flat dictionary (no verdicts when ``quick``)."""
     figures: dict[str, Any] = {"rows_per_site": rows, "sites": len(SITES), "quick": quick, "machine": machine()}
     start = time.perf_counter()
@@ -260,7 +330,10 @@ def measure(rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool
         figures |= summary(f"{name}_pandas", timed(lambda q=q: q.pandas(data), repeat)[0])  # type: ignore[misc]
     figures |= in_process(paths, pooled, repeat)
     if agents:
-        figures |= over_agents(paths, pooled, repeat, latency_runs)
+        figures |= over_agents(paths, pooled, repeat, latency_runs, relay)
+    if agents and relay:
+        for name in QUERIES:
+            figures[f"{name}_relay_vs_agents"] = figures[f"{name}_relay_best_s"] / figures[f"{name}_agents_best_s"]
     for name in QUERIES:
         pandas_s = figures[f"{name}_pandas_best_s"]
         figures[f"{name}_in_process_vs_pandas"] = figures[f"{name}_in_process_best_s"] / pandas_s
@@ -302,6 +375,12 @@ def table(f: dict[str, Any]) -> str:
         )
     lines.append("x pandas: agents best / pandas best (in-process best / pandas best with --in-process)")
     for name in QUERIES:
+        if f.get(f"{name}_relay_best_s") is not None:
+            lines.append(
+                f"{name}: through the relay best {_ms(f[name + '_relay_best_s'])}, median "
+                f"{_ms(f[name + '_relay_median_s'])}, {f[name + '_relay_vs_agents']:.2f}x direct best"
+            )
+    for name in QUERIES:
         phases = f.get(f"{name}_agents_phases_s")
         if phases:
             lines.append(f"{name}: slowest agent reached " + ", ".join(f"{k} {_ms(v)}" for k, v in phases.items()))
@@ -320,11 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-process", action="store_true", help="skip the agents: in-process executor and pandas")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--relay", action="store_true", help="also over agents reached only through mpc-relay")
     args = parser.parse_args(argv)
     rows = args.rows or (10_000 if args.quick else 1_000_000)
     repeat = args.repeat or (2 if args.quick else 5)
     latency_runs = args.latency_runs or (5 if args.quick else 30)
-    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick)
+    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick, args.relay)
     print(json.dumps(figures) if args.json else table(figures))
 
 

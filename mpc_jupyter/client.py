@@ -43,13 +43,14 @@ from site_agent.agent import messages as msg
 from site_agent.agent import planning
 from site_agent.audit import Receipt, verify_receipt
 from site_agent.config import ConsortiumConfig, load_consortium
-from site_agent.crypto.certs import client_context, fingerprint
+from site_agent.crypto.certs import client_context, fingerprint, peer_fingerprint
 from site_agent.crypto.envelope import sign_envelope
 from site_agent.crypto.signing import load_private_key
 from site_agent.errors import AuthError, ConfigError, MpcError, ProtocolViolation
 from site_agent.mpc.shares import AShare
 from site_agent.net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, encode_parts
 from site_agent.net.mpc_transport import websocket_message
+from site_agent.relay.tunnel import open_tunnel
 
 T = TypeVar("T")
 
@@ -258,11 +259,15 @@ class Consortium:
         if conn is not None and conn.state.name == "OPEN":
             return conn
         name = self.committee[index]
-        address = self.config.site(name).address
+        site = self.config.site(name)
+        address = site.address
         try:
+            # A site reached through a relay: the same end-to-end TLS, over a tunnel.
+            tunnel = await open_tunnel(site.relay, self._ssl, name, self.timeout) if site.relay else None
             conn = await asyncio.wait_for(
                 connect(
                     f"wss://{address.host}:{address.port}",
+                    sock=tunnel,
                     ssl=self._ssl,
                     max_size=DEFAULT_MAX_FRAME,
                     compression=None,
@@ -284,6 +289,9 @@ class Consortium:
             ) from None
         except (OSError, TimeoutError) as exc:
             raise SiteUnavailable(name, f"site {name} at {address} cannot be reached: {exc}") from None
+        if peer_fingerprint(conn.transport.get_extra_info("ssl_object")) != site.tls_fingerprint:
+            await conn.close()
+            raise SiteUnavailable(name, f"site {name} presented a certificate the consortium does not register for it")
         self._conns[index] = conn
         self._readers[index] = asyncio.ensure_future(self._reader(index, conn))
         return conn

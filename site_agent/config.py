@@ -7,6 +7,12 @@ reads the same file. A site entry with ``data = false`` is a neutral compute mem
 no data (it must be in the committee), computes on shares like any member and contributes
 nothing to results (absent means ``data = true``).
 
+Once agents run, ``consortium.toml`` changes only by *membership changes* approved by the sites
+(see :mod:`site_agent.membership`): each version names the digest of the one it replaces
+(``previous``) and carries the Ed25519 signatures of the sites that approved it
+(``[signatures]``); identities taken out are listed under ``[revoked]`` by certificate
+fingerprint, so an agent can refuse them by name and reason.
+
 ``agent.toml`` is one site's own settings: its name, where it listens, its key files, its
 tables, its audit log and policy file. Relative paths are resolved against the folder of the
 file that names them, so a site folder can be moved as a whole.
@@ -17,6 +23,7 @@ Both load into frozen dataclasses; every problem is a ``ConfigError`` naming fil
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -73,6 +80,20 @@ def _fingerprint(section: Section, key: str) -> str:
     return value
 
 
+def _relay_uri(section: Section, key: str) -> str | None:
+    """An optional ``wss://HOST:PORT`` relay address."""
+    if key not in section:
+        return None
+    value = section.get_str(key).rstrip("/")
+    if not value.startswith("wss://"):
+        raise section.error(key, f"must be wss://HOST:PORT, got {value!r}")
+    try:
+        Address.parse(value.removeprefix("wss://"))
+    except ValueError as exc:
+        raise section.error(key, f"must be wss://HOST:PORT: {exc}") from exc
+    return value
+
+
 def _public_key_pem(section: Section, key: str) -> str:
     value = section.get_str(key)
     try:
@@ -95,6 +116,9 @@ class SiteEntry:
     tls_fingerprint: str
     signing_key: str  # Ed25519 public key, PEM
     data: bool = True
+    relay: str | None = None
+    """``wss://host:port`` of the relay the site is reached through (None: at ``address``).
+    ``address`` still names the host its certificate is issued for."""
 
     def public_key(self) -> Ed25519PublicKey:
         """The site's Ed25519 key, which verifies its audit receipts."""
@@ -115,6 +139,15 @@ class AnalystEntry:
 
 
 @dataclass(frozen=True)
+class RevokedEntry:
+    """A certificate the consortium no longer accepts: whose it was and why (revoked, rotated)."""
+
+    fingerprint: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ConsortiumConfig:
     """The contents of ``consortium.toml``.
 
@@ -129,6 +162,20 @@ class ConsortiumConfig:
     sites: Mapping[str, SiteEntry]
     analysts: Mapping[str, AnalystEntry]
     committee: tuple[str, ...]
+    version: int = 0
+    previous: str = ""
+    """Digest of the version this one replaces (empty for version 0, the set-up file)."""
+    approvals: int | None = None
+    """Sites that must sign a membership change (None: a majority of the sites)."""
+    revoked: Mapping[str, RevokedEntry] = field(default_factory=lambda: MappingProxyType({}))
+    """Certificates no longer accepted, by SHA-256 fingerprint."""
+    signatures: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Site name -> hex Ed25519 signature of this version's digest (not part of the digest)."""
+
+    @property
+    def required_approvals(self) -> int:
+        """t: how many distinct sites must sign a change to this version."""
+        return self.approvals if self.approvals is not None else len(self.sites) // 2 + 1
 
     def site(self, name: str) -> SiteEntry:
         """The named site; ``ConfigError`` if it is not in the consortium."""
@@ -177,16 +224,37 @@ class ConsortiumConfig:
         return replace(self, analysts=MappingProxyType({**self.analysts, entry.name: entry}))
 
 
+def _revoked(root: Section) -> dict[str, RevokedEntry]:
+    out: dict[str, RevokedEntry] = {}
+    for fp, r in root.section("revoked", required=False).subsections():
+        if not is_lower_hex(fp, 32):
+            raise r.error(None, "revoked certificates are keyed by their SHA-256 fingerprint (64 lowercase hex digits)")
+        r.only("name", "reason")
+        out[fp] = RevokedEntry(fp, r.get_str("name"), r.get_str("reason"))
+    return out
+
+
+def _signatures(root: Section) -> dict[str, str]:
+    section = root.section("signatures", required=False)
+    out: dict[str, str] = {}
+    for site in section.data:
+        value = section.get_str(site)
+        if not is_lower_hex(value, 64):
+            raise section.error(site, "must be an Ed25519 signature: 128 lowercase hex digits")
+        out[site] = value
+    return out
+
+
 def load_consortium(path: Path | str) -> ConsortiumConfig:
-    """Load and validate ``consortium.toml``."""
+    """Load and validate ``consortium.toml`` (or a proposed change to it)."""
     root = read_toml(path)
-    root.only("consortium", "sites", "analysts")
+    root.only("consortium", "sites", "analysts", "revoked", "signatures")
     head = root.section("consortium")
-    head.only("id", "name", "ca_cert", "committee")
+    head.only("id", "name", "ca_cert", "committee", "version", "previous", "approvals")
     sites: dict[str, SiteEntry] = {}
     for name, s in root.section("sites", required=False).subsections():
         check_name(s, None, name, "site")
-        s.only("address", "compute", "data", "tls_fingerprint", "signing_key")
+        s.only("address", "compute", "data", "tls_fingerprint", "signing_key", "relay")
         sites[name] = SiteEntry(
             name=name,
             address=_address(s, "address"),
@@ -194,6 +262,7 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
             tls_fingerprint=_fingerprint(s, "tls_fingerprint"),
             signing_key=_public_key_pem(s, "signing_key"),
             data=s.get_bool("data", True),
+            relay=_relay_uri(s, "relay"),
         )
         if not sites[name].data and not sites[name].compute:
             raise s.error("data", "a site without data is only useful as a compute member: set compute = true")
@@ -217,6 +286,16 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
     for name, site in sites.items():
         if site.compute and name not in committee:
             raise head.error("committee", f"site {name!r} has compute = true but is not listed")
+    revoked = _revoked(root)
+    registered: list[SiteEntry | AnalystEntry] = [*sites.values(), *analysts.values()]
+    for entry in registered:
+        if entry.tls_fingerprint in revoked:
+            raise root.error("revoked", f"{entry.name!r} is registered with a revoked certificate")
+    version = head.get_int("version", 0, minimum=0)
+    previous = head.get_str("previous", "") if version else ""
+    if version and not is_lower_hex(previous, 32):
+        raise head.error("previous", "must be the SHA-256 digest of the version this one replaces")
+    approvals = head.get_int("approvals", None, minimum=1) if "approvals" in head else None
     return ConsortiumConfig(
         path=root.file,
         id=head.get_str("id"),
@@ -225,6 +304,11 @@ def load_consortium(path: Path | str) -> ConsortiumConfig:
         sites=MappingProxyType(sites),
         analysts=MappingProxyType(analysts),
         committee=committee,
+        version=version,
+        previous=previous,
+        approvals=approvals,
+        revoked=MappingProxyType(revoked),
+        signatures=MappingProxyType(_signatures(root)),
     )
 
 
@@ -250,6 +334,14 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
         f"ca_cert = {toml_str(_relative(cfg.ca_cert, base))}  # the CA that issued every certificate below",
         "# The three compute members, in order (sites, or a neutral agent without data).",
         f"committee = {toml_str_list(cfg.committee)}",
+        "# Membership changes: each version is approved by the sites (see docs/deploy.md).",
+        f"version = {cfg.version}",
+        *([f"previous = {toml_str(cfg.previous)}  # digest of the version this one replaces"] if cfg.version else []),
+        (
+            f"approvals = {cfg.approvals}  # sites that must sign a change"
+            if cfg.approvals is not None
+            else "# approvals = 2  # sites that must sign a change (absent: a majority of the sites)"
+        ),
     ]
     for s in cfg.sites.values():
         lines += [
@@ -258,6 +350,7 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
             f"address = {toml_str(str(s.address))}",
             f"compute = {'true' if s.compute else 'false'}",
             *([] if s.data else ["data = false  # a neutral compute member: holds no data, computes on shares"]),
+            *([f"relay = {toml_str(s.relay)}  # reached through this relay only"] if s.relay else []),
             f"tls_fingerprint = {toml_str(s.tls_fingerprint)}  # SHA-256 of the site's TLS certificate",
             f"signing_key = {toml_multiline(s.signing_key)}",
         ]
@@ -268,11 +361,23 @@ def render_consortium(cfg: ConsortiumConfig) -> str:
             f"tls_fingerprint = {toml_str(a.tls_fingerprint)}",
             f"signing_key = {toml_multiline(a.signing_key)}",
         ]
+    for r in cfg.revoked.values():
+        lines += ["", f"[revoked.{r.fingerprint}]", f"name = {toml_str(r.name)}", f"reason = {toml_str(r.reason)}"]
+    if cfg.signatures:
+        lines += ["", "# Approvals of this version: site -> Ed25519 signature of its digest."]
+        lines += ["[signatures]", *(f"{toml_key(s)} = {toml_str(sig)}" for s, sig in sorted(cfg.signatures.items()))]
     return "\n".join(lines) + "\n"
 
 
 Scalar = str | int | float | bool
 """A value in a code mapping (``[tables.x.values.column]``)."""
+
+
+def write_consortium(cfg: ConsortiumConfig) -> None:
+    """Write ``cfg`` to ``cfg.path`` atomically (a watching agent never reads half a file)."""
+    tmp = cfg.path.with_name(cfg.path.name + ".tmp")
+    tmp.write_text(render_consortium(cfg))
+    os.replace(tmp, cfg.path)
 
 
 @dataclass(frozen=True)
@@ -327,7 +432,8 @@ class AgentConfig:
 
     path: Path
     site: str
-    listen: Address
+    listen: Address | None
+    """Where the agent accepts connections; None when it is reached through ``relay`` only."""
     consortium: Path
     tls_cert: Path
     tls_key: Path
@@ -338,6 +444,8 @@ class AgentConfig:
     data_dir: Path
     query_timeout: int
     tables: Mapping[str, TableSource]
+    relay: str | None = None
+    """``wss://host:port`` of the relay this agent registers at (it then needs no inbound port)."""
 
 
 SERVER_SCHEMES = ("postgresql", "postgres")
@@ -407,7 +515,7 @@ def load_agent(path: Path | str) -> AgentConfig:
     root = read_toml(path)
     root.only("site", "tls", "signing", "audit", "policy", "tables")
     site = root.section("site")
-    site.only("name", "listen", "consortium", "data_dir", "query_timeout_seconds")
+    site.only("name", "listen", "relay", "consortium", "data_dir", "query_timeout_seconds")
     tls = root.section("tls")
     tls.only("cert", "key", "ca")
     signing = root.section("signing")
@@ -420,7 +528,7 @@ def load_agent(path: Path | str) -> AgentConfig:
     return AgentConfig(
         path=root.file,
         site=check_name(site, "name", site.get_str("name"), "site"),
-        listen=_address(site, "listen"),
+        listen=_listen(site),
         consortium=site.get_path("consortium", must_exist=True),
         tls_cert=tls.get_path("cert", must_exist=True),
         tls_key=tls.get_path("key", must_exist=True),
@@ -431,7 +539,15 @@ def load_agent(path: Path | str) -> AgentConfig:
         data_dir=site.get_path("data_dir", "data"),
         query_timeout=site.get_int("query_timeout_seconds", DEFAULT_QUERY_TIMEOUT, minimum=1),
         tables=MappingProxyType(tables),
+        relay=_relay_uri(site, "relay"),
     )
+
+
+def _listen(site: Section) -> Address | None:
+    """``[site] listen``; may be absent only when the agent is reached through a relay."""
+    if "listen" not in site and "relay" in site:
+        return None
+    return _address(site, "listen")
 
 
 AGENT_TEMPLATE = """\

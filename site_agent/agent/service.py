@@ -39,8 +39,8 @@ import numpy as np
 from .. import __version__
 from ..audit import AuditLog, Receipt, Reveal
 from ..audit.entry import Decision
-from ..config import AgentConfig, ConsortiumConfig, load_agent, load_consortium
-from ..crypto.certs import client_context, server_context
+from ..config import AgentConfig, ConsortiumConfig, load_agent
+from ..crypto.certs import client_context, fingerprint, server_context
 from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
 from ..crypto.signing import load_private_key
 from ..errors import (
@@ -56,6 +56,9 @@ from ..errors import (
     ReplayedEnvelope,
     StaleEnvelope,
 )
+from ..membership.changes import describe_change
+from ..membership.identity import admission
+from ..membership.watch import ConsortiumWatcher, remember, startup_version
 from ..mpc.arithmetic import input_all
 from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
@@ -121,15 +124,20 @@ class Agent:
         self.replays = ReplayCache()
         self.limiter = RateLimiter(self.site, self.policy.max_queries_per_hour)
         members = [
-            Member(i, name, consortium.site(name).address.host, consortium.site(name).address.port)
+            Member(i, name, site.address.host, site.address.port, site.relay)
             for i, name in self.names.items()
+            for site in [consortium.site(name)]
         ]
         self.mesh = Mesh(
             self.index,
             members,
             server_context(config.tls_cert, config.tls_key, config.ca_cert, require_client_cert=False),
             client_context(config.tls_cert, config.tls_key, config.ca_cert),
-            listen_host=config.listen.host,
+            # Reached through a relay only: serve its tunnels on a loopback port of our own.
+            listen_host=config.listen.host if config.listen else "127.0.0.1",
+            listen_port=None if config.listen else 0,
+            admit=lambda name, fp: admission(self.consortium, name, fp),
+            relay=config.relay,
         )
         self.mesh.on(MsgType.QUERY, self._on_query)
         self.mesh.on(MsgType.STATUS, self._on_status)
@@ -138,6 +146,7 @@ class Agent:
         self.mesh.on_link_down(self._link_lost)
         self.mesh.on_refused(self._audit_refused)
         self._running: set[asyncio.Task[Any]] = set()
+        self.watcher = ConsortiumWatcher(config.consortium, lambda: self.consortium, self._membership_changed)
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -147,8 +156,10 @@ class Agent:
         # A peer that is down now does not keep this member from serving: the links come up
         # when it does (re-dialed by whichever member dials), and policies follow every link-up.
         await self.mesh.start(require_links=False)
-        log.info("serving", extra={"event": "serving", "address": str(self.config.listen)})
+        watching = asyncio.create_task(self.watcher.run())
+        log.info("serving", extra={"event": "serving", "address": str(self.config.listen or self.config.relay)})
         await stop.wait()
+        watching.cancel()
         log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})
         await self._abort_running()
         # Closing waits for each peer's close handshake; a frozen peer must not hold up the stop.
@@ -159,6 +170,46 @@ class Agent:
         await self._abort_running()
         self.audit.close()
         self.db.close()
+
+    async def _membership_changed(self, old: ConsortiumConfig, new: ConsortiumConfig, signers: set[str]) -> None:
+        """Run under an approved new consortium version from now on, without a restart: record
+        it, take up this site's own new certificate if it was rotated, and close every
+        connection the new version refuses (revoked or replaced certificates)."""
+        self.consortium = new
+        remember(self.config, new)
+        self.audit.append(
+            analyst="(consortium)",
+            query="",
+            plan_digest=None,
+            policy_digest=self.policy.digest(),
+            decision="accepted",
+            reason=f"membership version {new.version} approved by {', '.join(sorted(signers))}: "
+            + describe_change(old, new),
+        )
+        if new.committee != old.committee:
+            log.warning(
+                "the committee changed to %s: it takes effect when this agent restarts",
+                ", ".join(new.committee),
+                extra={"event": "membership_changed"},
+            )
+        mine = new.sites.get(self.site)
+        if mine is not None and mine.tls_fingerprint != old.site(self.site).tls_fingerprint:
+            self._take_up_certificate(mine.tls_fingerprint)
+        await self.mesh.recheck()
+
+    def _take_up_certificate(self, registered: str) -> None:
+        """Load this site's rotated TLS key and certificate into the live contexts (new
+        connections present it) once the files hold the certificate the consortium registers."""
+        if fingerprint(self.config.tls_cert.read_bytes()) != registered:
+            log.error(
+                "the consortium registers a new certificate for this site but %s is not it",
+                self.config.tls_cert,
+                extra={"event": "certificate_mismatch"},
+            )
+            return
+        for ctx in (self.mesh.server_ssl, self.mesh.client_ssl):
+            ctx.load_cert_chain(str(self.config.tls_cert), str(self.config.tls_key))
+        log.info("serving with the rotated certificate", extra={"event": "certificate_rotated"})
 
     async def _abort_running(self) -> None:
         """Cancel every query in flight and wait until each wrote its audit entry."""
@@ -568,5 +619,5 @@ def configure_logging(level: int = logging.INFO) -> None:
 async def serve_forever(config_path: str, stop: asyncio.Event) -> None:
     """Load the configuration and serve until ``stop`` is set."""
     config = load_agent(config_path)
-    agent = Agent(config, load_consortium(config.consortium))
+    agent = Agent(config, startup_version(config))
     await agent.serve(stop)

@@ -9,6 +9,9 @@
   refuse but do not stop the agent.
 * ``audit verify --config agent.toml``: checks the audit log's chain and signatures and
   names the first bad entry.
+* ``approve CHANGE --config agent.toml``: adds this site's signature to a proposed membership
+  change (``mpc-consortium propose``, ``revoke``, ``rotate``) after checking that it follows the
+  consortium version this site runs; prints what the change does.
 
 Exit codes: 0 fine, 1 a check failed (or ``serve`` met a configuration error, printed as one
 line naming the file and key), 2 usage.
@@ -27,11 +30,12 @@ from ..agent import planning
 from ..agent.data import describe, open_tables
 from ..agent.service import configure_logging, serve_forever
 from ..audit import verify
-from ..config import load_agent, load_consortium
+from ..config import Address, load_agent, load_consortium, write_consortium
 from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
 from ..data.conformance import conformance
 from ..errors import ConfigError, MpcError
+from ..membership.changes import approve, approvers, describe_change, digest
 from ..policy import load_policy
 from ..tuning import tune_allocator
 
@@ -129,12 +133,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     def peers() -> str:
         out = []
+        if config.relay:
+            relay = Address.parse(config.relay.removeprefix("wss://"))
+            with socket.create_connection((relay.host, relay.port), timeout=3):
+                out.append(f"relay {config.relay} reachable")
         for name in consortium.require_committee():
             if name == config.site:
                 continue
-            address = consortium.site(name).address
+            site = consortium.site(name)
+            # A relayed peer is reached through its relay: that is what must answer.
+            address = Address.parse(site.relay.removeprefix("wss://")) if site.relay else site.address
             with socket.create_connection((address.host, address.port), timeout=3):
-                out.append(f"{name} reachable")
+                out.append(f"{name} reachable" + (f" (through {site.relay})" if site.relay else ""))
         return ", ".join(out)
 
     results = [_step(n, f) for n, f in (("keys", keys), ("policy", policy), ("data", data), ("schema", schema))]
@@ -157,6 +167,32 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    try:
+        config = load_agent(args.config)
+        current = load_consortium(config.consortium)
+        change = load_consortium(args.change)
+        if change.id != current.id or change.version != current.version + 1 or change.previous != digest(current):
+            raise MpcError(
+                f"{args.change} (version {change.version}) does not follow version {current.version} of "
+                f"{config.consortium}, which this site runs: nothing signed"
+            )
+        key = load_private_key(config.signing_key)
+        if public_key_pem(key).strip() != current.site(config.site).signing_key.strip():
+            raise MpcError("the signing key does not match the public key in the consortium file: nothing signed")
+        signed = approve(change, config.site, key)
+        write_consortium(signed)
+    except MpcError as exc:
+        print(f"approve: {exc}")
+        return 1
+    have = approvers(current, digest(signed), signed.signatures.items())
+    print(
+        f"approved version {signed.version} as {config.site}: {describe_change(current, signed)} "
+        f"({len(have)} of {current.required_approvals} approvals: {', '.join(sorted(have))})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpc-site-agent", description="Run and check an mpc-jupyter site agent.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     av = audit_sub.add_parser("verify", help="check the hash chain and signatures")
     av.add_argument("--config", required=True)
     av.set_defaults(func=cmd_audit_verify)
+    approve_ = sub.add_parser("approve", help="sign a proposed membership change as this site")
+    approve_.add_argument("change", help="the change file (mpc-consortium propose, revoke or rotate)")
+    approve_.add_argument("--config", required=True)
+    approve_.set_defaults(func=cmd_approve)
     return parser
 
 

@@ -201,3 +201,11 @@ def fingerprint(cert_pem: bytes) -> str:
     """SHA-256 of the certificate's DER encoding, lowercase hex (what ``openssl x509 -fingerprint`` hashes)."""
     der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(der).hexdigest()
+
+
+def peer_fingerprint(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str:
+    """The :func:`fingerprint` of the certificate the peer presented in the handshake."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise AuthError("the peer presented no certificate")
+    return hashlib.sha256(der).hexdigest()

@@ -15,6 +15,16 @@ Frames for a session this member has not opened yet are buffered (bounded in ses
 bytes and age), because members open a session at slightly different times; frames for a
 session already closed are refused with an ERROR, never dropped silently.
 
+Who may connect is decided again by the daemon's ``admit`` callback (certificate name and
+fingerprint -> None, or the reason to refuse): a certificate the CA issued but the consortium
+revoked since is refused during the HTTP upgrade (403 with the reason) or, on a link this
+member dials, right after the handshake. :meth:`Mesh.recheck` applies a new answer to every
+open connection at once, closing the ones now refused with the reason (close code 1008).
+
+A member may be reachable through a relay only (``Member.relay``, see :mod:`site_agent.relay`):
+it is then dialed through a tunnel, with the same end-to-end mutual TLS; and a mesh given
+``relay`` registers there and serves the tunnels the relay brings in on a loopback port.
+
 Lost links come back on their own: the member that dials a peer (the lower index) re-dials
 it in the background with a bounded backoff (:data:`REDIAL_FIRST` doubling to
 :data:`REDIAL_MAX` seconds) for as long as the mesh runs, so one member can restart while the
@@ -43,9 +53,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..crypto.certs import peer_common_name
+from ..crypto.certs import peer_common_name, peer_fingerprint
 from ..errors import AuthError, ConfigError, MpcError, PeerDisconnected, ProtocolViolation
 from ..mpc.party import Party, Protocol
+from ..relay.tunnel import Registration, open_tunnel
 from .framing import (
     DEFAULT_MAX_FRAME,
     NO_SESSION,
@@ -88,6 +99,8 @@ class Member:
     name: str
     host: str
     port: int
+    relay: str | None = None
+    """The relay this member is reached through (None: dial ``uri`` directly)."""
 
     @property
     def uri(self) -> str:
@@ -101,9 +114,10 @@ class Connection:
     None for outsiders.
     """
 
-    def __init__(self, ws: Any, peer_name: str, peer_index: int | None, my_index: int) -> None:
+    def __init__(self, ws: Any, peer_name: str, peer_index: int | None, my_index: int, fingerprint: str = "") -> None:
         self.ws = ws
         self.peer_name = peer_name
+        self.fingerprint = fingerprint
         self.peer_index = peer_index
         self.my_index = my_index
         self.was_up = False  # a committee link once both hellos were exchanged
@@ -137,9 +151,11 @@ Handler = Callable[[Connection, Frame], Awaitable[None]]
 LinkUp = Callable[[int, Connection], Awaitable[None]]
 """Called (as a task) each time the link to a committee peer comes up, with the new connection."""
 LinkDown = Callable[[int], None]
+"""Called each time the link to a committee peer is lost."""
 Refused = Callable[[str, str], None]
 """Told of every frame or connection the mesh refuses: (who, by certificate name; why)."""
-"""Called each time the link to a committee peer is lost."""
+Admit = Callable[[str, str], str | None]
+"""Whether a certificate (common name, SHA-256 fingerprint) may connect: None, or why not."""
 
 
 class SessionChannel:
@@ -267,6 +283,9 @@ class Mesh:
         max_frame: int = DEFAULT_MAX_FRAME,
         connect_timeout: float = 20.0,
         listen_host: str | None = None,
+        admit: Admit | None = None,
+        listen_port: int | None = None,
+        relay: str | None = None,
     ) -> None:
         if sorted(m.index for m in members) != [0, 1, 2]:
             raise ConfigError("a committee has exactly members 0, 1 and 2")
@@ -282,7 +301,12 @@ class Mesh:
         self.max_frame = max_frame
         self.connect_timeout = connect_timeout
         self.listen_host = listen_host or self.me.host
+        self.listen_port = self.me.port if listen_port is None else listen_port
+        self.relay = relay
+        self.admit: Admit = admit or (lambda name, fingerprint: None)
         self.links: dict[int, Connection] = {}
+        self.connections: set[Connection] = set()
+        """Every open connection, accepted or dialed (what :meth:`recheck` walks)."""
         self.dispatcher = Dispatcher(self)
         self.handlers: dict[MsgType, Handler] = {}
         self._link_up = {p: asyncio.Event() for p in self.peers}
@@ -345,12 +369,15 @@ class Mesh:
         self._server = await serve(
             self._accept,
             self.listen_host,
-            self.me.port,
+            self.listen_port,
             ssl=self.server_ssl,
             max_size=self.max_frame,
             process_request=self._require_client_certificate,
             **WS_OPTIONS,
         )
+        if self.relay is not None:
+            local_port = int(self._server.sockets[0].getsockname()[1])
+            self._spawn(Registration(self.relay, self.client_ssl, local_port).run())
         started = time.monotonic()
         for p in self.peers:
             self._down_since[p] = started
@@ -401,6 +428,19 @@ class Mesh:
         async with self.session(session_id) as links:
             return await run_session(self.index, links, session_id, program, timeout, self.names)
 
+    async def recheck(self) -> None:
+        """Ask ``admit`` again about every open connection; close the ones it now refuses,
+        telling the peer why (an ERROR frame, then close code 1008 with the reason)."""
+        for conn in list(self.connections):
+            reason = self.admit(conn.peer_name, conn.fingerprint)
+            if reason is None:
+                continue
+            log.warning("closing the connection of %s: %s", conn.label, reason, extra={"event": "refused"})
+            self._refused(conn.peer_name, reason)
+            await conn.reply_error(reason)
+            with contextlib.suppress(Exception):
+                await conn.ws.close(1008, reason[:120])
+
     # --- connections -------------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -420,18 +460,28 @@ class Mesh:
             log.warning("refused a connection without a client certificate")
             self._refused("(no client certificate)", "a TLS connection without a client certificate")
             return connection.respond(HTTPStatus.FORBIDDEN, CERTIFICATE_REQUIRED)
+        try:
+            cn = peer_common_name(ssl_object)
+        except AuthError as exc:
+            return connection.respond(HTTPStatus.FORBIDDEN, f"{exc}\n")
+        reason = self.admit(cn, peer_fingerprint(ssl_object))
+        if reason is not None:
+            log.warning("refused a connection from %s: %s", cn, reason, extra={"event": "refused"})
+            self._refused(cn, reason)
+            return connection.respond(HTTPStatus.FORBIDDEN, f"{reason}\n")
         return None
 
     async def _accept(self, ws: ServerConnection) -> None:
+        ssl_object = ws.transport.get_extra_info("ssl_object")
         try:
-            cn = peer_common_name(ws.transport.get_extra_info("ssl_object"))
+            cn = peer_common_name(ssl_object)
         except AuthError as exc:
             log.warning("refused connection: %s", exc)
             return
         index = self._by_name.get(cn)
         if index == self.index:
             index = None  # our own name from elsewhere is not a peer
-        await self._read_loop(Connection(ws, cn, index, self.index))
+        await self._read_loop(Connection(ws, cn, index, self.index, peer_fingerprint(ssl_object)))
 
     async def _keep_dialing(self, member: Member) -> None:
         """Dial ``member`` and serve the link; when it is lost or cannot be made, dial again.
@@ -481,14 +531,34 @@ class Mesh:
     async def _dial(self, member: Member) -> float | None:
         """One connection to ``member``, served until it closes; the seconds the link was up
         (None if the peer never answered the hello)."""
-        ws = await connect(
-            member.uri, ssl=self.client_ssl, max_size=self.max_frame, open_timeout=self.connect_timeout, **WS_OPTIONS
-        )
-        cn = peer_common_name(ws.transport.get_extra_info("ssl_object"))
+        tunnel = None
+        if member.relay is not None:
+            tunnel = await open_tunnel(member.relay, self.client_ssl, member.name, self.connect_timeout)
+        try:
+            ws = await connect(
+                member.uri,
+                sock=tunnel,
+                ssl=self.client_ssl,
+                max_size=self.max_frame,
+                open_timeout=self.connect_timeout,
+                **WS_OPTIONS,
+            )
+        except BaseException:
+            if tunnel is not None:
+                tunnel.close()  # ends the tunnel at the relay too
+            raise
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        cn = peer_common_name(ssl_object)
         if cn != member.name:
             await ws.close()
             raise AuthError(f"server at {member.uri} presented {cn!r}, expected {member.name!r}")
-        conn = Connection(ws, cn, member.index, self.index)
+        fp = peer_fingerprint(ssl_object)
+        reason = self.admit(cn, fp)
+        if reason is not None:
+            self._refused(cn, reason)
+            await ws.close(1008, reason[:120])
+            raise AuthError(f"server at {member.uri}: {reason}")
+        conn = Connection(ws, cn, member.index, self.index, fp)
         await conn.send_frame(
             Frame(
                 MsgType.HELLO, control={"kind": "hello", "index": self.index, "name": self.me.name}, sender=self.index
@@ -498,6 +568,7 @@ class Mesh:
         return time.monotonic() - conn.up_since if conn.was_up else None
 
     async def _read_loop(self, conn: Connection) -> None:
+        self.connections.add(conn)
         try:
             async for data in conn.ws:
                 if isinstance(data, str):
@@ -513,6 +584,7 @@ class Mesh:
         except ConnectionClosed:
             pass
         finally:
+            self.connections.discard(conn)
             p = conn.peer_index
             if p is not None and self.links.get(p) is conn:
                 self._lost(p, conn)
@@ -624,5 +696,7 @@ class Mesh:
 
 
 def members_from(config: Sequence[Mapping[str, Any]]) -> list[Member]:
-    """Members from plain dicts (``index``, ``name``, ``host``, ``port``)."""
-    return [Member(int(m["index"]), str(m["name"]), str(m["host"]), int(m["port"])) for m in config]
+    """Members from plain dicts (``index``, ``name``, ``host``, ``port``, optional ``relay``)."""
+    return [
+        Member(int(m["index"]), str(m["name"]), str(m["host"]), int(m["port"]), m.get("relay")) for m in config
+    ]
