@@ -1,11 +1,13 @@
 """Query benchmark: three sites x N rows in DuckDB (Parquet), over real agents and in-process, beside pandas.
 
     python benchmarks/queries.py [--rows 1000000] [--repeat 5] [--json] [--quick] [--in-process]
+                                 [--rtt-ms 20 --mbit 100]
 
 Queries (``QUERIES``), on a synthetic ``patients`` table (sex, ward, age, sbp) per site:
 
 * ``count_avg_std_2keys``: GROUP BY two keys with COUNT, AVG and STDDEV;
 * ``median_by_group``: MEDIAN by group (on the public grid of ages);
+* ``median_2keys``: GROUP BY two keys with COUNT and MEDIAN;
 * ``count``: COUNT(*) over the three sites, the round trip of a small secure query.
 
 Over agents (the default), a local consortium is built in a temporary folder
@@ -17,6 +19,9 @@ The planner's in-process executor (``site_agent.query.execute``: the same local 
 and MPC program in one process, no network) runs the same queries on the same files, and
 pandas the same aggregates on the pooled rows in memory. Every answer is checked against
 pandas; a mismatch stops the benchmark with an error. ``--in-process`` skips the agents.
+``--rtt-ms`` puts every connection (agent to agent, analyst to agent) through
+``benchmarks/wanproxy.py`` with that round-trip time and ``--mbit`` per direction: the
+consortium file names the proxies' ports as the agents' addresses.
 
 The data are generated with numpy from a seed and cached as Parquet under ``--cache``
 (default: ``$TMPDIR/mpc-jupyter-bench``), so later runs start at once.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -40,10 +46,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 from engine import Target, machine
+from wanproxy import Proxies
 
 from mpc_jupyter.client import Consortium
 from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
 from site_agent.query import DisclosureRules, compile_query, execute
+from site_agent.net.loopback import free_ports
 from site_agent.query.schema_file import load_schema_file
 
 SEED = 20261124
@@ -80,6 +88,11 @@ QUERIES = {
         lambda df: df.groupby("ward").age.median().rename("median_age").reset_index(),
         ("ward",),
     ),
+    "median_2keys": Query(
+        "SELECT sex, ward, COUNT(*) AS n, MEDIAN(age) AS median_age FROM patients GROUP BY sex, ward",
+        lambda df: df.groupby(["sex", "ward"]).age.agg(n="count", median_age="median").reset_index(),
+        ("sex", "ward"),
+    ),
     "count": Query("SELECT COUNT(*) AS n FROM patients", lambda df: pd.DataFrame({"n": [len(df)]}), ()),
 }
 
@@ -89,6 +102,11 @@ TARGETS = (
     ),
     Target("agents: MEDIAN by group <= 2 s (median)", "median_by_group_agents_median_s", 2.0, True),
     Target("agents: COUNT round trip <= 50 ms (median)", "count_agents_median_s", 0.05, True),
+)
+# Issue 14, at 20 ms RTT and 100 Mbit/s (``--rtt-ms 20``); the MEDIAN target is for GROUP BY two keys.
+WAN_TARGETS = (
+    Target("20 ms RTT: COUNT <= 0.3 s (median)", "count_agents_median_s", 0.3, True),
+    Target("20 ms RTT: GROUP BY 2 keys with MEDIAN <= 1.5 s (median)", "median_2keys_agents_median_s", 1.5, True),
 )
 
 
@@ -196,17 +214,39 @@ def in_process(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int) 
     return out
 
 
-def over_agents(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int, latency_runs: int) -> dict[str, Any]:
-    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS."""
+def via_proxies(consortium_file: Path) -> dict[int, tuple[str, int]]:
+    """Point every site's address in the consortium file at a fresh proxy port; the routes."""
+    text = consortium_file.read_text()
+    routes: dict[int, tuple[str, int]] = {}
+
+    def repoint(match: re.Match[str]) -> str:
+        port = free_ports(1)[0]
+        routes[port] = ("127.0.0.1", int(match.group(1)))
+        return f'address = "127.0.0.1:{port}"'
+
+    consortium_file.write_text(re.sub(r'^address = "127\.0\.0\.1:(\d+)"', repoint, text, flags=re.M))
+    return routes
+
+
+def over_agents(
+    paths: list[Path],
+    pooled: dict[str, pd.DataFrame],
+    repeat: int,
+    latency_runs: int,
+    wan: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS
+    (through the WAN proxy when ``wan`` gives (RTT in ms, Mbit/s))."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
         root = Path(tmp) / "consortium"
         sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
         with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
             consortium_file = build_consortium(root, sites, SCHEMA_TOML)
+        proxies = Proxies(via_proxies(consortium_file), *wan) if wan else contextlib.nullcontext()
         agents = AgentProcesses(root, SITES)
         start = time.perf_counter()
-        with agents, Consortium.connect(consortium_file, timeout=120) as client:
+        with proxies, agents, Consortium.connect(consortium_file, timeout=120) as client:
             out["agents_start_s"] = time.perf_counter() - start
             out["agent_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
             for name, query in QUERIES.items():
@@ -243,9 +283,18 @@ def agent_runs(client: Consortium, sql: str, runs: int) -> tuple[list[float], di
 # --- report ----------------------------------------------------------------------------
 
 
-def measure(rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool, quick: bool) -> dict[str, Any]:
+def measure(
+    rows: int,
+    repeat: int,
+    latency_runs: int,
+    cache: Path,
+    agents: bool,
+    quick: bool,
+    wan: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """Every figure, ratio and target verdict as one flat dictionary (no verdicts when ``quick``)."""
     figures: dict[str, Any] = {"rows_per_site": rows, "sites": len(SITES), "quick": quick, "machine": machine()}
+    figures["wan_rtt_ms"], figures["wan_mbit"] = wan if wan else (None, None)
     start = time.perf_counter()
     paths = site_files(cache, rows)
     data = pooled_rows(paths)
@@ -255,7 +304,7 @@ def measure(rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool
         figures |= summary(f"{name}_pandas", timed(lambda q=q: q.pandas(data), repeat)[0])  # type: ignore[misc]
     figures |= in_process(paths, pooled, repeat)
     if agents:
-        figures |= over_agents(paths, pooled, repeat, latency_runs)
+        figures |= over_agents(paths, pooled, repeat, latency_runs, wan)
     for name in QUERIES:
         pandas_s = figures[f"{name}_pandas_best_s"]
         figures[f"{name}_in_process_vs_pandas"] = figures[f"{name}_in_process_best_s"] / pandas_s
@@ -265,7 +314,8 @@ def measure(rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool
             figures[f"{name}_agents_vs_in_process"] = net / local
             figures[f"{name}_network_share"] = max(net - local, 0.0) / net
     figures["checked_against_pandas"] = True
-    figures["targets"] = {t.name: None if quick else t.check(figures) for t in TARGETS}
+    targets = WAN_TARGETS if wan and wan[0] == 20 else () if wan else TARGETS
+    figures["targets"] = {t.name: None if quick else t.check(figures) for t in targets}
     return figures
 
 
@@ -315,11 +365,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-process", action="store_true", help="skip the agents: in-process executor and pandas")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--rtt-ms", type=float, default=None, help="agents behind the WAN proxy with this RTT")
+    parser.add_argument("--mbit", type=float, default=100.0, help="the WAN proxy's rate per direction (Mbit/s)")
     args = parser.parse_args(argv)
     rows = args.rows or (10_000 if args.quick else 1_000_000)
     repeat = args.repeat or (2 if args.quick else 5)
     latency_runs = args.latency_runs or (5 if args.quick else 30)
-    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick)
+    wan = (args.rtt_ms, args.mbit) if args.rtt_ms else None
+    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick, wan)
     print(json.dumps(figures) if args.json else table(figures))
 
 

@@ -55,7 +55,7 @@ from .ring import U64
 from .shares import AShare, BShare
 from .shuffle import Index, shuffle
 
-SORT_PIVOTS = 3  # full sorts: about n s log_{s+1} n comparisons, fewer layers than s = 1
+SORT_PIVOTS = 1  # full sorts: quicksort, about 2 n ln n comparisons (fewer than with more pivots)
 SELECT_PIVOTS = 7  # selections: about n (s + 1) comparisons in log_8 n + 1 layers
 
 _BIT_SHIFTS = np.arange(64, dtype=np.uint64)
@@ -84,10 +84,11 @@ def open_bits(p: Party, b: BShare) -> Protocol[U64]:
 class Arrangement:
     """The public state of a sort, flat over all rows.
 
-    ``where[k]``: which shuffled value sits at position k. The live positions (segments of two
-    or more values that still need work) are kept compact, in position order: ``pos``, the
-    first position ``start`` and length ``size`` of each one's segment, and ``keys``, the
-    shares of their keys in the current order. Work per layer is proportional to the live
+    ``where[k]``: which shuffled value sits at position k. The live values (in segments of two
+    or more that still need work) are kept compact, in position order: ``pos``, the first
+    position ``start`` and length ``size`` of each one's segment, ``src`` (its index among the
+    shuffled values) and ``keys``, the shares of their keys. A value's ``where`` entry is
+    written when it leaves the live set, so the work per layer is proportional to the live
     values, not to n.
     """
 
@@ -100,6 +101,7 @@ class Arrangement:
         self.wanted = wanted
         self.pos, self.start = pos[valid], row_start[valid]
         self.size = np.repeat(counts, n)[valid].astype(np.intp)
+        self.src = self.pos.copy()
         self.keys: U64 = keys.v.reshape(2, -1)[:, valid]
         self._keep(self.size >= 2)
 
@@ -108,16 +110,22 @@ class Arrangement:
             at = np.minimum(np.searchsorted(self.pos, self.wanted), max(self.pos.size - 1, 0))
             hit = at[self.pos[at] == self.wanted] if self.pos.size else at[:0]
             live &= np.isin(self.start, self.start[hit])
+        done = ~live
+        self.where[self.pos[done]] = self.src[done]
         self.pos, self.start, self.size = self.pos[live], self.start[live], self.size[live]
-        self.keys = self.keys[:, live]
+        self.src, self.keys = self.src[live], self.keys[:, live]
 
     def pairs(self, pivots: int) -> tuple[Index, Index]:
         """(element, pivot) indices into the live values: each live value with each pivot of
         its segment (the segment's first ``pivots`` values) other than itself."""
+        offset = self.pos - self.start
+        if pivots == 1:
+            elem = np.flatnonzero(offset)
+            return elem, elem - offset[elem]
         s = np.minimum(pivots, self.size)
         elem = np.repeat(np.arange(self.pos.size, dtype=np.intp), s)
         nth = np.arange(elem.size) - np.repeat(np.cumsum(s) - s, s)
-        piv = elem - (self.pos - self.start)[elem] + nth
+        piv = elem - offset[elem] + nth
         keep = piv != elem
         return elem[keep], piv[keep]
 
@@ -127,9 +135,7 @@ class Arrangement:
         slot = 2 * below + (self.pos - self.start < np.minimum(pivots, self.size))
         # Stable: each segment stays where it is, its values ordered by slot.
         order = np.argsort(self.start * (2 * pivots + 1) + slot, kind="stable")
-        self.keys = self.keys[:, order]
-        self.where[self.pos] = self.where[self.pos[order]]
-        slot = slot[order]
+        self.keys, self.src, slot = self.keys[:, order], self.src[order], slot[order]
         first = np.ones(self.pos.size, dtype=bool)
         first[1:] = (slot[1:] != slot[:-1]) | (self.start[1:] != self.start[:-1])
         run = np.cumsum(first) - 1
