@@ -50,8 +50,8 @@ from wanproxy import Proxies
 
 from mpc_jupyter.client import Consortium
 from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
-from site_agent.query import DisclosureRules, compile_query, execute
 from site_agent.net.loopback import free_ports
+from site_agent.query import DisclosureRules, compile_query, execute
 from site_agent.query.schema_file import load_schema_file
 
 SEED = 20261124
@@ -215,17 +215,29 @@ def in_process(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int) 
 
 
 def via_proxies(consortium_file: Path) -> dict[int, tuple[str, int]]:
-    """Point every site's address in the consortium file at a fresh proxy port; the routes."""
+    """Route every connection through a proxy port: the analyst's consortium file names the
+    proxies as the agents' addresses; each agent gets its own copy that keeps its own address
+    (where it listens) and names the proxies for the others. Returns the proxy routes."""
     text = consortium_file.read_text()
-    routes: dict[int, tuple[str, int]] = {}
+    real = dict(re.findall(r'^\[sites\.(.+?)\]\s*\naddress = "127\.0\.0\.1:(\d+)"', text, flags=re.M))
+    proxy = {site: free_ports(1)[0] for site in real}
 
-    def repoint(match: re.Match[str]) -> str:
-        port = free_ports(1)[0]
-        routes[port] = ("127.0.0.1", int(match.group(1)))
-        return f'address = "127.0.0.1:{port}"'
+    def addresses(keep: str | None) -> str:
+        def repoint(m: re.Match[str]) -> str:
+            port = m.group(2) if m.group(1) == keep else proxy[m.group(1)]
+            return f'[sites.{m.group(1)}]\naddress = "127.0.0.1:{port}"'
 
-    consortium_file.write_text(re.sub(r'^address = "127\.0\.0\.1:(\d+)"', repoint, text, flags=re.M))
-    return routes
+        return re.sub(r'^\[sites\.(.+?)\]\s*\naddress = "127\.0\.0\.1:(\d+)"', repoint, text, flags=re.M)
+
+    consortium_file.write_text(addresses(None))
+    for site in real:
+        own = consortium_file.with_name(f"consortium.{site}.toml")
+        own.write_text(addresses(site))
+        agent_file = consortium_file.parent / "sites" / site / "agent.toml"
+        agent_file.write_text(
+            re.sub(r"^consortium = .*$", f"consortium = {json.dumps(str(own))}", agent_file.read_text(), flags=re.M)
+        )
+    return {proxy[site]: ("127.0.0.1", int(port)) for site, port in real.items()}
 
 
 def over_agents(
