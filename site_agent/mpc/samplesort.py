@@ -102,7 +102,7 @@ class Arrangement:
         self.pos, self.start = pos[valid], row_start[valid]
         self.size = np.repeat(counts, n)[valid].astype(np.intp)
         self.src = self.pos.copy()
-        self.keys: U64 = keys.v.reshape(2, -1)[:, valid]
+        self.keys: U64 = np.compress(valid, keys.v.reshape(2, -1), axis=1)
         self._keep(self.size >= 2)
 
     def _keep(self, live: npt.NDArray[np.bool_]) -> None:
@@ -113,7 +113,7 @@ class Arrangement:
         done = ~live
         self.where[self.pos[done]] = self.src[done]
         self.pos, self.start, self.size = self.pos[live], self.start[live], self.size[live]
-        self.src, self.keys = self.src[live], self.keys[:, live]
+        self.src, self.keys = self.src[live], np.compress(live, self.keys, axis=1)
 
     def pairs(self, pivots: int) -> tuple[Index, Index]:
         """(element, pivot) indices into the live values: each live value with each pivot of
@@ -131,16 +131,42 @@ class Arrangement:
 
     def split(self, pivots: int, elem: Index, less: U64) -> None:
         """Reorder the live segments by the opened bits ``less`` = [key(elem) < key(pivot)]."""
+        if pivots == 1:
+            self._split_one(elem, less)
+            return
         below = np.bincount(elem[less == 0], minlength=self.pos.size)
         slot = 2 * below + (self.pos - self.start < np.minimum(pivots, self.size))
         # Stable: each segment stays where it is, its values ordered by slot.
         order = np.argsort(self.start * (2 * pivots + 1) + slot, kind="stable")
-        self.keys, self.src, slot = self.keys[:, order], self.src[order], slot[order]
+        self.keys, self.src, slot = np.take(self.keys, order, axis=1), self.src[order], slot[order]
         first = np.ones(self.pos.size, dtype=bool)
         first[1:] = (slot[1:] != slot[:-1]) | (self.start[1:] != self.start[:-1])
         run = np.cumsum(first) - 1
         self.start = self.pos[first][run]
         self.size = np.bincount(run)[run]
+        self._keep(self.size >= 2)
+
+    def _split_one(self, elem: Index, less: U64) -> None:
+        """:meth:`split` for one pivot (quicksort), by counting instead of sorting: in each
+        segment the values below the pivot keep their order at its front, then the pivot,
+        then the others."""
+        m = self.pos.size
+        first = np.arange(m, dtype=np.intp) - (self.pos - self.start)  # live index of the pivot
+        below = np.zeros(m, dtype=np.intp)
+        above = np.zeros(m, dtype=np.intp)
+        below[elem] = less.astype(np.intp)
+        above[elem] = 1 - below[elem]
+        before, after = np.cumsum(below), np.cumsum(above)
+        n_below = np.take(before, first + self.size - 1) - np.take(before, first)
+        dest = first + n_below  # the pivot's place
+        dest += np.where(below == 1, before - np.take(before, first) - 1 - n_below, 0)
+        dest += np.where(above == 1, after - np.take(after, first), 0)
+        start = self.start + np.where(below == 1, 0, n_below + (above == 1))
+        size = np.where(below == 1, n_below, np.where(above == 1, self.size - n_below - 1, 1))
+        order = np.empty(m, dtype=np.intp)
+        order[dest] = np.arange(m, dtype=np.intp)
+        self.keys, self.src = np.take(self.keys, order, axis=1), np.take(self.src, order)
+        self.start, self.size = np.take(start, order), np.take(size, order)
         self._keep(self.size >= 2)
 
 
@@ -156,7 +182,7 @@ def sort_shuffled(
     state = Arrangement(keys, counts, wanted)
     while state.pos.size:
         elem, piv = state.pairs(pivots)
-        diff = AShare(state.keys[:, elem] - state.keys[:, piv])
+        diff = AShare(np.take(state.keys, elem, axis=1) - np.take(state.keys, piv, axis=1))
         less = yield from open_bits(p, (yield from msb_bool(p, diff)))
         state.split(pivots, elem, less)
     return state.where
@@ -192,7 +218,7 @@ def sort_rows(
     keys = add_public(p, flat.lshift(index_bits(n)), position)
     keys, values = yield from shuffle(p, [keys, flat], cnt)
     where = yield from sort_shuffled(p, keys, cnt, wanted, pivots or (SORT_PIVOTS if ranks is None else SELECT_PIVOTS))
-    return AShare(values.v.reshape(2, -1)[:, where].reshape(2, *shape))
+    return AShare(np.take(values.v.reshape(2, -1), where, axis=1).reshape(2, *shape))
 
 
 def sort_reference(keys: Sequence[int], pivots: int, wanted: Sequence[int] | None = None) -> tuple[list[int], int]:
