@@ -83,7 +83,9 @@ async def serve(routes: Mapping[int, tuple[str, int]], rtt_s: float, mbit: float
                 client_w.close()
                 return
             up, down = Link(rtt_s / 2, mbit * 1e6), Link(rtt_s / 2, mbit * 1e6)
-            await asyncio.gather(up.relay(client_r, server_w), down.relay(server_r, client_w), return_exceptions=True)
+            # On shutdown or a reset, close both sides (asyncio's stream callback trips on a cancelled task).
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await asyncio.gather(up.relay(client_r, server_w), down.relay(server_r, client_w))
             for w in (client_w, server_w):
                 w.close()
 
