@@ -5,7 +5,7 @@ comparison-based algorithm may open the result of each comparison it makes: the 
 are a function of the order of the shuffled keys alone, and that order is a uniformly random
 permutation whatever the data (Hamada, Kikuchi, Ikarashi, Chida and Takahashi, "Practically
 efficient multi-party sorting protocols from comparison sort algorithms", ICISC 2012, for
-quicksort; Asharov et al., CCS 2022, section 5, for the replicated three-party setting).
+quicksort; Asharov et al., CCS 2022, for the replicated three-party setting).
 Where the data go is then public bookkeeping, and moving shares is local.
 
 **Distinct keys.** Equal values would show (an all-equal row never has a comparison that

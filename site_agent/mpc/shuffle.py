@@ -9,7 +9,7 @@ independent of it is uniform: pi looks uniform to each member. This is the shuff
 replicated shares by successive resharings among pairs (Laur, Willemson and Zhang, ISC 2011,
 "Round-efficient oblivious database manipulation"; Asharov, Hamada, Ikarashi, Kikuchi,
 Nof, Pinkas, Takahashi and Tomida, CCS 2022, "Efficient secure three-party sorting with
-applications to data analysis and heavy hitters", section 4).
+applications to data analysis and heavy hitters").
 
 One pass, with A = j - 1, B = j (the holders of K_j) and C = j + 1, on x = x_0 + x_1 + x_2:
 
