@@ -1,11 +1,13 @@
 """Query benchmark: three sites x N rows in DuckDB (Parquet), over real agents and in-process, beside pandas.
 
     python benchmarks/queries.py [--rows 1000000] [--repeat 5] [--json] [--quick] [--in-process] [--relay]
+                                 [--rtt-ms 20 --mbit 100]
 
 Queries (``QUERIES``), on a synthetic ``patients`` table (sex, ward, age, sbp) per site:
 
 * ``count_avg_std_2keys``: GROUP BY two keys with COUNT, AVG and STDDEV;
 * ``median_by_group``: MEDIAN by group (on the public grid of ages);
+* ``median_2keys``: GROUP BY two keys with COUNT and MEDIAN;
 * ``count``: COUNT(*) over the three sites, the round trip of a small secure query.
 
 Over agents (the default), a local consortium is built in a temporary folder
@@ -17,6 +19,10 @@ The planner's in-process executor (``site_agent.query.execute``: the same local 
 and MPC program in one process, no network) runs the same queries on the same files, and
 pandas the same aggregates on the pooled rows in memory. Every answer is checked against
 pandas; a mismatch stops the benchmark with an error. ``--in-process`` skips the agents.
+``--rtt-ms`` puts every connection (agent to agent, analyst to agent) through
+``benchmarks/wanproxy.py`` with that round-trip time and ``--mbit`` per direction: the
+consortium file names the proxies' ports as the agents' addresses.
+
 ``--relay`` also runs the queries over a second consortium whose three agents listen nowhere
 and reach each other and the analyst through ``mpc-relay serve``, taking turns with the direct
 one run by run (``relay`` figures, and ``relay_vs_agents``: relayed best / direct best).
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -44,6 +51,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 from engine import Target, machine
+from wanproxy import Proxies
 
 from mpc_jupyter.client import Consortium
 from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
@@ -86,6 +94,11 @@ QUERIES = {
         lambda df: df.groupby("ward").age.median().rename("median_age").reset_index(),
         ("ward",),
     ),
+    "median_2keys": Query(
+        "SELECT sex, ward, COUNT(*) AS n, MEDIAN(age) AS median_age FROM patients GROUP BY sex, ward",
+        lambda df: df.groupby(["sex", "ward"]).age.agg(n="count", median_age="median").reset_index(),
+        ("sex", "ward"),
+    ),
     "count": Query("SELECT COUNT(*) AS n FROM patients", lambda df: pd.DataFrame({"n": [len(df)]}), ()),
 }
 
@@ -99,6 +112,11 @@ TARGETS = (
         Target(f"relay: {name} <= 1.5x direct (best)", f"{name}_relay_vs_agents", 1.5, True)
         for name in ("count_avg_std_2keys", "median_by_group", "count")
     ),
+)
+
+WAN_TARGETS = (
+    Target("20 ms RTT: COUNT <= 0.3 s (median)", "count_agents_median_s", 0.3, True),
+    Target("20 ms RTT: GROUP BY 2 keys with MEDIAN <= 1.5 s (median)", "median_2keys_agents_median_s", 1.5, True),
 )
 
 
@@ -212,7 +230,12 @@ def in_process(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int) 
 
 
 def over_agents(
-    paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int, latency_runs: int, relay: bool = False
+    paths: list[Path],
+    pooled: dict[str, pd.DataFrame],
+    repeat: int,
+    latency_runs: int,
+    relay: bool = False,
+    wan: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Each query through ``Consortium.query()`` against three agent processes over mutual TLS.
 
@@ -226,7 +249,7 @@ def over_agents(
         clients: dict[str, Consortium] = {}
         for kind in kinds:
             start = time.perf_counter()
-            agents, clients[kind] = start_consortium(stack, Path(tmp) / kind, paths, relay=kind == "relay")
+            agents, clients[kind] = start_consortium(stack, Path(tmp) / kind, paths, kind == "relay", wan)
             out[f"{kind}_start_s"] = time.perf_counter() - start
             out[f"{kind}_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
         for name, query in QUERIES.items():
@@ -240,16 +263,45 @@ def over_agents(
     return out
 
 
+def via_proxies(consortium_file: Path) -> dict[int, tuple[str, int]]:
+    """Route every connection through a proxy port: the analyst's consortium file names the
+    proxies as the agents' addresses; each agent gets its own copy that keeps its own address
+    (where it listens) and names the proxies for the others. Returns the proxy routes."""
+    text = consortium_file.read_text()
+    real = dict(re.findall(r'^\[sites\.(.+?)\]\s*\naddress = "127\.0\.0\.1:(\d+)"', text, flags=re.M))
+    proxy = {site: free_ports(1)[0] for site in real}
+
+    def addresses(keep: str | None) -> str:
+        def repoint(m: re.Match[str]) -> str:
+            port = m.group(2) if m.group(1) == keep else proxy[m.group(1)]
+            return f'[sites.{m.group(1)}]\naddress = "127.0.0.1:{port}"'
+
+        return re.sub(r'^\[sites\.(.+?)\]\s*\naddress = "127\.0\.0\.1:(\d+)"', repoint, text, flags=re.M)
+
+    consortium_file.write_text(addresses(None))
+    for site in real:
+        own = consortium_file.with_name(f"consortium.{site}.toml")
+        own.write_text(addresses(site))
+        agent_file = consortium_file.parent / "sites" / site / "agent.toml"
+        agent_file.write_text(
+            re.sub(r"^consortium = .*$", f"consortium = {json.dumps(str(own))}", agent_file.read_text(), flags=re.M)
+        )
+    return {proxy[site]: ("127.0.0.1", int(port)) for site, port in real.items()}
+
+
 def start_consortium(
-    stack: contextlib.ExitStack, root: Path, paths: list[Path], relay: bool
+    stack: contextlib.ExitStack, root: Path, paths: list[Path], relay: bool, wan: tuple[float, float] | None = None
 ) -> tuple[AgentProcesses, Consortium]:
     """A local consortium in ``root`` serving ``paths``, its agents running and an analyst
-    connected, until ``stack`` closes; with ``relay``, every site behind one relay."""
+    connected, until ``stack`` closes; with ``relay``, every site behind one relay; with ``wan``
+    (RTT in ms, Mbit/s), every direct connection through the WAN proxy."""
     sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
     with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
         consortium_file = build_consortium(root, sites, SCHEMA_TOML)
         if relay:
             stack.enter_context(relay_process(root))
+        elif wan:
+            stack.enter_context(Proxies(via_proxies(consortium_file), *wan))
     agents = stack.enter_context(AgentProcesses(root, SITES))
     return agents, stack.enter_context(Consortium.connect(consortium_file, timeout=120))
 
@@ -317,10 +369,18 @@ def agent_runs(
 
 
 def measure(
-    rows: int, repeat: int, latency_runs: int, cache: Path, agents: bool, quick: bool, relay: bool = False
+    rows: int,
+    repeat: int,
+    latency_runs: int,
+    cache: Path,
+    agents: bool,
+    quick: bool,
+    relay: bool = False,
+    wan: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Every figure, ratio and target verdict as one flat dictionary (no verdicts when ``quick``)."""
     figures: dict[str, Any] = {"rows_per_site": rows, "sites": len(SITES), "quick": quick, "machine": machine()}
+    figures["wan_rtt_ms"], figures["wan_mbit"] = wan if wan else (None, None)
     start = time.perf_counter()
     paths = site_files(cache, rows)
     data = pooled_rows(paths)
@@ -330,7 +390,7 @@ def measure(
         figures |= summary(f"{name}_pandas", timed(lambda q=q: q.pandas(data), repeat)[0])  # type: ignore[misc]
     figures |= in_process(paths, pooled, repeat)
     if agents:
-        figures |= over_agents(paths, pooled, repeat, latency_runs, relay)
+        figures |= over_agents(paths, pooled, repeat, latency_runs, relay, wan)
     if agents and relay:
         for name in QUERIES:
             figures[f"{name}_relay_vs_agents"] = figures[f"{name}_relay_best_s"] / figures[f"{name}_agents_best_s"]
@@ -343,7 +403,8 @@ def measure(
             figures[f"{name}_agents_vs_in_process"] = net / local
             figures[f"{name}_network_share"] = max(net - local, 0.0) / net
     figures["checked_against_pandas"] = True
-    figures["targets"] = {t.name: None if quick else t.check(figures) for t in TARGETS}
+    targets = WAN_TARGETS if wan and wan[0] == 20 else () if wan else TARGETS
+    figures["targets"] = {t.name: None if quick else t.check(figures) for t in targets}
     return figures
 
 
@@ -400,11 +461,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--relay", action="store_true", help="also over agents reached only through mpc-relay")
+    parser.add_argument("--rtt-ms", type=float, default=None, help="agents behind the WAN proxy with this RTT")
+    parser.add_argument("--mbit", type=float, default=100.0, help="the WAN proxy's rate per direction (Mbit/s)")
     args = parser.parse_args(argv)
     rows = args.rows or (10_000 if args.quick else 1_000_000)
     repeat = args.repeat or (2 if args.quick else 5)
     latency_runs = args.latency_runs or (5 if args.quick else 30)
-    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick, args.relay)
+    wan = (args.rtt_ms, args.mbit) if args.rtt_ms else None
+    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick, args.relay, wan)
     print(json.dumps(figures) if args.json else table(figures))
 
 

@@ -79,7 +79,7 @@ class Envelope:
         """Parse a wire envelope; ``AuthError`` if malformed (wrong type, fields or field types)."""
         try:
             raw = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise AuthError("malformed envelope: not JSON") from exc
         if not isinstance(raw, dict):
             raise AuthError("malformed envelope: not an object")

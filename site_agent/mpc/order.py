@@ -1,11 +1,17 @@
-"""Order statistics on secret values: prefix products, an oblivious sort, quantiles, medians.
+"""Order statistics on secret values: prefix products, oblivious sorts, quantiles, medians.
 
 * :func:`prefix_prod`: inclusive prefix products along the last axis by the parallel scan of
   Hillis and Steele (CACM 1986): ceil(log2 n) steps, each one batched product over every
   position that has a partner s places back. (Prefix *sums* are local: ``AShare.cumsum``.)
-* :func:`sort`: Batcher's odd-even merge sort (AFIPS 1968) as a data-independent sorting
-  network. A layer of the network is a set of disjoint comparators (i, j), i < j, each of
-  which puts the smaller value at i; a layer costs ONE vectorized :func:`lt` over all its
+* :func:`sort` and the quantiles have two algorithms. ``"shuffle"`` (the default) shuffles
+  the values with a secret random permutation and then sorts with comparisons opened
+  (:mod:`.samplesort`): O(log n) layers of 7 rounds, and a selection (a median) touches
+  about 8 n comparisons; it needs values below 2^(62 - b) in magnitude, b the bit length of
+  n - 1, to break ties by position. ``"network"`` is Batcher's odd-even merge sort (AFIPS
+  1968) as a data-independent sorting network, for any value that :func:`lt` compares
+  exactly, at O(log^2 n) layers of 11 rounds (841 rounds for the median of 10,000).
+  A layer of the network is a set of disjoint comparators (i, j), i < j, each of which
+  puts the smaller value at i; a layer costs ONE vectorized :func:`lt` over all its
   comparators (and over all rows of a batch) plus ONE product round for the swaps
   (min = lo + [hi < lo] (hi - lo), max = lo + hi - min). For n = 2^m the network has
   m (m + 1) / 2 layers and (m^2 - m + 4) 2^(m-2) - 1 comparators. Sizes that are not a
@@ -14,9 +20,10 @@
   whose padding never moves. Which positions each layer touches is public (it depends
   only on n), so the sort reveals nothing.
 * :func:`quantile`, :func:`median`: order statistics of the sorted values, at public
-  positions that depend only on the (public) number of values. A sort that only needs
-  a few outputs runs the network pruned to their dependency cone: a comparator is kept
-  only if a kept comparator or a wanted output reads one of its wires later.
+  positions that depend only on the (public) number of values. The shuffle sort then
+  only finishes the segments that hold those ranks; the network is pruned to their
+  dependency cone: a comparator is kept only if a kept comparator or a wanted output reads
+  one of its wires later.
 
 Quantile definitions follow numpy's ``method`` names (Hyndman and Fan, Am. Stat. 1996).
 With sorted values s_0 <= ... <= s_{n-1} and virtual index h = (n - 1) q:
@@ -50,9 +57,11 @@ from .arithmetic import constant, mul, mul_fixed, trunc
 from .boolean import lt, select
 from .fixed import TRUNC_LIMIT_BITS, FixedPoint
 from .party import Party, Protocol
+from .samplesort import sort_rows
 from .shares import AShare
 
 Method = Literal["linear", "lower", "higher", "nearest", "midpoint"]
+Algorithm = Literal["shuffle", "network"]
 Index = npt.NDArray[np.intp]
 Layers = tuple[tuple[Index, Index], ...]
 
@@ -123,12 +132,18 @@ def _apply_network(p: Party, x: AShare, layers: Layers) -> Protocol[AShare]:
     return AShare(v)
 
 
-def sort(p: Party, x: AShare) -> Protocol[AShare]:
-    """Sort ascending along the last axis (each row separately): Batcher's odd-even merge sort.
+def sort(p: Party, x: AShare, algorithm: Algorithm = "shuffle") -> Protocol[AShare]:
+    """Sort ascending along the last axis (each row separately).
 
-    Values must be signed integers or fixed-point numbers of at most 62 bits (what
-    :func:`lt` compares exactly). O(log^2 n) layers of 11 rounds each.
+    ``"shuffle"``: values of magnitude below 2^(62 - b), b the bit length of n - 1
+    (:mod:`.samplesort`). ``"network"``: Batcher's odd-even merge sort, for signed integers
+    or fixed-point numbers of at most 62 bits (what :func:`lt` compares exactly), with
+    O(log^2 n) layers of 11 rounds each.
     """
+    if algorithm == "shuffle":
+        return (yield from sort_rows(p, x))
+    if algorithm != "network":
+        raise ValueError(f"unknown sort algorithm {algorithm!r}")
     return (yield from _apply_network(p, x, merge_sort_network(x.shape[-1])))
 
 
@@ -161,6 +176,7 @@ def quantile(
     fp: FixedPoint,
     method: Method = "linear",
     counts: npt.ArrayLike | None = None,
+    algorithm: Algorithm = "shuffle",
 ) -> Protocol[AShare]:
     """Quantiles of each row of x (last axis), with numpy's definitions (module docstring).
 
@@ -170,6 +186,7 @@ def quantile(
     groups of different sizes padded to a common length; the rest of a row is ignored.
     Values are fixed-point numbers in ``fp`` (integer-valued data encoded with ``fp`` gives
     exact medians); for ``"lower"``, ``"higher"`` and ``"nearest"`` any encoding works.
+    ``algorithm`` chooses the sort (see :func:`sort` for the range each one needs).
     """
     n = x.shape[-1]
     rows = x.shape[:-1]
@@ -179,12 +196,17 @@ def quantile(
     cnt = np.broadcast_to(np.asarray(n if counts is None else counts, dtype=np.int64), rows)
     if not np.all((cnt >= 1) & (cnt <= n)):
         raise ValueError(f"counts must lie in [1, {n}]")
-    if counts is not None:
-        valid = np.arange(n) < cnt[..., None]
-        x = x.mul_public(valid.astype(np.uint64)) + constant(p, np.where(valid, np.uint64(0), SENTINEL), AShare)
     lo, hi, w = _positions(cnt, qs, method)
-    layers = merge_sort_network(n, tuple(np.unique(np.concatenate([lo.ravel(), hi.ravel()])).tolist()))
-    s = yield from _apply_network(p, x, layers)
+    if algorithm == "shuffle":
+        s = yield from sort_rows(p, x, cnt, np.concatenate([lo, hi], axis=-1))
+    elif algorithm == "network":
+        if counts is not None:
+            valid = np.arange(n) < cnt[..., None]
+            x = x.mul_public(valid.astype(np.uint64)) + constant(p, np.where(valid, np.uint64(0), SENTINEL), AShare)
+        layers = merge_sort_network(n, tuple(np.unique(np.concatenate([lo.ravel(), hi.ravel()])).tolist()))
+        s = yield from _apply_network(p, x, layers)
+    else:
+        raise ValueError(f"unknown sort algorithm {algorithm!r}")
     s_lo = AShare(np.take_along_axis(s.v, lo[None], axis=-1))
     s_hi = AShare(np.take_along_axis(s.v, hi[None], axis=-1))
     out = s_lo
@@ -198,7 +220,12 @@ def quantile(
 
 
 def median(
-    p: Party, x: AShare, fp: FixedPoint, method: Method = "linear", counts: npt.ArrayLike | None = None
+    p: Party,
+    x: AShare,
+    fp: FixedPoint,
+    method: Method = "linear",
+    counts: npt.ArrayLike | None = None,
+    algorithm: Algorithm = "shuffle",
 ) -> Protocol[AShare]:
     """Median of each row (numpy's ``median`` with the default ``"linear"``; see module)."""
-    return (yield from quantile(p, x, 0.5, fp, method, counts))
+    return (yield from quantile(p, x, 0.5, fp, method, counts, algorithm))

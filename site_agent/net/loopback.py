@@ -9,7 +9,8 @@ to ``OUT.m<index>.npy`` (``OUT.s<k>.m<index>.npy`` for concurrent sessions) when
 names ``out``. Not a production entry point: the daemon owns that.
 
 Jobs (``op``): ``mul_fixed`` (n values, x*y opened), ``lt`` (n comparisons x < y, opened),
-``open`` (shares of x opened), ``median`` (the median of x, opened),
+``open`` (shares of x opened), ``median`` (the median of x, opened), ``sort`` (x sorted,
+opened unless ``open_result`` is false),
 ``sum3`` (each member inputs n values with ``input_from``, the sum is opened),
 ``sum3_one_round`` (the three inputs in one round), ``slow`` (many small rounds; for
 failure tests), ``sync`` (a one-word opening, used as a barrier), ``concurrent`` (several
@@ -34,7 +35,7 @@ from ..errors import MpcError, PeerFailure
 from ..mpc.arithmetic import input_all, input_from, mul, mul_fixed, open_all
 from ..mpc.boolean import lt
 from ..mpc.fixed import FixedPoint
-from ..mpc.order import median
+from ..mpc.order import median, sort
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -118,6 +119,18 @@ def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]
             return (yield from open_all(p, (yield from median(p, xs, FP))))
 
         return middle
+    if op == "sort":
+        xs = shares_of(FP.encode(plain_inputs(seed, n)[0]), seed, index)
+        open_sorted = bool(job.get("open_result", True))
+
+        def ordered(p: Party) -> Protocol[U64]:
+            s = yield from sort(p, xs)
+            if open_sorted:
+                return (yield from open_all(p, s))
+            first: U64 = s.v[0]
+            return first
+
+        return ordered
     if op in ("sum3", "sum3_one_round"):
         mine = member_vector(seed, index, n).astype(np.int64).view(np.uint64)
 

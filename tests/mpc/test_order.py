@@ -1,4 +1,4 @@
-"""Prefix products, the sorting network, quantiles and medians against numpy."""
+"""Prefix products, both sorts, quantiles and medians against numpy."""
 
 import itertools
 
@@ -19,6 +19,9 @@ METHODS = ("linear", "lower", "higher", "nearest", "midpoint")
 
 ints = arrays(np.int64, st.integers(1, 40), elements=st.integers(-50, 50))  # small range: many ties
 wide = arrays(np.int64, st.integers(1, 40), elements=st.integers(-(2**62), 2**62 - 1))
+# What the shuffle sort's tie-broken keys hold for n <= 64: |x| < 2^(62 - 6).
+narrow = arrays(np.int64, st.integers(1, 40), elements=st.integers(-(2**56) + 1, 2**56 - 1))
+ALGORITHMS = ("shuffle", "network")
 reals = arrays(
     np.float64, st.integers(1, 40), elements=st.floats(-1e4, 1e4, allow_nan=False).map(lambda v: round(v, 3))
 )
@@ -53,22 +56,37 @@ def test_network_size_is_batchers(m: int) -> None:
 
 
 @given(st.one_of(ints, wide))
-def test_sort_equals_numpy(x: np.ndarray) -> None:
+def test_network_sort_equals_numpy(x: np.ndarray) -> None:
+    xs = shared(x, seed=1)
+    assert np.array_equal(decode_int(run_open(lambda p: order.sort(p, xs[p.index], "network"))), np.sort(x))
+
+
+@given(st.one_of(ints, narrow))
+def test_shuffle_sort_equals_numpy(x: np.ndarray) -> None:
     xs = shared(x, seed=1)
     assert np.array_equal(decode_int(run_open(lambda p: order.sort(p, xs[p.index]))), np.sort(x))
 
 
-def test_sort_rows_separately() -> None:
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_sort_rows_separately(algorithm: order.Algorithm) -> None:
     x = np.random.default_rng(2).integers(-9, 9, size=(3, 4, 13))
     xs = shared(x, seed=2)
-    assert np.array_equal(decode_int(run_open(lambda p: order.sort(p, xs[p.index]))), np.sort(x, axis=-1))
+    got = decode_int(run_open(lambda p: order.sort(p, xs[p.index], algorithm)))
+    assert np.array_equal(got, np.sort(x, axis=-1))
 
 
-@given(st.one_of(ints.map(lambda a: a.astype(np.float64)), reals), levels, st.sampled_from(METHODS))
-def test_quantile_matches_numpy(x: np.ndarray, q: list[float], method: order.Method) -> None:
+@given(
+    st.one_of(ints.map(lambda a: a.astype(np.float64)), reals),
+    levels,
+    st.sampled_from(METHODS),
+    st.sampled_from(ALGORITHMS),
+)
+def test_quantile_matches_numpy(
+    x: np.ndarray, q: list[float], method: order.Method, algorithm: order.Algorithm
+) -> None:
     x = FP.decode(FP.encode(x))  # numpy sees exactly the encoded values
     xs = shared(x, FP, seed=3)
-    got = FP.decode(run_open(lambda p: order.quantile(p, xs[p.index], q, FP, method)))
+    got = FP.decode(run_open(lambda p: order.quantile(p, xs[p.index], q, FP, method, algorithm=algorithm)))
     want = np.quantile(x, q, method=method)
     if method in ("lower", "higher", "nearest"):
         assert np.array_equal(got, want)
@@ -78,7 +96,7 @@ def test_quantile_matches_numpy(x: np.ndarray, q: list[float], method: order.Met
         assert np.all(np.abs(got - want) <= gap * ULP / 2 + ULP)
 
 
-@given(st.one_of(ints, arrays(np.int64, st.integers(1, 40), elements=st.integers(-(2**40), 2**40))))
+@given(st.one_of(ints, arrays(np.int64, st.integers(1, 40), elements=st.integers(-(2**39) + 1, 2**39 - 1))))
 def test_median_of_integer_data_is_exact(x: np.ndarray) -> None:
     xs = shared(x.astype(np.float64), FP, seed=4)
     for method, ref in (("linear", np.median(x)), ("lower", np.quantile(x, 0.5, method="lower"))):
@@ -111,21 +129,23 @@ def test_small_and_boundary_cases() -> None:
     assert FP.decode(run_open(lambda p: order.median(p, far[p.index], FP))) == -1.0
 
 
-def test_batched_groups_of_different_sizes() -> None:
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_batched_groups_of_different_sizes(algorithm: order.Algorithm) -> None:
     rng = np.random.default_rng(8)
     counts = np.array([1, 2, 5, 8, 7, 3])
     x = rng.integers(-100, 100, size=(6, 8)).astype(np.float64)
     xs = shared(x, FP, seed=8)
     q = [0.1, 0.5, 0.9]
-    got = FP.decode(run_open(lambda p: order.quantile(p, xs[p.index], q, FP, "lower", counts)))
+    got = FP.decode(run_open(lambda p: order.quantile(p, xs[p.index], q, FP, "lower", counts, algorithm)))
     assert np.array_equal(got, [np.quantile(row[:c], q, method="lower") for row, c in zip(x, counts, strict=True)])
-    med = FP.decode(run_open(lambda p: order.median(p, xs[p.index], FP, counts=counts)))
+    med = FP.decode(run_open(lambda p: order.median(p, xs[p.index], FP, counts=counts, algorithm=algorithm)))
     assert np.array_equal(med, [np.median(row[:c]) for row, c in zip(x, counts, strict=True)])
 
 
 def test_bad_arguments() -> None:
     xs = shared([1.0, 2.0], FP)
-    for kwargs in ({"q": 1.5}, {"q": 0.5, "counts": [3]}, {"q": 0.5, "method": "cubic"}):
+    bad = ({"q": 1.5}, {"q": 0.5, "counts": [3]}, {"q": 0.5, "method": "cubic"}, {"q": 0.5, "algorithm": "heap"})
+    for kwargs in bad:
         with pytest.raises(ValueError):
             run_open(lambda p, kw=kwargs: order.quantile(p, xs[p.index], fp=FP, **kw))
 
