@@ -73,3 +73,9 @@ def test_protocol_cannot_send_to_itself() -> None:
 
     with pytest.raises(ProtocolViolation, match="invalid peer"):
         PartyMachine(0, bad(0))
+
+
+def test_the_tap_sees_every_delivered_message_with_sender_and_receiver() -> None:
+    seen: list[tuple[int, int, list[int]]] = []
+    run_in_memory(lambda p: echo_protocol(p.index, 2), tap=lambda s, r, m: seen.append((s, r, m.tolist())))
+    assert sorted(seen) == [(0, 1, [0, 0]), (1, 2, [1, 1]), (2, 0, [2, 2])]
