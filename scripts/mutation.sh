@@ -29,7 +29,7 @@ fi
 modules="${MUTATION_MODULES:-ring randomness shares sharing party arithmetic}"
 # The fast unit tests of those modules. The view tests (tests/mpc/test_views.py, about 20 s
 # per run) are left out: they are tested by their own planted leaks.
-tests="${MUTATION_TESTS:-tests/mpc/test_party.py tests/mpc/test_sharing.py tests/mpc/test_arithmetic.py tests/mpc/test_boolean.py tests/mpc/test_fixed.py}"
+tests="${MUTATION_TESTS:-tests/mpc/test_ring.py tests/mpc/test_randomness.py tests/mpc/test_shares.py tests/mpc/test_sharing.py tests/mpc/test_party.py tests/mpc/test_arithmetic.py tests/mpc/test_boolean.py tests/mpc/test_fixed.py}"
 
 work="${MUTATION_DIR:-${TMPDIR:-/tmp}/mpc-jupyter-mutation}"
 rm -rf "$work"

@@ -116,6 +116,7 @@ def test_public_constants() -> None:
     xs = shared(np.array([5, -7]), seed=18)
     out = run_open(lambda p: _const(ar.add_public(p, xs[p.index], np.array([10, 10], dtype=np.uint64))))
     assert out.view(np.int64).tolist() == [15, 3]
+    assert run_open(lambda p: _const(ar.constant(p, [4, 2**63], ar.AShare))).tolist() == [4, 2**63]
 
 
 def test_same_seed_same_shares_and_different_seed_different_shares() -> None:

@@ -1,6 +1,7 @@
 """The local operations on one member's shares, against plaintext numpy after reconstruction."""
 
 import numpy as np
+import pytest
 
 from site_agent.mpc.shares import AShare, BShare
 from site_agent.mpc.sharing import deal, reconstruct, reconstruct_bool
@@ -44,3 +45,9 @@ def test_shape_handling() -> None:
     copied = share.copy()
     assert isinstance(copied, AShare) and np.array_equal(copied.v, share.v) and copied.v is not share.v
     assert repr(share) == "AShare(shape=(3, 4))"
+
+
+def test_shares_are_uint64_pairs() -> None:
+    for bad in (np.zeros((3, 2), dtype=np.uint64), np.zeros((2, 2), dtype=np.int64), np.uint64(0)):
+        with pytest.raises(ValueError, match=r"^shares are a uint64 array of shape \(2, \.\.\.\)$"):
+            AShare(bad)
