@@ -170,16 +170,22 @@ Tap = Callable[[int, int, U64], None]
 
 
 def run_in_memory(
-    program: Callable[[Party], Protocol[T]], seed: int | bytes = 0, session: bytes = b"", tap: Tap | None = None
+    program: Callable[[Party], Protocol[T]],
+    seed: int | bytes = 0,
+    session: bytes = b"",
+    tap: Tap | None = None,
+    randomness: type[Randomness] = Randomness,
 ) -> tuple[list[T], list[Stats]]:
     """Run ``program`` for all three parties in this process and return their results.
 
     Messages are delivered in order between the three :class:`PartyMachine` objects;
     arrays are passed by reference (protocols never mutate what they receive). ``tap``,
     if given, sees every delivered message as (sender, receiver, words): this is how the
-    tests and the teaching view show what one member actually receives.
+    tests and the teaching view show what one member actually receives. ``randomness`` is
+    the class whose ``from_seed`` makes each party's keys: the view tests pass a subclass
+    that also records every word a member draws (its random tape).
     """
-    machines = [PartyMachine(i, program(Party(i, Randomness.from_seed(i, seed, session)))) for i in PARTIES]
+    machines = [PartyMachine(i, program(Party(i, randomness.from_seed(i, seed, session)))) for i in PARTIES]
     return _pump(machines, tap), [m.stats for m in machines]
 
 

@@ -692,6 +692,8 @@ class Mesh:
             await self.handlers[frame.type](conn, frame)
         except Exception as exc:
             log.warning("handler for %s from %s failed: %s", frame.type.name, conn.label, exc)
+            if isinstance(exc, MpcError):  # refused on purpose (a malformed envelope, a forbidden message)
+                self._refused(conn.peer_name, f"a {frame.type.name} frame: {exc}")
             await conn.reply_error(f"party {self.index} could not handle {frame.type.name}: {exc}", frame.session)
 
 

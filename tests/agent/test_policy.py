@@ -6,10 +6,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from site_agent.agent.planning import compile_query
 from site_agent.errors import ConfigError, PolicyRefusal
 from site_agent.policy import Policy, RateLimiter, combine, load_policy, render_policy_template
+from site_agent.query import schema_from_duckdb
 
 A = """
 [policy]
@@ -231,3 +234,62 @@ def test_rate_limiter_sliding_window() -> None:
     limiter.acquire("alice")
     with pytest.raises(PolicyRefusal):
         limiter.acquire("alice")
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_rate_limit_boundary(limit: int) -> None:
+    """limit - 1 and limit queries are admitted, limit + 1 is refused; a refused query does not
+    count, and each admitted one leaves the window exactly one window later."""
+    now = [0.0]
+    limiter = RateLimiter("a", limit=limit, clock=lambda: now[0], window=100.0)
+    for k in range(limit):  # queries 1 .. limit, one second apart
+        assert limiter.remaining("alice") == limit - k
+        now[0] = float(k)
+        limiter.acquire("alice")
+    assert limiter.remaining("alice") == 0
+    for _ in range(2):  # query limit + 1, asked twice: refused both times
+        with pytest.raises(PolicyRefusal) as info:
+            limiter.acquire("alice")
+        assert (info.value.site, info.value.rule) == ("a", "max_queries_per_hour")
+        assert f"reached {limit} queries" in str(info.value)
+    now[0] = 99.999  # the first query is still inside its window
+    assert limiter.remaining("alice") == 0
+    now[0] = 100.0  # and leaves it now: exactly one more is admitted
+    assert limiter.remaining("alice") == 1
+    limiter.acquire("alice")
+    with pytest.raises(PolicyRefusal):
+        limiter.acquire("alice")
+
+
+@pytest.mark.parametrize(("max_groups", "refused"), [(5, True), (6, False), (7, False)])
+def test_max_groups_boundary_in_the_planner(tmp_path: Path, max_groups: int, refused: bool) -> None:
+    """A query of 2 x 3 = 6 cells under max_groups = cells - 1, cells and cells + 1, through the
+    agents' compile step with the combined policy (the strictest site's limit applies)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE lung (sex VARCHAR, ward VARCHAR, age DOUBLE)")
+    schema = schema_from_duckdb(con, domains={"lung.sex": ["F", "M"], "lung.ward": ["a", "b", "c"]})
+    policy = combine(
+        [
+            _load(tmp_path, "a", C.replace("max_groups = 300", f"max_groups = {max_groups}")),
+            _load(tmp_path, "b", C.replace("max_groups = 300", f"max_groups = {max_groups + 1}")),
+        ]
+    )
+    text = "SELECT sex, ward, COUNT(*) AS n FROM lung GROUP BY sex, ward"
+    if not refused:
+        shapes = {r.shape for r in compile_query(text, schema, policy).reveals}
+        assert (6,) in shapes, shapes  # planned: one released value per cell
+        return
+    with pytest.raises(PolicyRefusal) as info:
+        compile_query(text, schema, policy)
+    assert (info.value.site, info.value.rule) == ("a", "max_groups")
+    assert f"6 groups asked, at most {max_groups} allowed" in str(info.value)
+
+
+@pytest.mark.parametrize(("groups", "refused"), [(199, False), (200, False), (201, True)])
+def test_max_groups_boundary_in_the_policy(three: tuple[Policy, Policy, Policy], groups: int, refused: bool) -> None:
+    a = three[0]  # max_groups = 200
+    if refused:
+        assert _refusal(a.check_groups, groups) == ("a", "max_groups")  # type: ignore[arg-type]
+    else:
+        a.check_groups(groups)
+        assert a.max_groups >= groups

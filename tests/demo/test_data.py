@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import duckdb
@@ -220,9 +219,3 @@ def test_cox_model_on_pooled_survival_recovers_the_hazard_ratios(pooled: dict[st
     for name, beta in TRUTH["log_hazard_ratios"].items():
         assert fit.params_[name] == pytest.approx(beta, abs=0.15), name
         assert np.exp(beta) == pytest.approx(TRUTH["hazard_ratios"][name])
-
-
-def test_generation_time_for_full_size_sites() -> None:
-    started = time.perf_counter()
-    rows = sum(len(frame) for name in DEFAULT_SITES for frame in generate_site(name, 100_000, SEED).values())
-    print(f"\n3 sites x 100,000 patients: {rows:,} rows in {time.perf_counter() - started:.2f} s")

@@ -15,16 +15,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography import x509
 from websockets.exceptions import InvalidStatus
 
 from mpc_jupyter.client import Consortium, QueryFailed, SiteUnavailable
 from site_agent.agent import messages as msg
+from site_agent.audit import Receipt, verify_receipt
+from site_agent.audit.verify import verify
+from site_agent.config import load_consortium
 from site_agent.crypto.certs import client_context, issue_cert, make_ca
 from site_agent.net.framing import HEADER_BYTES, OUTSIDER, Frame, MsgType, encode
+from site_agent.net.mesh import CERTIFICATE_REQUIRED
 
 from .conftest import SITES, Answer, Running, run
 
@@ -48,17 +54,39 @@ def query_frame(envelope_json: str) -> Frame:
     return Frame(MsgType.QUERY, control={"kind": msg.QUERY, "envelope": envelope_json, "mode": "run"})
 
 
+def refusal_entry(lung: Running, site: str, before: int) -> dict[str, Any]:
+    """The one entry ``site`` wrote after its first ``before``: a refusal, in a log whose whole
+    chain verifies with the site's public key (consortium.toml), ending at that entry."""
+    new = lung.wait_audit(site, before)
+    assert [e["decision"] for e in new] == ["refused"], (site, new)
+    checked = verify(lung.audit_path(site), lung.consortium.site(site).public_key(), site=site)
+    assert checked.ok, checked
+    assert (checked.entries, checked.last_hash) == (before + 1, new[0]["hash"]), checked
+    assert new[0]["reveals"] == [] and new[0]["site"] == site
+    return new[0]
+
+
+def refused_before_any_request(lung: Running, site: str, before: int, analyst: str, says: str) -> None:
+    """``site`` audited a refusal of what ``analyst`` sent before any request, quoting ``says``."""
+    entry = refusal_entry(lung, site, before)
+    assert entry["analyst"] == analyst, entry
+    assert entry["reason"].startswith("refused before any request: ") and says in entry["reason"], entry
+    assert (entry["query"], entry["plan_digest"]) == ("", None), entry
+
+
 def refused_everywhere(lung: Running, answers: dict[str, Answer], before: dict[str, int], category: str) -> None:
-    """Every site sent a failure of ``category``, released nothing and wrote one refusal entry."""
+    """Every site sent a failure of ``category``, released nothing and wrote one refusal entry,
+    whose signed receipt (hash, sequence number, signature) the failure carries."""
     for site, answer in answers.items():
         assert not answer.released, f"{site} released something"
         failure = answer.failure
         assert failure is not None, f"{site} sent no failure: {answer.frames} {answer.closed}"
         assert failure["category"] == category, failure
-        new = lung.wait_audit(site, before[site])
-        assert [e["decision"] for e in new] == ["refused"], new
-        assert new[0]["reason"].startswith(f"{category}: ")
-        assert failure["receipt"]["hash"] == new[0]["hash"]
+        entry = refusal_entry(lung, site, before[site])
+        assert entry["reason"].startswith(f"{category}: ")
+        receipt = Receipt.from_json(failure["receipt"])
+        assert (receipt.site, receipt.seq, receipt.hash) == (site, entry["seq"], entry["hash"]), receipt
+        verify_receipt(receipt, lung.consortium.site(site).public_key())
 
 
 # --- frames -------------------------------------------------------------------------------------
@@ -80,27 +108,34 @@ def test_malformed_frame_is_answered_with_an_error(lung: Running, data: bytes, s
     answer = run(lung.wire().exchange("north", data))
     assert answer.error is not None and says in answer.error, answer.error
     assert not answer.released
-    entries = lung.wait_audit("north", before)
-    assert [(e["decision"], e["analyst"]) for e in entries] == [("refused", "analyst")], entries
-    assert entries[0]["reason"].startswith("refused before any request: a frame") and says in entries[0]["reason"]
+    refused_before_any_request(lung, "north", before, "analyst", says)
 
 
 def test_malformed_envelope_is_answered_with_an_error(lung: Running) -> None:
+    before = lung.audit_counts()["central"]
     answer = run(lung.wire().exchange("central", encode(query_frame('{"query": 1}'))))
     assert answer.error is not None and "malformed envelope" in answer.error
+    says = "a QUERY frame: malformed envelope: fields ['query']"
+    refused_before_any_request(lung, "central", before, "analyst", says)
 
 
 def test_truncated_frames_are_answered_with_an_error(lung: Running) -> None:
     whole = encode(query_frame(lung.envelope(COUNT).to_json()))
-    answer = run(lung.wire().exchange("south", whole[:-7]))
-    assert answer.error is not None and "truncated or padded" in answer.error
-    answer = run(lung.wire().exchange("south", whole[: HEADER_BYTES - 8]))
-    assert answer.error is not None and "shorter than the 48-byte header" in answer.error
+    for data, says in (
+        (whole[:-7], "truncated or padded"),
+        (whole[: HEADER_BYTES - 8], "shorter than the 48-byte header"),
+    ):
+        before = lung.audit_counts()["south"]
+        answer = run(lung.wire().exchange("south", data))
+        assert answer.error is not None and says in answer.error
+        refused_before_any_request(lung, "south", before, "analyst", says)
 
 
 def test_oversized_control_payload_is_refused(lung: Running) -> None:
+    before = lung.audit_counts()["north"]
     answer = run(lung.wire().exchange("north", encode(query_frame("x" * 100_000))))
-    assert answer.error is not None and "exceeds" in answer.error
+    assert answer.error is not None and "control payload of 100043 bytes exceeds 65536" in answer.error
+    refused_before_any_request(lung, "north", before, "analyst", "control payload of 100043 bytes exceeds 65536")
 
 
 def test_oversized_message_closes_the_connection_with_message_too_big(lung: Running) -> None:
@@ -111,17 +146,24 @@ def test_oversized_message_closes_the_connection_with_message_too_big(lung: Runn
 def test_wrong_dtype_or_shape_is_refused(lung: Running) -> None:
     shares = encode(Frame(MsgType.RESULT_SHARES, array=np.zeros((2, 3), dtype=np.uint64)))
     bad_dims = shares[:HEADER_BYTES] + struct.pack("<2Q", 2, 4) + shares[HEADER_BYTES + 16 :]
-    answer = run(lung.wire().exchange("north", bad_dims))
-    assert answer.error is not None and "needs 64 bytes, payload has 48" in answer.error
     as_query = shares[:5] + bytes([MsgType.QUERY]) + shares[6:]
-    answer = run(lung.wire().exchange("north", as_query))
-    assert answer.error is not None and "QUERY frames carry JSON, not an array" in answer.error
+    for data, says in (
+        (bad_dims, "needs 64 bytes, payload has 48"),
+        (as_query, "QUERY frames carry JSON, not an array"),
+    ):
+        before = lung.audit_counts()["north"]
+        answer = run(lung.wire().exchange("north", data))
+        assert answer.error is not None and says in answer.error
+        refused_before_any_request(lung, "north", before, "analyst", says)
     # A committee member (north's own certificate) sending MPC data of the wrong dtype or shape.
     member = lung.wire(lung.site_tls("north"))
     session = bytes(range(16))
     for array in (np.zeros(4, dtype=np.float64), np.zeros((2, 2), dtype=np.uint64)):
+        before = lung.audit_counts()["central"]
         answer = run(member.exchange("central", encode(Frame(MsgType.MPC_DATA, session, 0, 0, array=array))))
-        assert answer.error is not None and "MPC data must be a 1-D uint64 array" in answer.error
+        says = "MPC data must be a 1-D uint64 array"
+        assert answer.error is not None and says in answer.error
+        refused_before_any_request(lung, "central", before, "north", says)
 
 
 def test_frames_for_an_unknown_or_closed_session(lung: Running) -> None:
@@ -130,8 +172,10 @@ def test_frames_for_an_unknown_or_closed_session(lung: Running) -> None:
     closed = msg.session_id(env.digest())
     member = lung.wire(lung.site_tls("north"))
     data = Frame(MsgType.MPC_DATA, closed, 0, 0, array=np.zeros(3, dtype=np.uint64))
+    before = lung.audit_counts()["central"]
     answer = run(member.exchange("central", encode(data)))
-    assert answer.error is not None and "is closed" in answer.error
+    assert answer.error is not None and f"session {closed.hex()[:12]} is closed" in answer.error, answer.error
+    refused_before_any_request(lung, "central", before, "north", f"session {closed.hex()[:12]} is closed")
     # A session nobody opened is held briefly (members open sessions at slightly different
     # times) and dropped; it never reaches a query and the agent serves on.
     answer = run(member.exchange("central", encode(replace(data, session=b"\x07" * 16)), wait=1.0))
@@ -141,13 +185,17 @@ def test_frames_for_an_unknown_or_closed_session(lung: Running) -> None:
 def test_messages_from_outside_the_session_are_refused(lung: Running) -> None:
     wire = lung.wire()
     data = np.zeros(3, dtype=np.uint64)
-    answer = run(wire.exchange("north", encode(Frame(MsgType.MPC_DATA, bytes(16), OUTSIDER, array=data))))
-    assert answer.error is not None and "MPC_DATA frames from non-member 'analyst' are refused" in answer.error
-    answer = run(wire.exchange("north", encode(Frame(MsgType.MPC_DATA, bytes(16), 1, array=data))))
-    assert answer.error is not None and "claims sender 1" in answer.error
     policy = Frame(MsgType.CONTROL, control={"kind": msg.POLICY, "site": "north", "policy": {}})
-    answer = run(wire.exchange("central", encode(policy)))
-    assert answer.error is not None and "may not send 'policy'" in answer.error
+    cases = [
+        ("north", Frame(MsgType.MPC_DATA, bytes(16), OUTSIDER, array=data), "frames from non-member 'analyst'"),
+        ("north", Frame(MsgType.MPC_DATA, bytes(16), 1, array=data), "claims sender 1"),
+        ("central", policy, "may not send 'policy' control messages"),
+    ]
+    for site, frame, says in cases:
+        before = lung.audit_counts()[site]
+        answer = run(wire.exchange(site, encode(frame)))
+        assert answer.error is not None and says in answer.error, answer.error
+        refused_before_any_request(lung, site, before, "analyst", says)
 
 
 # --- envelopes ----------------------------------------------------------------------------------
@@ -234,9 +282,11 @@ def test_tls_without_a_client_certificate_is_refused_with_a_reason(lung: Running
     before = lung.audit_counts()["north"]
     context = ssl.create_default_context(cafile=str(lung.dir / "ca" / "ca.pem"))
     reply = _tls_reply(lung, context)
-    assert reply.startswith("HTTP/1.1 403") and "client certificate required" in reply, reply
-    entries = lung.wait_audit("north", before)
-    assert [(e["decision"], e["analyst"]) for e in entries] == [("refused", "(no client certificate)")], entries
+    head, _, body = reply.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 403 Forbidden\r\n") and body == CERTIFICATE_REQUIRED, reply
+    refused_before_any_request(
+        lung, "north", before, "(no client certificate)", "a TLS connection without a client certificate"
+    )
 
 
 def test_tls_with_a_certificate_from_another_ca_is_refused(lung: Running, tmp_path: Path) -> None:
@@ -245,8 +295,13 @@ def test_tls_with_a_certificate_from_another_ca_is_refused(lung: Running, tmp_pa
     (tmp_path / "key.pem").write_bytes(key_pem)
     (tmp_path / "cert.pem").write_bytes(cert_pem)
     context = client_context(tmp_path / "cert.pem", tmp_path / "key.pem", lung.dir / "ca" / "ca.pem")
+    before = lung.audit_counts()["north"]
     reply = _tls_reply(lung, context)
-    assert reply == "closed" or "unknown ca" in reply.lower(), reply
+    assert reply == "closed", reply  # the handshake fails: not one byte of HTTP comes back
+    time.sleep(0.5)  # the agent writes entries asynchronously: give a wrong one time to appear
+    # TLS refused the certificate before the agent saw the connection: there is no one to
+    # name, so the refusing site has nothing to audit (the client diagnoses it, below).
+    assert lung.audit_counts()["north"] == before
 
 
 def test_the_client_says_why_its_certificate_was_refused(lung: Running, tmp_path: Path) -> None:
@@ -259,7 +314,13 @@ def test_the_client_says_why_its_certificate_was_refused(lung: Running, tmp_path
     (tls / "cert.pem").write_bytes(cert_pem)
     with Consortium.connect(copy / "consortium.toml", timeout=5) as client, pytest.raises(SiteUnavailable) as err:
         client.query("SELECT COUNT(*) AS n FROM lung")
-    assert err.value.site in SITES and "not issued by the consortium CA" in str(err.value), err.value
+    issuer = x509.load_pem_x509_certificate(cert_pem).issuer.rfc4514_string()
+    assert err.value.site in SITES, err.value
+    ca = load_consortium(copy / "consortium.toml").ca_cert
+    assert str(err.value) == (
+        f"site {err.value.site} closed the connection during the TLS handshake: this analyst's certificate "
+        f"({tls / 'cert.pem'}) is not issued by the consortium CA ({ca}); its issuer is {issuer}"
+    ), err.value
 
 
 # --- queries the policy or the schema refuse ---------------------------------------------------
@@ -279,7 +340,7 @@ def refused_query(lung: Running, text: str) -> QueryFailed:
 
 def test_unknown_table_or_column(lung: Running) -> None:
     err = refused_query(lung, "SELECT COUNT(*) AS n FROM lungs")
-    assert (err.category, err.site) == ("query", err.site) and err.site in SITES
+    assert err.category == "query" and err.site in SITES
     assert "unknown table 'lungs'" in str(err) and "'lung'" in str(err)
     err = refused_query(lung, "SELECT sex, AVG(agee) AS a FROM lung GROUP BY sex")
     assert err.category == "query" and "agee" in str(err) and "'age'" in str(err)

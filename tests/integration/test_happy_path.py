@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -130,18 +129,6 @@ def test_check_passes_for_every_site(lung: Running) -> None:
         done = agent_cli("check", "--config", str(lung.agent_toml(site)))
         assert done.returncode == 0, done.stdout + done.stderr
         assert "FAIL" not in done.stdout
-
-
-def test_latency_of_a_small_count(lung: Running) -> None:
-    """From ``query()`` to DataFrame, after a warm-up; printed, not asserted (benchmarks measure)."""
-    query = "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex"
-    lung.client.query(query)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        lung.client.query(query)
-        times.append(time.perf_counter() - t0)
-    print(f"\nsmall COUNT over 3 sites: median {1000 * np.median(times):.1f} ms, best {1000 * min(times):.1f} ms")
 
 
 def test_an_explain_request_is_audited_and_reveals_nothing(lung: Running) -> None:

@@ -116,6 +116,7 @@ def test_public_constants() -> None:
     xs = shared(np.array([5, -7]), seed=18)
     out = run_open(lambda p: _const(ar.add_public(p, xs[p.index], np.array([10, 10], dtype=np.uint64))))
     assert out.view(np.int64).tolist() == [15, 3]
+    assert run_open(lambda p: _const(ar.constant(p, [4, 2**63], ar.AShare))).tolist() == [4, 2**63]
 
 
 def test_same_seed_same_shares_and_different_seed_different_shares() -> None:
@@ -141,3 +142,99 @@ def test_input_all_in_one_round(sizes: tuple[int, int, int]) -> None:
 def test_input_all_checks_the_size() -> None:
     with pytest.raises(ValueError, match="the plan expects"):
         run_in_memory(lambda p: ar.input_all(p, np.zeros(2, dtype=np.uint64), (3, 3, 3)))
+
+
+def test_inputs_and_openings_keep_shapes_and_take_python_integers() -> None:
+    """Owners may pass plain lists; shares and opened values keep a matrix's shape."""
+    matrix = [[1, 2, 3], [4, 5, 2**63]]
+
+    def prog(p):
+        x = yield from ar.input_from(p, 1, matrix if p.index == 1 else None, (2, 3))
+        y = ar.add_public(p, x, 7)
+        everyone = yield from ar.open_all(p, y)
+        member_0 = yield from ar.open_to(p, y, 0)
+        return x, everyone, member_0
+
+    results, _ = run_in_memory(prog)
+    expected = np.array(matrix, dtype=np.uint64) + np.uint64(7)
+    assert reconstruct([r[0] for r in results]).shape == (2, 3)
+    for _, everyone, _ in results:
+        np.testing.assert_array_equal(everyone, expected)
+    np.testing.assert_array_equal(results[0][2], expected)
+    assert results[1][2] is None and results[2][2] is None
+    results, _ = run_in_memory(lambda p: ar.input_all(p, [p.index + 1, 10], (2, 2, 2)))
+    assert [reconstruct([r[o] for r in results]).tolist() for o in range(3)] == [[1, 10], [2, 10], [3, 10]]
+
+
+def test_input_product_is_member_0s_input_times_what_1_and_2_know() -> None:
+    t, c = [3, 4, 5], np.array([100, 200, 300], dtype=np.uint64)
+
+    def times_two(v: np.ndarray) -> np.ndarray:
+        return v * np.uint64(2)
+
+    def prog(p):
+        if p.index == 0:
+            return (yield from ar.input_product(p, t, 3, 3))
+        return (yield from ar.input_product(p, None, 3, 3, times_two, c))
+
+    results, stats = run_in_memory(prog)
+    shares = [ar.AShare.from_pair(*r) for r in results]
+    assert reconstruct(shares).tolist() == [106, 208, 310]
+    assert all(s.rounds == 1 for s in stats)
+
+
+@pytest.mark.parametrize(
+    ("member", "args", "says"),
+    [
+        (0, (None, 3, 3), "member 0 must supply the values it inputs"),
+        (0, ([1, 2], 3, 3), "input has 2 elements, expected 3"),
+        (1, (None, 3, 3, lambda v: v, None), "members 1 and 2 must supply the linear map and the constant"),
+        (
+            2,
+            (None, 3, 3, None, np.zeros(3, dtype=np.uint64)),
+            "members 1 and 2 must supply the linear map and the constant",
+        ),
+    ],
+)
+def test_input_product_checks_its_arguments(member: int, args: tuple, says: str) -> None:
+    from site_agent.mpc.party import Party
+    from site_agent.mpc.randomness import Randomness
+
+    with pytest.raises(ValueError, match=f"^{says}$"):
+        next(ar.input_product(Party(member, Randomness.from_seed(member, 0)), *args))
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [(None, "the owner must supply the values it inputs"), ([1, 2], "input has 2 elements, expected 3")],
+)
+def test_input_checks_the_owners_values(values: list[int] | None, says: str) -> None:
+    from site_agent.mpc.party import Party
+    from site_agent.mpc.randomness import Randomness
+
+    with pytest.raises(ValueError, match=f"^{says}$"):
+        next(ar.input_from(Party(2, Randomness.from_seed(2, 0)), 2, values, (3,)))
+
+
+def test_products_broadcast_like_numpy() -> None:
+    col, row = np.arange(1, 4).reshape(3, 1), np.arange(10, 14).reshape(1, 4)
+    xs, ys = shared(col, seed=30), shared(row, seed=31)
+    out = run_open(lambda p: ar.mul(p, xs[p.index], ys[p.index]))
+    np.testing.assert_array_equal(out.view(np.int64), col * row)
+
+
+def test_truncation_sends_what_the_module_docstring_says() -> None:
+    """trunc: member 0 sends member 2 2n words, member 2 sends member 1 2n, member 1 sends
+    member 2 n (member 1 holds nothing to add in the first round)."""
+    n = 50
+    xs = shared(np.arange(n) << 20, seed=32)
+    results, stats = run_in_memory(lambda p: ar.trunc(p, xs[p.index], 16))
+    np.testing.assert_array_equal(reconstruct(results).view(np.int64) >> 0, np.arange(n) << 4)
+    assert [s.words_sent for s in stats] == [2 * n, n, 2 * n]
+
+
+def test_truncation_range_is_named() -> None:
+    xs = shared(np.arange(3), seed=33)
+    for bits in (0, 63):
+        with pytest.raises(ValueError, match=rf"^truncation by {bits} bits is outside \[1, 62\]$"):
+            run_in_memory(lambda p, bits=bits: ar.trunc(p, xs[p.index], bits))

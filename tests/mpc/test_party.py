@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from site_agent.errors import Deadlock, ProtocolViolation
-from site_agent.mpc.party import PartyMachine, exchange, run_in_memory
+from site_agent.mpc.party import Party, PartyMachine, exchange, run_in_memory
+from site_agent.mpc.randomness import Randomness
 
 
 def echo_protocol(index: int, n: int = 4):
@@ -63,7 +64,7 @@ def test_deadlock_is_reported() -> None:
     def waits_forever(index: int):
         yield from exchange(expect={(index + 1) % 3: 1})
 
-    with pytest.raises(Deadlock, match="no party can progress"):
+    with pytest.raises(Deadlock, match=r"^no party can progress; waiting: \{0: \{1: 1\}, 1: \{2: 1\}, 2: \{0: 1\}\}$"):
         run_in_memory(lambda p: waits_forever(p.index))
 
 
@@ -73,3 +74,36 @@ def test_protocol_cannot_send_to_itself() -> None:
 
     with pytest.raises(ProtocolViolation, match="invalid peer"):
         PartyMachine(0, bad(0))
+
+
+def test_the_tap_sees_every_delivered_message_with_sender_and_receiver() -> None:
+    seen: list[tuple[int, int, list[int]]] = []
+    run_in_memory(lambda p: echo_protocol(p.index, 2), tap=lambda s, r, m: seen.append((s, r, m.tolist())))
+    assert sorted(seen) == [(0, 1, [0, 0]), (1, 2, [1, 1]), (2, 0, [2, 2])]
+
+
+def test_messages_travel_as_flat_uint64_and_are_counted_per_round() -> None:
+    """A protocol may send any integer array-like (here a nested list): the machine sends it
+    as one flat uint64 array; a send-only round gives the protocol an empty dict back."""
+
+    def two_rounds(index: int):
+        nxt, prv = (index + 1) % 3, (index + 2) % 3
+        first = yield from exchange(send={nxt: [[index, 1], [2, 3]]})
+        second = yield from exchange(send={nxt: [index]}, expect={prv: 4})
+        third = yield from exchange(expect={prv: 1})
+        return first, second[prv], third[prv]
+
+    results, stats = run_in_memory(lambda p: two_rounds(p.index))
+    assert [(r[0], r[1].tolist(), r[2].tolist()) for r in results] == [
+        ({}, [2, 1, 2, 3], [2]),
+        ({}, [0, 1, 2, 3], [0]),
+        ({}, [1, 1, 2, 3], [1]),
+    ]
+    assert all((s.rounds, s.messages, s.words_sent) == (3, 2, 5) for s in stats)
+
+
+def test_party_index_and_seeds() -> None:
+    with pytest.raises(ValueError, match=r"^party index must be 0, 1 or 2$"):
+        Party(3, Randomness.from_seed(0, 0))
+    by_bytes = Randomness.from_seed(0, bytes(16)).stream(0, 4)
+    np.testing.assert_array_equal(by_bytes, Randomness.from_seed(0, 0).stream(0, 4))  # 0 is 16 zero bytes

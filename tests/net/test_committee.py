@@ -70,16 +70,26 @@ def _fail_one(committee: Any, sig: signal.Signals, timeout: float) -> tuple[list
 
 
 def test_killed_member_fails_the_others_naming_it(committee: Any) -> None:
-    results, elapsed = _fail_one(committee, signal.SIGKILL, timeout=5.0)
-    assert elapsed < 5.0
+    """A killed member's connections close: the others fail with PeerDisconnected, not by
+    waiting out their 60 s receive timeout (the bound below is liveness, not speed)."""
+    results, elapsed = _fail_one(committee, signal.SIGKILL, timeout=60.0)
     for r in results:
-        assert not r["ok"] and r["error"] in ("PeerDisconnected", "PeerTimeout"), r
+        assert not r["ok"] and r["error"] == "PeerDisconnected", r
         assert "party 2 (neutral-c)" in r["message"], r
+    assert elapsed < 30.0, f"{elapsed:.1f} s"
 
 
 def test_silent_member_times_out_naming_it(committee: Any) -> None:
+    """A stopped member keeps its connections open: only the 2 s receive timeout can end the
+    others' wait, and it fires (within ten times its length, a liveness bound for a loaded
+    machine)."""
     results, elapsed = _fail_one(committee, signal.SIGSTOP, timeout=2.0)
-    assert elapsed < 2.0 + 0.5
     for r in results:
         assert not r["ok"] and "party 2 (neutral-c)" in r["message"], r
-    assert all(r["error"] == "PeerTimeout" and r["peer"] == 2 for r in results), results
+    # The first to time out tells the other, which may stop on that notice before its own
+    # timeout: either way each names party 2, and at least one timed out waiting for it.
+    timed_out = [r for r in results if r["error"] == "PeerTimeout"]
+    assert timed_out and all(r["peer"] == 2 for r in timed_out), results
+    told = [r for r in results if r["error"] != "PeerTimeout"]
+    assert all(r["error"] == "PeerDisconnected" and "aborted the session" in r["message"] for r in told), results
+    assert elapsed < 10 * 2.0, f"{elapsed:.1f} s"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import struct
 
 import numpy as np
@@ -111,10 +110,13 @@ def test_bit_flips_never_crash(frame: Frame, data: st.DataObject) -> None:
     assert (out.array is None) != (out.control is None)
 
 
-@given(st.binary(max_size=200))
-def test_random_bytes_never_crash(raw: bytes) -> None:
-    with contextlib.suppress(ProtocolViolation):
-        decode(raw)
+@given(st.binary(max_size=200), st.booleans())
+def test_random_bytes_are_refused_with_a_reason(raw: bytes, with_magic: bool) -> None:
+    """Random bytes (also after a valid magic and version) never decode, and never escape as
+    anything but a ProtocolViolation that says what is wrong."""
+    with pytest.raises(ProtocolViolation) as err:
+        decode(b"MPCJ\x01" + raw if with_magic else raw)
+    assert str(err.value)
 
 
 def _header(**kw: int | bytes) -> bytes:

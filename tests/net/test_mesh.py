@@ -4,29 +4,31 @@ serving; clients without a consortium certificate never get in."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from site_agent.crypto.certs import client_context, server_context
 from site_agent.net.framing import Frame, MsgType, decode, encode
 from site_agent.net.loopback import NAMES, _program, free_ports, members
-from site_agent.net.mesh import Connection, Mesh, members_from
+from site_agent.net.mesh import CERTIFICATE_REQUIRED, Connection, Mesh, members_from
 
 from .conftest import Pki
 
 
-async def _meshes(pki: Pki) -> list[Mesh]:
+async def _meshes(pki: Pki, require_client_cert: bool = True) -> list[Mesh]:
     cfg = members_from(members(free_ports(3)))
     meshes = []
     for i in range(3):
         p = pki.paths(NAMES[i])
-        meshes.append(
-            Mesh(i, cfg, server_context(p["cert"], p["key"], p["ca"]), client_context(p["cert"], p["key"], p["ca"]))
-        )
+        server = server_context(p["cert"], p["key"], p["ca"], require_client_cert=require_client_cert)
+        meshes.append(Mesh(i, cfg, server, client_context(p["cert"], p["key"], p["ca"])))
     await asyncio.gather(*(m.start() for m in meshes))
     return meshes
 
@@ -123,30 +125,70 @@ def test_handlers_are_pluggable_by_frame_type(pki: Pki) -> None:
     assert asyncio.run(scenario()) == "ok analyst"
 
 
-@pytest.mark.parametrize("who", ["no certificate", "foreign CA"])
-def test_tls_without_a_consortium_client_certificate_is_refused(pki: Pki, who: str) -> None:
-    async def scenario() -> tuple[BaseException | None, list[Any]]:
-        meshes = await _meshes(pki)
+def _client_context(pki: Pki, certificate: str | None) -> ssl.SSLContext:
+    """A TLS client that trusts the consortium CA and presents ``certificate`` (or none)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki.paths(NAMES[0])["ca"])
+    if certificate is not None:
+        ctx.load_cert_chain(str(pki.dir / f"{certificate}.crt"), str(pki.dir / f"{certificate}.key"))
+    return ctx
+
+
+def test_a_client_without_a_certificate_is_refused_with_403_and_the_reason(pki: Pki) -> None:
+    """As the site agent runs it (``require_client_cert=False``): the handshake completes and
+    the application answers HTTP 403 with what to do, and reports the refusal (audit)."""
+
+    async def scenario() -> tuple[InvalidStatus, list[tuple[str, str]], list[Any]]:
+        meshes = await _meshes(pki, require_client_cert=False)
+        refused: list[tuple[str, str]] = []
+        meshes[1].on_refused(lambda who, why: refused.append((who, why)))
         try:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.load_verify_locations(pki.paths(NAMES[0])["ca"])
-            if who == "foreign CA":
-                ctx.load_cert_chain(str(pki.dir / "foreign.crt"), str(pki.dir / "foreign.key"))
-            error: BaseException | None = None
-            try:
-                async with connect(meshes[1].me.uri, ssl=ctx, open_timeout=5) as ws:
-                    await ws.send(
-                        encode(Frame(MsgType.HELLO, sender=0, control={"kind": "hello", "index": 0, "name": NAMES[0]}))
-                    )
-                    await asyncio.wait_for(ws.recv(), 5.0)
-            except Exception as exc:
-                error = exc
-            return error, await _session(meshes, b"D" * 16)
+            with pytest.raises(InvalidStatus) as caught:
+                async with connect(meshes[1].me.uri, ssl=_client_context(pki, None), open_timeout=5):
+                    pass
+            return caught.value, refused, await _session(meshes, b"D" * 16)
         finally:
             await asyncio.gather(*(m.close() for m in meshes))
 
-    error, run = asyncio.run(scenario())
-    assert error is not None, "the server accepted a client without a consortium certificate"
+    error, refused, run = asyncio.run(scenario())
+    assert error.response.status_code == HTTPStatus.FORBIDDEN
+    assert bytes(error.response.body or b"").decode() == CERTIFICATE_REQUIRED
+    assert refused == [("(no client certificate)", "a TLS connection without a client certificate")]
+    assert all(np.array_equal(run[0], r) for r in run)  # the committee still works
+
+
+@pytest.mark.parametrize("require_client_cert", [True, False])
+def test_a_certificate_from_another_ca_fails_the_tls_handshake(pki: Pki, require_client_cert: bool) -> None:
+    """A certificate the consortium CA did not issue is refused by TLS itself: the server
+    closes the connection without a single byte of HTTP (no 101, no 403), the websocket
+    client reports that no HTTP response came, and the application never sees the client."""
+
+    def raw_request(port: int) -> bytes:
+        ctx = _client_context(pki, "foreign")
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+            ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            return tls.recv(1024)
+
+    async def scenario() -> tuple[bytes, InvalidMessage, list[tuple[str, str]], list[Any]]:
+        meshes = await _meshes(pki, require_client_cert=require_client_cert)
+        refused: list[tuple[str, str]] = []
+        meshes[1].on_refused(lambda who, why: refused.append((who, why)))
+        try:
+            reply = await asyncio.to_thread(raw_request, meshes[1].me.port)
+            with pytest.raises(InvalidMessage) as caught:
+                async with connect(meshes[1].me.uri, ssl=_client_context(pki, "foreign"), open_timeout=5):
+                    pass
+            return reply, caught.value, refused, await _session(meshes, b"D" * 16)
+        finally:
+            await asyncio.gather(*(m.close() for m in meshes))
+
+    reply, error, refused, run = asyncio.run(scenario())
+    assert reply == b""
+    assert str(error) == "did not receive a valid HTTP response"
+    assert refused == []
     assert all(np.array_equal(run[0], r) for r in run)
 
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Mutation testing of the MPC engine with mutmut: a separate command, not part of
+# scripts/test.sh (it takes tens of minutes). See docs/testing.md for the scope, the time
+# budget, the last score and the surviving mutants.
+#
+#   bash scripts/mutation.sh                       # the default scope below
+#   MUTATION_MODULES="ring party" bash scripts/mutation.sh
+#   MUTATION_PYTHON=/path/to/venv/bin/python bash scripts/mutation.sh   # an existing env
+#
+# It works in a scratch copy (MUTATION_DIR, default $TMPDIR/mpc-jupyter-mutation) so the
+# repository gets no mutants/ folder and no mutmut configuration, and ends by printing the
+# surviving mutants and one line: "== mutation: K killed of N (S survived, T timeouts) ...".
+# `mutmut show NAME` in the scratch copy's folder shows one mutant's diff.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+if [ -n "${MUTATION_PYTHON:-}" ]; then
+  bin="$(dirname "$MUTATION_PYTHON")"
+else
+  source scripts/bootstrap.sh "test,mutation"
+  bin="$root/.venv/bin"
+fi
+
+# The engine's core, in dependency order: the ring, correlated randomness, shares and
+# sharing, the party machine, the arithmetic protocols (inputs, opening, products,
+# truncation). boolean.py and the numeric layers above it can be added here; each module
+# adds several hundred mutants (docs/testing.md has the counts).
+modules="${MUTATION_MODULES:-ring randomness shares sharing party arithmetic}"
+# The fast unit tests of those modules. The view tests (tests/mpc/test_views.py, about 20 s
+# per run) are left out: they are tested by their own planted leaks.
+tests="${MUTATION_TESTS:-tests/mpc/test_ring.py tests/mpc/test_randomness.py tests/mpc/test_shares.py tests/mpc/test_sharing.py tests/mpc/test_party.py tests/mpc/test_arithmetic.py tests/mpc/test_boolean.py tests/mpc/test_fixed.py}"
+
+work="${MUTATION_DIR:-${TMPDIR:-/tmp}/mpc-jupyter-mutation}"
+rm -rf "$work"
+mkdir -p "$work/tests"
+cp -r site_agent "$work/"
+cp tests/__init__.py tests/conftest.py "$work/tests/"
+cp -r tests/mpc "$work/tests/"
+find "$work" -name __pycache__ -prune -exec rm -rf {} +
+
+{
+  echo "[mutmut]"
+  echo "source_paths = site_agent"
+  echo "only_mutate ="
+  for m in $modules; do echo "    site_agent/mpc/$m.py"; done
+  echo "pytest_add_cli_args_test_selection ="
+  for t in $tests; do echo "    $t"; done
+  # A mutant that loops forever is stopped at 5x its tests' normal time (mutmut's default 15x
+  # makes each such mutant cost minutes here).
+  echo "timeout_multiplier = 5.0"
+  echo "pytest_add_cli_args ="
+  echo "    -p"
+  echo "    no:cacheprovider"
+  echo "    -q"
+} >"$work/setup.cfg"
+
+cd "$work"
+started=$(date +%s)
+# One child: the machine has two cores shared with everything else.
+env -u PYTHONPATH "$bin/mutmut" run --max-children 1 >"$work/run.log" 2>&1 || true
+env -u PYTHONPATH "$bin/mutmut" export-cicd-stats >/dev/null
+echo "== surviving mutants"
+env -u PYTHONPATH "$bin/mutmut" results
+"$bin/python" - "$started" <<'EOF'
+import json, sys, time
+s = json.load(open("mutants/mutmut-cicd-stats.json"))
+tested = s["killed"] + s["survived"] + s["timeout"] + s["suspicious"]
+score = 100 * (s["killed"] + s["timeout"]) / tested if tested else 0.0
+print(
+    f"== mutation: {s['killed']} killed of {s['total']} ({s['survived']} survived, {s['timeout']} timeouts, "
+    f"{s['no_tests']} without tests, {s['skipped']} skipped): score {score:.1f}% "
+    f"in {(time.time() - float(sys.argv[1])) / 60:.0f} min"
+)
+EOF
