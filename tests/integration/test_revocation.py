@@ -28,7 +28,7 @@ from site_agent.crypto.signing import generate_signing_key
 from site_agent.membership.changes import approve
 from site_agent.membership.identity import REVOKED
 
-from .conftest import FAULT_TIMEOUT, SITES, Running, Wire, _start_retrying
+from .conftest import FAULT_TIMEOUT, SITES, Running, Wire, start_retrying
 
 COUNT = "SELECT COUNT(*) AS n FROM lung"
 WATCH_BOUND = 2.0
@@ -37,7 +37,7 @@ WATCH_BOUND = 2.0
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    running = _start_retrying(tmp_path_factory.mktemp("revocation"), {}, FAULT_TIMEOUT)
+    running = start_retrying(tmp_path_factory.mktemp("revocation"), {}, FAULT_TIMEOUT)
     yield running
     running.close()
 

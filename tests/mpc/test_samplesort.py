@@ -23,7 +23,6 @@ from site_agent.mpc.sharing import deal, reconstruct
 from site_agent.mpc.shuffle import shuffle
 
 from .helpers import run_open, shared
-from .test_views import bit_frequencies
 
 FP = FixedPoint()
 distinct = st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=60, unique=True)
@@ -138,6 +137,12 @@ def test_what_a_member_receives_looks_uniform(member: int) -> None:
         views.append(np.concatenate(seen))
     for v in views:
         assert np.all(np.abs(bit_frequencies(v) - 0.5) < 6 * 0.5 / np.sqrt(v.size))
+
+
+def bit_frequencies(words: np.ndarray) -> np.ndarray:
+    """The share of ones at each of the 64 bit positions of ``words``."""
+    bits = (words[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
+    return bits.mean(axis=0)
 
 
 def _sorted_first(p, x: AShare):  # type: ignore[no-untyped-def]
