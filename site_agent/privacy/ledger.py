@@ -129,11 +129,9 @@ class Ledger:
         folder = self._dir(analyst)
         folder.mkdir(parents=True, exist_ok=True)
         names, sets = self.names(analyst), self._load(analyst)
-        for r, c in zip(*np.nonzero(released), strict=True):
-            if not (found := members.set_of(int(r), int(c))).size:
-                continue  # an empty set adds nothing: a new set differs from it by its own size
+        for r, c in zip(*np.nonzero(released), strict=True):  # empty here too: names agree at every site
             names.append(f"{query[:16]}:{int(r)}:{int(c)}")
-            sets.append(found)
+            sets.append(members.set_of(int(r), int(c)))
         names, sets = names[-MAX_SETS:], sets[-MAX_SETS:]
         for i, s in enumerate(sets):
             np.save(folder / f"{i}.npy", s)

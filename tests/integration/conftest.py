@@ -228,7 +228,7 @@ LUNG = Dataset("lung", LUNG_SCHEMA, lung_by_site)
 
 
 def _sites(
-    folder: Path, frames: dict[str, pd.DataFrame], policies: dict[str, dict[str, Any]], table: str
+    folder: Path, frames: dict[str, pd.DataFrame], policies: dict[str, dict[str, Any]], table: str = "lung"
 ) -> list[SiteSpec]:
     folder.mkdir(parents=True)
     specs = []
