@@ -184,6 +184,9 @@ class Consortium:
         self._ssl = client_context(files["cert"], files["key"], files["ca"])
         self.committee = config.require_committee()
         self._loop = asyncio.new_event_loop()
+        # One query at a time per analyst client: every site checks a query against the sets it
+        # released to this analyst before (docs/privacy.md), and the sites must agree on that list.
+        self._one_at_a_time = threading.Lock()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mpc-jupyter-client", daemon=True)
         self._thread.start()
         self._conns: dict[int, ClientConnection] = {}
@@ -215,8 +218,9 @@ class Consortium:
         self, text: str, params: dict[str, Any] | None = None, progress: ProgressCallback | None = None
     ) -> pd.DataFrame:
         """Run a query; the pooled, policy-checked answer as a DataFrame (receipts in ``.attrs``)."""
-        started = time.monotonic()
-        answers = self._run(self._ask(text, "run", params or {}, progress))
+        with self._one_at_a_time:
+            started = time.monotonic()
+            answers = self._run(self._ask(text, "run", params or {}, progress))
         frame = self._assemble(answers, started)
         self.history.append(frame)
         return frame

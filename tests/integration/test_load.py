@@ -1,7 +1,9 @@
-"""Load: 50 concurrent queries from five analysts on three real agents.
+"""Load: 50 queries from five analysts at once on three real agents.
 
 Five analysts (``mpc-consortium add-analyst``), each with its own client, each asking its own
-query ten times at once: 50 queries in flight over the same three agents. Every answer must
+query ten times at once from ten threads: 50 queries over the same three agents, five in flight
+at a time (a client runs its analyst's queries one after the other, since every site checks a
+query against the sets it released to that analyst before; docs/privacy.md). Every answer must
 equal pandas on the pooled rows, and be the answer to the query its analyst asked (the five
 queries differ in their columns and values, so an answer delivered to the wrong request or
 analyst shows), and the agents' resident memory afterwards stays bounded.
