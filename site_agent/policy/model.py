@@ -58,6 +58,9 @@ class Policy:
     max_groups: int = DEFAULT_MAX_GROUPS
     max_queries_per_hour: int = DEFAULT_MAX_QUERIES_PER_HOUR
     allow_min_max: bool = False
+    redact_at_or_below: int = 0
+    """Released counts 1..N are withheld (OpenSAFELY redacts at or below 7); 0: off. Every
+    release check then uses ``max(min_cell_size, N + 1)``."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -75,6 +78,7 @@ class Policy:
             "max_groups": self.max_groups,
             "max_queries_per_hour": self.max_queries_per_hour,
             "allow_min_max": self.allow_min_max,
+            "redact_at_or_below": self.redact_at_or_below,
             "tables": None
             if self.tables is None
             else {
@@ -110,6 +114,7 @@ class Policy:
                 max_groups=int(data["max_groups"]),
                 max_queries_per_hour=int(data["max_queries_per_hour"]),
                 allow_min_max=bool(data["allow_min_max"]),
+                redact_at_or_below=int(data["redact_at_or_below"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -197,7 +202,7 @@ class Policy:
 
 
 def combine(policies: Iterable[Policy]) -> Policy:
-    """The strictest combination: largest minimum cell size, smallest limits, only the analysts,
+    """The strictest combination: largest minimum cell size and redaction threshold, smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
     Table, column and identifier rules come from the sites that hold data only (a policy with
@@ -232,6 +237,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
         max_groups=min(p.max_groups for p in parts),
         max_queries_per_hour=min(p.max_queries_per_hour for p in parts),
         allow_min_max=all(p.allow_min_max for p in parts),
+        redact_at_or_below=max(p.redact_at_or_below for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -274,6 +280,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         "max_groups",
         "max_queries_per_hour",
         "allow_min_max",
+        "redact_at_or_below",
     )
     kinds = frozenset(p.get_str_list("statement_kinds", tuple(sorted(DEFAULT_STATEMENT_KINDS))))
     unknown = sorted(kinds - STATEMENT_KINDS)
@@ -295,6 +302,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         max_groups=p.get_int("max_groups", DEFAULT_MAX_GROUPS, minimum=1),
         max_queries_per_hour=p.get_int("max_queries_per_hour", DEFAULT_MAX_QUERIES_PER_HOUR, minimum=0),
         allow_min_max=p.get_bool("allow_min_max", False),
+        redact_at_or_below=p.get_int("redact_at_or_below", 0, minimum=0),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -317,6 +325,10 @@ max_groups = {max_groups}
 max_queries_per_hour = {max_queries}
 # MIN and MAX reveal single records; leave false unless you mean it.
 allow_min_max = false
+# Optional release options (the strictest site wins). Withhold released counts of 1 to N
+# persons, as OpenSAFELY does with N = 7 (every release check then uses the larger of
+# min_cell_size and N + 1); 0 turns it off.
+redact_at_or_below = 0
 
 {tables}"""
 

@@ -32,6 +32,11 @@ def explain(plan: Plan, sites: int = 3) -> str:
     keys = ", ".join(f"{k['name']} ({len(k['domain'])} values)" for k in d["keys"]) or "none (one cell)"
     lines.append(f"Cells: keys {keys}; {plan.base_cells} base cells, {plan.out_cells} output cells.")
     lines.append(f"Minimum cell size {d['params']['min_cell_size']} (strictest site policy).")
+    if "redact_at_or_below" in d["params"]:
+        lines.append(
+            f"Counts at or below {d['params']['redact_at_or_below']} are withheld (redact_at_or_below): "
+            "the minimum cell size above is the larger of min_cell_size and that threshold plus one."
+        )
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "

@@ -371,7 +371,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     b = _Builder(query, rules)
     for i, agg in enumerate(query.aggregates):
         b.add(i, agg)
-    suppress = b.release.step(rules.min_cell_size, SECONDARY_PASSES)  # adds its counts to the local SQL
+    suppress = b.release.step(rules.threshold, SECONDARY_PASSES)  # adds its counts to the local SQL
     supports = [r["count"] for r in suppress["rows"]]
     domains = [with_other(k.domain, k.expr, k.site) for k in query.keys]
     cell: exp.Expression = exp.Literal.number(0)
@@ -430,7 +430,8 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         "params": {
             "frac_bits": FRAC_BITS,
             "count_bits": COUNT_BITS,
-            "min_cell_size": rules.min_cell_size,
+            "min_cell_size": rules.threshold,
+            **({"redact_at_or_below": rules.redact_at_or_below} if rules.redact_at_or_below else {}),
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },
