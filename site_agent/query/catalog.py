@@ -178,7 +178,8 @@ class DisclosureRules:
 
     Optional release options (docs/privacy.md, "Options per site policy"):
     ``redact_at_or_below`` = N withholds released counts 1..N (0: off), so every release check
-    uses :attr:`threshold`.
+    uses :attr:`threshold`; ``round_counts`` = b rounds every released count to the nearest
+    multiple of b on shares (0: off).
     """
 
     min_cell_size: int = 5
@@ -189,6 +190,7 @@ class DisclosureRules:
     statement_kinds: frozenset[str] | None = None
     quantile_range: tuple[float, float] = QUANTILE_RANGE
     redact_at_or_below: int = 0
+    round_counts: int = 0
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
@@ -222,6 +224,7 @@ class DisclosureRules:
             "statement_kinds": None if self.statement_kinds is None else sorted(self.statement_kinds),
             "quantile_range": list(self.quantile_range),
             "redact_at_or_below": self.redact_at_or_below,
+            "round_counts": self.round_counts,
         }
 
 
@@ -245,5 +248,6 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         identifiers=frozenset(identifiers),
         statement_kinds=policy.statement_kinds,
         redact_at_or_below=policy.redact_at_or_below,
+        round_counts=policy.round_counts,
         policy=policy,
     )

@@ -13,6 +13,7 @@ _STEP_WORDS = {
     "suppress": "release rule: every query set, non-NULL count, pair difference and difference with the "
     "analyst's earlier released sets must hold 0 or >= k persons; secondary suppression over margins",
     "reveal_flags": "open the suppression flags to the committee",
+    "round": "round released counts to the policy's base on shares (round_counts): the exact count is never opened",
     "mean_fixed": "pooled means (fixed point) for the variance pooling",
     "pool_m2": "pooled M2 = sum M2_i + sum n_i (mean_i - mean)^2",
     "divide": "divisions as canonical floating point (normalise, Newton reciprocal)",
@@ -36,6 +37,11 @@ def explain(plan: Plan, sites: int = 3) -> str:
         lines.append(
             f"Counts at or below {d['params']['redact_at_or_below']} are withheld (redact_at_or_below): "
             "the minimum cell size above is the larger of min_cell_size and that threshold plus one."
+        )
+    if "round_counts" in d["params"]:
+        lines.append(
+            f"Released counts are rounded to a multiple of {d['params']['round_counts']} (round_counts); "
+            "margins are rounded on their own."
         )
     if plan.site_key is not None:
         lines.append(

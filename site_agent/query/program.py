@@ -26,6 +26,7 @@ from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..privacy.checks import stopped
+from ..privacy.rounding import round_to_base
 from . import numeric as nu
 from .cells import Cells
 from .disclosure import close_pattern, suppress
@@ -113,6 +114,15 @@ class _Run:
         opened = yield from ar.open_all(self.p, self.share("suppressed"))
         # public from here on: combinations of lines are checked on the pattern in the clear
         self.flags = close_pattern(opened.reshape(len(self.plan.data["supports"]), -1), self.cells.lines).ravel()
+
+    def round(self, step: dict[str, Any]) -> Protocol[None]:
+        """Released counts rounded to a multiple of the policy's base, all items in one batch
+        (:mod:`site_agent.privacy.rounding`)."""
+        items = step["items"]
+        x = AShare.concat([self.share(i["in"]) for i in items])
+        res = yield from round_to_base(self.p, x, int(self.plan.data["params"]["round_counts"]), COUNT_BITS)
+        for item, part in zip(items, _split(res, [self.cells.out] * len(items)), strict=True):
+            self.vals[item["out"]] = part
 
     def mean_fixed(self, step: dict[str, Any]) -> Protocol[None]:
         items = step["items"]
@@ -271,6 +281,7 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         "pool": run.pool,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,
+        "round": run.round,
         "mean_fixed": run.mean_fixed,
         "pool_m2": run.pool_m2,
         "divide": run.divide,

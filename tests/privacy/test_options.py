@@ -1,19 +1,25 @@
 """Optional release options of site policy (docs/privacy.md, "Options per site policy"), run in
-process against pandas on the pooled data: redaction at or below N, and how two sites'
-policies combine (the strictest wins)."""
+process against pandas on the pooled data: redaction at or below N, rounding of released counts
+to base 5, and how two sites' policies combine (the strictest wins)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from site_agent.errors import ConfigError
 from site_agent.policy.model import Policy, combine, load_policy, render_policy_template
+from site_agent.privacy.rounding import round_to_base
 from site_agent.query import DisclosureRules, compile_query, explain, schema_from_duckdb
+from site_agent.query.plan import COUNT_BITS
 
+from ..mpc.helpers import run_open, shared
 from ..query.conftest import Consortium, _connections
 
 GROUPS = list(range(8))
@@ -71,13 +77,29 @@ def test_redaction_in_plan_and_explain() -> None:
     assert "redact_at_or_below" in explain(plan)
 
 
+def test_rounding_in_plan_and_explain() -> None:
+    """Rounding is a declared plan step; the count's reveal point says it opens the rounded
+    value, and nothing declares the exact count as opened."""
+    c = _consortium(SIZES, DisclosureRules(min_cell_size=5, round_counts=5))
+    plan = compile_query("SELECT g, COUNT(*) AS n, AVG(g) AS m FROM t GROUP BY g", c.schema, c.rules, tuple(c.cons))
+    assert plan.data["params"]["round_counts"] == 5
+    rounding = [s["items"] for s in plan.data["steps"] if s["op"] == "round"]
+    assert rounding == [[{"out": "n_rows_round5", "in": "n_rows"}]]
+    count = next(r for r in plan.data["reveals"] if r["name"].startswith("n:"))
+    assert count["value"] == "n_rows_round5" and count["what"].endswith("rounded to base 5")
+    assert "round_counts" in explain(plan) and "round " in explain(plan)
+
+
 def test_combine_strictest_wins() -> None:
-    a = Policy("a", min_cell_size=10, redact_at_or_below=3)
+    a = Policy("a", min_cell_size=10, redact_at_or_below=3, round_counts=5)
     b = Policy("b", min_cell_size=5, redact_at_or_below=7)
+    c = Policy("c", round_counts=2)
     both = combine([a, b])
-    assert (both.min_cell_size, both.redact_at_or_below) == (10, 7)
-    assert Policy.from_json("x", both.to_json()).redact_at_or_below == 7
-    assert [combine([p]).redact_at_or_below for p in (a, b)] == [3, 7]
+    assert (both.min_cell_size, both.redact_at_or_below, both.round_counts) == (10, 7, 5)
+    assert combine([a, b, c]).round_counts == 10  # a multiple of every site's base
+    assert combine([b]).round_counts == 0
+    back = Policy.from_json("x", both.to_json())
+    assert (back.redact_at_or_below, back.round_counts) == (7, 5)
 
 
 def test_policy_toml_options(tmp_path: Path) -> None:
@@ -90,3 +112,52 @@ def test_policy_toml_options(tmp_path: Path) -> None:
     path.write_text(render_policy_template("a").replace("redact_at_or_below = 0", "redact_at_or_below = -1"))
     with pytest.raises(ConfigError, match="redact_at_or_below"):
         load_policy(path, "a")
+    for base, ok in ((5, True), (1, False), (-5, False)):
+        path.write_text(render_policy_template("a").replace("round_counts = 0", f"round_counts = {base}"))
+        if ok:
+            assert load_policy(path, "a").round_counts == base
+        else:
+            with pytest.raises(ConfigError, match="round_counts"):
+                load_policy(path, "a")
+
+
+def _half_up(n: np.ndarray, base: int) -> np.ndarray:
+    """Round half up to a multiple of base, in plain integers (the reference)."""
+    return (np.floor(n / base + 0.5) * base).astype(np.int64)
+
+
+def test_round_to_base_exact_near_the_bound() -> None:
+    """Exact for every residue and at the top of the count range (below 2^24), for bases 2..10."""
+    top = (1 << COUNT_BITS) - 1
+    x = np.concatenate([np.arange(0, 40), np.arange(top - 40, top + 1), [1 << 20, 12_345_678]])
+    shares = shared(x)
+    for base in (2, 3, 4, 5, 7, 10):
+        got = run_open(lambda p, b=base: round_to_base(p, shares[p.index], b, COUNT_BITS)).view(np.int64)
+        np.testing.assert_array_equal(got, _half_up(x, base), err_msg=f"base {base}")
+
+
+def _table(draw: st.DrawFn) -> dict[int, tuple[int, int, int]]:
+    return {g: tuple(draw(st.integers(0, 9)) for _ in range(3)) for g in GROUPS}  # type: ignore[misc]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.composite(_table)())
+def test_rounded_counts_match_pandas(sizes: dict[int, tuple[int, int, int]]) -> None:
+    """Every released count (cells and the ROLLUP margin) equals pandas' count rounded half up
+    to base 5; none is the exact count unless that is a multiple of 5. Margins are rounded on
+    their own."""
+    c = _consortium(sizes, DisclosureRules(min_cell_size=3, round_counts=5))
+    result = c.query("SELECT g, COUNT(*) AS n, COUNT(DISTINCT pid) AS d FROM t GROUP BY ROLLUP(g)")
+    pooled = c.pooled["t"]
+    truth = pooled.groupby("g").size().reindex(GROUPS, fill_value=0)
+    expected = {**truth.to_dict(), "(all)": len(pooled)}
+    released = 0
+    for col in ("n", "d"):
+        for g, v in zip(result["g"], result[col], strict=True):
+            if isinstance(v, str):  # withheld by the release rule (k = 3)
+                assert v == "<3"
+                continue
+            released += 1
+            assert v == _half_up(np.array([expected[g]]), 5)[0], (col, g, v, expected[g])
+            assert v % 5 == 0
+    assert released > 0
