@@ -66,6 +66,8 @@ class Policy:
     round_counts: int = 0
     """Released counts are rounded to a multiple of this base on shares (5 as OpenSAFELY and
     ONS); 0: off. Combined sites round to the least common multiple of their bases."""
+    min_sites: int = 1
+    """A cell is withheld unless at least this many sites have rows in it (1: off)."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -85,6 +87,7 @@ class Policy:
             "allow_min_max": self.allow_min_max,
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
+            "min_sites": self.min_sites,
             "tables": None
             if self.tables is None
             else {
@@ -122,6 +125,7 @@ class Policy:
                 allow_min_max=bool(data["allow_min_max"]),
                 redact_at_or_below=int(data["redact_at_or_below"]),
                 round_counts=int(data["round_counts"]),
+                min_sites=int(data["min_sites"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -210,7 +214,8 @@ class Policy:
 
 def combine(policies: Iterable[Policy]) -> Policy:
     """The strictest combination: largest minimum cell size and redaction threshold, rounding to a
-    multiple of every site's base (their least common multiple), smallest limits, only the analysts,
+    multiple of every site's base (their least common multiple), the most contributing sites,
+    smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
     Table, column and identifier rules come from the sites that hold data only (a policy with
@@ -248,6 +253,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
         allow_min_max=all(p.allow_min_max for p in parts),
         redact_at_or_below=max(p.redact_at_or_below for p in parts),
         round_counts=math.lcm(*bases) if bases else 0,
+        min_sites=max(p.min_sites for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -299,6 +305,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         "allow_min_max",
         "redact_at_or_below",
         "round_counts",
+        "min_sites",
     )
     kinds = frozenset(p.get_str_list("statement_kinds", tuple(sorted(DEFAULT_STATEMENT_KINDS))))
     unknown = sorted(kinds - STATEMENT_KINDS)
@@ -322,6 +329,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         allow_min_max=p.get_bool("allow_min_max", False),
         redact_at_or_below=p.get_int("redact_at_or_below", 0, minimum=0),
         round_counts=_rounding_base(p),
+        min_sites=p.get_int("min_sites", 1, minimum=1),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -352,6 +360,9 @@ redact_at_or_below = 0
 # computed on shares so the exact count is never opened; 0 turns it off. Margins are rounded
 # on their own, so rounded cells need not add up to their rounded total.
 round_counts = 0
+# Withhold a cell unless at least this many sites have rows in it, so that no released number
+# comes from one site alone; 1 turns it off.
+min_sites = 1
 
 {tables}"""
 

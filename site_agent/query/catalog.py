@@ -179,7 +179,8 @@ class DisclosureRules:
     Optional release options (docs/privacy.md, "Options per site policy"):
     ``redact_at_or_below`` = N withholds released counts 1..N (0: off), so every release check
     uses :attr:`threshold`; ``round_counts`` = b rounds every released count to the nearest
-    multiple of b on shares (0: off).
+    multiple of b on shares (0: off); ``min_sites`` withholds a cell unless that many sites
+    have rows in it.
     """
 
     min_cell_size: int = 5
@@ -191,6 +192,7 @@ class DisclosureRules:
     quantile_range: tuple[float, float] = QUANTILE_RANGE
     redact_at_or_below: int = 0
     round_counts: int = 0
+    min_sites: int = 1
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
@@ -225,6 +227,7 @@ class DisclosureRules:
             "quantile_range": list(self.quantile_range),
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
+            "min_sites": self.min_sites,
         }
 
 
@@ -249,5 +252,6 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         statement_kinds=policy.statement_kinds,
         redact_at_or_below=policy.redact_at_or_below,
         round_counts=policy.round_counts,
+        min_sites=policy.min_sites,
         policy=policy,
     )

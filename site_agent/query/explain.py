@@ -10,6 +10,7 @@ from .plan import Plan
 _STEP_WORDS = {
     "check_local": "open the sum of the sites' secret failure words: the query fails alike everywhere if any failed",
     "pool": "add the sites' shares and form ROLLUP/CUBE margins (local, no communication)",
+    "sites": "count the sites with a row in each cell (min_sites): [n > 0] per site, summed, compared",
     "suppress": "release rule: every query set, non-NULL count, pair difference and difference with the "
     "analyst's earlier released sets must hold 0 or >= k persons; secondary suppression over margins",
     "reveal_flags": "open the suppression flags to the committee",
@@ -42,6 +43,10 @@ def explain(plan: Plan, sites: int = 3) -> str:
         lines.append(
             f"Released counts are rounded to a multiple of {d['params']['round_counts']} (round_counts); "
             "margins are rounded on their own."
+        )
+    if "min_sites" in d["params"]:
+        lines.append(
+            f"A cell is withheld unless at least {d['params']['min_sites']} sites have rows in it (min_sites)."
         )
     if plan.site_key is not None:
         lines.append(

@@ -382,7 +382,9 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     b = _Builder(query, rules)
     for i, agg in enumerate(query.aggregates):
         b.add(i, agg)
-    suppress = b.release.step(rules.threshold, SECONDARY_PASSES)  # adds its counts to the local SQL
+    sites = {"op": "sites", "input": "n_rows", "min_sites": rules.min_sites, "out": "few_sites"}
+    few = (str(sites["out"]),) if rules.min_sites > 1 else ()
+    suppress = b.release.step(rules.threshold, SECONDARY_PASSES, few)  # adds its counts to the local SQL
     supports = [r["count"] for r in suppress["rows"]]
     domains = [with_other(k.domain, k.expr, k.site) for k in query.keys]
     cell: exp.Expression = exp.Literal.number(0)
@@ -412,7 +414,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     steps: list[dict[str, Any]] = [check_step(), {"op": "pool", "inputs": b.pool}]
     if "quantile" in b.steps:  # before suppression: a quantile's grid bins take part in it
         steps.append({"op": "quantile", "items": b.steps["quantile"]})
-    steps += [suppress, {"op": "reveal_flags"}]
+    steps += [*([sites] if few else []), suppress, {"op": "reveal_flags"}]
     for op in ("round", "mean_fixed", "pool_m2", "divide", "sqrt", "extreme", "wilson", "byar"):
         if op in b.steps:
             steps.append({"op": op, "items": b.steps[op]})
@@ -444,6 +446,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "min_cell_size": rules.threshold,
             **({"redact_at_or_below": rules.redact_at_or_below} if rules.redact_at_or_below else {}),
             **({"round_counts": rules.round_counts} if rules.round_counts else {}),
+            **({"min_sites": rules.min_sites} if rules.min_sites > 1 else {}),
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },

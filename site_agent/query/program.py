@@ -25,7 +25,7 @@ from ..mpc.fixed import FixedPoint
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..privacy.checks import stopped
+from ..privacy.checks import few_sites, stopped
 from ..privacy.rounding import round_to_base
 from . import numeric as nu
 from .cells import Cells
@@ -97,6 +97,12 @@ class _Run:
             x = self.inputs[name]
             self.vals[name] = AShare(self.cells.expand(x.v.sum(axis=1, dtype=np.uint64)))
         yield from ()
+
+    def sites(self, step: dict[str, Any]) -> Protocol[None]:
+        """The policy's ``min_sites`` flag per output cell from each site's row counts
+        (:func:`site_agent.privacy.checks.few_sites`); the release rule stops flagged cells."""
+        rows = AShare(self.cells.expand(np.moveaxis(self.inputs[step["input"]].v, 1, 2)))  # (2, out, sites)
+        self.vals[step["out"]] = yield from few_sites(self.p, rows, int(step["min_sites"]))
 
     def suppress(self, step: dict[str, Any]) -> Protocol[None]:
         rows, k = step["rows"], int(step["min_cell_size"])
@@ -279,6 +285,7 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
     handlers: dict[str, Callable[[dict[str, Any]], Protocol[None]]] = {
         "check_local": run.check_local,
         "pool": run.pool,
+        "sites": run.sites,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,
         "round": run.round,

@@ -92,14 +92,14 @@ def test_rounding_in_plan_and_explain() -> None:
 
 def test_combine_strictest_wins() -> None:
     a = Policy("a", min_cell_size=10, redact_at_or_below=3, round_counts=5)
-    b = Policy("b", min_cell_size=5, redact_at_or_below=7)
+    b = Policy("b", min_cell_size=5, redact_at_or_below=7, min_sites=2)
     c = Policy("c", round_counts=2)
     both = combine([a, b])
-    assert (both.min_cell_size, both.redact_at_or_below, both.round_counts) == (10, 7, 5)
+    assert (both.min_cell_size, both.redact_at_or_below, both.round_counts, both.min_sites) == (10, 7, 5, 2)
     assert combine([a, b, c]).round_counts == 10  # a multiple of every site's base
     assert combine([b]).round_counts == 0
     back = Policy.from_json("x", both.to_json())
-    assert (back.redact_at_or_below, back.round_counts) == (7, 5)
+    assert (back.redact_at_or_below, back.round_counts, back.min_sites) == (7, 5, 2)
 
 
 def test_policy_toml_options(tmp_path: Path) -> None:
@@ -111,6 +111,11 @@ def test_policy_toml_options(tmp_path: Path) -> None:
     assert load_policy(path, "a").redact_at_or_below == 7
     path.write_text(render_policy_template("a").replace("redact_at_or_below = 0", "redact_at_or_below = -1"))
     with pytest.raises(ConfigError, match="redact_at_or_below"):
+        load_policy(path, "a")
+    path.write_text(render_policy_template("a").replace("min_sites = 1", "min_sites = 2"))
+    assert load_policy(path, "a").min_sites == 2
+    path.write_text(render_policy_template("a").replace("min_sites = 1", "min_sites = 0"))
+    with pytest.raises(ConfigError, match="min_sites"):
         load_policy(path, "a")
     for base, ok in ((5, True), (1, False), (-5, False)):
         path.write_text(render_policy_template("a").replace("round_counts = 0", f"round_counts = {base}"))
@@ -161,3 +166,41 @@ def test_rounded_counts_match_pandas(sizes: dict[int, tuple[int, int, int]]) -> 
             assert v == _half_up(np.array([expected[g]]), 5)[0], (col, g, v, expected[g])
             assert v % 5 == 0
     assert released > 0
+
+
+# group -> persons per site: 6 at one site only; 3 + 3 at two sites; 2 + 2 + 2; 10 at one site
+SPREAD = {1: (6, 0, 0), 2: (3, 3, 0), 3: (2, 2, 2), 4: (0, 0, 10)}
+
+
+@pytest.mark.parametrize("min_sites", [1, 2, 3])
+def test_min_sites(min_sites: int) -> None:
+    """A cell is released only where at least min_sites sites have rows (pandas counts the sites);
+    the ROLLUP margin counts the sites with rows anywhere; empty cells stay 0."""
+    c = _consortium(SPREAD, DisclosureRules(min_cell_size=5, min_sites=min_sites))
+    got = _released(c.query("SELECT g, COUNT(*) AS n, AVG(g) AS m FROM t GROUP BY ROLLUP(g)"), "n")
+    frames = _frames(SPREAD)
+    counts = {g: sum(int((f["t"]["g"] == g).sum()) for f in frames.values()) for g in GROUPS}
+    sites = {g: sum(bool((f["t"]["g"] == g).any()) for f in frames.values()) for g in GROUPS}
+    counts["(all)"], sites["(all)"] = sum(counts.values()), 3
+    for g, n in counts.items():
+        if n == 0:
+            assert got[g] == 0
+        elif sites[g] >= min_sites:
+            assert got[g] == n, (g, n)
+        else:
+            assert got[g] == "<5", (g, n, sites[g])
+    if min_sites == 2:  # the one-site cells are 1 (6 persons) and 4 (10 persons): the rest is released
+        assert [g for g, v in got.items() if v == "<5"] == [1, 4]
+
+
+def test_min_sites_in_plan_and_explain() -> None:
+    """The too-few-sites flag is computed in a declared step and stops every release row."""
+    c = _consortium(SPREAD, DisclosureRules(min_cell_size=5, min_sites=2))
+    plan = compile_query("SELECT g, COUNT(*), AVG(g) FROM t GROUP BY g", c.schema, c.rules, tuple(c.cons))
+    assert plan.data["params"]["min_sites"] == 2
+    assert [s["op"] for s in plan.data["steps"]].index("sites") < [s["op"] for s in plan.data["steps"]].index(
+        "suppress"
+    )
+    release = next(s for s in plan.data["steps"] if s["op"] == "suppress")
+    assert all("few_sites" in row["flags"] for row in release["rows"])
+    assert "min_sites" in explain(plan)
