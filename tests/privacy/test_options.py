@@ -19,6 +19,7 @@ from site_agent.privacy.rounding import round_to_base
 from site_agent.query import DisclosureRules, compile_query, explain, schema_from_duckdb
 from site_agent.query.plan import COUNT_BITS
 
+from ..integration.conftest import start_retrying
 from ..mpc.helpers import run_open, shared
 from ..query.conftest import Consortium, _connections
 
@@ -204,3 +205,29 @@ def test_min_sites_in_plan_and_explain() -> None:
     release = next(s for s in plan.data["steps"] if s["op"] == "suppress")
     assert all("few_sites" in row["flags"] for row in release["rows"])
     assert "min_sites" in explain(plan)
+
+
+def test_options_through_real_agents(tmp_path: Path) -> None:
+    """Three real agents on the lung data; north's policy.toml rounds to 5 and redacts at or
+    below 7, central's asks for two sites per cell: the combined options apply to every query.
+    The attacker's arithmetic: a count of north's patients alone (WHERE inst <= 5) is withheld,
+    and released counts are never the exact ones unless those are multiples of 5."""
+    policies = {
+        "north": {"extra_policy": {"round_counts": "5", "redact_at_or_below": "7"}},
+        "central": {"extra_policy": {"min_sites": "2"}},
+    }
+    running = start_retrying(tmp_path / "options", policies)
+    try:
+        pooled = running.pooled
+        out = running.client.query("SELECT sex, status, COUNT(*) AS n FROM lung GROUP BY sex, status")
+        for (sex, status), grp in pooled.groupby(["sex", "status"]):
+            got = out[(out.sex == sex) & (out.status == status)].n.item()
+            assert got == _half_up(np.array([len(grp)]), 5)[0], (sex, status, got, len(grp))
+        assert (out.n.astype(int) != [len(g) for _, g in pooled.groupby(["sex", "status"])]).any()
+        north = running.client.query("SELECT sex, COUNT(*) AS n FROM lung WHERE inst <= 5 GROUP BY sex")
+        assert set(north.n) == {"<8"}  # north's patients alone: one site
+        two = running.client.query("SELECT sex, COUNT(*) AS n FROM lung WHERE inst <= 13 GROUP BY sex")
+        for sex, grp in pooled[pooled.inst <= 13].groupby("sex"):
+            assert two[two.sex == sex].n.item() == _half_up(np.array([len(grp)]), 5)[0]
+    finally:
+        running.close()
