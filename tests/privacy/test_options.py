@@ -143,7 +143,8 @@ def test_round_to_base_exact_near_the_bound() -> None:
 
 
 def _table(draw: st.DrawFn) -> dict[int, tuple[int, int, int]]:
-    return {g: tuple(draw(st.integers(0, 9)) for _ in range(3)) for g in GROUPS}  # type: ignore[misc]
+    size = st.integers(0, 9)
+    return {g: (draw(size), draw(size), draw(size)) for g in GROUPS}
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
