@@ -18,6 +18,7 @@ lower-cases them on load and the checks lower-case what they are given.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ DEFAULT_MAX_GROUPS = 1000
 DEFAULT_MAX_QUERIES_PER_HOUR = 100
 STATEMENT_KINDS = frozenset({"aggregate", "per_site_breakdown", "model"})
 DEFAULT_STATEMENT_KINDS = frozenset({"aggregate", "model"})
+MAX_ROUNDING_BASE = 1000
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,14 @@ class Policy:
     max_groups: int = DEFAULT_MAX_GROUPS
     max_queries_per_hour: int = DEFAULT_MAX_QUERIES_PER_HOUR
     allow_min_max: bool = False
+    redact_at_or_below: int = 0
+    """Released counts 1..N are withheld (OpenSAFELY redacts at or below 7); 0: off. Every
+    release check then uses ``max(min_cell_size, N + 1)``."""
+    round_counts: int = 0
+    """Released counts are rounded to a multiple of this base on shares (5 as OpenSAFELY and
+    ONS); 0: off. Combined sites round to the least common multiple of their bases."""
+    min_sites: int = 1
+    """A cell is withheld unless at least this many sites have rows in it (1: off)."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -75,6 +85,9 @@ class Policy:
             "max_groups": self.max_groups,
             "max_queries_per_hour": self.max_queries_per_hour,
             "allow_min_max": self.allow_min_max,
+            "redact_at_or_below": self.redact_at_or_below,
+            "round_counts": self.round_counts,
+            "min_sites": self.min_sites,
             "tables": None
             if self.tables is None
             else {
@@ -110,6 +123,9 @@ class Policy:
                 max_groups=int(data["max_groups"]),
                 max_queries_per_hour=int(data["max_queries_per_hour"]),
                 allow_min_max=bool(data["allow_min_max"]),
+                redact_at_or_below=int(data["redact_at_or_below"]),
+                round_counts=int(data["round_counts"]),
+                min_sites=int(data["min_sites"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -197,7 +213,9 @@ class Policy:
 
 
 def combine(policies: Iterable[Policy]) -> Policy:
-    """The strictest combination: largest minimum cell size, smallest limits, only the analysts,
+    """The strictest combination: largest minimum cell size and redaction threshold, rounding to a
+    multiple of every site's base (their least common multiple), the most contributing sites,
+    smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
     Table, column and identifier rules come from the sites that hold data only (a policy with
@@ -207,6 +225,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
     parts = tuple(q for p in policies for q in p._each())
     if not parts:
         raise ValueError("combine() needs at least one policy")
+    bases = [p.round_counts for p in parts if p.round_counts]
     analysts: frozenset[str] | None = None
     for p in parts:
         if p.analysts is not None:
@@ -232,6 +251,9 @@ def combine(policies: Iterable[Policy]) -> Policy:
         max_groups=min(p.max_groups for p in parts),
         max_queries_per_hour=min(p.max_queries_per_hour for p in parts),
         allow_min_max=all(p.allow_min_max for p in parts),
+        redact_at_or_below=max(p.redact_at_or_below for p in parts),
+        round_counts=math.lcm(*bases) if bases else 0,
+        min_sites=max(p.min_sites for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -259,6 +281,13 @@ def _table_policy(section: Section, name: str) -> TablePolicy:
     return TablePolicy(columns=columns, identifiers=identifiers)
 
 
+def _rounding_base(section: Section) -> int:
+    base = section.get_int("round_counts", 0, minimum=0)
+    if base == 1 or base > MAX_ROUNDING_BASE:
+        raise section.error("round_counts", f"must be 0 (off) or a base from 2 to {MAX_ROUNDING_BASE}, not {base}")
+    return base
+
+
 def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
     """Load and validate a site's ``policy.toml``; ``site`` names the site in refusals.
 
@@ -274,6 +303,9 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         "max_groups",
         "max_queries_per_hour",
         "allow_min_max",
+        "redact_at_or_below",
+        "round_counts",
+        "min_sites",
     )
     kinds = frozenset(p.get_str_list("statement_kinds", tuple(sorted(DEFAULT_STATEMENT_KINDS))))
     unknown = sorted(kinds - STATEMENT_KINDS)
@@ -295,6 +327,9 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         max_groups=p.get_int("max_groups", DEFAULT_MAX_GROUPS, minimum=1),
         max_queries_per_hour=p.get_int("max_queries_per_hour", DEFAULT_MAX_QUERIES_PER_HOUR, minimum=0),
         allow_min_max=p.get_bool("allow_min_max", False),
+        redact_at_or_below=p.get_int("redact_at_or_below", 0, minimum=0),
+        round_counts=_rounding_base(p),
+        min_sites=p.get_int("min_sites", 1, minimum=1),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -317,6 +352,17 @@ max_groups = {max_groups}
 max_queries_per_hour = {max_queries}
 # MIN and MAX reveal single records; leave false unless you mean it.
 allow_min_max = false
+# Optional release options (the strictest site wins). Withhold released counts of 1 to N
+# persons, as OpenSAFELY does with N = 7 (every release check then uses the larger of
+# min_cell_size and N + 1); 0 turns it off.
+redact_at_or_below = 0
+# Round every released count to the nearest multiple of this base (5 as OpenSAFELY and ONS),
+# computed on shares so the exact count is never opened; 0 turns it off. Margins are rounded
+# on their own, so rounded cells need not add up to their rounded total.
+round_counts = 0
+# Withhold a cell unless at least this many sites have rows in it, so that no released number
+# comes from one site alone; 1 turns it off.
+min_sites = 1
 
 {tables}"""
 

@@ -23,6 +23,16 @@ def _const(p: Party, value: int, shape: tuple[int, ...]) -> AShare:
     return ar.constant(p, np.full(shape, value, dtype=np.int64).view(np.uint64), AShare)
 
 
+def few_sites(p: Party, rows: AShare, min_sites: int) -> Protocol[AShare]:
+    """0/1 shares per cell: 1 where fewer than ``min_sites`` sites have a row in the cell (policy
+    ``min_sites``). ``rows`` holds each site's row count per output cell, shape (cells, sites),
+    margins formed per site first, so a margin counts the sites with a row anywhere below it.
+    Two batched comparisons: [n > 0] for every site and cell, then the per-cell sum < min_sites."""
+    cells, sites = rows.shape
+    present = yield from bo.lt(p, _const(p, 0, (cells, sites)), rows)
+    return (yield from bo.lt(p, present.sum(axis=1), _const(p, min_sites, (cells,))))
+
+
 def stopped(
     p: Party,
     checks: Sequence[Sequence[AShare]],

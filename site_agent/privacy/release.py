@@ -127,9 +127,10 @@ class ReleasePlanner:
             items.append(exp.alias_(inside, f"m{r}"))
         return items
 
-    def step(self, min_cell_size: int, passes: int) -> dict[str, Any]:
+    def step(self, min_cell_size: int, passes: int, flags: tuple[str, ...] = ()) -> dict[str, Any]:
         """The plan's ``suppress`` step: rows with their checks, pair differences added now that
-        every output's sets are known."""
+        every output's sets are known; ``flags`` (0/1 values per cell, such as the policy's
+        too-few-sites flag) stop the cells of every row."""
         pairs: dict[int, list[str]] = {}
         for j in range(1, len(self.sets)):
             for i in range(j):
@@ -142,6 +143,12 @@ class ReleasePlanner:
             diffs = [d for s in r["sets"] for d in pairs.get(s, [])]
             checks = list(dict.fromkeys(r["checks"] + diffs))
             rows.append(
-                {"count": r["count"], "checks": checks, "strict": r["strict"], "flags": r["flags"], "sets": r["sets"]}
+                {
+                    "count": r["count"],
+                    "checks": checks,
+                    "strict": r["strict"],
+                    "flags": r["flags"] + list(flags),
+                    "sets": r["sets"],
+                }
             )
         return {"op": "suppress", "rows": rows, "min_cell_size": min_cell_size, "passes": passes}

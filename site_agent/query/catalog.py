@@ -175,6 +175,12 @@ class DisclosureRules:
     breakdown (``GROUP BY SITE``) compiles only where every site allows ``per_site_breakdown``.
     ``quantile_range`` bounds the quantiles a query may ask for unless MIN and MAX are allowed
     (quantiles near 0 and 1 are the extremes).
+
+    Optional release options (docs/privacy.md, "Options per site policy"):
+    ``redact_at_or_below`` = N withholds released counts 1..N (0: off), so every release check
+    uses :attr:`threshold`; ``round_counts`` = b rounds every released count to the nearest
+    multiple of b on shares (0: off); ``min_sites`` withholds a cell unless that many sites
+    have rows in it.
     """
 
     min_cell_size: int = 5
@@ -184,9 +190,18 @@ class DisclosureRules:
     identifiers: frozenset[str] = field(default_factory=frozenset)
     statement_kinds: frozenset[str] | None = None
     quantile_range: tuple[float, float] = QUANTILE_RANGE
+    redact_at_or_below: int = 0
+    round_counts: int = 0
+    min_sites: int = 1
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
+
+    @property
+    def threshold(self) -> int:
+        """The k every release check uses: counts 1..k-1 are withheld. The larger of the minimum
+        cell size and one above the redaction threshold."""
+        return max(self.min_cell_size, self.redact_at_or_below + 1)
 
     def refusal(self, rule: str, message: str, check: str, *args: Any) -> PolicyRefusal:
         """The refusal to raise: the site policy's own (naming the site and its rule) when the
@@ -210,6 +225,9 @@ class DisclosureRules:
             "identifiers": sorted(self.identifiers),
             "statement_kinds": None if self.statement_kinds is None else sorted(self.statement_kinds),
             "quantile_range": list(self.quantile_range),
+            "redact_at_or_below": self.redact_at_or_below,
+            "round_counts": self.round_counts,
+            "min_sites": self.min_sites,
         }
 
 
@@ -232,5 +250,8 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         exposed=exposed,
         identifiers=frozenset(identifiers),
         statement_kinds=policy.statement_kinds,
+        redact_at_or_below=policy.redact_at_or_below,
+        round_counts=policy.round_counts,
+        min_sites=policy.min_sites,
         policy=policy,
     )

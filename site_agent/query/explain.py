@@ -10,9 +10,11 @@ from .plan import Plan
 _STEP_WORDS = {
     "check_local": "open the sum of the sites' secret failure words: the query fails alike everywhere if any failed",
     "pool": "add the sites' shares and form ROLLUP/CUBE margins (local, no communication)",
+    "sites": "count the sites with a row in each cell (min_sites): [n > 0] per site, summed, compared",
     "suppress": "release rule: every query set, non-NULL count, pair difference and difference with the "
     "analyst's earlier released sets must hold 0 or >= k persons; secondary suppression over margins",
     "reveal_flags": "open the suppression flags to the committee",
+    "round": "round released counts to the policy's base on shares (round_counts): the exact count is never opened",
     "mean_fixed": "pooled means (fixed point) for the variance pooling",
     "pool_m2": "pooled M2 = sum M2_i + sum n_i (mean_i - mean)^2",
     "divide": "divisions as canonical floating point (normalise, Newton reciprocal)",
@@ -32,6 +34,20 @@ def explain(plan: Plan, sites: int = 3) -> str:
     keys = ", ".join(f"{k['name']} ({len(k['domain'])} values)" for k in d["keys"]) or "none (one cell)"
     lines.append(f"Cells: keys {keys}; {plan.base_cells} base cells, {plan.out_cells} output cells.")
     lines.append(f"Minimum cell size {d['params']['min_cell_size']} (strictest site policy).")
+    if "redact_at_or_below" in d["params"]:
+        lines.append(
+            f"Counts at or below {d['params']['redact_at_or_below']} are withheld (redact_at_or_below): "
+            "the minimum cell size above is the larger of min_cell_size and that threshold plus one."
+        )
+    if "round_counts" in d["params"]:
+        lines.append(
+            f"Released counts are rounded to a multiple of {d['params']['round_counts']} (round_counts); "
+            "margins are rounded on their own."
+        )
+    if "min_sites" in d["params"]:
+        lines.append(
+            f"A cell is withheld unless at least {d['params']['min_sites']} sites have rows in it (min_sites)."
+        )
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "

@@ -205,6 +205,17 @@ class _Builder:
         )
         return name
 
+    def count_reveal(self, output: str, value: str, support: int, what: str) -> str:
+        """The reveal of a count; under ``round_counts`` = b, of the count rounded to a multiple
+        of b on shares (a ``round`` step), so the exact count is never opened."""
+        base = self.rules.round_counts
+        if base:
+            rounded = f"{value}_round{base}"
+            if not any(item["out"] == rounded for item in self.steps.get("round", [])):
+                self.step("round", {"out": rounded, "in": value})
+            value, what = rounded, f"{what}, rounded to base {base}"
+        return self.reveal(output, value, "int", support, what)
+
     def add(self, i: int, agg: Aggregate) -> None:
         name, tag = agg.name, f"a{i}"
         out: dict[str, Any] = {"name": name, "kind": agg.kind, "reveals": []}
@@ -214,15 +225,15 @@ class _Builder:
         argument = agg.args[-1] if agg.args else None  # RATE: its person-time
         out["support"] = sup = self.release.row(agg.branches, argument, counts_only, quantile_flags)
         if agg.kind == "count_star":
-            out["reveals"].append(self.reveal(name, "n_rows", "int", sup, "pooled row count"))
+            out["reveals"].append(self.count_reveal(name, "n_rows", sup, "pooled row count"))
         elif agg.kind == "count":
             assert arg is not None
             c = self.count_of(arg)
-            out["reveals"].append(self.reveal(name, c, "int", sup, f"pooled count of {_sql(arg)}"))
+            out["reveals"].append(self.count_reveal(name, c, sup, f"pooled count of {_sql(arg)}"))
         elif agg.kind == "count_distinct":
             assert arg is not None
             d = self._add_input(f"{tag}_distinct", exp.Count(this=exp.Distinct(expressions=[arg.copy()])), "int", 0)
-            out["reveals"].append(self.reveal(name, d, "int", sup, f"sum over sites of distinct {_sql(arg)}"))
+            out["reveals"].append(self.count_reveal(name, d, sup, f"sum over sites of distinct {_sql(arg)}"))
         elif agg.kind in ("sum", "avg", "proportion", "var", "std"):
             assert arg is not None
             c = self.count_of(arg)
@@ -371,7 +382,9 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     b = _Builder(query, rules)
     for i, agg in enumerate(query.aggregates):
         b.add(i, agg)
-    suppress = b.release.step(rules.min_cell_size, SECONDARY_PASSES)  # adds its counts to the local SQL
+    sites = {"op": "sites", "input": "n_rows", "min_sites": rules.min_sites, "out": "few_sites"}
+    few = (str(sites["out"]),) if rules.min_sites > 1 else ()
+    suppress = b.release.step(rules.threshold, SECONDARY_PASSES, few)  # adds its counts to the local SQL
     supports = [r["count"] for r in suppress["rows"]]
     domains = [with_other(k.domain, k.expr, k.site) for k in query.keys]
     cell: exp.Expression = exp.Literal.number(0)
@@ -401,8 +414,8 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     steps: list[dict[str, Any]] = [check_step(), {"op": "pool", "inputs": b.pool}]
     if "quantile" in b.steps:  # before suppression: a quantile's grid bins take part in it
         steps.append({"op": "quantile", "items": b.steps["quantile"]})
-    steps += [suppress, {"op": "reveal_flags"}]
-    for op in ("mean_fixed", "pool_m2", "divide", "sqrt", "extreme", "wilson", "byar"):
+    steps += [*([sites] if few else []), suppress, {"op": "reveal_flags"}]
+    for op in ("round", "mean_fixed", "pool_m2", "divide", "sqrt", "extreme", "wilson", "byar"):
         if op in b.steps:
             steps.append({"op": op, "items": b.steps[op]})
     steps.append({"op": "reveal", "items": [r["name"] for r in b.reveals]})
@@ -430,7 +443,10 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         "params": {
             "frac_bits": FRAC_BITS,
             "count_bits": COUNT_BITS,
-            "min_cell_size": rules.min_cell_size,
+            "min_cell_size": rules.threshold,
+            **({"redact_at_or_below": rules.redact_at_or_below} if rules.redact_at_or_below else {}),
+            **({"round_counts": rules.round_counts} if rules.round_counts else {}),
+            **({"min_sites": rules.min_sites} if rules.min_sites > 1 else {}),
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },

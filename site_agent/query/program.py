@@ -25,7 +25,8 @@ from ..mpc.fixed import FixedPoint
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..privacy.checks import stopped
+from ..privacy.checks import few_sites, stopped
+from ..privacy.rounding import round_to_base
 from . import numeric as nu
 from .cells import Cells
 from .disclosure import close_pattern, suppress
@@ -97,6 +98,12 @@ class _Run:
             self.vals[name] = AShare(self.cells.expand(x.v.sum(axis=1, dtype=np.uint64)))
         yield from ()
 
+    def sites(self, step: dict[str, Any]) -> Protocol[None]:
+        """The policy's ``min_sites`` flag per output cell from each site's row counts
+        (:func:`site_agent.privacy.checks.few_sites`); the release rule stops flagged cells."""
+        rows = AShare(self.cells.expand(np.moveaxis(self.inputs[step["input"]].v, 1, 2)))  # (2, out, sites)
+        self.vals[step["out"]] = yield from few_sites(self.p, rows, int(step["min_sites"]))
+
     def suppress(self, step: dict[str, Any]) -> Protocol[None]:
         rows, k = step["rows"], int(step["min_cell_size"])
         counts = AShare(np.stack([self.share(r["count"]).v for r in rows], axis=1))
@@ -113,6 +120,15 @@ class _Run:
         opened = yield from ar.open_all(self.p, self.share("suppressed"))
         # public from here on: combinations of lines are checked on the pattern in the clear
         self.flags = close_pattern(opened.reshape(len(self.plan.data["supports"]), -1), self.cells.lines).ravel()
+
+    def round(self, step: dict[str, Any]) -> Protocol[None]:
+        """Released counts rounded to a multiple of the policy's base, all items in one batch
+        (:mod:`site_agent.privacy.rounding`)."""
+        items = step["items"]
+        x = AShare.concat([self.share(i["in"]) for i in items])
+        res = yield from round_to_base(self.p, x, int(self.plan.data["params"]["round_counts"]), COUNT_BITS)
+        for item, part in zip(items, _split(res, [self.cells.out] * len(items)), strict=True):
+            self.vals[item["out"]] = part
 
     def mean_fixed(self, step: dict[str, Any]) -> Protocol[None]:
         items = step["items"]
@@ -269,8 +285,10 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
     handlers: dict[str, Callable[[dict[str, Any]], Protocol[None]]] = {
         "check_local": run.check_local,
         "pool": run.pool,
+        "sites": run.sites,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,
+        "round": run.round,
         "mean_fixed": run.mean_fixed,
         "pool_m2": run.pool_m2,
         "divide": run.divide,
