@@ -34,7 +34,7 @@ from ..query import plan as query_plan
 from ..query.catalog import Schema, rules_from_policy
 from ..query.disclosure import RELEASED, SUPPRESSED
 from ..query.execute import assemble as assemble_results
-from ..query.execute import local_preaggregates
+from ..query.execute import failed_inputs, local_preaggregates
 from ..query.explain import explain as explain_plan
 from ..query.numeric import Float
 from ..query.program import MpcResult, mpc_program
@@ -105,6 +105,12 @@ class Compiled:
         per-site breakdown's local cells in this site's own SITE slice; a member without data
         (``holds_data=False``) has none and inputs only fill values."""
         arrays = local_preaggregates(self.plan, con, site, site_index, holds_data)
+        return np.concatenate([arrays[n].reshape(-1) for n in self.input_names]).astype(np.uint64)
+
+    def failed_vector(self) -> U64:
+        """What this site inputs when its local work failed: fill values and a secret failure word
+        (site_agent/query/failsafe.py), so every member fails alike."""
+        arrays = failed_inputs(self.plan)
         return np.concatenate([arrays[n].reshape(-1) for n in self.input_names]).astype(np.uint64)
 
     def ledger_shape(self, remembered: int) -> tuple[int, ...]:

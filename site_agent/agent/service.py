@@ -398,11 +398,17 @@ class Agent:
             plan.local_inputs, self.db.cursor(), self.site, self.site_index, self.holds_data
         )
         await progress("local")
-        members, differences = await asyncio.to_thread(self._remembered, env.analyst, plan)
+        remembered = len(self.ledger.names(env.analyst))
+        members: Membership | None = None
+        try:
+            members, differences = await asyncio.to_thread(self._remembered, env.analyst, plan)
+        except Exception as exc:  # the site's engine, like a failing local step: every member fails alike
+            log.warning("the release ledger's query failed here (%s); every member fails", type(exc).__name__)
+            local = plan.failed_vector()
+            differences = np.zeros(plan.ledger_shape(remembered), dtype=np.int64)
         local = np.concatenate([local, differences.reshape(-1).astype(np.uint64)])
         size = plan.input_size + differences.size
         sizes = (size, size, size)
-        remembered = len(self.ledger.names(env.analyst))
         ledger_digest = self.ledger.digest(env.analyst)
 
         def program(p: Party) -> Protocol[Outcome]:
