@@ -7,8 +7,7 @@ same pseudorandom words without talking. From that:
 
 * ``stream(j, n)``: n words both holders of K_j draw alike;
 * ``zero_share(n)``: party i's alpha_i = F(K_i) - F(K_{i+1}); the three sum to zero
-  (``xor_zero_share`` likewise with XOR, for boolean sharing);
-* ``random_pair(n)``: a replicated sharing of a uniformly random value (r_j = F(K_j)).
+  (``xor_zero_share`` likewise with XOR, for boolean sharing).
 
 Every holder of a key must draw from it the same amounts in the same order; protocols
 keep their draws symmetric for that reason. Keys come from a seed (tests, benchmarks) or
@@ -88,8 +87,3 @@ class Randomness:
         out = self.stream(i, n)
         out ^= self.stream((i + 1) % 3, n)
         return out
-
-    def random_pair(self, n: int) -> tuple[U64, U64]:
-        """This party's components (r_i, r_{i+1}) of a random replicated sharing."""
-        i = self.index
-        return self.stream(i, n), self.stream((i + 1) % 3, n)

@@ -33,11 +33,6 @@ def signed(values: U64) -> npt.NDArray[np.int64]:
     return values.view(np.int64)
 
 
-def msb(values: U64) -> U64:
-    """The most significant bit of each word, as 0/1 ``uint64``."""
-    return values >> np.uint64(63)
-
-
 def parity(words: U64) -> U64:
     """XOR of all 64 bits of each word (0 or 1). XOR-linear, so it works on shares."""
     w = words.copy()

@@ -47,15 +47,6 @@ def _columns_section() -> str:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Running]:
     def customize(folder: Path) -> None:
         from tests.lung import lung_by_site
