@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from ..models.statement import plan_statement
 from ..mpc import arithmetic as ar
 from ..mpc.boolean import maximum
 from ..mpc.fixed import FixedPoint
@@ -74,6 +76,7 @@ class _Run:
         self.opened: dict[str, Value] = {}
         self.local_failed = False
         self.fp = FixedPoint(FRAC_BITS)
+        self.public: dict[str, np.ndarray] = {}  # values opened by earlier steps (model statements)
 
     def share(self, name: str) -> AShare:
         v = self.vals[name]
@@ -299,6 +302,9 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         "byar": run.byar,
         "reveal": run.reveal,
     }
+    statement = plan_statement(plan)  # a model statement's own steps (site_agent/models)
+    if statement is not None:
+        handlers.update({op: partial(fn, run) for op, fn in statement.steps.items()})
     for step in plan.data["steps"]:
         yield from handlers[step["op"]](step)
         if run.local_failed:

@@ -1,0 +1,60 @@
+"""The registry of model statements, keyed by the statement's first word.
+
+A model statement (``KAPLAN_MEIER ...``) is not a ``SELECT``: it has its own planner, which
+returns an ordinary :class:`~site_agent.query.plan.Plan` (same digest, local SQL, inputs,
+reveal points), its own MPC step operations, run by the plan interpreter
+(:func:`site_agent.query.program.mpc_program`) beside the aggregate steps, and its own
+assembly of the opened values on the analyst's side. The query layer looks a statement up here
+(:func:`find_statement` by text, :func:`plan_statement` by plan) and knows nothing else of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..mpc.party import Protocol
+    from ..query.catalog import DisclosureRules, Schema
+    from ..query.plan import Plan
+    from ..query.program import MpcResult, _Run
+
+StepHandler = Callable[["_Run", dict[str, Any]], "Protocol[None]"]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One model statement: its keyword, planner, MPC steps and assembly."""
+
+    keyword: str
+    compile: Callable[[str, Schema, DisclosureRules, tuple[str, ...] | None], Plan]
+    steps: Mapping[str, StepHandler]
+    assemble: Callable[[Plan, list[MpcResult]], pd.DataFrame]
+    step_words: Mapping[str, str]
+    """What each step does, in the words of ``--explain``."""
+
+
+_FIRST_WORD = re.compile(r"\A\s*([A-Za-z_]+)")
+
+
+def statements() -> dict[str, Statement]:
+    """Every model statement by keyword (upper case)."""
+    from . import kaplan_meier
+
+    return {s.keyword: s for s in (kaplan_meier.STATEMENT,)}
+
+
+def find_statement(text: str) -> Statement | None:
+    """The model statement ``text`` starts with, or None (then it is a ``SELECT``)."""
+    m = _FIRST_WORD.match(text)
+    return statements().get(m.group(1).upper()) if m else None
+
+
+def plan_statement(plan: Plan) -> Statement | None:
+    """The model statement a plan was compiled from, or None for an aggregate query."""
+    name = plan.data.get("statement")
+    return None if name is None else statements()[str(name)]
