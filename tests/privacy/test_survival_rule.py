@@ -68,7 +68,7 @@ def test_k1_every_block_is_a_step() -> None:
 
 
 def test_a_group_with_few_censorings_has_no_curve() -> None:
-    ends, whole = step_pattern_reference(np.array([[5, 5, 0]]), np.array([[0, 0, 2]]), 5)
+    _, whole = step_pattern_reference(np.array([[5, 5, 0]]), np.array([[0, 0, 2]]), 5)
     assert whole.tolist() == [0]
     _, whole_shared = _on_shares(np.array([[5, 5, 0]]), np.array([[0, 0, 2]]), 5)
     assert whole_shared.tolist() == [0]
