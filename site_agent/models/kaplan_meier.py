@@ -70,6 +70,11 @@ KIND = "model"
 FB = 30  # fractional bits of the curve, Greenwood's sum and the log-rank sums
 MAX_POINTS = 100_000  # grid points, as the schema's grids
 Z95 = 1.959963984540054
+COLUMNS = ["time", "at_risk", "observed", "censored", "estimate", "estimate_ci_low", "estimate_ci_high", "greenwood"]
+"""The result's columns after the group keys: per group a start row (time 0, everybody at risk,
+estimate 1), then one row per released step with events or censorings: its end, the persons at
+risk at its start, its events and censorings, the Kaplan-Meier estimate, lifelines' log-log 95%
+limits and Greenwood's sum at its end."""
 _FP = FixedPoint(FB)
 _ONE = 1 << FB
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -404,7 +409,10 @@ def km_curve(run: _Run, step: dict[str, Any]) -> Protocol[None]:
         2 * COUNT_BITS,
         FB,
     )
-    surv = _const(p, _ONE, (groups, bins)) - ratio[:m].reshape(groups, bins)
+    factor = _const(p, _ONE, (m,)) - ratio[:m]
+    everyone = none_left - n_empty  # [n = d > 0]: the factor is exactly 0, not 0 up to the reciprocal's error
+    cut = yield from ar.mul(p, factor, everyone)
+    surv = (factor - cut).reshape(groups, bins)
     shift = 1
     while shift < bins:  # prefix product (Hillis and Steele), log2(bins) product rounds
         prod = yield from ar.mul_fixed(p, surv[:, shift:], surv[:, :-shift], FB)
@@ -433,19 +441,17 @@ def _step_index(
 
 
 def logrank(run: _Run, step: dict[str, Any]) -> Protocol[None]:
-    """Observed, expected and covariance of the log-rank test over the groups with a curve."""
+    """Observed, expected and covariance of the log-rank test over the groups with a curve.
+
+    Computed over every group, those without a curve masked to zero (public flags), so that the
+    rounds do not depend on which groups have one; opened for the groups with a curve when there
+    are at least two."""
     p = run.p
     d, r = run.share("km_d"), run.share("km_r")
-    bins = d.shape[1]
+    g, bins = d.shape
     inc = run.public["km_whole"].astype(np.int64)
     g_in = np.flatnonzero(inc)
-    run.opened["logrank_observed"] = d.sum(axis=1)[g_in]
-    if len(g_in) < 2:
-        run.opened["logrank_expected"] = AShare(np.zeros((2, 0), dtype=np.uint64))
-        run.opened["logrank_variance"] = AShare(np.zeros((2, 0), dtype=np.uint64))
-        return
-    dg, ng = d[g_in], _at_risk(r)[g_in]
-    g = len(g_in)
+    dg, ng = d.mul_public(inc[:, None]), _at_risk(r).mul_public(inc[:, None])
     big_d, big_n = dg.sum(axis=0), ng.sum(axis=0)
     few = yield from bo.lt(
         p, AShare.concat([big_n, big_n]), AShare.concat([_const(p, 1, (bins,)), _const(p, 2, (bins,))])
@@ -464,8 +470,7 @@ def logrank(run: _Run, step: dict[str, Any]) -> Protocol[None]:
     pp = yield from ar.mul_fixed(p, left, right, FB)
     diag = np.array([1 if a == b else 0 for a, b in pairs])
     w = AShare(np.repeat(diag, bins)[None, :].astype(np.uint64) * left.v) - pp
-    qs = AShare(np.tile(q.v, (1, len(pairs))))
-    qw = yield from ar.mul_fixed(p, w, qs, FB)
+    qw = yield from ar.mul_fixed(p, w, AShare(np.tile(q.v, (1, len(pairs)))), FB)
     ds = AShare(np.tile(big_d.v, (1, g + len(pairs))))
     terms = yield from ar.mul(p, ds, AShare.concat([share.reshape(-1), qw]))
     expected = terms[: g * bins].reshape(g, bins).sum(axis=1)
@@ -473,14 +478,16 @@ def logrank(run: _Run, step: dict[str, Any]) -> Protocol[None]:
     full = np.zeros((2, g, g), dtype=np.uint64)
     for i, (a, b) in enumerate(pairs):
         full[:, a, b] = full[:, b, a] = cov.v[:, i]
-    run.opened["logrank_expected"] = expected
-    run.opened["logrank_variance"] = AShare(full.reshape(2, -1))
+    kept = g_in if len(g_in) >= 2 else g_in[:0]
+    run.opened["logrank_observed"] = dg.sum(axis=1)[kept]
+    run.opened["logrank_expected"] = expected[kept]
+    run.opened["logrank_variance"] = AShare(full[:, kept][:, :, kept].reshape(2, -1))
 
 
 STEPS = {"km_steps": km_steps, "km_curve": km_curve, "logrank": logrank}
 STEP_WORDS = {
-    "km_steps": "release rule for curves: merge grid bins (dyadic, on shares) until every step's events and "
-    "censorings hold 0 or >= k persons; open which bins end a step",
+    "km_steps": "release rule for curves: a greedy scan over blocks of grid bins, on shares, ends a step where "
+    "its events and censorings (and those after it) hold 0 or >= k persons; open which blocks end a step",
     "km_curve": "numbers at risk (reverse sums), d/n and Greenwood terms (Newton reciprocal), the curve as a "
     "prefix product; open the released steps",
     "logrank": "log-rank test: expected events and covariance over the grid (Newton reciprocal); open O, E, V",
@@ -551,8 +558,11 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     points = grid_of(plan)
     names = [key["name"] for key in plan.keys]
     labels = [tuple(key["domain"][i] for key, i in zip(plan.keys, lab, strict=True)) for lab in cells.labels()]
+    start = min(0.0, float(points[0]))
     rows: list[list[Any]] = []
     for i in range(len(g_idx)):
+        if i == 0 or g_idx[i] != g_idx[i - 1]:  # the curve starts at 1 with the whole group at risk
+            rows.append([*labels[g_idx[i]], start, int(at_risk[i]), 0, 0, 1.0, 1.0, 1.0, 0.0])
         if events[i] + censored[i] == 0:
             continue  # nothing happens in the step: the curve goes on unchanged
         rows.append(
@@ -568,7 +578,7 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
                 float(green[i]),
             ]
         )
-    columns = [*names, "time", "at_risk", "observed", "censored", "survival", "ci_lower", "ci_upper", "greenwood"]
+    columns = [*names, *COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
     released = [int(g) for g in np.flatnonzero(flags == RELEASED)]
     group_info = []
@@ -578,7 +588,7 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
         if n == 0 and any(v == "(other)" for v in labels[g]):
             continue
         part = frame[np.all([frame[c] == v for c, v in keys.items()], axis=0)] if names else frame
-        median = float(part["time"][part["survival"] <= 0.5].min()) if bool(whole[g]) else math.nan
+        median = float(part["time"][part["estimate"] <= 0.5].min()) if bool(whole[g]) else math.nan
         if bool(whole[g]) and math.isnan(median):
             median = math.inf
         group_info.append({**keys, "n": n, "curve": bool(whole[g]), "median": median})
@@ -591,9 +601,9 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
 
 
 def _logrank(results: list[MpcResult], labels: list[tuple[Any, ...]]) -> dict[str, Any] | None:
-    observed = _reconstruct(results, "logrank_observed").astype(np.float64)
     if len(labels) < 2:
         return None
+    observed = _reconstruct(results, "logrank_observed").astype(np.float64)
     expected = _FP.decode(_reconstruct(results, "logrank_expected").view(np.uint64))
     cov = _FP.decode(_reconstruct(results, "logrank_variance").view(np.uint64)).reshape(len(labels), len(labels))
     z = (observed - expected)[:-1]
@@ -631,19 +641,21 @@ class KaplanMeier:
 
     @property
     def timeline(self) -> np.ndarray:
-        return np.concatenate([[0.0], self._rows["time"].to_numpy(dtype=np.float64)])
+        return np.asarray(self._rows["time"], dtype=np.float64)
 
     @property
     def survival_function_(self) -> pd.DataFrame:
-        values = np.concatenate([[1.0], self._rows["survival"].to_numpy()])
-        return pd.DataFrame({self.label: values}, index=pd.Index(self.timeline, name="timeline"))
+        return pd.DataFrame(
+            {self.label: self._rows["estimate"].to_numpy()}, index=pd.Index(self.timeline, name="timeline")
+        )
 
     @property
     def confidence_interval_(self) -> pd.DataFrame:
-        lower = np.concatenate([[1.0], self._rows["ci_lower"].to_numpy()])
-        upper = np.concatenate([[1.0], self._rows["ci_upper"].to_numpy()])
         return pd.DataFrame(
-            {f"{self.label}_lower_0.95": lower, f"{self.label}_upper_0.95": upper},
+            {
+                f"{self.label}_lower_0.95": self._rows["estimate_ci_low"].to_numpy(),
+                f"{self.label}_upper_0.95": self._rows["estimate_ci_high"].to_numpy(),
+            },
             index=pd.Index(self.timeline, name="timeline"),
         )
 
@@ -653,16 +665,18 @@ class KaplanMeier:
 
     @property
     def event_table(self) -> pd.DataFrame:
-        """Per released step: removed, observed, censored, at_risk (at the step's start)."""
-        t = self._rows
+        """Per released step (the start row left out): removed, observed, censored, at_risk (at
+        the step's start)."""
+        t = self._rows.iloc[1:]
         return pd.DataFrame(
             {
-                "removed": t["observed"] + t["censored"],
-                "observed": t["observed"],
-                "censored": t["censored"],
-                "at_risk": t["at_risk"],
-            }
-        ).set_index(pd.Index(t["time"].to_numpy(), name="event_at"))
+                "removed": (t["observed"] + t["censored"]).to_numpy(),
+                "observed": t["observed"].to_numpy(),
+                "censored": t["censored"].to_numpy(),
+                "at_risk": t["at_risk"].to_numpy(),
+            },
+            index=pd.Index(t["time"].to_numpy(), name="event_at"),
+        )
 
 
 def logrank_table(frame: pd.DataFrame) -> pd.DataFrame:

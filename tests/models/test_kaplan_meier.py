@@ -165,3 +165,14 @@ def test_chi_square_tail(df: int) -> None:
     scipy_stats = pytest.importorskip("scipy.stats")
     for x in (0.1, 1.0, 3.84, 10.2, 40.0):
         assert abs(chi2_sf(x, df) - float(scipy_stats.chi2.sf(x, df))) < 1e-12
+
+
+def test_plot_draws_one_step_curve_with_a_band_per_group(lung_sites: Make) -> None:
+    from mpc_jupyter.charts import plot
+
+    out = lung_sites(5).query(BY_SEX)
+    ax = plot(out).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["sex = 1", "sex = 2"]
+    assert len(ax.collections) == 2  # the confidence bands
+    first = ax.get_lines()[0].get_xydata()
+    assert tuple(first[0]) == (0.0, 1.0)  # every curve starts at 1
