@@ -3,6 +3,9 @@ analyst's assembly) against lifelines on the pooled rows: lung split by institut
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -176,3 +179,15 @@ def test_plot_draws_one_step_curve_with_a_band_per_group(lung_sites: Make) -> No
     assert len(ax.collections) == 2  # the confidence bands
     first = ax.get_lines()[0].get_xydata()
     assert tuple(first[0]) == (0.0, 1.0)  # every curve starts at 1
+
+
+def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The python example of docs/models.md, "Kaplan-Meier and log-rank", as printed there."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "models.md"
+    section = doc.read_text().split("## Kaplan-Meier and log-rank", 1)[1]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(code, str(doc), "exec"), namespace)
+    out = namespace["out"]
+    assert isinstance(out, pd.DataFrame) and out.attrs["logrank"]["degrees_of_freedom"] == 1
