@@ -28,8 +28,9 @@ a curve. Where a step holds several blocks, this tells that the first ones alone
 bounds on counts, as a suppression flag tells that a cell holds 1 to k-1 persons
 (docs/privacy.md, "What remains possible").
 
-Cost: one batch of comparisons for the remainders, then per block one batch of comparisons and
-three product rounds (about 11 rounds): the number of blocks, never the data, sets the rounds.
+Cost: one batch of comparisons over every run of blocks (B (B + 1) / 2 per group) and three
+product rounds, then two product rounds per block: 2 B + 10 rounds, set by the number of
+blocks, never by the data.
 """
 
 from __future__ import annotations
@@ -47,13 +48,17 @@ def _const(p: Party, value: int, shape: tuple[int, ...]) -> AShare:
 
 
 MAX_BLOCKS = 128
-"""The greedy scan's length in blocks (each block costs about 11 rounds)."""
+"""The greedy scan's length in blocks (two rounds each)."""
 
 
 def block_width(bins: int, k: int) -> int:
     """The public block width w of a grid of ``bins`` points: 1 when every bin passes (k = 1) or
     the grid is short, else the smallest width giving at most :data:`MAX_BLOCKS` blocks."""
     return 1 if k <= 1 else max(1, -(-bins // MAX_BLOCKS))
+
+
+def _public(p: Party, values: np.ndarray) -> AShare:
+    return ar.constant(p, np.asarray(values, dtype=np.int64).view(np.uint64), AShare)
 
 
 def _bad(below_k: AShare, below_1: AShare) -> AShare:
@@ -67,43 +72,62 @@ def step_pattern(p: Party, events: AShare, censored: AShare, k: int) -> Protocol
     g's curve may be released at all.
 
     ``events`` and ``censored`` are pooled counts per group and block, shape (groups, blocks).
+    First, in one batch of comparisons, whether each run of blocks a..b may end a step (its
+    events and censorings 0 or >= k each and not both 0, those after b too); then the greedy
+    scan carries the start of the current step as a one-hot vector: per block one inner product
+    (does the run from the start to here pass?) and one product (move the start), 2 rounds.
     """
     groups, blocks = events.shape
     ones = _const(p, 1, (groups,))
     if k <= 1:  # every count is 0 or >= 1: every block ends a step, every curve is released
         return _const(p, 1, (groups, blocks)), ones
-    total_d, total_c = events.sum(axis=1), censored.sum(axis=1)
-    rem_d = AShare(total_d.v[:, :, None] - events.cumsum(axis=1).v)
-    rem_c = AShare(total_c.v[:, :, None] - censored.cumsum(axis=1).v)
-    flat = AShare.concat([rem_d.reshape(-1), rem_c.reshape(-1), total_d, total_c])
-    n = flat.shape[0]
-    below = yield from bo.lt(p, AShare.concat([flat, flat]), AShare.concat([_const(p, k, (n,)), _const(p, 1, (n,))]))
-    bad = _bad(below[:n], below[n:])
-    m = groups * blocks
-    good = _const(p, 1, (2 * m + 2 * groups,)) - bad
-    both = yield from ar.mul(
-        p,
-        AShare.concat([good[:m], good[2 * m : 2 * m + groups]]),
-        AShare.concat([good[m : 2 * m], good[2 * m + groups :]]),
+    zero = np.zeros((2, groups, 1), dtype=np.uint64)
+    cum_d = np.concatenate([zero, events.cumsum(axis=1).v], axis=2)
+    cum_c = np.concatenate([zero, censored.cumsum(axis=1).v], axis=2)
+    first, last = np.triu_indices(blocks)  # every run of blocks first..last
+    run_d, run_c = (
+        AShare(cum_d[:, :, last + 1] - cum_d[:, :, first]),
+        AShare(cum_c[:, :, last + 1] - cum_c[:, :, first]),
     )
-    rest_ok, whole = both[:m].reshape(groups, blocks), both[m:]
-    acc_d = acc_c = _const(p, 0, (groups,))
+    rest_d, rest_c = AShare(cum_d[:, :, -1:] - cum_d[:, :, 1:]), AShare(cum_c[:, :, -1:] - cum_c[:, :, 1:])
+    tot_d, tot_c = AShare(cum_d[:, :, -1]), AShare(cum_c[:, :, -1])
+    counts = [run_d, run_c, rest_d, rest_c, tot_d, tot_c]
+    flat = AShare.concat([x.reshape(-1) for x in counts])
+    n, runs = flat.shape[0], groups * len(first)
+    below = yield from bo.lt(
+        p,
+        AShare.concat([flat, flat, (run_d + run_c).reshape(-1)]),
+        AShare.concat([_const(p, k, (n,)), _const(p, 1, (n + runs,))]),
+    )
+    good = _const(p, 1, (n,)) - _bad(below[:n], below[n : 2 * n])
+    some = _const(p, 1, (runs,)) - below[2 * n :]  # the run holds somebody
+    sizes = [x.size for x in counts]
+    at = np.cumsum([0, *sizes])
+    g_run_d, g_run_c, g_rest_d, g_rest_c, g_tot_d, g_tot_c = (good[at[i] : at[i + 1]] for i in range(6))
+    first_round = yield from ar.mul(
+        p, AShare.concat([g_run_d, g_rest_d, g_tot_d]), AShare.concat([g_run_c, g_rest_c, g_tot_c])
+    )
+    both, rest_ok, whole = (
+        first_round[:runs],
+        first_round[runs : runs + groups * blocks].reshape(groups, blocks),
+        first_round[runs + groups * blocks :],
+    )
+    after = yield from ar.mul(p, some, AShare(rest_ok.v[:, :, last].reshape(2, -1)))
+    passes = yield from ar.mul(p, both, after)
+    table = np.zeros((2, groups, blocks, blocks), dtype=np.uint64)  # table[g, a, b]: run a..b may end a step
+    table[:, :, first, last] = passes.reshape(groups, len(first)).v
+    start = np.zeros((groups, blocks), dtype=np.int64)
+    start[:, 0] = 1
+    begin = _public(p, start)  # one-hot: the first block of the current step
     ends = []
-    limits = AShare.concat([_const(p, k, (2 * groups,)), _const(p, 1, (3 * groups,))])
-    for b in range(blocks):
-        acc_d, acc_c = acc_d + events[:, b], acc_c + censored[:, b]
-        below = yield from bo.lt(p, AShare.concat([acc_d, acc_c, acc_d, acc_c, acc_d + acc_c]), limits)
-        g = groups
-        good_d = ones - _bad(below[:g], below[2 * g : 3 * g])
-        good_c = ones - _bad(below[g : 2 * g], below[3 * g : 4 * g])
-        pair = yield from ar.mul(
-            p, AShare.concat([good_d, ones - below[4 * g :]]), AShare.concat([good_c, rest_ok[:, b]])
-        )
-        cut = yield from ar.mul(p, pair[:g], pair[g:])
+    for b in range(blocks - 1):
+        hit = yield from ar.mul(p, begin, AShare(table[:, :, :, b]))
+        cut = hit.sum(axis=1)
         ends.append(cut)
-        kept = yield from ar.mul(p, AShare.concat([acc_d, acc_c]), AShare.concat([cut, cut]))
-        acc_d, acc_c = acc_d - kept[:g], acc_c - kept[g:]
-    ends[-1] = ones  # the remainder after the last end is the last step
+        moved = yield from ar.mul(p, begin, AShare(np.repeat(cut.v[:, :, None], blocks, axis=2)))
+        begin = begin - moved
+        begin.v[:, :, b + 1] += cut.v
+    ends.append(ones)  # the remainder after the last end is the last step
     return AShare(np.stack([e.v for e in ends], axis=2)), whole
 
 
