@@ -63,7 +63,7 @@ from ..query.failsafe import total, total_sql
 from ..query.parse import DIALECT, parse_query
 from ..query.plan import COUNT_BITS, Plan, build_plan, cell_expression
 from ..query.program import MpcResult, _Run
-from .statement import Statement
+from .plan_statements import Statement
 
 KEYWORD = "KAPLAN_MEIER"
 KIND = "model"

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LocalStepError, QueryError
-from ..models.statement import plan_statement
+from ..models.plan_statements import plan_statement
 from ..mpc import sharing
 from ..mpc.fixed import TRUNC_LIMIT_BITS, FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory

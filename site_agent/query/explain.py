@@ -4,7 +4,7 @@ inputs (the protocol's communication does not depend on the data)."""
 
 from __future__ import annotations
 
-from ..models.statement import plan_statement
+from ..models.plan_statements import plan_statement
 from .execute import dry_run_stats
 from .plan import Plan
 

@@ -126,7 +126,7 @@ def compile_query(text: str, schema: Schema, rules: DisclosureRules, sites: tupl
     """
     if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
         raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
-    from ..models.statement import find_statement  # model statements plan themselves (KAPLAN_MEIER, ...)
+    from ..models.plan_statements import find_statement  # model statements plan themselves (KAPLAN_MEIER, ...)
 
     statement = find_statement(text)
     if statement is not None:

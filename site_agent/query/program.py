@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.statement import plan_statement
+from ..models.plan_statements import plan_statement
 from ..mpc import arithmetic as ar
 from ..mpc.boolean import maximum
 from ..mpc.fixed import FixedPoint

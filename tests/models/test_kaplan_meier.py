@@ -16,13 +16,13 @@ from site_agent.errors import PolicyRefusal, QuerySyntaxError, UnsupportedQuery
 from site_agent.models.kaplan_meier import KaplanMeier, chi2_sf, logrank_table, split_statement
 from site_agent.query import DisclosureRules, compile_query, explain
 
-from .conftest import Make
 from .km_reference import check_group, check_logrank
+from .km_sites import gbsg2_sites, lung_sites
 
 BY_SEX = "KAPLAN_MEIER time, status = 2 BY sex FROM lung AT 0 TO 1100 STEP 1"
 
 
-def test_lung_by_sex_without_coarsening_equals_lifelines(lung_sites: Make) -> None:
+def test_lung_by_sex_without_coarsening_equals_lifelines() -> None:
     """k = 1: every grid day is a step, so the curve, its interval, the medians and the log-rank
     test are lifelines' own (medians 269 and 426 on these 227 rows; R's 270 counts the 228th
     row, which has no institution)."""
@@ -45,7 +45,7 @@ def test_lung_by_sex_without_coarsening_equals_lifelines(lung_sites: Make) -> No
     assert test["observed"] == [float((males.status == 2).sum()), float((females.status == 2).sum())]
 
 
-def test_lung_by_sex_at_k5_releases_coarsened_steps(lung_sites: Make) -> None:
+def test_lung_by_sex_at_k5_releases_coarsened_steps() -> None:
     """k = 5: steps merge until events and censorings are 0 or >= 5 each; the curve is
     lifelines' at every released step; the log-rank test (on the fine grid) is unchanged; the
     medians are the first released time with S <= 0.5, at or after lifelines'."""
@@ -63,7 +63,7 @@ def test_lung_by_sex_at_k5_releases_coarsened_steps(lung_sites: Make) -> None:
     assert [g["n"] for g in out.attrs["groups"]] == [int((pooled.sex == s).sum()) for s in (1, 2)]
 
 
-def test_gbsg2_by_hormone_therapy_on_the_schema_grid(gbsg2_sites: Make) -> None:
+def test_gbsg2_by_hormone_therapy_on_the_schema_grid() -> None:
     """GBSG2: the time column's grid in the schema ([0, 2700, 1] days), a 0/1 event column."""
     for k in (1, 5):
         sites = gbsg2_sites(k)
@@ -78,7 +78,7 @@ def test_gbsg2_by_hormone_therapy_on_the_schema_grid(gbsg2_sites: Make) -> None:
         check_logrank(out, pooled, pooled.cens == 1, pooled.horTh)
 
 
-def test_four_groups_and_a_suppressed_one(lung_sites: Make) -> None:
+def test_four_groups_and_a_suppressed_one() -> None:
     """BY ph_ecog: ECOG 3 (one patient) and the (other) cell (one NULL) have no curve; the
     multivariate log-rank test runs over the three released groups, as lifelines on their rows."""
     sites = lung_sites(5)
@@ -98,7 +98,7 @@ def test_four_groups_and_a_suppressed_one(lung_sites: Make) -> None:
     assert list(table.index) == ["0", "1", "2"] and table.attrs["degrees_of_freedom"] == 2
 
 
-def test_at_times_report_events_at_the_next_grid_point(lung_sites: Make) -> None:
+def test_at_times_report_events_at_the_next_grid_point() -> None:
     """A coarse AT grid: a time in (t_{j-1}, t_j] is reported at t_j, times after the last AT
     time are censored there. The reference is lifelines on the times so mapped (pandas)."""
     at = [90, 180, 365, 540, 730]
@@ -113,7 +113,7 @@ def test_at_times_report_events_at_the_next_grid_point(lung_sites: Make) -> None
     assert out.attrs["logrank"] is None  # one group: no test
 
 
-def test_no_group_and_a_where_clause(lung_sites: Make) -> None:
+def test_no_group_and_a_where_clause() -> None:
     sites = lung_sites(5)
     out = sites.query("KAPLAN_MEIER time, status = 2 FROM lung WHERE ph_karno >= 80 AT 0 TO 1100 STEP 1")
     pooled = sites.pooled["lung"]
@@ -122,7 +122,7 @@ def test_no_group_and_a_where_clause(lung_sites: Make) -> None:
     assert out.attrs["groups"] == [{"n": len(rows), "curve": True, "median": KaplanMeier(out).median_survival_time_}]
 
 
-def test_explain_names_every_reveal_point(lung_sites: Make) -> None:
+def test_explain_names_every_reveal_point() -> None:
     sites = lung_sites(5)
     plan = compile_query(BY_SEX, sites.schema, sites.rules, tuple(sites.cons))
     assert plan.kind == "model"
@@ -132,7 +132,7 @@ def test_explain_names_every_reveal_point(lung_sites: Make) -> None:
     assert plan.digest() == compile_query(BY_SEX, sites.schema, sites.rules, tuple(sites.cons)).digest()
 
 
-def test_statement_errors(lung_sites: Make) -> None:
+def test_statement_errors() -> None:
     sites = lung_sites(5)
 
     def compile_(text: str) -> object:
@@ -170,7 +170,7 @@ def test_chi_square_tail(df: int) -> None:
         assert abs(chi2_sf(x, df) - float(scipy_stats.chi2.sf(x, df))) < 1e-12
 
 
-def test_plot_draws_one_step_curve_with_a_band_per_group(lung_sites: Make) -> None:
+def test_plot_draws_one_step_curve_with_a_band_per_group() -> None:
     from mpc_jupyter.charts import plot
 
     out = lung_sites(5).query(BY_SEX)

@@ -1,11 +1,18 @@
-"""The registry of model statements, keyed by the statement's first word.
+"""Model statements planned as an aggregate query plus their own MPC steps, keyed by keyword.
 
-A model statement (``KAPLAN_MEIER ...``) is not a ``SELECT``: it has its own planner, which
-returns an ordinary :class:`~site_agent.query.plan.Plan` (same digest, local SQL, inputs,
-reveal points), its own MPC step operations, run by the plan interpreter
-(:func:`site_agent.query.program.mpc_program`) beside the aggregate steps, and its own
-assembly of the opened values on the analyst's side. The query layer looks a statement up here
-(:func:`find_statement` by text, :func:`plan_statement` by plan) and knows nothing else of it.
+Such a statement (``KAPLAN_MEIER ...``) is not a ``SELECT``, yet everything it shares is known
+before the session starts (counts per group and time bin), so its planner returns an ordinary
+:class:`~site_agent.query.plan.Plan`: the plan of the aggregate query that selects its groups
+(local SQL, inputs, the release rule and the analyst's release ledger, reveal points), with
+further local SQL, MPC step operations and reveal points of its own, marked by
+``data["statement"]``. The plan interpreter (:func:`site_agent.query.program.mpc_program`) runs
+those steps beside the aggregate ones, the analyst's assembly is the statement's own, and the
+agent treats the plan like any aggregate plan (its inputs shared up front, its ledger query
+run). The query layer looks a statement up here (:func:`find_statement` by text,
+:func:`plan_statement` by plan) and knows nothing else of it.
+
+Iterative models whose local step needs public parameters known only inside the session
+(Newton's coefficient iterates) need another shape and are not registered here.
 """
 
 from __future__ import annotations
