@@ -29,7 +29,7 @@ bounds on counts, as a suppression flag tells that a cell holds 1 to k-1 persons
 (docs/privacy.md, "What remains possible").
 
 Cost: one batch of comparisons over every run of blocks (B (B + 1) / 2 per group) and three
-product rounds, then two product rounds per block: 2 B + 10 rounds, set by the number of
+product rounds, then one product round per two blocks: B / 2 + 11 rounds, set by the number of
 blocks, never by the data.
 """
 
@@ -48,7 +48,7 @@ def _const(p: Party, value: int, shape: tuple[int, ...]) -> AShare:
 
 
 MAX_BLOCKS = 128
-"""The greedy scan's length in blocks (two rounds each)."""
+"""The greedy scan's length in blocks (one round per two blocks)."""
 
 
 def block_width(bins: int, k: int) -> int:
@@ -74,8 +74,8 @@ def step_pattern(p: Party, events: AShare, censored: AShare, k: int) -> Protocol
     ``events`` and ``censored`` are pooled counts per group and block, shape (groups, blocks).
     First, in one batch of comparisons, whether each run of blocks a..b may end a step (its
     events and censorings 0 or >= k each and not both 0, those after b too); then the greedy
-    scan carries the start of the current step as a one-hot vector: per block one inner product
-    (does the run from the start to here pass?) and one product (move the start), 2 rounds.
+    scan carries the start of the current step as a one-hot vector (:func:`_scan`), one product
+    round per two blocks.
     """
     groups, blocks = events.shape
     ones = _const(p, 1, (groups,))
@@ -116,19 +116,62 @@ def step_pattern(p: Party, events: AShare, censored: AShare, k: int) -> Protocol
     passes = yield from ar.mul(p, both, after)
     table = np.zeros((2, groups, blocks, blocks), dtype=np.uint64)  # table[g, a, b]: run a..b may end a step
     table[:, :, first, last] = passes.reshape(groups, len(first)).v
+    ends = yield from _scan(p, AShare(table), ones)
+    return ends, whole
+
+
+def _scan(p: Party, table: AShare, ones: AShare) -> Protocol[AShare]:
+    """The greedy scan over ``table`` (groups, a, b): 1 where a step may run from block a to b.
+
+    The first block of the current step is a one-hot vector ``begin``. At block b,
+    hit[a] = begin[a] table[a, b]; the step ends here (cut = sum of hit) exactly where the start
+    leaves a (begin[a] cut = hit[a], begin being one-hot). Two blocks take one product round:
+    with U[a] = (1 - table[a, b]) table[a, b + 1] and W[a] = table[a, b] table[b + 1, b + 1]
+    (all formed in one round beforehand), block b + 1's hits are begin[a] U[a] (a <= b) and
+    sum_a begin[a] W[a] (a = b + 1), all products of ``begin`` before block b.
+    """
+    groups, blocks, _ = table.shape
+    t = table.v
+    pairs = list(range(0, blocks - 2, 2))  # blocks b, b + 1 done together (the last block ends a step)
+    u = w = None
+    if pairs:
+        now = np.stack([t[:, :, :, b] for b in pairs], axis=3)
+        nxt = np.stack([t[:, :, :, b + 1] for b in pairs], axis=3)
+        diag = np.stack([np.repeat(t[:, :, b + 1, b + 1 : b + 2], blocks, axis=2) for b in pairs], axis=3)
+        one = _const(p, 1, now.shape[1:])
+        both = yield from ar.mul(
+            p,
+            AShare.concat([one - AShare(now), AShare(now)], axis=1),
+            AShare.concat([AShare(nxt), AShare(diag)], axis=1),
+        )
+        u, w = both.v[:, :, :blocks], both.v[:, :, blocks:]
     start = np.zeros((groups, blocks), dtype=np.int64)
     start[:, 0] = 1
-    begin = _public(p, start)  # one-hot: the first block of the current step
-    ends = []
-    for b in range(blocks - 1):
-        hit = yield from ar.mul(p, begin, AShare(table[:, :, :, b]))
-        cut = hit.sum(axis=1)
-        ends.append(cut)
-        moved = yield from ar.mul(p, begin, AShare(np.repeat(cut.v[:, :, None], blocks, axis=2)))
-        begin = begin - moved
-        begin.v[:, :, b + 1] += cut.v
+    begin = _public(p, start)
+    ends: list[AShare] = []
+    b = 0
+    while b < blocks - 1:
+        if pairs and b in pairs and u is not None and w is not None:
+            i = pairs.index(b)
+            factors = AShare.concat([AShare(t[:, :, :, b]), AShare(u[..., i]), AShare(w[..., i])], axis=1)
+            got = yield from ar.mul(p, AShare.concat([begin, begin, begin], axis=1), factors)
+            hit, hit_next, into = got[:, :blocks], got[:, blocks : 2 * blocks], got[:, 2 * blocks :].sum(axis=1)
+            cut = hit.sum(axis=1)
+            cut_next = hit_next.sum(axis=1) + into
+            ends += [cut, cut_next]
+            begin = begin - hit - hit_next
+            begin.v[:, :, b + 1] += (cut - into).v
+            begin.v[:, :, b + 2] += cut_next.v
+            b += 2
+        else:
+            hit = yield from ar.mul(p, begin, AShare(t[:, :, :, b]))
+            cut = hit.sum(axis=1)
+            ends.append(cut)
+            begin = begin - hit
+            begin.v[:, :, b + 1] += cut.v
+            b += 1
     ends.append(ones)  # the remainder after the last end is the last step
-    return AShare(np.stack([e.v for e in ends], axis=2)), whole
+    return AShare(np.stack([e.v for e in ends], axis=2))
 
 
 def step_pattern_reference(events: np.ndarray, censored: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
