@@ -47,7 +47,7 @@ import pandas as pd
 import sqlglot
 import sqlglot.expressions as exp
 
-from ..errors import QueryError, QuerySyntaxError, UnsupportedQuery
+from ..errors import PolicyRefusal, QueryError, QuerySyntaxError, UnsupportedQuery
 from ..mpc import arithmetic as ar
 from ..mpc import boolean as bo
 from ..mpc import sharing
@@ -229,6 +229,12 @@ def compile_kaplan_meier(
         allowed = ", ".join(sorted(rules.statement_kinds)) or "none"
         raise rules.refusal(
             "statement_kinds", f"{KIND!r} statements are not allowed (allowed: {allowed})", "check_kind", KIND
+        )
+    if rules.round_counts:
+        raise PolicyRefusal(
+            "consortium",
+            "round_counts",
+            "KAPLAN_MEIER releases exact counts per step, and a site's policy rounds every released count",
         )
     st = split_statement(text)
     event = st.event if _is_predicate(st.event) else f"({st.event}) <> 0"

@@ -151,6 +151,8 @@ def test_statement_errors() -> None:
     refusing = DisclosureRules(min_cell_size=5, statement_kinds=frozenset({"aggregate"}))
     with pytest.raises(PolicyRefusal, match="model"):
         compile_query(BY_SEX, sites.schema, refusing, tuple(sites.cons))
+    with pytest.raises(PolicyRefusal, match="rounds every released count"):
+        compile_query(BY_SEX, sites.schema, DisclosureRules(round_counts=5), tuple(sites.cons))
 
 
 def test_split_statement_keeps_nested_words() -> None:
