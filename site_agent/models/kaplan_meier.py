@@ -62,7 +62,7 @@ from ..query.disclosure import RELEASED
 from ..query.failsafe import total, total_sql
 from ..query.parse import DIALECT, parse_query
 from ..query.plan import COUNT_BITS, Plan, build_plan, cell_expression
-from ..query.program import MpcResult, _Run
+from ..query.program import MpcResult, Run
 from .plan_statements import Statement
 
 KEYWORD = "KAPLAN_MEIER"
@@ -352,7 +352,7 @@ def _public(p: Party, values: np.ndarray) -> AShare:
     return ar.constant(p, np.asarray(values, dtype=np.int64).view(np.uint64), AShare)
 
 
-def _released_groups(run: _Run) -> np.ndarray:
+def _released_groups(run: Run) -> np.ndarray:
     """Public 0/1 per group: the group (its COUNT(*) cell) passed the release rule."""
     flags = run.flags.reshape(len(run.plan.data["supports"]), -1)
     row = flags[int(run.plan.data["outputs"][0]["support"])]
@@ -370,7 +370,7 @@ def _pad(x: AShare, width: int) -> AShare:
     return AShare(out)
 
 
-def km_steps(run: _Run, step: dict[str, Any]) -> Protocol[None]:
+def km_steps(run: Run, step: dict[str, Any]) -> Protocol[None]:
     """Choose the released steps on shares (:func:`site_agent.privacy.survival.step_pattern`) and
     open the pattern: ends of steps per block and whole-curve flags, 0 for withheld groups."""
     p, km = run.p, run.plan.data["km"]
@@ -388,7 +388,7 @@ def km_steps(run: _Run, step: dict[str, Any]) -> Protocol[None]:
     run.opened["km_steps"] = _public(p, opened.view(np.int64))
 
 
-def km_curve(run: _Run, step: dict[str, Any]) -> Protocol[None]:
+def km_curve(run: Run, step: dict[str, Any]) -> Protocol[None]:
     """The curve and Greenwood's sum on the fine grid, opened at the ends of the released steps
     with each step's persons at risk, events and censorings."""
     p = run.p
@@ -446,7 +446,7 @@ def _step_index(
     return out[:, 0], out[:, 1], out[:, 2]
 
 
-def logrank(run: _Run, step: dict[str, Any]) -> Protocol[None]:
+def logrank(run: Run, step: dict[str, Any]) -> Protocol[None]:
     """Observed, expected and covariance of the log-rank test over the groups with a curve.
 
     Computed over every group, those without a curve masked to zero (public flags), so that the

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from ..mpc.party import Protocol
     from ..query.catalog import DisclosureRules, Schema
     from ..query.plan import Plan
-    from ..query.program import MpcResult, _Run
+    from ..query.program import MpcResult, Run
 
-StepHandler = Callable[["_Run", dict[str, Any]], "Protocol[None]"]
+StepHandler = Callable[["Run", dict[str, Any]], "Protocol[None]"]
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,9 @@ def _split(x: Value, sizes: list[int]) -> list[Value]:
     return out
 
 
-class _Run:
-    """State of one run: the plan, this member's inputs, the values computed so far."""
+class Run:
+    """State of one run: the plan, this member's inputs, the values computed so far (model
+    statements' steps take it too, site_agent/models/plan_statements.py)."""
 
     def __init__(self, p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> None:
         self.p = p
@@ -284,7 +285,7 @@ class _Run:
 
 def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[MpcResult]:
     """Run the plan's MPC steps for member ``p`` over its shares of the sites' pre-aggregates."""
-    run = _Run(p, plan, inputs)
+    run = Run(p, plan, inputs)
     handlers: dict[str, Callable[[dict[str, Any]], Protocol[None]]] = {
         "check_local": run.check_local,
         "pool": run.pool,

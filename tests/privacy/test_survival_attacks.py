@@ -8,6 +8,8 @@ derived is not the patient's event time (or that it cannot be derived at all).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,18 +17,34 @@ import pytest
 from site_agent.models.kaplan_meier import KaplanMeier
 
 from ..integration.conftest import Running
-from .conftest import Target
+from .conftest import Target, forget
 
 T = "age = 46 AND sex = 1 AND inst = 21"
 
 
 @pytest.fixture
-def lung_target(open_lung: Running) -> Target:
+def lung_target(open_lung: Running) -> Iterator[Target]:
     pooled = open_lung.pooled
     mask = (pooled.age == 46) & (pooled.sex == 1) & (pooled.inst == 21)
     target = Target(open_lung, "lung", T, "time", mask)
     assert target.row["status"] == 2 and target.row["time"] == 320  # alone, died on day 320
-    return target
+    yield target
+    forget(open_lung)  # the curves' groups stay out of later tests' ledgers
+
+
+def test_gbsg2_where_keeps_the_target_alone_before_late_patients(gbsg2: Running) -> None:
+    """GBSG2: a patient alone in age, tumour size and grade who relapsed on day 98; WHERE T OR
+    time > 1800 makes them the only event before day 1800."""
+    forget(gbsg2)
+    pooled = gbsg2.pooled
+    where = "age = 57 AND tsize = 50 AND tgrade = 'III'"
+    target = Target(gbsg2, "gbsg2", where, "time", (pooled.age == 57) & (pooled.tsize == 50) & (pooled.tgrade == "III"))
+    assert target.row["cens"] == 1 and target.row["time"] == 98
+    out = target.ask("KAPLAN_MEIER time, cens FROM gbsg2 WHERE {T} OR time > 1800")
+    derived = first_event_time(out)
+    assert derived != 98.0
+    assert out is not None and derived is not None and derived > 1800
+    forget(gbsg2)
 
 
 def first_event_time(frame: pd.DataFrame | None, **group: object) -> float | None:
