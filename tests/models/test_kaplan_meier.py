@@ -146,6 +146,8 @@ def test_statement_errors() -> None:
         compile_("KAPLAN_MEIER time, status = 2 FROM lung")
     with pytest.raises(UnsupportedQuery, match="increase strictly"):
         compile_("KAPLAN_MEIER time, status = 2 FROM lung AT 30, 10")
+    with pytest.raises(UnsupportedQuery, match="AT lo TO hi STEP s"):
+        compile_("KAPLAN_MEIER time, status = 2 FROM lung AT " + ", ".join(map(str, range(1001))))
     with pytest.raises(UnsupportedQuery, match="public domain"):
         compile_("KAPLAN_MEIER time, status = 2 BY inst FROM lung AT 0 TO 1100 STEP 1")
     refusing = DisclosureRules(min_cell_size=5, statement_kinds=frozenset({"aggregate"}))
