@@ -248,6 +248,9 @@ def compile_kaplan_meier(
     support = f"SELECT {items} FROM {st.source} WHERE {where}" + (f" GROUP BY {keys}" if keys else "")
     open_rules = replace(rules, statement_kinds=None)
     query = parse_query(support, schema, open_rules, sites)
+    kinds = [a.kind for a in query.aggregates]
+    if kinds != ["count_star", "sum", "proportion"] or len(query.keys) != len(st.by) or query.post.active:
+        raise UnsupportedQuery(f"cannot read the statement as {USAGE}")  # clauses smuggled into one
     if any(k.site for k in query.keys):
         raise UnsupportedQuery("KAPLAN_MEIER ... BY SITE is not supported")
     time_expr, indicator = query.aggregates[1].args[0], query.aggregates[2].args[0]
@@ -286,8 +289,7 @@ def compile_kaplan_meier(
             exp.alias_(exp.Count(this=exp.Star()), "r"),
         ],
     )
-    assert query.where is not None
-    sel = sel.where(query.where.copy())
+    sel = sel.where(query.where.copy()) if query.where is not None else sel
     group = [bin_expr.copy()] if isinstance(cell, exp.Literal) else [cell.copy(), bin_expr.copy()]
     local_sql = total_sql(sel.group_by(*group)).sql(DIALECT)
     bins = len(points)

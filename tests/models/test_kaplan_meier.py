@@ -12,7 +12,7 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
-from site_agent.errors import PolicyRefusal, QuerySyntaxError, UnsupportedQuery
+from site_agent.errors import PolicyRefusal, QueryError, QuerySyntaxError, UnsupportedQuery
 from site_agent.models.kaplan_meier import KaplanMeier, chi2_sf, logrank_table, split_statement
 from site_agent.query import DisclosureRules, compile_query, explain
 
@@ -150,6 +150,10 @@ def test_statement_errors() -> None:
         compile_("KAPLAN_MEIER time, status = 2 FROM lung AT " + ", ".join(map(str, range(1001))))
     with pytest.raises(UnsupportedQuery, match="public domain"):
         compile_("KAPLAN_MEIER time, status = 2 BY inst FROM lung AT 0 TO 1100 STEP 1")
+    with pytest.raises(UnsupportedQuery, match="cannot read the statement"):  # a clause smuggled into WHERE
+        compile_("KAPLAN_MEIER time, status = 2 FROM lung WHERE age > 0) GROUP BY (sex AT 0 TO 1100 STEP 1")
+    with pytest.raises(QueryError):  # an aggregate smuggled into the time
+        compile_("KAPLAN_MEIER time), SUM(age, status = 2 FROM lung AT 0 TO 1100 STEP 1")
     refusing = DisclosureRules(min_cell_size=5, statement_kinds=frozenset({"aggregate"}))
     with pytest.raises(PolicyRefusal, match="model"):
         compile_query(BY_SEX, sites.schema, refusing, tuple(sites.cons))
