@@ -706,4 +706,22 @@ def logrank_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-STATEMENT = Statement(KEYWORD, compile_kaplan_meier, STEPS, assemble, STEP_WORDS)
+def describe(plan: Plan) -> list[str]:
+    """The statement's lines in ``--explain``: time, event, grid, steps and what is released."""
+    km, k = plan.data["km"], plan.data["params"]["min_cell_size"]
+    points = grid_of(plan)
+    grid = (
+        f"{len(points)} points from {points[0]:g} to {points[-1]:g} step {km['grid'][2]:g}"
+        if "grid" in km
+        else f"{len(points)} points {', '.join(f'{t:g}' for t in points[:6])}{', ...' if len(points) > 6 else ''}"
+    )
+    return [
+        f"Kaplan-Meier: time {km['time']}, event {km['event']}; public time grid: {grid}. A time in "
+        "(t_j-1, t_j] is reported at t_j; a time after the last point is censored there.",
+        f"Released steps merge blocks of {km['width']} grid bin(s) ({km['blocks']} blocks), chosen on shares, until "
+        f"each step's events and censorings hold 0 or >= {k} persons; a group without such steps has no curve. "
+        "The log-rank test runs on the fine grid over the groups with a curve.",
+    ]
+
+
+STATEMENT = Statement(KEYWORD, compile_kaplan_meier, STEPS, assemble, STEP_WORDS, describe)

@@ -43,6 +43,9 @@ class Statement:
     assemble: Callable[[Plan, list[MpcResult]], pd.DataFrame]
     step_words: Mapping[str, str]
     """What each step does, in the words of ``--explain``."""
+    describe: Callable[[Plan], list[str]]
+    """Lines ``--explain`` prints about the statement after the plan's cells (its method, its
+    grid, its release rule)."""
 
 
 _FIRST_WORD = re.compile(r"\A\s*([A-Za-z_]+)")

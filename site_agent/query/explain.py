@@ -49,6 +49,9 @@ def explain(plan: Plan, sites: int = 3) -> str:
         lines.append(
             f"A cell is withheld unless at least {d['params']['min_sites']} sites have rows in it (min_sites)."
         )
+    statement = plan_statement(plan)
+    if statement is not None:
+        lines += statement.describe(plan)
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "
@@ -85,7 +88,6 @@ def explain(plan: Plan, sites: int = 3) -> str:
     lines.append("")
     lines.append(f"3. MPC steps (rounds; bytes sent by all three members together; {sites} sites):")
     total_rounds = total_bytes = 0
-    statement = plan_statement(plan)
     words = {**_STEP_WORDS, **(statement.step_words if statement is not None else {})}
     for step, (_, st) in zip(d["steps"], dry_run_stats(plan, sites), strict=True):
         total_rounds += st.rounds
