@@ -139,7 +139,9 @@ def step(
     group: str | None = None,
     figsize: Sequence[float] = DEFAULT_FIGSIZE,
 ) -> Figure:
-    """Step curves of ``estimate`` over ``time`` (one per ``group``), with CI bands if present."""
+    """Step curves of ``estimate`` over ``time`` (one per ``group``, by default the first of a
+    KAPLAN_MEIER result's ``BY`` keys), with CI bands if present."""
+    group = group if group is not None else next(iter(frame.attrs.get("by") or []), None)
     fig = Figure(figsize=_size(figsize), layout="constrained")
     ax = fig.add_subplot()
     groups = frame.groupby(group, sort=False) if group else [(None, frame)]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LocalStepError, QueryError
+from ..models.plan_statements import plan_statement
 from ..mpc import sharing
 from ..mpc.fixed import TRUNC_LIMIT_BITS, FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory
@@ -197,6 +198,9 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     ``attrs["suppressed"]`` holds each output column's suppression flags for the rows shown;
     ``attrs["opened"]`` the number of cells opened per column (rows HAVING or LIMIT leave out
     were opened all the same)."""
+    statement = plan_statement(plan)
+    if statement is not None:  # a model statement assembles its own result (site_agent/models)
+        return statement.assemble(plan, results)
     cells = Cells.of(plan.dims, plan.grouping_sets)
     flags = results[0].flags.reshape(len(plan.data["supports"]), -1)
     k = int(plan.data["params"]["min_cell_size"])

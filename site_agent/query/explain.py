@@ -4,6 +4,7 @@ inputs (the protocol's communication does not depend on the data)."""
 
 from __future__ import annotations
 
+from ..models.plan_statements import plan_statement
 from .execute import dry_run_stats
 from .plan import Plan
 
@@ -48,6 +49,9 @@ def explain(plan: Plan, sites: int = 3) -> str:
         lines.append(
             f"A cell is withheld unless at least {d['params']['min_sites']} sites have rows in it (min_sites)."
         )
+    statement = plan_statement(plan)
+    if statement is not None:
+        lines += statement.describe(plan)
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "
@@ -84,10 +88,11 @@ def explain(plan: Plan, sites: int = 3) -> str:
     lines.append("")
     lines.append(f"3. MPC steps (rounds; bytes sent by all three members together; {sites} sites):")
     total_rounds = total_bytes = 0
+    words = {**_STEP_WORDS, **(statement.step_words if statement is not None else {})}
     for step, (_, st) in zip(d["steps"], dry_run_stats(plan, sites), strict=True):
         total_rounds += st.rounds
         total_bytes += st.bytes_sent
-        lines.append(f"   {step['op']:<13} {st.rounds:>4} rounds {st.bytes_sent:>10,} B  {_STEP_WORDS[step['op']]}")
+        lines.append(f"   {step['op']:<13} {st.rounds:>4} rounds {st.bytes_sent:>10,} B  {words[step['op']]}")
     lines.append(f"   {'total':<13} {total_rounds:>4} rounds {total_bytes:>10,} B")
     lines.append("")
     lines.append("4. Reveal points (nothing else is ever opened):")

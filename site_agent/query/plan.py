@@ -93,6 +93,8 @@ class Plan:
     @property
     def kind(self) -> str:
         """The statement kind site policies allow or refuse (``statement_kinds``)."""
+        if "kind" in self.data:  # a model statement's plan names its own kind
+            return str(self.data["kind"])
         return PER_SITE_BREAKDOWN if self.site_key is not None else AGGREGATE
 
     @property
@@ -124,6 +126,11 @@ def compile_query(text: str, schema: Schema, rules: DisclosureRules, sites: tupl
     """
     if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
         raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
+    from ..models.plan_statements import find_statement  # model statements plan themselves (KAPLAN_MEIER, ...)
+
+    statement = find_statement(text)
+    if statement is not None:
+        return statement.compile(text, schema, rules, sites)
     return build_plan(parse_query(text, schema, rules, sites), rules)
 
 
@@ -371,6 +378,26 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     return _sql(total_sql(sel.where(cond)))
 
 
+def key_domains(query: Query) -> list[tuple[Any, ...]]:
+    """Each key's domain as the plan records it (``(other)`` appended where needed)."""
+    return [with_other(k.domain, k.expr, k.site) for k in query.keys]
+
+
+def cell_expression(query: Query) -> exp.Expression:
+    """The local SQL expression of a row's cell: its position in the grid of the keys' domains
+    (row-major, without the ``SITE`` key, whose slice is placed at execution)."""
+    cell: exp.Expression = exp.Literal.number(0)
+    stride = 1
+    for key, domain in reversed(list(zip(query.keys, key_domains(query), strict=True))):
+        if key.site:
+            continue  # placed at execution: each site's rows fill only its own SITE slice
+        term = _key_index(key.expr, key.domain, len(domain) > len(key.domain))
+        term = term if stride == 1 else exp.Mul(this=exp.Paren(this=term), expression=exp.Literal.number(stride))
+        cell = term if isinstance(cell, exp.Literal) else exp.Add(this=term, expression=cell)
+        stride *= len(domain)
+    return cell
+
+
 def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     """The plan of a validated query under the combined ``rules``."""
     kind = PER_SITE_BREAKDOWN if any(k.site for k in query.keys) else AGGREGATE
@@ -386,16 +413,8 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
     few = (str(sites["out"]),) if rules.min_sites > 1 else ()
     suppress = b.release.step(rules.threshold, SECONDARY_PASSES, few)  # adds its counts to the local SQL
     supports = [r["count"] for r in suppress["rows"]]
-    domains = [with_other(k.domain, k.expr, k.site) for k in query.keys]
-    cell: exp.Expression = exp.Literal.number(0)
-    stride = 1
-    for key, domain in reversed(list(zip(query.keys, domains, strict=True))):
-        if key.site:
-            continue  # placed at execution: each site's rows fill only its own SITE slice
-        term = _key_index(key.expr, key.domain, len(domain) > len(key.domain))
-        term = term if stride == 1 else exp.Mul(this=exp.Paren(this=term), expression=exp.Literal.number(stride))
-        cell = term if isinstance(cell, exp.Literal) else exp.Add(this=term, expression=cell)
-        stride *= len(domain)
+    domains = key_domains(query)
+    cell = cell_expression(query)
     local: list[dict[str, Any]] = [
         {"name": "cells", "sql": _local_sql(query, b.items, cell), "columns": ["cell"] + [n for n, _ in b.items]}
     ]

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from ..models.plan_statements import plan_statement
 from ..mpc import arithmetic as ar
 from ..mpc.boolean import maximum
 from ..mpc.fixed import FixedPoint
@@ -61,8 +63,9 @@ def _split(x: Value, sizes: list[int]) -> list[Value]:
     return out
 
 
-class _Run:
-    """State of one run: the plan, this member's inputs, the values computed so far."""
+class Run:
+    """State of one run: the plan, this member's inputs, the values computed so far (model
+    statements' steps take it too, site_agent/models/plan_statements.py)."""
 
     def __init__(self, p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> None:
         self.p = p
@@ -74,6 +77,7 @@ class _Run:
         self.opened: dict[str, Value] = {}
         self.local_failed = False
         self.fp = FixedPoint(FRAC_BITS)
+        self.public: dict[str, np.ndarray] = {}  # values opened by earlier steps (model statements)
 
     def share(self, name: str) -> AShare:
         v = self.vals[name]
@@ -281,7 +285,7 @@ class _Run:
 
 def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[MpcResult]:
     """Run the plan's MPC steps for member ``p`` over its shares of the sites' pre-aggregates."""
-    run = _Run(p, plan, inputs)
+    run = Run(p, plan, inputs)
     handlers: dict[str, Callable[[dict[str, Any]], Protocol[None]]] = {
         "check_local": run.check_local,
         "pool": run.pool,
@@ -299,6 +303,9 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         "byar": run.byar,
         "reveal": run.reveal,
     }
+    statement = plan_statement(plan)  # a model statement's own steps (site_agent/models)
+    if statement is not None:
+        handlers.update({op: partial(fn, run) for op, fn in statement.steps.items()})
     for step in plan.data["steps"]:
         yield from handlers[step["op"]](step)
         if run.local_failed:

@@ -218,3 +218,19 @@ def test_side_panel_state_names_the_consortium_and_its_policy(ip: InteractiveShe
         assert consortium["policy"] == {"digest": digests.pop(), "same at": "3/3 sites"}
     else:
         assert set(consortium["policy"].values()) == digests
+
+
+def test_kaplan_meier_cell_with_plot(ip: InteractiveShell, lung: Lung) -> None:
+    """A KAPLAN_MEIER cell (status 1 = dead here): the result keeps its curves (the median is the
+    first released time at or below 0.5) and ``--plot`` draws one step curve per sex."""
+    from site_agent.models.kaplan_meier import KaplanMeier
+
+    figure = ip.run_cell_magic(
+        "mpc", "--out km --plot", "KAPLAN_MEIER time, status BY sex FROM lung AT 0 TO 1100 STEP 1"
+    )
+    km = ip.user_ns["km"]
+    assert isinstance(km, MpcResult) and km.attrs["logrank"]["degrees_of_freedom"] == 1
+    for sex in (1, 2):
+        sf = KaplanMeier(km, sex=sex).survival_function_.iloc[:, 0]
+        assert KaplanMeier(km, sex=sex).median_survival_time_ == sf.index[sf <= 0.5].min()
+    assert [line.get_label() for line in figure.axes[0].get_lines()] == ["sex = 1", "sex = 2"]
