@@ -59,6 +59,7 @@ from ..errors import (
 from ..membership.changes import describe_change
 from ..membership.identity import admission
 from ..membership.watch import ConsortiumWatcher, remember, startup_version
+from ..models.statement import raise_outcome
 from ..mpc.arithmetic import input_all
 from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
@@ -423,6 +424,7 @@ class Agent:
         outcome = await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
         if outcome.meta.get("local_failed"):
             raise LocalStepError()  # after the session, at every member alike: no abort notice to race
+        raise_outcome(outcome.meta)  # a model's disclosure rule refused, alike at every member
         return outcome
 
     def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:

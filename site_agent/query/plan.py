@@ -120,11 +120,15 @@ def compile_query(text: str, schema: Schema, rules: DisclosureRules, sites: tupl
 
     ``sites`` are the committee's site names in committee order, the public domain of ``SITE``;
     every member passes the same tuple, so the digest stays equal. Without them ``SITE`` is
-    refused (``UnsupportedQuery``).
+    refused (``UnsupportedQuery``). A model statement (``LINEAR y ~ x FROM t``, see
+    :mod:`site_agent.models.statement`) compiles to its model's plan.
     """
     if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
         raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
-    return build_plan(parse_query(text, schema, rules, sites), rules)
+    from ..models.statement import compile_statement  # model statements (LINEAR ... FROM ...)
+
+    model = compile_statement(text, schema, rules, sites)
+    return model if model is not None else build_plan(parse_query(text, schema, rules, sites), rules)
 
 
 def _sql(e: exp.Expression) -> str:
