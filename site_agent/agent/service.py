@@ -47,6 +47,7 @@ from ..errors import (
     AuthError,
     ConfigError,
     LocalStepError,
+    ModelRefused,
     MpcError,
     PeerFailure,
     PlanMismatch,
@@ -454,7 +455,7 @@ class Agent:
             await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
         log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
         signed = not isinstance(exc, AuthError) or isinstance(exc, (StaleEnvelope, ReplayedEnvelope))
-        if signed and isinstance(exc, (PolicyRefusal, QueryError, AuthError)):
+        if signed and isinstance(exc, (PolicyRefusal, QueryError, AuthError)) and not isinstance(exc, ModelRefused):
             with contextlib.suppress(Exception):
                 await self.mesh.run(
                     msg.session_id(env.digest()),

@@ -22,19 +22,22 @@ Method (the same for the three families; statsmodels' GLM with the canonical lin
    local step in the middle of the session (:class:`site_agent.mpc.party.LocalStep`, run in a
    worker thread by the network adapter). Convergence: |D_t - D_(t-1)| < 2^-27 D_t (about
    7.5e-9 of the deviance D) decided on shares and opened as one bit per iteration; at most
-   :data:`MAX_ITERATIONS` steps. Once the deviance has converged, one more *polishing* step is
-   solved with a narrow range (the solver resolves its right-hand side relative to that
-   range, so a small step is resolved finely); it is kept unless it moved the deviance by more
-   than the tolerance (then the previous iterate stands). For LINEAR the first step is the least-squares solution up to
-   the solver's error (about 1e-5 relative) and the next one or two refine it, since each
-   Newton step's score is computed exactly by the sites: the solver's error only slows the
-   contraction, it does not limit the final precision.
-5. *Outputs* at the final beta, on shares: (H^-1)_jj from the Newton-Schulz inverse of the
-   equilibrated Hessian, the scale (RSS / (n - p) for LINEAR, 1 otherwise), standard errors as
-   canonical floats (relative error about 1e-8 from the float arithmetic; the inverse's own
-   error, cond(D H D) 2^-21, dominates), the deviance, the log-likelihood (POISSON), R^2 as
-   RSS / TSS with TSS pooled from the sites' means and M2 (LINEAR), n and the dropped rows
-   (released under the ordinary rule: 0 or at least k).
+   :data:`MAX_ITERATIONS` steps.
+5. *Polishing*. The solver resolves its right-hand side relative to its range (about 2^-29 of
+   the trace for steps below 2^16 standard errors), which leaves an iterate about 1e-9 of a
+   standard error from the optimum. Once the deviance has converged, up to :data:`MAX_POLISH`
+   steps follow with a narrow range and D g read 2^:data:`POLISH_ZOOM` more finely, until a
+   step moves no public coefficient by more than 1e-10 of itself; a polishing step that moved
+   the deviance by more than the tolerance is undone. Each step's score is computed by the
+   sites in float64 and shared with about 44 fractional bits (:func:`_split_words`), so the
+   solver's error only slows the contraction: it does not limit the final precision. LINEAR
+   takes two steps and two polishing steps.
+6. *Outputs* at the final beta, on shares: (H^-1)_jj from the Newton-Schulz inverse of the
+   equilibrated Hessian refined once with an exact residual (:func:`refine_inverse`), the
+   scale (RSS / (n - p) for LINEAR, 1 otherwise), standard errors as canonical floats
+   (relative error about 1e-8), the deviance, the log-likelihood (POISSON), R^2 as RSS / TSS
+   with TSS pooled from the sites' means and M2 (LINEAR), n and the dropped rows (released
+   under the ordinary rule: 0 or at least k).
 
 Revealed, and to whom: to the committee, the failure bits, the rule bits, the dropped-count
 bit, each coefficient iterate and each convergence bit; to the analyst, the final
@@ -42,14 +45,15 @@ coefficients, standard errors, n, dropped rows, deviance, log-likelihood (POISSO
 (LINEAR). Nothing per site. t/z values, p-values and confidence intervals are computed by the
 analyst from those.
 
-Fixed-point formats (ring values): the Hessian and outcome sums at 20 fractional bits, scores,
-deviance and the log-likelihood constant at 24, coefficients at 40 (|beta| < 2^22), the
-equilibrated system, its solution and its inverse at 30 (a step is unscaled from
-40 - range bits, so that y t < 2^60).
+Fixed-point formats (ring values): the Hessian and outcome sums at 20 fractional bits and the
+Hessian's remainder at 40, scores at 24 with their remainder at 44, the deviance and the
+log-likelihood constant at 24, coefficients at 40 (|beta| < 2^22), the equilibrated system,
+its solution and its inverse at 30.
 Requirements: every Hessian diagonal entry at least 1 (a term with less information than one
 observation is not estimable), the equilibrated Hessian's condition number below
-:data:`COND` and each Newton step below 2^16 standard errors. NIST's Longley data break the
-condition bound (see docs/models.md for the error measured).
+:data:`COND`, each Newton step below 2^16 standard errors, and every site's Hessian entry
+below 2^42 and score below 2^38 (else its local step fails, and so the model, alike
+everywhere). NIST's Longley data break the condition bound (docs/models.md, "Accuracy").
 """
 
 from __future__ import annotations
@@ -84,13 +88,15 @@ from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_ou
 
 FAMILIES = {"LINEAR": "gaussian", "LOGISTIC": "binomial", "POISSON": "poisson"}
 FH = 20  # Hessian entries, outcome sums (fractional bits)
-HL = 20  # the Hessian's remainder below FH bits, at FH + HL bits
+HL = 20  # the Hessian's and the score's remainders: HL more fractional bits
 FG = 24  # scores, deviance, log-likelihood constant
 FB = 40  # coefficient iterates (|beta| < 2^22)
 FS = 30  # the equilibrated system, its solution and inverse
 EQ = 30  # D_j = 2^(EQ - floor(e_j / 2)) 2^(FH / 2) / 2^EQ
 RANGE_BITS = 16  # a Newton step below 2^16 in equilibrated units (standard errors)
-POLISH_RANGE_BITS = 10  # the polishing step, once the deviance has converged
+POLISH_RANGE_BITS = 10  # the polishing steps, once the deviance has converged
+POLISH_ZOOM = 10  # ... of 2^-10 standard errors at most, resolved 2^10 more finely
+MAX_POLISH = 2
 INVERSE_RANGE_BITS = 14  # entries of (D H D)^-1, below 2 COND
 COND = 1e4
 MAX_ITERATIONS = 30
@@ -283,7 +289,7 @@ def _sizes(plan: Plan) -> tuple[int, int]:
     m = plan.data["model"]
     k = len(m["names"])
     counts = 3 + len(m["levels"]) + 3 + (1 if m["family"] == "poisson" else 0)
-    return counts, 1 + k * (k + 1) + k + 1
+    return counts, 1 + k * (k + 1) + 2 * k + 1
 
 
 def _eta(beta: list[float]) -> str:
@@ -302,6 +308,14 @@ def _fetch(con: Any, sql: str) -> dict[str, float]:
     return out
 
 
+def _split_words(values: np.ndarray, bits: int) -> list[U64]:
+    """``values`` at ``bits`` fractional bits and their remainder at ``bits`` + HL bits: two
+    words each, so a pooled Hessian or score keeps about 40 fractional bits in a 64-bit ring."""
+    high = FixedPoint(bits).encode(values)
+    scaled = values * 2.0**bits  # exact: a power of two
+    return [high, encode_int(np.rint((scaled - np.rint(scaled)) * 2.0**HL).astype(np.int64))]
+
+
 def local_glm(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | None) -> U64:
     """A site's vector: on the first step (``params`` None) counts and the Newton terms at
     beta = 0, later the Newton terms at ``params["beta"]``. Never raises: any failure gives
@@ -316,13 +330,11 @@ def local_glm(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | N
             raise ValueError("wrong number of coefficients")
         step = _fetch(con, plan.data["local"][1]["sql"].replace(ETA, _eta(beta)))
         tri = np.array([step[f"h_{i}_{j}"] for i in range(k) for j in range(i, k)])
-        hi = FixedPoint(FH).encode(tri)
-        lo = np.rint((tri * 2.0**FH - np.rint(tri * 2.0**FH)) * 2.0**HL).astype(np.int64)
+        score = np.array([step[f"g{i}"] for i in range(k)])
         parts = [
             encode_int([0]),
-            hi,
-            encode_int(lo),
-            FixedPoint(FG).encode([step[f"g{i}"] for i in range(k)]),
+            *_split_words(tri, FH),
+            *_split_words(score, FG),
             FixedPoint(FG).encode([step["dev"]]),
         ]
         if first:
@@ -358,9 +370,13 @@ def _symmetric(tri: AShare, k: int) -> AShare:
     return AShare(tri.v[:, index])
 
 
-def equilibrate(p: Party, h: AShare, g: AShare, bits: int = FS) -> Protocol[tuple[AShare, AShare, AShare, AShare]]:
-    """(D H D and D g at ``bits`` fractional bits, t, floor(e/2)) with D_j = t_j 2^(FH/2) / 2^EQ,
-    for H given as (2, k, k): its value at FH bits and the remainder at FH + HL bits,
+def equilibrate(
+    p: Party, h: AShare, g: AShare, bits: int = FS, g_bits: int = FS
+) -> Protocol[tuple[AShare, AShare, AShare, AShare]]:
+    """(D H D at ``bits`` and D g at ``g_bits`` fractional bits, t, floor(e/2)) with
+    D_j = t_j 2^(FH/2) / 2^EQ,
+    for H given as (2, k, k) and g as (2, k): each value at FH (FG) bits and its remainder at
+    HL more bits (:func:`_split_words`),
     t_j = 2^(EQ - floor(e_j/2)) and e_j the bit length of H_jj's ring value: D H D has its
     diagonal in [1/2, 2) (Jacobi scaling by powers of two, so no division on shares).
 
@@ -375,24 +391,27 @@ def equilibrate(p: Party, h: AShare, g: AShare, bits: int = FS) -> Protocol[tupl
         AShare(np.broadcast_to(t.v[:, :, None], (2, k, k)).copy()),
         AShare(np.broadcast_to(t.v[:, None, :], (2, k, k)).copy()),
     )
-    prod = yield from ar.mul(p, AShare.concat([h.ravel(), g]), AShare.concat([tt.ravel(), tt.ravel(), t]))
-    first = EQ + FG - FH // 2 - bits
-    scaled = yield from ar.trunc(p, prod, first)  # g: to ``bits``; H: part of the way
-    both = yield from ar.trunc(p, scaled[: 2 * k * k], 2 * EQ - bits - first)
-    low = yield from ar.trunc(p, both[k * k :], HL)
-    return (both[: k * k] + low).reshape(k, k), scaled[2 * k * k :], t, half
+    prod = yield from ar.mul(p, AShare.concat([h.ravel(), g.ravel()]), AShare.concat([tt.ravel(), tt.ravel(), t, t]))
+    first = EQ + FG - FH // 2 - g_bits
+    scaled = yield from ar.trunc(p, prod, first)  # g: to ``g_bits``; H: part of the way
+    hs = yield from ar.trunc(p, scaled[: 2 * k * k], 2 * EQ - bits - first)
+    lows = yield from ar.trunc(p, AShare.concat([hs[k * k :], scaled[2 * k * k + k :]]), HL)
+    hh = (hs[: k * k] + lows[: k * k]).reshape(k, k)
+    return hh, scaled[2 * k * k : 2 * k * k + k] + lows[k * k :], t, half
 
 
-def newton_step(p: Party, h: AShare, g: AShare, beta: np.ndarray, range_bits: int) -> Protocol[AShare]:
+def newton_step(p: Party, h: AShare, g: AShare, beta: np.ndarray, range_bits: int, zoom: int = 0) -> Protocol[AShare]:
     """beta + H^-1 g at FB bits (secret), for the public ``beta`` (ring values at FB bits).
 
-    The step in equilibrated units must lie below 2^``range_bits``; the solver resolves the
-    right-hand side to about 2^(range_bits - 40) of the trace, so a small range is precise."""
-    hh, gg, t, _ = yield from equilibrate(p, h, g)
+    The step y in equilibrated units, times 2^``zoom``, must lie below 2^``range_bits``. The
+    solver resolves its right-hand side to about 2^(range_bits - 40) of the trace, so a
+    polishing step (small y) is solved with a narrow range on D g taken at FS + zoom bits and
+    read as an FS-bit value (a public scaling by 2^zoom): its result is y at FS + zoom bits."""
+    hh, gg, t, _ = yield from equilibrate(p, h, g, FS, FS + zoom)
     y = yield from linalg.solve(p, hh, gg, FixedPoint(FS), COND, range_bits)
-    fy = min(FS, 60 - range_bits - (EQ - FH // 2))  # y t < 2^60: |y| < 2^range_bits, t <= 2^(EQ - FH/2)
-    if fy < FS:
-        y = yield from ar.trunc(p, y, FS - fy)
+    fy = min(FS + zoom, 60 - range_bits + zoom - (EQ - FH // 2))  # y t < 2^60, t <= 2^(EQ - FH/2)
+    if fy < FS + zoom:
+        y = yield from ar.trunc(p, y, FS + zoom - fy)
     d = yield from ar.mul(p, y, t)  # D y at EQ + fy - FH/2 bits
     d = yield from ar.trunc(p, d, EQ + fy - FH // 2 - FB)
     return ar.add_public(p, d, beta.view(np.uint64))
@@ -436,7 +455,15 @@ class _Newton:
         k = self.k
         tri = k * (k + 1) // 2
         h = AShare.concat([_symmetric(pooled[1 + i * tri : 1 + (i + 1) * tri], k)[None] for i in range(2)])
-        return pooled[:1], h, pooled[1 + 2 * tri : 1 + 2 * tri + k], pooled[1 + 2 * tri + k :]
+        g = pooled[1 + 2 * tri : 1 + 2 * tri + 2 * k].reshape(2, k)
+        return pooled[:1], h, g, pooled[1 + 2 * tri + 2 * k :]
+
+
+def _settled(beta: np.ndarray, before: np.ndarray) -> bool:
+    """Whether a polishing step moved every public coefficient by at most 1e-10 of itself (or
+    16 units of the last place): no further step would change what is released."""
+    new, old = beta.astype(np.float64), before.astype(np.float64)
+    return bool(np.all(np.abs(new - old) <= 1e-10 * np.abs(new) + 16))
 
 
 def _pool(shares: list[AShare]) -> tuple[AShare, AShare]:
@@ -479,8 +506,9 @@ def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     beta = np.zeros(k, dtype=np.int64)
     previous: AShare | None = None
     converged, iterations = False, 0
-    kept: tuple[np.ndarray, AShare, AShare, AShare] | None = None  # the state before the polishing step
-    for it in range(int(prm["max_iterations"]) + 2):
+    kept: tuple[np.ndarray, AShare, AShare, AShare] | None = None  # the state before a polishing step
+    polished = 0
+    for it in range(int(prm["max_iterations"]) + MAX_POLISH + 1):
         if previous is not None:
             diff = previous - dev
             tol = ar.add_public(p, (yield from ar.trunc(p, dev, TOL_BITS)), np.asarray(1, dtype=np.uint64))
@@ -489,16 +517,22 @@ def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
             bits = yield from ar.open_all(p, AShare.concat([failed, both]))
             if int(bits[0]) != 0:
                 return empty_outcome(local_failed=True)
-            if kept is not None:  # the polishing step is done; a step that moved the deviance is undone
+            if kept is not None:  # after a polishing step: undo one that moved the deviance
                 if int(bits[1]) != 1:
                     beta, h, g, dev = kept
-                break
-            converged = int(bits[1]) == 1
+                    break
+                if polished == MAX_POLISH or _settled(beta, kept[0]):
+                    break
+            converged = converged or int(bits[1]) == 1
         if it >= int(prm["max_iterations"]) and not converged:
             break
         if converged:
             kept = (beta, h, g, dev)
-        nxt = yield from newton_step(p, h, g, beta, POLISH_RANGE_BITS if converged else RANGE_BITS)
+            polished += 1
+        if converged:
+            nxt = yield from newton_step(p, h, g, beta, POLISH_RANGE_BITS, POLISH_ZOOM)
+        else:
+            nxt = yield from newton_step(p, h, g, beta, RANGE_BITS)
         beta = (yield from ar.open_all(p, nxt)).view(np.int64).copy()
         iterations += 1
         coef = (beta.astype(np.float64) / 2.0**FB).tolist()

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import sqlglot.expressions as exp
 
-from ..errors import LocalStepError, PolicyRefusal, QuerySyntaxError, UnsupportedQuery
+from ..errors import LocalStepError, ModelRefused, QuerySyntaxError, UnsupportedQuery
 from ..mpc.party import Party, Protocol, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -151,7 +151,7 @@ def raise_outcome(meta: dict[str, Any]) -> None:
     if meta.get("local_failed"):
         raise LocalStepError()
     if meta.get("refused"):
-        raise PolicyRefusal("consortium", str(meta["refused"]), str(meta["message"]))
+        raise ModelRefused(str(meta["refused"]), str(meta["message"]))
 
 
 def empty_outcome(**meta: Any) -> Outcome:

@@ -34,10 +34,8 @@ def test_linear_equals_statsmodels_ols(lung: tuple) -> None:
     pooled, cons, schema = lung
     ours = fit("LINEAR wt_loss ~ age + C(sex) + meal_cal + age:C(sex) FROM lung", cons, schema)
     ref = smf.ols("wt_loss ~ age + C(sex) + meal_cal + age:C(sex)", pooled).fit()
-    # age's coefficient is 3% of its standard error: the 24-bit scores bound it to about 1e-7
-    # relative, 1e-8 of a standard error (docs/models.md, "Accuracy")
-    assert relative(ours["coef"], ref.params) < 1e-6
-    assert in_se(ours, ref.params, ref.bse) < 1e-8
+    assert relative(ours["coef"], ref.params) < 1e-8
+    assert in_se(ours, ref.params, ref.bse) < 1e-9
     assert relative(ours["std err"], ref.bse) < 1e-7
     assert relative(ours["P>|t|"], ref.pvalues) < 1e-5
     assert relative(ours["[0.025"], ref.conf_int()[0]) < 1e-6
