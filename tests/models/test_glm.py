@@ -146,3 +146,19 @@ def test_models_need_the_model_statement_kind(lung: tuple) -> None:
         compile_query(
             "LINEAR wt_loss ~ age FROM lung", schema, DisclosureRules(statement_kinds=frozenset({"aggregate"}))
         )
+
+
+def test_a_model_result_renders_in_the_notebook(lung: tuple) -> None:
+    """The magic's result object: receipt line (no plan dry run for a model) and a forest plot."""
+    from mpc_jupyter.charts import plot
+    from mpc_jupyter.results import as_result
+
+    _, cons, schema = lung
+    plan = compile_query("LOGISTIC status = 2 ~ age + C(sex) FROM lung", schema, DisclosureRules())
+    frame = execute(plan, cons)
+    frame.attrs.update(plan=plan.data, sites=list(cons))
+    result = as_result(frame, query="LOGISTIC ...")
+    assert "3 sites" in result.receipt_line()
+    assert result._repr_html_()
+    figure = plot(result)
+    assert sorted(t.get_text() for t in figure.axes[0].get_yticklabels()) == sorted(frame.index)
