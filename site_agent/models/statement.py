@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import sqlglot.expressions as exp
 
-from ..errors import LocalStepError, ModelRefused, QuerySyntaxError, UnsupportedQuery
+from ..errors import LocalStepError, ModelRefused, QueryError, QuerySyntaxError, UnsupportedQuery
 from ..mpc.party import Party, Protocol, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -119,7 +119,13 @@ def validate_source(
     tail``. Returns the validated query (source, WHERE, person column) and each expression
     resolved (qualified by table alias), in order."""
     select = ", ".join(f"COUNT({e})" for e in expressions)
-    query = parse_query(f"SELECT {select} FROM {tail}", schema, rules, sites)
+    try:
+        query = parse_query(f"SELECT {select} FROM {tail}", schema, rules, sites)
+    except QueryError as err:  # its position is in the generated SELECT: keep the reason only
+        err.line = err.column = None
+        err.text = ""
+        err.args = (err.message,)
+        raise
     if query.keys or query.post.active:
         raise UnsupportedQuery("a model statement takes FROM and WHERE only (no GROUP BY, HAVING, ORDER BY, LIMIT)")
     return query, [a.args[0] for a in query.aggregates]

@@ -47,9 +47,7 @@ def test_logistic_equals_statsmodels(lung: Running, pooled: pd.DataFrame) -> Non
 def test_poisson_rate_equals_statsmodels(lung: Running, pooled: pd.DataFrame) -> None:
     ours = lung.client.query("POISSON status = 2 ~ age + C(sex) FROM lung OFFSET log(time)")
     frame = pooled.assign(dead=(pooled.status == 2) * 1.0)
-    ref = smf.glm("dead ~ age + C(sex)", frame, family=sm.families.Poisson(), offset=np.log(frame.time)).fit(
-        tol=1e-12
-    )
+    ref = smf.glm("dead ~ age + C(sex)", frame, family=sm.families.Poisson(), offset=np.log(frame.time)).fit(tol=1e-12)
     assert relative(ours["coef"], ref.params) < 1e-6
     assert relative(ours["std err"], ref.bse) < 1e-6
     assert ours.attrs["deviance"] == pytest.approx(ref.deviance, rel=1e-7)
