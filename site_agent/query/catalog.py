@@ -258,5 +258,7 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         redact_at_or_below=policy.redact_at_or_below,
         round_counts=policy.round_counts,
         min_sites=policy.min_sites,
+        model_min_df=policy.model_min_df,
+        model_events_per_term=policy.model_events_per_term,
         policy=policy,
     )

@@ -97,3 +97,24 @@ def test_statement_errors_quote_no_generated_sql(lung: tuple) -> None:
     with pytest.raises(QueryError) as err:
         compile_query("LINEAR wt_loss ~ age FROM lung WHERE id = 3", schema, DisclosureRules())
     assert "person column" in str(err.value) and "SELECT" not in str(err.value)
+
+
+def test_model_rules_come_from_the_strictest_site_policy(tmp_path: object, lung: tuple) -> None:
+    from pathlib import Path
+
+    from site_agent.policy import combine, load_policy
+    from site_agent.query.catalog import rules_from_policy
+
+    _, _, schema = lung
+    policies = []
+    for site, df, epv in (("a", 12, 5), ("b", 10, 20)):
+        path = Path(str(tmp_path)) / f"{site}.toml"
+        path.write_text(
+            f'[policy]\nanalysts = "*"\nmodel_min_df = {df}\nmodel_events_per_term = {epv}\n'
+            '[tables.lung]\ncolumns = "*"\n'
+        )
+        policies.append(load_policy(path, site))
+    rules = rules_from_policy(combine(policies), schema)  # type: ignore[arg-type]
+    plan = compile_query("LOGISTIC status = 2 ~ age FROM lung", schema, rules)  # type: ignore[arg-type]
+    assert plan.data["params"]["min_residual_df"] == 12
+    assert plan.data["params"]["min_events_per_term"] == 20
