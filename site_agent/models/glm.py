@@ -703,18 +703,23 @@ def explain_glm(plan: Plan) -> str:
     )
     lines += ["", "1. Local step at every site, in the clear, on its own data:"]
     for q in d["local"]:
-        lines.append(f"   [{q['name']}, {q['when']}] {q['sql']}")
+        lines.append(f"   [{q['name']}]: ({q['when']}) {q['sql']}")
     lines += [
         "",
-        "2. Secret-shared to the committee: the counts (first step), the Hessian X'WX (upper triangle, "
-        f"{prm['bits']['hessian']} fractional bits and the remainder), the score X'(y - mu) and the deviance "
-        f"({prm['bits']['score']} bits).",
+        "2. Secret-shared to the committee:",
+        "   the counts, at the first step only",
+        f"   the Hessian X'WX (upper triangle, {prm['bits']['hessian']} fractional bits and the remainder)",
+        f"   the score X'(y - mu) ({prm['bits']['score']} bits and the remainder) and the deviance",
         "",
-        "3. MPC steps: pool; open the sum of failure words; model rules (comparisons, one bit per rule); "
-        "each Newton step: equilibrate the Hessian by powers of two, Newton-Schulz solve "
-        f"(condition bound {prm['cond']:g}), open beta + step to the committee, local step at the new beta, "
-        f"convergence test on the deviance (2^-{prm['tolerance_bits']} relative), at most {prm['max_iterations']} "
-        "steps; then the inverse Hessian's diagonal, standard errors and the fit statistics as floats.",
+        "3. MPC steps (their number depends on the Newton steps, about 140 rounds each):",
+        "   pool the sites' vectors; open the sum of their failure words",
+        "   model rules: comparisons on shares, one bit per rule opened",
+        "   each Newton step: equilibrate the Hessian by powers of two, Newton-Schulz solve "
+        f"(condition bound {prm['cond']:g}), open beta + step to the committee, local step at the new beta",
+        f"   convergence: |D_t - D_(t-1)| < 2^-{prm['tolerance_bits']} D_t for the deviance D, one bit per step, "
+        f"at most {prm['max_iterations']} steps, then up to {MAX_POLISH} polishing steps",
+        "   outputs: the equilibrated Hessian's inverse (Newton-Schulz, refined once), standard errors and the "
+        "fit statistics as floats",
         "",
         "4. Reveal points:",
     ]

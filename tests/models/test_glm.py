@@ -162,3 +162,18 @@ def test_a_model_result_renders_in_the_notebook(lung: tuple) -> None:
     assert result._repr_html_()
     figure = plot(result)
     assert sorted(t.get_text() for t in figure.axes[0].get_yticklabels()) == sorted(frame.index)
+
+
+def test_explain_renders_in_the_teaching_view(lung: tuple) -> None:
+    from mpc_jupyter.teaching import Explanation
+    from site_agent.models.statement import kind_of
+
+    _, _, schema = lung
+    plan = compile_query("POISSON status = 2 ~ age FROM lung OFFSET log(time)", schema, DisclosureRules())
+    kind = kind_of(plan)
+    assert kind is not None
+    view = Explanation(kind.explain(plan))
+    assert set(view.sections) == {1, 2, 3, 4}
+    assert len(view.reveals) == len(plan.data["reveals"])
+    html = view._repr_html_()
+    assert "SQL each site runs on its own data" in html and "LN(" in html
