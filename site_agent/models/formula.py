@@ -75,7 +75,8 @@ class DesignColumn:
 
 @dataclass(frozen=True)
 class Level:
-    """A level of a categorical column: the persons holding it are counted (disclosure)."""
+    """A level of a categorical column, or a cell of an interaction of categorical columns: the
+    persons holding it are counted (disclosure)."""
 
     column: str
     value: KeyValue
@@ -224,6 +225,13 @@ def design(
                 in_domain.append(exp.In(this=col.copy(), expressions=[_condition(col, v).expression for v in domain]))
             name = f"C({f.column})"
             parts.append([(f"{name}[T.{_label(v)}]", _indicator(_condition(col, v))) for v in domain if v != ref])
+        cats = [f for f in term if f.categorical]
+        if len(cats) > 1:  # an interaction of categorical terms: each cell of their levels is a query set
+            domains_of = [[v for v in (domains.get(f.column) or ()) if v is not None] for f in cats]
+            for values in itertools.product(*domains_of):
+                conds = [_condition(columns[f.column], v) for f, v in zip(cats, values, strict=True)]
+                label = ":".join(f"{f.column}={_label(v)}" for f, v in zip(cats, values, strict=True))
+                levels.append(Level(":".join(f.column for f in cats), label, exp.and_(*conds)))
         for combo in itertools.product(*parts):
             label = ":".join(n for n, _ in combo)
             sql: exp.Expression = combo[0][1].copy()

@@ -9,7 +9,8 @@ Statistical Disclosure Control rules for model outputs of the SACRO project, and
 rule of :mod:`site_agent.privacy.release`):
 
 * ``min_cell_size``: the query set holds at least k persons, and every level of every
-  categorical term holds at least k persons among the complete cases (a level with no one is
+  categorical term, and every cell of an interaction of categorical terms, holds at least k
+  persons among the complete cases (a level with no one is
   refused too: its coefficient is not estimable). k is the release rule's threshold
   (:attr:`~site_agent.query.catalog.DisclosureRules.threshold`).
 * ``model_residual_df``: n - p >= :data:`MIN_RESIDUAL_DF` (ACRO: 10), p the number of

@@ -118,3 +118,24 @@ def test_model_rules_come_from_the_strictest_site_policy(tmp_path: object, lung:
     plan = compile_query("LOGISTIC status = 2 ~ age FROM lung", schema, rules)  # type: ignore[arg-type]
     assert plan.data["params"]["min_residual_df"] == 12
     assert plan.data["params"]["min_events_per_term"] == 20
+
+
+def test_a_cell_of_two_categorical_terms_with_one_patient() -> None:
+    """Every level of a and of b holds 21 or more patients, but one patient alone is (B, Y): the
+    interaction's coefficient then fits that patient exactly, so intercept + a + b + a:b is
+    their outcome. Every cell of a categorical interaction is a query set of its own."""
+    rng = np.random.default_rng(7)
+    cells = [("A", "X", 20), ("A", "Y", 20), ("B", "X", 20), ("B", "Y", 1)]
+    data = pd.DataFrame([(a, b) for a, b, n in cells for _ in range(n)], columns=["a", "b"]).assign(
+        y=lambda d: rng.normal(50, 10, len(d)), id=lambda d: np.arange(len(d))
+    )
+    lone = data[(data.a == "B") & (data.b == "Y")].iloc[0]
+    fit = smf.ols("y ~ C(a) * C(b)", data).fit().params
+    derived = fit["Intercept"] + fit["C(a)[T.B]"] + fit["C(b)[T.Y]"] + fit["C(a)[T.B]:C(b)[T.Y]"]
+    assert derived == pytest.approx(lone.y)  # what the rule withholds
+    cons, schema = split(data, "t", {"t.a": ["A", "B"], "t.b": ["X", "Y"]}, "id")
+    with pytest.raises(ModelRefused) as err:
+        execute(compile_query("LINEAR y ~ C(a) + C(b) + C(a):C(b) FROM t", schema, DisclosureRules()), cons)
+    assert err.value.rule == "min_cell_size"
+    # without the interaction every query set holds 21 or more patients: the model is released
+    assert execute(compile_query("LINEAR y ~ C(a) + C(b) FROM t", schema, DisclosureRules()), cons).attrs["n"] == 61
