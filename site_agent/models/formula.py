@@ -80,7 +80,7 @@ class Level:
 
     column: str
     value: KeyValue
-    condition: exp.Expression
+    condition: exp.Expr
 
 
 @dataclass(frozen=True)
