@@ -248,14 +248,14 @@ def _step_sql(query: Any, d: Any, y: exp.Expr, complete: exp.Expr, offset: exp.E
     k = len(d.columns)
     mu, w, dev = _family_sql(family)
     sums = ["COUNT(*) AS n"]
-    for i in range(k):
-        for j in range(i, k):
-            sums.append(f"SUM({w} * z{i} * z{j}) AS h_{i}_{j}")
-    sums += [f"SUM(z{i} * (y - mu)) AS g{i}" for i in range(k)]
-    sums.append(f"SUM({dev}) AS dev")
+    sums += [f"SUM(wz{i} * z{j}) AS h_{i}_{j}" for i in range(k) for j in range(i, k)]
+    sums += [f"SUM(z{i} * r) AS g{i}" for i in range(k)]
+    sums.append("SUM(d) AS dev")
+    wz = ", ".join(f"w * z{i} AS wz{i}" for i in range(k))
     return (
-        f"SELECT {', '.join(sums)} FROM (SELECT *, {mu} AS mu FROM "
-        f"(SELECT *, {ETA} AS eta FROM ({inner}) AS _rows) AS _eta) AS _mu"
+        f"SELECT {', '.join(sums)} FROM (SELECT *, {wz}, y - mu AS r, {dev} AS d FROM "
+        f"(SELECT *, {w} AS w FROM (SELECT *, {mu} AS mu FROM "
+        f"(SELECT *, {ETA} AS eta FROM ({inner}) AS _rows) AS _eta) AS _mu) AS _w) AS _terms"
     )
 
 
