@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,3 +178,17 @@ def test_explain_renders_in_the_teaching_view(lung: tuple) -> None:
     assert len(view.reveals) == len(plan.data["reveals"])
     html = view._repr_html_()
     assert "SQL each site runs on its own data" in html and "LN(" in html
+
+
+def test_a_member_without_data_adds_nothing(lung: tuple) -> None:
+    """Two hospitals and a neutral member whose tables are empty (its local steps input zeros)."""
+    pooled, cons, schema = lung
+    empty = duckdb.connect()
+    empty.execute("CREATE TABLE lung AS SELECT * FROM pooled LIMIT 0")
+    two = {"site0": cons["site0"], "site1": cons["site1"], "neutral": empty}
+    plan = compile_query("LINEAR wt_loss ~ age + C(sex) FROM lung", schema, DisclosureRules())
+    ours = execute(plan, two, without_data=("neutral",))
+    rows = pooled.iloc[: len(pooled) - len(cons["site2"].execute("SELECT * FROM lung").fetchall())]
+    ref = smf.ols("wt_loss ~ age + C(sex)", rows).fit()
+    assert relative(ours["coef"], ref.params) < 1e-8
+    assert ours.attrs["r_squared"] == pytest.approx(ref.rsquared, rel=1e-6)
