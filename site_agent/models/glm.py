@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,7 @@ from . import distributions
 from .formula import design, parse_formula
 from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, validate_source
 
+FLOAT_PARTS = ("sign", "mant", "exp")
 FAMILIES = {"LINEAR": "gaussian", "LOGISTIC": "binomial", "POISSON": "poisson"}
 FH = 20  # Hessian entries, outcome sums (fractional bits)
 HL = 20  # the Hessian's and the score's remainders: HL more fractional bits
@@ -442,21 +444,63 @@ def mul_float(p: Party, a: Float, b: Float) -> Protocol[Float]:
     return Float(a.sign, prod - drop, a.exp + b.exp + big)
 
 
-class _Newton:
-    """One member's state: pooled Newton terms at the current beta."""
+def _terms(pooled: AShare, k: int) -> tuple[AShare, AShare, AShare, AShare]:
+    """(failure word sum, H as (2, k, k), g as (2, k), deviance) from a pooled Newton-step vector."""
+    tri = k * (k + 1) // 2
+    h = AShare.concat([_symmetric(pooled[1 + i * tri : 1 + (i + 1) * tri], k)[None] for i in range(2)])
+    g = pooled[1 + 2 * tri : 1 + 2 * tri + 2 * k].reshape(2, k)
+    return pooled[:1], h, g, pooled[1 + 2 * tri + 2 * k :]
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.k = len(plan.data["model"]["names"])
-        self.family = plan.data["model"]["family"]
 
-    def terms(self, pooled: AShare) -> tuple[AShare, AShare, AShare, AShare]:
-        """(failure word sum, H, g, deviance) from a pooled Newton-step vector."""
-        k = self.k
-        tri = k * (k + 1) // 2
-        h = AShare.concat([_symmetric(pooled[1 + i * tri : 1 + (i + 1) * tri], k)[None] for i in range(2)])
-        g = pooled[1 + 2 * tri : 1 + 2 * tri + 2 * k].reshape(2, k)
-        return pooled[:1], h, g, pooled[1 + 2 * tri + 2 * k :]
+def _pool(shares: list[AShare]) -> tuple[AShare, AShare]:
+    """(per site (2, sites, n) stacked, pooled sum over sites)."""
+    stacked = AShare(np.stack([s.v for s in shares], axis=1))
+    return stacked, AShare(stacked.v.sum(axis=1, dtype=np.uint64))
+
+
+def _minus(p: Party, x: AShare, c: int) -> AShare:
+    return ar.add_public(p, x, np.asarray(-c, dtype=np.int64).view(np.uint64))
+
+
+def _rule_set(plan: Plan) -> ModelRules:
+    prm = plan.data["params"]
+    return ModelRules(int(prm["min_cell_size"]), int(prm["min_residual_df"]), int(prm["min_events_per_term"]))
+
+
+@dataclass
+class _Fit:
+    """One member's view of a fit: the public iterate and its shares of the pooled terms there."""
+
+    beta: np.ndarray  # ring values at FB bits, public to the committee
+    failed: AShare
+    h: AShare
+    g: AShare
+    dev: AShare
+    converged: bool = False
+    iterations: int = 0
+
+
+def _rules(p: Party, plan: Plan, counts: AShare) -> Protocol[tuple[str | None, AShare, bool]]:
+    """The model rules on the pooled counts (:mod:`site_agent.privacy.models`): the first failing
+    rule (or None), and the dropped rows with whether they are withheld (1..k-1)."""
+    m = plan.data["model"]
+    k, levels = len(m["names"]), len(m["levels"])
+    rules = _rule_set(plan)
+    n_where, n, persons, per_level = counts[:1], counts[1:2], counts[2:3], counts[3 : 3 + levels]
+    sum_y = counts[3 + levels : 4 + levels]
+    checks = [
+        Check("min_cell_size", AShare.concat([persons, per_level]), rules.k),
+        Check("model_residual_df", _minus(p, n, k), rules.min_df),
+    ]
+    if m["family"] != "gaussian":  # events at FH bits; for a binary outcome the rarer side
+        events = [sum_y] if m["family"] == "poisson" else [sum_y, n.lshift(FH) - sum_y]
+        checks.append(Check("model_events_per_term", AShare.concat(events), rules.events_per_term * (k - 1) << FH))
+    failing = yield from model_checks(p, checks)
+    refused = next((c.rule for c, bad in zip(checks, failing, strict=True) if bad), None)
+    if refused is not None:
+        return refused, n, True
+    dropped, withheld = yield from released_count(p, n_where - n, rules.k)
+    return None, dropped, withheld
 
 
 def _settled(beta: np.ndarray, before: np.ndarray) -> bool:
@@ -466,100 +510,73 @@ def _settled(beta: np.ndarray, before: np.ndarray) -> bool:
     return bool(np.all(np.abs(new - old) <= 1e-10 * np.abs(new) + 16))
 
 
-def _pool(shares: list[AShare]) -> tuple[AShare, AShare]:
-    """(per site (2, sites, n) stacked, pooled sum over sites)."""
-    stacked = AShare(np.stack([s.v for s in shares], axis=1))
-    return stacked, AShare(stacked.v.sum(axis=1, dtype=np.uint64))
-
-
-def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
-    """The committee's protocol for one GLM (module docstring, steps 1-5)."""
-    m, prm = plan.data["model"], plan.data["params"]
-    nw = _Newton(plan)
-    k, family = nw.k, nw.family
-    n_counts, n_step = _sizes(plan)
-    n_levels = len(m["levels"])
-    mine = yield from local(p, lambda: site(None))
-    stacked, pooled = _pool((yield from ar.input_all(p, mine, (n_counts + n_step,) * 3)))
-    counts = pooled[:n_counts]
-    failed, h, g, dev = nw.terms(pooled[n_counts:])
-    opened = yield from ar.open_all(p, failed)
-    if int(opened[0]) != 0:
-        return empty_outcome(local_failed=True)
-    # 3. disclosure checks
-    rules = ModelRules(int(prm["min_cell_size"]), int(prm["min_residual_df"]), int(prm["min_events_per_term"]))
-    n_where, n, persons, levels = counts[:1], counts[1:2], counts[2:3], counts[3 : 3 + n_levels]
-    sum_y = counts[3 + n_levels : 4 + n_levels]
-    checks = [Check("min_cell_size", AShare.concat([persons, levels]), rules.k)]
-    checks.append(
-        Check("model_residual_df", ar.add_public(p, n, np.asarray(-k, dtype=np.int64).view(np.uint64)), rules.min_df)
-    )
-    if family != "gaussian":
-        events = [sum_y] if family == "poisson" else [sum_y, n.lshift(FH) - sum_y]
-        checks.append(Check("model_events_per_term", AShare.concat(events), rules.events_per_term * (k - 1) << FH))
-    failing = yield from model_checks(p, checks)
-    for check, bad in zip(checks, failing, strict=True):
-        if bad:
-            return empty_outcome(refused=check.rule, message=rules.message(check.rule))
-    dropped, withheld = yield from released_count(p, n_where - n, rules.k)
-    # 4. Newton iterations
-    beta = np.zeros(k, dtype=np.int64)
+def _newton(p: Party, plan: Plan, site: SiteStep, fit: _Fit) -> Protocol[bool]:
+    """Newton steps and polishing steps (module docstring, steps 4 and 5) from ``fit``, updated
+    in place; False when a site's local step failed."""
+    k, n_step = len(plan.data["model"]["names"]), _sizes(plan)[1]
+    max_iterations = int(plan.data["params"]["max_iterations"])
     previous: AShare | None = None
-    converged, iterations = False, 0
     kept: tuple[np.ndarray, AShare, AShare, AShare] | None = None  # the state before a polishing step
     polished = 0
-    for it in range(int(prm["max_iterations"]) + MAX_POLISH + 1):
+    for it in range(max_iterations + MAX_POLISH + 1):
         if previous is not None:
-            diff = previous - dev
-            tol = ar.add_public(p, (yield from ar.trunc(p, dev, TOL_BITS)), np.asarray(1, dtype=np.uint64))
+            diff = previous - fit.dev
+            tol = ar.add_public(p, (yield from ar.trunc(p, fit.dev, TOL_BITS)), np.asarray(1, dtype=np.uint64))
             within = yield from bo.lt(p, AShare.concat([diff, -diff]), AShare.concat([tol, tol]))
             both = yield from ar.mul(p, within[:1], within[1:])
-            bits = yield from ar.open_all(p, AShare.concat([failed, both]))
+            bits = yield from ar.open_all(p, AShare.concat([fit.failed, both]))
             if int(bits[0]) != 0:
-                return empty_outcome(local_failed=True)
+                return False
             if kept is not None:  # after a polishing step: undo one that moved the deviance
                 if int(bits[1]) != 1:
-                    beta, h, g, dev = kept
+                    fit.beta, fit.h, fit.g, fit.dev = kept
                     break
-                if polished == MAX_POLISH or _settled(beta, kept[0]):
+                if polished == MAX_POLISH or _settled(fit.beta, kept[0]):
                     break
-            converged = converged or int(bits[1]) == 1
-        if it >= int(prm["max_iterations"]) and not converged:
+            fit.converged = fit.converged or int(bits[1]) == 1
+        if it >= max_iterations and not fit.converged:
             break
-        if converged:
-            kept = (beta, h, g, dev)
+        if fit.converged:
+            kept = (fit.beta, fit.h, fit.g, fit.dev)
             polished += 1
-        if converged:
-            nxt = yield from newton_step(p, h, g, beta, POLISH_RANGE_BITS, POLISH_ZOOM)
+            nxt = yield from newton_step(p, fit.h, fit.g, fit.beta, POLISH_RANGE_BITS, POLISH_ZOOM)
         else:
-            nxt = yield from newton_step(p, h, g, beta, RANGE_BITS)
-        beta = (yield from ar.open_all(p, nxt)).view(np.int64).copy()
-        iterations += 1
-        coef = (beta.astype(np.float64) / 2.0**FB).tolist()
+            nxt = yield from newton_step(p, fit.h, fit.g, fit.beta, RANGE_BITS)
+        fit.beta = (yield from ar.open_all(p, nxt)).view(np.int64).copy()
+        fit.iterations += 1
+        coef = (fit.beta.astype(np.float64) / 2.0**FB).tolist()
         mine = yield from local(p, lambda c=coef: site({"beta": c}))  # type: ignore[misc]
         _, step = _pool((yield from ar.input_all(p, mine, (n_step,) * 3)))
-        previous = dev
-        failed, h, g, dev = nw.terms(step)
-    # 5. outputs at the final beta
-    hh, _, _, half = yield from equilibrate(p, h, g)
+        previous = fit.dev
+        fit.failed, fit.h, fit.g, fit.dev = _terms(step, k)
+    return True
+
+
+def _outputs(
+    p: Party, plan: Plan, fit: _Fit, counts: AShare, stacked: AShare
+) -> Protocol[tuple[Float, dict[str, Float]]]:
+    """Standard errors and the fit statistics at the final coefficients, as canonical floats
+    (module docstring, step 6): one batch of divisions, one square root."""
+    m = plan.data["model"]
+    k, levels, family = len(m["names"]), len(m["levels"]), m["family"]
+    n, sum_y = counts[1:2], counts[3 + levels : 4 + levels]
+    hh, _, _, half = yield from equilibrate(p, fit.h, fit.g)
     inv = yield from linalg.inverse(p, hh, FixedPoint(FS), COND, INVERSE_RANGE_BITS)
     inv = yield from refine_inverse(p, hh, inv, FS)
-    diag = inv[np.arange(k), np.arange(k)]
     one = _const(p, 1, (1,))
-    nums = [diag, dev]
-    scale_den = ar.add_public(p, n, np.asarray(-k, dtype=np.int64).view(np.uint64)) if family == "gaussian" else one
+    scale_den = _minus(p, n, k) if family == "gaussian" else one
+    nums = [inv[np.arange(k), np.arange(k)], fit.dev]
     dens = [AShare(np.broadcast_to(scale_den.v, (2, k)).copy()), one]
     offsets = [np.full(k, -FS), np.array([-FG])]
-    if family == "gaussian":
-        tss = yield from _pooled_tss(p, AShare(stacked.v[:, :, 3 + n_levels : 6 + n_levels]), n, sum_y, stacked)
-        rss = yield from ar.trunc(p, dev, FG - FH)
-        nums += [rss, dev]
+    if family == "gaussian":  # RSS / TSS, and RSS as a float for the scale
+        tss = yield from _pooled_tss(p, AShare(stacked.v[:, :, 3 + levels : 6 + levels]), n, sum_y, stacked)
+        rss = yield from ar.trunc(p, fit.dev, FG - FH)
+        nums += [rss, fit.dev]
         dens += [tss, one]
         offsets += [np.array([0]), np.array([-FG])]
-    if family == "poisson":
-        lconst = counts[6 + n_levels : 7 + n_levels]
-        half_dev = yield from ar.trunc(p, dev, 1)
-        nums.append(lconst - half_dev)
+    if family == "poisson":  # llf = sum (y log y - y - log y!) - D / 2
+        half_dev = yield from ar.trunc(p, fit.dev, 1)
+        nums.append(counts[6 + levels : 7 + levels] - half_dev)
         dens.append(one)
         offsets.append(np.array([-FG]))
     q = yield from divide_float(p, AShare.concat(nums), AShare.concat(dens), np.concatenate(offsets))
@@ -569,36 +586,47 @@ def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         wide = [AShare(np.broadcast_to(x.v, (2, k)).copy()) for x in (rss_f.sign, rss_f.mant, rss_f.exp)]
         v = yield from mul_float(p, v, Float(*wide))
     root = yield from sqrt_float(p, v)
-    se = Float(root.sign, root.mant, root.exp + _const(p, FH // 2, (k,)) - half)
-    outputs: list[tuple[str, str, AShare]] = [
-        ("se.sign", "float", se.sign),
-        ("se.mant", "float", se.mant),
-        ("se.exp", "float", se.exp),
-        ("n", "int", n),
-    ]
-    if not withheld:
-        outputs.append(("dropped", "int", dropped))
-    extra = {"deviance": q[k : k + 1]}
+    se = Float(root.sign, root.mant, root.exp + _const(p, FH // 2, (k,)) - half)  # times D_j = 2^(FH/2 - e_j/2)
+    stats = {"deviance": q[k : k + 1]}
     if family == "gaussian":
-        extra["rss_tss"] = q[k + 1 : k + 2]
+        stats["rss_tss"] = q[k + 1 : k + 2]
     if family == "poisson":
-        extra["llf"] = q[k + 1 : k + 2]
-    for name, f in extra.items():
-        outputs += [
-            (f"{name}.sign", "float", f.sign),
-            (f"{name}.mant", "float", f.mant),
-            (f"{name}.exp", "float", f.exp),
-        ]
-    flat = AShare.concat([o[2].ravel() for o in outputs])
+        stats["llf"] = q[k + 1 : k + 2]
+    return se, stats
+
+
+def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
+    """The committee's protocol for one GLM (module docstring, steps 1-6)."""
+    k = len(plan.data["model"]["names"])
+    n_counts, n_step = _sizes(plan)
+    mine = yield from local(p, lambda: site(None))
+    stacked, pooled = _pool((yield from ar.input_all(p, mine, (n_counts + n_step,) * 3)))
+    counts = pooled[:n_counts]
+    fit = _Fit(np.zeros(k, dtype=np.int64), *_terms(pooled[n_counts:], k))
+    opened = yield from ar.open_all(p, fit.failed)
+    if int(opened[0]) != 0:
+        return empty_outcome(local_failed=True)
+    refused, dropped, withheld = yield from _rules(p, plan, counts)
+    if refused is not None:
+        return empty_outcome(refused=refused, message=_rule_set(plan).message(refused))
+    if not (yield from _newton(p, plan, site, fit)):
+        return empty_outcome(local_failed=True)
+    se, stats = yield from _outputs(p, plan, fit, counts, stacked)
+    outputs: list[tuple[str, AShare]] = [(f"se.{part}", getattr(se, part)) for part in FLOAT_PARTS]
+    outputs.append(("n", counts[1:2]))
+    if not withheld:
+        outputs.append(("dropped", dropped))
+    for name, value in stats.items():
+        outputs += [(f"{name}.{part}", getattr(value, part)) for part in FLOAT_PARTS]
     meta = {
         "plan": plan.data,
         "digest": plan.digest(),
-        "coef": beta.tolist(),
-        "converged": converged,
-        "iterations": iterations,
-        "layout": [[name, kind, int(x.size)] for name, kind, x in outputs],
+        "coef": fit.beta.tolist(),
+        "converged": fit.converged,
+        "iterations": fit.iterations,
+        "layout": [[name, int(x.size)] for name, x in outputs],
     }
-    return flat, meta
+    return AShare.concat([x.ravel() for _, x in outputs]), meta
 
 
 def _pooled_tss(p: Party, per_site: AShare, n_total: AShare, sum_y: AShare, stacked: AShare) -> Protocol[AShare]:
@@ -625,12 +653,12 @@ def assemble_glm(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
     values: dict[str, np.ndarray] = {}
     at = 0
     flat = [s.ravel() for s in shares]
-    for name, _, size in meta["layout"]:
+    for name, size in meta["layout"]:
         values[name] = reconstruct([f[at : at + size] for f in flat])
         at += size
 
     def floats(name: str) -> np.ndarray:
-        return decode_float(*(values[f"{name}.{part}"] for part in ("sign", "mant", "exp")))
+        return decode_float(*(values[f"{name}.{part}"] for part in FLOAT_PARTS))
 
     coef = np.asarray(meta["coef"], dtype=np.float64) / 2.0**FB
     se = floats("se")
