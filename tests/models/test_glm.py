@@ -160,7 +160,8 @@ def test_a_model_result_renders_in_the_notebook(lung: tuple) -> None:
     frame.attrs.update(plan=plan.data, sites=list(cons))
     result = as_result(frame, query="LOGISTIC ...")
     assert "3 sites" in result.receipt_line()
-    assert result._repr_html_()
+    html = result._repr_html_()
+    assert f"n = {frame.attrs['n']}" in html and "log-likelihood" in html and "converged in" in html
     figure = plot(result)
     assert sorted(t.get_text() for t in figure.axes[0].get_yticklabels()) == sorted(frame.index)
 
