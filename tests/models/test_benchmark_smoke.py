@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_in_process_run_reports_its_figures(tmp_path: Path) -> None:
+    args = ["--rows", "3000", "--repeat", "1", "--in-process", "--json", "--cache", str(tmp_path)]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "models.py"), "--rows", "3000", "--repeat", "1"]
-        + ["--in-process", "--json", "--cache", str(tmp_path)],
+        [sys.executable, str(ROOT / "benchmarks" / "models.py"), *args],
         capture_output=True,
         text=True,
         timeout=600,
