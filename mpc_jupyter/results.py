@@ -48,10 +48,13 @@ class MpcResult(pd.DataFrame):  # type: ignore[misc]  # pandas ships no type stu
         with pd.option_context("display.max_rows", self.display_limit or pd.get_option("display.max_rows")):
             table = pd.DataFrame(self)._repr_html_() or ""
         line = html.escape(receipt_line(self))
-        return f'{table}<div class="mpc-receipt" style="font-size:85%;color:#666">{line}</div>'
+        fit = model_line(self)
+        head = f'<div class="mpc-model">{html.escape(fit)}</div>' if fit else ""
+        return f'{head}{table}<div class="mpc-receipt" style="font-size:85%;color:#666">{line}</div>'
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(f"{pd.DataFrame(self)!r}\n{receipt_line(self)}")
+        fit = model_line(self)
+        printer.text(f"{fit + chr(10) if fit else ''}{pd.DataFrame(self)!r}\n{receipt_line(self)}")
 
     def receipt_line(self) -> str:
         """The one-line receipt shown under the table."""
@@ -79,12 +82,33 @@ def mpc_cost(frame: pd.DataFrame) -> tuple[int, int] | None:
     if cached is not None:
         return int(cached[0]), int(cached[1])
     data = frame.attrs.get("plan")
-    if data is None:
+    if data is None or "model" in data:  # a model's rounds depend on its iterations: see "stats"
         return None
     stats = [s for _, s in dry_run_stats(Plan(data), len(frame.attrs.get("sites", [])) or 3)]
     cost = (sum(s.rounds for s in stats), sum(s.bytes_sent for s in stats))
     frame.attrs["mpc_cost"] = list(cost)
     return cost
+
+
+def model_line(frame: pd.DataFrame) -> str:
+    """A model summary's fit statistics on one line (empty for other results), as statsmodels
+    prints above its coefficient table."""
+    attrs = frame.attrs
+    if "model" not in attrs:
+        return ""
+    dropped = attrs.get("n_dropped")
+    parts = [
+        f"{attrs['model']} ({attrs['family']})",
+        f"n = {attrs['n']}"
+        + (f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""),
+        f"df resid = {attrs['df_resid']}",
+    ]
+    if "r_squared" in attrs:
+        parts.append(f"R² = {attrs['r_squared']:.4f}")
+    parts += [f"log-likelihood = {attrs['llf']:.4f}", f"deviance = {attrs['deviance']:.4f}"]
+    steps = attrs.get("iterations")
+    parts.append(f"converged in {steps} steps" if attrs.get("converged") else f"NOT converged after {steps} steps")
+    return " · ".join(parts)
 
 
 def receipt_line(frame: pd.DataFrame) -> str:

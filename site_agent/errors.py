@@ -18,6 +18,7 @@
     │   ├── StaleEnvelope       an envelope is too old or dated in the future
     │   └── ReplayedEnvelope    an envelope's nonce was already seen
     ├── PolicyRefusal           a site's disclosure policy refuses the request (names site and rule)
+    │   └── ModelRefused        a model's disclosure rule failed on the pooled shares (names the rule)
     ├── QueryError              a %%mpc query cannot be compiled (carries line and column)
     │   ├── QuerySyntaxError    the text does not parse
     │   ├── UnknownName         a table or column does not exist (suggests the closest names)
@@ -95,6 +96,18 @@ class PolicyRefusal(MpcError):
     def __init__(self, site: str, rule: str, message: str) -> None:
         super().__init__(f"site {site!r} refused ({rule}): {message}")
         self.site = site
+        self.rule = rule
+        self.message = message
+
+
+class ModelRefused(PolicyRefusal):
+    """A model's disclosure rule failed, decided on the pooled shares inside the session
+    (``site_agent.privacy.models``): every member raises it alike after the session; it names
+    the rule and no site (the decision is the consortium's, on pooled data)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        MpcError.__init__(self, f"refused by the model rule {rule}: {message}; nothing was released")
+        self.site = "consortium"
         self.rule = rule
         self.message = message
 

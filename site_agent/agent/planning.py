@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..config import ConsortiumConfig
 from ..errors import ConfigError
+from ..models.statement import kind_of
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -160,7 +161,10 @@ def compile_query(
     plan's statement kind (``aggregate`` or ``per_site_breakdown``) must be allowed by every site.
     """
     del params  # parameters are bound by the notebook before signing; nothing to do here yet
-    compiled = Compiled(query_plan.compile_query(text, schema, rules_from_policy(policy, schema), sites))
+    from .models import ModelCompiled  # a model statement's plan (site_agent.models)
+
+    plan = query_plan.compile_query(text, schema, rules_from_policy(policy, schema), sites)
+    compiled = ModelCompiled(plan) if "model" in plan.data else Compiled(plan)
     policy.check_kind(compiled.kind)
     return compiled
 
@@ -198,6 +202,9 @@ def _unflatten(flat: AShare, flags: U64, layout: list[list[Any]]) -> MpcResult:
 def assemble(meta: dict[str, Any], member_shares: list[AShare]) -> pd.DataFrame:
     """The analyst's side: the three members' output arrays and the public metadata to a DataFrame."""
     plan = query_plan.Plan(meta["plan"])
+    model = kind_of(plan)
+    if model is not None:
+        return model.assemble(meta, member_shares)
     if plan.digest() != meta["digest"]:
         raise ConfigError("the result's plan does not match its digest")
     flags = np.asarray(meta["flags"], dtype=np.uint64)

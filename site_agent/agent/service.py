@@ -47,6 +47,7 @@ from ..errors import (
     AuthError,
     ConfigError,
     LocalStepError,
+    ModelRefused,
     MpcError,
     PeerFailure,
     PlanMismatch,
@@ -59,6 +60,7 @@ from ..errors import (
 from ..membership.changes import describe_change
 from ..membership.identity import admission
 from ..membership.watch import ConsortiumWatcher, remember, startup_version
+from ..models.statement import raise_outcome
 from ..mpc.arithmetic import input_all
 from ..mpc.party import Party, Protocol
 from ..mpc.shares import AShare
@@ -423,6 +425,7 @@ class Agent:
         outcome = await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
         if outcome.meta.get("local_failed"):
             raise LocalStepError()  # after the session, at every member alike: no abort notice to race
+        raise_outcome(outcome.meta)  # a model's disclosure rule refused, alike at every member
         return outcome
 
     def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:
@@ -452,7 +455,7 @@ class Agent:
             await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
         log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
         signed = not isinstance(exc, AuthError) or isinstance(exc, (StaleEnvelope, ReplayedEnvelope))
-        if signed and isinstance(exc, (PolicyRefusal, QueryError, AuthError)):
+        if signed and isinstance(exc, (PolicyRefusal, QueryError, AuthError)) and not isinstance(exc, ModelRefused):
             with contextlib.suppress(Exception):
                 await self.mesh.run(
                     msg.session_id(env.digest()),

@@ -10,6 +10,12 @@ thin adapter on top: :func:`run_in_memory` runs all three parties in one process
 
 Every message is one 1-D ``uint64`` array. The machine checks each against what the
 protocol expects (dtype, shape, sender) and raises :class:`ProtocolViolation` otherwise.
+
+A protocol may also yield a :class:`LocalStep`: a computation on this member's own data in
+the middle of a session (an iterative model's gradient at public coefficients). The machine
+stops there until its driver runs it and hands back the result
+(:meth:`PartyMachine.complete_local`): :func:`run_in_memory` calls it directly, the network
+adapter in a worker thread, so the event loop never waits on the site's database.
 """
 
 from __future__ import annotations
@@ -42,7 +48,18 @@ class Round:
     expect: Mapping[int, int] = field(default_factory=dict)
 
 
-Protocol = Generator[Round, dict[int, U64], T]
+@dataclass(frozen=True)
+class LocalStep:
+    """A request to compute on this member's own data, in the clear, mid-session.
+
+    ``run`` takes no argument (its public inputs are bound) and returns a 1-D uint64 vector;
+    the protocol receives it as the message from itself (``got[p.index]``, see :func:`local`).
+    """
+
+    run: Callable[[], U64]
+
+
+Protocol = Generator[Round | LocalStep, dict[int, U64], T]
 
 
 @dataclass
@@ -83,6 +100,12 @@ def exchange(
     return (yield Round(send or {}, expect or {}))
 
 
+def local(p: Party, run: Callable[[], U64]) -> Protocol[U64]:
+    """Yield a :class:`LocalStep` and return its result: ``v = yield from local(p, fn)``."""
+    got = yield LocalStep(run)
+    return got[p.index]
+
+
 class PartyMachine(Generic[T]):
     """One party's protocol as a state machine fed with messages (no I/O)."""
 
@@ -92,6 +115,7 @@ class PartyMachine(Generic[T]):
         self._inbox: dict[int, deque[U64]] = {p: deque() for p in PARTIES if p != index}
         self._outbox: list[tuple[int, U64]] = []
         self._expect: Mapping[int, int] = {}
+        self._local: LocalStep | None = None
         self._done = False
         self._result: Any = None
         self.stats = Stats()
@@ -118,6 +142,21 @@ class PartyMachine(Generic[T]):
         self._inbox[sender].append(message)
         self._try_resume()
 
+    @property
+    def local_step(self) -> LocalStep | None:
+        """The local computation the protocol waits for, if any (see :class:`LocalStep`)."""
+        return self._local
+
+    def complete_local(self, result: U64) -> None:
+        """Hand the result of :attr:`local_step` to the protocol and run it on."""
+        if self._local is None:
+            raise ProtocolViolation(f"party {self.index}: no local step is pending")
+        if not isinstance(result, np.ndarray) or result.dtype != np.uint64 or result.ndim != 1:
+            raise ProtocolViolation(f"party {self.index}: a local step returned no 1-D uint64 array")
+        self._local = None
+        self._advance({self.index: result})
+        self._try_resume()
+
     def outgoing(self) -> list[tuple[int, U64]]:
         """Messages to send now, as (peer, array); the caller sends them in order."""
         out, self._outbox = self._outbox, []
@@ -129,12 +168,12 @@ class PartyMachine(Generic[T]):
         (empty when done). A peer that already delivered is not waited for: a driver must not
         read its next frame (say, an abort notice) ahead of another peer's message this round,
         nor blame it when the round stalls."""
-        if self._done:
+        if self._done or self._local is not None:
             return {}
         return {p: n for p, n in self._expect.items() if not self._inbox[p]}
 
     def _try_resume(self) -> None:
-        while not self._done and all(self._inbox[p] for p in self._expect):
+        while not self._done and self._local is None and all(self._inbox[p] for p in self._expect):
             got: dict[int, U64] = {}
             for peer, n in self._expect.items():
                 msg = self._inbox[peer].popleft()
@@ -152,6 +191,9 @@ class PartyMachine(Generic[T]):
             self._done = True
             self._result = stop.value
             self._expect = {}
+            return
+        if isinstance(rnd, LocalStep):
+            self._local, self._expect = rnd, {}
             return
         for peer, arr in rnd.send.items():
             if peer == self.index or peer not in PARTIES:
@@ -193,6 +235,10 @@ def _pump(machines: Sequence[PartyMachine[T]], tap: Tap | None) -> list[T]:
     while True:
         moved = False
         for m in machines:
+            step = m.local_step
+            if step is not None:
+                m.complete_local(step.run())
+                moved = True
             for peer, msg in m.outgoing():
                 if tap is not None:
                     tap(m.index, peer, msg)

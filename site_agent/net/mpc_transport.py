@@ -154,6 +154,10 @@ async def run_party(
                 raise PeerDisconnected(lost, f"party {me}: {label[lost]} aborted the session: {reason}") from None
             if machine.done:
                 return machine.result
+            step = machine.local_step
+            if step is not None:  # the site's own data, off the event loop (site_agent.mpc.party.LocalStep)
+                machine.complete_local(await asyncio.to_thread(step.run))
+                continue
             waiting = [p for p in machine.waiting_for if p in links]
             if not waiting:
                 missing = sorted(set(machine.waiting_for) - set(links))

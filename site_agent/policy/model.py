@@ -68,6 +68,10 @@ class Policy:
     ONS); 0: off. Combined sites round to the least common multiple of their bases."""
     min_sites: int = 1
     """A cell is withheld unless at least this many sites have rows in it (1: off)."""
+    model_min_df: int = 10
+    """A model needs at least this many residual degrees of freedom (ACRO: 10)."""
+    model_events_per_term: int = 10
+    """A binary or count model needs this many events per parameter besides the intercept (ACRO: 10)."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -88,6 +92,8 @@ class Policy:
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
             "min_sites": self.min_sites,
+            "model_min_df": self.model_min_df,
+            "model_events_per_term": self.model_events_per_term,
             "tables": None
             if self.tables is None
             else {
@@ -126,6 +132,8 @@ class Policy:
                 redact_at_or_below=int(data["redact_at_or_below"]),
                 round_counts=int(data["round_counts"]),
                 min_sites=int(data["min_sites"]),
+                model_min_df=int(data["model_min_df"]),
+                model_events_per_term=int(data["model_events_per_term"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -254,6 +262,8 @@ def combine(policies: Iterable[Policy]) -> Policy:
         redact_at_or_below=max(p.redact_at_or_below for p in parts),
         round_counts=math.lcm(*bases) if bases else 0,
         min_sites=max(p.min_sites for p in parts),
+        model_min_df=max(p.model_min_df for p in parts),
+        model_events_per_term=max(p.model_events_per_term for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -306,6 +316,8 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         "redact_at_or_below",
         "round_counts",
         "min_sites",
+        "model_min_df",
+        "model_events_per_term",
     )
     kinds = frozenset(p.get_str_list("statement_kinds", tuple(sorted(DEFAULT_STATEMENT_KINDS))))
     unknown = sorted(kinds - STATEMENT_KINDS)
@@ -330,6 +342,8 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         redact_at_or_below=p.get_int("redact_at_or_below", 0, minimum=0),
         round_counts=_rounding_base(p),
         min_sites=p.get_int("min_sites", 1, minimum=1),
+        model_min_df=p.get_int("model_min_df", 10, minimum=1),
+        model_events_per_term=p.get_int("model_events_per_term", 10, minimum=1),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -363,6 +377,10 @@ round_counts = 0
 # Withhold a cell unless at least this many sites have rows in it, so that no released number
 # comes from one site alone; 1 turns it off.
 min_sites = 1
+# Models (LINEAR, LOGISTIC, POISSON): the least residual degrees of freedom, and the least
+# events per term of a binary or count outcome (ACRO's defaults: 10 and 10).
+model_min_df = 10
+model_events_per_term = 10
 
 {tables}"""
 

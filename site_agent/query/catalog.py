@@ -180,7 +180,8 @@ class DisclosureRules:
     ``redact_at_or_below`` = N withholds released counts 1..N (0: off), so every release check
     uses :attr:`threshold`; ``round_counts`` = b rounds every released count to the nearest
     multiple of b on shares (0: off); ``min_sites`` withholds a cell unless that many sites
-    have rows in it.
+    have rows in it. ``model_min_df`` and ``model_events_per_term`` are the model rules
+    (:mod:`site_agent.privacy.models`; ACRO's 10 and 10).
     """
 
     min_cell_size: int = 5
@@ -193,6 +194,8 @@ class DisclosureRules:
     redact_at_or_below: int = 0
     round_counts: int = 0
     min_sites: int = 1
+    model_min_df: int = 10
+    model_events_per_term: int = 10
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
@@ -228,6 +231,8 @@ class DisclosureRules:
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
             "min_sites": self.min_sites,
+            "model_min_df": self.model_min_df,
+            "model_events_per_term": self.model_events_per_term,
         }
 
 
@@ -253,5 +258,7 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         redact_at_or_below=policy.redact_at_or_below,
         round_counts=policy.round_counts,
         min_sites=policy.min_sites,
+        model_min_df=policy.model_min_df,
+        model_events_per_term=policy.model_events_per_term,
         policy=policy,
     )

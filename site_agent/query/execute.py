@@ -261,6 +261,10 @@ def execute(plan: Plan, connections: Mapping[str, Any], without_data: Collection
     The DataFrame's ``attrs`` carry the plan digest, the reveal points, rounds and bytes of
     the MPC part (per member, maximum) and the wall-clock time of each phase.
     """
+    if "model" in plan.data:  # a model statement's plan (site_agent.models)
+        from ..models.statement import execute as execute_model
+
+        return execute_model(plan, connections, tuple(without_data))
     t0 = time.perf_counter()
     per_site = [
         local_preaggregates(plan, con, name, holds_data=name not in without_data) for name, con in connections.items()

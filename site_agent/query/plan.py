@@ -122,12 +122,17 @@ def compile_query(text: str, schema: Schema, rules: DisclosureRules, sites: tupl
 
     ``sites`` are the committee's site names in committee order, the public domain of ``SITE``;
     every member passes the same tuple, so the digest stays equal. Without them ``SITE`` is
-    refused (``UnsupportedQuery``).
+    refused (``UnsupportedQuery``). A model statement (``LINEAR y ~ x FROM t``, see
+    :mod:`site_agent.models.statement`) compiles to its model's plan.
     """
     if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
         raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
-    from ..models.plan_statements import find_statement  # model statements plan themselves (KAPLAN_MEIER, ...)
+    from ..models.plan_statements import find_statement  # statements planned as aggregates (KAPLAN_MEIER)
+    from ..models.statement import compile_statement  # model statements (LINEAR ... FROM ...)
 
+    model = compile_statement(text, schema, rules, sites)
+    if model is not None:
+        return model
     statement = find_statement(text)
     if statement is not None:
         return statement.compile(text, schema, rules, sites)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from site_agent.errors import Deadlock, ProtocolViolation
-from site_agent.mpc.party import Party, PartyMachine, exchange, run_in_memory
+from site_agent.mpc.party import LocalStep, Party, PartyMachine, Protocol, exchange, local, run_in_memory
 from site_agent.mpc.randomness import Randomness
 
 
@@ -107,3 +107,39 @@ def test_party_index_and_seeds() -> None:
         Party(3, Randomness.from_seed(0, 0))
     by_bytes = Randomness.from_seed(0, bytes(16)).stream(0, 4)
     np.testing.assert_array_equal(by_bytes, Randomness.from_seed(0, 0).stream(0, 4))  # 0 is 16 zero bytes
+
+
+def test_local_step_runs_mid_protocol_and_feeds_its_result() -> None:
+    """A protocol may stop for a computation on its member's own data (LocalStep); the machine
+    waits for it, keeps messages that arrive meanwhile, and resumes with the result."""
+
+    calls: list[int] = []
+
+    def program(p: Party) -> Protocol[list[int]]:
+        first = yield from exchange({p.next: np.array([p.index], dtype=np.uint64)}, {p.prev: 1})
+
+        def compute(i: int = p.index) -> np.ndarray:
+            calls.append(i)
+            return np.array([10 * i], dtype=np.uint64)
+
+        mine = yield from local(p, compute)
+        second = yield from exchange({p.next: mine}, {p.prev: 1})
+        return [int(first[p.prev][0]), int(second[p.prev][0])]
+
+    results, stats = run_in_memory(program)
+    assert results == [[2, 20], [0, 0], [1, 10]]
+    assert sorted(calls) == [0, 1, 2]
+    assert [s.rounds for s in stats] == [2, 2, 2]  # a local step is not a round
+
+
+def test_local_step_result_is_validated() -> None:
+
+    def program(p: Party) -> Protocol[None]:
+        yield LocalStep(lambda: np.zeros(1, dtype=np.uint64))
+
+    machine = PartyMachine(0, program(Party(0, Randomness.from_seed(0, 0))))
+    assert machine.local_step is not None and machine.waiting_for == {}
+    with pytest.raises(ProtocolViolation):
+        machine.complete_local(np.zeros((1, 1), dtype=np.uint64))
+    machine.complete_local(np.zeros(1, dtype=np.uint64))
+    assert machine.done

@@ -1,0 +1,165 @@
+"""Model statements: recognise ``KIND ... FROM ...`` and hand it to the model's planner.
+
+The query planner (:func:`site_agent.query.plan.compile_query`) asks :func:`compile_statement`
+first; text that starts with a registered keyword is a model statement, anything else an
+ordinary aggregate query. A model kind is one entry of :data:`MODELS` (see
+:class:`ModelKind`): how to compile the statement into a plan, what a site computes locally,
+the committee's MPC program and the analyst's assembly. Adding ``KAPLAN_MEIER`` or ``COX`` is
+one more entry.
+
+The plan of a model is a :class:`~site_agent.query.plan.Plan` whose JSON holds ``model`` (with
+its ``kind``), so every member digests, compares and explains it like any plan. Where the
+statement reads its rows (``FROM ... [WHERE ...]``) is validated by the ordinary query
+validator (:func:`validate_source`): tables, exposed columns, identifiers and the WHERE
+condition obey the same policy rules as any query.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlglot.expressions as exp
+
+from ..errors import LocalStepError, ModelRefused, QueryError, QuerySyntaxError, UnsupportedQuery
+from ..mpc.party import Party, Protocol, run_in_memory
+from ..mpc.ring import U64
+from ..mpc.shares import AShare
+from ..query.catalog import DisclosureRules, Schema
+from ..query.parse import Query, parse_query
+from ..query.plan import Plan
+
+SiteStep = Callable[[dict[str, Any] | None], U64]
+"""A site's local computation: its public parameters (None: the first step) to its vector."""
+
+Outcome = tuple[AShare, dict[str, Any]]
+"""What a member ends a model's program with: its shares of the outputs and public metadata.
+``meta["refused"]`` (a rule) or ``meta["local_failed"]`` mean nothing was revealed."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A model statement cut at its top-level FROM: ``keyword body FROM tail``."""
+
+    text: str
+    keyword: str
+    body: str
+    tail: str
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What one model kind provides (each a pure function; no I/O but the site's connection).
+
+    * ``compile(statement, schema, rules, sites)``: the plan, or a QueryError/PolicyRefusal;
+    * ``local(plan, con, holds_data, params)``: a site's flat ring vector at public
+      ``params`` (never raises: a failing step gives the failure vector);
+    * ``program(p, plan, site)``: the committee's protocol; ``site`` runs this member's local
+      step (called through :func:`site_agent.mpc.party.local`);
+    * ``assemble(meta, shares)``: the analyst's DataFrame from the three members' outputs;
+    * ``explain(plan)``: the plan in words for ``--explain``.
+    """
+
+    compile: Callable[[Statement, Schema, DisclosureRules, tuple[str, ...] | None], Plan]
+    local: Callable[[Plan, Any, bool, dict[str, Any] | None], U64]
+    program: Callable[[Party, Plan, SiteStep], Protocol[Outcome]]
+    assemble: Callable[[dict[str, Any], list[AShare]], pd.DataFrame]
+    explain: Callable[[Plan], str]
+
+
+MODELS: dict[str, ModelKind] = {}
+"""The registered model kinds by keyword (upper case); filled by the modules defining them."""
+
+_FROM = re.compile(r"\bFROM\b", re.IGNORECASE)
+
+
+def _registered() -> Mapping[str, ModelKind]:
+    from . import glm  # noqa: F401  (registers LINEAR, LOGISTIC, POISSON)
+
+    return MODELS
+
+
+def split_statement(text: str) -> Statement | None:
+    """The statement if ``text`` starts with a registered keyword, else None."""
+    head = re.match(r"\s*([A-Za-z_]+)\b", text)
+    if head is None or head.group(1).upper() not in _registered():
+        return None
+    keyword = head.group(1).upper()
+    rest = text[head.end() :]
+    found = _FROM.search(rest)
+    if found is None:
+        raise QuerySyntaxError(f"{keyword}: the statement needs FROM <table>")
+    return Statement(text, keyword, rest[: found.start()].strip(), rest[found.end() :].strip())
+
+
+def compile_statement(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None) -> Plan | None:
+    """The plan of a model statement, or None when ``text`` is not one."""
+    statement = split_statement(text)
+    if statement is None:
+        return None
+    return MODELS[statement.keyword].compile(statement, schema, rules, sites)
+
+
+def kind_of(plan: Plan) -> ModelKind | None:
+    """The model kind of a plan (None for an ordinary query's plan)."""
+    model = plan.data.get("model")
+    return None if model is None else _registered()[model["kind"]]
+
+
+def validate_source(
+    tail: str, expressions: list[str], schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None
+) -> tuple[Query, list[exp.Expression]]:
+    """Validate ``FROM tail`` and the model's column ``expressions`` as the query validator does
+    (tables, exposed columns, identifiers, WHERE), by compiling ``SELECT COUNT(e1), ... FROM
+    tail``. Returns the validated query (source, WHERE, person column) and each expression
+    resolved (qualified by table alias), in order."""
+    select = ", ".join(f"COUNT({e})" for e in expressions)
+    try:
+        query = parse_query(f"SELECT {select} FROM {tail}", schema, rules, sites)
+    except QueryError as err:  # its position is in the generated SELECT: keep the reason only
+        err.line = err.column = None
+        err.text = ""
+        err.args = (err.message,)
+        raise
+    if query.keys or query.post.active:
+        raise UnsupportedQuery("a model statement takes FROM and WHERE only (no GROUP BY, HAVING, ORDER BY, LIMIT)")
+    return query, [a.args[0] for a in query.aggregates]
+
+
+def execute(plan: Plan, connections: Mapping[str, Any], without_data: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Run a model's plan over three sites' connections in this process (tests, demos,
+    benchmarks): each member is one site; its local steps run directly."""
+    kind = kind_of(plan)
+    if kind is None:
+        raise ValueError("not a model plan")
+    if len(connections) != 3:
+        raise ValueError("a model runs on the three committee sites")
+    steps = [
+        (lambda params, con=con, held=name not in without_data: kind.local(plan, con, held, params))
+        for name, con in connections.items()
+    ]
+    results, stats = run_in_memory(lambda p: kind.program(p, plan, steps[p.index]), seed=os.urandom(16))
+    raise_outcome(results[0][1])
+    frame = kind.assemble(results[0][1], [r[0] for r in results])
+    frame.attrs["rounds"] = max(s.rounds for s in stats)
+    frame.attrs["bytes"] = sum(s.bytes_sent for s in stats)
+    return frame
+
+
+def raise_outcome(meta: dict[str, Any]) -> None:
+    """After the session: a failed local step or a refusal by a disclosure rule, at every member
+    alike (the rule is named; no site, since the decision was taken on pooled shares)."""
+    if meta.get("local_failed"):
+        raise LocalStepError()
+    if meta.get("refused"):
+        raise ModelRefused(str(meta["refused"]), str(meta["message"]))
+
+
+def empty_outcome(**meta: Any) -> Outcome:
+    """Nothing to reveal, with the reason in ``meta``."""
+    return AShare(np.zeros((2, 0), dtype=np.uint64)), meta
