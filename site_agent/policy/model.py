@@ -27,6 +27,7 @@ from typing import Any
 
 from site_agent.crypto.envelope import canonical_json
 from site_agent.errors import ConfigError, PolicyRefusal
+from site_agent.privacy import dominance
 from site_agent.tomlfile import Section, check_name, read_toml
 
 DEFAULT_MIN_CELL_SIZE = 5
@@ -68,6 +69,9 @@ class Policy:
     ONS); 0: off. Combined sites round to the least common multiple of their bases."""
     min_sites: int = 1
     """A cell is withheld unless at least this many sites have rows in it (1: off)."""
+    dominance: tuple[int, int] | None = None
+    """The (n, p) dominance rule for sums: a cell whose n largest per-person contributions make
+    more than p percent of its total is withheld (None: off; site_agent/privacy/dominance.py)."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -88,6 +92,7 @@ class Policy:
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
             "min_sites": self.min_sites,
+            "dominance": None if self.dominance is None else list(self.dominance),
             "tables": None
             if self.tables is None
             else {
@@ -126,6 +131,7 @@ class Policy:
                 redact_at_or_below=int(data["redact_at_or_below"]),
                 round_counts=int(data["round_counts"]),
                 min_sites=int(data["min_sites"]),
+                dominance=None if data["dominance"] is None else _rule(data["dominance"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -215,7 +221,7 @@ class Policy:
 def combine(policies: Iterable[Policy]) -> Policy:
     """The strictest combination: largest minimum cell size and redaction threshold, rounding to a
     multiple of every site's base (their least common multiple), the most contributing sites,
-    smallest limits, only the analysts,
+    the dominance rule with the largest n and the smallest p, smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
     Table, column and identifier rules come from the sites that hold data only (a policy with
@@ -254,6 +260,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
         redact_at_or_below=max(p.redact_at_or_below for p in parts),
         round_counts=math.lcm(*bases) if bases else 0,
         min_sites=max(p.min_sites for p in parts),
+        dominance=dominance.combine([p.dominance for p in parts]),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -288,6 +295,26 @@ def _rounding_base(section: Section) -> int:
     return base
 
 
+def _rule(value: Any) -> tuple[int, int]:
+    """An (n, p) dominance rule from its JSON or TOML form; ValueError when it is not one."""
+    if not isinstance(value, list | tuple) or len(value) != 2 or not all(type(v) is int for v in value):
+        raise ValueError("must be [n, p], two integers (n largest persons, p percent)")
+    n, p = value
+    why = dominance.check_rule(n, p)
+    if why is not None:
+        raise ValueError(why)
+    return n, p
+
+
+def _dominance(section: Section) -> tuple[int, int] | None:
+    if "dominance" not in section:
+        return None
+    try:
+        return _rule(section.data["dominance"])
+    except ValueError as exc:
+        raise section.error("dominance", str(exc)) from exc
+
+
 def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
     """Load and validate a site's ``policy.toml``; ``site`` names the site in refusals.
 
@@ -306,6 +333,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         "redact_at_or_below",
         "round_counts",
         "min_sites",
+        "dominance",
     )
     kinds = frozenset(p.get_str_list("statement_kinds", tuple(sorted(DEFAULT_STATEMENT_KINDS))))
     unknown = sorted(kinds - STATEMENT_KINDS)
@@ -330,6 +358,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         redact_at_or_below=p.get_int("redact_at_or_below", 0, minimum=0),
         round_counts=_rounding_base(p),
         min_sites=p.get_int("min_sites", 1, minimum=1),
+        dominance=_dominance(p),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -363,6 +392,9 @@ round_counts = 0
 # Withhold a cell unless at least this many sites have rows in it, so that no released number
 # comes from one site alone; 1 turns it off.
 min_sites = 1
+# Dominance rule for sums, off unless set: withhold a SUM or AVG cell whose n largest per-person
+# contributions make more than p percent of its total, e.g. dominance = [1, 85].
+# dominance = [n, p]
 
 {tables}"""
 

@@ -180,7 +180,8 @@ class DisclosureRules:
     ``redact_at_or_below`` = N withholds released counts 1..N (0: off), so every release check
     uses :attr:`threshold`; ``round_counts`` = b rounds every released count to the nearest
     multiple of b on shares (0: off); ``min_sites`` withholds a cell unless that many sites
-    have rows in it.
+    have rows in it; ``dominance`` = (n, p) withholds a sum whose n largest per-person
+    contributions make more than p percent of it (None: off).
     """
 
     min_cell_size: int = 5
@@ -193,6 +194,7 @@ class DisclosureRules:
     redact_at_or_below: int = 0
     round_counts: int = 0
     min_sites: int = 1
+    dominance: tuple[int, int] | None = None
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
@@ -228,6 +230,7 @@ class DisclosureRules:
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
             "min_sites": self.min_sites,
+            "dominance": None if self.dominance is None else list(self.dominance),
         }
 
 
@@ -253,5 +256,6 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         redact_at_or_below=policy.redact_at_or_below,
         round_counts=policy.round_counts,
         min_sites=policy.min_sites,
+        dominance=policy.dominance,
         policy=policy,
     )

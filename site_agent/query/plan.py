@@ -37,6 +37,7 @@ from typing import Any
 import sqlglot.expressions as exp
 
 from ..errors import UnsupportedQuery
+from ..privacy import dominance
 from ..privacy.release import ReleasePlanner
 from .catalog import DisclosureRules, Schema
 from .failsafe import check_input, check_reveal, check_step, total, total_case, total_sql, with_other
@@ -104,6 +105,16 @@ class Plan:
                 out *= d
         return out
 
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of one site's input ``name``: per base cell (and grid bin, for histograms), or per
+        output cell (and rank) for the dominance rule's inputs, which a site forms per margin."""
+        spec = next(s for s in self.data["inputs"] if s["name"] == name)
+        cells = self.out_cells if spec.get("cells") == "out" else self.base_cells
+        for q in self.data["local"]:
+            if q["name"] == spec["query"] and "bins" in q:
+                return (cells, int(q["bins"]))
+        return (cells, int(spec["width"])) if "width" in spec else (cells,)
+
     @property
     def out_cells(self) -> int:
         total = 0
@@ -164,6 +175,7 @@ class _Builder:
         self.steps: dict[str, list[dict[str, Any]]] = {}
         self.reveals: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
+        self.dominance: list[dict[str, Any]] = []  # the dominance rule's local queries (contribution SQL)
         self._add_input("n_rows", exp.Count(this=exp.Star()), "int", 0)
         self.local[_sql(exp.Count(this=exp.Star()))] = "n_rows"
         person = None
@@ -216,14 +228,41 @@ class _Builder:
             value, what = rounded, f"{what}, rounded to base {base}"
         return self.reveal(output, value, "int", support, what)
 
+    def dominance_flags(self, agg: Aggregate) -> tuple[str, ...]:
+        """Under the policy's dominance rule, the flag that withholds the cells of a sum (SUM,
+        AVG, variances, RATE's person-time) a few persons dominate; one local query and flag
+        per distinct contribution (:mod:`site_agent.privacy.dominance`)."""
+        if self.rules.dominance is None or agg.kind not in ("sum", "avg", "var", "std", "rate"):
+            return ()
+        contrib = dominance.contribution(agg.branches)
+        if contrib is None:
+            return ()
+        for d in self.dominance:
+            if _sql(d["expr"]) == _sql(contrib):
+                return (str(d["out"]),)
+        name = f"dom{len(self.dominance)}"
+        n = self.rules.dominance[0]
+        self.dominance.append({"name": name, "expr": contrib, "out": f"{name}_flag"})
+        fields: tuple[tuple[str, str, dict[str, int]], ...] = (
+            ("top", "fixed", {"width": n}),
+            ("total", "fixed", {}),
+            ("over", "int", {}),
+        )
+        for column, encoding, extra in fields:
+            spec = {"name": f"{name}_{column}", "query": name, "column": column, "encoding": encoding, "fill": 0}
+            self.inputs.append({**spec, "cells": "out", **extra})
+        item = {"out": f"{name}_flag", "top": f"{name}_top", "total": f"{name}_total", "over": f"{name}_over"}
+        self.step("dominance", item)
+        return (f"{name}_flag",)
+
     def add(self, i: int, agg: Aggregate) -> None:
         name, tag = agg.name, f"a{i}"
         out: dict[str, Any] = {"name": name, "kind": agg.kind, "reveals": []}
         arg = agg.args[0] if agg.args else None
-        quantile_flags = (f"{tag}_q_bad",) if agg.kind == "quantile" else ()
+        flags = ((f"{tag}_q_bad",) if agg.kind == "quantile" else ()) + self.dominance_flags(agg)
         counts_only = agg.kind in ("count_star", "count", "count_distinct")
         argument = agg.args[-1] if agg.args else None  # RATE: its person-time
-        out["support"] = sup = self.release.row(agg.branches, argument, counts_only, quantile_flags)
+        out["support"] = sup = self.release.row(agg.branches, argument, counts_only, flags)
         if agg.kind == "count_star":
             out["reveals"].append(self.count_reveal(name, "n_rows", sup, "pooled row count"))
         elif agg.kind == "count":
@@ -358,6 +397,24 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     return _sql(total_sql(sel.where(cond).group_by(*keys)))
 
 
+def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) -> str:
+    """The dominance rule's local query: each person's summed contribution per cell (each row
+    alone when the table names no person), for :func:`site_agent.privacy.dominance.site_top`."""
+    sel = query.source.copy()
+    items: list[exp.Expr] = [exp.alias_(cell.copy(), "cell")]
+    if query.person is None:
+        items += [exp.alias_(exp.Literal.number(0), "person"), exp.alias_(total(contrib.copy()), "v")]
+    else:
+        alias, column = query.person.split(".", 1)
+        items += [exp.alias_(exp.column(column, table=alias), "person"), exp.alias_(exp.Sum(this=contrib.copy()), "v")]
+    sel.set("expressions", items)
+    if query.where is not None:
+        sel = sel.where(query.where.copy())
+    if query.person is not None:
+        sel = sel.group_by(*([] if isinstance(cell, exp.Literal) else [cell.copy()]), exp.column(column, table=alias))
+    return _sql(total_sql(sel))
+
+
 def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> str:
     """The ledger's membership query: one row per source row, its person, cell and sets, made
     total like every local statement (a row on which a set's condition raises is in no set)."""
@@ -411,9 +468,21 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
                 "grid": h["grid"],
             }
         )
+    for d in b.dominance:
+        local.append(
+            {
+                "name": d["name"],
+                "sql": _dominance_sql(query, d["expr"], cell),
+                "columns": ["cell", "person", "v"],
+                "top": rules.dominance[0] if rules.dominance else 0,
+            }
+        )
     steps: list[dict[str, Any]] = [check_step(), {"op": "pool", "inputs": b.pool}]
     if "quantile" in b.steps:  # before suppression: a quantile's grid bins take part in it
         steps.append({"op": "quantile", "items": b.steps["quantile"]})
+    if "dominance" in b.steps and rules.dominance:  # before suppression: its flags stop cells
+        n, pct = rules.dominance
+        steps.append({"op": "dominance", "items": b.steps["dominance"], "n": n, "p": pct})
     steps += [*([sites] if few else []), suppress, {"op": "reveal_flags"}]
     for op in ("round", "mean_fixed", "pool_m2", "divide", "sqrt", "extreme", "wilson", "byar"):
         if op in b.steps:
@@ -447,6 +516,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             **({"redact_at_or_below": rules.redact_at_or_below} if rules.redact_at_or_below else {}),
             **({"round_counts": rules.round_counts} if rules.round_counts else {}),
             **({"min_sites": rules.min_sites} if rules.min_sites > 1 else {}),
+            **({"dominance": list(rules.dominance)} if rules.dominance else {}),
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },

@@ -26,6 +26,7 @@ from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..privacy.checks import few_sites, stopped
+from ..privacy.dominance import dominated
 from ..privacy.rounding import round_to_base
 from . import numeric as nu
 from .cells import Cells
@@ -103,6 +104,18 @@ class _Run:
         (:func:`site_agent.privacy.checks.few_sites`); the release rule stops flagged cells."""
         rows = AShare(self.cells.expand(np.moveaxis(self.inputs[step["input"]].v, 1, 2)))  # (2, out, sites)
         self.vals[step["out"]] = yield from few_sites(self.p, rows, int(step["min_sites"]))
+
+    def dominance(self, step: dict[str, Any]) -> Protocol[None]:
+        """The policy's dominance rule: per item a flag per output cell, positive where the cell's
+        n largest persons make more than p percent of its total (:mod:`site_agent.privacy.dominance`),
+        or where a cell it contains is so (a margin over a dominated cell would give the dominant
+        value away less a released remainder); the release rule stops flagged cells. One
+        comparison batch for every item."""
+        items = step["items"]
+        tops, totals, over = ([self.inputs[i[k]] for i in items] for k in ("top", "total", "over"))
+        flags = yield from dominated(self.p, tops, totals, over, int(step["n"]), int(step["p"]), FRAC_BITS)
+        for item, flag in zip(items, flags, strict=True):
+            self.vals[item["out"]] = AShare(self.cells.gather_below(flag.v))
 
     def suppress(self, step: dict[str, Any]) -> Protocol[None]:
         rows, k = step["rows"], int(step["min_cell_size"])
@@ -286,6 +299,7 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         "check_local": run.check_local,
         "pool": run.pool,
         "sites": run.sites,
+        "dominance": run.dominance,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,
         "round": run.round,

@@ -1,0 +1,216 @@
+"""The dominance rule for sums (policy ``dominance = [n, p]``, docs/privacy.md), in process.
+
+References are computed here with pandas on the pooled data: per cell, each person's summed
+value at their site, absolute, the n largest against p percent of the total. The in-process
+path runs the same local SQL, sharing and MPC program as the agents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from site_agent.errors import ConfigError
+from site_agent.policy.model import Policy, combine, load_policy, render_policy_template
+from site_agent.privacy.dominance import splits
+from site_agent.query import DisclosureRules, compile_query, explain, schema_from_duckdb
+from site_agent.query.cells import Cells
+
+from ..query.conftest import Consortium, _connections
+from .conftest import derive, value
+
+GROUPS = ["a", "b", "c", "d"]
+
+
+def _consortium(frames: list[pd.DataFrame], rule: tuple[int, int] | None) -> Consortium:
+    tables = {f"site{s}": {"t": f.reset_index(drop=True)} for s, f in enumerate(frames)}
+    con = _connections({"probe": tables["site0"]})["probe"]
+    schema = schema_from_duckdb(con, domains={"t.g": GROUPS}, persons={"t": "pid"})
+    return Consortium(tables, schema, DisclosureRules(min_cell_size=5, dominance=rule))
+
+
+def _rows(site: int, group: str, values: list[float], first: int = 0) -> pd.DataFrame:
+    """One row per value, each its own person (``s<site>-<i>``)."""
+    pids = [f"s{site}-{group}-{first + i}" for i in range(len(values))]
+    return pd.DataFrame({"pid": pids, "g": group, "x": np.asarray(values, dtype=np.float64)})
+
+
+def _dominated(frames: list[pd.DataFrame], n: int, p: int) -> dict[str, bool]:
+    """The reference: per group, persons' values summed at their site, absolute, top n vs p%."""
+    rows = pd.concat([f.assign(site=s) for s, f in enumerate(frames)], ignore_index=True)
+    per_person = rows.groupby(["g", "site", "pid"]).x.sum().abs()
+    out = {}
+    for g, values in per_person.groupby(level="g"):
+        top = values.sort_values(ascending=False).iloc[:n].sum()
+        out[str(g)] = bool(top * 100 > p * values.sum())
+    return out
+
+
+@pytest.mark.parametrize(("big", "released"), [(13.25, True), (13.5, True), (13.75, False)])
+def test_threshold_boundary(big: float, released: bool) -> None:
+    """(1, 60): nine persons with 1 and one with ``big``; at 13.5 the largest is exactly 60% of the
+    total (released: the rule is "more than p percent"), a quarter above it is withheld."""
+    frames = [_rows(0, "a", [1, 1, 1, 1]), _rows(1, "a", [1, 1, 1, 1, 1]), _rows(2, "a", [big])]
+    frames[0] = pd.concat([frames[0], _rows(0, "b", [2.0] * 6)])
+    c = _consortium(frames, (1, 60))
+    out = c.query("SELECT g, COUNT(*) AS n, SUM(x) AS s, AVG(x) AS m FROM t GROUP BY g")
+    a = out[out.g == "a"]
+    assert a.n.item() == 10  # counts are not subject to the rule
+    if released:
+        assert a.s.item() == pytest.approx(9 + big, abs=1e-9)
+        assert a.m.item() == pytest.approx((9 + big) / 10, rel=1e-6)
+    else:
+        assert a.s.item() == "<5" and a.m.item() == "<5"
+    assert out[out.g == "b"].s.item() == 12.0
+
+
+@pytest.mark.parametrize(("second", "released"), [(6.0, True), (6.25, False)])
+def test_threshold_boundary_two_largest(second: float, released: bool) -> None:
+    """(2, 50) with the two largest at different sites: 14 + 6 against 40 is exactly 50%."""
+    frames = [_rows(0, "a", [14, 4, 4]), _rows(1, "a", [second, 4]), _rows(2, "a", [4, 4])]
+    c = _consortium(frames, (2, 50))
+    got = value(c.query("SELECT COUNT(*) AS n, SUM(x) AS s FROM t WHERE g = 'a'"), "s")
+    assert (got == 14 + second + 20) if released else got is None
+
+
+def test_a_persons_rows_add_up_first() -> None:
+    """(1, 60): one person's two rows of 7 and 6.75 make 13.75, above 60% of 22.75, though each
+    row alone is below it; with the rows split over two persons the cell is released."""
+    rows = _rows(2, "a", [7.0, 6.75])
+    split = [_rows(0, "a", [1, 1, 1, 1]), _rows(1, "a", [1, 1, 1, 1, 1]), rows]
+    same = [split[0], split[1], rows.assign(pid="s2-one")]
+    assert value(_consortium(split, (1, 60)).query("SELECT SUM(x) AS s FROM t"), "s") == 22.75
+    assert value(_consortium(same, (1, 60)).query("SELECT SUM(x) AS s FROM t"), "s") is None
+
+
+def test_random_tables_against_pandas() -> None:
+    """Random groups at three sites, large values planted in some (one site, either sign): a
+    group's sum is released exactly when the pandas reference says it is not dominated, and
+    then equals pandas."""
+    rng = np.random.default_rng(7)
+    for n, p in ((1, 50), (2, 70), (3, 85)):
+        planted = {"a": 5000.0, "b": float(rng.integers(200, 3000)), "c": -float(rng.integers(200, 3000))}
+        where = {g: int(rng.integers(0, 3)) for g in planted}
+        frames = []
+        for s in range(3):
+            parts = []
+            for g in GROUPS:
+                values = list(rng.integers(1, 40, size=int(rng.integers(3, 8))).astype(float))
+                if g in planted and s == where[g]:
+                    values[0] = planted[g]
+                parts.append(_rows(s, g, values))
+            frames.append(pd.concat(parts))
+        out = _consortium(frames, (n, p)).query("SELECT g, COUNT(*) AS k, SUM(x) AS s FROM t GROUP BY g")
+        truth = pd.concat(frames).groupby("g").x.sum()
+        dominated = _dominated(frames, n, p)
+        assert any(dominated.values()) and not all(dominated.values()), dominated
+        for g in GROUPS:
+            got = out[out.g == g].s.item()
+            assert (got == "<5") if dominated[g] else got == pytest.approx(truth[g]), (n, p, g)
+
+
+def test_offsets_do_not_hide_a_dominant_value() -> None:
+    """``SUM(x + 1e6)`` is ``SUM(x) + 1e6 * COUNT(x)``: the rule reads the column part, so the
+    attacker's ``SUM(x + 1e6) - 1e6 * n`` is withheld where ``SUM(x)`` is, and a CASE with
+    offsets in its branches too."""
+    frames = [_rows(0, "a", [1000.0, 3, 4]), _rows(1, "a", [3, 5, 2]), _rows(2, "a", [4, 4])]
+    c = _consortium(frames, (1, 80))
+    out = c.query(
+        "SELECT COUNT(*) AS n, SUM(x + 1000000) AS s, AVG(2 * x - 7) AS m, "
+        "SUM(CASE WHEN x > 3 THEN x + 500 ELSE x - 500 END) AS c, STDDEV(x) AS sd FROM t"
+    )
+    n = value(out, "n")
+    assert n == 8
+    assert derive(value(out, "s"), -1e6 * n) is None
+    assert value(out, "m") is None and value(out, "c") is None and value(out, "sd") is None
+
+
+def test_margins_over_a_dominated_cell_are_withheld() -> None:
+    """ROLLUP(g), (1, 60) with one dominated group: the margin is withheld with it, so
+    ``(all) - b - c - d`` gives nothing; the other groups equal pandas."""
+    frames = [
+        pd.concat([_rows(0, "a", [500.0, 20, 20]), _rows(0, "b", [30.0, 40, 50])]),
+        pd.concat([_rows(1, "a", [20.0, 20]), _rows(1, "b", [30.0, 40]), _rows(1, "c", [10.0] * 6)]),
+        pd.concat([_rows(2, "a", [10.0]), _rows(2, "c", [12.0] * 3), _rows(2, "d", [1.0] * 6)]),
+    ]
+    assert _dominated(frames, 1, 60) == {"a": True, "b": False, "c": False, "d": False}
+    out = _consortium(frames, (1, 60)).query("SELECT g, SUM(x) AS s FROM t GROUP BY ROLLUP(g)")
+    got = dict(zip(out.g, out.s, strict=True))
+    truth = pd.concat(frames).groupby("g").x.sum()
+    assert got["a"] == "<5" and got["(all)"] == "<5"
+    assert [got[g] for g in "bcd"] == [truth[g] for g in "bcd"]
+
+
+def test_off_by_default_and_in_plan_and_explain() -> None:
+    frames = [_rows(s, "a", [1.0, 2, 3, 4, 5]) for s in range(3)]
+    c = _consortium(frames, None)
+    text = "SELECT g, COUNT(*), SUM(x), AVG(x > 2) FROM t GROUP BY g"
+    off = compile_query(text, c.schema, c.rules, tuple(c.cons))
+    assert "dominance" not in off.data["params"] and "dominance" not in [s["op"] for s in off.data["steps"]]
+    on_rules = dataclasses.replace(c.rules, dominance=(2, 80))
+    plan = compile_query(text, c.schema, on_rules, tuple(c.cons))
+    ops = [s["op"] for s in plan.data["steps"]]
+    assert plan.data["params"]["dominance"] == [2, 80] and plan.digest() != off.digest()
+    assert ops.index("dominance") < ops.index("suppress")
+    step = plan.data["steps"][ops.index("dominance")]
+    assert (step["n"], step["p"], len(step["items"])) == (2, 80, 1)  # the proportion reads no magnitude
+    rows = plan.data["steps"][ops.index("suppress")]["rows"]
+    assert [bool(r["flags"]) for r in rows] == [False, True, False]
+    words = explain(plan)
+    assert "dominance" in words and "2 largest persons make more than 80%" in words
+
+
+def test_combine_policy_and_toml(tmp_path: Path) -> None:
+    """Strictest wins: the largest n with the smallest p (withholding whatever either site's rule
+    would); the option round-trips through JSON and is read from policy.toml or refused."""
+    a, b, off = Policy("a", dominance=(1, 90)), Policy("b", dominance=(3, 95)), Policy("c")
+    both = combine([a, b, off])
+    assert both.dominance == (3, 90)
+    assert combine([off]).dominance is None
+    assert Policy.from_json("x", both.to_json()).dominance == (3, 90)
+    path = tmp_path / "policy.toml"
+    template = render_policy_template("a")
+    path.write_text(template)
+    assert load_policy(path, "a").dominance is None
+    path.write_text(template.replace("# dominance = [n, p]", "dominance = [2, 85]"))
+    assert load_policy(path, "a").dominance == (2, 85)
+    for bad in ("[0, 85]", "[2, 100]", "[2]", '["2", 85]', "2"):
+        path.write_text(template.replace("# dominance = [n, p]", f"dominance = {bad}"))
+        with pytest.raises(ConfigError, match="dominance"):
+            load_policy(path, "a")
+
+
+def test_a_combined_rule_withholds_what_each_site_would() -> None:
+    """(1, 50) and (3, 80) combine to (3, 50): on random tables, every cell either site's rule
+    calls dominated is dominated under the combination (pandas reference)."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        frames = [_rows(s, "a", list(rng.exponential(10, size=int(rng.integers(1, 6))))) for s in range(3)]
+        either = _dominated(frames, 1, 50)["a"] or _dominated(frames, 3, 80)["a"]
+        assert not either or _dominated(frames, 3, 50)["a"]
+
+
+def test_splits_are_every_choice_of_n() -> None:
+    for n, sites in ((1, 3), (3, 3), (4, 2), (2, 5)):
+        got = {tuple(r) for r in splits(n, sites).tolist()}
+        want = {c for c in product(range(n + 1), repeat=sites) if sum(c) == n}
+        assert got == want and len(got) == len(splits(n, sites))
+
+
+def test_gather_below_follows_containment() -> None:
+    """Each output cell collects the cells whose labels agree with it wherever it has a key."""
+    cells = Cells.of((2, 3, 2), [(0, 1, 2), (0, 1), (0, 2), (0,), (1,), ()])
+    labels = cells.labels()
+    rng = np.random.default_rng(1)
+    v = rng.integers(0, 5, size=cells.out).astype(np.uint64)
+    got = cells.gather_below(np.stack([v, np.zeros_like(v)]))[0]
+    for i, lab in enumerate(labels):
+        inside = [
+            j for j, other in enumerate(labels) if all(a is None or a == b for a, b in zip(lab, other, strict=True))
+        ]
+        assert got[i] == v[inside].sum(), lab
