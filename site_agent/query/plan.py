@@ -497,8 +497,9 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "support": -1,
             "shape": f"{len(supports)} x cells",
             "what": "suppression flag per release row and cell (1: a query set, a non-NULL count or the "
-            "difference of two query sets holds 1 to k-1 persons, or suppressed so that no suppressed value "
-            "follows from released cells and margins)",
+            "difference of two query sets holds 1 to k-1 persons, "
+            + ("or a sum is dominated by a few persons or holds a dominated cell, " if rules.dominance else "")
+            + "or suppressed so that no suppressed value follows from released cells and margins)",
         },
         *b.reveals,
     ]

@@ -8,6 +8,7 @@ path runs the same local SQL, sharing and MPC program as the agents.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from site_agent.privacy.dominance import splits
 from site_agent.query import DisclosureRules, compile_query, explain, schema_from_duckdb
 from site_agent.query.cells import Cells
 
+from ..integration.conftest import Dataset, Running, start_retrying
+from ..lung import LUNG_SCHEMA, lung_by_site
 from ..query.conftest import Consortium, _connections
 from .conftest import derive, value
 
@@ -214,3 +217,72 @@ def test_gather_below_follows_containment() -> None:
             j for j, other in enumerate(labels) if all(a is None or a == b for a, b in zip(lab, other, strict=True))
         ]
         assert got[i] == v[inside].sum(), lab
+
+
+# -- through three real agents ---------------------------------------------------------------
+
+PLANTED = 250_000.0
+"""meal_cal planted for one male patient of central's (the lung target, 74-year-old man of
+institution 12): most of the men's total, a fraction of everybody's."""
+
+
+def _planted_lung() -> dict[str, pd.DataFrame]:
+    frames = {site: df.copy() for site, df in lung_by_site().items()}
+    central = frames["central"]
+    central.loc[(central.age == 74) & (central.sex == 1) & (central.inst == 12), "meal_cal"] = PLANTED
+    return frames
+
+
+@pytest.fixture(scope="module")
+def dominated_lung(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """Lung with the planted value; north asks for (1, 60), south for (2, 80): combined (2, 60)."""
+    policies = {
+        "north": {"extra_policy": {"dominance": "[1, 60]"}},
+        "south": {"extra_policy": {"dominance": "[2, 80]"}},
+    }
+    running = start_retrying(
+        tmp_path_factory.mktemp("dominance") / "lung", policies, data=Dataset("lung", LUNG_SCHEMA, _planted_lung)
+    )
+    yield running
+    running.close()
+
+
+def test_attacker_cannot_estimate_a_dominant_value(dominated_lung: Running) -> None:
+    """The attacker subtracts (n - 1) typical values from the men's total. On the pooled data
+    that estimate is within 10% of the planted value, so a released total would give it away;
+    every form of it (SUM, AVG times the count, an offset sum, the ROLLUP margin minus the
+    women) is withheld, while the women's values answer exactly."""
+    pooled = dominated_lung.pooled
+    men, women = pooled[pooled.sex == 1].meal_cal.dropna(), pooled[pooled.sex == 2].meal_cal.dropna()
+    assert abs(men.sum() - (len(men) - 1) * women.mean() - PLANTED) < 0.1 * PLANTED  # the attack works in the clear
+    client = dominated_lung.client
+    typical = value(client.query("SELECT AVG(meal_cal) AS m FROM lung WHERE sex = 2"), "m")
+    assert typical == pytest.approx(women.mean(), rel=1e-6)
+    out = client.query(
+        "SELECT COUNT(meal_cal) AS n, SUM(meal_cal) AS s, AVG(meal_cal) AS m, SUM(meal_cal + 100000) AS o "
+        "FROM lung WHERE sex = 1"
+    )
+    n = value(out, "n")
+    assert n == len(men)
+    assert derive(value(out, "s"), -(n - 1) * typical) is None
+    assert value(out, "m") is None
+    assert derive(value(out, "o"), -100000 * n, -(n - 1) * typical) is None
+    table = client.query("SELECT sex, COUNT(meal_cal) AS n, SUM(meal_cal) AS s FROM lung GROUP BY ROLLUP(sex)")
+    rows = {str(k): i for i, k in enumerate(table.sex)}
+    assert derive(value(table, "s", rows["(all)"]), value(table, "s", rows["2"]), sign=(1, -1)) is None
+    assert value(table, "s", rows["2"]) == pytest.approx(women.sum(), rel=1e-9)
+
+
+def test_undominated_queries_answer_exactly(dominated_lung: Running) -> None:
+    """Legitimate sums nobody dominates equal pandas on the pooled data under the same rule."""
+    pooled = dominated_lung.pooled
+    out = dominated_lung.client.query(
+        "SELECT sex, status, COUNT(*) AS n, SUM(time) AS t, AVG(age) AS a, STDDEV(wt_loss) AS w "
+        "FROM lung GROUP BY sex, status"
+    )
+    for (sex, status), grp in pooled.groupby(["sex", "status"]):
+        row = out[(out.sex == sex) & (out.status == status)]
+        assert row.n.item() == len(grp)
+        assert row.t.item() == pytest.approx(grp.time.sum(), rel=1e-9)
+        assert row.a.item() == pytest.approx(grp.age.mean(), rel=1e-6)
+        assert row.w.item() == pytest.approx(grp.wt_loss.std(), rel=1e-4)
