@@ -164,7 +164,8 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
 
 def _dominance_inputs(plan: Plan, result: Mapping[str, Any], n: int, slot: int | None) -> dict[str, np.ndarray]:
     """The dominance rule's inputs from its local query (:func:`site_agent.privacy.dominance.site_top`):
-    each row's output cells, its person as a code, its contribution (NULL adds nothing)."""
+    each row's output cells, its person as a code (each row its own without a person column),
+    its contribution (NULL adds nothing)."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
     if plan.site_key is not None and slot is None:  # a site without data: no SITE slice
         zero = np.zeros(cells.out, dtype=np.float64)
@@ -173,9 +174,13 @@ def _dominance_inputs(plan: Plan, result: Mapping[str, Any], n: int, slot: int |
     if null_cell.any():
         raise QueryError("a group key has a value outside its declared domain (or NULL)")
     out = output_cells(cells)[base_cells(plan, cell.astype(np.int64), slot)]
-    codes, _ = pd.factorize(pd.Series(np.ma.getdata(result["person"])).where(~np.ma.getmaskarray(result["person"])))
+    if "person" in result:
+        person = pd.Series(np.ma.getdata(result["person"])).where(~np.ma.getmaskarray(result["person"]))
+        codes = pd.factorize(person)[0] + 1  # NULL persons (-1) together as one
+    else:  # the table names no person: each row is one
+        codes = np.arange(cell.size, dtype=np.int64)
     values, null = _column(result, "v")
-    top, total, over = dominance.site_top(out, codes + 1, np.where(null, 0.0, values), cells.out, n)
+    top, total, over = dominance.site_top(out, codes, np.where(null, 0.0, values), cells.out, n)
     return {"top": top, "total": total, "over": over}
 
 

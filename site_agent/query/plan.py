@@ -402,8 +402,8 @@ def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) 
     alone when the table names no person), for :func:`site_agent.privacy.dominance.site_top`."""
     sel = query.source.copy()
     items: list[exp.Expr] = [exp.alias_(cell.copy(), "cell")]
-    if query.person is None:
-        items += [exp.alias_(exp.Literal.number(0), "person"), exp.alias_(total(contrib.copy()), "v")]
+    if query.person is None:  # each row is a person
+        items.append(exp.alias_(total(contrib.copy()), "v"))
     else:
         alias, column = query.person.split(".", 1)
         items += [exp.alias_(exp.column(column, table=alias), "person"), exp.alias_(exp.Sum(this=contrib.copy()), "v")]
@@ -473,7 +473,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             {
                 "name": d["name"],
                 "sql": _dominance_sql(query, d["expr"], cell),
-                "columns": ["cell", "person", "v"],
+                "columns": ["cell", "v"] if query.person is None else ["cell", "person", "v"],
                 "top": rules.dominance[0] if rules.dominance else 0,
             }
         )

@@ -286,3 +286,24 @@ def test_undominated_queries_answer_exactly(dominated_lung: Running) -> None:
         assert row.t.item() == pytest.approx(grp.time.sum(), rel=1e-9)
         assert row.a.item() == pytest.approx(grp.age.mean(), rel=1e-6)
         assert row.w.item() == pytest.approx(grp.wt_loss.std(), rel=1e-4)
+
+
+def test_per_site_breakdown_without_person_column() -> None:
+    """A table without a person column (each row a person) under CUBE(SITE, g): the one dominated
+    site cell and the margins holding it are withheld, every other cell equals pandas."""
+    rng = np.random.default_rng(5)
+    frames = []
+    for s in range(3):
+        x = rng.integers(10, 20, 30).astype(float)
+        if s == 1:
+            x[0] = 5000.0
+        frames.append({"t": pd.DataFrame({"g": np.repeat(["a", "b", "c"], 10), "x": x})})
+    tables = {f"site{s}": f for s, f in enumerate(frames)}
+    schema = schema_from_duckdb(_connections({"p": tables["site0"]})["p"], domains={"t.g": ["a", "b", "c"]})
+    c = Consortium(tables, schema, DisclosureRules(dominance=(1, 50), statement_kinds=None))
+    out = c.query("SELECT SITE, g, SUM(x) AS s FROM t GROUP BY CUBE(SITE, g)")
+    pooled = pd.concat([f["t"].assign(site=name) for name, f in tables.items()])
+    withheld = {("site1", "a"), ("site1", "(all)"), ("(all)", "a"), ("(all)", "(all)")}
+    for site, g, got in zip(out.site, out.g, out.s, strict=True):
+        rows = pooled[((pooled.site == site) | (site == "(all)")) & ((pooled.g == g) | (g == "(all)"))]
+        assert (got == "<5") if (site, g) in withheld else got == rows.x.sum(), (site, g, got)
