@@ -42,6 +42,9 @@ class Column:
     ``person`` marks the table's privacy unit: the column that identifies a person. Cell sizes
     count distinct persons, joins follow person columns only, and the column appears nowhere
     else in a query (see docs/privacy.md).
+    ``expr`` makes it a *derived* column the consortium declared (``[tables.t.derived]`` in
+    schema.toml): an SQL expression over the table's stored columns, which queries use like a
+    column and each site computes in its local SQL (no site stores it).
     """
 
     name: str
@@ -49,6 +52,7 @@ class Column:
     domain: tuple[KeyValue, ...] | None = None
     grid: tuple[float, float, float] | None = None
     person: bool = False
+    expr: str | None = None
 
     def __post_init__(self) -> None:
         if self.grid is not None:
@@ -82,6 +86,11 @@ class Table:
         return cls(name.lower(), {c.name.lower(): c for c in columns})
 
     @property
+    def stored(self) -> dict[str, Column]:
+        """The columns a site serves (every column but the derived ones)."""
+        return {n: c for n, c in self.columns.items() if c.expr is None}
+
+    @property
     def person(self) -> str | None:
         """The privacy unit's column, or None: then each row is taken to be one person."""
         return next((c.name for c in self.columns.values() if c.person), None)
@@ -106,6 +115,7 @@ class Schema:
                     "domain": list(c.domain) if c.domain else None,
                     "grid": c.grid,
                     **({"person": True} if c.person else {}),
+                    **({"derived": c.expr} if c.expr is not None else {}),
                 }
                 for c in sorted(t.columns.values(), key=lambda c: c.name)
             }

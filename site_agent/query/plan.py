@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import sqlglot
 import sqlglot.expressions as exp
 
 from ..errors import UnsupportedQuery
@@ -365,12 +366,31 @@ class _Builder:
         return name
 
 
+def _expand(query: Query, sel: exp.Select) -> exp.Select:
+    """The local SELECT with each derived column the query reads written as its schema expression
+    (the sites store no derived column; see :func:`site_agent.query.parse.derived_expression`)."""
+    if not query.derived:
+        return sel
+    bodies = dict(query.derived)
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.table:
+            body = bodies.get(f"{node.table.lower()}.{node.name.lower()}")
+            if body is not None:
+                return exp.Paren(this=sqlglot.parse_one(body, read=DIALECT))
+        return node
+
+    out = sel.transform(swap)
+    assert isinstance(out, exp.Select)
+    return out
+
+
 def _local_sql(query: Query, items: list[tuple[str, exp.Expression]], cell: exp.Expression) -> str:
     sel = query.source.copy()
     sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n) for n, e in items])
     if query.where is not None:
         sel = sel.where(query.where.copy())
-    return _sql(total_sql(sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy())))
+    return _sql(total_sql(_expand(query, sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy()))))
 
 
 def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: exp.Expression) -> str:
@@ -394,7 +414,7 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
     keys = [index.copy()] if isinstance(cell, exp.Literal) else [cell.copy(), index.copy()]
-    return _sql(total_sql(sel.where(cond).group_by(*keys)))
+    return _sql(total_sql(_expand(query, sel.where(cond).group_by(*keys))))
 
 
 def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) -> str:
@@ -412,7 +432,7 @@ def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) 
         sel = sel.where(query.where.copy())
     if query.person is not None:
         sel = sel.group_by(*([] if isinstance(cell, exp.Literal) else [cell.copy()]), exp.column(column, table=alias))
-    return _sql(total_sql(sel))
+    return _sql(total_sql(_expand(query, sel)))
 
 
 def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> str:
@@ -425,7 +445,7 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     cond: exp.Expression = exp.Not(this=exp.Is(this=person.copy(), expression=exp.Null()))
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
-    return _sql(total_sql(sel.where(cond)))
+    return _sql(total_sql(_expand(query, sel.where(cond))))
 
 
 def build_plan(query: Query, rules: DisclosureRules) -> Plan:

@@ -8,7 +8,6 @@ path runs the same local SQL, sharing and MPC program as the agents.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
 
@@ -22,10 +21,9 @@ from site_agent.privacy.dominance import splits
 from site_agent.query import DisclosureRules, compile_query, explain, schema_from_duckdb
 from site_agent.query.cells import Cells
 
-from ..integration.conftest import Dataset, Running, start_retrying
-from ..lung import LUNG_SCHEMA, lung_by_site
+from ..integration.conftest import Running
 from ..query.conftest import Consortium, _connections
-from .conftest import derive, value
+from .conftest import PLANTED, derive, value
 
 GROUPS = ["a", "b", "c", "d"]
 
@@ -221,41 +219,15 @@ def test_gather_below_follows_containment() -> None:
 
 # -- through three real agents ---------------------------------------------------------------
 
-PLANTED = 250_000.0
-"""meal_cal planted for one male patient of central's (the lung target, 74-year-old man of
-institution 12): most of the men's total, a fraction of everybody's."""
-
-
-def _planted_lung() -> dict[str, pd.DataFrame]:
-    frames = {site: df.copy() for site, df in lung_by_site().items()}
-    central = frames["central"]
-    central.loc[(central.age == 74) & (central.sex == 1) & (central.inst == 12), "meal_cal"] = PLANTED
-    return frames
-
-
-@pytest.fixture(scope="module")
-def dominated_lung(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """Lung with the planted value; north asks for (1, 60), south for (2, 80): combined (2, 60)."""
-    policies = {
-        "north": {"extra_policy": {"dominance": "[1, 60]"}},
-        "south": {"extra_policy": {"dominance": "[2, 80]"}},
-    }
-    running = start_retrying(
-        tmp_path_factory.mktemp("dominance") / "lung", policies, data=Dataset("lung", LUNG_SCHEMA, _planted_lung)
-    )
-    yield running
-    running.close()
-
-
-def test_attacker_cannot_estimate_a_dominant_value(dominated_lung: Running) -> None:
+def test_attacker_cannot_estimate_a_dominant_value(declared: Running) -> None:
     """The attacker subtracts (n - 1) typical values from the men's total. On the pooled data
     that estimate is within 10% of the planted value, so a released total would give it away;
     every form of it (SUM, AVG times the count, an offset sum, the ROLLUP margin minus the
     women) is withheld, while the women's values answer exactly."""
-    pooled = dominated_lung.pooled
+    pooled = declared.pooled
     men, women = pooled[pooled.sex == 1].meal_cal.dropna(), pooled[pooled.sex == 2].meal_cal.dropna()
     assert abs(men.sum() - (len(men) - 1) * women.mean() - PLANTED) < 0.1 * PLANTED  # the attack works in the clear
-    client = dominated_lung.client
+    client = declared.client
     typical = value(client.query("SELECT AVG(meal_cal) AS m FROM lung WHERE sex = 2"), "m")
     assert typical == pytest.approx(women.mean(), rel=1e-6)
     out = client.query(
@@ -273,10 +245,10 @@ def test_attacker_cannot_estimate_a_dominant_value(dominated_lung: Running) -> N
     assert value(table, "s", rows["2"]) == pytest.approx(women.sum(), rel=1e-9)
 
 
-def test_undominated_queries_answer_exactly(dominated_lung: Running) -> None:
+def test_undominated_queries_answer_exactly(declared: Running) -> None:
     """Legitimate sums nobody dominates equal pandas on the pooled data under the same rule."""
-    pooled = dominated_lung.pooled
-    out = dominated_lung.client.query(
+    pooled = declared.pooled
+    out = declared.client.query(
         "SELECT sex, status, COUNT(*) AS n, SUM(time) AS t, AVG(age) AS a, STDDEV(wt_loss) AS w "
         "FROM lung GROUP BY sex, status"
     )
