@@ -41,23 +41,35 @@ def stopped(
     k: int,
     extra: AShare | None = None,
     sets: Sequence[Sequence[int]] = (),
-) -> Protocol[AShare]:
-    """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell.
+    support: AShare | None = None,
+) -> Protocol[tuple[AShare, AShare | None]]:
+    """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell; and,
+    given the rows' ``support`` counts (rows, cells), 0/1 shares of [support == 0] from the same
+    comparison batch (what secondary suppression needs: :func:`site_agent.query.disclosure.suppress`).
 
     For row r: any of ``checks[r]`` in 1..k-1 (or negative), any of ``strict[r]`` in 0..k-1, any of
-    ``flags[r]`` set, each of shape (cells,); and, for each query set j in ``sets[r]``, any of
-    ``extra[j, cell]`` (shape (query sets, cells, m): differences with the m remembered sets,
-    :mod:`site_agent.privacy.ledger`) in 1..k-1.
+    ``flags[r]`` set (a flag is 0 or a positive count), each of shape (cells,); and, for each
+    query set j in ``sets[r]``, any of ``extra[j, cell]`` (shape (query sets, cells, m):
+    differences with the m remembered sets, :mod:`site_agent.privacy.ledger`) in 1..k-1.
+    A row whose only test is one check needs no second comparison: its [1 <= x < k] (or x < 0)
+    is the answer.
     """
     cells = checks[0][0].shape[0]
     listed = AShare.concat([c for row in checks for c in row])
     flat = listed if extra is None else AShare.concat([listed, extra.reshape(-1)])
     n = flat.shape[0]
     strict_flat = [c for row in strict for c in row]
-    counts = AShare.concat([flat, flat, flat, *strict_flat])
+    tail = [] if support is None else [support.reshape(-1), support.reshape(-1)]
+    counts = AShare.concat([flat, flat, flat, *strict_flat, *tail])
     limits = [_const(p, k, (n,)), _const(p, 1, (n,)), _const(p, 0, (n,))]
     limits += [_const(p, k, (cells,)) for _ in strict_flat]
+    if support is not None:
+        limits += [_const(p, 1, (support.size,)), _const(p, 0, (support.size,))]
     below = yield from bo.lt(p, counts, AShare.concat(limits))
+    empty = None
+    if support is not None:
+        size, end = support.size, below.shape[0]
+        empty = (below[end - 2 * size : end - size] - below[end - size :]).reshape(*support.shape)
     # [1 <= x < k] = [x < k] - [x < 1]; a negative count (a site's out-of-range penalty,
     # site_agent.query.failsafe) stops the cell too: + [x < 0]
     bad = below[:n] - below[n : 2 * n] + below[2 * n : 3 * n]
@@ -71,10 +83,14 @@ def stopped(
             total = total + f
         totals.append(total)
         at += len(row)
+    rows = zip(checks, strict, flags, strict=True)
+    alone = extra is None and all(len(c) == 1 and not s and not f for c, s, f in rows)
     if extra is not None:
         count, _, m = extra.shape
         remembered = bad[at * cells :].reshape(count, cells, m).sum(axis=2)
         totals = [t + remembered[list(js)].sum(axis=0) for t, js in zip(totals, sets, strict=True)]
     total = AShare.concat(totals).reshape(len(checks), cells)
+    if alone:  # each row's total is one 0/1 value already
+        return total, empty
     none = yield from bo.lt(p, total, _const(p, 1, total.shape))
-    return _const(p, 1, total.shape) - none
+    return _const(p, 1, total.shape) - none, empty

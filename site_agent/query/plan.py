@@ -366,9 +366,17 @@ class _Builder:
         return name
 
 
+def _statement(query: Query, sel: exp.Select) -> str:
+    """A local statement's SQL from ``sel``, a tree built for it alone (changed in place, never
+    copied again: copies of the whole statement were most of the compile time): derived columns
+    written out, every analyst expression made total."""
+    return str(total_sql(_expand(query, sel), copy=False).sql(DIALECT, copy=False))
+
+
 def _expand(query: Query, sel: exp.Select) -> exp.Select:
-    """The local SELECT with each derived column the query reads written as its schema expression
-    (the sites store no derived column; see :func:`site_agent.query.parse.derived_expression`)."""
+    """The local SELECT (changed in place) with each derived column the query reads written as its
+    schema expression (the sites store no derived column; see
+    :func:`site_agent.query.parse.derived_expression`)."""
     if not query.derived:
         return sel
     bodies = dict(query.derived)
@@ -380,17 +388,17 @@ def _expand(query: Query, sel: exp.Select) -> exp.Select:
                 return exp.Paren(this=sqlglot.parse_one(body, read=DIALECT))
         return node
 
-    out = sel.transform(swap)
+    out = sel.transform(swap, copy=False)
     assert isinstance(out, exp.Select)
     return out
 
 
 def _local_sql(query: Query, items: list[tuple[str, exp.Expression]], cell: exp.Expression) -> str:
     sel = query.source.copy()
-    sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n) for n, e in items])
+    sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n, copy=False) for n, e in items])
     if query.where is not None:
-        sel = sel.where(query.where.copy())
-    return _sql(total_sql(_expand(query, sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy()))))
+        sel = sel.where(query.where.copy(), copy=False)
+    return _statement(query, sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy(), copy=False))
 
 
 def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: exp.Expression) -> str:
@@ -414,7 +422,7 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
     keys = [index.copy()] if isinstance(cell, exp.Literal) else [cell.copy(), index.copy()]
-    return _sql(total_sql(_expand(query, sel.where(cond).group_by(*keys))))
+    return _statement(query, sel.where(cond, copy=False).group_by(*keys, copy=False))
 
 
 def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) -> str:
@@ -429,10 +437,11 @@ def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) 
         items += [exp.alias_(exp.column(column, table=alias), "person"), exp.alias_(exp.Sum(this=contrib.copy()), "v")]
     sel.set("expressions", items)
     if query.where is not None:
-        sel = sel.where(query.where.copy())
+        sel = sel.where(query.where.copy(), copy=False)
     if query.person is not None:
-        sel = sel.group_by(*([] if isinstance(cell, exp.Literal) else [cell.copy()]), exp.column(column, table=alias))
-    return _sql(total_sql(_expand(query, sel)))
+        keys = [] if isinstance(cell, exp.Literal) else [cell.copy()]
+        sel = sel.group_by(*keys, exp.column(column, table=alias), copy=False)
+    return _statement(query, sel)
 
 
 def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> str:
@@ -445,7 +454,7 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     cond: exp.Expression = exp.Not(this=exp.Is(this=person.copy(), expression=exp.Null()))
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
-    return _sql(total_sql(_expand(query, sel.where(cond))))
+    return _statement(query, sel.where(cond, copy=False))
 
 
 def build_plan(query: Query, rules: DisclosureRules) -> Plan:

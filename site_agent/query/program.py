@@ -126,8 +126,10 @@ class _Run:
         ledger = self.inputs.get("ledger")  # differences with remembered sets, per site
         pooled = None if ledger is None else AShare(ledger.v.sum(axis=1, dtype=np.uint64))
         sets = [r["sets"] for r in rows]
-        primary = yield from stopped(self.p, checks, strict, flags, k, pooled, sets)
-        self.vals["suppressed"] = yield from suppress(self.p, counts, primary, k, self.cells.lines, int(step["passes"]))
+        primary, empty = yield from stopped(self.p, checks, strict, flags, k, pooled, sets, counts)
+        self.vals["suppressed"] = yield from suppress(
+            self.p, counts, primary, k, self.cells.lines, int(step["passes"]), empty
+        )
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
         opened = yield from ar.open_all(self.p, self.share("suppressed"))
