@@ -367,9 +367,8 @@ class _Builder:
 
 
 def _statement(query: Query, sel: exp.Select) -> str:
-    """A local statement's SQL from ``sel``, a tree built for it alone (changed in place, never
-    copied again: copies of the whole statement were most of the compile time): derived columns
-    written out, every analyst expression made total."""
+    """A local statement's SQL from ``sel``, a tree built for it alone (changed in place, not
+    copied again): derived columns written out, every analyst expression made total."""
     return str(total_sql(_expand(query, sel), copy=False).sql(DIALECT, copy=False))
 
 
