@@ -375,7 +375,8 @@ def _statement(query: Query, sel: exp.Select) -> str:
 def _expand(query: Query, sel: exp.Select) -> exp.Select:
     """The local SELECT (changed in place) with each derived column the query reads written as its
     schema expression (the sites store no derived column; see
-    :func:`site_agent.query.parse.derived_expression`)."""
+    :func:`site_agent.query.parse.derived_expression`), made total like an analyst's expression:
+    a row on which it raises has NULL there, in a group key too, so no failure depends on a row."""
     if not query.derived:
         return sel
     bodies = dict(query.derived)
@@ -384,7 +385,7 @@ def _expand(query: Query, sel: exp.Select) -> exp.Select:
         if isinstance(node, exp.Column) and node.table:
             body = bodies.get(f"{node.table.lower()}.{node.name.lower()}")
             if body is not None:
-                return exp.Paren(this=sqlglot.parse_one(body, read=DIALECT))
+                return exp.Paren(this=total(sqlglot.parse_one(body, read=DIALECT)))  # NULL where it raises
         return node
 
     out = sel.transform(swap, copy=False)

@@ -134,3 +134,29 @@ def test_derived_column_through_real_agents(declared: Running) -> None:
         assert row.m.item() == pytest.approx(grp.karno_mean.mean(), rel=1e-6)
     with pytest.raises(Exception, match="combines several columns"):
         declared.client.query("SELECT AVG((ph_karno + pat_karno) / 2) AS m FROM lung")
+
+
+def test_a_derived_column_that_raises_is_null_not_a_failure(tmp_path: Path) -> None:
+    """A derived key whose expression raises on one row (an integer modulo by zero) puts that
+    row in the key's (other) cell instead of failing the query only when such a row exists
+    (an oracle); the other rows count as in pandas."""
+    text = """
+[tables.t]
+pid = { type = "text", person = true }
+a = "integer"
+b = "integer"
+
+[tables.t.derived]
+r = { expr = "a % b", type = "integer", domain = [0, 1] }
+"""
+    frames = {
+        f"site{s}": {"t": pd.DataFrame({"pid": [f"{s}-{i}" for i in range(20)], "a": range(20), "b": [2] * 20})}
+        for s in range(3)
+    }
+    frames["site1"]["t"].loc[0, "b"] = 0
+    c = Consortium(frames, _schema(tmp_path, text), DisclosureRules(min_cell_size=5))  # type: ignore[arg-type]
+    out = c.query("SELECT r, COUNT(*) AS n FROM t GROUP BY r")
+    pooled = c.pooled["t"]
+    fine = pooled[pooled.b != 0]
+    counts = dict(zip(out.r, out.n, strict=True))
+    assert counts[0] == int((fine.a % fine.b == 0).sum()) and counts[1] == int((fine.a % fine.b == 1).sum())
