@@ -47,6 +47,7 @@ from itertools import combinations
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import sqlglot.expressions as exp
 
 from ..mpc import arithmetic as ar
@@ -120,18 +121,18 @@ def site_top(
     who = np.repeat(person, sets)
     v = np.repeat(values, sets)
     width = int(who.max(initial=0)) + 1
-    keys, at = np.unique(cell * width + who, return_inverse=True)
-    magnitude = np.abs(np.bincount(at.reshape(-1), weights=v, minlength=keys.size))
-    owner = keys // width
+    at, keys = pd.factorize(cell * width + who)  # (output cell, person) pairs, by hashing
+    magnitude = np.abs(np.bincount(at, weights=v, minlength=keys.size))
+    owner = np.asarray(keys, dtype=np.int64) // width
     bad = ~np.isfinite(magnitude)
     over = np.zeros(out_cells, dtype=bool)
     over[owner[bad]] = True
     magnitude[bad] = 0.0
     total: Floats = np.bincount(owner, weights=magnitude, minlength=out_cells).astype(np.float64)
     over |= total >= CAP
-    order = np.lexsort((-magnitude, owner))
+    order = np.argsort(-magnitude)  # largest first; then each one's rank within its cell
     owner, magnitude = owner[order], magnitude[order]
-    rank = np.arange(owner.size) - np.searchsorted(owner, owner)  # position within the cell
+    rank = pd.Series(owner).groupby(owner).cumcount().to_numpy()
     keep = rank < n
     top = np.zeros((out_cells, n), dtype=np.float64)
     top[owner[keep], rank[keep]] = magnitude[keep]

@@ -17,7 +17,7 @@ import pytest
 
 from site_agent.errors import ConfigError
 from site_agent.policy.model import Policy, combine, load_policy, render_policy_template
-from site_agent.privacy.dominance import splits
+from site_agent.privacy.dominance import CAP, site_top, splits
 from site_agent.query import DisclosureRules, compile_query, explain, schema_from_duckdb
 from site_agent.query.cells import Cells
 
@@ -194,6 +194,29 @@ def test_a_combined_rule_withholds_what_each_site_would() -> None:
         frames = [_rows(s, "a", list(rng.exponential(10, size=int(rng.integers(1, 6))))) for s in range(3)]
         either = _dominated(frames, 1, 50)["a"] or _dominated(frames, 3, 80)["a"]
         assert not either or _dominated(frames, 3, 50)["a"]
+
+
+def test_site_top_against_pandas() -> None:
+    """One site's inputs: persons whose rows span several cells add up within a margin before
+    they are ranked; NaN or a total beyond the range marks the cell out of range (inputs 0)."""
+    rng = np.random.default_rng(2)
+    rows = 400
+    base = rng.integers(0, 6, rows)
+    out = np.stack([base, 6 + base // 3, np.full(rows, 8)], axis=1)  # cells, two margins, the total
+    person = rng.integers(0, 60, rows)
+    values = rng.normal(0, 50, rows)
+    top, total, over = site_top(out, person, values, 9, 3)
+    frame = pd.DataFrame({"person": np.repeat(person, 3), "cell": out.reshape(-1), "v": np.repeat(values, 3)})
+    per_person = frame.groupby(["cell", "person"]).v.sum().abs()
+    for cell, mags in per_person.groupby(level="cell"):
+        want = np.sort(mags.to_numpy())[::-1][:3]
+        assert np.allclose(top[cell, : want.size], want) and total[cell] == pytest.approx(mags.sum())
+    assert not over.any()
+    values[0] = np.nan
+    values[1] = CAP
+    top, total, over = site_top(out, person, values, 9, 3)
+    hit = set(out[0]) | set(out[1])
+    assert set(np.flatnonzero(over)) == hit and not top[list(hit)].any() and not total[list(hit)].any()
 
 
 def test_splits_are_every_choice_of_n() -> None:
