@@ -64,12 +64,12 @@ def stopped(
     strict: Sequence[Sequence[AShare]],
     flags: Sequence[Sequence[AShare]],
     k: int,
+    support: AShare,
     extra: AShare | None = None,
     sets: Sequence[Sequence[int]] = (),
-    support: AShare | None = None,
-) -> Protocol[tuple[AShare, AShare | None]]:
-    """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell; and,
-    given the rows' ``support`` counts (rows, cells), 0/1 shares of [support == 0] from the same
+) -> Protocol[tuple[AShare, AShare]]:
+    """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell; and, for
+    the rows' ``support`` counts (rows, cells), 0/1 shares of [support == 0] from the same
     comparison batch (what secondary suppression needs: :func:`site_agent.query.disclosure.suppress`).
 
     For row r: any of ``checks[r]`` in 1..k-1 (or negative), any of ``strict[r]`` in 0..k-1, any of
@@ -84,17 +84,13 @@ def stopped(
     flat = listed if extra is None else AShare.concat([listed, extra.reshape(-1)])
     n = flat.shape[0]
     strict_flat = [c for row in strict for c in row]
-    tail = [] if support is None else [support.reshape(-1), support.reshape(-1)]
-    counts = AShare.concat([flat, flat, flat, *strict_flat, *tail])
+    counts = AShare.concat([flat, flat, flat, *strict_flat, support.reshape(-1), support.reshape(-1)])
     limits = [_const(p, k, (n,)), _const(p, 1, (n,)), _const(p, 0, (n,))]
     limits += [_const(p, k, (cells,)) for _ in strict_flat]
-    if support is not None:
-        limits += [_const(p, 1, (support.size,)), _const(p, 0, (support.size,))]
+    limits += [_const(p, 1, (support.size,)), _const(p, 0, (support.size,))]
     below = yield from bo.lt(p, counts, AShare.concat(limits))
-    empty = None
-    if support is not None:
-        size, end = support.size, below.shape[0]
-        empty = (below[end - 2 * size : end - size] - below[end - size :]).reshape(*support.shape)
+    size, end = support.size, below.shape[0]
+    empty = (below[end - 2 * size : end - size] - below[end - size :]).reshape(*support.shape)
     # [1 <= x < k] = [x < k] - [x < 1]; a negative count (a site's out-of-range penalty,
     # site_agent.query.failsafe) stops the cell too: + [x < 0]
     bad = below[:n] - below[n : 2 * n] + below[2 * n : 3 * n]

@@ -126,9 +126,9 @@ class _Run:
         ledger = self.inputs.get("ledger")  # differences with remembered sets, per site
         pooled = None if ledger is None else AShare(ledger.v.sum(axis=1, dtype=np.uint64))
         sets = [r["sets"] for r in rows]
-        primary, empty = yield from stopped(self.p, checks, strict, flags, k, pooled, sets, counts)
+        primary, empty = yield from stopped(self.p, checks, strict, flags, k, counts, pooled, sets)
         self.vals["suppressed"] = yield from suppress(
-            self.p, counts, primary, k, self.cells.lines, int(step["passes"]), empty
+            self.p, counts, primary, empty, k, self.cells.lines, int(step["passes"])
         )
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
