@@ -42,6 +42,7 @@ the largest make, and more than p_s percent is more than any smaller p.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 
@@ -86,6 +87,48 @@ def contribution(branches: Sequence[Branch]) -> exp.Expression | None:
     if len(parts) == 1 and parts[0][0] is None:
         return parts[0][1]
     return exp.Case(ifs=[exp.If(this=when.copy() if when is not None else exp.true(), true=v) for when, v in parts])
+
+
+@dataclass
+class Differences:
+    """The query sets of one query's summed outputs, for the rule on their differences.
+
+    Two released sums over sets A and B of the same column give the sum over the rows in exactly
+    one of them by subtraction, whatever the scales (``SUM(x) - SUM(CASE WHEN NOT S THEN x END)``
+    is the sum over S; with ``CASE WHEN S THEN x ELSE 2 * x END`` beside ``SUM(x)`` too). As the
+    release rule checks the size of every such symmetric difference, the dominance rule checks
+    its contributions: for every pair of branches that read the same column, the column's value
+    on the rows in exactly one of them. Combinations of three or more sets are not checked (as
+    for the size rule: docs/privacy.md).
+    """
+
+    seen: list[tuple[str, exp.Expression, exp.Expression]] = field(default_factory=list)
+    """(key, presence condition, column) of each branch so far; the key is the SQL of both."""
+
+    def contributions(self, branches: Sequence[Branch]) -> list[exp.Expression]:
+        """The contributions to check for an output over ``branches``: its own (:func:`contribution`)
+        and one per pair of one of its branches with an earlier branch (of this output or an
+        earlier one) of the same column over a different set."""
+        own = contribution(branches)
+        if own is None:
+            return []
+        out = [own]
+        for b in branches:
+            column = b.value.find(exp.Column)
+            if not b.value_column or column is None:
+                continue
+            inside = exp.Not(this=exp.Is(this=exp.Paren(this=b.value.copy()), expression=exp.Null()))
+            present: exp.Expression = (
+                inside if b.when is None else exp.And(this=exp.Paren(this=b.when.copy()), expression=inside)
+            )
+            key = f"{present.sql('duckdb')}|{column.sql('duckdb')}"
+            for earlier, condition, col in self.seen:
+                if col == column and earlier != key:
+                    xor = exp.NEQ(this=exp.Paren(this=condition.copy()), expression=exp.Paren(this=present.copy()))
+                    out.append(exp.Case(ifs=[exp.If(this=xor, true=column.copy())]))
+            if all(key != earlier for earlier, _, _ in self.seen):
+                self.seen.append((key, present, column.copy()))
+        return out
 
 
 def combine(rules: Sequence[tuple[int, int] | None]) -> tuple[int, int] | None:

@@ -177,6 +177,7 @@ class _Builder:
         self.reveals: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
         self.dominance: list[dict[str, Any]] = []  # the dominance rule's local queries (contribution SQL)
+        self.differences = dominance.Differences()  # the summed outputs' query sets, for their differences
         self._add_input("n_rows", exp.Count(this=exp.Star()), "int", 0)
         self.local[_sql(exp.Count(this=exp.Star()))] = "n_rows"
         person = None
@@ -230,17 +231,20 @@ class _Builder:
         return self.reveal(output, value, "int", support, what)
 
     def dominance_flags(self, agg: Aggregate) -> tuple[str, ...]:
-        """Under the policy's dominance rule, the flag that withholds the cells of a sum (SUM,
-        AVG, variances, RATE's person-time) a few persons dominate; one local query and flag
-        per distinct contribution (:mod:`site_agent.privacy.dominance`)."""
+        """Under the policy's dominance rule, the flags that withhold the cells of a sum (SUM, AVG,
+        variances, RATE's person-time) a few persons dominate, or whose difference with an
+        earlier sum of the same column they dominate; one local query and flag per distinct
+        contribution (:mod:`site_agent.privacy.dominance`)."""
         if self.rules.dominance is None or agg.kind not in ("sum", "avg", "var", "std", "rate"):
             return ()
-        contrib = dominance.contribution(agg.branches)
-        if contrib is None:
-            return ()
+        return tuple(dict.fromkeys(self._dominance_item(c) for c in self.differences.contributions(agg.branches)))
+
+    def _dominance_item(self, contrib: exp.Expression) -> str:
+        """The flag of the dominance check of one contribution: its local query, inputs and step item."""
         for d in self.dominance:
             if _sql(d["expr"]) == _sql(contrib):
-                return (str(d["out"]),)
+                return str(d["out"])
+        assert self.rules.dominance is not None
         name = f"dom{len(self.dominance)}"
         n = self.rules.dominance[0]
         self.dominance.append({"name": name, "expr": contrib, "out": f"{name}_flag"})
@@ -254,7 +258,7 @@ class _Builder:
             self.inputs.append({**spec, "cells": "out", **extra})
         item = {"out": f"{name}_flag", "top": f"{name}_top", "total": f"{name}_total", "over": f"{name}_over"}
         self.step("dominance", item)
-        return (f"{name}_flag",)
+        return f"{name}_flag"
 
     def add(self, i: int, agg: Aggregate) -> None:
         name, tag = agg.name, f"a{i}"

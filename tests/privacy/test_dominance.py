@@ -131,6 +131,31 @@ def test_offsets_do_not_hide_a_dominant_value() -> None:
     assert value(out, "m") is None and value(out, "c") is None and value(out, "sd") is None
 
 
+def test_differences_of_sums_are_checked() -> None:
+    """(1, 70): the whole cell is not dominated, but the planted value makes 94% of the set S
+    ("old"). ``SUM(x) - SUM(CASE WHEN NOT old THEN x END)``, and ``2 SUM(x)`` minus a sum that
+    doubles x outside S, are S's sum: the later sum is withheld, the first released as pandas
+    has it, and sums, means and SDs of one set are not affected."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for s in range(3):
+        frame = _rows(s, "a", list(rng.integers(10, 20, 40).astype(float))).assign(old=rng.random(40) < 0.15)
+        if s == 1:
+            frame.loc[0, ["x", "old"]] = [3000.0, True]
+        frames.append(frame)
+    pooled = pd.concat(frames)
+    old = pooled[pooled.old].x
+    assert old.max() * 100 > 70 * old.sum() and not _dominated(frames, 1, 70)["a"]
+    c = _consortium(frames, (1, 70))
+    out = c.query("SELECT COUNT(*) AS n, SUM(x) AS a, SUM(CASE WHEN NOT old THEN x END) AS b FROM t")
+    assert value(out, "a") == pooled.x.sum() and derive(value(out, "a"), value(out, "b"), sign=(1, -1)) is None
+    out = c.query("SELECT SUM(x) AS a, SUM(CASE WHEN old THEN x ELSE 2 * x END) AS b FROM t")
+    assert derive(value(out, "a"), value(out, "b"), sign=(2, -1)) is None
+    out = c.query("SELECT SUM(x) AS a, AVG(x) AS m, STDDEV(x) AS sd, SUM(CASE WHEN old THEN 1 ELSE 0 END) AS k FROM t")
+    assert value(out, "a") == pooled.x.sum() and value(out, "m") == pytest.approx(pooled.x.mean(), rel=1e-6)
+    assert value(out, "sd") == pytest.approx(pooled.x.std(), rel=1e-4) and value(out, "k") == len(old)
+
+
 def test_margins_over_a_dominated_cell_are_withheld() -> None:
     """ROLLUP(g), (1, 60) with one dominated group: the margin is withheld with it, so
     ``(all) - b - c - d`` gives nothing; the other groups equal pandas."""
