@@ -60,6 +60,10 @@ from .contributions import Branch
 MAX_N = 10
 """Largest n a policy may ask for (the splits per cell grow as n^(sites - 1))."""
 
+MAX_CHECKS = 32
+"""Most contributions (sums and differences of sums) one query may have checked: each is a local
+statement and a ranking at every site, and the differences grow with the square of the sums."""
+
 CAP = float(2**34)
 """A site's total of absolute contributions in a cell must stay below this (about 1.7e10):
 with p <= 100 and up to 40 sites, 100 * S * CAP in fixed point stays below the 2^62 that the

@@ -245,6 +245,11 @@ class _Builder:
             if _sql(d["expr"]) == _sql(contrib):
                 return str(d["out"])
         assert self.rules.dominance is not None
+        if len(self.dominance) == dominance.MAX_CHECKS:
+            raise UnsupportedQuery(
+                f"under the dominance rule a query may have at most {dominance.MAX_CHECKS} sums and differences "
+                "of sums checked; split the query"
+            )
         name = f"dom{len(self.dominance)}"
         n = self.rules.dominance[0]
         self.dominance.append({"name": name, "expr": contrib, "out": f"{name}_flag"})

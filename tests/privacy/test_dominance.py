@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from site_agent.errors import ConfigError
+from site_agent.errors import ConfigError, UnsupportedQuery
 from site_agent.policy.model import Policy, combine, load_policy, render_policy_template
 from site_agent.privacy.dominance import CAP, site_top, splits
 from site_agent.query import DisclosureRules, compile_query, explain, schema_from_duckdb
@@ -154,6 +154,15 @@ def test_differences_of_sums_are_checked() -> None:
     out = c.query("SELECT SUM(x) AS a, AVG(x) AS m, STDDEV(x) AS sd, SUM(CASE WHEN old THEN 1 ELSE 0 END) AS k FROM t")
     assert value(out, "a") == pooled.x.sum() and value(out, "m") == pytest.approx(pooled.x.mean(), rel=1e-6)
     assert value(out, "sd") == pytest.approx(pooled.x.std(), rel=1e-4) and value(out, "k") == len(old)
+
+
+def test_too_many_checked_differences_are_refused() -> None:
+    """Each checked sum or difference is a local statement at every site: a query with more than
+    MAX_CHECKS of them is refused with the reason, never checked less."""
+    c = _consortium([_rows(s, "a", [1.0] * 6) for s in range(3)], (1, 70))
+    sums = ", ".join(f"SUM(CASE WHEN x > {i} THEN x END) AS s{i}" for i in range(9))  # 9 sums, 36 pairs
+    with pytest.raises(UnsupportedQuery, match="at most 32"):
+        compile_query(f"SELECT {sums} FROM t", c.schema, c.rules, tuple(c.cons))
 
 
 def test_margins_over_a_dominated_cell_are_withheld() -> None:
