@@ -164,7 +164,7 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
 
 def _dominance_inputs(plan: Plan, result: Mapping[str, Any], n: int, slot: int | None) -> dict[str, np.ndarray]:
     """The dominance rule's inputs from its local query (:func:`site_agent.privacy.dominance.site_top`):
-    each row's output cells, its person as a code (each row its own without a person column),
+    each row's output cells, its person as a code (each row its own where the query names none),
     its contribution (NULL adds nothing)."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
     if plan.site_key is not None and slot is None:  # a site without data: no SITE slice
@@ -177,7 +177,7 @@ def _dominance_inputs(plan: Plan, result: Mapping[str, Any], n: int, slot: int |
     if "person" in result:
         person = pd.Series(np.ma.getdata(result["person"])).where(~np.ma.getmaskarray(result["person"]))
         codes = pd.factorize(person)[0] + 1  # NULL persons (-1) together as one
-    else:  # the table names no person: each row is one
+    else:  # each row is one person (in one cell, without margins; or the table names none)
         codes = np.arange(cell.size, dtype=np.int64)
     values, null = _column(result, "v")
     top, total, over = dominance.site_top(out, codes, np.where(null, 0.0, values), cells.out, n)

@@ -434,6 +434,12 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     return _statement(query, sel.where(cond, copy=False).group_by(*keys, copy=False))
 
 
+def _ranks_persons(query: Query) -> bool:
+    """Whether the dominance rule's local query names each row's person: only where a person's
+    rows in several cells add up in a margin (without margins a row is one person in one cell)."""
+    return query.person is not None and query.grouping_sets != (tuple(range(len(query.keys))),)
+
+
 def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) -> str:
     """The dominance rule's local query: each person's summed contribution per cell (each row
     alone when the table names no person), for :func:`site_agent.privacy.dominance.site_top`."""
@@ -443,7 +449,9 @@ def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) 
         items.append(exp.alias_(total(contrib.copy()), "v"))
     else:
         alias, column = query.person.split(".", 1)
-        items += [exp.alias_(exp.column(column, table=alias), "person"), exp.alias_(exp.Sum(this=contrib.copy()), "v")]
+        if _ranks_persons(query):
+            items.append(exp.alias_(exp.column(column, table=alias), "person"))
+        items.append(exp.alias_(exp.Sum(this=contrib.copy()), "v"))
     sel.set("expressions", items)
     if query.where is not None:
         sel = sel.where(query.where.copy(), copy=False)
@@ -511,7 +519,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             {
                 "name": d["name"],
                 "sql": _dominance_sql(query, d["expr"], cell),
-                "columns": ["cell", "v"] if query.person is None else ["cell", "person", "v"],
+                "columns": ["cell", "person", "v"] if _ranks_persons(query) else ["cell", "v"],
                 "top": rules.dominance[0] if rules.dominance else 0,
             }
         )
