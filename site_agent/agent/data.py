@@ -31,7 +31,7 @@ def open_tables(tables: Mapping[str, TableSource], threads: int | None = None) -
 def empty_tables(schema: Schema, threads: int | None = None) -> DuckDBConnector:
     """An in-memory DuckDB serving every table of the consortium ``schema`` with its declared
     columns and types and no rows: the data of a compute member without data."""
-    tables = {t.name: {c.name: c.dtype for c in t.columns.values()} for t in schema.tables.values()}
+    tables = {t.name: {c.name: c.dtype for c in t.stored.values()} for t in schema.tables.values()}
     return empty_connector(tables, threads)
 
 

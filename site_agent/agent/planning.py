@@ -76,11 +76,7 @@ class Compiled:
         return [s["name"] for s in self.plan.data["inputs"]]
 
     def input_shape(self, name: str) -> tuple[int, ...]:
-        spec = next(s for s in self.plan.data["inputs"] if s["name"] == name)
-        for q in self.plan.data["local"]:
-            if q["name"] == spec["query"] and "bins" in q:
-                return (self.plan.base_cells, int(q["bins"]))
-        return (self.plan.base_cells,)
+        return self.plan.input_shape(name)
 
     @property
     def input_size(self) -> int:

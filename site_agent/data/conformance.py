@@ -48,7 +48,7 @@ def conformance(con: Connector, schema: Schema, tables: Iterable[str]) -> list[F
             continue
         for extra in sorted(set(served[name]) - set(table.columns)):
             out.append(Finding(name, extra, "note", "not in schema.toml: analysts cannot use it"))
-        for column in table.columns.values():
+        for column in table.stored.values():  # derived columns are computed in the local SQL
             out += _column(con, name, column, served[name].get(column.name))
     return out
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from site_agent.crypto.envelope import canonical_json
 from site_agent.errors import ConfigError, PolicyRefusal
+from site_agent.privacy import dominance
 from site_agent.tomlfile import Section, check_name, read_toml
 
 DEFAULT_MIN_CELL_SIZE = 5
@@ -72,6 +73,9 @@ class Policy:
     """A model needs at least this many residual degrees of freedom (ACRO: 10)."""
     model_events_per_term: int = 10
     """A binary or count model needs this many events per parameter besides the intercept (ACRO: 10)."""
+    dominance: tuple[int, int] | None = None
+    """The (n, p) dominance rule for sums: a cell whose n largest per-person contributions make
+    more than p percent of its total is withheld (None: off; site_agent/privacy/dominance.py)."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -94,6 +98,7 @@ class Policy:
             "min_sites": self.min_sites,
             "model_min_df": self.model_min_df,
             "model_events_per_term": self.model_events_per_term,
+            "dominance": None if self.dominance is None else list(self.dominance),
             "tables": None
             if self.tables is None
             else {
@@ -134,6 +139,7 @@ class Policy:
                 min_sites=int(data["min_sites"]),
                 model_min_df=int(data["model_min_df"]),
                 model_events_per_term=int(data["model_events_per_term"]),
+                dominance=None if data["dominance"] is None else _rule(data["dominance"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -223,7 +229,7 @@ class Policy:
 def combine(policies: Iterable[Policy]) -> Policy:
     """The strictest combination: largest minimum cell size and redaction threshold, rounding to a
     multiple of every site's base (their least common multiple), the most contributing sites,
-    smallest limits, only the analysts,
+    the dominance rule with the largest n and the smallest p, smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
     Table, column and identifier rules come from the sites that hold data only (a policy with
@@ -264,6 +270,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
         min_sites=max(p.min_sites for p in parts),
         model_min_df=max(p.model_min_df for p in parts),
         model_events_per_term=max(p.model_events_per_term for p in parts),
+        dominance=dominance.combine([p.dominance for p in parts]),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -298,6 +305,26 @@ def _rounding_base(section: Section) -> int:
     return base
 
 
+def _rule(value: Any) -> tuple[int, int]:
+    """An (n, p) dominance rule from its JSON or TOML form; ValueError when it is not one."""
+    if not isinstance(value, list | tuple) or len(value) != 2 or not all(type(v) is int for v in value):
+        raise ValueError("must be [n, p], two integers (n largest persons, p percent)")
+    n, p = value
+    why = dominance.check_rule(n, p)
+    if why is not None:
+        raise ValueError(why)
+    return n, p
+
+
+def _dominance(section: Section) -> tuple[int, int] | None:
+    if "dominance" not in section:
+        return None
+    try:
+        return _rule(section.data["dominance"])
+    except ValueError as exc:
+        raise section.error("dominance", str(exc)) from exc
+
+
 def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
     """Load and validate a site's ``policy.toml``; ``site`` names the site in refusals.
 
@@ -318,6 +345,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         "min_sites",
         "model_min_df",
         "model_events_per_term",
+        "dominance",
     )
     kinds = frozenset(p.get_str_list("statement_kinds", tuple(sorted(DEFAULT_STATEMENT_KINDS))))
     unknown = sorted(kinds - STATEMENT_KINDS)
@@ -344,6 +372,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         min_sites=p.get_int("min_sites", 1, minimum=1),
         model_min_df=p.get_int("model_min_df", 10, minimum=1),
         model_events_per_term=p.get_int("model_events_per_term", 10, minimum=1),
+        dominance=_dominance(p),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -381,6 +410,9 @@ min_sites = 1
 # events per term of a binary or count outcome (ACRO's defaults: 10 and 10).
 model_min_df = 10
 model_events_per_term = 10
+# Dominance rule for sums, off unless set: withhold a SUM or AVG cell whose n largest per-person
+# contributions make more than p percent of its total, e.g. dominance = [1, 85].
+# dominance = [n, p]
 
 {tables}"""
 

@@ -33,48 +33,85 @@ def few_sites(p: Party, rows: AShare, min_sites: int) -> Protocol[AShare]:
     return (yield from bo.lt(p, present.sum(axis=1), _const(p, min_sites, (cells,))))
 
 
+_OR_TERMS = 16
+"""Up to this many 0/1 tests per row are combined by products (a or b = a + b - ab: one round
+per halving, 4 at most) rather than by comparing their sum with 1 (7 rounds)."""
+
+
+def _any(p: Party, terms: Sequence[Sequence[AShare]]) -> Protocol[AShare]:
+    """(rows, cells) shares of [any of row r's 0/1 ``terms`` is 1]: a tree of products, one batch
+    per level for all rows at once."""
+    rows = [list(t) for t in terms]
+    while any(len(t) > 1 for t in rows):
+        left = [t[i] for t in rows for i in range(0, len(t) - 1, 2)]
+        right = [t[i + 1] for t in rows for i in range(0, len(t) - 1, 2)]
+        both = yield from ar.mul(p, AShare.concat(left), AShare.concat(right))
+        cells, at, out = left[0].shape[0], 0, []
+        for t in rows:
+            pairs = len(t) // 2
+            merged = [
+                t[2 * i] + t[2 * i + 1] - both[(at + i) * cells : (at + i + 1) * cells] for i in range(pairs)
+            ]
+            out.append(merged + t[2 * pairs :])
+            at += pairs
+        rows = out
+    return AShare.concat([t[0] for t in rows]).reshape(len(rows), -1)
+
+
 def stopped(
     p: Party,
     checks: Sequence[Sequence[AShare]],
     strict: Sequence[Sequence[AShare]],
     flags: Sequence[Sequence[AShare]],
     k: int,
+    support: AShare,
     extra: AShare | None = None,
     sets: Sequence[Sequence[int]] = (),
-) -> Protocol[AShare]:
-    """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell.
+) -> Protocol[tuple[AShare, AShare]]:
+    """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell; and, for
+    the rows' ``support`` counts (rows, cells), 0/1 shares of [support == 0] from the same
+    comparison batch (what secondary suppression needs: :func:`site_agent.query.disclosure.suppress`).
 
     For row r: any of ``checks[r]`` in 1..k-1 (or negative), any of ``strict[r]`` in 0..k-1, any of
-    ``flags[r]`` set, each of shape (cells,); and, for each query set j in ``sets[r]``, any of
-    ``extra[j, cell]`` (shape (query sets, cells, m): differences with the m remembered sets,
-    :mod:`site_agent.privacy.ledger`) in 1..k-1.
+    ``flags[r]`` set (a flag is 0 or a positive count), each of shape (cells,); and, for each
+    query set j in ``sets[r]``, any of ``extra[j, cell]`` (shape (query sets, cells, m):
+    differences with the m remembered sets, :mod:`site_agent.privacy.ledger`) in 1..k-1.
+    Without flags or remembered sets, a row's few 0/1 tests are combined by products
+    (:func:`_any`); otherwise their sum is compared with 1.
     """
     cells = checks[0][0].shape[0]
     listed = AShare.concat([c for row in checks for c in row])
     flat = listed if extra is None else AShare.concat([listed, extra.reshape(-1)])
     n = flat.shape[0]
     strict_flat = [c for row in strict for c in row]
-    counts = AShare.concat([flat, flat, flat, *strict_flat])
+    counts = AShare.concat([flat, flat, flat, *strict_flat, support.reshape(-1), support.reshape(-1)])
     limits = [_const(p, k, (n,)), _const(p, 1, (n,)), _const(p, 0, (n,))]
     limits += [_const(p, k, (cells,)) for _ in strict_flat]
+    limits += [_const(p, 1, (support.size,)), _const(p, 0, (support.size,))]
     below = yield from bo.lt(p, counts, AShare.concat(limits))
+    size, end = support.size, below.shape[0]
+    empty = (below[end - 2 * size : end - size] - below[end - size :]).reshape(*support.shape)
     # [1 <= x < k] = [x < k] - [x < 1]; a negative count (a site's out-of-range penalty,
     # site_agent.query.failsafe) stops the cell too: + [x < 0]
     bad = below[:n] - below[n : 2 * n] + below[2 * n : 3 * n]
-    totals, at, at_strict = [], 0, 3 * n
-    for row, row_strict, row_flags in zip(checks, strict, flags, strict=True):
-        total = bad[at * cells : (at + len(row)) * cells].reshape(len(row), cells).sum(axis=0)
-        for _ in row_strict:
-            total = total + below[at_strict : at_strict + cells]
-            at_strict += cells
+    terms: list[list[AShare]] = []  # per row, its 0/1 tests
+    at, at_strict = 0, 3 * n
+    for row, row_strict in zip(checks, strict, strict=True):
+        terms.append([bad[(at + i) * cells : (at + i + 1) * cells] for i in range(len(row))])
+        terms[-1] += [below[at_strict + j * cells : at_strict + (j + 1) * cells] for j in range(len(row_strict))]
+        at, at_strict = at + len(row), at_strict + len(row_strict) * cells
+    if extra is None and not any(flags) and max(len(t) for t in terms) <= _OR_TERMS:
+        return (yield from _any(p, terms)), empty
+    totals = []
+    for row_terms, row_flags in zip(terms, flags, strict=True):
+        total = AShare.concat(row_terms).reshape(len(row_terms), cells).sum(axis=0)
         for f in row_flags:
             total = total + f
         totals.append(total)
-        at += len(row)
     if extra is not None:
         count, _, m = extra.shape
         remembered = bad[at * cells :].reshape(count, cells, m).sum(axis=2)
         totals = [t + remembered[list(js)].sum(axis=0) for t, js in zip(totals, sets, strict=True)]
     total = AShare.concat(totals).reshape(len(checks), cells)
     none = yield from bo.lt(p, total, _const(p, 1, total.shape))
-    return _const(p, 1, total.shape) - none
+    return _const(p, 1, total.shape) - none, empty

@@ -42,6 +42,9 @@ class Column:
     ``person`` marks the table's privacy unit: the column that identifies a person. Cell sizes
     count distinct persons, joins follow person columns only, and the column appears nowhere
     else in a query (see docs/privacy.md).
+    ``expr`` makes it a *derived* column the consortium declared (``[tables.t.derived]`` in
+    schema.toml): an SQL expression over the table's stored columns, which queries use like a
+    column and each site computes in its local SQL (no site stores it).
     """
 
     name: str
@@ -49,6 +52,7 @@ class Column:
     domain: tuple[KeyValue, ...] | None = None
     grid: tuple[float, float, float] | None = None
     person: bool = False
+    expr: str | None = None
 
     def __post_init__(self) -> None:
         if self.grid is not None:
@@ -82,6 +86,11 @@ class Table:
         return cls(name.lower(), {c.name.lower(): c for c in columns})
 
     @property
+    def stored(self) -> dict[str, Column]:
+        """The columns a site serves (every column but the derived ones)."""
+        return {n: c for n, c in self.columns.items() if c.expr is None}
+
+    @property
     def person(self) -> str | None:
         """The privacy unit's column, or None: then each row is taken to be one person."""
         return next((c.name for c in self.columns.values() if c.person), None)
@@ -106,6 +115,7 @@ class Schema:
                     "domain": list(c.domain) if c.domain else None,
                     "grid": c.grid,
                     **({"person": True} if c.person else {}),
+                    **({"derived": c.expr} if c.expr is not None else {}),
                 }
                 for c in sorted(t.columns.values(), key=lambda c: c.name)
             }
@@ -180,8 +190,9 @@ class DisclosureRules:
     ``redact_at_or_below`` = N withholds released counts 1..N (0: off), so every release check
     uses :attr:`threshold`; ``round_counts`` = b rounds every released count to the nearest
     multiple of b on shares (0: off); ``min_sites`` withholds a cell unless that many sites
-    have rows in it. ``model_min_df`` and ``model_events_per_term`` are the model rules
-    (:mod:`site_agent.privacy.models`; ACRO's 10 and 10).
+    have rows in it; ``model_min_df`` and ``model_events_per_term`` are the model rules
+    (:mod:`site_agent.privacy.models`; ACRO's 10 and 10); ``dominance`` = (n, p) withholds a
+    sum whose n largest per-person contributions make more than p percent of it (None: off).
     """
 
     min_cell_size: int = 5
@@ -196,6 +207,7 @@ class DisclosureRules:
     min_sites: int = 1
     model_min_df: int = 10
     model_events_per_term: int = 10
+    dominance: tuple[int, int] | None = None
 
     policy: Policy | None = field(default=None, compare=False)
     """The combined site policy these rules come from, if any: it names the refusing site."""
@@ -233,6 +245,7 @@ class DisclosureRules:
             "min_sites": self.min_sites,
             "model_min_df": self.model_min_df,
             "model_events_per_term": self.model_events_per_term,
+            "dominance": None if self.dominance is None else list(self.dominance),
         }
 
 
@@ -260,5 +273,6 @@ def rules_from_policy(policy: Policy, schema: Schema) -> DisclosureRules:
         min_sites=policy.min_sites,
         model_min_df=policy.model_min_df,
         model_events_per_term=policy.model_events_per_term,
+        dominance=policy.dominance,
         policy=policy,
     )

@@ -62,6 +62,22 @@ class Cells:
             parts.append(summed.reshape(2, self.set_size(s), *tail))
         return np.concatenate(parts, axis=1)
 
+    def gather_below(self, v: np.ndarray) -> np.ndarray:
+        """Share components (2, out) summed, for every output cell, over the output cells it
+        contains (itself included): a margin collects its cells and the margins below it. Local."""
+        out = np.zeros_like(v)
+        for t, t_off in zip(self.sets, self.offsets, strict=True):
+            block = v[:, t_off : t_off + self.set_size(t)].reshape(2, *(self.dims[i] for i in t))
+            for s, s_off in zip(self.sets, self.offsets, strict=True):
+                if not set(s) <= set(t):
+                    continue
+                drop = tuple(1 + j for j, i in enumerate(t) if i not in s)
+                summed = block.sum(axis=drop, dtype=np.uint64) if drop else block
+                kept = [i for i in t if i in s]
+                summed = np.transpose(summed, (0, *(1 + kept.index(i) for i in s)))
+                out[:, s_off : s_off + self.set_size(s)] += summed.reshape(2, -1)
+        return out
+
     def members(self, s: tuple[int, ...]) -> Index:
         """Base cells of each output cell of set ``s``: shape (cells of s, base / cells of s)."""
         ids = np.arange(self.base, dtype=np.int64).reshape(self.dims)

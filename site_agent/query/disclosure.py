@@ -55,13 +55,15 @@ def _small(p: Party, x: AShare, k: npt.ArrayLike) -> Protocol[tuple[AShare, ASha
     return below[:rows] - below[rows : 2 * rows], zero
 
 
-def suppress(p: Party, counts: AShare, primary: AShare, k: int, lines: Index, passes: int) -> Protocol[AShare]:
+def suppress(
+    p: Party, counts: AShare, primary: AShare, empty: AShare, k: int, lines: Index, passes: int
+) -> Protocol[AShare]:
     """Flags (shares of 0 released, 1 suppressed, 2 empty) for ``counts`` of shape (rows, cells),
-    from the ``primary`` flags the release rule decided (:func:`site_agent.privacy.checks.stopped`).
+    from the ``primary`` flags the release rule decided and the shares of [count == 0], both from
+    the release rule's comparison batch (:func:`site_agent.privacy.checks.stopped`).
 
     ``lines`` are the cells' lines (parent first, children, padding -1; see ``Cells.lines``).
     """
-    _, empty = yield from _small(p, counts, k)
     flags = primary - (yield from ar.mul(p, primary, empty))  # an empty cell is marked empty, not suppressed
     if lines.size == 0:
         return flags + empty.mul_public(EMPTY)

@@ -24,10 +24,12 @@ from ..mpc.fixed import TRUNC_LIMIT_BITS, FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from ..privacy import dominance
 from . import post
 from .cells import Cells
 from .disclosure import EMPTY, RELEASED, SUPPRESSED
 from .failsafe import FAILED, failure_word, other_cells, range_penalty
+from .membership import base_cells, output_cells
 from .numeric import Float, decode_float
 from .plan import FRAC_BITS, Plan
 from .program import MpcResult, mpc_program
@@ -106,6 +108,8 @@ def local_preaggregates(
         return failed_inputs(plan)
     bad = np.zeros(plan.base_cells, dtype=bool)
     for spec in plan.data["inputs"]:
+        if spec.get("cells") == "out":
+            continue  # the dominance rule's inputs: kept in range by site_top itself
         arr = values[spec["name"]]
         limit = 2.0**TRUNC_LIMIT_BITS if spec["encoding"] == "int" else _FP.max_abs
         out = ~np.isfinite(arr) | (np.abs(arr) >= limit)
@@ -128,10 +132,18 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
     base = plan.local_cells
     fetched = {q["name"]: con.execute(q["sql"]).fetchnumpy() for q in plan.data["local"]}
     bins = {q["name"]: int(q["bins"]) for q in plan.data["local"] if "bins" in q}
+    tops = {
+        q["name"]: _dominance_inputs(plan, fetched[q["name"]], int(q["top"]), slot)
+        for q in plan.data["local"]
+        if "top" in q
+    }
     out: dict[str, np.ndarray] = {}
     for spec in plan.data["inputs"]:
         if spec["name"] == FAILED:
             out[FAILED] = np.zeros(plan.base_cells, dtype=np.float64)
+            continue
+        if spec["query"] in tops:
+            out[spec["name"]] = tops[spec["query"]][spec["column"]]
             continue
         result = fetched[spec["query"]]
         cell, null_cell = _column(result, "cell")
@@ -149,6 +161,28 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
             arr[cells] = values
         out[spec["name"]] = _place(plan, arr, slot, float(spec["fill"]))
     return out
+
+
+def _dominance_inputs(plan: Plan, result: Mapping[str, Any], n: int, slot: int | None) -> dict[str, np.ndarray]:
+    """The dominance rule's inputs from its local query (:func:`site_agent.privacy.dominance.site_top`):
+    each row's output cells, its person as a code (each row its own where the query names none),
+    its contribution (NULL adds nothing)."""
+    cells = Cells.of(plan.dims, plan.grouping_sets)
+    if plan.site_key is not None and slot is None:  # a site without data: no SITE slice
+        zero = np.zeros(cells.out, dtype=np.float64)
+        return {"top": np.zeros((cells.out, n), dtype=np.float64), "total": zero, "over": zero}
+    cell, null_cell = _column(result, "cell")
+    if null_cell.any():
+        raise QueryError("a group key has a value outside its declared domain (or NULL)")
+    out = output_cells(cells)[base_cells(plan, cell.astype(np.int64), slot)]
+    if "person" in result:
+        person = pd.Series(np.ma.getdata(result["person"])).where(~np.ma.getmaskarray(result["person"]))
+        codes = pd.factorize(person)[0] + 1  # NULL persons (-1) together as one
+    else:  # each row is one person (in one cell, without margins; or the table names none)
+        codes = np.arange(cell.size, dtype=np.int64)
+    values, null = _column(result, "v")
+    top, total, over = dominance.site_top(out, codes, np.where(null, 0.0, values), cells.out, n)
+    return {"top": top, "total": total, "over": over}
 
 
 def failed_inputs(plan: Plan) -> dict[str, U64]:
@@ -307,7 +341,4 @@ def dry_run_stats(plan: Plan, sites: int = 3) -> list[tuple[str, Stats]]:
 
 
 def _zero_shape(plan: Plan, spec: dict[str, Any]) -> tuple[int, ...]:
-    for q in plan.data["local"]:
-        if q["name"] == spec["query"] and "bins" in q:
-            return (plan.base_cells, int(q["bins"]))
-    return (plan.base_cells,)
+    return plan.input_shape(spec["name"])

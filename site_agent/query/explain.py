@@ -12,6 +12,8 @@ _STEP_WORDS = {
     "check_local": "open the sum of the sites' secret failure words: the query fails alike everywhere if any failed",
     "pool": "add the sites' shares and form ROLLUP/CUBE margins (local, no communication)",
     "sites": "count the sites with a row in each cell (min_sites): [n > 0] per site, summed, compared",
+    "dominance": "dominance rule (dominance = [n, p]): per cell and split of n persons among the sites' "
+    "largest, p * total < 100 * top n, one comparison batch; a dominated cell is withheld",
     "suppress": "release rule: every query set, non-NULL count, pair difference and difference with the "
     "analyst's earlier released sets must hold 0 or >= k persons; secondary suppression over margins",
     "reveal_flags": "open the suppression flags to the committee",
@@ -52,6 +54,12 @@ def explain(plan: Plan, sites: int = 3) -> str:
     statement = plan_statement(plan)
     if statement is not None:
         lines += statement.describe(plan)
+    if "dominance" in d["params"]:
+        n, pct = d["params"]["dominance"]
+        lines.append(
+            f"A sum (SUM, AVG, variance, rate) is withheld where its {n} largest persons make more than {pct}% "
+            "of the cell's total of absolute contributions (dominance)."
+        )
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "
@@ -84,6 +92,10 @@ def explain(plan: Plan, sites: int = 3) -> str:
             lines.append(f"   {s['name']}: one secret word, 0 unless the site's local step failed")
             continue
         enc = "integer" if s["encoding"] == "int" else f"fixed point, {d['params']['frac_bits']} fractional bits"
+        if s.get("cells") == "out":
+            what = {"top": "the site's largest per-person contributions", "total": "total of absolute contributions"}
+            lines.append(f"   {s['name']}: per output cell, {what.get(s['column'], 'out-of-range flag')}, {enc}")
+            continue
         lines.append(f"   {s['name']}: per cell{' and bin' if s['query'] != 'cells' else ''}, {enc}")
     lines.append("")
     lines.append(f"3. MPC steps (rounds; bytes sent by all three members together; {sites} sites):")

@@ -137,14 +137,14 @@ def _total_condition(cond: exp.Expr) -> exp.Expr:
     return exp.and_(*out) if len(out) > 1 else out[0]
 
 
-def total_sql(sel: exp.Select) -> exp.Select:
+def total_sql(sel: exp.Select, copy: bool = True) -> exp.Select:
     """The local SELECT with every analyst expression made total (see the module docstring).
 
-    Works on a copy. Expects the planner's local SELECT: key cells built with
-    :func:`total` comparisons already, aggregates over analyst arguments, the analyst's WHERE and
-    joins.
+    Works on a copy (in place with ``copy=False``, for a tree the caller built for this alone).
+    Expects the planner's local SELECT: key cells built with :func:`total` comparisons already,
+    aggregates over analyst arguments, the analyst's WHERE and joins.
     """
-    sel = sel.copy()
+    sel = sel.copy() if copy else sel
     for cast in list(sel.find_all(exp.Cast)):
         if not isinstance(cast, exp.TryCast):
             cast.replace(exp.TryCast(this=cast.this, to=cast.args["to"]))

@@ -20,7 +20,7 @@ from .cells import Cells
 from .plan import Plan
 
 
-def _output_cells(cells: Cells) -> npt.NDArray[np.int64]:
+def output_cells(cells: Cells) -> npt.NDArray[np.int64]:
     """(base cells, grouping sets): the output cell of each base cell in each grouping set."""
     table = np.zeros((cells.base, len(cells.sets)), dtype=np.int64)
     for i, (s, offset) in enumerate(zip(cells.sets, cells.offsets, strict=True)):
@@ -29,7 +29,7 @@ def _output_cells(cells: Cells) -> npt.NDArray[np.int64]:
     return table
 
 
-def _base_cells(plan: Plan, local: npt.NDArray[np.int64], slot: int | None) -> npt.NDArray[np.int64]:
+def base_cells(plan: Plan, local: npt.NDArray[np.int64], slot: int | None) -> npt.NDArray[np.int64]:
     """Local cell numbers (the grid without SITE) as base cell numbers (this site's SITE slice)."""
     key = plan.site_key
     if key is None:
@@ -56,7 +56,7 @@ def membership(plan: Plan, con: Any, site_index: int | None, holds_data: bool = 
     hashes = person_hashes(np.ma.getdata(result["person"])[known])
     local = cell[known].astype(np.int64)
     slot = site_index if plan.site_key is not None else None
-    out = _output_cells(cells)[_base_cells(plan, local, slot)]
+    out = output_cells(cells)[base_cells(plan, local, slot)]
     per_row = []
     for r in range(rows):
         inside = np.ma.filled(result[f"m{r}"], False)[known].astype(bool)  # NULL: in no set

@@ -27,7 +27,7 @@ import sqlglot.expressions as exp
 from ..errors import QueryError, QuerySyntaxError, UnknownName, UnsupportedQuery
 from ..privacy.contributions import Branch, branches, plain_columns
 from ..privacy.persons import check_join, identifier_uses
-from .catalog import SITE, Column, DisclosureRules, KeyValue, Schema
+from .catalog import SITE, Column, DisclosureRules, KeyValue, Schema, Table
 from .post import HAVING_NODES, OrderItem, Post, output_column
 
 DIALECT = "duckdb"
@@ -137,6 +137,9 @@ class Query:
     aggregates: tuple[Aggregate, ...]
     post: Post = field(default_factory=Post)  # HAVING, ORDER BY, LIMIT, OFFSET: applied to released values only
     person: str | None = None  # the FROM table's person column, qualified (``alias.column``)
+    derived: tuple[tuple[str, str], ...] = ()
+    """Derived columns the query reads (``alias.column``, their schema expression over that
+    alias): the planner writes the expression in the local SQL in place of the column."""
 
 
 def parse_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None) -> Query:
@@ -146,6 +149,33 @@ def parse_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[
     (without them a query using ``SITE`` is an :class:`UnsupportedQuery`).
     """
     return _Validator(text, schema, rules, sites).run()
+
+
+def derived_expression(text: str, table: Table) -> str:
+    """A derived column's expression (schema.toml ``[tables.t.derived]``), checked once when the
+    schema loads: one scalar expression over ``table``'s stored columns with the query language's
+    nodes and its one function allow-list, no aggregate, no person column; returned in canonical
+    SQL with unqualified columns. Raises :class:`QueryError` with the reason.
+
+    It is checked as the WHERE condition of a probe query, so exactly the analyst's rules apply;
+    what an analyst may not write in an aggregate (a product of columns) is what a consortium
+    declares a derived column for.
+    """
+    try:
+        node = sqlglot.parse_one(text, read=DIALECT)
+    except (sqlglot.ParseError, sqlglot.TokenError) as err:
+        raise _syntax_error(text, err) from None
+    if isinstance(node, exp.Query) or node.find(exp.Column) is None:
+        raise QueryError(f"{text!r} must be an expression over the table's columns")
+    stored = Table.of(table.name, list(table.stored.values()))
+    probe = f"SELECT COUNT(*) FROM {table.name} WHERE ({node.sql(DIALECT)}) IS NOT NULL"
+    where = parse_query(probe, Schema.of([stored]), DisclosureRules()).where
+    test = where.this if isinstance(where, exp.Not) else where  # IS NOT NULL reads as NOT (... IS NULL)
+    assert isinstance(test, exp.Is) and isinstance(test.this, exp.Paren)
+    expr = test.this.this
+    for col in expr.find_all(exp.Column):
+        col.set("table", None)
+    return str(expr.sql(DIALECT))
 
 
 def is_site(node: exp.Expr | None) -> bool:
@@ -185,6 +215,7 @@ class _Validator:
         self.rules = rules
         self.sites = sites
         self.aliases: dict[str, str] = {}  # alias -> table name
+        self.derived: dict[str, str] = {}  # alias.column -> derived expression over that alias
 
     # -- errors with positions -------------------------------------------------------------
     def _pos(self, node: exp.Expr) -> tuple[int | None, int | None]:
@@ -250,6 +281,7 @@ class _Validator:
             aggs,
             self._post(keys, aggs),
             f"{first}.{person}" if person else None,
+            tuple(sorted(self.derived.items())),
         )
 
     def _check_clauses(self, tree: exp.Select) -> None:
@@ -407,7 +439,33 @@ class _Validator:
         ident.meta.update(col.this.meta)  # keep the source position for later errors
         col.set("table", exp.to_identifier(owners[0]))
         col.set("this", ident)
-        return self.schema.tables[table].columns[name]
+        column = self.schema.tables[table].columns[name]
+        if column.expr is not None:
+            self._derived(col, table, column.expr)
+        return column
+
+    def _derived(self, col: exp.Column, table: str, expr: str) -> None:
+        """Record a derived column's expression over the column's alias; the columns it reads
+        must be usable by the analyst too (exposed, not a site's identifier), else a derived
+        column would read around a site's rules."""
+        alias = col.table.lower()
+        body = sqlglot.parse_one(expr, read=DIALECT)
+        for used in body.find_all(exp.Column):
+            name = used.name.lower()
+            if self.rules.exposed is not None and name not in self.rules.exposed.get(table, frozenset()):
+                raise self.rules.refusal(
+                    "exposed", f"column {table}.{name} is not exposed to analysts", "check_column", table, name
+                )
+            if name in self.rules.identifiers or f"{table}.{name}" in self.rules.identifiers:
+                raise self.rules.refusal(
+                    "identifiers",
+                    f"derived column {table}.{col.name} reads identifier column {table}.{name}",
+                    "check_column",
+                    table,
+                    name,
+                )
+            used.set("table", exp.to_identifier(alias))
+        self.derived[f"{alias}.{col.name.lower()}"] = body.sql(DIALECT)
 
     def _column_of(self, col: exp.Column) -> Column:
         return self.schema.tables[self.aliases[col.table.lower()]].columns[col.name.lower()]

@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import sqlglot
 import sqlglot.expressions as exp
 
 from ..errors import UnsupportedQuery
+from ..privacy import dominance
 from ..privacy.release import ReleasePlanner
 from .catalog import DisclosureRules, Schema
 from .failsafe import check_input, check_reveal, check_step, total, total_case, total_sql, with_other
@@ -105,6 +107,16 @@ class Plan:
             if i != self.site_key:
                 out *= d
         return out
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of one site's input ``name``: per base cell (and grid bin, for histograms), or per
+        output cell (and rank) for the dominance rule's inputs, which a site forms per margin."""
+        spec = next(s for s in self.data["inputs"] if s["name"] == name)
+        cells = self.out_cells if spec.get("cells") == "out" else self.base_cells
+        for q in self.data["local"]:
+            if q["name"] == spec["query"] and "bins" in q:
+                return (cells, int(q["bins"]))
+        return (cells, int(spec["width"])) if "width" in spec else (cells,)
 
     @property
     def out_cells(self) -> int:
@@ -176,6 +188,8 @@ class _Builder:
         self.steps: dict[str, list[dict[str, Any]]] = {}
         self.reveals: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
+        self.dominance: list[dict[str, Any]] = []  # the dominance rule's local queries (contribution SQL)
+        self.differences = dominance.Differences()  # the summed outputs' query sets, for their differences
         self._add_input("n_rows", exp.Count(this=exp.Star()), "int", 0)
         self.local[_sql(exp.Count(this=exp.Star()))] = "n_rows"
         person = None
@@ -228,14 +242,49 @@ class _Builder:
             value, what = rounded, f"{what}, rounded to base {base}"
         return self.reveal(output, value, "int", support, what)
 
+    def dominance_flags(self, agg: Aggregate) -> tuple[str, ...]:
+        """Under the policy's dominance rule, the flags that withhold the cells of a sum (SUM, AVG,
+        variances, RATE's person-time) a few persons dominate, or whose difference with an
+        earlier sum of the same column they dominate; one local query and flag per distinct
+        contribution (:mod:`site_agent.privacy.dominance`)."""
+        if self.rules.dominance is None or agg.kind not in ("sum", "avg", "var", "std", "rate"):
+            return ()
+        return tuple(dict.fromkeys(self._dominance_item(c) for c in self.differences.contributions(agg.branches)))
+
+    def _dominance_item(self, contrib: exp.Expression) -> str:
+        """The flag of the dominance check of one contribution: its local query, inputs and step item."""
+        for d in self.dominance:
+            if _sql(d["expr"]) == _sql(contrib):
+                return str(d["out"])
+        assert self.rules.dominance is not None
+        if len(self.dominance) == dominance.MAX_CHECKS:
+            raise UnsupportedQuery(
+                f"under the dominance rule a query may have at most {dominance.MAX_CHECKS} sums and differences "
+                "of sums checked; split the query"
+            )
+        name = f"dom{len(self.dominance)}"
+        n = self.rules.dominance[0]
+        self.dominance.append({"name": name, "expr": contrib, "out": f"{name}_flag"})
+        fields: tuple[tuple[str, str, dict[str, int]], ...] = (
+            ("top", "fixed", {"width": n}),
+            ("total", "fixed", {}),
+            ("over", "int", {}),
+        )
+        for column, encoding, extra in fields:
+            spec = {"name": f"{name}_{column}", "query": name, "column": column, "encoding": encoding, "fill": 0}
+            self.inputs.append({**spec, "cells": "out", **extra})
+        item = {"out": f"{name}_flag", "top": f"{name}_top", "total": f"{name}_total", "over": f"{name}_over"}
+        self.step("dominance", item)
+        return f"{name}_flag"
+
     def add(self, i: int, agg: Aggregate) -> None:
         name, tag = agg.name, f"a{i}"
         out: dict[str, Any] = {"name": name, "kind": agg.kind, "reveals": []}
         arg = agg.args[0] if agg.args else None
-        quantile_flags = (f"{tag}_q_bad",) if agg.kind == "quantile" else ()
+        flags = ((f"{tag}_q_bad",) if agg.kind == "quantile" else ()) + self.dominance_flags(agg)
         counts_only = agg.kind in ("count_star", "count", "count_distinct")
         argument = agg.args[-1] if agg.args else None  # RATE: its person-time
-        out["support"] = sup = self.release.row(agg.branches, argument, counts_only, quantile_flags)
+        out["support"] = sup = self.release.row(agg.branches, argument, counts_only, flags)
         if agg.kind == "count_star":
             out["reveals"].append(self.count_reveal(name, "n_rows", sup, "pooled row count"))
         elif agg.kind == "count":
@@ -338,12 +387,39 @@ class _Builder:
         return name
 
 
+def _statement(query: Query, sel: exp.Select) -> str:
+    """A local statement's SQL from ``sel``, a tree built for it alone (changed in place, not
+    copied again): derived columns written out, every analyst expression made total."""
+    return str(total_sql(_expand(query, sel), copy=False).sql(DIALECT, copy=False))
+
+
+def _expand(query: Query, sel: exp.Select) -> exp.Select:
+    """The local SELECT (changed in place) with each derived column the query reads written as its
+    schema expression (the sites store no derived column; see
+    :func:`site_agent.query.parse.derived_expression`), made total like an analyst's expression:
+    a row on which it raises has NULL there, in a group key too, so no failure depends on a row."""
+    if not query.derived:
+        return sel
+    bodies = dict(query.derived)
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.table:
+            body = bodies.get(f"{node.table.lower()}.{node.name.lower()}")
+            if body is not None:
+                return exp.Paren(this=total(sqlglot.parse_one(body, read=DIALECT)))  # NULL where it raises
+        return node
+
+    out = sel.transform(swap, copy=False)
+    assert isinstance(out, exp.Select)
+    return out
+
+
 def _local_sql(query: Query, items: list[tuple[str, exp.Expression]], cell: exp.Expression) -> str:
     sel = query.source.copy()
-    sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n) for n, e in items])
+    sel.set("expressions", [exp.alias_(cell.copy(), "cell")] + [exp.alias_(e, n, copy=False) for n, e in items])
     if query.where is not None:
-        sel = sel.where(query.where.copy())
-    return _sql(total_sql(sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy())))
+        sel = sel.where(query.where.copy(), copy=False)
+    return _statement(query, sel if isinstance(cell, exp.Literal) else sel.group_by(cell.copy(), copy=False))
 
 
 def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: exp.Expression) -> str:
@@ -367,7 +443,34 @@ def _histogram_sql(query: Query, col: exp.Expression, grid: list[float], cell: e
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
     keys = [index.copy()] if isinstance(cell, exp.Literal) else [cell.copy(), index.copy()]
-    return _sql(total_sql(sel.where(cond).group_by(*keys)))
+    return _statement(query, sel.where(cond, copy=False).group_by(*keys, copy=False))
+
+
+def _ranks_persons(query: Query) -> bool:
+    """Whether the dominance rule's local query names each row's person: only where a person's
+    rows in several cells add up in a margin (without margins a row is one person in one cell)."""
+    return query.person is not None and query.grouping_sets != (tuple(range(len(query.keys))),)
+
+
+def _dominance_sql(query: Query, contrib: exp.Expression, cell: exp.Expression) -> str:
+    """The dominance rule's local query: each person's summed contribution per cell (each row
+    alone when the table names no person), for :func:`site_agent.privacy.dominance.site_top`."""
+    sel = query.source.copy()
+    items: list[exp.Expr] = [exp.alias_(cell.copy(), "cell")]
+    if query.person is None:  # each row is a person
+        items.append(exp.alias_(total(contrib.copy()), "v"))
+    else:
+        alias, column = query.person.split(".", 1)
+        if _ranks_persons(query):
+            items.append(exp.alias_(exp.column(column, table=alias), "person"))
+        items.append(exp.alias_(exp.Sum(this=contrib.copy()), "v"))
+    sel.set("expressions", items)
+    if query.where is not None:
+        sel = sel.where(query.where.copy(), copy=False)
+    if query.person is not None:
+        keys = [] if isinstance(cell, exp.Literal) else [cell.copy()]
+        sel = sel.group_by(*keys, exp.column(column, table=alias), copy=False)
+    return _statement(query, sel)
 
 
 def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> str:
@@ -380,7 +483,7 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     cond: exp.Expression = exp.Not(this=exp.Is(this=person.copy(), expression=exp.Null()))
     if query.where is not None:
         cond = exp.And(this=exp.Paren(this=query.where.copy()), expression=cond)
-    return _sql(total_sql(sel.where(cond)))
+    return _statement(query, sel.where(cond, copy=False))
 
 
 def key_domains(query: Query) -> list[tuple[Any, ...]]:
@@ -435,9 +538,21 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
                 "grid": h["grid"],
             }
         )
+    for d in b.dominance:
+        local.append(
+            {
+                "name": d["name"],
+                "sql": _dominance_sql(query, d["expr"], cell),
+                "columns": ["cell", "person", "v"] if _ranks_persons(query) else ["cell", "v"],
+                "top": rules.dominance[0] if rules.dominance else 0,
+            }
+        )
     steps: list[dict[str, Any]] = [check_step(), {"op": "pool", "inputs": b.pool}]
     if "quantile" in b.steps:  # before suppression: a quantile's grid bins take part in it
         steps.append({"op": "quantile", "items": b.steps["quantile"]})
+    if "dominance" in b.steps and rules.dominance:  # before suppression: its flags stop cells
+        n, pct = rules.dominance
+        steps.append({"op": "dominance", "items": b.steps["dominance"], "n": n, "p": pct})
     steps += [*([sites] if few else []), suppress, {"op": "reveal_flags"}]
     for op in ("round", "mean_fixed", "pool_m2", "divide", "sqrt", "extreme", "wilson", "byar"):
         if op in b.steps:
@@ -452,8 +567,9 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "support": -1,
             "shape": f"{len(supports)} x cells",
             "what": "suppression flag per release row and cell (1: a query set, a non-NULL count or the "
-            "difference of two query sets holds 1 to k-1 persons, or suppressed so that no suppressed value "
-            "follows from released cells and margins)",
+            "difference of two query sets holds 1 to k-1 persons, "
+            + ("or a sum is dominated by a few persons or holds a dominated cell, " if rules.dominance else "")
+            + "or suppressed so that no suppressed value follows from released cells and margins)",
         },
         *b.reveals,
     ]
@@ -471,6 +587,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             **({"redact_at_or_below": rules.redact_at_or_below} if rules.redact_at_or_below else {}),
             **({"round_counts": rules.round_counts} if rules.round_counts else {}),
             **({"min_sites": rules.min_sites} if rules.min_sites > 1 else {}),
+            **({"dominance": list(rules.dominance)} if rules.dominance else {}),
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },

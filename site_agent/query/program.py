@@ -28,6 +28,7 @@ from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..privacy.checks import few_sites, stopped
+from ..privacy.dominance import dominated
 from ..privacy.rounding import round_to_base
 from . import numeric as nu
 from .cells import Cells
@@ -108,6 +109,18 @@ class Run:
         rows = AShare(self.cells.expand(np.moveaxis(self.inputs[step["input"]].v, 1, 2)))  # (2, out, sites)
         self.vals[step["out"]] = yield from few_sites(self.p, rows, int(step["min_sites"]))
 
+    def dominance(self, step: dict[str, Any]) -> Protocol[None]:
+        """The policy's dominance rule: per item a flag per output cell, positive where the cell's
+        n largest persons make more than p percent of its total (:mod:`site_agent.privacy.dominance`),
+        or where a cell it contains is so (a margin over a dominated cell would give the dominant
+        value away less a released remainder); the release rule stops flagged cells. One
+        comparison batch for every item."""
+        items = step["items"]
+        tops, totals, over = ([self.inputs[i[k]] for i in items] for k in ("top", "total", "over"))
+        flags = yield from dominated(self.p, tops, totals, over, int(step["n"]), int(step["p"]), FRAC_BITS)
+        for item, flag in zip(items, flags, strict=True):
+            self.vals[item["out"]] = AShare(self.cells.gather_below(flag.v))
+
     def suppress(self, step: dict[str, Any]) -> Protocol[None]:
         rows, k = step["rows"], int(step["min_cell_size"])
         counts = AShare(np.stack([self.share(r["count"]).v for r in rows], axis=1))
@@ -117,8 +130,10 @@ class Run:
         ledger = self.inputs.get("ledger")  # differences with remembered sets, per site
         pooled = None if ledger is None else AShare(ledger.v.sum(axis=1, dtype=np.uint64))
         sets = [r["sets"] for r in rows]
-        primary = yield from stopped(self.p, checks, strict, flags, k, pooled, sets)
-        self.vals["suppressed"] = yield from suppress(self.p, counts, primary, k, self.cells.lines, int(step["passes"]))
+        primary, empty = yield from stopped(self.p, checks, strict, flags, k, counts, pooled, sets)
+        self.vals["suppressed"] = yield from suppress(
+            self.p, counts, primary, empty, k, self.cells.lines, int(step["passes"])
+        )
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
         opened = yield from ar.open_all(self.p, self.share("suppressed"))
@@ -290,6 +305,7 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         "check_local": run.check_local,
         "pool": run.pool,
         "sites": run.sites,
+        "dominance": run.dominance,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,
         "round": run.round,

@@ -11,10 +11,20 @@ medians and quantiles are computed, never data. Example::
     sex = { type = "text", domain = ["F", "M"] }          # GROUP BY sex enumerates F, M
     age = { type = "integer", grid = [0, 110, 1] }        # MEDIAN(age) on 0, 1, ..., 110
     diabetes = "boolean"
+    weight = "float"
+    height = "float"
+
+    [tables.patients.derived]                             # computed by each site's local SQL
+    bmi = { expr = "weight / ((height / 100) * (height / 100))", grid = [10, 60, 0.1] }
 
 A table's ``person = true`` column names its privacy unit: cell sizes count distinct persons,
 joins go along person columns only, and the column is usable only there (docs/privacy.md).
 A table without one counts each row as one person and cannot be joined.
+A *derived* column (``[tables.NAME.derived]``: a name, then an expression or a table with
+``expr`` and the usual ``type`` (float unless given), ``domain`` and ``grid``) is an expression
+over the table's stored columns, checked when the file loads against the query language's rules
+(its nodes, its one function allow-list, no aggregate, no person column). Queries use it like a
+column; each site computes it in its local SQL. The name ``derived`` is therefore not a column.
 Types: integer, float, text, boolean, date, timestamp. A boolean column's domain is
 [false, true] unless given. No column may be called ``site``: ``SITE`` in a query is the
 pseudo-column of per-site breakdowns (see docs/query-language.md).
@@ -23,11 +33,14 @@ pseudo-column of per-site breakdowns (see docs/query-language.md).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import QueryError
 from ..tomlfile import NAME_RE, Section, check_name, read_toml
 from .catalog import SITE, Column, KeyValue, Schema, Table
+from .parse import derived_expression
 
 DTYPES = ("integer", "float", "text", "boolean", "date", "timestamp")
 
@@ -73,6 +86,27 @@ def _column(table: Section, name: str) -> Column:
     return Column(name.lower(), dtype, domain, grid, person)
 
 
+def _derived(section: Section, name: str, table: Table) -> Column:
+    """A derived column: its expression (checked against the query language's rules over the
+    table's stored columns) and, like any column, a type (float unless given), domain or grid."""
+    spec: Any = section.data[name]
+    spec = {"expr": spec} if isinstance(spec, str) else spec
+    if not isinstance(spec, dict) or "expr" not in spec:
+        raise section.error(name, 'must be an expression, or a table like { expr = "a / b", grid = [0, 10, 0.1] }')
+    if "person" in spec:
+        raise section.error(name, "a derived column cannot be the person column")
+    if name.lower() in table.columns:
+        raise section.error(name, f"{name!r} is also a stored column of table {table.name!r}")
+    rest = {k: v for k, v in spec.items() if k != "expr"}
+    column = _column(Section(section.file, section.prefix, {name: {"type": "float", **rest}}), name)
+    text = Section(section.file, f"{section.prefix}.{name}", spec).get_str("expr")
+    try:
+        expr = derived_expression(text, table)
+    except QueryError as exc:
+        raise section.error(name, f"{exc.message} (in the expression {text!r})") from None
+    return replace(column, expr=expr)
+
+
 def load_schema_file(path: Path | str) -> Schema:
     """Load and validate ``schema.toml``; ``ConfigError`` naming file and key on any problem."""
     root = read_toml(path)
@@ -80,5 +114,8 @@ def load_schema_file(path: Path | str) -> Schema:
     tables = []
     for name, section in root.section("tables").subsections():
         check_name(root.section("tables"), name, name, "table")
-        tables.append(Table.of(name.lower(), [_column(section, col) for col in section.data]))
+        stored = Table.of(name.lower(), [_column(section, col) for col in section.data if col != "derived"])
+        derived = section.section("derived", required=False)
+        extra = [_derived(derived, col, stored) for col in derived.data]
+        tables.append(Table.of(name.lower(), [*stored.columns.values(), *extra]))
     return Schema.of(tables)

@@ -21,6 +21,7 @@ from site_agent.errors import MpcError
 
 from ..gbsg2 import GBSG2_SCHEMA, gbsg2_by_site
 from ..integration.conftest import LUNG, SITES, Dataset, Running, start_retrying
+from ..lung import LUNG_SCHEMA, lung_by_site
 
 K = 5
 GBSG2 = Dataset("gbsg2", GBSG2_SCHEMA, gbsg2_by_site)
@@ -48,6 +49,39 @@ def lung(attacked: dict[str, Running]) -> Running:
 @pytest.fixture(scope="session")
 def gbsg2(attacked: dict[str, Running]) -> Running:
     return attacked["gbsg2"]
+
+
+PLANTED = 250_000.0
+"""meal_cal planted for one male patient of central's in the ``declared`` consortium (the lung
+target, a 74-year-old man of institution 12): most of the men's total, a fraction of everybody's."""
+
+DERIVED = """
+[tables.lung.derived]
+karno_mean = { expr = "(ph_karno + pat_karno) / 2", grid = [0, 100, 5] }
+"""
+"""A derived column of the ``declared`` consortium's schema: the mean of the physician's and the
+patient's Karnofsky scores (two columns combined: an analyst may not write it in an aggregate)."""
+
+
+def _planted_lung() -> dict[str, pd.DataFrame]:
+    frames = {site: df.copy() for site, df in lung_by_site().items()}
+    central = frames["central"]
+    central.loc[(central.age == 74) & (central.sex == 1) & (central.inst == 12), "meal_cal"] = PLANTED
+    return frames
+
+
+@pytest.fixture(scope="session")
+def declared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """Lung with a planted meal_cal and a derived column in schema.toml, under policies that
+    ask for the dominance rule: north (1, 60), south (2, 80), combined (2, 60)."""
+    policies = {
+        "north": {"extra_policy": {"dominance": "[1, 60]"}},
+        "south": {"extra_policy": {"dominance": "[2, 80]"}},
+    }
+    data = Dataset("lung", LUNG_SCHEMA + DERIVED, _planted_lung)
+    running = start_retrying(tmp_path_factory.mktemp("declared") / "lung", policies, data=data)
+    yield running
+    running.close()
 
 
 def value(frame: pd.DataFrame, column: str, row: int = 0) -> float | None:
