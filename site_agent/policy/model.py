@@ -29,6 +29,8 @@ from site_agent.crypto.envelope import canonical_json
 from site_agent.errors import ConfigError, PolicyRefusal
 from site_agent.tomlfile import Section, check_name, read_toml
 
+from .privacy import PrivacyPolicy, check_mode, combine_privacy, load_privacy
+
 DEFAULT_MIN_CELL_SIZE = 5
 DEFAULT_MAX_GROUPS = 1000
 DEFAULT_MAX_QUERIES_PER_HOUR = 100
@@ -68,6 +70,8 @@ class Policy:
     ONS); 0: off. Combined sites round to the least common multiple of their bases."""
     min_sites: int = 1
     """A cell is withheld unless at least this many sites have rows in it (1: off)."""
+    privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    """DP mode and budgets (the ``[privacy]`` section, :mod:`.privacy`)."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -88,6 +92,7 @@ class Policy:
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
             "min_sites": self.min_sites,
+            "privacy": self.privacy.to_json(),
             "tables": None
             if self.tables is None
             else {
@@ -126,6 +131,7 @@ class Policy:
                 redact_at_or_below=int(data["redact_at_or_below"]),
                 round_counts=int(data["round_counts"]),
                 min_sites=int(data["min_sites"]),
+                privacy=PrivacyPolicy.from_json(data["privacy"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -205,6 +211,11 @@ class Policy:
             if groups > p.max_groups:
                 raise p._refuse("max_groups", f"{groups} groups asked, at most {p.max_groups} allowed")
 
+    def check_mode(self, dp: bool) -> None:
+        """Refuse an exact query where a site requires DP mode, or a DP query where a site answers
+        exactly only (rule ``mode``)."""
+        check_mode(((p.site, p.privacy) for p in self._each()), dp)
+
     def check_min_max(self) -> None:
         """Refuse MIN/MAX, which reveal single records, unless allowed (rule ``allow_min_max``)."""
         for p in self._each():
@@ -254,6 +265,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
         redact_at_or_below=max(p.redact_at_or_below for p in parts),
         round_counts=math.lcm(*bases) if bases else 0,
         min_sites=max(p.min_sites for p in parts),
+        privacy=combine_privacy(p.privacy for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -294,7 +306,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
     ``data=False`` (a site that holds no data): the file must have no ``[tables]`` rules, and
     the policy has none (``tables=None``)."""
     root = read_toml(path)
-    root.only("policy", "tables")
+    root.only("policy", "privacy", "tables")
     p = root.section("policy")
     p.only(
         "min_cell_size",
@@ -330,6 +342,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         redact_at_or_below=p.get_int("redact_at_or_below", 0, minimum=0),
         round_counts=_rounding_base(p),
         min_sites=p.get_int("min_sites", 1, minimum=1),
+        privacy=load_privacy(root.section("privacy", required=False)),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -363,6 +376,20 @@ round_counts = 0
 # Withhold a cell unless at least this many sites have rows in it, so that no released number
 # comes from one site alone; 1 turns it off.
 min_sites = 1
+
+[privacy]
+# Differential privacy (docs/privacy-dp.md). mode: "exact" (exact release only), "dp" (only
+# noised answers, %%mpc --dp), "both". The strictest site wins: the smallest epsilons and delta,
+# the longest period, the fewest rows per person.
+mode = "both"
+# The most one DP query may spend, and each analyst's budget per period at this site.
+epsilon_per_query = 1.0
+epsilon = 10.0
+delta = 1e-5
+# The budget renews after this long: "365d", "30d", "12h", or "none" (never).
+period = "365d"
+# Rows one person contributes to one DP query at most (the rest are left out at random).
+max_rows_per_person = 1
 
 {tables}"""
 

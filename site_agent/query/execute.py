@@ -23,9 +23,11 @@ from ..mpc.fixed import TRUNC_LIMIT_BITS, FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from ..privacy import skellam
 from . import post
 from .cells import Cells
 from .disclosure import EMPTY, RELEASED, SUPPRESSED
+from .dp import dp_frame, is_dp
 from .failsafe import FAILED, failure_word, other_cells, range_penalty
 from .numeric import Float, decode_float
 from .plan import FRAC_BITS, Plan
@@ -33,6 +35,8 @@ from .program import MpcResult, mpc_program
 
 _FP = FixedPoint(FRAC_BITS)
 _COUNTS = ("count_star", "count", "count_distinct")  # outputs that are 0 over no rows
+NOISE = "noise"
+"""The encoding of a DP noise input: integers the member samples itself (:mod:`.dp`)."""
 log = logging.getLogger(__name__)
 
 
@@ -105,6 +109,8 @@ def local_preaggregates(
         return failed_inputs(plan)
     bad = np.zeros(plan.base_cells, dtype=bool)
     for spec in plan.data["inputs"]:
+        if spec["encoding"] == NOISE:
+            continue
         arr = values[spec["name"]]
         limit = 2.0**TRUNC_LIMIT_BITS if spec["encoding"] == "int" else _FP.max_abs
         out = ~np.isfinite(arr) | (np.abs(arr) >= limit)
@@ -114,8 +120,11 @@ def local_preaggregates(
             bad |= out.reshape(plan.base_cells, -1).any(axis=1)
             arr[out] = 0.0
     range_penalty(bad, {s: values[s] for s in plan.data["supports"]})
+    rng = skellam.generator()
     return {
-        spec["name"]: encode_int(values[spec["name"]])
+        spec["name"]: encode_int(skellam.sample(float(spec["variance"]), plan.base_cells, rng))
+        if spec["encoding"] == NOISE
+        else encode_int(values[spec["name"]])
         if spec["encoding"] == "int"
         else _FP.encode(values[spec["name"]])
         for spec in plan.data["inputs"]
@@ -129,8 +138,8 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
     bins = {q["name"]: int(q["bins"]) for q in plan.data["local"] if "bins" in q}
     out: dict[str, np.ndarray] = {}
     for spec in plan.data["inputs"]:
-        if spec["name"] == FAILED:
-            out[FAILED] = np.zeros(plan.base_cells, dtype=np.float64)
+        if spec["name"] == FAILED or spec["encoding"] == NOISE:  # set by the site, not by its data
+            out[spec["name"]] = np.zeros(plan.base_cells, dtype=np.float64)
             continue
         result = fetched[spec["query"]]
         cell, null_cell = _column(result, "cell")
@@ -159,7 +168,7 @@ def failed_inputs(plan: Plan) -> dict[str, U64]:
             word = np.zeros(shape, dtype=np.uint64)
             word[0] = failure_word()
             out[FAILED] = word
-        elif spec["encoding"] == "int":
+        elif spec["encoding"] in ("int", NOISE):
             out[spec["name"]] = encode_int(np.full(shape, int(spec["fill"]), dtype=np.int64))
         else:
             out[spec["name"]] = _FP.encode(np.full(shape, float(spec["fill"])))
@@ -198,6 +207,13 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     ``attrs["opened"]`` the number of cells opened per column (rows HAVING or LIMIT leave out
     were opened all the same)."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
+    if is_dp(plan):
+        opened = {q["name"]: _open(results, f"{q['name']}:noisy", q["encoding"]) for q in plan.data["quantities"]}
+        frame = dp_frame(plan, opened)
+        unknown = {c: frame[c].isna().to_numpy() for c in frame.attrs["suppressed"]}
+        for i, key in enumerate(plan.keys):
+            unknown[key["name"]] = np.array([lab[i] is None or key["domain"][lab[i]] is None for lab in cells.labels()])
+        return post.apply(frame, plan.data.get("post"), unknown)
     flags = results[0].flags.reshape(len(plan.data["supports"]), -1)
     k = int(plan.data["params"]["min_cell_size"])
     margins = len(plan.grouping_sets) > 1

@@ -32,7 +32,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlglot.expressions as exp
 
@@ -41,6 +41,9 @@ from ..privacy.release import ReleasePlanner
 from .catalog import DisclosureRules, Schema
 from .failsafe import check_input, check_reveal, check_step, total, total_case, total_sql, with_other
 from .parse import DIALECT, Aggregate, Query, parse_query
+
+if TYPE_CHECKING:
+    from .dp import DpRequest
 
 AGGREGATE = "aggregate"
 PER_SITE_BREAKDOWN = "per_site_breakdown"
@@ -115,16 +118,24 @@ class Plan:
         return total
 
 
-def compile_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None) -> Plan:
+def compile_query(
+    text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None, dp: DpRequest | None = None
+) -> Plan:
     """Parse, validate and plan ``text``: the one entry point every site calls.
 
     ``sites`` are the committee's site names in committee order, the public domain of ``SITE``;
     every member passes the same tuple, so the digest stays equal. Without them ``SITE`` is
-    refused (``UnsupportedQuery``).
+    refused (``UnsupportedQuery``). ``dp`` asks for a DP plan (:mod:`.dp`): noise instead of
+    suppression.
     """
     if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
         raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
-    return build_plan(parse_query(text, schema, rules, sites), rules)
+    query = parse_query(text, schema, rules, sites)
+    if dp is not None:
+        from .dp import build_dp_plan  # dp builds on this module's helpers
+
+        return build_dp_plan(query, rules, schema, dp)
+    return build_plan(query, rules)
 
 
 def _sql(e: exp.Expression) -> str:
@@ -371,21 +382,19 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     return _sql(total_sql(sel.where(cond)))
 
 
-def build_plan(query: Query, rules: DisclosureRules) -> Plan:
-    """The plan of a validated query under the combined ``rules``."""
+def check_kind(query: Query, rules: DisclosureRules) -> None:
+    """Refuse a statement kind the combined rules do not allow (rule ``statement_kinds``)."""
     kind = PER_SITE_BREAKDOWN if any(k.site for k in query.keys) else AGGREGATE
     if rules.statement_kinds is not None and kind not in rules.statement_kinds:
         allowed = ", ".join(sorted(rules.statement_kinds)) or "none"
         raise rules.refusal(
             "statement_kinds", f"{kind!r} statements are not allowed (allowed: {allowed})", "check_kind", kind
         )
-    b = _Builder(query, rules)
-    for i, agg in enumerate(query.aggregates):
-        b.add(i, agg)
-    sites = {"op": "sites", "input": "n_rows", "min_sites": rules.min_sites, "out": "few_sites"}
-    few = (str(sites["out"]),) if rules.min_sites > 1 else ()
-    suppress = b.release.step(rules.threshold, SECONDARY_PASSES, few)  # adds its counts to the local SQL
-    supports = [r["count"] for r in suppress["rows"]]
+
+
+def cell_index(query: Query) -> tuple[exp.Expression, list[tuple[Any, ...]]]:
+    """The local SQL's cell number of a row (row-major over the keys but SITE, which each site
+    places itself) and every key's domain as the plan records it (``(other)`` included)."""
     domains = [with_other(k.domain, k.expr, k.site) for k in query.keys]
     cell: exp.Expression = exp.Literal.number(0)
     stride = 1
@@ -396,6 +405,34 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
         term = term if stride == 1 else exp.Mul(this=exp.Paren(this=term), expression=exp.Literal.number(stride))
         cell = term if isinstance(cell, exp.Literal) else exp.Add(this=term, expression=cell)
         stride *= len(domain)
+    return cell, domains
+
+
+def plan_keys(query: Query, domains: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The plan's ``keys``: name, SQL, domain and the SITE and ``(other)`` marks."""
+    return [
+        {
+            "name": k.name,
+            "sql": _sql(k.expr),
+            "domain": list(d),
+            **({"site": True} if k.site else {}),
+            **({"other": True} if len(d) > len(k.domain) else {}),
+        }
+        for k, d in zip(query.keys, domains, strict=True)
+    ]
+
+
+def build_plan(query: Query, rules: DisclosureRules) -> Plan:
+    """The plan of a validated query under the combined ``rules``."""
+    check_kind(query, rules)
+    b = _Builder(query, rules)
+    for i, agg in enumerate(query.aggregates):
+        b.add(i, agg)
+    sites = {"op": "sites", "input": "n_rows", "min_sites": rules.min_sites, "out": "few_sites"}
+    few = (str(sites["out"]),) if rules.min_sites > 1 else ()
+    suppress = b.release.step(rules.threshold, SECONDARY_PASSES, few)  # adds its counts to the local SQL
+    supports = [r["count"] for r in suppress["rows"]]
+    cell, domains = cell_index(query)
     local: list[dict[str, Any]] = [
         {"name": "cells", "sql": _local_sql(query, b.items, cell), "columns": ["cell"] + [n for n, _ in b.items]}
     ]
@@ -450,16 +487,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },
-        "keys": [
-            {
-                "name": k.name,
-                "sql": _sql(k.expr),
-                "domain": list(d),
-                **({"site": True} if k.site else {}),
-                **({"other": True} if len(d) > len(k.domain) else {}),
-            }
-            for k, d in zip(query.keys, domains, strict=True)
-        ],
+        "keys": plan_keys(query, domains),
         "grouping_sets": [list(s) for s in query.grouping_sets],
         "supports": supports,
         "local": local,
