@@ -216,6 +216,20 @@ class Policy:
         exactly only (rule ``mode``)."""
         check_mode(((p.site, p.privacy) for p in self._each()), dp)
 
+    def check_epsilon(self, epsilon: float) -> None:
+        """Refuse a DP query that asks for more than a site allows one query (rule
+        ``epsilon_per_query``)."""
+        for p in self._each():
+            if epsilon > p.privacy.epsilon_per_query:
+                raise p._refuse(
+                    "epsilon_per_query", f"epsilon {epsilon:g} asked, at most {p.privacy.epsilon_per_query:g} per query"
+                )
+
+    def budget_site(self) -> str:
+        """The site whose per-analyst budget (``epsilon``) is the smallest: the one an over-budget
+        refusal names."""
+        return min(self._each(), key=lambda p: p.privacy.epsilon).site
+
     def check_min_max(self) -> None:
         """Refuse MIN/MAX, which reveal single records, unless allowed (rule ``allow_min_max``)."""
         for p in self._each():

@@ -140,7 +140,3 @@ def check_mode(sites: Iterable[tuple[str, PrivacyPolicy]], dp: bool) -> None:
             how = "only in DP mode (%%mpc --dp)" if p.mode == "dp" else "only exactly (without --dp)"
             raise PolicyRefusal(site, "mode", f"this site answers {how}")
 
-
-def strictest(sites: Iterable[tuple[str, PrivacyPolicy]], key: str) -> str:
-    """The site whose ``key`` (an epsilon or delta) is the smallest: the one a refusal names."""
-    return min(sites, key=lambda sp: float(getattr(sp[1], key)))[0]

@@ -54,6 +54,9 @@ NOT_DP = {
     "rate": "RATE has no DP form yet (use SUM of events and SUM of person-time)",
 }
 MECHANISM = "skellam"
+DP_PARAM = "@dp"
+"""The signed envelope's parameter that asks for DP mode: ``{"epsilon": E or None}`` (None: the
+policy's ``epsilon_per_query``). Not an identifier, so no notebook variable binding can clash."""
 
 
 @dataclass(frozen=True)
