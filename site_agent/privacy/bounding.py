@@ -108,9 +108,21 @@ def count_sensitivity(rows: int) -> Sensitivity:
     return Sensitivity(float(rows), float(rows))
 
 
-def sum_sensitivity(rows: int, bounds: Range, frac_bits: int) -> Sensitivity:
-    """A sum per cell in fixed point with ``frac_bits``: rows times the largest magnitude, in
-    units of 2^-frac_bits, plus 2 units for each site's rounding of its own sum."""
+SUM_UNITS_BITS = 12
+"""A noised sum is shared in units chosen so that one person moves it by about 2^12 units:
+fine enough that rounding to the unit costs nothing next to the noise (whose sd is a few times
+the sensitivity), coarse enough that the noise's Poisson means stay small and exact."""
+
+
+def sum_unit_bits(rows: int, bounds: Range, most: int) -> int:
+    """Fractional bits of a noised sum's unit: 2^-bits, at most ``most`` (the plan's fixed point)."""
+    top = rows * max(abs(bounds[0]), abs(bounds[1]))
+    return most if top == 0 else min(most, SUM_UNITS_BITS - math.ceil(math.log2(top)))
+
+
+def sum_sensitivity(rows: int, bounds: Range, bits: int) -> Sensitivity:
+    """A sum per cell in units of 2^-bits: rows times the largest magnitude, in units, plus 2
+    units for the rounding of the sums (each site's own sum is rounded to the unit)."""
     top = max(abs(bounds[0]), abs(bounds[1]))
-    units = math.ceil(rows * top * 2**frac_bits) + 2
+    units = math.ceil(rows * top * 2.0**bits) + 2
     return Sensitivity(float(units), float(units))

@@ -52,8 +52,12 @@ ORDERS: tuple[int, ...] = (*range(2, 64), *range(64, 257, 8), 384, 512, 768, 102
 MEMBERS = 3
 """Committee members, each adding Sk(V / 2): any two honest ones give Sk(V)."""
 
-MAX_MEMBER_POISSON = 1e18
-"""numpy's Poisson sampler takes means below about 9.2e18; beyond this a query is refused."""
+POISSON_PART = 1e12
+"""numpy's Poisson sampler loses accuracy for large means (its variance is 4% high at 1e15, 64%
+at 1e17): a larger mean is drawn as the sum of equal parts of at most this mean (Poisson is
+closed under summation, so the sum has exactly the asked distribution)."""
+MAX_MEMBER_POISSON = 1e15
+"""Beyond this mean (1,000 parts) a query is refused: its planner keeps noise in coarse units."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,9 @@ def sample(member_var: float, size: int, rng: np.random.Generator | None = None)
     """``size`` draws of Sk(``member_var``): Poisson(member_var / 2) - Poisson(member_var / 2)."""
     lam = member_var / 2
     if lam > MAX_MEMBER_POISSON:
-        raise ValueError("the noise is too large to sample: narrow the column bounds or raise epsilon")
+        raise ValueError("the noise is too large to sample: raise epsilon")
     rng = rng or generator()
-    pair = rng.poisson(lam, size=(2, size))
+    parts = max(1, math.ceil(lam / POISSON_PART))
+    pair = rng.poisson(lam / parts, size=(parts, 2, size)).sum(axis=0)
     out: npt.NDArray[np.int64] = (pair[0] - pair[1]).astype(np.int64)
     return out

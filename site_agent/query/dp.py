@@ -95,8 +95,9 @@ class _DpBuilder:
         table = self.schema.tables[self.aliases[col.table.lower()]]
         return table.columns[col.name.lower()].clip
 
-    def quantity(self, expr: exp.Expression, encoding: str, sens: Sensitivity, what: str) -> str:
-        """A noised pooled pre-aggregate, one per distinct local expression."""
+    def quantity(self, expr: exp.Expression, sens: Sensitivity, what: str, bits: int = 0) -> str:
+        """A noised pooled pre-aggregate, one per distinct local expression, shared as an integer
+        number of units of 2^-``bits``."""
         key = _sql(expr)
         for q in self.quantities:
             if q["sql"] == key:
@@ -104,7 +105,7 @@ class _DpBuilder:
         name = f"q{len(self.quantities)}"
         self.items.append((name, expr))
         self.quantities.append(
-            {"name": name, "sql": key, "encoding": encoding, "l1": sens.l1, "l2": sens.l2, "what": what}
+            {"name": name, "sql": key, "unit_bits": bits, "l1": sens.l1, "l2": sens.l2, "what": what}
         )
         self.sens.append(sens)
         return name
@@ -112,7 +113,7 @@ class _DpBuilder:
     def count(self, arg: exp.Expression | None) -> str:
         expr = exp.Count(this=exp.Star() if arg is None else arg.copy())
         what = "row count" if arg is None else f"count of {_sql(arg)}"
-        return self.quantity(expr, "int", bounding.count_sensitivity(self.rows), what)
+        return self.quantity(expr, bounding.count_sensitivity(self.rows), what)
 
     def total(self, arg: exp.Expression, name: str, integer: bool) -> str:
         bounds = bounding.value_range(arg, self._column_range)
@@ -123,11 +124,12 @@ class _DpBuilder:
             )
         if integer:  # a predicate's 0/1 indicator: summed as an integer, no clipping needed
             sens = bounding.count_sensitivity(self.rows)
-            return self.quantity(exp.Sum(this=arg.copy()), "int", sens, f"sum of {_sql(arg)}")
-        sens = bounding.sum_sensitivity(self.rows, bounds, FRAC_BITS)
+            return self.quantity(exp.Sum(this=arg.copy()), sens, f"sum of {_sql(arg)}")
+        bits = bounding.sum_unit_bits(self.rows, bounds, FRAC_BITS)
+        sens = bounding.sum_sensitivity(self.rows, bounds, bits)
         clipped = bounding.clipped(arg, bounds)
-        what = f"sum of {_sql(arg)} clipped to [{bounds[0]:g}, {bounds[1]:g}]"
-        return self.quantity(exp.Sum(this=clipped), "fixed", sens, what)
+        what = f"sum of {_sql(arg)} clipped to [{bounds[0]:g}, {bounds[1]:g}] (in units of 2^{-bits})"
+        return self.quantity(exp.Sum(this=clipped), sens, what, bits)
 
     def add(self, agg: Any) -> None:
         if agg.kind in NOT_DP:
@@ -167,8 +169,11 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
         if member / 2 > skellam.MAX_MEMBER_POISSON:
             raise UnsupportedQuery(f"DP mode: the noise for the {q['what']} is too large; narrow its column bounds")
         q["variance"] = v
-        q["sd"] = skellam.released_sd(v) / (2**FRAC_BITS if q["encoding"] == "fixed" else 1)
-        inputs.append({"name": q["name"], "query": "cells", "column": q["name"], "encoding": q["encoding"], "fill": 0})
+        q["sd"] = skellam.released_sd(v) * 2.0 ** -q["unit_bits"]
+        inputs.append(
+            {"name": q["name"], "query": "cells", "column": q["name"], "encoding": "int", "fill": 0,
+             "scale": 2.0 ** q["unit_bits"]}
+        )
         inputs.append(
             {"name": f"noise_{q['name']}", "query": "noise", "column": "", "encoding": "noise", "fill": 0,
              "variance": member}
@@ -177,7 +182,7 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
         {
             "name": f"{q['name']}:noisy",
             "value": q["name"],
-            "encoding": q["encoding"],
+            "encoding": "int",
             "support": -1,
             "shape": "all cells",
             "what": f"pooled {q['what']} plus Skellam noise (sd {q['sd']:.4g})",

@@ -147,6 +147,8 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
             raise QueryError("a group key has a value outside its declared domain (or NULL)")
         cells = cell.astype(np.int64)
         values, null = _column(result, spec["column"])
+        if "scale" in spec:  # a DP sum, shared in whole units of 2^-bits (site_agent/query/dp.py)
+            values = np.rint(values * float(spec["scale"]))
         values = np.where(null, float(spec["fill"]), values)
         arr: np.ndarray
         if spec["query"] in bins:
@@ -208,7 +210,10 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     were opened all the same)."""
     cells = Cells.of(plan.dims, plan.grouping_sets)
     if is_dp(plan):
-        opened = {q["name"]: _open(results, f"{q['name']}:noisy", q["encoding"]) for q in plan.data["quantities"]}
+        opened: dict[str, np.ndarray] = {}
+        for q in plan.data["quantities"]:  # whole units; a sum's unit is 2^-unit_bits
+            units = _open(results, f"{q['name']}:noisy", "int")
+            opened[q["name"]] = units * 2.0 ** -q["unit_bits"] if q["unit_bits"] else units
         frame = dp_frame(plan, opened)
         unknown = {c: frame[c].isna().to_numpy() for c in frame.attrs["suppressed"]}
         for i, key in enumerate(plan.keys):
