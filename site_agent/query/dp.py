@@ -234,9 +234,13 @@ def is_dp(plan: Plan) -> bool:
 # --- the analyst's side -------------------------------------------------------------------
 
 
-def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+NoiseScale = float | dict[str, float]
+
+
+def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, NoiseScale]]:
     """Each output column and its 95% limits from the opened noisy quantities (post-processing),
-    and the noise standard deviation of each output's own opened value.
+    and each output's noise scale: the sd of the noise in a count or sum; for a mean or a
+    proportion, the sds of the noise in its numerator and denominator (``{"sum", "count"}``).
 
     Counts and sums: the value and value +- z sd(noise). Means: S / N (NaN where N <= 0) with the
     delta-method sd of the noise, sqrt(sd_S^2 + mean^2 sd_N^2) / N. Proportions: S / N held to
@@ -244,7 +248,7 @@ def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
     z = float(plan.data["params"]["z"])
     sd = {q["name"]: float(q["sd"]) for q in plan.data["quantities"]}
     columns: dict[str, np.ndarray] = {}
-    scale: dict[str, float] = {}
+    scale: dict[str, NoiseScale] = {}
     for out in plan.data["outputs"]:
         name, kind = out["name"], out["kind"]
         if kind in ("count_star", "count", "sum"):
@@ -261,7 +265,7 @@ def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
                 else:
                     var = (sd[out["sum"]] ** 2 + value**2 * sd[out["count"]] ** 2) / n**2
             spread = np.sqrt(var)
-            scale[name] = sd[out["sum"]]
+            scale[name] = {"sum": sd[out["sum"]], "count": sd[out["count"]]}
         low, high = value - z * spread, value + z * spread
         if kind == "proportion":
             low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
