@@ -72,9 +72,11 @@ def value_range(e: exp.Expression, column_range: Callable[[exp.Column], Range | 
 
 
 def clipped(e: exp.Expression, bounds: Range) -> exp.Expr:
-    """``LEAST(GREATEST(e, lo), hi)``: the argument held inside its public range."""
+    """``LEAST(GREATEST(CAST(e AS DOUBLE), lo), hi)``: the argument held inside its public range
+    (as a number: a boolean column is 0 or 1)."""
     lo, hi = (exp.convert(v) for v in bounds)
-    return exp.func("LEAST", exp.func("GREATEST", e.copy(), lo), hi)
+    number = exp.Cast(this=e.copy(), to=exp.DataType.build("DOUBLE"))
+    return exp.func("LEAST", exp.func("GREATEST", number, lo), hi)
 
 
 def bounded_source(source: exp.Select, persons: Mapping[str, str | None], rows: int) -> exp.Select:

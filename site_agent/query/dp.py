@@ -92,8 +92,8 @@ class _DpBuilder:
         self.outputs: list[dict[str, Any]] = []
 
     def _column_range(self, col: exp.Column) -> bounding.Range | None:
-        table = self.schema.tables[self.aliases[col.table.lower()]]
-        return table.columns[col.name.lower()].clip
+        column = self.schema.tables[self.aliases[col.table.lower()]].columns[col.name.lower()]
+        return (0.0, 1.0) if column.dtype == "boolean" else column.clip
 
     def quantity(self, expr: exp.Expression, sens: Sensitivity, what: str, bits: int = 0) -> str:
         """A noised pooled pre-aggregate, one per distinct local expression, shared as an integer
@@ -147,6 +147,7 @@ class _DpBuilder:
             assert arg is not None
             out["sum"] = self.total(arg, agg.name, agg.kind == "proportion")
             out["count"] = self.count(arg)
+            out["range"] = list(bounding.value_range(arg, self._column_range) or (0.0, 1.0))
         self.outputs.append(out)
 
 
@@ -243,8 +244,9 @@ def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
     proportion, the sds of the noise in its numerator and denominator (``{"sum", "count"}``).
 
     Counts and sums: the value and value +- z sd(noise). Means: S / N (NaN where N <= 0) with the
-    delta-method sd of the noise, sqrt(sd_S^2 + mean^2 sd_N^2) / N. Proportions: S / N held to
-    [0, 1] with sd^2 = p (1 - p) / N + (sd_S^2 + p^2 sd_N^2) / N^2 (sampling and noise)."""
+    delta-method sd of the noise, sqrt(sd_S^2 + mean^2 sd_N^2) / N. Proportions: S / N with
+    sd^2 = p (1 - p) / N + (sd_S^2 + p^2 sd_N^2) / N^2 (sampling and noise). Means, proportions
+    and their limits are held to the argument's public range ([0, 1] for a proportion)."""
     z = float(plan.data["params"]["z"])
     sd = {q["name"]: float(q["sd"]) for q in plan.data["quantities"]}
     columns: dict[str, np.ndarray] = {}
@@ -257,18 +259,18 @@ def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
             scale[name] = sd[q]
         else:
             s, n = opened[out["sum"]].astype(np.float64), opened[out["count"]].astype(np.float64)
+            lo, hi = out["range"]
             with np.errstate(divide="ignore", invalid="ignore"):
-                value = np.where(n > 0, s / n, np.nan)
+                value = np.clip(np.where(n > 0, s / n, np.nan), lo, hi)
                 if kind == "proportion":
-                    value = np.clip(value, 0.0, 1.0)
                     var = value * (1 - value) / n + (sd[out["sum"]] ** 2 + value**2 * sd[out["count"]] ** 2) / n**2
                 else:
                     var = (sd[out["sum"]] ** 2 + value**2 * sd[out["count"]] ** 2) / n**2
             spread = np.sqrt(var)
             scale[name] = {"sum": sd[out["sum"]], "count": sd[out["count"]]}
         low, high = value - z * spread, value + z * spread
-        if kind == "proportion":
-            low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+        if "range" in out:  # a mean lies in its argument's public range
+            low, high = np.clip(low, *out["range"]), np.clip(high, *out["range"])
         columns[name], columns[f"{name}_ci_low"], columns[f"{name}_ci_high"] = value, low, high
     return columns, scale
 

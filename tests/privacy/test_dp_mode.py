@@ -69,7 +69,8 @@ def test_grouped_counts_sums_and_means_are_the_pooled_values_plus_the_declared_n
     ]
     assert 0.85 <= float(np.mean(pd.concat(covered))) <= 1.0
     counts = {q["sql"]: q for q in plan.data["quantities"]}
-    assert set(counts) == {"COUNT(*)", "SUM(LEAST(GREATEST(lung.time, 0.0), 1100.0))", "COUNT(lung.time)"}
+    clipped_sum = "SUM(LEAST(GREATEST(CAST(lung.time AS DOUBLE), 0.0), 1100.0))"
+    assert set(counts) == {"COUNT(*)", clipped_sum, "COUNT(lung.time)"}  # AVG: its own count of time
 
 
 def test_proportion_interval_includes_sampling_and_noise(sites) -> None:  # type: ignore[no-untyped-def]
@@ -183,3 +184,48 @@ def test_a_cell_of_a_thousand_persons_at_epsilon_one(tmp_path: Path) -> None:
                          DpRequest(1.0, 1e-5, 1))
     counts = np.array([execute(plan, cons)["n"][0] for _ in range(200)])
     assert np.mean(np.abs(counts - 1000) <= 10) >= 0.93  # 0.96 expected (scipy); 200 runs: sd 0.014
+
+
+def test_joins_booleans_site_margins_and_having(tmp_path: Path) -> None:
+    """A join along person columns multiplies the rows bound; a boolean column averages as 0/1;
+    SITE with ROLLUP and HAVING work on noised cells; means stay in their column's bounds."""
+    path = tmp_path / "schema.toml"
+    path.write_text(
+        '[tables.patients]\npid = { type = "integer", person = true }\nsmoker = "boolean"\n'
+        'ward = { type = "text", domain = ["a", "b"] }\n'
+        '[tables.labs]\npid = { type = "integer", person = true }\nhba1c = { type = "float", bounds = [3, 15] }\n'
+    )
+    schema = load_schema_file(path)
+    rng = np.random.default_rng(5)
+    cons, frames = {}, []
+    for i, site in enumerate(("a", "b", "c")):
+        n = 800
+        patients = pd.DataFrame(
+            {"pid": np.arange(n) + 1000 * i, "smoker": rng.random(n) < 0.3, "ward": rng.choice(["a", "b"], n)}
+        )
+        labs = pd.DataFrame({"pid": patients.pid, "hba1c": rng.normal(6, 1, n)})
+        con = duckdb.connect()
+        for name, df in (("patients", patients), ("labs", labs)):
+            con.register("incoming", df)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming")
+            con.unregister("incoming")
+        cons[site] = con
+        frames.append(patients.merge(labs, on="pid").assign(site=site))
+    pooled = pd.concat(frames)
+    text = (
+        "SELECT p.ward, COUNT(*) AS n, AVG(l.hba1c) AS m, AVG(p.smoker) AS s "
+        "FROM patients p JOIN labs l ON p.pid = l.pid GROUP BY p.ward"
+    )
+    plan = compile_query(text, schema, DisclosureRules(), tuple(cons), DpRequest(1.0, 1e-5, 2))
+    assert plan.data["params"]["dp"]["rows_per_person"] == 4
+    out = execute(plan, cons).set_index("ward").loc[["a", "b"]]
+    truth = pooled.groupby("ward").agg(n=("pid", "size"), m=("hba1c", "mean"), s=("smoker", "mean"))
+    assert (abs(out["n"] - truth["n"]) < 6 * out.attrs["noise_scale"]["n"]).all()
+    assert (abs(out["m"] - truth["m"]) < 0.5).all() and (abs(out["s"] - truth["s"]) < 0.1).all()
+    assert ((out["m_ci_low"] >= 3) & (out["m_ci_high"] <= 15)).all()
+    by_site = compile_query(
+        "SELECT SITE AS hospital, COUNT(*) AS n FROM patients GROUP BY ROLLUP(hospital) HAVING n > 1000",
+        schema, DisclosureRules(), tuple(cons), DpRequest(1.0, 1e-5, 1),
+    )  # fmt: skip
+    got = execute(by_site, cons)
+    assert list(got["hospital"]) == ["(all)"] and abs(got["n"][0] - 2400) < 6 * got.attrs["noise_scale"]["n"]
