@@ -35,9 +35,7 @@ def agree(
     query with the same remembered sets. ``budget`` is the digest of the analyst's DP charges
     (:meth:`site_agent.privacy.accountant.Accountant.digest`): members must decide the query's
     budget on the same account (the plan digest covers its epsilon and RDP curve)."""
-    mine = np.concatenate(
-        [np.array([verdict], dtype=np.uint64), _words(plan_digest), _words(ledger), _words(budget)]
-    )
+    mine = np.concatenate([np.array([verdict], dtype=np.uint64), _words(plan_digest), _words(ledger), _words(budget)])
     peers = [q for q in (0, 1, 2) if q != p.index]
     got = yield from exchange(send={q: mine for q in peers}, expect={q: 1 + 3 * DIGEST_WORDS for q in peers})
     if verdict != ACCEPT:

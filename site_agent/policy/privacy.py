@@ -139,4 +139,3 @@ def check_mode(sites: Iterable[tuple[str, PrivacyPolicy]], dp: bool) -> None:
         if wanted not in p.modes:
             how = "only in DP mode (%%mpc --dp)" if p.mode == "dp" else "only exactly (without --dp)"
             raise PolicyRefusal(site, "mode", f"this site answers {how}")
-

@@ -87,8 +87,7 @@ class Accountant:
         try:
             raw = json.loads(path.read_text())
             return [
-                Charge(str(c["query"]), float(c["time"]), float(c["epsilon"]), tuple(map(float, c["rdp"])))
-                for c in raw
+                Charge(str(c["query"]), float(c["time"]), float(c["epsilon"]), tuple(map(float, c["rdp"]))) for c in raw
             ]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: the privacy accountant's file is damaged ({exc})") from None

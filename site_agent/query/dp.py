@@ -172,12 +172,24 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
         q["variance"] = v
         q["sd"] = skellam.released_sd(v) * 2.0 ** -q["unit_bits"]
         inputs.append(
-            {"name": q["name"], "query": "cells", "column": q["name"], "encoding": "int", "fill": 0,
-             "scale": 2.0 ** q["unit_bits"]}
+            {
+                "name": q["name"],
+                "query": "cells",
+                "column": q["name"],
+                "encoding": "int",
+                "fill": 0,
+                "scale": 2.0 ** q["unit_bits"],
+            }
         )
         inputs.append(
-            {"name": f"noise_{q['name']}", "query": "noise", "column": "", "encoding": "noise", "fill": 0,
-             "variance": member}
+            {
+                "name": f"noise_{q['name']}",
+                "query": "noise",
+                "column": "",
+                "encoding": "noise",
+                "fill": 0,
+                "variance": member,
+            }
         )
     reveals = [
         {

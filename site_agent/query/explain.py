@@ -48,6 +48,13 @@ def _dp_lines(d: dict[str, Any]) -> list[str]:
             f"   {q['name']} = {q['what']}: sensitivity {q['l1']:.6g} / {q['l2']:.6g}, "
             f"noise variance {q['variance']:.4g} (two members), sd {q['sd']:.4g}"
         )
+    made = [
+        f"{o['name']} = {o['sum']} / {o['count']}"
+        if "sum" in o and "count" in o
+        else f"{o['name']} = {o.get('count') or o['sum']}"
+        for o in d["outputs"]
+    ]
+    out.append(f"Outputs, computed by the analyst from the opened quantities: {'; '.join(made)}.")
     return out
 
 

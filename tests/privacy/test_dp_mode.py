@@ -64,9 +64,7 @@ def test_grouped_counts_sums_and_means_are_the_pooled_values_plus_the_declared_n
         values = np.array([r[col].to_numpy(dtype=float) for r in runs])
         assert np.all(np.abs(values.mean(axis=0) - truth[col].to_numpy()) < 4 * sd[col] / math.sqrt(60))
         assert values.std(axis=0, ddof=1) == pytest.approx([sd[col]] * 2, rel=0.35)
-    covered = [
-        (r[f"{c}_ci_low"] <= truth[c]) & (truth[c] <= r[f"{c}_ci_high"]) for r in runs for c in ("n", "t", "m")
-    ]
+    covered = [(r[f"{c}_ci_low"] <= truth[c]) & (truth[c] <= r[f"{c}_ci_high"]) for r in runs for c in ("n", "t", "m")]
     assert 0.85 <= float(np.mean(pd.concat(covered))) <= 1.0
     counts = {q["sql"]: q for q in plan.data["quantities"]}
     clipped_sum = "SUM(LEAST(GREATEST(CAST(lung.time AS DOUBLE), 0.0), 1100.0))"
@@ -102,8 +100,9 @@ def test_each_person_contributes_at_most_the_declared_rows_and_values_are_clippe
         con.register("incoming", rows)
         con.execute("CREATE TABLE visits AS SELECT * FROM incoming")
         cons[site] = con
-    plan = compile_query("SELECT COUNT(*) AS n, SUM(x) AS s FROM visits", schema, DisclosureRules(), tuple(cons),
-                         DpRequest(1.0, 1e-5, 1))
+    plan = compile_query(
+        "SELECT COUNT(*) AS n, SUM(x) AS s FROM visits", schema, DisclosureRules(), tuple(cons), DpRequest(1.0, 1e-5, 1)
+    )
     out = execute(plan, cons)
     assert abs(out["n"][0] - 3000) < 6 * out.attrs["noise_scale"]["n"]  # 3000 persons, not 3400 rows
     assert abs(out["s"][0] - 15000) < 6 * out.attrs["noise_scale"]["s"] + 5  # at most 10 from person 7
@@ -180,8 +179,9 @@ def test_a_cell_of_a_thousand_persons_at_epsilon_one(tmp_path: Path) -> None:
         con = duckdb.connect()
         con.execute(f"CREATE TABLE p AS SELECT range + {i * 400} AS pid FROM range({400 if i < 2 else 200})")
         cons[site] = con
-    plan = compile_query("SELECT COUNT(*) AS n FROM p", load_schema_file(path), DisclosureRules(), tuple(cons),
-                         DpRequest(1.0, 1e-5, 1))
+    plan = compile_query(
+        "SELECT COUNT(*) AS n FROM p", load_schema_file(path), DisclosureRules(), tuple(cons), DpRequest(1.0, 1e-5, 1)
+    )
     counts = np.array([execute(plan, cons)["n"][0] for _ in range(200)])
     assert np.mean(np.abs(counts - 1000) <= 10) >= 0.93  # 0.96 expected (scipy); 200 runs: sd 0.014
 
