@@ -171,7 +171,7 @@ def test_the_differencing_attack_recovers_nothing_but_noise(sites) -> None:  # t
 
 def test_a_cell_of_a_thousand_persons_at_epsilon_one(tmp_path: Path) -> None:
     """The issue's target, measured end to end: a DP count of a 1,000-person cell at epsilon 1
-    (delta 1e-5) is within +-1% in at least 95% of 200 runs."""
+    (delta 1e-5) is within +-1% in 95% of runs (0.96 by scipy's cdf; here over 400 runs)."""
     path = tmp_path / "schema.toml"
     path.write_text('[tables.p]\npid = { type = "integer", person = true }\n')
     cons = {}
@@ -182,8 +182,8 @@ def test_a_cell_of_a_thousand_persons_at_epsilon_one(tmp_path: Path) -> None:
     plan = compile_query(
         "SELECT COUNT(*) AS n FROM p", load_schema_file(path), DisclosureRules(), tuple(cons), DpRequest(1.0, 1e-5, 1)
     )
-    counts = np.array([execute(plan, cons)["n"][0] for _ in range(200)])
-    assert np.mean(np.abs(counts - 1000) <= 10) >= 0.93  # 0.96 expected (scipy); 200 runs: sd 0.014
+    counts = np.array([execute(plan, cons)["n"][0] for _ in range(400)])
+    assert np.mean(np.abs(counts - 1000) <= 10) >= 0.93  # 0.960 expected (scipy); 400 runs: sd 0.010
 
 
 def test_joins_booleans_site_margins_and_having(tmp_path: Path) -> None:
@@ -221,7 +221,10 @@ def test_joins_booleans_site_margins_and_having(tmp_path: Path) -> None:
     out = execute(plan, cons).set_index("ward").loc[["a", "b"]]
     truth = pooled.groupby("ward").agg(n=("pid", "size"), m=("hba1c", "mean"), s=("smoker", "mean"))
     assert (abs(out["n"] - truth["n"]) < 6 * out.attrs["noise_scale"]["n"]).all()
-    assert (abs(out["m"] - truth["m"]) < 0.5).all() and (abs(out["s"] - truth["s"]) < 0.1).all()
+    for col in ("m", "s"):  # the noise's sd in a mean, by the delta method, from the declared scales
+        scale = out.attrs["noise_scale"][col]
+        sd = np.sqrt(scale["sum"] ** 2 + truth[col] ** 2 * scale["count"] ** 2) / truth["n"]
+        assert (abs(out[col] - truth[col]) < 6 * sd).all()
     assert ((out["m_ci_low"] >= 3) & (out["m_ci_high"] <= 15)).all()
     by_site = compile_query(
         "SELECT SITE AS hospital, COUNT(*) AS n FROM patients GROUP BY ROLLUP(hospital) HAVING n > 1000",
