@@ -168,7 +168,7 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
     for q, v in zip(b.quantities, variances, strict=True):
         member = skellam.member_variance(v)
         if member / 2 > skellam.MAX_MEMBER_POISSON:
-            raise UnsupportedQuery(f"DP mode: the noise for the {q['what']} is too large; narrow its column bounds")
+            raise UnsupportedQuery(f"DP mode: the noise for the {q['what']} is too large to draw; raise epsilon")
         q["variance"] = v
         q["sd"] = skellam.released_sd(v) * 2.0 ** -q["unit_bits"]
         inputs.append(
