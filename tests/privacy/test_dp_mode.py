@@ -19,8 +19,12 @@ import pytest
 from scipy import stats
 
 from site_agent.errors import UnsupportedQuery
-from site_agent.query import DisclosureRules, compile_query, execute, explain
+from site_agent.mpc import sharing
+from site_agent.mpc.party import run_in_memory
+from site_agent.query import DisclosureRules, compile_query, execute, explain, local_preaggregates, mpc_program
+from site_agent.query.cells import Cells
 from site_agent.query.dp import DpRequest
+from site_agent.query.execute import share_inputs
 from site_agent.query.plan import Plan
 from site_agent.query.schema_file import load_schema_file
 
@@ -232,3 +236,37 @@ def test_joins_booleans_site_margins_and_having(tmp_path: Path) -> None:
     )  # fmt: skip
     got = execute(by_site, cons)
     assert list(got["hospital"]) == ["(all)"] and abs(got["n"][0] - 2400) < 6 * got.attrs["noise_scale"]["n"]
+
+
+def test_every_dp_reveal_is_a_noised_quantity_and_the_noise_is_added_on_shares(sites) -> None:  # type: ignore[no-untyped-def]
+    """Structurally: the plan opens only quantities that the noise step changed first. On shares:
+    with each member's noise input set to a known constant, the opened value is the pooled value
+    plus the three constants (in the quantity's units)."""
+    _, cons, _ = sites
+    plan = dp_plan(sites, "SELECT sex, COUNT(*) AS n, AVG(time) AS m FROM lung GROUP BY ROLLUP(sex)")
+    ops = [s["op"] for s in plan.data["steps"]]
+    noised = {i["value"] for i in plan.data["steps"][ops.index("noise")]["items"]}
+    opened = plan.data["steps"][ops.index("reveal_noisy")]["items"]
+    assert ops.index("noise") < ops.index("reveal_noisy") and "suppress" not in ops
+    assert (
+        {r["value"] for r in plan.data["reveals"] if r["name"] in opened}
+        == noised
+        == {q["name"] for q in plan.data["quantities"]}
+    )
+    per_site = [local_preaggregates(plan, con, name) for name, con in cons.items()]
+    for k, site in enumerate(per_site):
+        for spec in plan.data["inputs"]:
+            if spec["encoding"] == "noise":
+                site[spec["name"]] = np.full(plan.base_cells, 10 ** (k + 1), dtype=np.int64).view(np.uint64)
+    members = share_inputs(per_site)
+    results, _ = run_in_memory(lambda p: mpc_program(p, plan, members[p.index]), seed=1)
+    exact = compile_query(
+        "SELECT sex, COUNT(*) AS n FROM lung GROUP BY ROLLUP(sex)", sites[0], DisclosureRules(), tuple(cons)
+    )
+    pooled_n = execute(exact, cons).set_index("sex")["n"]
+    count = next(q["name"] for q in plan.data["quantities"] if q["sql"] == "COUNT(*)")
+    noisy = sharing.reconstruct([r.opened[f"{count}:noisy"] for r in results]).view(np.int64)
+    cells = Cells.of(plan.dims, plan.grouping_sets)
+    margin = next(i for i, lab in enumerate(cells.labels()) if lab[0] is None)
+    assert noisy[margin] == pooled_n["(all)"] + 3 * 1110  # three base cells' noise (F, M, other) in the margin
+    assert noisy[0] == pooled_n[1] + 1110
