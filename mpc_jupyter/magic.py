@@ -101,7 +101,8 @@ class MpcMagic(Magics):
                 stored = self._stored(name, namespace)
                 if "query" not in stored.attrs:
                     raise UsageError("mpc: this result does not record its query text")
-                return Explanation(str(self.manager.consortium.explain(stored.attrs["query"])))
+                epsilon = stored.attrs.get("epsilon")  # a DP result: explain the DP plan it ran
+                return Explanation(str(self.manager.consortium.explain(stored.attrs["query"], epsilon=epsilon)))
             case cmd.Close():
                 self.manager.close()
                 return None

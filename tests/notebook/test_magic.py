@@ -235,6 +235,7 @@ def test_dp_cell_and_the_budget_per_site(ip: InteractiveShell, lung: Lung) -> No
     assert result.attrs["epsilon"] == 0.5 and 5 < sd < 20
     assert (abs(got["n"] - truth) < 6 * sd).all()
     assert (got["n_ci_low"] < got["n"]).all() and (got["n"] < got["n_ci_high"]).all()
+    assert "(0.5, 1e-05)-differential privacy" in str(ip.run_line_magic("mpc", "plan"))  # the plan it ran
     budget = ip.run_line_magic("mpc", "budget")
     assert list(budget.index) == ["north", "central", "south"]
     assert (budget["queries"] == before["queries"] + 1).all()
