@@ -79,6 +79,13 @@ def clipped(e: exp.Expression, bounds: Range) -> exp.Expr:
     return exp.func("LEAST", exp.func("GREATEST", number, lo), hi)
 
 
+def square_range(bounds: Range) -> Range:
+    """The range of x^2 for x in ``bounds``."""
+    lo, hi = bounds
+    top = max(lo * lo, hi * hi)
+    return (0.0, top) if lo <= 0 <= hi else (min(lo * lo, hi * hi), top)
+
+
 def bounded_source(source: exp.Select, persons: Mapping[str, str | None], rows: int) -> exp.Select:
     """``source`` (FROM and JOINs) with every table that has a person column replaced by the same
     table keeping at most ``rows`` rows per person (the first the engine meets), under the same alias."""

@@ -65,10 +65,14 @@ class Column:
 
     @property
     def clip(self) -> tuple[float, float] | None:
-        """The public range DP mode clips values to: ``bounds``, else the grid's ends, else None."""
+        """The public range DP mode clips values to: ``bounds``, else the grid's ends, else the
+        smallest and largest value of a numeric domain, else None."""
         if self.bounds is not None:
             return self.bounds
-        return (self.grid[0], self.grid[1]) if self.grid is not None else None
+        if self.grid is not None:
+            return (self.grid[0], self.grid[1])
+        numbers = [float(v) for v in self.domain or () if isinstance(v, int | float) and not isinstance(v, bool)]
+        return (min(numbers), max(numbers)) if numbers and len(numbers) == len(self.domain or ()) else None
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,9 @@ from .plan import COUNT_BITS, FRAC_BITS, Z95, Plan, _local_sql, cell_index, chec
 
 NOT_DP = {
     "count_distinct": "COUNT(DISTINCT ...) has no DP form yet",
-    "var": "variances have no DP form yet",
-    "std": "standard deviations have no DP form yet",
     "quantile": "medians and quantiles have no DP form yet",
     "min": "MIN discloses one person's value and has no DP form",
     "max": "MAX discloses one person's value and has no DP form",
-    "rate": "RATE has no DP form yet (use SUM of events and SUM of person-time)",
 }
 MECHANISM = "skellam"
 DP_PARAM = "@dp"
@@ -115,21 +112,30 @@ class _DpBuilder:
         what = "row count" if arg is None else f"count of {_sql(arg)}"
         return self.quantity(expr, bounding.count_sensitivity(self.rows), what)
 
-    def total(self, arg: exp.Expression, name: str, integer: bool) -> str:
+    def bounds(self, arg: exp.Expression, name: str) -> bounding.Range:
+        """The public range of an argument, or the refusal saying which bounds to declare."""
         bounds = bounding.value_range(arg, self._column_range)
         if bounds is None:
             raise UnsupportedQuery(
                 f"{name}: DP mode needs public bounds for {_sql(arg)}; declare bounds = [lo, hi] for its column "
                 "in schema.toml"
             )
+        return bounds
+
+    def total(self, arg: exp.Expression, name: str, integer: bool = False, square: bool = False) -> str:
+        """The noised sum of ``arg`` clipped to its bounds (of its square with ``square``)."""
+        bounds = self.bounds(arg, name)
         if integer:  # a predicate's 0/1 indicator: summed as an integer, no clipping needed
             sens = bounding.count_sensitivity(self.rows)
             return self.quantity(exp.Sum(this=arg.copy()), sens, f"sum of {_sql(arg)}")
+        value: exp.Expr = bounding.clipped(arg, bounds)
+        what = f"{_sql(arg)} clipped to [{bounds[0]:g}, {bounds[1]:g}]"
+        if square:
+            value, bounds = exp.Mul(this=value, expression=value.copy()), bounding.square_range(bounds)
+            what = f"({what})^2"
         bits = bounding.sum_unit_bits(self.rows, bounds, FRAC_BITS)
         sens = bounding.sum_sensitivity(self.rows, bounds, bits)
-        clipped = bounding.clipped(arg, bounds)
-        what = f"sum of {_sql(arg)} clipped to [{bounds[0]:g}, {bounds[1]:g}] (in units of 2^{-bits})"
-        return self.quantity(exp.Sum(this=clipped), sens, what, bits)
+        return self.quantity(exp.Sum(this=value), sens, f"sum of {what} (in units of 2^{-bits})", bits)
 
     def add(self, agg: Any) -> None:
         if agg.kind in NOT_DP:
@@ -142,7 +148,18 @@ class _DpBuilder:
             out["count"] = self.count(arg)
         elif agg.kind == "sum":
             assert arg is not None
-            out["sum"] = self.total(arg, agg.name, False)
+            out["sum"] = self.total(arg, agg.name)
+        elif agg.kind in ("var", "std"):  # (SS - S^2 / N) / (N - ddof) by the analyst
+            assert arg is not None
+            lo, hi = self.bounds(arg, agg.name)
+            out["count"], out["sum"] = self.count(arg), self.total(arg, agg.name)
+            out["squares"] = self.total(arg, agg.name, square=True)
+            out["ddof"], out["range"] = agg.ddof, [0.0, (hi - lo) ** 2 / 4]  # Popoviciu: population variance
+        elif agg.kind == "rate":  # events / person-time by the analyst
+            events, time = agg.args
+            out["sum"], out["time"], out["per"] = self.total(events, agg.name), self.total(time, agg.name), agg.per
+            if self.bounds(events, agg.name)[0] >= 0:
+                out["range"] = [0.0, None]  # no upper end (JSON has no infinity)
         else:  # avg, proportion: the analyst divides the noisy sum by the noisy count
             assert arg is not None
             out["sum"] = self.total(arg, agg.name, agg.kind == "proportion")
@@ -252,39 +269,67 @@ NoiseScale = float | dict[str, float]
 
 def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, NoiseScale]]:
     """Each output column and its 95% limits from the opened noisy quantities (post-processing),
-    and each output's noise scale: the sd of the noise in a count or sum; for a mean or a
-    proportion, the sds of the noise in its numerator and denominator (``{"sum", "count"}``).
+    and each output's noise scale: the sd of the noise in a count or sum; for a ratio, the sds of
+    the noise in the quantities it is made of (``{"sum": ..., "count": ...}`` and so on).
 
-    Counts and sums: the value and value +- z sd(noise). Means: S / N (NaN where N <= 0) with the
-    delta-method sd of the noise, sqrt(sd_S^2 + mean^2 sd_N^2) / N. Proportions: S / N with
-    sd^2 = p (1 - p) / N + (sd_S^2 + p^2 sd_N^2) / N^2 (sampling and noise). Means, proportions
-    and their limits are held to the argument's public range ([0, 1] for a proportion)."""
+    Counts and sums: the value and value +- z sd(noise). The ratios' limits use the delta method
+    on the noise (the gradient of the ratio times each quantity's noise sd), plus the sampling
+    variance where it is known: a proportion's p (1 - p) / N and a rate's Poisson E / T^2.
+    Means: S / N; proportions: S / N; variances: (SS - S^2 / N) / (N - ddof), standard deviations
+    their square roots; rates: E / T times ``per``. Undefined where the noisy denominator is not
+    positive (NaN); held to their public range (a mean to its argument's bounds, a proportion to
+    [0, 1], a variance to [0, (hi - lo)^2 / 4 N / (N - ddof)], a rate of non-negative events to
+    [0, inf))."""
     z = float(plan.data["params"]["z"])
     sd = {q["name"]: float(q["sd"]) for q in plan.data["quantities"]}
     columns: dict[str, np.ndarray] = {}
     scale: dict[str, NoiseScale] = {}
     for out in plan.data["outputs"]:
         name, kind = out["name"], out["kind"]
-        if kind in ("count_star", "count", "sum"):
-            q = out.get("count") or out["sum"]
+        parts = {role: out[role] for role in ("sum", "count", "squares", "time") if role in out}
+        if len(parts) == 1:  # a count or a sum: the opened quantity itself
+            (q,) = parts.values()
             value, spread = opened[q], np.full(opened[q].shape, sd[q])
             scale[name] = sd[q]
         else:
-            s, n = opened[out["sum"]].astype(np.float64), opened[out["count"]].astype(np.float64)
-            lo, hi = out["range"]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                value = np.clip(np.where(n > 0, s / n, np.nan), lo, hi)
-                if kind == "proportion":
-                    var = value * (1 - value) / n + (sd[out["sum"]] ** 2 + value**2 * sd[out["count"]] ** 2) / n**2
-                else:
-                    var = (sd[out["sum"]] ** 2 + value**2 * sd[out["count"]] ** 2) / n**2
-            spread = np.sqrt(var)
-            scale[name] = {"sum": sd[out["sum"]], "count": sd[out["count"]]}
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                value, spread, top = _ratio(out, {r: opened[q].astype(np.float64) for r, q in parts.items()},
+                                            {r: sd[q] for r, q in parts.items()})  # fmt: skip
+            scale[name] = {r: sd[q] for r, q in parts.items()}
         low, high = value - z * spread, value + z * spread
-        if "range" in out:  # a mean lies in its argument's public range
-            low, high = np.clip(low, *out["range"]), np.clip(high, *out["range"])
+        if "range" in out:  # held to the public range
+            lo, hi = out["range"]
+            hi = top if kind in ("var", "std") else np.inf if hi is None else hi
+            value, low, high = np.clip(value, lo, hi), np.clip(low, lo, hi), np.clip(high, lo, hi)
+        if kind == "std":
+            value, low, high = np.sqrt(value), np.sqrt(low), np.sqrt(high)
         columns[name], columns[f"{name}_ci_low"], columns[f"{name}_ci_high"] = value, low, high
     return columns, scale
+
+
+def _ratio(
+    out: dict[str, Any], q: dict[str, np.ndarray], sd: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ratio output's value, the sd of its noise (and sampling, where known) by the delta
+    method, and the top of its range (variances: the population bound times N / (N - ddof))."""
+    kind, top = out["kind"], np.full(q["sum"].shape, np.inf)
+    if kind == "rate":
+        e, t, per = q["sum"], q["time"], float(out["per"])
+        r = np.where(t > 0, e / t, np.nan)
+        var = np.maximum(e, 0) / t**2 + (sd["sum"] ** 2 + r**2 * sd["time"] ** 2) / t**2
+        return r * per, np.sqrt(var) * per, top
+    s, n = q["sum"], q["count"]
+    if kind in ("var", "std"):
+        ss, d = q["squares"], n - int(out["ddof"])
+        v = np.where((n > 0) & (d > 0), (ss - s * s / n) / d, np.nan)
+        grad_ss, grad_s, grad_n = 1 / d, -2 * s / (n * d), (s * s / n**2) / d - v / d
+        var = (grad_ss * sd["squares"]) ** 2 + (grad_s * sd["sum"]) ** 2 + (grad_n * sd["count"]) ** 2
+        return v, np.sqrt(var), out["range"][1] * n / d
+    m = np.where(n > 0, s / n, np.nan)
+    var = (sd["sum"] ** 2 + m**2 * sd["count"] ** 2) / n**2
+    if kind == "proportion":
+        var = var + np.clip(m, 0, 1) * (1 - np.clip(m, 0, 1)) / n
+    return m, np.sqrt(var), top
 
 
 def dp_frame(plan: Plan, opened: dict[str, np.ndarray]) -> pd.DataFrame:

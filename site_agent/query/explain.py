@@ -31,6 +31,18 @@ _STEP_WORDS = {
 }
 
 
+def _formula(o: dict[str, Any]) -> str:
+    """How the analyst computes a DP output from the opened quantities."""
+    if o["kind"] in ("var", "std"):
+        var = f"({o['squares']} - {o['sum']}^2 / {o['count']}) / ({o['count']} - {o['ddof']})"
+        return f"sqrt({var})" if o["kind"] == "std" else var
+    if o["kind"] == "rate":
+        return f"{o['sum']} / {o['time']}" + (f" * {o['per']:g}" if o["per"] != 1 else "")
+    if "sum" in o and "count" in o:
+        return f"{o['sum']} / {o['count']}"
+    return str(o.get("count") or o["sum"])
+
+
 def _dp_lines(d: dict[str, Any]) -> list[str]:
     """DP mode: epsilon, delta, the rows bound, and each noised quantity's sensitivity and noise."""
     dp = d["params"]["dp"]
@@ -48,12 +60,7 @@ def _dp_lines(d: dict[str, Any]) -> list[str]:
             f"   {q['name']} = {q['what']}: sensitivity {q['l1']:.6g} / {q['l2']:.6g}, "
             f"noise variance {q['variance']:.4g} (two members), sd {q['sd']:.4g}"
         )
-    made = [
-        f"{o['name']} = {o['sum']} / {o['count']}"
-        if "sum" in o and "count" in o
-        else f"{o['name']} = {o.get('count') or o['sum']}"
-        for o in d["outputs"]
-    ]
+    made = [f"{o['name']} = {_formula(o)}" for o in d["outputs"]]
     out.append(f"Outputs, computed by the analyst from the opened quantities: {'; '.join(made)}.")
     return out
 
