@@ -42,11 +42,10 @@ from .catalog import DisclosureRules, Schema
 from .cells import Cells
 from .failsafe import check_input, check_reveal, check_step
 from .parse import DIALECT, Query
-from .plan import COUNT_BITS, FRAC_BITS, Z95, Plan, _local_sql, cell_index, check_kind, plan_keys
+from .plan import COUNT_BITS, FRAC_BITS, Z95, Plan, _histogram_sql, _local_sql, cell_index, check_kind, plan_keys
 
 NOT_DP = {
     "count_distinct": "COUNT(DISTINCT ...) has no DP form yet",
-    "quantile": "medians and quantiles have no DP form yet",
     "min": "MIN discloses one person's value and has no DP form",
     "max": "MAX discloses one person's value and has no DP form",
 }
@@ -84,6 +83,7 @@ class _DpBuilder:
         self.rows = bounding.rows_bound(persons, dp.max_rows_per_person)
         self.source = bounding.bounded_source(query.source, persons, dp.max_rows_per_person)
         self.items: list[tuple[str, exp.Expression]] = []
+        self.histograms: list[dict[str, Any]] = []  # noised histograms on a column's grid
         self.quantities: list[dict[str, Any]] = []
         self.sens: list[Sensitivity] = []
         self.outputs: list[dict[str, Any]] = []
@@ -92,15 +92,21 @@ class _DpBuilder:
         column = self.schema.tables[self.aliases[col.table.lower()]].columns[col.name.lower()]
         return (0.0, 1.0) if column.dtype == "boolean" else column.clip
 
-    def quantity(self, expr: exp.Expression, sens: Sensitivity, what: str, bits: int = 0) -> str:
+    def quantity(
+        self, expr: exp.Expression, sens: Sensitivity, what: str, bits: int = 0, grid: list[float] | None = None
+    ) -> str:
         """A noised pooled pre-aggregate, one per distinct local expression, shared as an integer
-        number of units of 2^-``bits``."""
-        key = _sql(expr)
+        number of units of 2^-``bits``; with ``grid``, a histogram of ``expr`` on the grid (one
+        count per cell and bin, its own local query)."""
+        key = _sql(expr) if grid is None else f"histogram of {_sql(expr)} on {grid}"
         for q in self.quantities:
             if q["sql"] == key:
                 return str(q["name"])
         name = f"q{len(self.quantities)}"
-        self.items.append((name, expr))
+        if grid is None:
+            self.items.append((name, expr))
+        else:
+            self.histograms.append({"name": name, "expr": expr, "grid": grid})
         self.quantities.append(
             {"name": name, "sql": key, "unit_bits": bits, "l1": sens.l1, "l2": sens.l2, "what": what}
         )
@@ -155,6 +161,12 @@ class _DpBuilder:
             out["count"], out["sum"] = self.count(arg), self.total(arg, agg.name)
             out["squares"] = self.total(arg, agg.name, square=True)
             out["ddof"], out["range"] = agg.ddof, [0.0, (hi - lo) ** 2 / 4]  # Popoviciu: population variance
+        elif agg.kind == "quantile":  # the type-7 quantile of the noisy histogram, by the analyst
+            assert arg is not None and agg.grid is not None and agg.q is not None
+            grid = list(agg.grid)
+            what = f"histogram of {_sql(arg)} on the grid {grid[0]:g}..{grid[1]:g} step {grid[2]:g}"
+            out["histogram"] = self.quantity(arg, bounding.count_sensitivity(self.rows), what, grid=grid)
+            out["q"], out["grid"] = agg.q, grid
         elif agg.kind == "rate":  # events / person-time by the analyst
             events, time = agg.args
             out["sum"], out["time"], out["per"] = self.total(events, agg.name), self.total(time, agg.name), agg.per
@@ -182,26 +194,44 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
     cell, domains = cell_index(query)
     bounded = replace(query, source=b.source)
     inputs: list[dict[str, Any]] = []
+    local = [
+        {"name": "cells", "sql": _local_sql(bounded, b.items, cell), "columns": ["cell"] + [n for n, _ in b.items]}
+    ]
+    for h in b.histograms:
+        lo, hi, step = h["grid"]
+        local.append(
+            {
+                "name": h["name"],
+                "sql": _histogram_sql(bounded, h["expr"], h["grid"], cell),
+                "columns": ["cell", "bin", "n"],
+                "bins": round((hi - lo) / step) + 1,
+                "grid": h["grid"],
+            }
+        )
+    hist = {h["name"] for h in b.histograms}
     for q, v in zip(b.quantities, variances, strict=True):
         member = skellam.member_variance(v)
         if member / 2 > skellam.MAX_MEMBER_POISSON:
             raise UnsupportedQuery(f"DP mode: the noise for the {q['what']} is too large to draw; raise epsilon")
         q["variance"] = v
         q["sd"] = skellam.released_sd(v) * 2.0 ** -q["unit_bits"]
+        own = q["name"] in hist  # a histogram has its own local query (cells x bins)
+        if own:
+            q["bins"] = next(entry["bins"] for entry in local if entry["name"] == q["name"])
         inputs.append(
             {
                 "name": q["name"],
-                "query": "cells",
-                "column": q["name"],
+                "query": q["name"] if own else "cells",
+                "column": "n" if own else q["name"],
                 "encoding": "int",
                 "fill": 0,
-                "scale": 2.0 ** q["unit_bits"],
+                **({} if own else {"scale": 2.0 ** q["unit_bits"]}),
             }
         )
         inputs.append(
             {
                 "name": f"noise_{q['name']}",
-                "query": "noise",
+                "query": q["name"] if own else "noise",
                 "column": "",
                 "encoding": "noise",
                 "fill": 0,
@@ -239,9 +269,7 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
         "keys": plan_keys(query, domains),
         "grouping_sets": [list(s) for s in query.grouping_sets],
         "supports": [],
-        "local": [
-            {"name": "cells", "sql": _local_sql(bounded, b.items, cell), "columns": ["cell"] + [n for n, _ in b.items]}
-        ],
+        "local": local,
         "inputs": [*inputs, check_input()],
         "quantities": b.quantities,
         "steps": [
@@ -287,6 +315,11 @@ def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
     for out in plan.data["outputs"]:
         name, kind = out["name"], out["kind"]
         parts = {role: out[role] for role in ("sum", "count", "squares", "time") if role in out}
+        if "histogram" in out:
+            value, low, high = _quantile(out, opened[out["histogram"]].astype(np.float64), sd[out["histogram"]], z)
+            columns[name], columns[f"{name}_ci_low"], columns[f"{name}_ci_high"] = value, low, high
+            scale[name] = sd[out["histogram"]]
+            continue
         if len(parts) == 1:  # a count or a sum: the opened quantity itself
             (q,) = parts.values()
             value, spread = opened[q], np.full(opened[q].shape, sd[q])
@@ -305,6 +338,34 @@ def derive(plan: Plan, opened: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
             value, low, high = np.sqrt(value), np.sqrt(low), np.sqrt(high)
         columns[name], columns[f"{name}_ci_low"], columns[f"{name}_ci_high"] = value, low, high
     return columns, scale
+
+
+def _quantile(out: dict[str, Any], hist: np.ndarray, sd: float, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The type-7 quantile of a noisy histogram on the grid, per cell as exact mode reads its
+    histogram (the first grid point whose cumulative count exceeds the rank; the noisy counts are
+    used as they are, so the cumulative counts stay unbiased), and the grid values at the ranks
+    h -+ z sqrt(N q (1 - q) + k sd^2): the order statistic's binomial spread plus the noise of the
+    k bins summed up to it."""
+    lo, _, step = out["grid"]
+    q = float(out["q"])
+    total = hist.sum(axis=1)
+    cum = np.cumsum(hist, axis=1)
+    last = hist.shape[1] - 1
+
+    def first_above(rank: np.ndarray) -> np.ndarray:  # the bin of the order statistic of this rank
+        above = cum > rank[:, None]
+        bins: np.ndarray = np.where(above.any(axis=1), np.argmax(above, axis=1), last)
+        return bins
+
+    h = np.maximum(total - 1, 0) * q
+    below = np.floor(h)
+    a, b = first_above(below), first_above(below + 1)
+    value = lo + step * (a + (h - below) * (b - a))
+    spread = z * np.sqrt(total * q * (1 - q) + (a + 1) * sd * sd)
+    low = lo + step * first_above(np.maximum(h - spread, 0))
+    high = lo + step * first_above(np.minimum(h + spread, np.maximum(total - 1, 0)))
+    empty = total <= 0
+    return (np.where(empty, np.nan, value), np.where(empty, np.nan, low), np.where(empty, np.nan, high))
 
 
 def _ratio(

@@ -122,7 +122,11 @@ def local_preaggregates(
     range_penalty(bad, {s: values[s] for s in plan.data["supports"]})
     rng = skellam.generator()
     return {
-        spec["name"]: encode_int(skellam.sample(float(spec["variance"]), plan.base_cells, rng))
+        spec["name"]: encode_int(
+            skellam.sample(float(spec["variance"]), int(np.prod(_zero_shape(plan, spec))), rng).reshape(
+                _zero_shape(plan, spec)
+            )
+        )
         if spec["encoding"] == NOISE
         else encode_int(values[spec["name"]])
         if spec["encoding"] == "int"
@@ -213,6 +217,8 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
         opened: dict[str, np.ndarray] = {}
         for q in plan.data["quantities"]:  # whole units; a sum's unit is 2^-unit_bits
             units = _open(results, f"{q['name']}:noisy", "int")
+            if "bins" in q:  # a histogram: cells x bins
+                units = units.reshape(cells.out, int(q["bins"]))
             opened[q["name"]] = units * 2.0 ** -q["unit_bits"] if q["unit_bits"] else units
         frame = dp_frame(plan, opened)
         unknown = {c: frame[c].isna().to_numpy() for c in frame.attrs["suppressed"]}
@@ -256,12 +262,9 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     frame = pd.DataFrame(columns)[keep].reset_index(drop=True).infer_objects()
     frame.attrs["suppressed"] = {c: list(np.asarray(m)[keep]) for c, m in suppressed.items()}
     frame.attrs["empty"] = {c: list(np.asarray(m)[keep]) for c, m in empty.items()}  # released, not opened
-    frame.attrs["opened"] = {
-        c: len(m) - sum(m) - sum(empty[c]) for c, m in suppressed.items()
-    }
+    frame.attrs["opened"] = {c: len(m) - sum(m) - sum(empty[c]) for c, m in suppressed.items()}
     unknown = {  # withheld values, and the NULL statistics of empty cells: NULL in SQL
-        c: np.asarray(frame.attrs["suppressed"][c], dtype=bool) | frame[c].isna().to_numpy()
-        for c in suppressed
+        c: np.asarray(frame.attrs["suppressed"][c], dtype=bool) | frame[c].isna().to_numpy() for c in suppressed
     }
     labels = [lab for lab, k in zip(cells.labels(), keep, strict=True) if k]
     for i, key in enumerate(plan.keys):  # margins and NULL groups: NULL in SQL

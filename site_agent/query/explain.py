@@ -36,6 +36,8 @@ def _formula(o: dict[str, Any]) -> str:
     if o["kind"] in ("var", "std"):
         var = f"({o['squares']} - {o['sum']}^2 / {o['count']}) / ({o['count']} - {o['ddof']})"
         return f"sqrt({var})" if o["kind"] == "std" else var
+    if o["kind"] == "quantile":
+        return f"type-7 quantile {o['q']:g} of the noisy histogram {o['histogram']}"
     if o["kind"] == "rate":
         return f"{o['sum']} / {o['time']}" + (f" * {o['per']:g}" if o["per"] != 1 else "")
     if "sum" in o and "count" in o:
@@ -121,7 +123,7 @@ def explain(plan: Plan, sites: int = 3) -> str:
         if not s["query"]:  # no local query: the site's secret failure word
             lines.append(f"   {s['name']}: one secret word, 0 unless the site's local step failed")
             continue
-        if s["query"] == "noise":
+        if s["encoding"] == "noise":
             lines.append(f"   {s['name']}: per cell, this member's own Skellam sample (variance {s['variance']:.4g})")
             continue
         enc = "integer" if s["encoding"] == "int" else f"fixed point, {d['params']['frac_bits']} fractional bits"
