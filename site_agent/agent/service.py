@@ -460,8 +460,9 @@ class Agent:
         return outcome
 
     def _privacy_record(self, env: Envelope, plan: planning.Compiled, policy: Policy) -> dict[str, float | str] | None:
-        """What the audit entry of a DP query records: its epsilon and delta, and the analyst's
-        budget at this site after it (the combined policy's, as the query was decided)."""
+        """What the audit entry of a DP query records: its epsilon and delta, whether it was
+        charged (a query is charged once the members agreed, even if it failed later), and the
+        analyst's spent budget at this site with it (the combined policy's budget)."""
         dp = plan.dp
         if dp is None:
             return None
@@ -470,6 +471,7 @@ class Agent:
             "mechanism": str(dp["mechanism"]),
             "epsilon": float(dp["epsilon"]),
             "delta": float(dp["delta"]),
+            "charged": "yes" if self.accountant.charged(env.analyst, env.digest()[:16]) else "no",
             "spent": spent.epsilon,
             "budget": spent.budget,
             "period": spent.period,
@@ -546,6 +548,10 @@ class Agent:
     def _record(
         self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float
     ) -> Receipt:
+        privacy = None
+        if plan is not None and plan.dp is not None and reason != EXPLAINED:  # a DP run refused or failed
+            policy = self._latest_policy() if self._policies_known.is_set() else self.policy
+            privacy = self._privacy_record(env, plan, policy)
         return self.audit.append(
             analyst=env.analyst,
             query=env.query,
@@ -555,6 +561,7 @@ class Agent:
             reason=reason,
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
+            privacy=privacy,
         )
 
     async def _reply_failure(

@@ -92,6 +92,10 @@ class Accountant:
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: the privacy accountant's file is damaged ({exc})") from None
 
+    def charged(self, analyst: str, query: str) -> bool:
+        """Whether the query (the first 16 hex digits of its envelope digest) was charged."""
+        return any(c.query == query for c in self.charges(analyst))
+
     def digest(self, analyst: str) -> str:
         """sha256 of the analyst's charges: equal at every member that charged the same queries."""
         text = json.dumps([c.to_json() for c in self.charges(analyst)], sort_keys=True, separators=(",", ":"))

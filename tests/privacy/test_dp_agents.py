@@ -64,6 +64,7 @@ def test_a_dp_query_is_the_pooled_count_plus_noise_at_the_strictest_epsilon(dp: 
         (entry,) = dp.wait_audit(site, before[site])
         assert entry["decision"] == "accepted" and entry["plan_digest"] == digest
         assert entry["privacy"]["epsilon"] == 0.5 and entry["privacy"]["budget"] == 3.0  # central's, strictest
+        assert entry["privacy"]["charged"] == "yes"
         assert entry["privacy"]["spent"] == pytest.approx(0.5, abs=1e-6)
 
 
@@ -135,3 +136,4 @@ def test_an_over_budget_query_is_refused_by_every_site(dp: Running) -> None:
         last = dp.audit(site)[-1]
         assert last["decision"] == "refused", last
         assert "'central' refused (epsilon): the privacy budget is spent" in last["reason"]
+        assert last["privacy"]["charged"] == "no" and last["privacy"]["epsilon"] == 0.5
