@@ -5,24 +5,27 @@ A DP plan differs from an exact one (:mod:`.plan`) in three places:
 * **Local SQL with bounded contributions** (:mod:`site_agent.privacy.bounding`): at most
   ``max_rows_per_person`` rows per person, summed arguments clipped to their public range.
 * **Noise inputs and a noise step.** Every pooled pre-aggregate a released value is made of
-  (a count, a sum) is a *noised quantity*. Each committee member inputs, secret-shared, its own
-  Skellam sample per base cell of every quantity (an input with ``"query": "noise"``, sampled by
+  (a count, a sum, a sum of squares, a histogram on a grid) is a *noised quantity*. Each
+  committee member inputs, secret-shared, its own Skellam sample per base cell (and bin) of every
+  quantity (an input with the encoding ``"noise"``, sampled by
   :func:`site_agent.query.execute.local_preaggregates`); the ``noise`` step adds the three
   samples to the pooled quantity on shares (margins are sums of noised base cells, so they cost
   no budget), and the ``reveal_noisy`` step opens the noised quantities. The un-noised pooled
   value is never opened (:mod:`site_agent.privacy.skellam` says what a corrupted member can do).
 * **No suppression.** Every cell of the public grid is released, noised; the release rule's
-  size checks, the ledger of released sets and secondary suppression are not needed. Means and
-  proportions are computed by the analyst from the opened noisy sums and counts (post-processing
-  costs no privacy), with 95% intervals that include the noise.
+  size checks, the ledger of released sets and secondary suppression are not needed. Means,
+  proportions, variances, rates and quantiles are computed by the analyst from the opened noisy
+  quantities (post-processing costs no privacy), with 95% intervals that include the noise
+  (:func:`derive`).
 
 The plan's ``params["dp"]`` holds epsilon, delta, the rows bound, the mechanism and the query's
 RDP curve, and each quantity its sensitivity and noise variance: all in the plan digest that
 every member checks before any share moves. The accountant charges the curve.
 
-Supported: ``COUNT(*)``, ``COUNT(x)``, ``SUM(x)``, ``AVG(x)``, ``PROPORTION(p)`` (and ``AVG(p)``),
-grouped over public domains, ``ROLLUP``/``CUBE`` and ``SITE``. Anything else is refused with a
-reason (:data:`NOT_DP`).
+Supported: ``COUNT(*)``, ``COUNT(x)``, ``SUM``, ``AVG``, ``PROPORTION``, variances and standard
+deviations, ``RATE``, ``MEDIAN`` and quantiles on a column's grid, grouped over public domains,
+``ROLLUP``/``CUBE`` and ``SITE``. Refused with a reason: :data:`NOT_DP`, and any sum of a value
+without public bounds.
 """
 
 from __future__ import annotations
