@@ -358,7 +358,7 @@ class Agent:
                 receipt = self._record(env, plan, "accepted", EXPLAINED, started)
                 await self._reply_explain(conn, query_id, plan, receipt)
                 return
-            outcome = await self._run_session(env, plan, progress, policy)
+            outcome = await self._run_session(env, plan, progress)
         except asyncio.CancelledError:
             receipt = self._record(env, plan, "failed", "agent stopped before the query completed", started)
             reason = f"site {self.site} stopped; nothing was released"
@@ -412,9 +412,7 @@ class Agent:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.send_frame(frame), 1.0)
 
-    async def _run_session(
-        self, env: Envelope, plan: planning.Compiled, progress: _Progress, policy: Policy
-    ) -> Outcome:
+    async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
         # Never fails on data: a failing local step yields fill values and a secret failure word,
         # and the committee fails the query alike at every member (LocalStepError, naming no site).
@@ -440,11 +438,8 @@ class Agent:
         def program(p: Party) -> Protocol[Outcome]:
             yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest, budget_digest)
             if dp is not None:  # charged once every member agreed, before any input is shared
-                # Checked again with the charge, in one step of the event loop: another query of
-                # the same analyst (another client) may have been charged since the first check.
-                self.accountant.check(
-                    env.analyst, dp["rdp"], policy.privacy, float(env.timestamp), policy.budget_site()
-                )
+                # No second check here: every member decided on the account whose digest they just
+                # agreed on, so every member charges alike (see site_agent/privacy/accountant.py).
                 charge = Charge(env.digest()[:16], float(env.timestamp), float(dp["epsilon"]), tuple(dp["rdp"]))
                 self.accountant.charge(env.analyst, charge)
             progress.soon("agreed")

@@ -15,6 +15,13 @@ charged at every member as soon as the members agreed on it, before its inputs a
 query that fails afterwards still counts (nothing is ever released uncharged).
 
 Times are the signed envelope's timestamp, so every member decides a period's window alike.
+
+Concurrent queries of one analyst (the notebook client sends one at a time; two clients of the
+same analyst need not): each is decided on the account as it was when its session started, and
+charged at every member once they agreed. Two queries in flight together can therefore each pass
+on the same account and overspend the budget by the later one's epsilon; they never leave the
+members' accounts different (the digest does not depend on the order of the charges), and a
+query whose members saw different accounts stops in the agreement round, uncharged.
 """
 
 from __future__ import annotations
@@ -97,8 +104,10 @@ class Accountant:
         return any(c.query == query for c in self.charges(analyst))
 
     def digest(self, analyst: str) -> str:
-        """sha256 of the analyst's charges: equal at every member that charged the same queries."""
-        text = json.dumps([c.to_json() for c in self.charges(analyst)], sort_keys=True, separators=(",", ":"))
+        """sha256 of the analyst's charges in (time, query) order: equal at every member that
+        charged the same queries, in whatever order they were charged."""
+        charges = sorted(self.charges(analyst), key=lambda c: (c.time, c.query))
+        text = json.dumps([c.to_json() for c in charges], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _curve(self, analyst: str, budget: PrivacyPolicy, now: float) -> tuple[np.ndarray, int]:

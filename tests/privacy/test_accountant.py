@@ -59,3 +59,13 @@ def test_digest_follows_the_charges_and_a_damaged_file_is_reported(tmp_path: Pat
     path.write_text("[{")
     with pytest.raises(ConfigError, match="accountant"):
         acc.charges("ana")
+
+
+def test_the_digest_does_not_depend_on_the_order_of_charges(tmp_path: Path) -> None:
+    """Two members that charged two concurrent queries in opposite orders agree on the account."""
+    rdp = one_query(0.5)
+    one, two = Accountant(tmp_path / "one"), Accountant(tmp_path / "two")
+    first, second = Charge("q1", 10.0, 0.5, rdp), Charge("q2", 11.0, 0.5, rdp)
+    one.charge("ana", first), one.charge("ana", second)
+    two.charge("ana", second), two.charge("ana", first)
+    assert one.digest("ana") == two.digest("ana")
