@@ -50,6 +50,7 @@ from site_agent.errors import AuthError, ConfigError, MpcError, ProtocolViolatio
 from site_agent.mpc.shares import AShare
 from site_agent.net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, encode_parts
 from site_agent.net.mpc_transport import websocket_message
+from site_agent.query.dp import DP_PARAM
 from site_agent.relay.tunnel import open_tunnel
 
 T = TypeVar("T")
@@ -91,6 +92,8 @@ class SiteStatus:
     tables: dict[str, Any] = field(default_factory=dict)
     peers: dict[str, bool] = field(default_factory=dict)
     error: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)
+    """This analyst's DP budget at the site: spent, remaining, budget, delta, period, queries."""
 
 
 FAILURE_GRACE_SECONDS = 2.0
@@ -215,19 +218,31 @@ class Consortium:
     # --- public API ------------------------------------------------------------------------
 
     def query(
-        self, text: str, params: dict[str, Any] | None = None, progress: ProgressCallback | None = None
+        self,
+        text: str,
+        params: dict[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+        *,
+        epsilon: float | None = None,
+        dp: bool = False,
     ) -> pd.DataFrame:
-        """Run a query; the pooled, policy-checked answer as a DataFrame (receipts in ``.attrs``)."""
+        """Run a query; the pooled, policy-checked answer as a DataFrame (receipts in ``.attrs``).
+
+        ``epsilon`` (or ``dp=True`` for the sites' ``epsilon_per_query``) runs it in DP mode
+        (docs/privacy-dp.md): every value noised on shares, charged to this analyst's budget at
+        every site; ``.attrs["epsilon"]`` and ``.attrs["noise_scale"]`` say how much."""
         with self._one_at_a_time:
             started = time.monotonic()
-            answers = self._run(self._ask(text, "run", params or {}, progress))
+            answers = self._run(self._ask(text, "run", with_dp(params, epsilon, dp), progress))
         frame = self._assemble(answers, started)
         self.history.append(frame)
         return frame
 
-    def explain(self, text: str, params: dict[str, Any] | None = None) -> str:
+    def explain(
+        self, text: str, params: dict[str, Any] | None = None, *, epsilon: float | None = None, dp: bool = False
+    ) -> str:
         """The plan the sites would run, in words (nothing is computed or revealed)."""
-        answers = self._run(self._ask(text, "explain", params or {}, None))
+        answers = self._run(self._ask(text, "explain", with_dp(params, epsilon, dp), None))
         metas = {json.dumps(json.loads(r["meta"]), sort_keys=True) for r in answers.results.values()}
         if len(metas) != 1:
             raise ProtocolViolation("the committee members explained different plans")
@@ -236,6 +251,12 @@ class Consortium:
     def status(self) -> list[SiteStatus]:
         """Each committee member: online, round-trip latency, policy digest, exposed tables."""
         return self._run(self._status())
+
+    def budget(self) -> pd.DataFrame:
+        """This analyst's DP budget at each committee member (its own policy's budget): epsilon
+        spent in the current period, remaining, the budget, delta, period and DP queries."""
+        rows = [{"site": s.site, **(s.budget if s.online else {"error": s.error})} for s in self.status()]
+        return pd.DataFrame(rows).set_index("site")
 
     def close(self) -> None:
         """Close the connections and stop the background loop."""
@@ -419,6 +440,7 @@ class Consortium:
                     policy_digest=body["policy_digest"],
                     tables=body["tables"],
                     peers=body["peers"],
+                    budget=body["budget"],
                 )
             except (MpcError, TimeoutError, OSError) as exc:
                 return SiteStatus(site=name, online=False, error=str(exc) or "no answer")
@@ -429,6 +451,14 @@ class Consortium:
         for conn in self._conns.values():
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def with_dp(params: dict[str, Any] | None, epsilon: float | None, dp: bool) -> dict[str, Any]:
+    """The envelope's parameters, with the DP request when ``epsilon`` is given or ``dp`` is set."""
+    out = dict(params or {})
+    if epsilon is not None or dp:
+        out[DP_PARAM] = {"epsilon": None if epsilon is None else float(epsilon)}
+    return out
 
 
 def _share_preview(array: np.ndarray, index: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Forms::
 
     %mpc connect [PATH] [--analyst NAME]   open a consortium file (default: $MPC_CONSORTIUM)
     %mpc status                            the committee's sites
+    %mpc budget                            this analyst's DP budget at each site
     %mpc receipts [NAME]                   full receipts of a stored result (default: the last)
     %mpc plan [NAME]                       the plan of a stored result, explained by the committee
     %mpc close                             close the connection
@@ -53,7 +54,23 @@ def _query_parser() -> _Parser:
     )
     parser.add_argument("--explain", action="store_true", help="show the plan instead of running the query")
     parser.add_argument("--shares", action="store_true", help="show the shares each committee member sent")
+    parser.add_argument(
+        "--dp", action="store_true", help="DP mode: every value noised on shares, charged to the budget"
+    )
+    parser.add_argument(
+        "--epsilon", type=_positive, metavar="E", help="the epsilon to spend (implies --dp; default: the sites' cap)"
+    )
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"epsilon must be a positive number, not {text}")
+    return value
 
 
 def _connect_parser() -> _Parser:
@@ -75,6 +92,11 @@ class Connect:
 
 @dataclass(frozen=True)
 class Status:
+    pass
+
+
+@dataclass(frozen=True)
+class Budget:
     pass
 
 
@@ -103,9 +125,11 @@ class Query:
     plot: str | None = None  # a kind from PLOT_KINDS, or "default"
     explain: bool = False
     shares: bool = False
+    dp: bool = False  # --dp, or --epsilon E
+    epsilon: float | None = None
 
 
-Command = Connect | Status | Receipts | PlanOf | Close | Query
+Command = Connect | Status | Budget | Receipts | PlanOf | Close | Query
 
 _STORE = re.compile(r"\A\s*([A-Za-z_]\w*)\s*<<")
 _OPTION_WORD = re.compile(r"--[A-Za-z]")
@@ -114,7 +138,7 @@ _OPTION_WORD = re.compile(r"--[A-Za-z]")
 def parse(line: str, cell: str | None = None) -> Command:
     """The command that ``%mpc line`` (``cell`` None) or ``%%mpc line`` + ``cell`` asks for."""
     words = line.split()
-    if cell is None and words and words[0] in ("connect", "status", "receipts", "plan", "close"):
+    if cell is None and words and words[0] in ("connect", "status", "budget", "receipts", "plan", "close"):
         return _subcommand(words[0], line.split(None, 1)[1] if len(words) > 1 else "")
     options, rest = _split_options(line)
     args = QUERY_OPTIONS.parse_args(options)
@@ -133,7 +157,16 @@ def parse(line: str, cell: str | None = None) -> Command:
     for name in (store, args.out):
         if name is not None:
             _check_name(name)
-    return Query(sql=sql.strip(), store=store, out=args.out, plot=args.plot, explain=args.explain, shares=args.shares)
+    return Query(
+        sql=sql.strip(),
+        store=store,
+        out=args.out,
+        plot=args.plot,
+        explain=args.explain,
+        shares=args.shares,
+        dp=args.dp or args.epsilon is not None,
+        epsilon=args.epsilon,
+    )
 
 
 def _subcommand(word: str, rest: str) -> Command:
@@ -148,6 +181,8 @@ def _subcommand(word: str, rest: str) -> Command:
         return Receipts(name) if word == "receipts" else PlanOf(name)
     if extra:
         raise UsageError(f"%mpc {word} takes no arguments (got {' '.join(extra)!r})")
+    if word == "budget":
+        return Budget()
     return Status() if word == "status" else Close()
 
 
@@ -170,9 +205,9 @@ def _split_options(line: str) -> tuple[list[str], str]:
         option, eq, _ = head.partition("=")
         options.append(head)
         rest = tail
-        if not eq and option in ("--out", "--plot"):
+        if not eq and option in ("--out", "--plot", "--epsilon"):
             following, _, after = rest.lstrip().partition(" ")
-            takes_value = option == "--out" or following in PLOT_KINDS
+            takes_value = option in ("--out", "--epsilon") or following in PLOT_KINDS
             if following and takes_value and not _STORE.match(rest):  # "--plot hist << ..." stores in hist
                 options.append(following)
                 rest = after

@@ -63,10 +63,11 @@ class MpcMagic(Magics):
 
         %mpc connect PATH [--analyst NAME]   connect to the consortium file PATH
         %mpc status                          the committee's sites
+        %mpc budget                          this analyst's DP budget at each site
         %mpc receipts [NAME]                 the signed receipts of a result
         %mpc plan [NAME]                     the plan of a result, explained
         %mpc close                           disconnect
-        %%mpc [--out NAME] [--plot [KIND]] [--explain] [--shares]
+        %%mpc [--out NAME] [--plot [KIND]] [--explain] [--shares] [--dp] [--epsilon E]
         [NAME <<] SELECT ...
 
         {name} and :name in a query are bound from the notebook as SQL literals.
@@ -92,13 +93,16 @@ class MpcMagic(Magics):
             case cmd.Status():
                 self.manager.refresh()
                 return self._status_table()
+            case cmd.Budget():
+                return self.manager.consortium.budget()
             case cmd.Receipts(name):
                 return receipts(self._stored(name, namespace))
             case cmd.PlanOf(name):
                 stored = self._stored(name, namespace)
                 if "query" not in stored.attrs:
                     raise UsageError("mpc: this result does not record its query text")
-                return Explanation(str(self.manager.consortium.explain(stored.attrs["query"])))
+                epsilon = stored.attrs.get("epsilon")  # a DP result: explain the DP plan it ran
+                return Explanation(str(self.manager.consortium.explain(stored.attrs["query"], epsilon=epsilon)))
             case cmd.Close():
                 self.manager.close()
                 return None
@@ -109,13 +113,14 @@ class MpcMagic(Magics):
         consortium = self.manager.consortium
         text, params = bind(command.sql, namespace)
         if command.explain:
-            return self._keep(command, Explanation(str(consortium.explain(text, params))))
+            explained = consortium.explain(text, params, epsilon=command.epsilon, dp=command.dp)
+            return self._keep(command, Explanation(str(explained)))
         consortium.timeout = self.timeout
         progress = QueryProgress(consortium.committee, threshold=self.progress_threshold)
         progress.observe(lambda change: change["new"] and display(progress), "shown")  # type: ignore[no-untyped-call]
         progress.start()
         try:
-            frame = consortium.query(text, params, progress=progress)
+            frame = consortium.query(text, params, progress=progress, epsilon=command.epsilon, dp=command.dp)
         except TRANSLATED as exc:
             progress.finish(error=type(exc).__name__)
             raise usage_error(exc, {site: progress.phases.get(site, "") for site in consortium.committee}) from None

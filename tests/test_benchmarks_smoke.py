@@ -96,3 +96,18 @@ def test_queries_quick_json_run_over_agents(tmp_path: Path) -> None:
             assert figures[f"{name}_{key}"] > 0, f"{name}_{key}"
         assert 0 <= figures[f"{name}_network_share"] <= 1
     assert set(figures["targets"].values()) == {None}
+
+
+def test_dp_benchmark_runs_at_a_small_size() -> None:
+    """``benchmarks/dp.py``: exact and DP figures per phase and their ratio."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dp.py"), "--rows", "2000", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert set(figures) == {"rows_per_site", "exact", "dp", "dp_vs_exact_total"}
+    assert set(figures["dp"]) == set(figures["exact"]) == {"local", "mpc", "total"}

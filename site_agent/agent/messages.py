@@ -33,7 +33,15 @@ register_control(PROGRESS, {"site": str, "query_id": str, "phase": str, "seconds
 register_control(STATUS_REQUEST, {})
 register_control(
     STATUS,
-    {"site": str, "version": str, "tables": dict, "policy_digest": str, "peers": dict, "committee": list},
+    {
+        "site": str,
+        "version": str,
+        "tables": dict,
+        "policy_digest": str,
+        "peers": dict,
+        "committee": list,
+        "budget": dict,  # the asking analyst's DP budget at this site (site_agent/privacy/accountant.py)
+    },
 )
 register_control(POLICY, {"site": str, "policy": dict})
 

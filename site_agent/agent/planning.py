@@ -18,6 +18,7 @@ one process. Over the network the same pieces are cut differently:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConsortiumConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, QueryError
 from ..models.statement import kind_of
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
@@ -34,6 +35,7 @@ from ..policy import Policy
 from ..query import plan as query_plan
 from ..query.catalog import Schema, rules_from_policy
 from ..query.disclosure import RELEASED, SUPPRESSED
+from ..query.dp import DP_PARAM, DpRequest, is_dp
 from ..query.execute import assemble as assemble_results
 from ..query.execute import failed_inputs, local_preaggregates
 from ..query.explain import explain as explain_plan
@@ -94,6 +96,11 @@ class Compiled:
     @property
     def kind(self) -> str:
         return self.plan.kind
+
+    @property
+    def dp(self) -> dict[str, Any] | None:
+        """A DP plan's parameters (epsilon, delta, RDP curve, ...); None for an exact plan."""
+        return dict(self.plan.data["params"]["dp"]) if is_dp(self.plan) else None
 
     def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True) -> U64:
         """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector.
@@ -156,13 +163,32 @@ def compile_query(
     (:attr:`ConsortiumConfig.data_sites`, the domain of ``SITE``); the
     plan's statement kind (``aggregate`` or ``per_site_breakdown``) must be allowed by every site.
     """
-    del params  # parameters are bound by the notebook before signing; nothing to do here yet
+    dp = dp_request((params or {}).get(DP_PARAM), policy)
+    policy.check_mode(dp is not None)
     from .models import ModelCompiled  # a model statement's plan (site_agent.models)
 
-    plan = query_plan.compile_query(text, schema, rules_from_policy(policy, schema), sites)
+    plan = query_plan.compile_query(text, schema, rules_from_policy(policy, schema), sites, dp)
     compiled = ModelCompiled(plan) if "model" in plan.data else Compiled(plan)
     policy.check_kind(compiled.kind)
     return compiled
+
+
+def dp_request(raw: Any, policy: Policy) -> DpRequest | None:
+    """The DP mode the envelope asks for (its ``@dp`` parameter, untrusted input), under the
+    combined policy: epsilon at most every site's ``epsilon_per_query`` (default: that cap), the
+    policy's delta and rows per person. None for an exact query."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"epsilon"}:
+        raise QueryError(f"the {DP_PARAM} parameter must be {{'epsilon': number or null}}")
+    eps = raw.get("epsilon")
+    if eps is None:
+        eps = policy.privacy.epsilon_per_query
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise QueryError(f"epsilon must be a positive number, not {eps!r}")
+    policy.check_epsilon(float(eps))
+    p = policy.privacy
+    return DpRequest(float(eps), p.delta, p.max_rows_per_person)
 
 
 def _flatten(result: MpcResult) -> tuple[AShare, list[list[Any]]]:

@@ -67,6 +67,7 @@ from ..mpc.shares import AShare
 from ..net.framing import Frame, MsgType, error_frame
 from ..net.mesh import Connection, Member, Mesh
 from ..policy import Policy, RateLimiter, combine, load_policy
+from ..privacy.accountant import Accountant, Charge
 from ..privacy.ledger import Ledger, Membership
 from ..query.membership import membership
 from . import messages as msg
@@ -123,6 +124,7 @@ class Agent:
         self.db = open_tables(config.tables) if self.holds_data else empty_tables(self.schema)
         self.audit = AuditLog(config.audit_log, self.site, load_private_key(config.signing_key))
         self.ledger = Ledger(config.audit_log.parent / "ledger")
+        self.accountant = Accountant(config.audit_log.parent / "budget")
         self.replays = ReplayCache()
         self.limiter = RateLimiter(self.site, self.policy.max_queries_per_hour)
         members = [
@@ -303,8 +305,15 @@ class Agent:
                 policy_digest=self.policy.digest(),
                 peers={self.names[p]: p in self.mesh.links for p in self.mesh.peers},
                 committee=list(self.names.values()),
+                budget=self._budget_of(conn.peer_name),
             )
         )
+
+    def _budget_of(self, analyst: str) -> dict[str, Any]:
+        """An analyst's DP budget under this site's own policy: spent, remaining, the rule."""
+        if analyst in self.names.values():  # a committee member asking: it has no budget
+            return {}
+        return self.accountant.spent(analyst, self.policy.privacy, time.time()).to_json()
 
     async def _on_query(self, conn: Connection, frame: Frame) -> None:
         task = asyncio.current_task()
@@ -337,6 +346,15 @@ class Agent:
                 self.limiter.acquire(env.analyst)
             await progress("verified")
             plan = planning.compile_query(env.query, self.schema, policy, dict(env.params), self.sites)
+            if body["mode"] == "run" and plan.dp is not None:  # every member decides on the same account
+                await asyncio.to_thread(
+                    self.accountant.check,
+                    env.analyst,
+                    plan.dp["rdp"],
+                    policy.privacy,
+                    float(env.timestamp),
+                    policy.budget_site(),
+                )
             await progress("compiled")
             if body["mode"] == "explain":
                 receipt = self._record(env, plan, "accepted", EXPLAINED, started)
@@ -359,6 +377,7 @@ class Agent:
             opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
+        privacy = self._privacy_record(env, plan, policy)
         receipt = self.audit.append(
             analyst=env.analyst,
             query=env.query,
@@ -368,8 +387,11 @@ class Agent:
             reveals=reveals,
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
+            privacy=privacy,
         )
         stats = {"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)}
+        if privacy is not None:
+            stats["budget"] = {k: privacy[k] for k in ("epsilon", "spent", "budget")}
         await self._reply_result(conn, query_id, outcome.meta, receipt.to_json(), stats)
         await conn.send_frame(
             Frame(
@@ -412,9 +434,16 @@ class Agent:
         size = plan.input_size + differences.size
         sizes = (size, size, size)
         ledger_digest = self.ledger.digest(env.analyst)
+        dp = plan.dp
+        budget_digest = self.accountant.digest(env.analyst) if dp is not None else ""
 
         def program(p: Party) -> Protocol[Outcome]:
-            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest)
+            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest, budget_digest)
+            if dp is not None:  # charged once every member agreed, before any input is shared
+                # No second check here: every member decided on the account whose digest they just
+                # agreed on, so every member charges alike (see site_agent/privacy/accountant.py).
+                charge = Charge(env.digest()[:16], float(env.timestamp), float(dp["epsilon"]), tuple(dp["rdp"]))
+                self.accountant.charge(env.analyst, charge)
             progress.soon("agreed")
             inputs = yield from input_all(p, local, sizes)
             progress.soon("shared")
@@ -427,6 +456,24 @@ class Agent:
             raise LocalStepError()  # after the session, at every member alike: no abort notice to race
         raise_outcome(outcome.meta)  # a model's disclosure rule refused, alike at every member
         return outcome
+
+    def _privacy_record(self, env: Envelope, plan: planning.Compiled, policy: Policy) -> dict[str, float | str] | None:
+        """What the audit entry of a DP query records: its epsilon and delta, whether it was
+        charged (a query is charged once the members agreed, even if it failed later), and the
+        analyst's spent budget at this site with it (the combined policy's budget)."""
+        dp = plan.dp
+        if dp is None:
+            return None
+        spent = self.accountant.spent(env.analyst, policy.privacy, float(env.timestamp))
+        return {
+            "mechanism": str(dp["mechanism"]),
+            "epsilon": float(dp["epsilon"]),
+            "delta": float(dp["delta"]),
+            "charged": "yes" if self.accountant.charged(env.analyst, env.digest()[:16]) else "no",
+            "spent": spent.epsilon,
+            "budget": spent.budget,
+            "period": spent.period,
+        }
 
     def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:
         """This site's persons in the query's sets, and their differences with the analyst's
@@ -499,6 +546,10 @@ class Agent:
     def _record(
         self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float
     ) -> Receipt:
+        privacy = None
+        if plan is not None and plan.dp is not None and reason != EXPLAINED:  # a DP run refused or failed
+            policy = self._latest_policy() if self._policies_known.is_set() else self.policy
+            privacy = self._privacy_record(env, plan, policy)
         return self.audit.append(
             analyst=env.analyst,
             query=env.query,
@@ -508,6 +559,7 @@ class Agent:
             reason=reason,
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
+            privacy=privacy,
         )
 
     async def _reply_failure(

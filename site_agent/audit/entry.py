@@ -46,6 +46,11 @@ FIELDS = frozenset(
 )
 
 
+OPTIONAL_FIELDS = frozenset({"privacy"})
+"""Fields an entry has only when they apply: ``privacy`` for a DP query (epsilon, delta and the
+analyst's budget at the site; :mod:`site_agent.privacy.accountant`)."""
+
+
 @dataclass(frozen=True)
 class Reveal:
     """A value opened to the analyst, by name and array shape only."""
@@ -115,6 +120,7 @@ def make_body(
     peers: Sequence[str],
     timings: Mapping[str, float],
     prev: str,
+    privacy: Mapping[str, float | str] | None = None,
 ) -> dict[str, Any]:
     """The fields of an entry before hashing, validated so nothing but names and shapes goes in."""
     if decision not in DECISIONS:
@@ -136,4 +142,5 @@ def make_body(
         "peers": list(peers),
         "timings": {str(k): float(v) for k, v in timings.items()},
         "prev": prev,
+        **({"privacy": {str(k): v for k, v in privacy.items()}} if privacy is not None else {}),
     }

@@ -132,10 +132,12 @@ class AuditLog:
         reveals: Sequence[Reveal] = (),
         peers: Sequence[str] = (),
         timings: Mapping[str, float] | None = None,
+        privacy: Mapping[str, float | str] | None = None,
     ) -> Receipt:
         """Write one entry durably and return its receipt for the analyst.
 
-        ``plan_digest`` is ``None`` when the request was refused before a plan existed.
+        ``plan_digest`` is ``None`` when the request was refused before a plan existed;
+        ``privacy`` (DP queries only) the epsilon spent and the analyst's budget at this site.
         """
         with self._lock:
             if self._fd < 0:
@@ -154,6 +156,7 @@ class AuditLog:
                 peers=peers,
                 timings=timings or {},
                 prev=self._prev,
+                privacy=privacy,
             )
             digest = entry_hash(body)
             signature = sign_hash(self._key, digest)

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from site_agent.audit.entry import DECISIONS, FIELDS, GENESIS, SIGNING_CONTEXT, entry_hash
+from site_agent.audit.entry import DECISIONS, FIELDS, GENESIS, OPTIONAL_FIELDS, SIGNING_CONTEXT, entry_hash
 from site_agent.crypto.envelope import canonical_json
 from site_agent.crypto.signing import Ed25519PublicKey, is_lower_hex
 from site_agent.crypto.signing import verify as verify_signature
@@ -56,7 +56,7 @@ def _check_line(raw: bytes, seq: int, prev: str, public_key: Ed25519PublicKey, s
         entry = json.loads(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise _Bad(f"not valid JSON ({exc})") from None
-    if not isinstance(entry, dict) or set(entry) != FIELDS:
+    if not isinstance(entry, dict) or not FIELDS <= set(entry) <= FIELDS | OPTIONAL_FIELDS:
         raise _Bad("not an audit entry (wrong set of fields)")
     if canonical_json(entry) + b"\n" != raw:
         raise _Bad("not in canonical form (the line was edited)")

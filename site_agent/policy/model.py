@@ -30,6 +30,8 @@ from site_agent.errors import ConfigError, PolicyRefusal
 from site_agent.privacy import dominance
 from site_agent.tomlfile import Section, check_name, read_toml
 
+from .privacy import PrivacyPolicy, check_mode, combine_privacy, load_privacy
+
 DEFAULT_MIN_CELL_SIZE = 5
 DEFAULT_MAX_GROUPS = 1000
 DEFAULT_MAX_QUERIES_PER_HOUR = 100
@@ -76,6 +78,8 @@ class Policy:
     dominance: tuple[int, int] | None = None
     """The (n, p) dominance rule for sums: a cell whose n largest per-person contributions make
     more than p percent of its total is withheld (None: off; site_agent/privacy/dominance.py)."""
+    privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    """DP mode and budgets (the ``[privacy]`` section, :mod:`.privacy`)."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -99,6 +103,7 @@ class Policy:
             "model_min_df": self.model_min_df,
             "model_events_per_term": self.model_events_per_term,
             "dominance": None if self.dominance is None else list(self.dominance),
+            "privacy": self.privacy.to_json(),
             "tables": None
             if self.tables is None
             else {
@@ -140,6 +145,7 @@ class Policy:
                 model_min_df=int(data["model_min_df"]),
                 model_events_per_term=int(data["model_events_per_term"]),
                 dominance=None if data["dominance"] is None else _rule(data["dominance"]),
+                privacy=PrivacyPolicy.from_json(data["privacy"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -219,6 +225,25 @@ class Policy:
             if groups > p.max_groups:
                 raise p._refuse("max_groups", f"{groups} groups asked, at most {p.max_groups} allowed")
 
+    def check_mode(self, dp: bool) -> None:
+        """Refuse an exact query where a site requires DP mode, or a DP query where a site answers
+        exactly only (rule ``mode``)."""
+        check_mode(((p.site, p.privacy) for p in self._each()), dp)
+
+    def check_epsilon(self, epsilon: float) -> None:
+        """Refuse a DP query that asks for more than a site allows one query (rule
+        ``epsilon_per_query``)."""
+        for p in self._each():
+            if epsilon > p.privacy.epsilon_per_query:
+                raise p._refuse(
+                    "epsilon_per_query", f"epsilon {epsilon:g} asked, at most {p.privacy.epsilon_per_query:g} per query"
+                )
+
+    def budget_site(self) -> str:
+        """The site whose per-analyst budget (``epsilon``) is the smallest: the one an over-budget
+        refusal names."""
+        return min(self._each(), key=lambda p: p.privacy.epsilon).site
+
     def check_min_max(self) -> None:
         """Refuse MIN/MAX, which reveal single records, unless allowed (rule ``allow_min_max``)."""
         for p in self._each():
@@ -271,6 +296,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
         model_min_df=max(p.model_min_df for p in parts),
         model_events_per_term=max(p.model_events_per_term for p in parts),
         dominance=dominance.combine([p.dominance for p in parts]),
+        privacy=combine_privacy(p.privacy for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -331,7 +357,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
     ``data=False`` (a site that holds no data): the file must have no ``[tables]`` rules, and
     the policy has none (``tables=None``)."""
     root = read_toml(path)
-    root.only("policy", "tables")
+    root.only("policy", "privacy", "tables")
     p = root.section("policy")
     p.only(
         "min_cell_size",
@@ -373,6 +399,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         model_min_df=p.get_int("model_min_df", 10, minimum=1),
         model_events_per_term=p.get_int("model_events_per_term", 10, minimum=1),
         dominance=_dominance(p),
+        privacy=load_privacy(root.section("privacy", required=False)),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -413,6 +440,20 @@ model_events_per_term = 10
 # Dominance rule for sums, off unless set: withhold a SUM or AVG cell whose n largest per-person
 # contributions make more than p percent of its total, e.g. dominance = [1, 85].
 # dominance = [n, p]
+
+[privacy]
+# Differential privacy (docs/privacy-dp.md). mode: "exact" (exact release only), "dp" (only
+# noised answers, %%mpc --dp), "both". The strictest site wins: the smallest epsilons and delta,
+# the longest period, the fewest rows per person.
+mode = "both"
+# The most one DP query may spend, and each analyst's budget per period at this site.
+epsilon_per_query = 1.0
+epsilon = 10.0
+delta = 1e-5
+# The budget renews after this long: "365d", "30d", "12h", or "none" (never).
+period = "365d"
+# Rows one person contributes to one DP query at most (the rest are left out at random).
+max_rows_per_person = 1
 
 {tables}"""
 

@@ -41,7 +41,9 @@ class Column:
     quantiles; values are clamped to [lo, hi] and rounded to the nearest grid point.
     ``person`` marks the table's privacy unit: the column that identifies a person. Cell sizes
     count distinct persons, joins follow person columns only, and the column appears nowhere
-    else in a query (see docs/privacy.md).
+    else in a query (see docs/privacy.md). ``bounds`` = (lo, hi) are the public limits that DP
+    mode clips the column's values to (without them, the grid's lo and hi; see
+    docs/privacy-dp.md).
     ``expr`` makes it a *derived* column the consortium declared (``[tables.t.derived]`` in
     schema.toml): an SQL expression over the table's stored columns, which queries use like a
     column and each site computes in its local SQL (no site stores it).
@@ -53,6 +55,7 @@ class Column:
     grid: tuple[float, float, float] | None = None
     person: bool = False
     expr: str | None = None
+    bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.grid is not None:
@@ -61,6 +64,19 @@ class Column:
                 raise ConfigError(f"column {self.name!r}: grid needs lo < hi and step > 0")
             if (hi - lo) / step > 100_000:
                 raise ConfigError(f"column {self.name!r}: grid has more than 100000 points")
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            raise ConfigError(f"column {self.name!r}: bounds need lo < hi")
+
+    @property
+    def clip(self) -> tuple[float, float] | None:
+        """The public range DP mode clips values to: ``bounds``, else the grid's ends, else the
+        smallest and largest value of a numeric domain, else None."""
+        if self.bounds is not None:
+            return self.bounds
+        if self.grid is not None:
+            return (self.grid[0], self.grid[1])
+        numbers = [float(v) for v in self.domain or () if isinstance(v, int | float) and not isinstance(v, bool)]
+        return (min(numbers), max(numbers)) if numbers and len(numbers) == len(self.domain or ()) else None
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,7 @@ class Schema:
                     "grid": c.grid,
                     **({"person": True} if c.person else {}),
                     **({"derived": c.expr} if c.expr is not None else {}),
+                    **({"bounds": list(c.bounds)} if c.bounds is not None else {}),
                 }
                 for c in sorted(t.columns.values(), key=lambda c: c.name)
             }
@@ -144,14 +161,15 @@ def schema_from_duckdb(
     domains: Mapping[str, Sequence[KeyValue]] | None = None,
     grids: Mapping[str, tuple[float, float, float]] | None = None,
     persons: Mapping[str, str] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> Schema:
     """Read table and column types from a DuckDB connection and attach declared domains/grids.
 
-    ``domains`` and ``grids`` are keyed ``"table.column"``; ``persons`` maps a table to its
-    person column. Meant for tests and demos: a real consortium agrees on the schema file
-    rather than reading it off one site's database.
+    ``domains``, ``grids`` and ``bounds`` (DP clipping ranges) are keyed ``"table.column"``;
+    ``persons`` maps a table to its person column. Meant for tests and demos: a real consortium
+    agrees on the schema file rather than reading it off one site's database.
     """
-    domains, grids = domains or {}, grids or {}
+    domains, grids, bounds = domains or {}, grids or {}, bounds or {}
     persons = {t.lower(): c.lower() for t, c in (persons or {}).items()}
     rows = con.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
@@ -169,6 +187,7 @@ def schema_from_duckdb(
                 tuple(dom) if dom is not None else None,
                 grids.get(key),
                 person=persons.get(table.lower()) == column.lower(),
+                bounds=bounds.get(key),
             )
         )
     return Schema.of(Table.of(t, c) for t, c in cols.items())

@@ -24,10 +24,11 @@ from ..mpc.fixed import TRUNC_LIMIT_BITS, FixedPoint, decode_int, encode_int
 from ..mpc.party import Stats, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..privacy import dominance
+from ..privacy import dominance, skellam
 from . import post
 from .cells import Cells
 from .disclosure import EMPTY, RELEASED, SUPPRESSED
+from .dp import dp_frame, is_dp
 from .failsafe import FAILED, failure_word, other_cells, range_penalty
 from .membership import base_cells, output_cells
 from .numeric import Float, decode_float
@@ -36,6 +37,8 @@ from .program import MpcResult, mpc_program
 
 _FP = FixedPoint(FRAC_BITS)
 _COUNTS = ("count_star", "count", "count_distinct")  # outputs that are 0 over no rows
+NOISE = "noise"
+"""The encoding of a DP noise input: integers the member samples itself (:mod:`.dp`)."""
 log = logging.getLogger(__name__)
 
 
@@ -108,8 +111,8 @@ def local_preaggregates(
         return failed_inputs(plan)
     bad = np.zeros(plan.base_cells, dtype=bool)
     for spec in plan.data["inputs"]:
-        if spec.get("cells") == "out":
-            continue  # the dominance rule's inputs: kept in range by site_top itself
+        if spec.get("cells") == "out" or spec["encoding"] == NOISE:
+            continue  # the dominance rule's inputs (kept in range by site_top) and noise: not data
         arr = values[spec["name"]]
         limit = 2.0**TRUNC_LIMIT_BITS if spec["encoding"] == "int" else _FP.max_abs
         out = ~np.isfinite(arr) | (np.abs(arr) >= limit)
@@ -119,8 +122,15 @@ def local_preaggregates(
             bad |= out.reshape(plan.base_cells, -1).any(axis=1)
             arr[out] = 0.0
     range_penalty(bad, {s: values[s] for s in plan.data["supports"]})
+    rng = skellam.generator()
     return {
-        spec["name"]: encode_int(values[spec["name"]])
+        spec["name"]: encode_int(
+            skellam.sample(float(spec["variance"]), int(np.prod(_zero_shape(plan, spec))), rng).reshape(
+                _zero_shape(plan, spec)
+            )
+        )
+        if spec["encoding"] == NOISE
+        else encode_int(values[spec["name"]])
         if spec["encoding"] == "int"
         else _FP.encode(values[spec["name"]])
         for spec in plan.data["inputs"]
@@ -139,8 +149,8 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
     }
     out: dict[str, np.ndarray] = {}
     for spec in plan.data["inputs"]:
-        if spec["name"] == FAILED:
-            out[FAILED] = np.zeros(plan.base_cells, dtype=np.float64)
+        if spec["name"] == FAILED or spec["encoding"] == NOISE:  # set by the site, not by its data
+            out[spec["name"]] = np.zeros(plan.base_cells, dtype=np.float64)
             continue
         if spec["query"] in tops:
             out[spec["name"]] = tops[spec["query"]][spec["column"]]
@@ -151,6 +161,8 @@ def _local_values(plan: Plan, con: Any, slot: int | None) -> dict[str, np.ndarra
             raise QueryError("a group key has a value outside its declared domain (or NULL)")
         cells = cell.astype(np.int64)
         values, null = _column(result, spec["column"])
+        if "scale" in spec:  # a DP sum, shared in whole units of 2^-bits (site_agent/query/dp.py)
+            values = np.rint(values * float(spec["scale"]))
         values = np.where(null, float(spec["fill"]), values)
         arr: np.ndarray
         if spec["query"] in bins:
@@ -194,7 +206,7 @@ def failed_inputs(plan: Plan) -> dict[str, U64]:
             word = np.zeros(shape, dtype=np.uint64)
             word[0] = failure_word()
             out[FAILED] = word
-        elif spec["encoding"] == "int":
+        elif spec["encoding"] in ("int", NOISE):
             out[spec["name"]] = encode_int(np.full(shape, int(spec["fill"]), dtype=np.int64))
         else:
             out[spec["name"]] = _FP.encode(np.full(shape, float(spec["fill"])))
@@ -236,6 +248,18 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     if statement is not None:  # a model statement assembles its own result (site_agent/models)
         return statement.assemble(plan, results)
     cells = Cells.of(plan.dims, plan.grouping_sets)
+    if is_dp(plan):
+        opened: dict[str, np.ndarray] = {}
+        for q in plan.data["quantities"]:  # whole units; a sum's unit is 2^-unit_bits
+            units = _open(results, f"{q['name']}:noisy", "int")
+            if "bins" in q:  # a histogram: cells x bins
+                units = units.reshape(cells.out, int(q["bins"]))
+            opened[q["name"]] = units * 2.0 ** -q["unit_bits"] if q["unit_bits"] else units
+        frame = dp_frame(plan, opened)
+        unknown = {c: frame[c].isna().to_numpy() for c in frame.attrs["suppressed"]}
+        for i, key in enumerate(plan.keys):
+            unknown[key["name"]] = np.array([lab[i] is None or key["domain"][lab[i]] is None for lab in cells.labels()])
+        return post.apply(frame, plan.data.get("post"), unknown)
     flags = results[0].flags.reshape(len(plan.data["supports"]), -1)
     k = int(plan.data["params"]["min_cell_size"])
     margins = len(plan.grouping_sets) > 1
@@ -273,12 +297,9 @@ def assemble(plan: Plan, results: list[MpcResult]) -> pd.DataFrame:
     frame = pd.DataFrame(columns)[keep].reset_index(drop=True).infer_objects()
     frame.attrs["suppressed"] = {c: list(np.asarray(m)[keep]) for c, m in suppressed.items()}
     frame.attrs["empty"] = {c: list(np.asarray(m)[keep]) for c, m in empty.items()}  # released, not opened
-    frame.attrs["opened"] = {
-        c: len(m) - sum(m) - sum(empty[c]) for c, m in suppressed.items()
-    }
+    frame.attrs["opened"] = {c: len(m) - sum(m) - sum(empty[c]) for c, m in suppressed.items()}
     unknown = {  # withheld values, and the NULL statistics of empty cells: NULL in SQL
-        c: np.asarray(frame.attrs["suppressed"][c], dtype=bool) | frame[c].isna().to_numpy()
-        for c in suppressed
+        c: np.asarray(frame.attrs["suppressed"][c], dtype=bool) | frame[c].isna().to_numpy() for c in suppressed
     }
     labels = [lab for lab, k in zip(cells.labels(), keep, strict=True) if k]
     for i, key in enumerate(plan.keys):  # margins and NULL groups: NULL in SQL

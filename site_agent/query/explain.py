@@ -4,6 +4,8 @@ inputs (the protocol's communication does not depend on the data)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..models.plan_statements import plan_statement
 from .execute import dry_run_stats
 from .plan import Plan
@@ -27,7 +29,45 @@ _STEP_WORDS = {
     "wilson": "Wilson score 95% limits for proportions",
     "byar": "Byar 95% limits for Poisson rates",
     "reveal": "hand the unsuppressed outputs' shares to the analyst",
+    "noise": "DP: add the three members' Skellam samples to every pooled quantity on shares (local)",
+    "reveal_noisy": "DP: hand the noised quantities' shares, every cell, to the analyst",
 }
+
+
+def _formula(o: dict[str, Any]) -> str:
+    """How the analyst computes a DP output from the opened quantities."""
+    if o["kind"] in ("var", "std"):
+        var = f"({o['squares']} - {o['sum']}^2 / {o['count']}) / ({o['count']} - {o['ddof']})"
+        return f"sqrt({var})" if o["kind"] == "std" else var
+    if o["kind"] == "quantile":
+        return f"type-7 quantile {o['q']:g} of the noisy histogram {o['histogram']}"
+    if o["kind"] == "rate":
+        return f"{o['sum']} / {o['time']}" + (f" * {o['per']:g}" if o["per"] != 1 else "")
+    if "sum" in o and "count" in o:
+        return f"{o['sum']} / {o['count']}"
+    return str(o.get("count") or o["sum"])
+
+
+def _dp_lines(d: dict[str, Any]) -> list[str]:
+    """DP mode: epsilon, delta, the rows bound, and each noised quantity's sensitivity and noise."""
+    dp = d["params"]["dp"]
+    out = [
+        f"DP mode: ({dp['epsilon']:g}, {dp['delta']:g})-differential privacy per person, distributed Skellam noise "
+        f"added on shares (each member adds its own sample; any two members' samples give the stated guarantee).",
+        f"Contribution bounding: at most {dp['max_rows_per_person']} row(s) per person per table "
+        f"({dp['rows_per_person']} in the joined rows); summed values clipped to their columns' bounds. "
+        "No cell is suppressed.",
+        "Noised quantities (L1 / L2 sensitivity in the quantity's integer units; sd of the released noise "
+        "in the value's units):",
+    ]
+    for q in d["quantities"]:
+        out.append(
+            f"   {q['name']} = {q['what']}: sensitivity {q['l1']:.6g} / {q['l2']:.6g}, "
+            f"noise variance {q['variance']:.4g} (two members), sd {q['sd']:.4g}"
+        )
+    made = [f"{o['name']} = {_formula(o)}" for o in d["outputs"]]
+    out.append(f"Outputs, computed by the analyst from the opened quantities: {'; '.join(made)}.")
+    return out
 
 
 def explain(plan: Plan, sites: int = 3) -> str:
@@ -36,7 +76,10 @@ def explain(plan: Plan, sites: int = 3) -> str:
     lines = [f"Plan {plan.digest()[:16]} for:", *("    " + t for t in d["query"].strip().splitlines()), ""]
     keys = ", ".join(f"{k['name']} ({len(k['domain'])} values)" for k in d["keys"]) or "none (one cell)"
     lines.append(f"Cells: keys {keys}; {plan.base_cells} base cells, {plan.out_cells} output cells.")
-    lines.append(f"Minimum cell size {d['params']['min_cell_size']} (strictest site policy).")
+    if "dp" in d["params"]:
+        lines += _dp_lines(d)
+    else:
+        lines.append(f"Minimum cell size {d['params']['min_cell_size']} (strictest site policy).")
     if "redact_at_or_below" in d["params"]:
         lines.append(
             f"Counts at or below {d['params']['redact_at_or_below']} are withheld (redact_at_or_below): "
@@ -75,9 +118,10 @@ def explain(plan: Plan, sites: int = 3) -> str:
             "      (stays at the site: its persons in each query set, compared with the sets it released "
             "to this analyst before; only the differences' sizes are shared)"
         )
-    release = next(s for s in d["steps"] if s["op"] == "suppress")
-    lines.append("")
-    lines.append("Release rule (docs/privacy.md), per release row: the counts that must be 0 or >= k persons:")
+    release: dict[str, Any] = next((s for s in d["steps"] if s["op"] == "suppress"), {"rows": []})
+    if release["rows"]:
+        lines.append("")
+        lines.append("Release rule (docs/privacy.md), per release row: the counts that must be 0 or >= k persons:")
     for i, row in enumerate(release["rows"]):
         outputs = [o["name"] for o in d["outputs"] if o["support"] == i]
         lines.append(
@@ -90,6 +134,9 @@ def explain(plan: Plan, sites: int = 3) -> str:
     for s in d["inputs"]:
         if not s["query"]:  # no local query: the site's secret failure word
             lines.append(f"   {s['name']}: one secret word, 0 unless the site's local step failed")
+            continue
+        if s["encoding"] == "noise":
+            lines.append(f"   {s['name']}: per cell, this member's own Skellam sample (variance {s['variance']:.4g})")
             continue
         enc = "integer" if s["encoding"] == "int" else f"fixed point, {d['params']['frac_bits']} fractional bits"
         if s.get("cells") == "out":

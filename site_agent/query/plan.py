@@ -32,7 +32,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlglot
 import sqlglot.expressions as exp
@@ -43,6 +43,9 @@ from ..privacy.release import ReleasePlanner
 from .catalog import DisclosureRules, Schema
 from .failsafe import check_input, check_reveal, check_step, total, total_case, total_sql, with_other
 from .parse import DIALECT, Aggregate, Query, parse_query
+
+if TYPE_CHECKING:
+    from .dp import DpRequest
 
 AGGREGATE = "aggregate"
 PER_SITE_BREAKDOWN = "per_site_breakdown"
@@ -129,26 +132,36 @@ class Plan:
         return total
 
 
-def compile_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None) -> Plan:
+def compile_query(
+    text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None, dp: DpRequest | None = None
+) -> Plan:
     """Parse, validate and plan ``text``: the one entry point every site calls.
 
     ``sites`` are the committee's site names in committee order, the public domain of ``SITE``;
     every member passes the same tuple, so the digest stays equal. Without them ``SITE`` is
     refused (``UnsupportedQuery``). A model statement (``LINEAR y ~ x FROM t``, see
-    :mod:`site_agent.models.statement`) compiles to its model's plan.
+    :mod:`site_agent.models.statement`) compiles to its model's plan; ``dp`` asks for a DP plan
+    (:mod:`.dp`): noise instead of suppression.
     """
     if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
         raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
     from ..models.plan_statements import find_statement  # statements planned as aggregates (KAPLAN_MEIER)
     from ..models.statement import compile_statement  # model statements (LINEAR ... FROM ...)
 
-    model = compile_statement(text, schema, rules, sites)
+    statement = find_statement(text)
+    model = compile_statement(text, schema, rules, sites) if statement is None else None
+    if dp is not None and (model is not None or statement is not None):
+        raise UnsupportedQuery("DP mode answers SELECT queries only; model statements are answered exactly")
     if model is not None:
         return model
-    statement = find_statement(text)
     if statement is not None:
         return statement.compile(text, schema, rules, sites)
-    return build_plan(parse_query(text, schema, rules, sites), rules)
+    query = parse_query(text, schema, rules, sites)
+    if dp is not None:
+        from .dp import build_dp_plan  # dp builds on this module's helpers
+
+        return build_dp_plan(query, rules, schema, dp)
+    return build_plan(query, rules)
 
 
 def _sql(e: exp.Expression) -> str:
@@ -506,14 +519,33 @@ def cell_expression(query: Query) -> exp.Expression:
     return cell
 
 
-def build_plan(query: Query, rules: DisclosureRules) -> Plan:
-    """The plan of a validated query under the combined ``rules``."""
+def check_kind(query: Query, rules: DisclosureRules) -> None:
+    """Refuse a statement kind the combined rules do not allow (rule ``statement_kinds``)."""
     kind = PER_SITE_BREAKDOWN if any(k.site for k in query.keys) else AGGREGATE
     if rules.statement_kinds is not None and kind not in rules.statement_kinds:
         allowed = ", ".join(sorted(rules.statement_kinds)) or "none"
         raise rules.refusal(
             "statement_kinds", f"{kind!r} statements are not allowed (allowed: {allowed})", "check_kind", kind
         )
+
+
+def plan_keys(query: Query, domains: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The plan's ``keys``: name, SQL, domain and the SITE and ``(other)`` marks."""
+    return [
+        {
+            "name": k.name,
+            "sql": _sql(k.expr),
+            "domain": list(d),
+            **({"site": True} if k.site else {}),
+            **({"other": True} if len(d) > len(k.domain) else {}),
+        }
+        for k, d in zip(query.keys, domains, strict=True)
+    ]
+
+
+def build_plan(query: Query, rules: DisclosureRules) -> Plan:
+    """The plan of a validated query under the combined ``rules``."""
+    check_kind(query, rules)
     b = _Builder(query, rules)
     for i, agg in enumerate(query.aggregates):
         b.add(i, agg)
@@ -591,16 +623,7 @@ def build_plan(query: Query, rules: DisclosureRules) -> Plan:
             "z": Z95,
             "secondary_passes": SECONDARY_PASSES,
         },
-        "keys": [
-            {
-                "name": k.name,
-                "sql": _sql(k.expr),
-                "domain": list(d),
-                **({"site": True} if k.site else {}),
-                **({"other": True} if len(d) > len(k.domain) else {}),
-            }
-            for k, d in zip(query.keys, domains, strict=True)
-        ],
+        "keys": plan_keys(query, domains),
         "grouping_sets": [list(s) for s in query.grouping_sets],
         "supports": supports,
         "local": local,

@@ -288,6 +288,21 @@ class Run:
             self.vals[f"{item['out']}_low"] = res[:half][rows]
             self.vals[f"{item['out']}_high"] = res[half:][rows]
 
+    def noise(self, step: dict[str, Any]) -> Protocol[None]:
+        """DP mode: add the members' Skellam samples to each pooled quantity on shares (local, no
+        communication; margins get the sum of their cells' noise) (:mod:`.dp`)."""
+        for item in step["items"]:
+            samples = self.inputs[item["noise"]].v.sum(axis=1, dtype=np.uint64)
+            self.vals[item["value"]] = self.share(item["value"]) + AShare(self.cells.expand(samples))
+        yield from ()
+
+    def reveal_noisy(self, step: dict[str, Any]) -> Protocol[None]:
+        """DP mode: hand every cell of the noised quantities to the analyst (nothing suppressed)."""
+        by_name = {r["name"]: r for r in self.plan.data["reveals"]}
+        for name in step["items"]:
+            self.opened[name] = self.vals[by_name[name]["value"]]
+        yield from ()
+
     def reveal(self, step: dict[str, Any]) -> Protocol[None]:
         by_name = {r["name"]: r for r in self.plan.data["reveals"]}
         flags = self.flags.reshape(len(self.plan.data["supports"]), -1)
@@ -316,6 +331,8 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         "quantile": run.quantile,
         "extreme": run.extreme,
         "wilson": run.wilson,
+        "noise": run.noise,
+        "reveal_noisy": run.reveal_noisy,
         "byar": run.byar,
         "reveal": run.reveal,
     }

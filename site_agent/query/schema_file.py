@@ -10,6 +10,7 @@ medians and quantiles are computed, never data. Example::
     region = "text"                                       # a column: just its type
     sex = { type = "text", domain = ["F", "M"] }          # GROUP BY sex enumerates F, M
     age = { type = "integer", grid = [0, 110, 1] }        # MEDIAN(age) on 0, 1, ..., 110
+    weight = { type = "float", bounds = [20, 250] }       # DP mode clips weights to 20..250
     diabetes = "boolean"
     weight = "float"
     height = "float"
@@ -62,7 +63,7 @@ def _column(table: Section, name: str) -> Column:
     if not isinstance(spec, dict):
         raise table.error(name, 'must be a type name or a table like { type = "integer", grid = [0, 100, 1] }')
     col = Section(table.file, f"{table.prefix}.{name}", spec)
-    col.only("type", "domain", "grid", "person")
+    col.only("type", "domain", "grid", "person", "bounds")
     dtype = col.get_str("type")
     if dtype not in DTYPES:
         raise col.error("type", f"unknown type {dtype!r} (known: {', '.join(DTYPES)})")
@@ -82,8 +83,16 @@ def _column(table: Section, name: str) -> Column:
         if not (isinstance(raw, list) and len(raw) == 3 and all(isinstance(v, (int, float)) for v in raw)):
             raise col.error("grid", "must be [lo, hi, step]")
         grid = (float(raw[0]), float(raw[1]), float(raw[2]))
+    bounds: tuple[float, float] | None = None
+    if "bounds" in col:
+        raw = col.data["bounds"]
+        if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, (int, float)) for v in raw)):
+            raise col.error("bounds", "must be [lo, hi]")
+        if not raw[0] < raw[1]:
+            raise col.error("bounds", "needs lo < hi")
+        bounds = (float(raw[0]), float(raw[1]))
     person = col.get_bool("person", False)
-    return Column(name.lower(), dtype, domain, grid, person)
+    return Column(name.lower(), dtype, domain, grid, person, bounds=bounds)
 
 
 def _derived(section: Section, name: str, table: Table) -> Column:

@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from site_agent.agent.planning import compile_query
-from site_agent.errors import ConfigError, PolicyRefusal
+from site_agent.agent.planning import compile_query, dp_request
+from site_agent.errors import ConfigError, PolicyRefusal, QueryError
 from site_agent.policy import Policy, RateLimiter, combine, load_policy, render_policy_template
 from site_agent.query import schema_from_duckdb
 
@@ -295,3 +295,77 @@ def test_max_groups_boundary_in_the_policy(three: tuple[Policy, Policy, Policy],
     else:
         a.check_groups(groups)
         assert a.max_groups >= groups
+
+
+# --- [privacy]: DP mode and budgets -----------------------------------------------------------
+
+
+def _with_privacy(tmp_path: Path, site: str, privacy: str) -> Policy:
+    return _load(tmp_path, site, C + "\n[privacy]\n" + privacy)
+
+
+def test_privacy_defaults_and_strictest_combination(tmp_path: Path, three: tuple[Policy, Policy, Policy]) -> None:
+    a, _, _ = three
+    assert a.privacy.to_json() == {
+        "mode": "both", "epsilon_per_query": 1.0, "epsilon": 10.0, "delta": 1e-5, "period": "365d",
+        "max_rows_per_person": 1,
+    }  # fmt: skip
+    b = _with_privacy(tmp_path, "b", 'epsilon_per_query = 0.5\nepsilon = 20\ndelta = 1e-6\nperiod = "30d"\n')
+    c = _with_privacy(tmp_path, "c", 'epsilon = 4.0\nperiod = "400d"\nmax_rows_per_person = 3\n')
+    both = combine([a, b, c]).privacy
+    assert (both.epsilon_per_query, both.epsilon, both.delta, both.period, both.max_rows_per_person) == (
+        0.5, 4.0, 1e-6, "400d", 1,
+    )  # fmt: skip
+    assert combine([b, _with_privacy(tmp_path, "d", 'period = "none"\n')]).privacy.period == "none"
+    joined = combine([a, b, c])
+    assert joined.budget_site() == "c"
+    with pytest.raises(PolicyRefusal) as err:
+        joined.check_epsilon(0.8)
+    assert (err.value.site, err.value.rule) == ("b", "epsilon_per_query")
+    joined.check_epsilon(0.5)
+    assert Policy.from_json("x", joined.to_json()).privacy == joined.privacy
+
+
+def test_modes_combine_and_refusals_name_the_site(tmp_path: Path, three: tuple[Policy, Policy, Policy]) -> None:
+    a, _, _ = three
+    dp_only = _with_privacy(tmp_path, "d", 'mode = "dp"\n')
+    exact_only = _with_privacy(tmp_path, "e", 'mode = "exact"\n')
+    combine([a, dp_only]).check_mode(True)
+    with pytest.raises(PolicyRefusal) as err:
+        combine([a, dp_only]).check_mode(False)
+    assert (err.value.site, err.value.rule) == ("d", "mode")
+    with pytest.raises(PolicyRefusal) as err:
+        combine([a, exact_only]).check_mode(True)
+    assert (err.value.site, err.value.rule) == ("e", "mode")
+
+
+@pytest.mark.parametrize(
+    "privacy, key",
+    [
+        ('mode = "noisy"', "mode"),
+        ("epsilon = 0", "epsilon"),
+        ("delta = 1", "delta"),
+        ('period = "1 year"', "period"),
+        ("max_rows_per_person = 0", "max_rows_per_person"),
+        ('epsilon = "1"', "epsilon"),
+        ("budget = 3", "budget"),
+    ],
+)
+def test_bad_privacy_sections_name_the_key(tmp_path: Path, privacy: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        _with_privacy(tmp_path, "x", privacy + "\n")
+
+
+@pytest.mark.parametrize("raw", [{"epsilon": "1"}, {"epsilon": -1}, {"epsilon": float("nan")}, {"eps": 1}, [1], True])
+def test_a_malformed_dp_parameter_is_a_query_error(three: tuple[Policy, Policy, Policy], raw: object) -> None:
+    with pytest.raises(QueryError):
+        dp_request(raw, combine(three))
+
+
+def test_the_dp_parameter_defaults_to_the_strictest_cap(tmp_path: Path, three: tuple[Policy, Policy, Policy]) -> None:
+    capped = combine([*three, _with_privacy(tmp_path, "s", "epsilon_per_query = 0.25\ndelta = 1e-7\n")])
+    assert dp_request(None, capped) is None
+    request = dp_request({"epsilon": None}, capped)
+    assert request is not None and (request.epsilon, request.delta) == (0.25, 1e-7)
+    with pytest.raises(PolicyRefusal, match="epsilon_per_query"):
+        dp_request({"epsilon": 0.3}, capped)

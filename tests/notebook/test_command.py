@@ -3,7 +3,7 @@
 import pytest
 from IPython.core.error import UsageError
 
-from mpc_jupyter.command import Close, Connect, PlanOf, Query, Receipts, Status, parse
+from mpc_jupyter.command import Budget, Close, Connect, PlanOf, Query, Receipts, Status, parse
 
 
 def test_subcommands() -> None:
@@ -12,6 +12,16 @@ def test_subcommands() -> None:
     assert parse("receipts r") == Receipts("r")
     assert parse("plan") == PlanOf(None)
     assert parse("close") == Close()
+    assert parse("budget") == Budget()
+
+
+def test_dp_options() -> None:
+    assert parse("--dp", "SELECT 1") == Query("SELECT 1", dp=True)
+    assert parse("--epsilon 0.5", "SELECT 1") == Query("SELECT 1", dp=True, epsilon=0.5)
+    assert parse("--epsilon=2 --out r SELECT 1") == Query("SELECT 1", out="r", dp=True, epsilon=2.0)
+    for bad in ("--epsilon 0", "--epsilon -1", "--epsilon x", "--epsilon inf"):
+        with pytest.raises(UsageError, match=r"epsilon|number"):
+            parse(bad, "SELECT 1")
 
 
 def test_cell_options_and_storage_in_the_body() -> None:

@@ -234,3 +234,24 @@ def test_kaplan_meier_cell_with_plot(ip: InteractiveShell, lung: Lung) -> None:
         sf = KaplanMeier(km, sex=sex).survival_function_.iloc[:, 0]
         assert KaplanMeier(km, sex=sex).median_survival_time_ == sf.index[sf <= 0.5].min()
     assert [line.get_label() for line in figure.axes[0].get_lines()] == ["sex = 1", "sex = 2"]
+def test_dp_cell_and_the_budget_per_site(ip: InteractiveShell, lung: Lung) -> None:
+    """``%%mpc --epsilon 0.5``: noisy counts with intervals that include the noise, the epsilon
+    and noise scale in ``.attrs``; ``--explain --dp`` states epsilon and sensitivities; ``%mpc
+    budget`` shows the query charged at every site (default budget 10)."""
+    before = ip.run_line_magic("mpc", "budget")
+    explained = ip.run_cell_magic("mpc", "--explain --dp", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    assert isinstance(explained, Explanation)
+    assert "(1, 1e-05)-differential privacy" in str(explained) and "sensitivity 1 / 1" in str(explained)
+    result = ip.run_cell_magic("mpc", "--epsilon 0.5", "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
+    got = result.set_index("sex").loc[[1, 2]]
+    truth = lung.pooled.groupby("sex").size()
+    sd = result.attrs["noise_scale"]["n"]
+    assert result.attrs["epsilon"] == 0.5 and 5 < sd < 20
+    assert (abs(got["n"] - truth) < 6 * sd).all()
+    assert (got["n_ci_low"] < got["n"]).all() and (got["n"] < got["n_ci_high"]).all()
+    assert "(0.5, 1e-05)-differential privacy" in str(ip.run_line_magic("mpc", "plan"))  # the plan it ran
+    budget = ip.run_line_magic("mpc", "budget")
+    assert list(budget.index) == ["north", "central", "south"]
+    assert (budget["queries"] == before["queries"] + 1).all()
+    assert (budget["spent"] > before["spent"]).all() and (budget["budget"] == 10.0).all()
+    np.testing.assert_allclose(budget["remaining"], 10.0 - budget["spent"])
