@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -56,6 +57,7 @@ from ..errors import (
     ReplayedEnvelope,
     StaleEnvelope,
 )
+from ..linkage.declaration import key_path, load_key_share
 from ..membership.changes import describe_change
 from ..membership.identity import admission
 from ..membership.watch import ConsortiumWatcher, remember, startup_version
@@ -71,6 +73,7 @@ from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
 from .data import columns_of, empty_tables, open_tables
+from .linkage import LinkageEvaluator
 
 log = logging.getLogger("site_agent")
 
@@ -142,6 +145,10 @@ class Agent:
         self.mesh.on(MsgType.QUERY, self._on_query)
         self.mesh.on(MsgType.STATUS, self._on_status)
         self.mesh.on(MsgType.CONTROL, self._on_control)
+        self.linkage = LinkageEvaluator(
+            self.index, functools.cache(lambda: load_key_share(key_path(config))), lambda: self.consortium.data_sites
+        )
+        self.mesh.on(MsgType.LINKAGE, self.linkage.handle)
         self.mesh.on_link_up(self._send_policy)
         self.mesh.on_link_down(self._link_lost)
         self.mesh.on_refused(self._audit_refused)
@@ -598,6 +605,7 @@ class JsonFormatter(logging.Formatter):
         "peers",
         "attempt",
         "seconds",
+        "points",
     )
 
     def format(self, record: logging.LogRecord) -> str:

@@ -12,6 +12,9 @@
 * ``approve CHANGE --config agent.toml``: adds this site's signature to a proposed membership
   change (``mpc-consortium propose``, ``revoke``, ``rotate``) after checking that it follows the
   consortium version this site runs; prints what the change does.
+* ``linkage keygen`` and ``linkage prepare --config agent.toml``: a member's share of the linkage
+  PRF key, and a site's linkage keys with the committee (``site_agent/cli/linkage.py``,
+  docs/linkage.md).
 
 Exit codes: 0 fine, 1 a check failed (or ``serve`` met a configuration error, printed as one
 line naming the file and key), 2 usage.
@@ -38,6 +41,7 @@ from ..errors import ConfigError, MpcError
 from ..membership.changes import approve, approvers, describe_change, digest
 from ..policy import load_policy
 from ..tuning import tune_allocator
+from . import linkage
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -212,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve_.add_argument("change", help="the change file (mpc-consortium propose, revoke or rotate)")
     approve_.add_argument("--config", required=True)
     approve_.set_defaults(func=cmd_approve)
+    linkage.add_parser(sub)
     return parser
 
 
