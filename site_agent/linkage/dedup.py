@@ -157,6 +157,34 @@ def linked_counts(p: Party, keys: AShare, prefixes: AShare, sites: int, k: int) 
     return Linked(labels(sites), shown)
 
 
+def member_inputs(p: Party, mine: U64, sizes: tuple[int, int, int]) -> Protocol[tuple[AShare, AShare]]:
+    """Committee members holding data input their own keys in one round (``input_all``):
+    every member's (keys, prefixes), concatenated in committee order. ``sizes`` are the members'
+    numbers of distinct keys, public (the plan's declared set sizes)."""
+    keys, prefixes = site_columns(mine, sum(sizes))
+    shared = yield from ar.input_all(p, np.concatenate([keys, prefixes]), (2 * sizes[0], 2 * sizes[1], 2 * sizes[2]))
+    return (
+        AShare.concat([AShare(x.v[:, :s]) for x, s in zip(shared, sizes, strict=True)]),
+        AShare.concat([AShare(x.v[:, s:]) for x, s in zip(shared, sizes, strict=True)]),
+    )
+
+
+def synthetic_sites(per_site: int, seed: int) -> list[U64]:
+    """Three sites' keys for tests and benchmarks: ``per_site`` persons each, half of every
+    site's persons seen at two or more sites (a tenth of them at all three), keys uniform.
+
+    Of each site's persons 1/2 are its own, 2/5 shared with one other site, 1/10 with both."""
+    rng = np.random.default_rng(seed)
+    one, pair, three = per_site // 2, per_site // 5, per_site - per_site // 2 - 2 * (per_site // 5)
+    sizes = [one, one, one, pair, pair, pair, three]
+    drawn = rng.integers(0, 2**64, sum(sizes), dtype=np.uint64)
+    keys = iter(np.split(drawn, np.cumsum(sizes)[:-1]))
+    own = [next(keys) for _ in range(3)]
+    pairs = {(a, b): next(keys) for a, b in ((0, 1), (0, 2), (1, 2))}
+    everywhere = next(keys)
+    return [np.concatenate([own[s], *(k for (a, b), k in pairs.items() if s in (a, b)), everywhere]) for s in range(3)]
+
+
 def deal_sites(site_keys: Sequence[U64], rng: np.random.Generator | None = None) -> list[tuple[AShare, AShare]]:
     """Each site's :func:`site_columns`, dealt and concatenated: every member's (keys, prefixes).
 

@@ -113,14 +113,27 @@ class Blinded:
 
     def __init__(self, identifiers: Sequence[bytes]) -> None:
         self.identifiers = list(identifiers)
-        self.inverses: list[bytes] = []
-        out = []
-        for x in self.identifiers:
-            r = new_key_share()
-            self.inverses.append(bytes(sodium.crypto_core_ed25519_scalar_invert(r)))
-            out.append(_raise(hash_to_group(x), r))
-        self.message = b"".join(out)
+        blinds = [new_key_share() for _ in self.identifiers]
+        self.inverses = batch_invert(blinds)
+        self.message = b"".join(_raise(hash_to_group(x), r) for x, r in zip(self.identifiers, blinds, strict=True))
         """H1(x_j)^{r_j} for every identifier, concatenated: what each member receives."""
+
+
+def batch_invert(scalars: Sequence[bytes]) -> list[bytes]:
+    """1/s for every nonzero scalar with one inversion (Montgomery's trick: prefix products,
+    one inverse, then back down), instead of one inversion each."""
+    if not scalars:
+        return []
+    prefix = [scalars[0]]
+    for s in scalars[1:]:
+        prefix.append(sodium.crypto_core_ed25519_scalar_mul(prefix[-1], s))
+    inv = sodium.crypto_core_ed25519_scalar_invert(prefix[-1])
+    out = [b""] * len(scalars)
+    for j in range(len(scalars) - 1, 0, -1):
+        out[j] = bytes(sodium.crypto_core_ed25519_scalar_mul(inv, prefix[j - 1]))
+        inv = sodium.crypto_core_ed25519_scalar_mul(inv, scalars[j])
+    out[0] = bytes(inv)
+    return out
 
 
 def blind(identifiers: Sequence[bytes]) -> Blinded:
@@ -149,10 +162,12 @@ def finalize(blinded: Blinded, answers: Sequence[bytes]) -> U64:
     keys = np.empty(n, dtype=np.uint64)
     for j, x in enumerate(blinded.identifiers):
         e0, e1, e2 = (pts[j] for pts in per_member)
-        for e in (e0, e1, e2):  # each answer must be a valid element before it is combined
-            if not sodium.crypto_core_ed25519_is_valid_point(e):
-                raise ProtocolViolation("a linkage answer is not a valid group element")
-        combined = sodium.crypto_core_ed25519_add(sodium.crypto_core_ed25519_add(e0, e1), e2)
+        try:  # add() refuses encodings that are not points of the curve
+            combined = sodium.crypto_core_ed25519_add(sodium.crypto_core_ed25519_add(e0, e1), e2)
+        except sodium_errors.RuntimeError as exc:
+            raise ProtocolViolation("a linkage answer is not a valid group element") from exc
+        # _raise refuses a sum outside the prime-order subgroup (an answer with a small-order
+        # part, which the two honest answers cannot cancel) or equal to the identity.
         keys[j] = output_key(x, _raise(combined, blinded.inverses[j]))
     return keys
 

@@ -140,3 +140,15 @@ def test_tally_view_does_not_depend_on_which_keys_match() -> None:
     for member in (0, 1, 2):
         assert position_p_value(a[member].words, b[member].words) > ALPHA
         assert affine_relations(a[member].words) == affine_relations(b[member].words) == 0
+
+
+def test_members_holding_data_input_their_own_keys() -> None:
+    site_keys = dedup.synthetic_sites(600, 9)
+    sizes = (site_keys[0].size, site_keys[1].size, site_keys[2].size)
+
+    def program(p: Party):  # type: ignore[no-untyped-def]
+        keys, prefixes = yield from dedup.member_inputs(p, site_keys[p.index], sizes)
+        return (yield from dedup.linked_counts(p, keys, prefixes, 3, 5))
+
+    results, _ = run_in_memory(program)
+    assert results[0].values == pandas_counts(site_keys) == [1320, 900, 360, 60]

@@ -96,3 +96,22 @@ def test_key_shares_are_checked() -> None:
     for bad in (bytes(32), b"\xff" * 32, k[:31]):
         with pytest.raises(ValueError):
             oprf.check_key_share(bad)
+
+
+def test_batch_inversion_matches_one_inversion_each() -> None:
+    scalars = [oprf.new_key_share() for _ in range(7)]
+    assert oprf.batch_invert(scalars) == [bytes(sodium.crypto_core_ed25519_scalar_invert(s)) for s in scalars]
+    assert oprf.batch_invert(scalars[:1]) == [bytes(sodium.crypto_core_ed25519_scalar_invert(scalars[0]))]
+    assert oprf.batch_invert([]) == []
+
+
+def test_an_answer_with_a_small_order_part_is_refused() -> None:
+    # A member adding a point of order 2 (the encoding of (0, -1)) to its answers: the sum
+    # leaves the prime-order subgroup and the site refuses it instead of deriving a wrong key.
+    shares = [oprf.new_key_share() for _ in range(3)]
+    blinded = oprf.blind(IDS[:1])
+    answers = [oprf.evaluate(k, blinded.message) for k in shares]
+    order_two = (2**255 - 19 - 1).to_bytes(32, "little")
+    answers[1] = bytes(sodium.crypto_core_ed25519_add(answers[1], order_two))
+    with pytest.raises(ProtocolViolation):
+        oprf.finalize(blinded, answers)
