@@ -44,9 +44,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ProtocolViolation
 from ..mpc import arithmetic as ar
 from ..mpc import boolean as bo
-from ..mpc.party import Party, Protocol
+from ..mpc.party import Party, Protocol, exchange
 from ..mpc.ring import U64, asring
 from ..mpc.samplesort import SORT_PIVOTS, index_bits, sort_shuffled
 from ..mpc.shares import AShare
@@ -155,6 +156,20 @@ def linked_counts(p: Party, keys: AShare, prefixes: AShare, sites: int, k: int) 
     m = values.shape[0]
     shown = [None if opened[m + i] else int(opened[i]) for i in range(m)]
     return Linked(labels(sites), shown)
+
+
+def committee_counts(p: Party, mine: U64, sites: int, k: int, max_keys: int = 1 << 26) -> Protocol[Linked]:
+    """The whole protocol as committee members holding data run it: each member announces its
+    number of distinct keys (one round: the set sizes, a declared reveal), inputs its keys
+    (:func:`member_inputs`), and :func:`linked_counts` follows. A member without data inputs
+    no keys. ``max_keys`` bounds what a peer may announce (a malformed size is refused)."""
+    n = np.array([np.unique(asring(mine)).size], dtype=np.uint64)
+    got = yield from exchange(send={p.next: n, p.prev: n}, expect={p.next: 1, p.prev: 1})
+    announced = {p.index: int(n[0]), **{j: int(v[0]) for j, v in got.items()}}
+    if any(v > max_keys for v in announced.values()):
+        raise ProtocolViolation(f"a member announced more than {max_keys} linkage keys")
+    keys, prefixes = yield from member_inputs(p, mine, (announced[0], announced[1], announced[2]))
+    return (yield from linked_counts(p, keys, prefixes, sites, k))
 
 
 def member_inputs(p: Party, mine: U64, sizes: tuple[int, int, int]) -> Protocol[tuple[AShare, AShare]]:

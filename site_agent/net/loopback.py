@@ -34,7 +34,7 @@ import numpy as np
 
 from ..crypto.certs import client_context, server_context
 from ..errors import MpcError, PeerFailure
-from ..linkage.dedup import linked_counts, member_inputs, synthetic_sites
+from ..linkage.dedup import committee_counts, synthetic_sites
 from ..mpc.arithmetic import input_all, input_from, mul, mul_fixed, open_all
 from ..mpc.boolean import lt
 from ..mpc.fixed import FixedPoint
@@ -153,12 +153,10 @@ def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]
 
         return sum3
     if op == "linked_counts":  # n persons per member (synthetic_sites), distinct counts opened
-        sites = synthetic_sites(n, seed)
-        sizes = (sites[0].size, sites[1].size, sites[2].size)
+        mine = synthetic_sites(n, seed)[index]
 
         def linked(p: Party) -> Protocol[U64]:
-            keys, prefixes = yield from member_inputs(p, sites[p.index], sizes)
-            result = yield from linked_counts(p, keys, prefixes, 3, int(job.get("k", 5)))
+            result = yield from committee_counts(p, mine, 3, int(job.get("k", 5)))
             return np.array([WITHHELD if v is None else v for v in result.values], dtype=np.uint64)
 
         return linked

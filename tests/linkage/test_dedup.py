@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from site_agent.errors import ProtocolViolation
 from site_agent.linkage import dedup
 from site_agent.mpc.party import Party, run_in_memory
 from site_agent.mpc.sharing import deal
@@ -144,11 +145,18 @@ def test_tally_view_does_not_depend_on_which_keys_match() -> None:
 
 def test_members_holding_data_input_their_own_keys() -> None:
     site_keys = dedup.synthetic_sites(600, 9)
-    sizes = (site_keys[0].size, site_keys[1].size, site_keys[2].size)
-
-    def program(p: Party):  # type: ignore[no-untyped-def]
-        keys, prefixes = yield from dedup.member_inputs(p, site_keys[p.index], sizes)
-        return (yield from dedup.linked_counts(p, keys, prefixes, 3, 5))
-
-    results, _ = run_in_memory(program)
+    results, _ = run_in_memory(lambda p: dedup.committee_counts(p, site_keys[p.index], 3, 5))
     assert results[0].values == pandas_counts(site_keys) == [1320, 900, 360, 60]
+
+
+def test_a_member_without_data_inputs_no_keys() -> None:
+    # Two hospitals and a neutral third member: the window is that of two sites.
+    site_keys = [mixed(np.arange(0, 60)), mixed(np.arange(40, 100)), np.zeros(0, dtype=np.uint64)]
+    results, _ = run_in_memory(lambda p: dedup.committee_counts(p, site_keys[p.index], 2, 5))
+    assert results[0].as_dict() == {"distinct persons": 100, "at 1 site": 80, "at 2+ sites": 20}
+
+
+def test_an_oversized_announcement_is_refused() -> None:
+    site_keys = dedup.synthetic_sites(50, 9)
+    with pytest.raises(ProtocolViolation):
+        run_in_memory(lambda p: dedup.committee_counts(p, site_keys[p.index], 3, 5, max_keys=40))
