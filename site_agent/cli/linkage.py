@@ -37,7 +37,7 @@ from ..data.connector import quote
 from ..errors import AuthError, MpcError, ProtocolViolation
 from ..linkage import oprf
 from ..linkage.declaration import KEYS_TABLE, Linkage, key_path, keys_db, load_linkage, write_key_share
-from ..linkage.identifiers import normalise
+from ..linkage.identifiers import normalise, one_per_person
 from ..mpc.ring import U64
 from ..net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, encode_parts
 from ..relay.tunnel import open_tunnel
@@ -68,10 +68,8 @@ def identifiers(config: AgentConfig, linkage: Linkage) -> tuple[pd.Series, int]:
         frame = pd.DataFrame(dict(con.execute(f"SELECT DISTINCT {cols} FROM {quote(linkage.table)}").fetchnumpy()))
     finally:
         con.close()
-    ids = normalise(frame, linkage.parts)
     persons = frame[linkage.person]
-    found = pd.DataFrame({"person": persons, "id": ids}).dropna(subset=["id"])
-    one = found.groupby("person", sort=True)["id"].min()
+    one = one_per_person(persons, normalise(frame, linkage.parts))
     return one, int(persons.nunique() - one.size)
 
 

@@ -84,8 +84,8 @@ def counts(p: Party, keys: AShare, prefixes: AShare, sites: int) -> Protocol[ASh
     ``keys`` and ``prefixes`` (shape (n,)): every site's :func:`site_columns`, concatenated.
     """
     n = keys.shape[0]
-    if prefixes.shape != (n,) or sites < 1:
-        raise ValueError("keys and prefixes must be one vector each, from one site or more")
+    if prefixes.shape != (n,) or sites < 2:
+        raise ValueError("keys and prefixes must be one vector each, from two sites or more")
     if n < 2:
         return ar.constant(p, np.array([n, n] + [0] * (sites - 1), dtype=np.uint64), AShare)
     ordered, _ = yield from sort_keys(p, keys, prefixes)

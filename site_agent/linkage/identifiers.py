@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
@@ -86,3 +87,14 @@ def normalise(frame: pd.DataFrame, parts: Sequence[str]) -> pd.Series:
             fields.append(len(raw).to_bytes(2, "big") + raw)
         out.append(b"".join(fields) if fields else None)
     return pd.Series(out, index=frame.index, dtype=object)
+
+
+def one_per_person(persons: pd.Series, ids: pd.Series) -> pd.Series:
+    """Each person's smallest identifier, indexed by person (sorted); persons with none left out.
+
+    Vectorised: the identifiers are factorised in sorted order and the smallest code per person
+    is kept (a group-by minimum over bytes objects is two orders of magnitude slower)."""
+    present = ids.notna().to_numpy()
+    codes, uniques = pd.factorize(ids[present], sort=True)
+    smallest = pd.Series(codes, index=persons[present].to_numpy()).groupby(level=0, sort=True).min()
+    return pd.Series(np.asarray(uniques, dtype=object)[smallest.to_numpy()], index=smallest.index, dtype=object)

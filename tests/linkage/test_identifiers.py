@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from site_agent.errors import ConfigError
-from site_agent.linkage.identifiers import normalise
+from site_agent.linkage.identifiers import normalise, one_per_person
 
 
 def test_national_id_spellings_agree() -> None:
@@ -44,3 +44,10 @@ def test_parts_cannot_run_into_each_other() -> None:
 def test_bad_declarations_are_refused(parts: list[str]) -> None:
     with pytest.raises(ConfigError):
         normalise(pd.DataFrame({"sex": ["F"]}), parts)
+
+
+def test_one_identifier_per_person_the_smallest() -> None:
+    persons = pd.Series(["p2", "p1", "p1", "p3", "p2"])
+    ids = pd.Series([b"b", b"z", b"a", None, b"b"], dtype=object)
+    one = one_per_person(persons, ids)
+    assert one.to_dict() == {"p1": b"a", "p2": b"b"}
