@@ -57,7 +57,8 @@ from ..errors import (
     ReplayedEnvelope,
     StaleEnvelope,
 )
-from ..linkage.declaration import key_path, load_key_share
+from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share, read_keys
+from ..linkage.statement import LinkageCompiled
 from ..membership.changes import describe_change
 from ..membership.identity import admission
 from ..membership.watch import ConsortiumWatcher, remember, startup_version
@@ -120,6 +121,7 @@ class Agent:
         self._policy_fresh = {name: asyncio.Event() for name in self.names.values() if name != self.site}
         """Set when the peer's policy arrived on its current link; cleared when the link is lost."""
         self.schema = planning.load_schema(consortium)
+        self.linkage_declared = linkage_of(consortium.path.parent / planning.SCHEMA_FILE, self.schema)
         # A member without data serves the schema's tables empty: the local SQL runs unchanged.
         self.db = open_tables(config.tables) if self.holds_data else empty_tables(self.schema)
         self.audit = AuditLog(config.audit_log, self.site, load_private_key(config.signing_key))
@@ -329,7 +331,7 @@ class Agent:
         env = Envelope.from_json(body["envelope"])
         query_id = env.digest()
         progress = _Progress(conn, self.site, self.index, query_id, started)
-        plan: planning.Compiled | None = None
+        plan: planning.AnyCompiled | None = None
         try:
             if conn.peer_index is not None or conn.peer_name != env.analyst:
                 raise AuthError(f"the envelope is signed for {env.analyst!r} but the connection is {conn.label!r}")
@@ -341,13 +343,18 @@ class Agent:
             if body["mode"] == "run":
                 self.limiter.acquire(env.analyst)
             await progress("verified")
-            plan = planning.compile_query(env.query, self.schema, policy, dict(env.params), self.sites)
+            plan = planning.compile_query(
+                env.query, self.schema, policy, dict(env.params), self.sites, self.linkage_declared
+            )
             await progress("compiled")
             if body["mode"] == "explain":
                 receipt = self._record(env, plan, "accepted", EXPLAINED, started)
                 await self._reply_explain(conn, query_id, plan, receipt)
                 return
-            outcome = await self._run_session(env, plan, progress)
+            if isinstance(plan, LinkageCompiled):
+                outcome = await self._run_linkage(env, plan, progress)
+            else:
+                outcome = await self._run_session(env, plan, progress)
         except asyncio.CancelledError:
             receipt = self._record(env, plan, "failed", "agent stopped before the query completed", started)
             reason = f"site {self.site} stopped; nothing was released"
@@ -360,7 +367,7 @@ class Agent:
             await self._refuse(conn, env, plan, exc, started)
             return
         await progress("revealed")
-        if outcome.members is not None:  # remember what was opened, for the next queries' checks
+        if outcome.members is not None and isinstance(plan, planning.Compiled):  # remembered for the next checks
             opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
@@ -432,6 +439,31 @@ class Agent:
             raise LocalStepError()  # after the session, at every member alike: no abort notice to race
         return outcome
 
+    async def _run_linkage(self, env: Envelope, plan: LinkageCompiled, progress: _Progress) -> Outcome:
+        """Agreement, this site's linkage keys, and the linkage program, as one MPC session."""
+        mine = await asyncio.to_thread(self._linkage_keys)
+        await progress("local")
+
+        def program(p: Party) -> Protocol[Outcome]:
+            yield from agree(p, plan.digest, ACCEPT, self.names)
+            progress.soon("agreed")
+            shares, meta = yield from plan.program(p, mine)
+            progress.soon("computed")
+            return Outcome(shares, meta)
+
+        return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+
+    def _linkage_keys(self) -> np.ndarray | None:
+        """This site's linkage keys (none for a member without data); None if they cannot be read,
+        and then every member fails the query alike (site_agent.linkage.dedup.NO_KEYS)."""
+        if not self.holds_data:
+            return np.zeros(0, dtype=np.uint64)
+        try:
+            return read_keys(keys_db(self.config))
+        except Exception as exc:  # a missing or unreadable file: the committee fails, naming no site
+            log.warning("this site's linkage keys cannot be read (%s); every member fails", type(exc).__name__)
+            return None
+
     def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:
         """This site's persons in the query's sets, and their differences with the analyst's
         remembered sets (empty when the plan has no ledger query or nothing is remembered)."""
@@ -441,7 +473,7 @@ class Agent:
         return members, self.ledger.differences(analyst, members)
 
     async def _refuse(
-        self, conn: Connection, env: Envelope, plan: planning.Compiled | None, exc: Exception, started: float
+        self, conn: Connection, env: Envelope, plan: planning.AnyCompiled | None, exc: Exception, started: float
     ) -> None:
         """Record and report a refusal or failure; tell the peers so they do not wait.
 
@@ -501,7 +533,7 @@ class Agent:
         )
 
     def _record(
-        self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float
+        self, env: Envelope, plan: planning.AnyCompiled | None, decision: Decision, reason: str, started: float
     ) -> Receipt:
         return self.audit.append(
             analyst=env.analyst,
@@ -537,7 +569,9 @@ class Agent:
             )
         )
 
-    async def _reply_explain(self, conn: Connection, query_id: str, plan: planning.Compiled, receipt: Receipt) -> None:
+    async def _reply_explain(
+        self, conn: Connection, query_id: str, plan: planning.AnyCompiled, receipt: Receipt
+    ) -> None:
         await self._reply_result(conn, query_id, {"explain": plan.explain()}, receipt.to_json(), {})
 
     async def _reply_result(

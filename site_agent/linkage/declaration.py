@@ -23,8 +23,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+import numpy as np
+
 from ..config import AgentConfig
 from ..errors import ConfigError
+from ..mpc.ring import U64
 from ..query.catalog import Schema
 from ..tomlfile import read_toml
 from .identifiers import check_parts
@@ -64,6 +68,11 @@ def load_linkage(schema_path: Path, schema: Schema) -> Linkage:
     return Linkage(table, person, parts)
 
 
+def linkage_of(schema_path: Path, schema: Schema) -> Linkage | None:
+    """The declaration, or None when ``schema.toml`` has no ``[linkage]`` section."""
+    return load_linkage(schema_path, schema) if "linkage" in read_toml(schema_path).data else None
+
+
 def key_path(config: AgentConfig) -> Path:
     return Path(config.signing_key).with_name(KEY_FILE)
 
@@ -87,3 +96,13 @@ def load_key_share(path: Path) -> bytes:
         return check_key_share(path.read_bytes())
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_keys(path: Path) -> U64:
+    """A site's stored linkage keys (``_linkage.key``), as ring elements."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        keys = con.execute(f"SELECT key FROM {KEYS_TABLE}").fetchnumpy()["key"]
+    finally:
+        con.close()
+    return np.asarray(keys, dtype=np.int64).view(np.uint64)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ProtocolViolation
+from ..errors import LocalStepError, ProtocolViolation
 from ..mpc import arithmetic as ar
 from ..mpc import boolean as bo
 from ..mpc.party import Party, Protocol, exchange
@@ -149,27 +149,50 @@ class Linked:
 
 
 def linked_counts(p: Party, keys: AShare, prefixes: AShare, sites: int, k: int) -> Protocol[Linked]:
-    """:func:`counts`, the release rule, and the one declared reveal: flags and kept counts, to all."""
+    """:func:`counts`, the release rule, and the declared reveal (kept counts and flags) to all."""
     values = yield from counts(p, keys, prefixes, sites)
     kept, flags = yield from release(p, values, k)
+    return (yield from open_linked(p, kept, flags, sites))
+
+
+def open_linked(p: Party, kept: AShare, flags: AShare, sites: int) -> Protocol[Linked]:
+    """Open the kept counts and the stop flags to every member (tests, benchmarks; over the
+    agents they go to the analyst instead, :mod:`.statement`)."""
     opened = yield from ar.open_all(p, AShare.concat([kept, flags]))
-    m = values.shape[0]
-    shown = [None if opened[m + i] else int(opened[i]) for i in range(m)]
-    return Linked(labels(sites), shown)
+    m = kept.shape[0]
+    return Linked(labels(sites), [None if opened[m + i] else int(opened[i]) for i in range(m)])
 
 
-def committee_counts(p: Party, mine: U64, sites: int, k: int, max_keys: int = 1 << 26) -> Protocol[Linked]:
-    """The whole protocol as committee members holding data run it: each member announces its
-    number of distinct keys (one round: the set sizes, a declared reveal), inputs its keys
-    (:func:`member_inputs`), and :func:`linked_counts` follows. A member without data inputs
-    no keys. ``max_keys`` bounds what a peer may announce (a malformed size is refused)."""
-    n = np.array([np.unique(asring(mine)).size], dtype=np.uint64)
+NO_KEYS = 1 << 63
+"""Announced instead of a size by a member whose keys could not be read: every member fails."""
+
+
+def committee_release(
+    p: Party, mine: U64 | None, sites: int, k: int, max_keys: int = 1 << 26
+) -> Protocol[tuple[AShare, AShare]]:
+    """The protocol as committee members holding data run it, up to the release rule: each
+    member announces its number of distinct keys (one round: the set sizes, a declared reveal),
+    inputs its keys (:func:`member_inputs`), and the counts and the rule follow. Returns shares
+    of the kept counts and of the stop flags. A member without data inputs no keys; one whose
+    keys could not be read (``mine`` None) announces :data:`NO_KEYS` and every member raises
+    :class:`LocalStepError` alike, naming no site. ``max_keys`` bounds what a peer may announce."""
+    n = np.array([NO_KEYS if mine is None else np.unique(asring(mine)).size], dtype=np.uint64)
     got = yield from exchange(send={p.next: n, p.prev: n}, expect={p.next: 1, p.prev: 1})
     announced = {p.index: int(n[0]), **{j: int(v[0]) for j, v in got.items()}}
+    if NO_KEYS in announced.values():
+        raise LocalStepError()
     if any(v > max_keys for v in announced.values()):
         raise ProtocolViolation(f"a member announced more than {max_keys} linkage keys")
+    assert mine is not None
     keys, prefixes = yield from member_inputs(p, mine, (announced[0], announced[1], announced[2]))
-    return (yield from linked_counts(p, keys, prefixes, sites, k))
+    values = yield from counts(p, keys, prefixes, sites)
+    return (yield from release(p, values, k))
+
+
+def committee_counts(p: Party, mine: U64 | None, sites: int, k: int, max_keys: int = 1 << 26) -> Protocol[Linked]:
+    """:func:`committee_release`, then the counts opened to every member (tests, benchmarks)."""
+    kept, flags = yield from committee_release(p, mine, sites, k, max_keys)
+    return (yield from open_linked(p, kept, flags, sites))
 
 
 def member_inputs(p: Party, mine: U64, sizes: tuple[int, int, int]) -> Protocol[tuple[AShare, AShare]]:

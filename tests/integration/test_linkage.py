@@ -115,16 +115,7 @@ def test_distinct_counts_on_the_stored_keys_equal_pandas(linked: Running) -> Non
     site_keys = [stored_keys(linked, s)["key"].to_numpy().view(np.uint64) for s in SITES]
     shares = dedup.deal_sites(site_keys)
     results, _ = run_in_memory(lambda p: dedup.linked_counts(p, *shares[p.index], 3, 5))
-    pooled = pd.concat(
-        [f.assign(site=s, nid=f["national_id"].str.replace(r"\D", "", regex=True)) for s, f in linked.frames.items()]
-    )
-    per_person = pooled.groupby("nid")["site"].nunique()
-    assert results[0].values == [
-        pooled["nid"].nunique(),
-        int((per_person == 1).sum()),
-        int((per_person == 2).sum()),
-        int((per_person >= 3).sum()),
-    ]
+    assert results[0].values == pooled_counts(linked)
 
 
 def test_an_analyst_cannot_evaluate_the_prf(linked: Running) -> None:
@@ -133,3 +124,40 @@ def test_an_analyst_cannot_evaluate_the_prf(linked: Running) -> None:
     answer = run(linked.wire().exchange("north", [header, payload]))
     assert not any(f.type == MsgType.LINKAGE for f in answer.frames)
     assert "not a consortium site" in str([f.control for f in answer.frames])
+
+
+def pooled_counts(running: Running) -> list[int]:
+    pooled = pd.concat(
+        [f.assign(site=s, nid=f["national_id"].str.replace(r"\D", "", regex=True)) for s, f in running.frames.items()]
+    )
+    per_person = pooled.groupby("nid")["site"].nunique()
+    return [
+        pooled["nid"].nunique(),
+        int((per_person == 1).sum()),
+        int((per_person == 2).sum()),
+        int((per_person >= 3).sum()),
+    ]
+
+
+def test_count_distinct_person_over_the_agents(linked: Running) -> None:
+    frame = linked.client.query("SELECT COUNT(DISTINCT PERSON) AS persons FROM patients")
+    assert list(frame.columns) == ["persons", "at 1 site", "at 2 sites", "at 3+ sites"]
+    assert frame.iloc[0].tolist() == pooled_counts(linked)
+    assert len(frame.attrs["receipts"]) == 3
+
+
+def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) -> None:
+    text = linked.client.explain("SELECT COUNT(DISTINCT PERSON) FROM patients")
+    assert "set sizes" in text and "sort comparisons" in text and "at least 5 persons" in text
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 50", "WHERE"),
+        ("SELECT COUNT(DISTINCT PERSON), COUNT(*) FROM patients", "statement of its own"),
+    ],
+)
+def test_linkage_statements_outside_the_first_slice_are_refused(linked: Running, query: str, words: str) -> None:
+    with pytest.raises(Exception, match=words):
+        linked.client.query(query)
