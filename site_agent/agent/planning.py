@@ -169,7 +169,7 @@ def compile_query(
     """
     del params  # parameters are bound by the notebook before signing; nothing to do here yet
     rules = rules_from_policy(policy, schema)
-    if is_linkage_query(text):
+    if is_linkage_query(text, schema):
         return compile_linkage(text, linkage, rules, len(sites) if sites is not None else 3)
     compiled = Compiled(query_plan.compile_query(text, schema, rules, sites))
     policy.check_kind(compiled.kind)

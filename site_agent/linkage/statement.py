@@ -28,7 +28,7 @@ from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..mpc.sharing import reconstruct
-from ..query.catalog import DisclosureRules
+from ..query.catalog import DisclosureRules, Schema
 from . import dedup
 from .declaration import Linkage
 
@@ -51,11 +51,16 @@ def _is_person_count(e: exp.Expression) -> bool:
     return len(args) == 1 and isinstance(args[0], exp.Column) and not args[0].table and args[0].name.lower() == PERSON
 
 
-def is_linkage_query(text: str) -> bool:
-    """Whether ``text`` counts ``DISTINCT PERSON`` (then only :func:`compile_linkage` compiles it)."""
+def is_linkage_query(text: str, schema: Schema) -> bool:
+    """Whether ``text`` counts ``DISTINCT PERSON`` (then only :func:`compile_linkage` compiles it).
+
+    Not where a table of the query has a real column called ``person``: that one is meant."""
     try:
         tree = sqlglot.parse_one(text, dialect="duckdb")
     except sqlglot.errors.ParseError:
+        return False
+    tables = [schema.tables.get(t.name.lower()) for t in tree.find_all(exp.Table)]
+    if any(t is not None and PERSON in t.columns for t in tables):
         return False
     return any(_is_person_count(c) for c in tree.find_all(exp.Count))
 
