@@ -26,6 +26,7 @@ def test_linkage_benchmark_runs_small() -> None:
     report = json.loads(out.stdout)
     assert report["truth"] == {"distinct persons": 660, "at 1 site": 450, "at 2 sites": 180, "at 3+ sites": 30}
     assert report["distinct_in_process"]["seconds"] > 0 and report["distinct_over_tls"]["seconds"] > 0
+    assert len(report["prepare_over_agents"]["count_distinct_person_over_agents_seconds"]) == 2
     prepared = report["prepare_over_agents"]["sites"]
     assert sorted(prepared) == ["central", "north", "south"]
     assert all(
