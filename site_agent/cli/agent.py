@@ -38,6 +38,7 @@ from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
 from ..data.conformance import conformance
 from ..errors import ConfigError, MpcError
+from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share
 from ..membership.changes import approve, approvers, describe_change, digest
 from ..policy import load_policy
 from ..tuning import tune_allocator
@@ -151,7 +152,18 @@ def cmd_check(args: argparse.Namespace) -> int:
                 out.append(f"{name} reachable" + (f" (through {site.relay})" if site.relay else ""))
         return ", ".join(out)
 
+    def linkage_ready() -> str:
+        declared = linkage_of(consortium.path.parent / planning.SCHEMA_FILE, planning.load_schema(consortium))
+        if declared is None:
+            return "the consortium declares no record linkage"
+        load_key_share(key_path(config))
+        if holds_data and not keys_db(config).exists():
+            raise MpcError(f"no linkage keys at {keys_db(config)}: run `mpc-site-agent linkage prepare`")
+        return f"key share present{', linkage keys prepared' if holds_data else ''} (table {declared.table})"
+
     results = [_step(n, f) for n, f in (("keys", keys), ("policy", policy), ("data", data), ("schema", schema))]
+    # Linkage not ready makes COUNT(DISTINCT PERSON) fail, nothing else: reported, not failed.
+    results.append(_step("linkage", linkage_ready, warn=True))
     # Disagreements make some queries refuse (a GROUP BY on a column with values outside its
     # domain) but the agent serves every other query: reported, not a failed check.
     results.append(_step("data vs schema", agreement, warn=True))

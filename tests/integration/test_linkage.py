@@ -161,3 +161,8 @@ def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) ->
 def test_linkage_statements_outside_the_first_slice_are_refused(linked: Running, query: str, words: str) -> None:
     with pytest.raises(Exception, match=words):
         linked.client.query(query)
+
+
+def test_check_reports_linkage_ready(linked: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    assert agent_main(["check", "--config", str(linked.agent_toml("north")), "--offline"]) == 0
+    assert "ok    linkage: key share present, linkage keys prepared (table patients)" in capsys.readouterr().out
