@@ -34,12 +34,13 @@ the released counts. Nothing tells any member which keys are equal, so no site l
 its persons are seen elsewhere (``tests/linkage/test_dedup.py`` checks the views).
 
 Costs (n keys in all): the inputs (2 words per key), the shuffle (3 rounds), the sort (about
-2 n ln n opened comparisons), w n equalities and (S - 1) n comparisons.
+2 n ln n opened comparisons), w n equalities and (S - 1) n comparisons (in batches of
+:data:`BATCH` values, so that no message outgrows the agents' frame limit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,19 +109,35 @@ def tally(p: Party, ordered: AShare, sites: int) -> Protocol[AShare]:
     w = min(window(sites), n - 1)
     later = AShare.concat([AShare(ordered.v[:, d:]) for d in range(1, w + 1)])
     earlier = AShare.concat([AShare(ordered.v[:, : n - d]) for d in range(1, w + 1)])
-    same = yield from bo.eq(p, later, earlier)
+    same = yield from _in_batches(lambda a, b: bo.eq(p, a, b), later, earlier)
     copies = np.zeros((2, n), dtype=np.uint64)  # c_j: earlier copies of the j-th sorted key
     at = 0
     for d in range(1, w + 1):
         copies[:, d:] += same.v[:, at : at + n - d]
         at += n - d
     thresholds = np.repeat(np.arange(sites - 1, dtype=np.uint64), n)  # m - 1 for m = 1..S-1
-    at_least = yield from bo.ltz(p, ar.add_public(p, AShare(-np.tile(copies, sites - 1)), thresholds))
+    below = ar.add_public(p, AShare(-np.tile(copies, sites - 1)), thresholds)
+    at_least = yield from _in_batches(lambda a: bo.ltz(p, a), below)
     g = [at_least.v[:, m * n : (m + 1) * n].sum(axis=1) for m in range(sites - 1)] + [np.zeros(2, dtype=np.uint64)]
     total = ar.constant(p, np.array([n], dtype=np.uint64), AShare).v[:, 0]
     ge = [total - g[0]] + [g[m - 1] - g[m] for m in range(1, sites)]  # N_{>=m}, m = 1..S
     exactly = [ge[m] - ge[m + 1] for m in range(sites - 1)] + [ge[sites - 1]]
     return AShare(np.stack([ge[0], *exactly], axis=1))
+
+
+BATCH = 1 << 21
+"""Values per batch of equalities or comparisons: each round's message stays below the agents'
+64 MB frame limit (a comparison sends at most two words per value in a round). Up to 3 x 300,000
+keys everything is one batch; more keys take more rounds, not larger messages."""
+
+
+def _in_batches(step: Callable[..., Protocol[AShare]], *columns: AShare) -> Protocol[AShare]:
+    """``step`` on slices of at most :data:`BATCH` values of the (1-D) columns, one after the other."""
+    n = columns[0].shape[0]
+    parts = []
+    for start in range(0, n, BATCH):
+        parts.append((yield from step(*(AShare(c.v[:, start : start + BATCH]) for c in columns))))
+    return AShare.concat(parts)
 
 
 def release(p: Party, values: AShare, k: int) -> Protocol[tuple[AShare, AShare]]:

@@ -160,3 +160,11 @@ def test_an_oversized_announcement_is_refused() -> None:
     site_keys = dedup.synthetic_sites(50, 9)
     with pytest.raises(ProtocolViolation):
         run_in_memory(lambda p: dedup.committee_counts(p, site_keys[p.index], 3, 5, max_keys=40))
+
+
+def test_batches_give_the_same_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many keys go through the equalities and comparisons in several batches (smaller messages).
+    monkeypatch.setattr(dedup, "BATCH", 1000)
+    site_keys = dedup.synthetic_sites(2000, 3)
+    results, _ = run_in_memory(lambda p: dedup.committee_counts(p, site_keys[p.index], 3, 5))
+    assert results[0].values == pandas_counts(site_keys) == [4400, 3000, 1200, 200]
