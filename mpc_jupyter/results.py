@@ -79,7 +79,7 @@ def mpc_cost(frame: pd.DataFrame) -> tuple[int, int] | None:
     if cached is not None:
         return int(cached[0]), int(cached[1])
     data = frame.attrs.get("plan")
-    if data is None:
+    if data is None or data.get("kind") == "linkage":  # not a planner's plan (site_agent.linkage)
         return None
     stats = [s for _, s in dry_run_stats(Plan(data), len(frame.attrs.get("sites", [])) or 3)]
     cost = (sum(s.rounds for s in stats), sum(s.bytes_sent for s in stats))

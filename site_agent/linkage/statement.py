@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlglot
 import sqlglot.expressions as exp
@@ -174,5 +173,5 @@ def assemble(meta: dict[str, Any], member_shares: list[AShare]) -> pd.DataFrame:
     frame = pd.DataFrame([values], columns=meta["labels"]).astype("Int64")
     frame.attrs["plan_digest"] = meta["digest"]
     frame.attrs["reveals"] = [{"name": r.name, "what": "declared"} for r in LinkageCompiled(meta["plan"]).reveals]
-    frame.attrs["suppressed"] = np.asarray(opened[m:], dtype=bool).tolist()
+    frame.attrs["suppressed"] = {c: [bool(f)] for c, f in zip(meta["labels"], opened[m:], strict=True)}
     return frame

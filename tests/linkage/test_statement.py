@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mpc_jupyter.results import receipt_line
 from site_agent.errors import UnsupportedQuery
 from site_agent.linkage.declaration import Linkage
 from site_agent.linkage.statement import assemble, compile_linkage, is_linkage_query
@@ -70,3 +71,11 @@ def test_assembly_marks_withheld_counts_missing() -> None:
     frame = assemble(meta, shares)
     assert frame.iloc[0, 0] == 220 and frame.iloc[0, 1:].isna().all()
     assert frame.attrs["plan_digest"] == plan.digest
+    assert frame.attrs["suppressed"] == {
+        "distinct_persons": [False],
+        "at 1 site": [True],
+        "at 2 sites": [True],
+        "at 3+ sites": [True],
+    }
+    frame.attrs.update({"plan": plan.data, "sites": ["a", "b", "c"], "seconds": 1.0})
+    assert "3 sites" in receipt_line(frame)  # the notebook's receipt line needs no planner plan
