@@ -82,7 +82,8 @@ def mpc_cost(frame: pd.DataFrame) -> tuple[int, int] | None:
     if cached is not None:
         return int(cached[0]), int(cached[1])
     data = frame.attrs.get("plan")
-    if data is None or "model" in data:  # a model's rounds depend on its iterations: see "stats"
+    # a model's rounds depend on its iterations (see "stats"); linkage is not a planner's plan
+    if data is None or "model" in data or data.get("kind") == "linkage":
         return None
     stats = [s for _, s in dry_run_stats(Plan(data), len(frame.attrs.get("sites", [])) or 3)]
     cost = (sum(s.rounds for s in stats), sum(s.bytes_sent for s in stats))

@@ -26,7 +26,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConsortiumConfig
-from ..errors import ConfigError, QueryError
+from ..errors import ConfigError, QueryError, UnsupportedQuery
+from ..linkage.declaration import Linkage
+from ..linkage.statement import KIND as LINKAGE
+from ..linkage.statement import LinkageCompiled, compile_linkage, is_linkage_query
+from ..linkage.statement import assemble as assemble_linkage
 from ..models.statement import kind_of
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
@@ -123,9 +127,7 @@ class Compiled:
             return (0,)
         return (int(self.plan.data["ledger"]["sets"]), self.plan.out_cells, remembered)
 
-    def program(
-        self, p: Party, inputs: list[AShare], remembered: int = 0
-    ) -> Protocol[tuple[AShare, dict[str, Any]]]:
+    def program(self, p: Party, inputs: list[AShare], remembered: int = 0) -> Protocol[tuple[AShare, dict[str, Any]]]:
         """The plan's MPC program on the three sites' shared vectors; (shares out, public meta).
 
         Each vector ends with the site's differences with the ``remembered`` sets of its ledger."""
@@ -150,24 +152,35 @@ class Compiled:
         return explain_plan(self.plan)
 
 
+AnyCompiled = Compiled | LinkageCompiled
+"""A compiled query: a planner's plan, or a record linkage statement (site_agent.linkage)."""
+
+
 def compile_query(
     text: str,
     schema: Schema,
     policy: Policy,
     params: dict[str, Any] | None = None,
     sites: tuple[str, ...] | None = None,
-) -> Compiled:
+    linkage: Linkage | None = None,
+) -> AnyCompiled:
     """Compile ``text`` under the combined policy; raises QueryError or PolicyRefusal.
 
     ``sites`` are the names of the committee members that hold data, in committee order
     (:attr:`ConsortiumConfig.data_sites`, the domain of ``SITE``); the
     plan's statement kind (``aggregate`` or ``per_site_breakdown``) must be allowed by every site.
+    ``COUNT(DISTINCT PERSON)`` compiles to a linkage statement over the declared ``linkage``.
     """
+    rules = rules_from_policy(policy, schema)
     dp = dp_request((params or {}).get(DP_PARAM), policy)
     policy.check_mode(dp is not None)
+    if is_linkage_query(text, schema):
+        if dp is not None:
+            raise UnsupportedQuery("DP mode answers SELECT queries only; COUNT(DISTINCT PERSON) is answered exactly")
+        return compile_linkage(text, linkage, rules, len(sites) if sites is not None else 3)
     from .models import ModelCompiled  # a model statement's plan (site_agent.models)
 
-    plan = query_plan.compile_query(text, schema, rules_from_policy(policy, schema), sites, dp)
+    plan = query_plan.compile_query(text, schema, rules, sites, dp)
     compiled = ModelCompiled(plan) if "model" in plan.data else Compiled(plan)
     policy.check_kind(compiled.kind)
     return compiled
@@ -223,6 +236,8 @@ def _unflatten(flat: AShare, flags: U64, layout: list[list[Any]]) -> MpcResult:
 
 def assemble(meta: dict[str, Any], member_shares: list[AShare]) -> pd.DataFrame:
     """The analyst's side: the three members' output arrays and the public metadata to a DataFrame."""
+    if meta.get("kind") == LINKAGE:
+        return assemble_linkage(meta, member_shares)
     plan = query_plan.Plan(meta["plan"])
     model = kind_of(plan)
     if model is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -57,6 +58,8 @@ from ..errors import (
     ReplayedEnvelope,
     StaleEnvelope,
 )
+from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share, read_keys
+from ..linkage.statement import LinkageCompiled
 from ..membership.changes import describe_change
 from ..membership.identity import admission
 from ..membership.watch import ConsortiumWatcher, remember, startup_version
@@ -74,6 +77,7 @@ from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
 from .data import columns_of, empty_tables, open_tables
+from .linkage import LinkageEvaluator
 
 log = logging.getLogger("site_agent")
 
@@ -120,6 +124,7 @@ class Agent:
         self._policy_fresh = {name: asyncio.Event() for name in self.names.values() if name != self.site}
         """Set when the peer's policy arrived on its current link; cleared when the link is lost."""
         self.schema = planning.load_schema(consortium)
+        self.linkage_declared = linkage_of(consortium.path.parent / planning.SCHEMA_FILE, self.schema)
         # A member without data serves the schema's tables empty: the local SQL runs unchanged.
         self.db = open_tables(config.tables) if self.holds_data else empty_tables(self.schema)
         self.audit = AuditLog(config.audit_log, self.site, load_private_key(config.signing_key))
@@ -146,6 +151,10 @@ class Agent:
         self.mesh.on(MsgType.QUERY, self._on_query)
         self.mesh.on(MsgType.STATUS, self._on_status)
         self.mesh.on(MsgType.CONTROL, self._on_control)
+        self.linkage = LinkageEvaluator(
+            self.index, functools.cache(lambda: load_key_share(key_path(config))), lambda: self.consortium.data_sites
+        )
+        self.mesh.on(MsgType.LINKAGE, self.linkage.handle)
         self.mesh.on_link_up(self._send_policy)
         self.mesh.on_link_down(self._link_lost)
         self.mesh.on_refused(self._audit_refused)
@@ -333,7 +342,7 @@ class Agent:
         env = Envelope.from_json(body["envelope"])
         query_id = env.digest()
         progress = _Progress(conn, self.site, self.index, query_id, started)
-        plan: planning.Compiled | None = None
+        plan: planning.AnyCompiled | None = None
         try:
             if conn.peer_index is not None or conn.peer_name != env.analyst:
                 raise AuthError(f"the envelope is signed for {env.analyst!r} but the connection is {conn.label!r}")
@@ -345,7 +354,9 @@ class Agent:
             if body["mode"] == "run":
                 self.limiter.acquire(env.analyst)
             await progress("verified")
-            plan = planning.compile_query(env.query, self.schema, policy, dict(env.params), self.sites)
+            plan = planning.compile_query(
+                env.query, self.schema, policy, dict(env.params), self.sites, self.linkage_declared
+            )
             if body["mode"] == "run" and plan.dp is not None:  # every member decides on the same account
                 await asyncio.to_thread(
                     self.accountant.check,
@@ -360,7 +371,10 @@ class Agent:
                 receipt = self._record(env, plan, "accepted", EXPLAINED, started)
                 await self._reply_explain(conn, query_id, plan, receipt)
                 return
-            outcome = await self._run_session(env, plan, progress)
+            if isinstance(plan, LinkageCompiled):
+                outcome = await self._run_linkage(env, plan, progress)
+            else:
+                outcome = await self._run_session(env, plan, progress)
         except asyncio.CancelledError:
             receipt = self._record(env, plan, "failed", "agent stopped before the query completed", started)
             reason = f"site {self.site} stopped; nothing was released"
@@ -373,7 +387,7 @@ class Agent:
             await self._refuse(conn, env, plan, exc, started)
             return
         await progress("revealed")
-        if outcome.members is not None:  # remember what was opened, for the next queries' checks
+        if outcome.members is not None and isinstance(plan, planning.Compiled):  # remembered for the next checks
             opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
@@ -457,7 +471,9 @@ class Agent:
         raise_outcome(outcome.meta)  # a model's disclosure rule refused, alike at every member
         return outcome
 
-    def _privacy_record(self, env: Envelope, plan: planning.Compiled, policy: Policy) -> dict[str, float | str] | None:
+    def _privacy_record(
+        self, env: Envelope, plan: planning.Compiled | LinkageCompiled, policy: Policy
+    ) -> dict[str, float | str] | None:
         """What the audit entry of a DP query records: its epsilon and delta, whether it was
         charged (a query is charged once the members agreed, even if it failed later), and the
         analyst's spent budget at this site with it (the combined policy's budget)."""
@@ -475,6 +491,31 @@ class Agent:
             "period": spent.period,
         }
 
+    async def _run_linkage(self, env: Envelope, plan: LinkageCompiled, progress: _Progress) -> Outcome:
+        """Agreement, this site's linkage keys, and the linkage program, as one MPC session."""
+        mine = await asyncio.to_thread(self._linkage_keys)
+        await progress("local")
+
+        def program(p: Party) -> Protocol[Outcome]:
+            yield from agree(p, plan.digest, ACCEPT, self.names)
+            progress.soon("agreed")
+            shares, meta = yield from plan.program(p, mine)
+            progress.soon("computed")
+            return Outcome(shares, meta)
+
+        return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+
+    def _linkage_keys(self) -> np.ndarray | None:
+        """This site's linkage keys (none for a member without data); None if they cannot be read,
+        and then every member fails the query alike (site_agent.linkage.dedup.NO_KEYS)."""
+        if not self.holds_data:
+            return np.zeros(0, dtype=np.uint64)
+        try:
+            return read_keys(keys_db(self.config))
+        except Exception as exc:  # a missing or unreadable file: the committee fails, naming no site
+            log.warning("this site's linkage keys cannot be read (%s); every member fails", type(exc).__name__)
+            return None
+
     def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:
         """This site's persons in the query's sets, and their differences with the analyst's
         remembered sets (empty when the plan has no ledger query or nothing is remembered)."""
@@ -484,7 +525,7 @@ class Agent:
         return members, self.ledger.differences(analyst, members)
 
     async def _refuse(
-        self, conn: Connection, env: Envelope, plan: planning.Compiled | None, exc: Exception, started: float
+        self, conn: Connection, env: Envelope, plan: planning.AnyCompiled | None, exc: Exception, started: float
     ) -> None:
         """Record and report a refusal or failure; tell the peers so they do not wait.
 
@@ -544,7 +585,7 @@ class Agent:
         )
 
     def _record(
-        self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float
+        self, env: Envelope, plan: planning.AnyCompiled | None, decision: Decision, reason: str, started: float
     ) -> Receipt:
         privacy = None
         if plan is not None and plan.dp is not None and reason != EXPLAINED:  # a DP run refused or failed
@@ -585,7 +626,9 @@ class Agent:
             )
         )
 
-    async def _reply_explain(self, conn: Connection, query_id: str, plan: planning.Compiled, receipt: Receipt) -> None:
+    async def _reply_explain(
+        self, conn: Connection, query_id: str, plan: planning.AnyCompiled, receipt: Receipt
+    ) -> None:
         await self._reply_result(conn, query_id, {"explain": plan.explain()}, receipt.to_json(), {})
 
     async def _reply_result(
@@ -653,6 +696,7 @@ class JsonFormatter(logging.Formatter):
         "peers",
         "attempt",
         "seconds",
+        "points",
     )
 
     def format(self, record: logging.LogRecord) -> str:

@@ -12,6 +12,9 @@
 * ``approve CHANGE --config agent.toml``: adds this site's signature to a proposed membership
   change (``mpc-consortium propose``, ``revoke``, ``rotate``) after checking that it follows the
   consortium version this site runs; prints what the change does.
+* ``linkage keygen`` and ``linkage prepare --config agent.toml``: a member's share of the linkage
+  PRF key, and a site's linkage keys with the committee (``site_agent/cli/linkage.py``,
+  docs/linkage.md).
 
 Exit codes: 0 fine, 1 a check failed (or ``serve`` met a configuration error, printed as one
 line naming the file and key), 2 usage.
@@ -35,9 +38,11 @@ from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
 from ..data.conformance import conformance
 from ..errors import ConfigError, MpcError
+from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share
 from ..membership.changes import approve, approvers, describe_change, digest
 from ..policy import load_policy
 from ..tuning import tune_allocator
+from . import linkage
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -147,7 +152,18 @@ def cmd_check(args: argparse.Namespace) -> int:
                 out.append(f"{name} reachable" + (f" (through {site.relay})" if site.relay else ""))
         return ", ".join(out)
 
+    def linkage_ready() -> str:
+        declared = linkage_of(consortium.path.parent / planning.SCHEMA_FILE, planning.load_schema(consortium))
+        if declared is None:
+            return "the consortium declares no record linkage"
+        load_key_share(key_path(config))
+        if holds_data and not keys_db(config).exists():
+            raise MpcError(f"no linkage keys at {keys_db(config)}: run `mpc-site-agent linkage prepare`")
+        return f"key share present{', linkage keys prepared' if holds_data else ''} (table {declared.table})"
+
     results = [_step(n, f) for n, f in (("keys", keys), ("policy", policy), ("data", data), ("schema", schema))]
+    # Linkage not ready makes COUNT(DISTINCT PERSON) fail, nothing else: reported, not failed.
+    results.append(_step("linkage", linkage_ready, warn=True))
     # Disagreements make some queries refuse (a GROUP BY on a column with values outside its
     # domain) but the agent serves every other query: reported, not a failed check.
     results.append(_step("data vs schema", agreement, warn=True))
@@ -212,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve_.add_argument("change", help="the change file (mpc-consortium propose, revoke or rotate)")
     approve_.add_argument("--config", required=True)
     approve_.set_defaults(func=cmd_approve)
+    linkage.add_parser(sub)
     return parser
 
 

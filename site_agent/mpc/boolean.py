@@ -257,8 +257,18 @@ def lt(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
 
 
 def eq(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
-    """[x == y] as arithmetic 0/1: all bits of ~(x - y) are set (8 + 6 + 1 rounds)."""
-    w = not_(p, (yield from a2b(p, x - y)))
+    """[x == y] as arithmetic 0/1 (1 + 6 + 1 rounds), without an adder.
+
+    d = x - y = a + d_2 with a = d_0 + d_1 known to member 0 and d_2 a component; d = 0 exactly
+    when a = -d_2, i.e. when every bit of a ^ (-d_2) is clear. Member 0 inputs a as a boolean
+    sharing (the first step of :func:`a2b`), -d_2 is a boolean sharing with one nonzero
+    component (no communication), and an AND tree over the complemented bits tells whether all
+    are clear: the carries of :func:`a2b`'s adder are never needed.
+    """
+    d = (x - y).ravel()
+    own = (d.v[0] + d.v[1]) if p.index == 0 else None
+    a = yield from input_bool(p, 0, own, (d.shape[0],))
+    w = not_(p, a ^ component_only(p, (-d).v, 2, BShare)).reshape(*x.shape)
     for s in (32, 16, 8, 4, 2, 1):
         w = yield from and_(p, w, w.rshift(s))
     return (yield from bit_inject(p, w))

@@ -68,12 +68,14 @@ class MsgType(enum.IntEnum):
     MPC_DATA = 16
     INPUT_SHARES = 17
     RESULT_SHARES = 18
+    LINKAGE = 19
+    """A site's blinded linkage points to a member, and the member's answer (site_agent.linkage)."""
     QUERY = 32
     PLAN_DIGEST = 33
     STATUS = 34
 
 
-ARRAY_TYPES = frozenset({MsgType.MPC_DATA, MsgType.INPUT_SHARES, MsgType.RESULT_SHARES})
+ARRAY_TYPES = frozenset({MsgType.MPC_DATA, MsgType.INPUT_SHARES, MsgType.RESULT_SHARES, MsgType.LINKAGE})
 """Message types whose payload is an array; every other type carries JSON."""
 
 

@@ -12,7 +12,9 @@ Jobs (``op``): ``mul_fixed`` (n values, x*y opened), ``lt`` (n comparisons x < y
 ``open`` (shares of x opened), ``median`` (the median of x, opened), ``sort`` (x sorted,
 opened unless ``open_result`` is false),
 ``sum3`` (each member inputs n values with ``input_from``, the sum is opened),
-``sum3_one_round`` (the three inputs in one round), ``slow`` (many small rounds; for
+``sum3_one_round`` (the three inputs in one round), ``linked_counts`` (each member inputs
+the linkage keys of n persons, :func:`site_agent.linkage.dedup.synthetic_sites`; the distinct
+counts are opened), ``slow`` (many small rounds; for
 failure tests), ``sync`` (a one-word opening, used as a barrier), ``concurrent`` (several
 ``mul_fixed`` sessions at once).
 """
@@ -32,6 +34,7 @@ import numpy as np
 
 from ..crypto.certs import client_context, server_context
 from ..errors import MpcError, PeerFailure
+from ..linkage.dedup import committee_counts, synthetic_sites
 from ..mpc.arithmetic import input_all, input_from, mul, mul_fixed, open_all
 from ..mpc.boolean import lt
 from ..mpc.fixed import FixedPoint
@@ -44,6 +47,8 @@ from ..tuning import tune_allocator
 from .mesh import Mesh, members_from
 
 FP = FixedPoint(16)
+WITHHELD = np.uint64(2**64 - 1)
+"""A count the release rule withheld, in an opened ``linked_counts`` output."""
 
 
 NAMES = ("hospital-a", "hospital-b", "neutral-c")
@@ -147,6 +152,14 @@ def _program(job: dict[str, Any], index: int) -> Callable[[Party], Protocol[U64]
             return (yield from open_all(p, total))
 
         return sum3
+    if op == "linked_counts":  # n persons per member (synthetic_sites), distinct counts opened
+        mine = synthetic_sites(n, seed)[index]
+
+        def linked(p: Party) -> Protocol[U64]:
+            result = yield from committee_counts(p, mine, 3, int(job.get("k", 5)))
+            return np.array([WITHHELD if v is None else v for v in result.values], dtype=np.uint64)
+
+        return linked
     if op == "slow":
         rounds = int(job.get("rounds", 1000))
         xs = shares_of(np.ones(n, dtype=np.uint64), seed, index)

@@ -119,7 +119,7 @@ def _derived(section: Section, name: str, table: Table) -> Column:
 def load_schema_file(path: Path | str) -> Schema:
     """Load and validate ``schema.toml``; ``ConfigError`` naming file and key on any problem."""
     root = read_toml(path)
-    root.only("tables")
+    root.only("tables", "linkage")  # [linkage]: site_agent.linkage.declaration
     tables = []
     for name, section in root.section("tables").subsections():
         check_name(root.section("tables"), name, name, "table")

@@ -1,0 +1,168 @@
+"""Record linkage over real agents: each site prepares its linkage keys with the three members
+over mutual TLS, and the keys are the PRF under the recombined key; then the distinct counts on
+the three sites' stored keys equal pandas on the pooled identifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from site_agent.cli.agent import main as agent_main
+from site_agent.config import load_agent
+from site_agent.linkage import dedup, oprf
+from site_agent.linkage.declaration import key_path, keys_db
+from site_agent.linkage.identifiers import normalise
+from site_agent.mpc.party import run_in_memory
+from site_agent.net.framing import Frame, MsgType, encode_parts
+
+from ..lung import SITES
+from .conftest import Dataset, Running, run, start_retrying
+
+SCHEMA = """
+[tables.patients]
+pid = { type = "text", person = true }
+age = "integer"
+
+[linkage]
+table = "patients"
+identifier = ["national_id"]
+"""
+
+PERSONS = 900
+
+
+def national_ids() -> list[str]:
+    rng = np.random.default_rng(13)
+    return [f"{n:010d}" for n in rng.choice(10**10, size=PERSONS, replace=False)]
+
+
+def membership() -> np.ndarray:
+    """(persons, sites) booleans: who is seen where; every person somewhere, many at 2 or 3."""
+    rng = np.random.default_rng(14)
+    seen = rng.random((PERSONS, 3)) < 0.45
+    seen[~seen.any(axis=1), 0] = True
+    return seen
+
+
+def spelled(nid: str, site: int) -> str:
+    """Each site writes national ids its own way; normalisation makes them one."""
+    return [nid, f"{nid[:3]} {nid[3:6]} {nid[6:]}", f"{nid[:3]}-{nid[3:6]}-{nid[6:]}"][site]
+
+
+def frames() -> dict[str, pd.DataFrame]:
+    ids, seen = national_ids(), membership()
+    out = {}
+    for s, site in enumerate(SITES):
+        rows = np.flatnonzero(seen[:, s])
+        out[site] = pd.DataFrame(
+            {
+                "pid": [f"{site[0]}{r:05d}" for r in rows],  # local patient numbers, unrelated across sites
+                "national_id": [spelled(ids[r], s) for r in rows],
+                "age": 20 + rows % 60,
+            }
+        )
+    return out
+
+
+def keygen(folder: Path) -> None:
+    for site in SITES:
+        assert agent_main(["linkage", "keygen", "--config", str(folder / "sites" / site / "agent.toml")]) == 0
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    data = Dataset("patients", SCHEMA, frames)
+    policies = {s: {"identifiers": ["national_id"]} for s in SITES}
+    running = start_retrying(tmp_path_factory.mktemp("linkage"), policies, data=data, customize=keygen)
+    try:
+        for site in SITES:
+            assert agent_main(["linkage", "prepare", "--config", str(running.agent_toml(site))]) == 0
+        yield running
+    finally:
+        running.close()
+
+
+def stored_keys(running: Running, site: str) -> pd.DataFrame:
+    con = duckdb.connect(str(keys_db(load_agent(running.agent_toml(site)))), read_only=True)
+    try:
+        return con.execute("SELECT person, key FROM _linkage ORDER BY person").fetchdf()
+    finally:
+        con.close()
+
+
+def test_keys_are_the_prf_under_the_recombined_key(linked: Running) -> None:
+    shares = [key_path(load_agent(linked.agent_toml(s))).read_bytes() for s in SITES]
+    k = oprf.combine_shares(shares)
+    by_national_id: dict[str, int] = {}
+    for site in SITES:
+        stored = stored_keys(linked, site)
+        frame = linked.frames[site].set_index("pid").loc[stored["person"]]
+        assert len(stored) == len(linked.frames[site])
+        ids = normalise(frame.reset_index(), ["national_id"])
+        expected = [int(oprf.prf(k, x)) for x in ids]
+        assert stored["key"].to_numpy().view(np.uint64).tolist() == expected
+        for nid, key in zip(frame["national_id"].str.replace(r"\D", "", regex=True), expected, strict=True):
+            assert by_national_id.setdefault(nid, key) == key  # one person, one key at every site
+    assert len(set(by_national_id.values())) == len(by_national_id)
+
+
+def test_distinct_counts_on_the_stored_keys_equal_pandas(linked: Running) -> None:
+    site_keys = [stored_keys(linked, s)["key"].to_numpy().view(np.uint64) for s in SITES]
+    shares = dedup.deal_sites(site_keys)
+    results, _ = run_in_memory(lambda p: dedup.linked_counts(p, *shares[p.index], 3, 5))
+    assert results[0].values == pooled_counts(linked)
+
+
+def test_an_analyst_cannot_evaluate_the_prf(linked: Running) -> None:
+    point = np.frombuffer(oprf.blind([b"0123456789"]).message, dtype="<u8")
+    header, payload = encode_parts(Frame(MsgType.LINKAGE, session=bytes(16), array=point))
+    answer = run(linked.wire().exchange("north", [header, payload]))
+    assert not any(f.type == MsgType.LINKAGE for f in answer.frames)
+    assert "not a consortium site" in str([f.control for f in answer.frames])
+
+
+def pooled_counts(running: Running) -> list[int]:
+    pooled = pd.concat(
+        [f.assign(site=s, nid=f["national_id"].str.replace(r"\D", "", regex=True)) for s, f in running.frames.items()]
+    )
+    per_person = pooled.groupby("nid")["site"].nunique()
+    return [
+        pooled["nid"].nunique(),
+        int((per_person == 1).sum()),
+        int((per_person == 2).sum()),
+        int((per_person >= 3).sum()),
+    ]
+
+
+def test_count_distinct_person_over_the_agents(linked: Running) -> None:
+    frame = linked.client.query("SELECT COUNT(DISTINCT PERSON) AS persons FROM patients")
+    assert list(frame.columns) == ["persons", "at 1 site", "at 2 sites", "at 3+ sites"]
+    assert frame.iloc[0].tolist() == pooled_counts(linked)
+    assert len(frame.attrs["receipts"]) == 3
+
+
+def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) -> None:
+    text = linked.client.explain("SELECT COUNT(DISTINCT PERSON) FROM patients")
+    assert "set sizes" in text and "sort comparisons" in text and "at least 5 persons" in text
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 50", "WHERE"),
+        ("SELECT COUNT(DISTINCT PERSON), COUNT(*) FROM patients", "statement of its own"),
+    ],
+)
+def test_linkage_statements_outside_the_first_slice_are_refused(linked: Running, query: str, words: str) -> None:
+    with pytest.raises(Exception, match=words):
+        linked.client.query(query)
+
+
+def test_check_reports_linkage_ready(linked: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    assert agent_main(["check", "--config", str(linked.agent_toml("north")), "--offline"]) == 0
+    assert "ok    linkage: key share present, linkage keys prepared (table patients)" in capsys.readouterr().out
