@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import __version__
 from ..audit import AuditLog, Receipt, Reveal
-from ..audit.entry import Decision
+from ..audit.entry import EXPLAINED, Decision
 from ..config import AgentConfig, ConsortiumConfig, load_agent
 from ..crypto.certs import client_context, fingerprint, server_context
 from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
@@ -75,7 +75,6 @@ from .data import columns_of, empty_tables, open_tables
 log = logging.getLogger("site_agent")
 
 POLICY_WAIT_SECONDS = 10.0
-EXPLAINED = "explain: the plan was described; nothing was computed or revealed"
 CLOSE_SECONDS = 3.0
 """At most this long for closing the links on stop (SIGTERM); then the process exits anyway."""
 
@@ -366,6 +365,7 @@ class Agent:
             reveals=reveals,
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
+            kind=plan.kind,
         )
         stats = {"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)}
         await self._reply_result(conn, query_id, outcome.meta, receipt.to_json(), stats)
@@ -447,7 +447,7 @@ class Agent:
         """
         category, rule, site = self._classify(exc)
         decision: Decision = "refused" if category in ("auth", "policy", "query", "refused") else "failed"
-        receipt = self._record(env, plan, decision, f"{category}: {exc}", started)
+        receipt = self._record(env, plan, decision, f"{category}: {exc}", started, rule or None)
         with contextlib.suppress(Exception):
             await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
         log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
@@ -494,8 +494,16 @@ class Agent:
         )
 
     def _record(
-        self, env: Envelope, plan: planning.Compiled | None, decision: Decision, reason: str, started: float
+        self,
+        env: Envelope,
+        plan: planning.Compiled | None,
+        decision: Decision,
+        reason: str,
+        started: float,
+        rule: str | None = None,
     ) -> Receipt:
+        """The request's audit entry (with the plan's statement kind once compiled, and the
+        policy rule that refused it, if one did)."""
         return self.audit.append(
             analyst=env.analyst,
             query=env.query,
@@ -505,6 +513,8 @@ class Agent:
             reason=reason,
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
+            kind=plan.kind if plan is not None else None,
+            rule=rule,
         )
 
     async def _reply_failure(

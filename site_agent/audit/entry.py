@@ -8,6 +8,11 @@ ASCII only). ``hash`` is the SHA-256 of the canonical JSON of every other field,
 later matched against the site's log.
 
 Entries hold names and shapes of what was revealed, never values.
+
+Optional fields (``OPTIONAL_FIELDS``) are present only when they apply, so entries written
+before they existed still verify: ``kind``, the statement kind of the compiled plan
+(``aggregate``, ``per_site_breakdown``, ``model``), and ``rule``, the policy key that refused.
+Like every field, they are covered by the entry's hash.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ FIELDS = frozenset(
         "signature",
     }
 )
+OPTIONAL_FIELDS = frozenset({"kind", "rule"})
+EXPLAINED = "explain: the plan was described; nothing was computed or revealed"
+"""The reason of an entry that records an ``--explain`` request (accepted, nothing revealed)."""
 
 
 @dataclass(frozen=True)
@@ -115,13 +123,17 @@ def make_body(
     peers: Sequence[str],
     timings: Mapping[str, float],
     prev: str,
+    kind: str | None = None,
+    rule: str | None = None,
 ) -> dict[str, Any]:
-    """The fields of an entry before hashing, validated so nothing but names and shapes goes in."""
+    """The fields of an entry before hashing, validated so nothing but names and shapes goes in.
+
+    ``kind`` and ``rule`` are written only when given (see ``OPTIONAL_FIELDS``)."""
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
     if not all(isinstance(r, Reveal) for r in reveals):
         raise TypeError("reveals must be Reveal(name, shape) objects: names and shapes, never values")
-    return {
+    body: dict[str, Any] = {
         "seq": seq,
         "time": time,
         "site": site,
@@ -137,3 +149,7 @@ def make_body(
         "timings": {str(k): float(v) for k, v in timings.items()},
         "prev": prev,
     }
+    for name, value in (("kind", kind), ("rule", rule)):
+        if value is not None:
+            body[name] = str(value)
+    return body

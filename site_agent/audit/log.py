@@ -132,10 +132,13 @@ class AuditLog:
         reveals: Sequence[Reveal] = (),
         peers: Sequence[str] = (),
         timings: Mapping[str, float] | None = None,
+        kind: str | None = None,
+        rule: str | None = None,
     ) -> Receipt:
         """Write one entry durably and return its receipt for the analyst.
 
-        ``plan_digest`` is ``None`` when the request was refused before a plan existed.
+        ``plan_digest`` is ``None`` when the request was refused before a plan existed; ``kind``
+        is the compiled plan's statement kind and ``rule`` the policy key that refused, if any.
         """
         with self._lock:
             if self._fd < 0:
@@ -154,6 +157,8 @@ class AuditLog:
                 peers=peers,
                 timings=timings or {},
                 prev=self._prev,
+                kind=kind,
+                rule=rule,
             )
             digest = entry_hash(body)
             signature = sign_hash(self._key, digest)
