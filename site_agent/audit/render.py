@@ -56,13 +56,15 @@ def _request_rows(report: Report) -> list[list[object]]:
 
 
 def _record_rows(records: Sequence[Record], width: int | None) -> list[list[object]]:
+    """Refusals and failures: the full reason and query text (HTML) or one line of each (text)."""
     return [
-        [r.seq, r.time, r.analyst, r.kind, r.rule, r.reason if width is None else _one_line(r.reason, width)]
+        [r.seq, r.time, r.analyst, r.kind, r.rule]
+        + ([r.reason, r.query] if width is None else [_one_line(r.reason, width), _one_line(r.query, width)])
         for r in records
     ]
 
 
-RECORD_HEADER = ("seq", "time", "analyst", "kind", "rule", "reason")
+RECORD_HEADER = ("seq", "time", "analyst", "kind", "rule", "reason", "query")
 
 
 def render_text(report: Report) -> str:

@@ -126,6 +126,59 @@ class Report:
             out.update(counts)
         return out
 
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON values (``report --json``), for a DPO's own tools."""
+
+        def record(r: Record) -> dict[str, Any]:
+            return {
+                "seq": r.seq,
+                "time": r.time,
+                "analyst": r.analyst,
+                "kind": r.kind,
+                "rule": r.rule,
+                "reason": r.reason,
+                "query": r.query,
+            }
+
+        return {
+            "site": self.site,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat() if self.until is not None else None,
+            "verified_entries": self.verified.entries,
+            "last_hash": self.verified.last_hash,
+            "entries": self.entries,
+            "requests": [
+                {"analyst": a, "kind": k, **{o: counts.get(o, 0) for o in OUTCOMES}}
+                for (a, k), counts in self.requests.items()
+            ],
+            "outputs": [
+                {
+                    "seq": o.seq,
+                    "time": o.time,
+                    "analyst": o.analyst,
+                    "kind": o.kind,
+                    "query": o.query,
+                    "reveals": [{"name": n, "shape": list(shape)} for n, shape in o.reveals],
+                    BUDGET_FIELD: o.budget,
+                }
+                for o in self.outputs
+            ],
+            "refusals": [record(r) for r in self.refusals],
+            "failures": [record(r) for r in self.failures],
+            "explains": [record(r) for r in self.explains],
+            "events": [record(r) for r in self.events],
+            "rules": dict(sorted(self.rules.items())),
+            "budget": dict(sorted(self.budget.items())) if self.budget_recorded else None,
+            "daily": [
+                {
+                    "day": d.isoformat(),
+                    **{o: c.get(o, 0) for o in OUTCOMES},
+                    BUDGET_FIELD: self.daily_budget.get(d, 0.0) if self.budget_recorded else None,
+                }
+                for d, c in self.daily.items()
+            ],
+        }
+
 
 def _category(reason: str) -> str:
     """The category the agent wrote before the message (``policy: ...``, ``peer: ...``)."""

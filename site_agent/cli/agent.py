@@ -9,10 +9,10 @@
   refuse but do not stop the agent.
 * ``audit verify --config agent.toml``: checks the audit log's chain and signatures and
   names the first bad entry.
-* ``report --config agent.toml --since DATE [--until DATE] [--html FILE]``: the transparency
+* ``report --config agent.toml --since DATE [--until DATE] [--html FILE | --json]``: the transparency
   report for the site's data-protection officer, from the audit log after verifying it (a log
   that does not verify gets no report: the first bad line is named and the exit code is 1).
-  Text tables on stdout, or one HTML page with a chart (docs/review-and-report.md).
+  Text tables on stdout, one HTML page with a chart, or JSON (docs/review-and-report.md).
 * ``approve CHANGE --config agent.toml``: adds this site's signature to a proposed membership
   change (``mpc-consortium propose``, ``revoke``, ``rotate``) after checking that it follows the
   consortium version this site runs; prints what the change does.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import signal
 import socket
 import sys
@@ -191,6 +192,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.html:
             Path(args.html).write_text(render_html(report))
             print(f"report: {report.entries} entries of {report.verified.entries} verified, written to {args.html}")
+        elif args.json:
+            print(json.dumps(report.to_json(), indent=1, sort_keys=True))
         else:
             sys.stdout.write(render_text(report))
     except (MpcError, OSError) as exc:
@@ -256,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--config", required=True)
     report.add_argument("--since", required=True, type=_when(False), help="first day (or ISO time), UTC")
     report.add_argument("--until", type=_when(True), help="last day, included (or an ISO time, excluded)")
-    report.add_argument("--html", metavar="FILE", help="write one HTML page with a chart instead of text")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument("--html", metavar="FILE", help="write one HTML page with a chart instead of text")
+    form.add_argument("--json", action="store_true", help="print the report as one JSON object")
     report.set_defaults(func=cmd_report)
     approve_ = sub.add_parser("approve", help="sign a proposed membership change as this site")
     approve_.add_argument("change", help="the change file (mpc-consortium propose, revoke or rotate)")
