@@ -96,3 +96,19 @@ def test_queries_quick_json_run_over_agents(tmp_path: Path) -> None:
             assert figures[f"{name}_{key}"] > 0, f"{name}_{key}"
         assert 0 <= figures[f"{name}_network_share"] <= 1
     assert set(figures["targets"].values()) == {None}
+
+
+def test_report_benchmark_small_json_run() -> None:
+    """``benchmarks/report.py --entries 200 --repeat 1 --json``: the report of a real log, every figure."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "report.py"), "--entries", "200", "--repeat", "1", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert figures["entries"] == 200 and figures["html_bytes"] > 0
+    for name in ("verify", "build", "text", "html", "cli_text", "cli_html"):
+        assert figures[f"{name}_seconds"]["best"] > 0, name
