@@ -12,7 +12,7 @@ import html
 import io
 from collections.abc import Iterable, Sequence
 
-from site_agent.audit.report import BUDGET_FIELD, OUTCOMES, Output, Record, Report
+from site_agent.audit.report import OUTCOMES, Output, Record, Report
 
 NOT_RECORDED = "not recorded"
 VERIFIED = "verified (hash chain of every entry; the newest entry's signature, which covers all before it)"
@@ -28,10 +28,27 @@ def _outputs(output: Output) -> str:
     return ", ".join(f"{name} {'x'.join(map(str, shape)) or 'scalar'}" for name, shape in output.reveals) or "none"
 
 
-def _budget_cell(report: Report, analyst: str) -> str:
-    if not report.budget_recorded:
-        return NOT_RECORDED
-    return f"{report.budget.get(analyst, 0.0):g}"
+BUDGET_HEADER = ("analyst", "epsilon of DP queries (sum)", "spent at this site after the last", "budget")
+
+
+def _budget_rows(report: Report) -> list[list[object]]:
+    """Per analyst: the period's DP epsilons summed, and the accountant's composed spend and
+    budget after the last DP query ("not recorded" without any DP entry)."""
+    rows: list[list[object]] = []
+    for analyst in report.analysts:
+        if not report.budget_recorded:
+            rows.append([analyst, NOT_RECORDED, NOT_RECORDED, NOT_RECORDED])
+            continue
+        spent, budget = report.balance.get(analyst, (None, None))
+        rows.append(
+            [
+                analyst,
+                f"{report.budget.get(analyst, 0.0):g}",
+                "-" if spent is None else f"{spent:.4g}",
+                "-" if budget is None else f"{budget:g}",
+            ]
+        )
+    return rows
 
 
 def _one_line(text: str, width: int = TEXT_QUERY_WIDTH) -> str:
@@ -78,15 +95,15 @@ def render_text(report: Report) -> str:
         "Requests per analyst and statement kind",
         *_table(("analyst", "kind", *OUTCOMES), _request_rows(report)),
         "",
-        f"Budget spent per analyst ({BUDGET_FIELD})",
-        *_table(("analyst", f"{BUDGET_FIELD} spent"), ([a, _budget_cell(report, a)] for a in report.analysts)),
+        "Privacy budget per analyst (DP queries)",
+        *_table(BUDGET_HEADER, _budget_rows(report)),
         "",
         "Refusals per rule",
         *_table(("rule", "refusals"), sorted(report.rules.items())),
         "",
         "Per day",
         *_table(
-            ("day", *OUTCOMES, f"{BUDGET_FIELD} spent"),
+            ("day", *OUTCOMES, "epsilon of DP queries"),
             (
                 [day.isoformat(), *(c.get(o, 0) for o in OUTCOMES), _day_budget(report, day)]
                 for day, c in report.daily.items()
@@ -146,7 +163,7 @@ def chart_svg(report: Report) -> str:
     if report.budget_recorded:
         twin = ax.twinx()
         twin.plot(x, [report.daily_budget.get(d, 0.0) for d in days], color="#000000", marker="o", label="budget")
-        twin.set_ylabel(f"{BUDGET_FIELD} spent per day")
+        twin.set_ylabel("epsilon of DP queries per day")
     fig.autofmt_xdate()
     fig.tight_layout()
     out = io.StringIO()
@@ -186,8 +203,8 @@ def render_html(report: Report) -> str:
         chart_svg(report) if report.daily else "<p>No requests in the period.</p>",
         "<h2>Requests per analyst and statement kind</h2>",
         _html_table(("analyst", "kind", *OUTCOMES), _request_rows(report)),
-        f"<h2>Budget spent per analyst ({e(BUDGET_FIELD)})</h2>",
-        _html_table(("analyst", f"{BUDGET_FIELD} spent"), ([a, _budget_cell(report, a)] for a in report.analysts)),
+        "<h2>Privacy budget per analyst (DP queries)</h2>",
+        _html_table(BUDGET_HEADER, _budget_rows(report)),
         "<h2>Refusals per rule</h2>",
         _html_table(("rule", "refusals"), sorted(report.rules.items())),
         "<h2>Outputs released</h2><p>Names and shapes of what each query opened to the analyst; "

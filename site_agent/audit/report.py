@@ -10,7 +10,9 @@ entry before it: see ``site_agent.audit.verify``), refuses a log that does not v
 * every released output by name and shape (the log holds no values, so neither does this);
 * every refusal with the policy rule that refused (or its category when no rule applies);
 * failures with their reasons; explains;
-* budget spent per analyst, from the entries' ``BUDGET_FIELD`` where the log records one;
+* privacy budget per analyst, from the entries' ``BUDGET_FIELD`` where the log records one (DP
+  queries): the sum of the queries' epsilons in the period, and the accountant's spent epsilon
+  (composed, so at most that sum) and budget at the site after the analyst's last DP query;
 * other events (membership changes, connections refused before any request);
 * a per-day series of the above for the chart.
 
@@ -32,9 +34,10 @@ from site_agent.audit.verify import VerifyResult, verified_entries
 from site_agent.crypto.signing import Ed25519PublicKey
 from site_agent.errors import AuditError
 
-BUDGET_FIELD = "epsilon"
-"""The audit entry field holding the privacy budget a query spent (DP mode). Logs written
-before DP mode, or queries in exact mode, have none: the report then says "not recorded"."""
+BUDGET_FIELD = "privacy"
+"""The audit entry field of a DP query (``site_agent.agent.service``): an object with the query's
+``epsilon`` and the analyst's ``spent`` and ``budget`` at the site after it. Exact queries and
+logs written before DP mode have none: the report then says "not recorded"."""
 
 NO_KIND = "-"
 """The statement kind shown for requests refused before their plan was compiled."""
@@ -105,7 +108,9 @@ class Report:
     rules: Counter[str] = field(default_factory=Counter)
     """Refusals per rule (or category)."""
     budget: dict[str, float] = field(default_factory=dict)
-    """Analyst -> budget spent in the period, summed over entries that record it."""
+    """Analyst -> the epsilons of the analyst's DP queries in the period, summed."""
+    balance: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Analyst -> (spent, budget) at the site after the analyst's last DP query in the period."""
     budget_recorded: bool = False
     """Whether any entry in the period records a budget (else the column reads "not recorded")."""
     events: list[Record] = field(default_factory=list)
@@ -159,7 +164,7 @@ class Report:
                     "kind": o.kind,
                     "query": o.query,
                     "reveals": [{"name": n, "shape": list(shape)} for n, shape in o.reveals],
-                    BUDGET_FIELD: o.budget,
+                    "epsilon": o.budget,
                 }
                 for o in self.outputs
             ],
@@ -169,11 +174,12 @@ class Report:
             "events": [record(r) for r in self.events],
             "rules": dict(sorted(self.rules.items())),
             "budget": dict(sorted(self.budget.items())) if self.budget_recorded else None,
+            "balance": {a: {"spent": sp, "budget": b} for a, (sp, b) in sorted(self.balance.items())},
             "daily": [
                 {
                     "day": d.isoformat(),
                     **{o: c.get(o, 0) for o in OUTCOMES},
-                    BUDGET_FIELD: self.daily_budget.get(d, 0.0) if self.budget_recorded else None,
+                    "epsilon": self.daily_budget.get(d, 0.0) if self.budget_recorded else None,
                 }
                 for d, c in self.daily.items()
             ],
@@ -186,9 +192,16 @@ def _category(reason: str) -> str:
     return head if sep and head.isidentifier() else "failed"
 
 
-def _budget(entry: Mapping[str, Any]) -> float | None:
-    value = entry.get(BUDGET_FIELD)
+def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _budget(entry: Mapping[str, Any]) -> tuple[float, float | None, float | None] | None:
+    """(the query's epsilon, spent after it, budget) of a DP query's entry, else None."""
+    record = entry.get(BUDGET_FIELD)
+    if not isinstance(record, Mapping) or _number(record.get("epsilon")) is None:
+        return None
+    return float(record["epsilon"]), _number(record.get("spent")), _number(record.get("budget"))
 
 
 def summarise(
@@ -234,11 +247,14 @@ def summarise(
             report.explains.append(record)
         elif decision == "accepted":
             outcome = "released"
-            spent = _budget(entry)
-            if spent is not None:
+            dp = _budget(entry)
+            spent = dp[0] if dp is not None else None
+            if dp is not None:
                 report.budget_recorded = True
-                budget[analyst] += spent
-                daily_budget[day] += spent
+                budget[analyst] += dp[0]
+                daily_budget[day] += dp[0]
+                if dp[1] is not None and dp[2] is not None:
+                    report.balance[analyst] = (dp[1], dp[2])
             report.outputs.append(
                 Output(
                     seq=entry["seq"],

@@ -71,8 +71,8 @@ def _check_line(
         raise _Bad(f"not valid JSON ({exc})") from None
     if not isinstance(entry, dict) or not FIELDS <= entry.keys() <= FIELDS | OPTIONAL_FIELDS:
         raise _Bad("not an audit entry (wrong set of fields)")
-    if any(not isinstance(entry[name], str) for name in OPTIONAL_FIELDS & entry.keys()):
-        raise _Bad("an optional field is not a string")
+    if any(not isinstance(entry.get(name, ""), str) for name in ("kind", "rule")):
+        raise _Bad("kind or rule is not a string")
     if canonical_json(entry) + b"\n" != raw:
         raise _Bad("not in canonical form (the line was edited)")
     if entry["seq"] != seq:

@@ -118,11 +118,18 @@ def test_budget_column_reads_the_budget_field_and_says_when_none_is_recorded(tmp
     result, entries = verified_entries(path, PUB)
     plain = summarise("north", result, entries, parse_when("2026-05-01"))
     assert NOT_RECORDED in render_text(plain)
-    spent = [{**e, BUDGET_FIELD: 0.5} if e["decision"] == "accepted" and e["reveals"] else e for e in entries]
+    # As the DP accountant records a query (site_agent.agent.service): its epsilon, and the
+    # analyst's composed spend and budget at the site after it.
+    dp = {"mechanism": "skellam", "epsilon": 0.5, "delta": 1e-6, "spent": 0.4, "budget": 3.0, "period": "month"}
+    spent = [{**e, BUDGET_FIELD: dp} if e["decision"] == "accepted" and e["reveals"] else e for e in entries]
     report = summarise("north", result, spent, parse_when("2026-05-01"))
     assert report.budget == {"alice": 0.5, "bob": 0.5}
+    assert report.balance == {"alice": (0.4, 3.0), "bob": (0.4, 3.0)}
     assert report.to_json()["budget"] == {"alice": 0.5, "bob": 0.5}
-    assert NOT_RECORDED not in render_text(report)
+    assert [d["epsilon"] for d in report.to_json()["daily"]] == [0.5, 0.5]
+    text = render_text(report)
+    assert NOT_RECORDED not in text and "spent at this site after the last" in text
+    assert "epsilon of DP queries per day" in render_html(report)
 
 
 def test_html_escapes_what_analysts_wrote(tmp_path: Path) -> None:
