@@ -98,6 +98,12 @@ class Compiled:
     def kind(self) -> str:
         return self.plan.kind
 
+    @property
+    def review(self) -> tuple[list[str], int] | None:
+        """The sites whose DPO must approve the result and the hours they have, if any."""
+        review = self.plan.data.get("review")
+        return None if review is None else (list(review["sites"]), int(review["hours"]))
+
     def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True) -> U64:
         """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector.
 
@@ -119,9 +125,7 @@ class Compiled:
             return (0,)
         return (int(self.plan.data["ledger"]["sets"]), self.plan.out_cells, remembered)
 
-    def program(
-        self, p: Party, inputs: list[AShare], remembered: int = 0
-    ) -> Protocol[tuple[AShare, dict[str, Any]]]:
+    def program(self, p: Party, inputs: list[AShare], remembered: int = 0) -> Protocol[tuple[AShare, dict[str, Any]]]:
         """The plan's MPC program on the three sites' shared vectors; (shares out, public meta).
 
         Each vector ends with the site's differences with the ``remembered`` sets of its ledger."""
@@ -162,6 +166,9 @@ def compile_query(
     del params  # parameters are bound by the notebook before signing; nothing to do here yet
     compiled = Compiled(query_plan.compile_query(text, schema, rules_from_policy(policy, schema), sites))
     policy.check_kind(compiled.kind)
+    reviewers = policy.review_sites()
+    if reviewers:  # in the plan, so its digest holds it: every member agrees before any share moves
+        compiled.plan.data["review"] = {"sites": list(reviewers), "hours": policy.review_deadline_hours()}
     return compiled
 
 

@@ -67,10 +67,12 @@ from ..net.mesh import Connection, Member, Mesh
 from ..policy import Policy, RateLimiter, combine, load_policy
 from ..privacy.ledger import Ledger, Membership
 from ..query.membership import membership
+from ..review.store import ReviewStore
 from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
 from .data import columns_of, empty_tables, open_tables
+from .reviews import ReviewDesk
 
 log = logging.getLogger("site_agent")
 
@@ -142,6 +144,16 @@ class Agent:
         self.mesh.on(MsgType.STATUS, self._on_status)
         self.mesh.on(MsgType.CONTROL, self._on_control)
         self.mesh.on_link_up(self._send_policy)
+        self.reviews = ReviewDesk(
+            self.site,
+            self.index,
+            ReviewStore(config.audit_log.parent / "review"),
+            self.audit,
+            self.mesh,
+            lambda: self.policy.digest(),
+            self._peer_names,
+        )
+        self.mesh.on_link_up(self.reviews.link_up)
         self.mesh.on_link_down(self._link_lost)
         self.mesh.on_refused(self._audit_refused)
         self._running: set[asyncio.Task[Any]] = set()
@@ -156,9 +168,11 @@ class Agent:
         # when it does (re-dialed by whichever member dials), and policies follow every link-up.
         await self.mesh.start(require_links=False)
         watching = asyncio.create_task(self.watcher.run())
+        reviewing = asyncio.create_task(self.reviews.run())
         log.info("serving", extra={"event": "serving", "address": str(self.config.listen or self.config.relay)})
         await stop.wait()
         watching.cancel()
+        reviewing.cancel()
         log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})
         await self._abort_running()
         # Closing waits for each peer's close handshake; a frozen peer must not hold up the stop.
@@ -256,7 +270,16 @@ class Agent:
 
     async def _on_control(self, conn: Connection, frame: Frame) -> None:
         body = frame.control or {}
-        if body.get("kind") != msg.POLICY or conn.peer_index is None:
+        kind = body.get("kind")
+        if kind == msg.REVIEW_DECISION:
+            await self.reviews.on_decision(conn, body)
+            return
+        if kind in (msg.REVIEW_LIST_REQUEST, msg.REVIEW_FETCH) and conn.peer_index is None:
+            if conn.peer_name not in self.consortium.analysts:
+                raise AuthError(f"{conn.label} is not an analyst of the consortium")
+            await (self.reviews.on_list(conn) if kind == msg.REVIEW_LIST_REQUEST else self.reviews.on_fetch(conn, body))
+            return
+        if kind != msg.POLICY or conn.peer_index is None:
             raise MpcError(f"{conn.label} may not send {body.get('kind')!r} control messages")
         if body["site"] != conn.peer_name:
             raise AuthError(f"{conn.label} sent a policy for site {body['site']!r}")
@@ -355,6 +378,24 @@ class Agent:
         if outcome.members is not None:  # remember what was opened, for the next queries' checks
             opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
+        shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
+        if plan.review is not None:  # kept as shares until the reviewing sites' DPOs approve
+            held, receipt = await self.reviews.hold(env, plan, shares, outcome.meta, time.monotonic() - started)
+            await conn.send_frame(
+                msg.control(
+                    msg.PENDING,
+                    self.index,
+                    site=self.site,
+                    query_id=query_id,
+                    sites=held.sites,
+                    deadline=held.deadline,
+                    receipt=receipt.to_json(),
+                )
+            )
+            log.info(
+                "query held for review", extra={"event": "held", "analyst": env.analyst, "query_id": query_id[:16]}
+            )
+            return
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
         receipt = self.audit.append(
             analyst=env.analyst,
@@ -374,7 +415,7 @@ class Agent:
                 MsgType.RESULT_SHARES,
                 session=msg.session_id(query_id),
                 sender=self.index,
-                array=np.ascontiguousarray(outcome.shares.v.reshape(2, -1)),
+                array=shares,
             )
         )
         log.info(

@@ -11,7 +11,9 @@ Entries hold names and shapes of what was revealed, never values.
 
 Optional fields (``OPTIONAL_FIELDS``) are present only when they apply, so entries written
 before they existed still verify: ``kind``, the statement kind of the compiled plan
-(``aggregate``, ``per_site_breakdown``, ``model``), and ``rule``, the policy key that refused.
+(``aggregate``, ``per_site_breakdown``, ``model``), ``rule``, the policy key that refused, and
+``review``, for output review (``{"id": query id, "action": held | approved | denied |
+released | expired | discarded, "sites": reviewing sites}``).
 Like every field, they are covered by the entry's hash.
 """
 
@@ -49,7 +51,8 @@ FIELDS = frozenset(
         "signature",
     }
 )
-OPTIONAL_FIELDS = frozenset({"kind", "rule"})
+OPTIONAL_FIELDS = frozenset({"kind", "rule", "review"})
+REVIEW_ACTIONS = ("held", "approved", "denied", "released", "expired", "discarded")
 EXPLAINED = "explain: the plan was described; nothing was computed or revealed"
 """The reason of an entry that records an ``--explain`` request (accepted, nothing revealed)."""
 
@@ -125,10 +128,11 @@ def make_body(
     prev: str,
     kind: str | None = None,
     rule: str | None = None,
+    review: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fields of an entry before hashing, validated so nothing but names and shapes goes in.
 
-    ``kind`` and ``rule`` are written only when given (see ``OPTIONAL_FIELDS``)."""
+    ``kind``, ``rule`` and ``review`` are written only when given (see ``OPTIONAL_FIELDS``)."""
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
     if not all(isinstance(r, Reveal) for r in reveals):
@@ -152,4 +156,8 @@ def make_body(
     for name, value in (("kind", kind), ("rule", rule)):
         if value is not None:
             body[name] = str(value)
+    if review is not None:
+        if review.get("action") not in REVIEW_ACTIONS:
+            raise ValueError(f"review action must be one of {REVIEW_ACTIONS}")
+        body["review"] = {"id": str(review["id"]), "action": str(review["action"]), "sites": list(review["sites"])}
     return body

@@ -134,11 +134,13 @@ class AuditLog:
         timings: Mapping[str, float] | None = None,
         kind: str | None = None,
         rule: str | None = None,
+        review: Mapping[str, Any] | None = None,
     ) -> Receipt:
         """Write one entry durably and return its receipt for the analyst.
 
         ``plan_digest`` is ``None`` when the request was refused before a plan existed; ``kind``
-        is the compiled plan's statement kind and ``rule`` the policy key that refused, if any.
+        is the compiled plan's statement kind and ``rule`` the policy key that refused, if any;
+        ``review`` marks a step of output review (``site_agent.audit.entry``).
         """
         with self._lock:
             if self._fd < 0:
@@ -159,6 +161,7 @@ class AuditLog:
                 prev=self._prev,
                 kind=kind,
                 rule=rule,
+                review=review,
             )
             digest = entry_hash(body)
             signature = sign_hash(self._key, digest)

@@ -81,6 +81,17 @@ def _record_rows(records: Sequence[Record], width: int | None) -> list[list[obje
     ]
 
 
+REVIEW_HEADER = ("seq", "time", "analyst", "action", "reason", "query")
+
+
+def _review_rows(records: Sequence[Record], width: int | None) -> list[list[object]]:
+    return [
+        [r.seq, r.time, r.analyst, r.rule]
+        + ([r.reason, r.query] if width is None else [_one_line(r.reason, width), _one_line(r.query, width)])
+        for r in records
+    ]
+
+
 RECORD_HEADER = ("seq", "time", "analyst", "kind", "rule", "reason", "query")
 
 
@@ -109,6 +120,9 @@ def render_text(report: Report) -> str:
                 for day, c in report.daily.items()
             ),
         ),
+        "",
+        "Output review (after a result was held)",
+        *_table(REVIEW_HEADER, _review_rows(report.reviews, TEXT_QUERY_WIDTH)),
         "",
         "Outputs released (names and shapes, never values)",
         *_table(
@@ -153,7 +167,13 @@ def chart_svg(report: Report) -> str:
     fig = Figure(figsize=(8, 3.2))
     ax = fig.add_subplot()
     bottom = [0] * len(days)
-    colors = {"released": "#2b8a3e", "refused": "#c92a2a", "failed": "#868e96", "explained": "#1c7ed6"}
+    colors = {
+        "released": "#2b8a3e",
+        "held": "#f08c00",
+        "refused": "#c92a2a",
+        "failed": "#868e96",
+        "explained": "#1c7ed6",
+    }
     for outcome in OUTCOMES:
         heights = [report.daily[d].get(outcome, 0) for d in days]
         ax.bar(x, heights, bottom=bottom, label=outcome, color=colors[outcome], width=0.8)
@@ -213,6 +233,9 @@ def render_html(report: Report) -> str:
             ("seq", "time", "analyst", "kind", "outputs", "query"),
             ([o.seq, o.time, o.analyst, o.kind, _outputs(o), o.query] for o in report.outputs),
         ),
+        "<h2>Output review</h2><p>What became of results held for the data-protection officers: "
+        "decisions (at the deciding site), releases, and results discarded (denied or expired).</p>",
+        _html_table(REVIEW_HEADER, _review_rows(report.reviews, None)),
         "<h2>Refusals</h2>",
         _html_table(RECORD_HEADER, _record_rows(report.refusals, None)),
         "<h2>Failures</h2>",

@@ -9,6 +9,8 @@ entry before it: see ``site_agent.audit.verify``), refuses a log that does not v
 * requests per analyst and statement kind: released, refused, failed, explained;
 * every released output by name and shape (the log holds no values, so neither does this);
 * every refusal with the policy rule that refused (or its category when no rule applies);
+* output review: results held, the DPOs' decisions, releases after review (also listed with
+  the outputs), and results discarded (denied or expired);
 * failures with their reasons; explains;
 * privacy budget per analyst, from the entries' ``BUDGET_FIELD`` where the log records one (DP
   queries): the sum of the queries' epsilons in the period, and the accountant's spent epsilon
@@ -21,6 +23,7 @@ Rendering (text and HTML with a chart) lives in ``site_agent.audit.render``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -45,7 +48,8 @@ NO_KIND = "-"
 CONSORTIUM = "(consortium)"
 """The analyst name of membership-change entries (site_agent.agent.service)."""
 
-OUTCOMES = ("released", "refused", "failed", "explained")
+OUTCOMES = ("released", "held", "refused", "failed", "explained")
+"""What became of a request: ``held`` for output review (released or discarded later: ``reviews``)."""
 
 
 def parse_when(text: str, end: bool = False) -> dt.datetime:
@@ -100,7 +104,7 @@ class Report:
     entries: int = 0
     """Entries in the period."""
     requests: dict[tuple[str, str], Counter[str]] = field(default_factory=dict)
-    """(analyst, statement kind) -> outcome ('released', 'refused', 'failed', 'explained') -> count."""
+    """(analyst, statement kind) -> outcome (``OUTCOMES``) -> count."""
     outputs: list[Output] = field(default_factory=list)
     refusals: list[Record] = field(default_factory=list)
     failures: list[Record] = field(default_factory=list)
@@ -113,6 +117,9 @@ class Report:
     """Analyst -> (spent, budget) at the site after the analyst's last DP query in the period."""
     budget_recorded: bool = False
     """Whether any entry in the period records a budget (else the column reads "not recorded")."""
+    reviews: list[Record] = field(default_factory=list)
+    """Output review steps after a result was held: approved, denied (at the deciding site),
+    released, discarded, expired (at every member); ``rule`` holds the action."""
     events: list[Record] = field(default_factory=list)
     """Membership changes and connections refused before any request."""
     daily: dict[dt.date, Counter[str]] = field(default_factory=dict)
@@ -172,6 +179,7 @@ class Report:
             "failures": [record(r) for r in self.failures],
             "explains": [record(r) for r in self.explains],
             "events": [record(r) for r in self.events],
+            "reviews": [{**record(r), "action": r.rule} for r in self.reviews],
             "rules": dict(sorted(self.rules.items())),
             "budget": dict(sorted(self.budget.items())) if self.budget_recorded else None,
             "balance": {a: {"spent": sp, "budget": b} for a, (sp, b) in sorted(self.balance.items())},
@@ -202,6 +210,18 @@ def _budget(entry: Mapping[str, Any]) -> tuple[float, float | None, float | None
     if not isinstance(record, Mapping) or _number(record.get("epsilon")) is None:
         return None
     return float(record["epsilon"]), _number(record.get("spent")), _number(record.get("budget"))
+
+
+def _output(entry: Mapping[str, Any], kind: str, spent: float | None) -> Output:
+    return Output(
+        seq=entry["seq"],
+        time=entry["time"],
+        analyst=entry["analyst"],
+        kind=kind,
+        query=entry["query"],
+        reveals=tuple((r["name"], tuple(r["shape"])) for r in entry["reveals"]),
+        budget=spent,
+    )
 
 
 def summarise(
@@ -242,7 +262,16 @@ def summarise(
             report.events.append(record)
             continue
         day = dt.date.fromisoformat(when[:10])
-        if reason == EXPLAINED:
+        review = entry.get("review")
+        action = review.get("action") if isinstance(review, Mapping) else None
+        if action is not None and action != "held":
+            report.reviews.append(dataclasses.replace(record, rule=str(action)))
+            if action == "released":
+                report.outputs.append(_output(entry, kind, None))
+            continue
+        if action == "held":
+            outcome = "held"
+        elif reason == EXPLAINED:
             outcome = "explained"
             report.explains.append(record)
         elif decision == "accepted":
@@ -255,17 +284,7 @@ def summarise(
                 daily_budget[day] += dp[0]
                 if dp[1] is not None and dp[2] is not None:
                     report.balance[analyst] = (dp[1], dp[2])
-            report.outputs.append(
-                Output(
-                    seq=entry["seq"],
-                    time=when,
-                    analyst=analyst,
-                    kind=kind,
-                    query=entry["query"],
-                    reveals=tuple((r["name"], tuple(r["shape"])) for r in entry["reveals"]),
-                    budget=spent,
-                )
-            )
+            report.outputs.append(_output(entry, kind, spent))
         elif decision == "refused":
             outcome = "refused"
             report.refusals.append(record)

@@ -73,6 +73,8 @@ def _check_line(
         raise _Bad("not an audit entry (wrong set of fields)")
     if any(not isinstance(entry.get(name, ""), str) for name in ("kind", "rule")):
         raise _Bad("kind or rule is not a string")
+    if not isinstance(entry.get("review", {}), dict):
+        raise _Bad("review is not an object")
     if canonical_json(entry) + b"\n" != raw:
         raise _Bad("not in canonical form (the line was edited)")
     if entry["seq"] != seq:

@@ -13,6 +13,8 @@
   report for the site's data-protection officer, from the audit log after verifying it (a log
   that does not verify gets no report: the first bad line is named and the exit code is 1).
   Text tables on stdout, one HTML page with a chart, or JSON (docs/review-and-report.md).
+* ``review list | show ID | approve ID | deny ID --config agent.toml``: output review by the
+  site's data-protection officer (``site_agent.cli.review``).
 * ``approve CHANGE --config agent.toml``: adds this site's signature to a proposed membership
   change (``mpc-consortium propose``, ``revoke``, ``rotate``) after checking that it follows the
   consortium version this site runs; prints what the change does.
@@ -43,6 +45,7 @@ from ..errors import ConfigError, MpcError
 from ..membership.changes import approve, approvers, describe_change, digest
 from ..policy import load_policy
 from ..tuning import tune_allocator
+from . import review
 
 # The daemon, the planner and the data connectors (pandas, DuckDB, sqlglot: about a second of
 # imports) are imported by the commands that use them, so that ``audit verify`` and ``report``
@@ -263,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--html", metavar="FILE", help="write one HTML page with a chart instead of text")
     form.add_argument("--json", action="store_true", help="print the report as one JSON object")
     report.set_defaults(func=cmd_report)
+    review.add_parser(sub)
     approve_ = sub.add_parser("approve", help="sign a proposed membership change as this site")
     approve_.add_argument("change", help="the change file (mpc-consortium propose, revoke or rotate)")
     approve_.add_argument("--config", required=True)

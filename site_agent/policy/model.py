@@ -35,6 +35,8 @@ DEFAULT_MAX_QUERIES_PER_HOUR = 100
 STATEMENT_KINDS = frozenset({"aggregate", "per_site_breakdown", "model"})
 DEFAULT_STATEMENT_KINDS = frozenset({"aggregate", "model"})
 MAX_ROUNDING_BASE = 1000
+REVIEW_MODES = ("auto", "dpo")
+DEFAULT_REVIEW_HOURS = 72
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ class Policy:
     ONS); 0: off. Combined sites round to the least common multiple of their bases."""
     min_sites: int = 1
     """A cell is withheld unless at least this many sites have rows in it (1: off)."""
+    review: str = "auto"
+    """``[privacy] review``: "auto", results that pass the release rule go to the analyst; "dpo",
+    every result is held as shares until this site's data-protection officer approves it."""
+    review_hours: int = DEFAULT_REVIEW_HOURS
+    """``[privacy] review_hours``: a held result not approved by then is discarded."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -88,6 +95,8 @@ class Policy:
             "redact_at_or_below": self.redact_at_or_below,
             "round_counts": self.round_counts,
             "min_sites": self.min_sites,
+            "review": self.review,
+            "review_hours": self.review_hours,
             "tables": None
             if self.tables is None
             else {
@@ -126,11 +135,13 @@ class Policy:
                 redact_at_or_below=int(data["redact_at_or_below"]),
                 round_counts=int(data["round_counts"]),
                 min_sites=int(data["min_sites"]),
+                review=str(data["review"]),
+                review_hours=int(data["review_hours"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"policy of site {site!r} is malformed: {exc}") from exc
-        if policy.to_json() != dict(data):
+        if policy.to_json() != dict(data) or policy.review not in REVIEW_MODES or policy.review_hours < 1:
             raise ConfigError(f"policy of site {site!r} has unexpected or non-canonical fields")
         return policy
 
@@ -205,6 +216,14 @@ class Policy:
             if groups > p.max_groups:
                 raise p._refuse("max_groups", f"{groups} groups asked, at most {p.max_groups} allowed")
 
+    def review_sites(self) -> tuple[str, ...]:
+        """The sites whose data-protection officer must approve every result (``review = "dpo"``)."""
+        return tuple(sorted(p.site for p in self._each() if p.review == "dpo"))
+
+    def review_deadline_hours(self) -> int:
+        """Hours a held result waits for approval: the shortest of the reviewing sites' (strictest)."""
+        return min((p.review_hours for p in self._each() if p.review == "dpo"), default=DEFAULT_REVIEW_HOURS)
+
     def check_min_max(self) -> None:
         """Refuse MIN/MAX, which reveal single records, unless allowed (rule ``allow_min_max``)."""
         for p in self._each():
@@ -215,6 +234,7 @@ class Policy:
 def combine(policies: Iterable[Policy]) -> Policy:
     """The strictest combination: largest minimum cell size and redaction threshold, rounding to a
     multiple of every site's base (their least common multiple), the most contributing sites,
+    review by a DPO if any site asks it (each such site must approve: ``review_sites``),
     smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
@@ -254,6 +274,8 @@ def combine(policies: Iterable[Policy]) -> Policy:
         redact_at_or_below=max(p.redact_at_or_below for p in parts),
         round_counts=math.lcm(*bases) if bases else 0,
         min_sites=max(p.min_sites for p in parts),
+        review="dpo" if any(p.review == "dpo" for p in parts) else "auto",
+        review_hours=min(p.review_hours for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -294,7 +316,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
     ``data=False`` (a site that holds no data): the file must have no ``[tables]`` rules, and
     the policy has none (``tables=None``)."""
     root = read_toml(path)
-    root.only("policy", "tables")
+    root.only("policy", "privacy", "tables")
     p = root.section("policy")
     p.only(
         "min_cell_size",
@@ -313,6 +335,11 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         raise p.error("statement_kinds", f"unknown kind {unknown[0]!r} (known: {', '.join(sorted(STATEMENT_KINDS))})")
     if "analysts" not in p:
         raise p.error("analysts", 'missing: list analyst names, or "*" for every analyst in the consortium')
+    privacy = root.section("privacy", required=False)
+    privacy.only("review", "review_hours")
+    review = privacy.get_str("review", "auto")
+    if review not in REVIEW_MODES:
+        raise privacy.error("review", f'must be "auto" or "dpo", not {review!r}')
     declared = root.section("tables", required=False)
     tables = {name.lower(): _table_policy(t, name) for name, t in declared.subsections()}
     if not data and declared.data:
@@ -330,6 +357,8 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         redact_at_or_below=p.get_int("redact_at_or_below", 0, minimum=0),
         round_counts=_rounding_base(p),
         min_sites=p.get_int("min_sites", 1, minimum=1),
+        review=review,
+        review_hours=privacy.get_int("review_hours", DEFAULT_REVIEW_HOURS, minimum=1),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -364,6 +393,14 @@ round_counts = 0
 # comes from one site alone; 1 turns it off.
 min_sites = 1
 
+[privacy]
+# Output review (docs/review-and-report.md): "auto" releases what passes the rules above;
+# "dpo" holds every result as shares, at every committee member, until this site's
+# data-protection officer approves it ('mpc-site-agent review approve ID'); unapproved after
+# review_hours hours, it is discarded. Every site that says "dpo" must approve.
+review = "auto"
+review_hours = {review_hours}
+
 {tables}"""
 
 TABLES_TEMPLATE = """\
@@ -390,5 +427,6 @@ def render_policy_template(site: str, data: bool = True) -> str:
         min_cell_size=DEFAULT_MIN_CELL_SIZE,
         max_groups=DEFAULT_MAX_GROUPS,
         max_queries=DEFAULT_MAX_QUERIES_PER_HOUR,
+        review_hours=DEFAULT_REVIEW_HOURS,
         tables=TABLES_TEMPLATE if data else NO_DATA_TEMPLATE,
     )

@@ -48,6 +48,12 @@ def explain(plan: Plan, sites: int = 3) -> str:
         lines.append(
             f"A cell is withheld unless at least {d['params']['min_sites']} sites have rows in it (min_sites)."
         )
+    if "review" in d:
+        lines.append(
+            f"Output review: the result is held as shares at every member until the data-protection "
+            f'officers of {", ".join(d["review"]["sites"])} approve it (review = "dpo"); not approved '
+            f"within {d['review']['hours']} hours, or denied, it is discarded and nothing is released."
+        )
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "

@@ -100,7 +100,7 @@ def test_report_counts_equal_the_audit_entries(logged: Running, site: str) -> No
         {
             (row["analyst"], row["kind"], outcome): row[outcome]
             for row in report["requests"]
-            for outcome in ("released", "refused", "failed", "explained")
+            for outcome in ("released", "held", "refused", "failed", "explained")
             if row[outcome]
         }
     )
@@ -124,9 +124,9 @@ def test_report_text_and_html(logged: Running, tmp_path: Path) -> None:
     toml = str(logged.agent_toml("north"))
     text = agent_cli("report", "--config", toml, "--since", _since())
     assert text.returncode == 0, text.stderr
-    # analyst, kind, released, refused, failed, explained; "-": refused before a plan existed
-    assert re.search(r"^analyst\s+aggregate\s+1\s+0\s+0\s+0$", text.stdout, re.M), text.stdout
-    assert re.search(r"^analyst\s+-\s+0\s+1\s+0\s+0$", text.stdout, re.M), text.stdout
+    # analyst, kind, released, held, refused, failed, explained; "-": refused before a plan existed
+    assert re.search(r"^analyst\s+aggregate\s+1\s+0\s+0\s+0\s+0$", text.stdout, re.M), text.stdout
+    assert re.search(r"^analyst\s+-\s+0\s+0\s+1\s+0\s+0$", text.stdout, re.M), text.stdout
     assert re.search(r"^allow_min_max\s+1$", text.stdout, re.M)
     page = tmp_path / "report.html"
     html = agent_cli("report", "--config", toml, "--since", _since(), "--html", str(page))
