@@ -6,6 +6,7 @@ Forms::
     %mpc status                            the committee's sites
     %mpc receipts [NAME]                   full receipts of a stored result (default: the last)
     %mpc plan [NAME]                       the plan of a stored result, explained by the committee
+    %mpc pending                           results held for output review: fetch those approved
     %mpc close                             close the connection
     %mpc [OPTIONS] [NAME <<] SELECT ...    a one-line query
     %%mpc [OPTIONS] [NAME <<]              a cell query; the body is the query; its first
@@ -94,6 +95,11 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Pending:
+    pass
+
+
+@dataclass(frozen=True)
 class Query:
     """A query and what to do with its answer."""
 
@@ -105,7 +111,7 @@ class Query:
     shares: bool = False
 
 
-Command = Connect | Status | Receipts | PlanOf | Close | Query
+Command = Connect | Status | Receipts | PlanOf | Close | Pending | Query
 
 _STORE = re.compile(r"\A\s*([A-Za-z_]\w*)\s*<<")
 _OPTION_WORD = re.compile(r"--[A-Za-z]")
@@ -114,7 +120,7 @@ _OPTION_WORD = re.compile(r"--[A-Za-z]")
 def parse(line: str, cell: str | None = None) -> Command:
     """The command that ``%mpc line`` (``cell`` None) or ``%%mpc line`` + ``cell`` asks for."""
     words = line.split()
-    if cell is None and words and words[0] in ("connect", "status", "receipts", "plan", "close"):
+    if cell is None and words and words[0] in ("connect", "status", "receipts", "plan", "close", "pending"):
         return _subcommand(words[0], line.split(None, 1)[1] if len(words) > 1 else "")
     options, rest = _split_options(line)
     args = QUERY_OPTIONS.parse_args(options)
@@ -148,7 +154,9 @@ def _subcommand(word: str, rest: str) -> Command:
         return Receipts(name) if word == "receipts" else PlanOf(name)
     if extra:
         raise UsageError(f"%mpc {word} takes no arguments (got {' '.join(extra)!r})")
-    return Status() if word == "status" else Close()
+    if word == "status":
+        return Status()
+    return Pending() if word == "pending" else Close()
 
 
 def _shell_words(text: str) -> list[str]:
