@@ -26,6 +26,8 @@ import pandas as pd
 
 from ..config import ConsortiumConfig
 from ..errors import ConfigError
+from ..mpc.arithmetic import add_public, open_all
+from ..mpc.boolean import ltz
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -41,6 +43,25 @@ from ..query.program import MpcResult, mpc_program
 from ..query.schema_file import load_schema_file
 
 SCHEMA_FILE = "schema.toml"
+SIZE_BANDS: tuple[tuple[int, int | None], ...] = (
+    (0, 9),
+    (10, 19),
+    (20, 49),
+    (50, 99),
+    (100, 199),
+    (200, 499),
+    (500, 999),
+    (1000, None),
+)
+"""The bands in which a reviewing DPO sees each cell's size (never the size itself)."""
+
+
+def band_label(index: int) -> str:
+    """``"10-19"``, or ``"1000+"`` for the open last band."""
+    lo, hi = SIZE_BANDS[index]
+    return f"{lo}+" if hi is None else f"{lo}-{hi}"
+
+
 FLOAT_PARTS = ("sign", "mant", "exp")
 
 
@@ -129,13 +150,7 @@ class Compiled:
         """The plan's MPC program on the three sites' shared vectors; (shares out, public meta).
 
         Each vector ends with the site's differences with the ``remembered`` sets of its ledger."""
-        stacked: dict[str, AShare] = {}
-        at = 0
-        for name in self.input_names:
-            shape = self.input_shape(name)
-            size = int(np.prod(shape))
-            stacked[name] = AShare(np.stack([x.v[:, at : at + size].reshape(2, *shape) for x in inputs], axis=1))
-            at += size
+        stacked, at = self._stacked(inputs)
         ledger = self.ledger_shape(remembered)
         if ledger != (0,):
             stacked["ledger"] = AShare(np.stack([x.v[:, at:].reshape(2, *ledger) for x in inputs], axis=1))
@@ -145,6 +160,32 @@ class Compiled:
         if result.local_failed:
             meta["local_failed"] = True  # the member raises LocalStepError once its session ended
         return parts, meta
+
+    def _stacked(self, inputs: list[AShare]) -> tuple[dict[str, AShare], int]:
+        """Each input's shares with a site axis, and where the inputs end in the vectors."""
+        stacked: dict[str, AShare] = {}
+        at = 0
+        for name in self.input_names:
+            shape = self.input_shape(name)
+            size = int(np.prod(shape))
+            stacked[name] = AShare(np.stack([x.v[:, at : at + size].reshape(2, *shape) for x in inputs], axis=1))
+            at += size
+        return stacked, at
+
+    def cell_bands(self, p: Party, inputs: list[AShare]) -> Protocol[list[str]]:
+        """Each base cell's pooled size as a band (``SIZE_BANDS``), for the reviewing DPOs: the
+        persons of the cell's query set (rows where the table has no person column), compared
+        with the bands' public bounds on shares; only the band is opened, to the committee (a
+        reveal point the plan declares: ``explain``)."""
+        name = next((n for n in self.input_names if n.startswith("persons")), "n_rows")
+        stacked, _ = self._stacked(inputs)
+        pooled = stacked[name].sum(axis=0)  # (cells,): the sites' counts added on shares
+        bounds = np.asarray([lo for lo, _ in SIZE_BANDS[1:]], dtype=np.int64)
+        below = AShare(np.repeat(pooled.v[:, None, :], len(bounds), axis=1))
+        below = add_public(p, below, (-bounds).astype(np.uint64)[:, None])
+        under = (yield from ltz(p, below)).sum(axis=0)  # bounds above the size, per cell
+        opened = yield from open_all(p, under)
+        return [band_label(len(bounds) - int(u)) for u in opened]
 
     def explain(self) -> str:
         return explain_plan(self.plan)

@@ -458,6 +458,8 @@ class Agent:
             inputs = yield from input_all(p, local, sizes)
             progress.soon("shared")
             shares, meta = yield from plan.program(p, inputs, remembered)
+            if plan.review is not None:  # the DPOs see each cell's size as a band, never the size
+                meta["bands"] = yield from plan.cell_bands(p, inputs)
             progress.soon("computed")
             return Outcome(shares, meta, members)
 

@@ -6,8 +6,9 @@ decides. The commands read and edit the agent's review folder under its lock
 records each decision in the audit log and tells the other committee members within a second.
 
 ``show`` prints the query, the plan in words, and what would be released: each output's name
-and shape, and how many cells pass the release rule (public suppression flags). Never a value:
-this member holds only shares, and the command opens nothing.
+and shape, how many cells pass the release rule (public suppression flags), and each cell's
+size as a band ("10-19"), which the committee opened for the DPOs. Never a value: this member
+holds only shares, and the command opens nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import getpass
+import itertools
 import time
 from typing import Any
 
@@ -73,9 +75,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     for site, d in sorted(held.decisions.items()):
         print(f"          {site}: {d.decision} at {_when(d.time)} by {d.by}")
     print(f"outputs   {_outputs(held)} (names and shapes; values are never shown)")
-    print(f"cells     {released} of {len(flags)} release rows pass the release rule; the rest stay suppressed")
+    print(f"release   {released} of {len(flags)} release rows pass the release rule; the rest stay suppressed")
+    plan = Plan(held.meta["plan"])
+    if held.bands:
+        print("cell sizes (bands; the sizes themselves are never opened):")
+        labels = itertools.product(*([str(v) for v in k["domain"]] for k in plan.keys))
+        for label, band in zip(labels, held.bands, strict=False):
+            print(f"    {', '.join(label) or 'all'}: {band}")
     print("\nQuery:\n" + "\n".join("    " + line for line in held.query.strip().splitlines()))
-    print("\n" + explain(Plan(held.meta["plan"])))
+    print("\n" + explain(plan))
     return 0
 
 

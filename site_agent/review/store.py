@@ -7,7 +7,8 @@ member can open it alone: it holds two of the three components, like during the 
 On disk, in the folder ``review/`` beside the audit log:
 
 * ``ID.json``: the public facts (analyst, query, plan digest, result layout and suppression
-  flags, outputs' names and shapes, the reviewing sites, the deadline, each site's decision);
+  flags, outputs' names and shapes, each cell's size as a band, the reviewing sites, the
+  deadline, each site's decision);
 * ``ID.npy``: this member's shares (``numpy.save`` without pickle), deleted when the result is
   released, denied or expired;
 * ``.lock``: an exclusive ``flock`` around every read-modify-write, because two processes
@@ -71,6 +72,8 @@ class Held:
     """The sites whose data-protection officer must approve."""
     created: float
     deadline: float
+    bands: list[str] = field(default_factory=list)
+    """Each base cell's size as a band ("10-19"), opened to the committee for the DPOs."""
     decisions: dict[str, Decision] = field(default_factory=dict)
     state: str = PENDING
     closed_recorded: bool = False

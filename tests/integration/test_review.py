@@ -53,6 +53,12 @@ def _review(running: Running, site: str, *args: str) -> str:
     return done.stdout
 
 
+def _band(size: int) -> str:
+    """The band a DPO sees for a cell of ``size`` persons (docs/review-and-report.md)."""
+    bounds = [(0, 9), (10, 19), (20, 49), (50, 99), (100, 199), (200, 499), (500, 999)]
+    return next((f"{lo}-{hi}" for lo, hi in bounds if lo <= size <= hi), "1000+")
+
+
 def _held_files(running: Running, site: str, query_id: str) -> list[Path]:
     return sorted((running.audit_path(site).parent / "review").glob(f"{query_id}.*"))
 
@@ -81,6 +87,11 @@ def test_held_until_both_reviewing_sites_approve_then_equal_to_pandas(reviewed: 
     assert query in shown and "n:n_rows 3, mean_age:a1_mean 3" in shown and "Output review:" in shown
     ref = reviewed.pooled.groupby("sex").age.mean()
     assert not any(f"{v:.4f}"[:6] in shown for v in ref), "a value reached the DPO's screen"
+    # Each cell's size as a band, computed on shares; here from the pooled rows (persons: ids).
+    persons = reviewed.pooled.groupby("sex").id.nunique()
+    for sex, label in ((1, "1"), (2, "2")):
+        assert f"    {label}: {_band(int(persons[sex]))}\n" in shown, shown
+    assert "    (other): 0-9\n" in shown
 
     assert reviewed.client.pending().waiting == {query_id: REVIEWERS}
 
