@@ -253,6 +253,8 @@ class Consortium:
             started = time.monotonic()
             answers = self._run(self._ask(text, "run", params or {}, progress))
         if answers.held:  # every member keeps its shares until the reviewing sites approve
+            for site, body in answers.held.items():  # each member's "held" entry is in its log
+                verify_receipt(Receipt.from_json(body["receipt"]), self.config.site(site).public_key())
             first = next(iter(answers.held.values()))
             raise ResultPending(first["query_id"], list(first["sites"]), float(first["deadline"]))
         frame = self._assemble(answers, started)

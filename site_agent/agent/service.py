@@ -374,8 +374,8 @@ class Agent:
         except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
             await self._refuse(conn, env, plan, exc, started)
             return
-        await progress("revealed")
         if outcome.members is not None:  # remember what was opened, for the next queries' checks
+            # (a result held for review counts as opened: a later query cannot difference against it)
             opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
         shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
@@ -396,6 +396,7 @@ class Agent:
                 "query held for review", extra={"event": "held", "analyst": env.analyst, "query_id": query_id[:16]}
             )
             return
+        await progress("revealed")
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
         receipt = self.audit.append(
             analyst=env.analyst,
