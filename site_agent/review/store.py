@@ -33,11 +33,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from site_agent.errors import ReviewError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PENDING, APPROVED, DENIED, EXPIRED, RELEASED = "pending", "approved", "denied", "expired", "released"
 STATES = (PENDING, APPROVED, DENIED, EXPIRED, RELEASED)
@@ -161,6 +162,8 @@ class ReviewStore:
 
     def hold(self, held: Held, shares: np.ndarray) -> None:
         """Keep a new result: the shares first, then the facts that point to them."""
+        import numpy as np  # here, so that the DPO's commands start without numpy
+
         with self.locked():
             tmp = self.folder / f".{held.id}.npy.tmp"
             with tmp.open("wb") as f:
@@ -208,6 +211,8 @@ class ReviewStore:
 
     def shares(self, held_id: str) -> np.ndarray:
         """This member's shares of a held result (``ReviewError`` once they are gone)."""
+        import numpy as np
+
         with self.locked():
             try:
                 with self._npy(held_id).open("rb") as f:
