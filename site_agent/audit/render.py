@@ -51,6 +51,11 @@ def _budget_rows(report: Report) -> list[list[object]]:
     return rows
 
 
+def _released_line(report: Report) -> str:
+    after = sum(1 for r in report.reviews if r.rule == "released")
+    return f"Results released: {len(report.outputs)}" + (f" ({after} after review)." if after else ".")
+
+
 def _one_line(text: str, width: int = TEXT_QUERY_WIDTH) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 3] + "..."
@@ -101,7 +106,7 @@ def render_text(report: Report) -> str:
     lines = [
         f"Transparency report of site {report.site}: {_period(report)}",
         f"Audit log {v.path}: {VERIFIED}, {v.entries} entries, last hash {v.last_hash}",
-        f"{report.entries} entries in the period",
+        f"{report.entries} entries in the period. {_released_line(report)}",
         "",
         "Requests per analyst and statement kind",
         *_table(("analyst", "kind", *OUTCOMES), _request_rows(report)),
@@ -158,8 +163,9 @@ def _day_budget(report: Report, day: dt.date) -> str:
 
 def chart_svg(report: Report) -> str:
     """Requests per day, stacked by outcome, with the budget spent per day on a second axis
-    when the log records one; an inline SVG document."""
+    when the log records one; an inline SVG document. ``report.daily`` must not be empty."""
     import numpy as np
+    from matplotlib.dates import AutoDateLocator, DateFormatter, DayLocator
     from matplotlib.figure import Figure
 
     days = list(report.daily)
@@ -184,6 +190,12 @@ def chart_svg(report: Report) -> str:
         twin = ax.twinx()
         twin.plot(x, [report.daily_budget.get(d, 0.0) for d in days], color="#000000", marker="o", label="budget")
         twin.set_ylabel("epsilon of DP queries per day")
+    one_day = np.timedelta64(1, "D")
+    ax.set_xlim(x[0] - one_day, x[-1] + one_day)  # whole days, also for a period of one day
+    short = x[-1] - x[0] <= np.timedelta64(14, "D")
+    locator = DayLocator() if short else AutoDateLocator(minticks=3, maxticks=10)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))  # type: ignore[no-untyped-call]
     fig.autofmt_xdate()
     fig.tight_layout()
     out = io.StringIO()
@@ -203,7 +215,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #212529; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #dee2e6; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f1f3f5; }
-td { max-width: 40em; white-space: pre-wrap; overflow-wrap: anywhere; }
+td { max-width: 40em; white-space: pre-wrap; overflow-wrap: break-word; }
 .ok { color: #2b8a3e; }
 """
 
@@ -218,7 +230,7 @@ def render_html(report: Report) -> str:
         f"<p>Period: {e(_period(report))}. {report.entries} audit entries in the period.</p>",
         f'<p class="ok">Audit log {e(str(v.path))}: {VERIFIED}, {v.entries} entries, '
         f"last hash <code>{e(v.last_hash)}</code>.</p>",
-        "<p>" + ", ".join(f"{t.get(o, 0)} {o}" for o in OUTCOMES) + ".</p>",
+        f"<p>Requests: {', '.join(f'{t.get(o, 0)} {o}' for o in OUTCOMES)}. {e(_released_line(report))}</p>",
         "<h2>Requests over time</h2>",
         chart_svg(report) if report.daily else "<p>No requests in the period.</p>",
         "<h2>Requests per analyst and statement kind</h2>",
