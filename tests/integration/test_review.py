@@ -140,6 +140,21 @@ def test_denied_at_one_site_releases_nothing(reviewed: Running) -> None:
     assert later.returncode == 1 and "already denied" in later.stdout
 
 
+def test_a_member_down_during_the_decisions_keeps_its_shares_and_learns_them(reviewed: Running) -> None:
+    """south crashes after holding; both DPOs approve meanwhile; south restarts from its disk,
+    hears the decisions when its links come up, and the result is released whole."""
+    with pytest.raises(ResultPending) as pending:
+        reviewed.client.query("SELECT COUNT(*) AS n FROM lung")
+    query_id = pending.value.query_id
+    reviewed.procs.kill("south")
+    for site in REVIEWERS:
+        _review(reviewed, site, "approve", query_id[:16])
+    reviewed.procs.restart("south")
+    outcome = _eventually(reviewed.client.pending, lambda o: bool(o.released), seconds=30)
+    assert [frame["n"].tolist() for frame in outcome.released] == [[len(reviewed.pooled)]]
+    assert _actions(reviewed, "south", query_id) == ["held", "released"]
+
+
 def test_explain_names_the_review(reviewed: Running) -> None:
     text = reviewed.client.explain("SELECT COUNT(*) AS n FROM lung")
     assert "held as shares at every member until the data-protection officers of central, north approve" in text
@@ -157,6 +172,6 @@ def test_the_report_shows_the_reviews(reviewed: Running) -> None:
     assert actions == [(e["review"]["action"], e["analyst"]) for e in raw if e["review"]["action"] != "held"]
     assert {a for a, _ in actions} == {"approved", "released", "discarded"}
     held = sum(1 for e in raw if e["review"]["action"] == "held")
-    assert held == 2 and sum(r["held"] for r in report["requests"]) == held
+    assert held == 3 and sum(r["held"] for r in report["requests"]) == held  # the three tests above
     released = [o for o in report["outputs"] if o["seq"] in {e["seq"] for e in raw}]
-    assert len(released) == 1  # the approved result, listed with the outputs that left
+    assert len(released) == 2  # the approved results, listed with the outputs that left
