@@ -48,6 +48,9 @@ log = logging.getLogger("site_agent")
 
 POLL_SECONDS = 1.0
 """How often the member looks for its DPO's decisions and for deadlines."""
+KEEP_SECONDS = 30 * 86400.0
+"""How long after its deadline a closed result's facts stay in the store (for ``review list
+--all`` and the analyst's "denied" line); its shares are gone at closing already."""
 
 
 def _when(seconds: float) -> str:
@@ -169,6 +172,7 @@ class ReviewDesk:
                     f"review: {why}; the shares were deleted and nothing was released",
                 )
                 await asyncio.to_thread(self.store.update, held.id, _mark_closed)
+        await asyncio.to_thread(self.store.prune, now - KEEP_SECONDS)
 
     async def _announce(self, held_id: str, decision: str, only: int | None = None) -> None:
         frame = msg.control(msg.REVIEW_DECISION, self.index, site=self.site, query_id=held_id, decision=decision)

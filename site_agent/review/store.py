@@ -209,6 +209,19 @@ class ReviewStore:
                 self._npy(held_id).unlink(missing_ok=True)
             return held
 
+    def prune(self, before: float) -> list[str]:
+        """Forget closed results (released, denied, expired; their audit entries written) whose
+        deadline is older than ``before``: the audit log keeps their story. Returns their ids."""
+        gone = []
+        with self.locked():
+            for held_id in self.ids():
+                held = self._read(held_id)
+                if held.state not in (PENDING, APPROVED) and held.closed_recorded and held.deadline < before:
+                    self._npy(held_id).unlink(missing_ok=True)
+                    self._json(held_id).unlink()
+                    gone.append(held_id)
+        return gone
+
     def shares(self, held_id: str) -> np.ndarray:
         """This member's shares of a held result (``ReviewError`` once they are gone)."""
         import numpy as np

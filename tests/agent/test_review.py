@@ -142,3 +142,9 @@ def test_poll_records_the_dpo_decision_and_discards_at_the_deadline(tmp_path: Pa
     (held,) = store.all()
     assert held.state == EXPIRED and held.decisions["north"].recorded
     assert not list((tmp_path / "review").glob("*.npy"))
+    with AuditLog(tmp_path / "audit.jsonl", "north", key) as audit:
+        desk = ReviewDesk("north", 0, store, audit, _NoLinks(), lambda: "ef" * 32, lambda: [])  # type: ignore[arg-type]
+        asyncio.run(desk.poll(4600.0 + 29 * 86400))
+        assert store.all() and audit.next_seq == 2  # kept a while after its deadline, nothing new logged
+        asyncio.run(desk.poll(4600.0 + 31 * 86400))
+    assert store.all() == []
