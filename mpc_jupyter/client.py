@@ -73,6 +73,34 @@ class QueryFailed(MpcError):
         self.site, self.category, self.rule = site, category, rule
 
 
+class ResultPending(MpcError):
+    """The committee holds the result for output review: nothing was released yet.
+
+    ``sites`` must approve it before ``deadline`` (Unix time); ``query_id`` names it in
+    ``Consortium.pending()`` and in the DPOs' ``mpc-site-agent review`` commands."""
+
+    def __init__(self, query_id: str, sites: list[str], deadline: float) -> None:
+        until = dt.datetime.fromtimestamp(deadline, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        super().__init__(
+            f"pending review at site {', '.join(sites)} (id {query_id[:16]}, until {until}); "
+            "%mpc pending fetches it once approved"
+        )
+        self.query_id, self.sites, self.deadline = query_id, sites, deadline
+
+
+@dataclass
+class ReviewOutcome:
+    """What ``Consortium.pending()`` found: results released since (DataFrames, with the query in
+    ``.attrs["query"]``), those still waiting (query id -> sites), and those discarded (query id ->
+    why: denied at a site, or expired)."""
+
+    released: list[pd.DataFrame] = field(default_factory=list)
+    waiting: dict[str, list[str]] = field(default_factory=dict)
+    discarded: dict[str, str] = field(default_factory=dict)
+    queries: dict[str, str] = field(default_factory=dict)
+    """Query id -> query text, for every id above."""
+
+
 class SiteUnavailable(MpcError):
     """A committee member cannot be reached or did not answer in time (``site`` names it)."""
 
@@ -112,6 +140,8 @@ class _Pending:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     shares: dict[int, np.ndarray] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Members that hold the result for output review, and what they said (``pending``)."""
     answered: set[int] = field(default_factory=set)
     progress: ProgressCallback | None = None
 
@@ -127,7 +157,7 @@ class _Pending:
             self.answered.add(index)
         if self.failures:
             self.failed.set()
-        if len(self.answered) == 3 and (self.failures or len(self.results) == 3):
+        if len(self.answered) == 3 and (self.failures or len(self.results) == 3 or len(self.held) == 3):
             self.done.set()
 
 
@@ -196,6 +226,7 @@ class Consortium:
         self._readers: dict[int, asyncio.Future[None]] = {}
         self._pending: dict[str, _Pending] = {}
         self._status_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._review_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.history: list[pd.DataFrame] = []
 
     @classmethod
@@ -234,6 +265,11 @@ class Consortium:
         with self._one_at_a_time:
             started = time.monotonic()
             answers = self._run(self._ask(text, "run", with_dp(params, epsilon, dp), progress))
+        if answers.held:  # every member keeps its shares until the reviewing sites approve
+            for site, body in answers.held.items():  # each member's "held" entry is in its log
+                verify_receipt(Receipt.from_json(body["receipt"]), self.config.site(site).public_key())
+            first = next(iter(answers.held.values()))
+            raise ResultPending(first["query_id"], list(first["sites"]), float(first["deadline"]))
         frame = self._assemble(answers, started)
         self.history.append(frame)
         return frame
@@ -247,6 +283,12 @@ class Consortium:
         if len(metas) != 1:
             raise ProtocolViolation("the committee members explained different plans")
         return str(json.loads(metas.pop())["explain"])
+
+    def pending(self) -> ReviewOutcome:
+        """Results held for output review: fetch those every reviewing site approved since
+        (each member then deletes its shares), and say which still wait or were discarded."""
+        with self._one_at_a_time:
+            return self._run(self._reviewed())
 
     def status(self) -> list[SiteStatus]:
         """Each committee member: online, round-trip latency, policy digest, exposed tables."""
@@ -354,8 +396,8 @@ class Consortium:
             return
         body = frame.control or {}
         kind = body.get("kind")
-        if kind == msg.STATUS:
-            waiter = self._status_waiters.pop(index, None)
+        if kind in (msg.STATUS, msg.REVIEW_LIST):
+            waiter = (self._status_waiters if kind == msg.STATUS else self._review_waiters).pop(index, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(body)
             return
@@ -371,6 +413,10 @@ class Consortium:
             pending_for.check()
         elif kind == msg.FAILURE:
             pending_for.fail(index, body)
+        elif kind == msg.PENDING:
+            pending_for.held[self.committee[index]] = body
+            pending_for.answered.add(index)
+            pending_for.check()
 
     async def _ask(self, text: str, mode: str, params: dict[str, Any], progress: ProgressCallback | None) -> _Pending:
         env = sign_envelope(self._key, query=text, consortium=self.config.id, analyst=self.analyst, params=params)
@@ -446,6 +492,64 @@ class Consortium:
                 return SiteStatus(site=name, online=False, error=str(exc) or "no answer")
 
         return list(await asyncio.gather(*(one(i) for i in range(3))))
+
+    async def _reviewed(self) -> ReviewOutcome:
+        """Ask every member which of this analyst's results it holds; fetch those that all three
+        hold as approved (a member that has not yet heard a decision says pending: ask again)."""
+
+        async def listing(index: int) -> dict[str, Any]:
+            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._review_waiters[index] = fut
+            await self._send(index, msg.control(msg.REVIEW_LIST_REQUEST, OUTSIDER))
+            try:
+                return await asyncio.wait_for(fut, self.timeout)
+            except TimeoutError:
+                name = self.committee[index]
+                raise SiteUnavailable(name, f"site {name} did not answer within {self.timeout:g} s") from None
+
+        lists = await asyncio.gather(*(listing(i) for i in range(3)))
+        items = [{item["query_id"]: item for item in body["items"]} for body in lists]
+        outcome = ReviewOutcome()
+        for query_id in sorted(set().union(*items)):
+            seen = [member.get(query_id) for member in items]
+            known = [s for s in seen if s is not None]
+            outcome.queries[query_id] = known[0]["query"]
+            denied = sorted({site for s in known for site in s["denied_by"]})
+            if denied:
+                outcome.discarded[query_id] = f"denied at site {', '.join(denied)}"
+            elif any(s["state"] == "expired" for s in known):
+                outcome.discarded[query_id] = "expired before every reviewing site approved"
+            elif all(s is not None and s["state"] == "approved" for s in seen):
+                continue  # fetched below
+            else:
+                outcome.waiting[query_id] = sorted({site for s in known for site in s["waiting"]})
+        ready = [q for q in outcome.queries if q not in outcome.waiting and q not in outcome.discarded]
+        for query_id in ready:
+            started = time.monotonic()
+            answers = await self._fetch(query_id)
+            frame = self._assemble(answers, started)
+            frame.attrs["query"] = outcome.queries[query_id]
+            outcome.released.append(frame)
+            self.history.append(frame)
+        return outcome
+
+    async def _fetch(self, query_id: str) -> _Pending:
+        """One approved result: every member's shares, metadata and receipt, as for a query."""
+        pending = _Pending(session=msg.session_id(query_id), done=asyncio.Event())
+        self._pending[query_id] = pending
+        try:
+            frame = msg.control(msg.REVIEW_FETCH, OUTSIDER, query_ids=[query_id])
+            await asyncio.gather(*(self._send(i, frame) for i in range(3)))
+            try:
+                await asyncio.wait_for(pending.done.wait(), self.timeout)
+            except TimeoutError:
+                silent = [self.committee[i] for i in range(3) if i not in pending.answered]
+                raise SiteUnavailable(silent[0], f"site {silent[0]} did not send the reviewed result") from None
+        finally:
+            del self._pending[query_id]
+        if pending.failures:
+            raise _failure_error(pending.failures)
+        return pending
 
     async def _close(self) -> None:
         for conn in self._conns.values():

@@ -7,6 +7,7 @@ Forms::
     %mpc budget                            this analyst's DP budget at each site
     %mpc receipts [NAME]                   full receipts of a stored result (default: the last)
     %mpc plan [NAME]                       the plan of a stored result, explained by the committee
+    %mpc pending                           results held for output review: fetch those approved
     %mpc close                             close the connection
     %mpc [OPTIONS] [NAME <<] SELECT ...    a one-line query
     %%mpc [OPTIONS] [NAME <<]              a cell query; the body is the query; its first
@@ -116,6 +117,11 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Pending:
+    pass
+
+
+@dataclass(frozen=True)
 class Query:
     """A query and what to do with its answer."""
 
@@ -129,7 +135,7 @@ class Query:
     epsilon: float | None = None
 
 
-Command = Connect | Status | Budget | Receipts | PlanOf | Close | Query
+Command = Connect | Status | Budget | Receipts | PlanOf | Close | Pending | Query
 
 _STORE = re.compile(r"\A\s*([A-Za-z_]\w*)\s*<<")
 _OPTION_WORD = re.compile(r"--[A-Za-z]")
@@ -138,7 +144,7 @@ _OPTION_WORD = re.compile(r"--[A-Za-z]")
 def parse(line: str, cell: str | None = None) -> Command:
     """The command that ``%mpc line`` (``cell`` None) or ``%%mpc line`` + ``cell`` asks for."""
     words = line.split()
-    if cell is None and words and words[0] in ("connect", "status", "budget", "receipts", "plan", "close"):
+    if cell is None and words and words[0] in ("connect", "status", "budget", "receipts", "plan", "close", "pending"):
         return _subcommand(words[0], line.split(None, 1)[1] if len(words) > 1 else "")
     options, rest = _split_options(line)
     args = QUERY_OPTIONS.parse_args(options)
@@ -183,7 +189,9 @@ def _subcommand(word: str, rest: str) -> Command:
         raise UsageError(f"%mpc {word} takes no arguments (got {' '.join(extra)!r})")
     if word == "budget":
         return Budget()
-    return Status() if word == "status" else Close()
+    if word == "status":
+        return Status()
+    return Pending() if word == "pending" else Close()
 
 
 def _shell_words(text: str) -> list[str]:

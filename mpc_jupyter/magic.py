@@ -22,6 +22,7 @@ from traitlets import Enum, Float, Int, Tuple, observe
 
 from . import command as cmd
 from .charts import DEFAULT_FIGSIZE, KINDS, plot
+from .client import ResultPending
 from .connections import ConnectionManager
 from .errors import TRANSLATED, usage_error
 from .params import bind
@@ -66,6 +67,7 @@ class MpcMagic(Magics):
         %mpc budget                          this analyst's DP budget at each site
         %mpc receipts [NAME]                 the signed receipts of a result
         %mpc plan [NAME]                     the plan of a result, explained
+        %mpc pending                         fetch results released after output review
         %mpc close                           disconnect
         %%mpc [--out NAME] [--plot [KIND]] [--explain] [--shares] [--dp] [--epsilon E]
         [NAME <<] SELECT ...
@@ -106,6 +108,8 @@ class MpcMagic(Magics):
             case cmd.Close():
                 self.manager.close()
                 return None
+            case cmd.Pending():
+                return self._pending()
             case cmd.Query():
                 return self._query(command, namespace)
 
@@ -121,6 +125,10 @@ class MpcMagic(Magics):
         progress.start()
         try:
             frame = consortium.query(text, params, progress=progress, epsilon=command.epsilon, dp=command.dp)
+        except ResultPending as exc:  # not an error: the reviewing sites' DPOs decide later
+            progress.finish()
+            print(exc)
+            return None
         except TRANSLATED as exc:
             progress.finish(error=type(exc).__name__)
             raise usage_error(exc, {site: progress.phases.get(site, "") for site in consortium.committee}) from None
@@ -136,6 +144,29 @@ class MpcMagic(Magics):
             display(shown)  # type: ignore[no-untyped-call]
         kind = self.chart_kind if command.plot == "default" else command.plot
         return plot(result, kind=kind, figsize=self.chart_size)
+
+    def _pending(self) -> MpcResult | None:
+        """Fetch results released after review (each shown), one line per result still waiting
+        or discarded."""
+        outcome = self.manager.consortium.pending()
+        results = []
+        for frame in outcome.released:
+            result = as_result(
+                frame, query=frame.attrs["query"], params={}, policy_digests=self.manager.policy_digests()
+            )
+            self.manager.record(result)
+            results.append(result)
+        for query_id, sites in outcome.waiting.items():
+            print(f"pending review at site {', '.join(sites)}: {query_id[:16]} {outcome.queries[query_id]!r}")
+        for query_id, why in outcome.discarded.items():
+            print(f"not released ({why}): {query_id[:16]} {outcome.queries[query_id]!r}")
+        if not results:
+            if not outcome.waiting and not outcome.discarded:
+                print("no results held for review")
+            return None
+        for result in results[:-1]:
+            display(result)  # type: ignore[no-untyped-call]
+        return results[-1]  # the last one is the cell's output
 
     def _keep(self, command: cmd.Query, value: Any) -> Any:
         """Store ``value`` as asked; what the cell shows (nothing after ``NAME <<``)."""

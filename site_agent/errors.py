@@ -24,7 +24,8 @@
     │   ├── UnknownName         a table or column does not exist (suggests the closest names)
     │   └── UnsupportedQuery    a construct outside the language, named precisely
     ├── LocalStepError          the local step failed at some site (names none; same at every member)
-    └── AuditError              the audit log cannot be appended to safely
+    ├── AuditError              the audit log cannot be appended to safely
+    └── ReviewError             a held result cannot be shown or decided (unknown id, already decided)
 
 The notebook side turns these into one-line ``UsageError`` messages for analysts.
 """
@@ -114,6 +115,11 @@ class ModelRefused(PolicyRefusal):
 
 class AuditError(MpcError):
     """The audit log cannot be appended to safely (for example, its last entry is damaged)."""
+
+
+class ReviewError(MpcError):
+    """A result held for output review cannot be shown or decided: no such id, an ambiguous id,
+    a decision already taken, or a site that is not asked to review it."""
 
 
 class QueryError(MpcError):

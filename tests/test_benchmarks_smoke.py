@@ -111,3 +111,19 @@ def test_dp_benchmark_runs_at_a_small_size() -> None:
     figures = json.loads(done.stdout)
     assert set(figures) == {"rows_per_site", "exact", "dp", "dp_vs_exact_total"}
     assert set(figures["dp"]) == set(figures["exact"]) == {"local", "mpc", "total"}
+
+
+def test_report_benchmark_small_json_run() -> None:
+    """``benchmarks/report.py --entries 200 --repeat 1 --json``: the report of a real log, every figure."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "report.py"), "--entries", "200", "--repeat", "1", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert figures["entries"] == 200 and figures["html_bytes"] > 0
+    for name in ("verify", "build", "text", "html", "cli_text", "cli_html"):
+        assert figures[f"{name}_seconds"]["best"] > 0, name

@@ -50,6 +50,8 @@ class SiteSpec:
     max_queries_per_hour: int = 1000
     max_groups: int = 5000
     extra_policy: Mapping[str, str] = field(default_factory=dict)
+    privacy: Mapping[str, str] = field(default_factory=dict)
+    """Keys of the policy's ``[privacy]`` section, as TOML values (``{"review": '"dpo"'}``)."""
     data: bool = True
 
 
@@ -94,6 +96,8 @@ def _write_site(folder: Path, site: SiteSpec) -> None:
         f"max_queries_per_hour = {site.max_queries_per_hour}",
         *(f"{k} = {v}" for k, v in site.extra_policy.items()),
     ]
+    if site.privacy:
+        lines += ["", "[privacy]", *(f"{k} = {v}" for k, v in site.privacy.items())]
     for table, spec in site.tables.items():
         columns = '"*"' if spec.columns is None else toml_str_list(list(spec.columns))
         lines += [

@@ -32,6 +32,8 @@ from ..linkage.statement import KIND as LINKAGE
 from ..linkage.statement import LinkageCompiled, compile_linkage, is_linkage_query
 from ..linkage.statement import assemble as assemble_linkage
 from ..models.statement import kind_of
+from ..mpc.arithmetic import add_public, open_all
+from ..mpc.boolean import ltz
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -48,6 +50,25 @@ from ..query.program import MpcResult, mpc_program
 from ..query.schema_file import load_schema_file
 
 SCHEMA_FILE = "schema.toml"
+SIZE_BANDS: tuple[tuple[int, int | None], ...] = (
+    (0, 9),
+    (10, 19),
+    (20, 49),
+    (50, 99),
+    (100, 199),
+    (200, 499),
+    (500, 999),
+    (1000, None),
+)
+"""The bands in which a reviewing DPO sees each cell's size (never the size itself)."""
+
+
+def band_label(index: int) -> str:
+    """``"10-19"``, or ``"1000+"`` for the open last band."""
+    lo, hi = SIZE_BANDS[index]
+    return f"{lo}+" if hi is None else f"{lo}-{hi}"
+
+
 FLOAT_PARTS = ("sign", "mant", "exp")
 
 
@@ -106,6 +127,12 @@ class Compiled:
         """A DP plan's parameters (epsilon, delta, RDP curve, ...); None for an exact plan."""
         return dict(self.plan.data["params"]["dp"]) if is_dp(self.plan) else None
 
+    @property
+    def review(self) -> tuple[list[str], int] | None:
+        """The sites whose DPO must approve the result and the hours they have, if any."""
+        review = self.plan.data.get("review")
+        return None if review is None else (list(review["sites"]), int(review["hours"]))
+
     def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True) -> U64:
         """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector.
 
@@ -131,13 +158,7 @@ class Compiled:
         """The plan's MPC program on the three sites' shared vectors; (shares out, public meta).
 
         Each vector ends with the site's differences with the ``remembered`` sets of its ledger."""
-        stacked: dict[str, AShare] = {}
-        at = 0
-        for name in self.input_names:
-            shape = self.input_shape(name)
-            size = int(np.prod(shape))
-            stacked[name] = AShare(np.stack([x.v[:, at : at + size].reshape(2, *shape) for x in inputs], axis=1))
-            at += size
+        stacked, at = self._stacked(inputs)
         ledger = self.ledger_shape(remembered)
         if ledger != (0,):
             stacked["ledger"] = AShare(np.stack([x.v[:, at:].reshape(2, *ledger) for x in inputs], axis=1))
@@ -147,6 +168,32 @@ class Compiled:
         if result.local_failed:
             meta["local_failed"] = True  # the member raises LocalStepError once its session ended
         return parts, meta
+
+    def _stacked(self, inputs: list[AShare]) -> tuple[dict[str, AShare], int]:
+        """Each input's shares with a site axis, and where the inputs end in the vectors."""
+        stacked: dict[str, AShare] = {}
+        at = 0
+        for name in self.input_names:
+            shape = self.input_shape(name)
+            size = int(np.prod(shape))
+            stacked[name] = AShare(np.stack([x.v[:, at : at + size].reshape(2, *shape) for x in inputs], axis=1))
+            at += size
+        return stacked, at
+
+    def cell_bands(self, p: Party, inputs: list[AShare]) -> Protocol[list[str]]:
+        """Each base cell's pooled size as a band (``SIZE_BANDS``), for the reviewing DPOs: the
+        persons of the cell's query set (rows where the table has no person column), compared
+        with the bands' public bounds on shares; only the band is opened, to the committee (a
+        reveal point the plan declares: ``explain``)."""
+        name = next((n for n in self.input_names if n.startswith("persons")), "n_rows")
+        stacked, _ = self._stacked(inputs)
+        pooled = stacked[name].sum(axis=0)  # (cells,): the sites' counts added on shares
+        bounds = np.asarray([lo for lo, _ in SIZE_BANDS[1:]], dtype=np.int64)
+        below = AShare(np.repeat(pooled.v[:, None, :], len(bounds), axis=1))
+        below = add_public(p, below, (-bounds).astype(np.uint64)[:, None])
+        under = (yield from ltz(p, below)).sum(axis=0)  # bounds above the size, per cell
+        opened = yield from open_all(p, under)
+        return [band_label(len(bounds) - int(u)) for u in opened]
 
     def explain(self) -> str:
         return explain_plan(self.plan)
@@ -177,12 +224,18 @@ def compile_query(
     if is_linkage_query(text, schema):
         if dp is not None:
             raise UnsupportedQuery("DP mode answers SELECT queries only; COUNT(DISTINCT PERSON) is answered exactly")
+        policy.check_reviewable(False)
         return compile_linkage(text, linkage, rules, len(sites) if sites is not None else 3)
     from .models import ModelCompiled  # a model statement's plan (site_agent.models)
 
     plan = query_plan.compile_query(text, schema, rules, sites, dp)
     compiled = ModelCompiled(plan) if "model" in plan.data else Compiled(plan)
     policy.check_kind(compiled.kind)
+    # Output review holds an aggregate query's exact result; other statements cannot be held yet.
+    policy.check_reviewable(dp is None and "model" not in plan.data and "statement" not in plan.data)
+    reviewers = policy.review_sites()
+    if reviewers:  # in the plan, so its digest holds it: every member agrees before any share moves
+        compiled.plan.data["review"] = {"sites": list(reviewers), "hours": policy.review_deadline_hours()}
     return compiled
 
 

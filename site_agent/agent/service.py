@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import __version__
 from ..audit import AuditLog, Receipt, Reveal
-from ..audit.entry import Decision
+from ..audit.entry import EXPLAINED, Decision
 from ..config import AgentConfig, ConsortiumConfig, load_agent
 from ..crypto.certs import client_context, fingerprint, server_context
 from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
@@ -73,16 +73,17 @@ from ..policy import Policy, RateLimiter, combine, load_policy
 from ..privacy.accountant import Accountant, Charge
 from ..privacy.ledger import Ledger, Membership
 from ..query.membership import membership
+from ..review.store import ReviewStore
 from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
 from .data import columns_of, empty_tables, open_tables
 from .linkage import LinkageEvaluator
+from .reviews import ReviewDesk
 
 log = logging.getLogger("site_agent")
 
 POLICY_WAIT_SECONDS = 10.0
-EXPLAINED = "explain: the plan was described; nothing was computed or revealed"
 CLOSE_SECONDS = 3.0
 """At most this long for closing the links on stop (SIGTERM); then the process exits anyway."""
 
@@ -156,6 +157,16 @@ class Agent:
         )
         self.mesh.on(MsgType.LINKAGE, self.linkage.handle)
         self.mesh.on_link_up(self._send_policy)
+        self.reviews = ReviewDesk(
+            self.site,
+            self.index,
+            ReviewStore(config.audit_log.parent / "review"),
+            self.audit,
+            self.mesh,
+            lambda: self.policy.digest(),
+            self._peer_names,
+        )
+        self.mesh.on_link_up(self.reviews.link_up)
         self.mesh.on_link_down(self._link_lost)
         self.mesh.on_refused(self._audit_refused)
         self._running: set[asyncio.Task[Any]] = set()
@@ -170,9 +181,11 @@ class Agent:
         # when it does (re-dialed by whichever member dials), and policies follow every link-up.
         await self.mesh.start(require_links=False)
         watching = asyncio.create_task(self.watcher.run())
+        reviewing = asyncio.create_task(self.reviews.run())
         log.info("serving", extra={"event": "serving", "address": str(self.config.listen or self.config.relay)})
         await stop.wait()
         watching.cancel()
+        reviewing.cancel()
         log.info("stopping", extra={"event": "stop", "in_flight": len(self._running)})
         await self._abort_running()
         # Closing waits for each peer's close handshake; a frozen peer must not hold up the stop.
@@ -270,7 +283,16 @@ class Agent:
 
     async def _on_control(self, conn: Connection, frame: Frame) -> None:
         body = frame.control or {}
-        if body.get("kind") != msg.POLICY or conn.peer_index is None:
+        kind = body.get("kind")
+        if kind == msg.REVIEW_DECISION:
+            await self.reviews.on_decision(conn, body)
+            return
+        if kind in (msg.REVIEW_LIST_REQUEST, msg.REVIEW_FETCH) and conn.peer_index is None:
+            if conn.peer_name not in self.consortium.analysts:
+                raise AuthError(f"{conn.label} is not an analyst of the consortium")
+            await (self.reviews.on_list(conn) if kind == msg.REVIEW_LIST_REQUEST else self.reviews.on_fetch(conn, body))
+            return
+        if kind != msg.POLICY or conn.peer_index is None:
             raise MpcError(f"{conn.label} may not send {body.get('kind')!r} control messages")
         if body["site"] != conn.peer_name:
             raise AuthError(f"{conn.label} sent a policy for site {body['site']!r}")
@@ -386,10 +408,29 @@ class Agent:
         except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
             await self._refuse(conn, env, plan, exc, started)
             return
-        await progress("revealed")
         if outcome.members is not None and isinstance(plan, planning.Compiled):  # remembered for the next checks
+            # (a result held for review counts as opened: a later query cannot difference against it)
             opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
+        shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
+        if isinstance(plan, planning.Compiled) and plan.review is not None:  # held until the DPOs approve
+            held, receipt = await self.reviews.hold(env, plan, shares, outcome.meta, time.monotonic() - started)
+            await conn.send_frame(
+                msg.control(
+                    msg.PENDING,
+                    self.index,
+                    site=self.site,
+                    query_id=query_id,
+                    sites=held.sites,
+                    deadline=held.deadline,
+                    receipt=receipt.to_json(),
+                )
+            )
+            log.info(
+                "query held for review", extra={"event": "held", "analyst": env.analyst, "query_id": query_id[:16]}
+            )
+            return
+        await progress("revealed")
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
         privacy = self._privacy_record(env, plan, policy)
         receipt = self.audit.append(
@@ -402,6 +443,7 @@ class Agent:
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
             privacy=privacy,
+            kind=plan.kind,
         )
         stats = {"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)}
         if privacy is not None:
@@ -412,7 +454,7 @@ class Agent:
                 MsgType.RESULT_SHARES,
                 session=msg.session_id(query_id),
                 sender=self.index,
-                array=np.ascontiguousarray(outcome.shares.v.reshape(2, -1)),
+                array=shares,
             )
         )
         log.info(
@@ -462,6 +504,8 @@ class Agent:
             inputs = yield from input_all(p, local, sizes)
             progress.soon("shared")
             shares, meta = yield from plan.program(p, inputs, remembered)
+            if plan.review is not None:  # the DPOs see each cell's size as a band, never the size
+                meta["bands"] = yield from plan.cell_bands(p, inputs)
             progress.soon("computed")
             return Outcome(shares, meta, members)
 
@@ -538,7 +582,7 @@ class Agent:
         """
         category, rule, site = self._classify(exc)
         decision: Decision = "refused" if category in ("auth", "policy", "query", "refused") else "failed"
-        receipt = self._record(env, plan, decision, f"{category}: {exc}", started)
+        receipt = self._record(env, plan, decision, f"{category}: {exc}", started, rule or None)
         with contextlib.suppress(Exception):
             await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
         log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
@@ -585,8 +629,16 @@ class Agent:
         )
 
     def _record(
-        self, env: Envelope, plan: planning.AnyCompiled | None, decision: Decision, reason: str, started: float
+        self,
+        env: Envelope,
+        plan: planning.AnyCompiled | None,
+        decision: Decision,
+        reason: str,
+        started: float,
+        rule: str | None = None,
     ) -> Receipt:
+        """The request's audit entry (with the plan's statement kind once compiled, the policy rule
+        that refused it, if one did, and a DP run's budget record)."""
         privacy = None
         if plan is not None and plan.dp is not None and reason != EXPLAINED:  # a DP run refused or failed
             policy = self._latest_policy() if self._policies_known.is_set() else self.policy
@@ -601,6 +653,8 @@ class Agent:
             peers=[n for n in self.names.values() if n != self.site],
             timings={"seconds": round(time.monotonic() - started, 4)},
             privacy=privacy,
+            kind=plan.kind if plan is not None else None,
+            rule=rule,
         )
 
     async def _reply_failure(

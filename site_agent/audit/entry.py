@@ -8,6 +8,14 @@ ASCII only). ``hash`` is the SHA-256 of the canonical JSON of every other field,
 later matched against the site's log.
 
 Entries hold names and shapes of what was revealed, never values.
+
+Optional fields (``OPTIONAL_FIELDS``) are present only when they apply, so entries written
+before they existed still verify: ``kind``, the statement kind of the compiled plan
+(``aggregate``, ``per_site_breakdown``, ``model``), ``rule``, the policy key that refused, and
+``review``, for output review (``{"id": query id, "action": held | approved | denied |
+released | expired | discarded, "sites": reviewing sites}``), and ``privacy`` for a DP query
+(epsilon, delta and the analyst's budget at the site; :mod:`site_agent.privacy.accountant`).
+Like every field, they are covered by the entry's hash.
 """
 
 from __future__ import annotations
@@ -44,11 +52,10 @@ FIELDS = frozenset(
         "signature",
     }
 )
-
-
-OPTIONAL_FIELDS = frozenset({"privacy"})
-"""Fields an entry has only when they apply: ``privacy`` for a DP query (epsilon, delta and the
-analyst's budget at the site; :mod:`site_agent.privacy.accountant`)."""
+OPTIONAL_FIELDS = frozenset({"kind", "rule", "review", "privacy"})
+REVIEW_ACTIONS = ("held", "approved", "denied", "released", "expired", "discarded")
+EXPLAINED = "explain: the plan was described; nothing was computed or revealed"
+"""The reason of an entry that records an ``--explain`` request (accepted, nothing revealed)."""
 
 
 @dataclass(frozen=True)
@@ -121,13 +128,18 @@ def make_body(
     timings: Mapping[str, float],
     prev: str,
     privacy: Mapping[str, float | str] | None = None,
+    kind: str | None = None,
+    rule: str | None = None,
+    review: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The fields of an entry before hashing, validated so nothing but names and shapes goes in."""
+    """The fields of an entry before hashing, validated so nothing but names and shapes goes in.
+
+    ``privacy``, ``kind``, ``rule`` and ``review`` are written only when given (see ``OPTIONAL_FIELDS``)."""
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
     if not all(isinstance(r, Reveal) for r in reveals):
         raise TypeError("reveals must be Reveal(name, shape) objects: names and shapes, never values")
-    return {
+    body: dict[str, Any] = {
         "seq": seq,
         "time": time,
         "site": site,
@@ -144,3 +156,11 @@ def make_body(
         "prev": prev,
         **({"privacy": {str(k): v for k, v in privacy.items()}} if privacy is not None else {}),
     }
+    for name, value in (("kind", kind), ("rule", rule)):
+        if value is not None:
+            body[name] = str(value)
+    if review is not None:
+        if review.get("action") not in REVIEW_ACTIONS:
+            raise ValueError(f"review action must be one of {REVIEW_ACTIONS}")
+        body["review"] = {"id": str(review["id"]), "action": str(review["action"]), "sites": list(review["sites"])}
+    return body

@@ -133,11 +133,16 @@ class AuditLog:
         peers: Sequence[str] = (),
         timings: Mapping[str, float] | None = None,
         privacy: Mapping[str, float | str] | None = None,
+        kind: str | None = None,
+        rule: str | None = None,
+        review: Mapping[str, Any] | None = None,
     ) -> Receipt:
         """Write one entry durably and return its receipt for the analyst.
 
         ``plan_digest`` is ``None`` when the request was refused before a plan existed;
-        ``privacy`` (DP queries only) the epsilon spent and the analyst's budget at this site.
+        ``privacy`` (DP queries only) the epsilon spent and the analyst's budget at this site;
+        ``kind`` is the compiled plan's statement kind and ``rule`` the policy key that refused,
+        if any; ``review`` marks a step of output review (``site_agent.audit.entry``).
         """
         with self._lock:
             if self._fd < 0:
@@ -157,6 +162,9 @@ class AuditLog:
                 timings=timings or {},
                 prev=self._prev,
                 privacy=privacy,
+                kind=kind,
+                rule=rule,
+                review=review,
             )
             digest = entry_hash(body)
             signature = sign_hash(self._key, digest)

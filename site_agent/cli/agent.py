@@ -9,6 +9,12 @@
   refuse but do not stop the agent.
 * ``audit verify --config agent.toml``: checks the audit log's chain and signatures and
   names the first bad entry.
+* ``report --config agent.toml --since DATE [--until DATE] [--html FILE | --json]``: the transparency
+  report for the site's data-protection officer, from the audit log after verifying it (a log
+  that does not verify gets no report: the first bad line is named and the exit code is 1).
+  Text tables on stdout, one HTML page with a chart, or JSON (docs/review-and-report.md).
+* ``review list | show ID | approve ID | deny ID --config agent.toml``: output review by the
+  site's data-protection officer (``site_agent.cli.review``).
 * ``approve CHANGE --config agent.toml``: adds this site's signature to a proposed membership
   change (``mpc-consortium propose``, ``revoke``, ``rotate``) after checking that it follows the
   consortium version this site runs; prints what the change does.
@@ -24,28 +30,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import json
 import signal
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from ..agent import planning
-from ..agent.data import describe, open_tables
-from ..agent.service import configure_logging, serve_forever
 from ..audit import verify
+from ..audit.render import render_html, render_text
+from ..audit.report import build_report, parse_when
 from ..config import Address, load_agent, load_consortium, write_consortium
 from ..crypto.certs import client_context, server_context
 from ..crypto.signing import load_private_key, public_key_pem
-from ..data.conformance import conformance
 from ..errors import ConfigError, MpcError
 from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share
 from ..membership.changes import approve, approvers, describe_change, digest
 from ..policy import load_policy
 from ..tuning import tune_allocator
-from . import linkage
+from . import linkage, review
+
+# The daemon, the planner and the data connectors (pandas, DuckDB, sqlglot: about a second of
+# imports) are imported by the commands that use them, so that ``audit verify`` and ``report``
+# start at once.
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..agent.service import configure_logging, serve_forever
+
     configure_logging()
     tune_allocator()
 
@@ -81,6 +94,10 @@ def _step(name: str, action: Callable[[], str], warn: bool = False) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ..agent import planning
+    from ..agent.data import describe, open_tables
+    from ..data.conformance import conformance
+
     try:
         config = load_agent(args.config)
         consortium = load_consortium(config.consortium)
@@ -183,6 +200,38 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        config = load_agent(args.config)
+        consortium = load_consortium(config.consortium)
+        report = build_report(
+            config.audit_log, consortium.site(config.site).public_key(), config.site, args.since, args.until
+        )
+        if args.html:
+            Path(args.html).write_text(render_html(report))
+            print(f"report: {report.entries} entries of {report.verified.entries} verified, written to {args.html}")
+        elif args.json:
+            print(json.dumps(report.to_json(), indent=1, sort_keys=True))
+        else:
+            sys.stdout.write(render_text(report))
+    except (MpcError, OSError) as exc:
+        print(f"report: {one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _when(end: bool) -> Callable[[str], dt.datetime]:
+    """An argparse type: a date or ISO time (``parse_when``); a bad one is a usage error."""
+
+    def parse(text: str) -> dt.datetime:
+        try:
+            return parse_when(text, end)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a date (2026-05-01) or ISO time") from None
+
+    return parse
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     try:
         config = load_agent(args.config)
@@ -224,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     av = audit_sub.add_parser("verify", help="check the hash chain and signatures")
     av.add_argument("--config", required=True)
     av.set_defaults(func=cmd_audit_verify)
+    report = sub.add_parser("report", help="the transparency report from the verified audit log")
+    report.add_argument("--config", required=True)
+    report.add_argument("--since", required=True, type=_when(False), help="first day (or ISO time), UTC")
+    report.add_argument("--until", type=_when(True), help="last day, included (or an ISO time, excluded)")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument("--html", metavar="FILE", help="write one HTML page with a chart instead of text")
+    form.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    report.set_defaults(func=cmd_report)
+    review.add_parser(sub)
     approve_ = sub.add_parser("approve", help="sign a proposed membership change as this site")
     approve_.add_argument("change", help="the change file (mpc-consortium propose, revoke or rotate)")
     approve_.add_argument("--config", required=True)

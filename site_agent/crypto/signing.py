@@ -11,6 +11,7 @@ PEM, which is what ``consortium.toml`` carries inline.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from site_agent.errors import BadSignature, ConfigError
+
+_LOWER_HEX = re.compile("[0-9a-f]*")
 
 __all__ = [
     "Ed25519PrivateKey",
@@ -107,4 +110,4 @@ def is_lower_hex(text: str, nbytes: int) -> bool:
     Signatures, digests and fingerprints travel as hex; accepting one spelling only means a
     changed character can never decode to the same bytes unnoticed.
     """
-    return len(text) == 2 * nbytes and all(c in "0123456789abcdef" for c in text)
+    return len(text) == 2 * nbytes and _LOWER_HEX.fullmatch(text) is not None

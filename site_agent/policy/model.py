@@ -38,6 +38,8 @@ DEFAULT_MAX_QUERIES_PER_HOUR = 100
 STATEMENT_KINDS = frozenset({"aggregate", "per_site_breakdown", "model"})
 DEFAULT_STATEMENT_KINDS = frozenset({"aggregate", "model"})
 MAX_ROUNDING_BASE = 1000
+REVIEW_MODES = ("auto", "dpo")
+DEFAULT_REVIEW_HOURS = 72
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class Policy:
     more than p percent of its total is withheld (None: off; site_agent/privacy/dominance.py)."""
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     """DP mode and budgets (the ``[privacy]`` section, :mod:`.privacy`)."""
+    review: str = "auto"
+    """``[privacy] review``: "auto", results that pass the release rule go to the analyst; "dpo",
+    every result is held as shares until this site's data-protection officer approves it."""
+    review_hours: int = DEFAULT_REVIEW_HOURS
+    """``[privacy] review_hours``: a held result not approved by then is discarded."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -104,6 +111,8 @@ class Policy:
             "model_events_per_term": self.model_events_per_term,
             "dominance": None if self.dominance is None else list(self.dominance),
             "privacy": self.privacy.to_json(),
+            "review": self.review,
+            "review_hours": self.review_hours,
             "tables": None
             if self.tables is None
             else {
@@ -146,11 +155,13 @@ class Policy:
                 model_events_per_term=int(data["model_events_per_term"]),
                 dominance=None if data["dominance"] is None else _rule(data["dominance"]),
                 privacy=PrivacyPolicy.from_json(data["privacy"]),
+                review=str(data["review"]),
+                review_hours=int(data["review_hours"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"policy of site {site!r} is malformed: {exc}") from exc
-        if policy.to_json() != dict(data):
+        if policy.to_json() != dict(data) or policy.review not in REVIEW_MODES or policy.review_hours < 1:
             raise ConfigError(f"policy of site {site!r} has unexpected or non-canonical fields")
         return policy
 
@@ -243,6 +254,22 @@ class Policy:
         """The site whose per-analyst budget (``epsilon``) is the smallest: the one an over-budget
         refusal names."""
         return min(self._each(), key=lambda p: p.privacy.epsilon).site
+    def review_sites(self) -> tuple[str, ...]:
+        """The sites whose data-protection officer must approve every result (``review = "dpo"``)."""
+        return tuple(sorted(p.site for p in self._each() if p.review == "dpo"))
+
+    def check_reviewable(self, reviewable: bool) -> None:
+        """Refuse, naming a reviewing site and rule ``review``, a statement whose result cannot be
+        held for output review (DP, model, survival and linkage statements): at a site that asks
+        for review, nothing leaves without its DPO's approval."""
+        if not reviewable:
+            for p in self._each():
+                if p.review == "dpo":
+                    raise p._refuse("review", "this statement's results cannot be held for output review yet")
+
+    def review_deadline_hours(self) -> int:
+        """Hours a held result waits for approval: the shortest of the reviewing sites' (strictest)."""
+        return min((p.review_hours for p in self._each() if p.review == "dpo"), default=DEFAULT_REVIEW_HOURS)
 
     def check_min_max(self) -> None:
         """Refuse MIN/MAX, which reveal single records, unless allowed (rule ``allow_min_max``)."""
@@ -254,7 +281,8 @@ class Policy:
 def combine(policies: Iterable[Policy]) -> Policy:
     """The strictest combination: largest minimum cell size and redaction threshold, rounding to a
     multiple of every site's base (their least common multiple), the most contributing sites,
-    the dominance rule with the largest n and the smallest p, smallest limits, only the analysts,
+    the dominance rule with the largest n and the smallest p, review by a DPO if any site asks it
+    (each such site must approve: ``review_sites``), smallest limits, only the analysts,
     kinds, tables and columns every site allows, identifiers of any site, MIN/MAX only if all allow.
 
     Table, column and identifier rules come from the sites that hold data only (a policy with
@@ -297,6 +325,8 @@ def combine(policies: Iterable[Policy]) -> Policy:
         model_events_per_term=max(p.model_events_per_term for p in parts),
         dominance=dominance.combine([p.dominance for p in parts]),
         privacy=combine_privacy(p.privacy for p in parts),
+        review="dpo" if any(p.review == "dpo" for p in parts) else "auto",
+        review_hours=min(p.review_hours for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -379,6 +409,10 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         raise p.error("statement_kinds", f"unknown kind {unknown[0]!r} (known: {', '.join(sorted(STATEMENT_KINDS))})")
     if "analysts" not in p:
         raise p.error("analysts", 'missing: list analyst names, or "*" for every analyst in the consortium')
+    privacy = root.section("privacy", required=False)
+    review = privacy.get_str("review", "auto")
+    if review not in REVIEW_MODES:
+        raise privacy.error("review", f'must be "auto" or "dpo", not {review!r}')
     declared = root.section("tables", required=False)
     tables = {name.lower(): _table_policy(t, name) for name, t in declared.subsections()}
     if not data and declared.data:
@@ -399,7 +433,9 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         model_min_df=p.get_int("model_min_df", 10, minimum=1),
         model_events_per_term=p.get_int("model_events_per_term", 10, minimum=1),
         dominance=_dominance(p),
-        privacy=load_privacy(root.section("privacy", required=False)),
+        privacy=load_privacy(privacy, also=("review", "review_hours")),
+        review=review,
+        review_hours=privacy.get_int("review_hours", DEFAULT_REVIEW_HOURS, minimum=1),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -454,6 +490,12 @@ delta = 1e-5
 period = "365d"
 # Rows one person contributes to one DP query at most (the rest are left out at random).
 max_rows_per_person = 1
+# Output review (docs/review-and-report.md): "auto" releases what passes the rules above;
+# "dpo" holds every result as shares, at every committee member, until this site's
+# data-protection officer approves it ('mpc-site-agent review approve ID'); unapproved after
+# review_hours hours, it is discarded. Every site that says "dpo" must approve.
+review = "auto"
+review_hours = {review_hours}
 
 {tables}"""
 
@@ -481,5 +523,6 @@ def render_policy_template(site: str, data: bool = True) -> str:
         min_cell_size=DEFAULT_MIN_CELL_SIZE,
         max_groups=DEFAULT_MAX_GROUPS,
         max_queries=DEFAULT_MAX_QUERIES_PER_HOUR,
+        review_hours=DEFAULT_REVIEW_HOURS,
         tables=TABLES_TEMPLATE if data else NO_DATA_TEMPLATE,
     )

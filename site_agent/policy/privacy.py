@@ -92,9 +92,10 @@ class PrivacyPolicy:
         )
 
 
-def load_privacy(section: Section) -> PrivacyPolicy:
-    """The ``[privacy]`` section (absent: the defaults); ``ConfigError`` naming the key."""
-    section.only("mode", "epsilon_per_query", "epsilon", "delta", "period", "max_rows_per_person")
+def load_privacy(section: Section, also: tuple[str, ...] = ()) -> PrivacyPolicy:
+    """The ``[privacy]`` section (absent: the defaults); ``ConfigError`` naming the key. ``also``
+    are the section's other keys, read by the caller (output review)."""
+    section.only("mode", "epsilon_per_query", "epsilon", "delta", "period", "max_rows_per_person", *also)
     values: dict[str, Any] = {}
     for key in ("epsilon_per_query", "epsilon", "delta"):
         if key in section:

@@ -103,6 +103,14 @@ def explain(plan: Plan, sites: int = 3) -> str:
             f"A sum (SUM, AVG, variance, rate) is withheld where its {n} largest persons make more than {pct}% "
             "of the cell's total of absolute contributions (dominance)."
         )
+    if "review" in d:
+        lines.append(
+            f"Output review: the result is held as shares at every member until the data-protection "
+            f'officers of {", ".join(d["review"]["sites"])} approve it (review = "dpo"); not approved '
+            f"within {d['review']['hours']} hours, or denied, it is discarded and nothing is released. "
+            "For the officers, each base cell's size (persons, or rows without a person column) is "
+            "opened to the committee as a band (0-9, 10-19, 20-49, 50-99, 100-199, 200-499, 500-999, 1000+)."
+        )
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "

@@ -3,7 +3,7 @@
 import pytest
 from IPython.core.error import UsageError
 
-from mpc_jupyter.command import Budget, Close, Connect, PlanOf, Query, Receipts, Status, parse
+from mpc_jupyter.command import Budget, Close, Connect, Pending, PlanOf, Query, Receipts, Status, parse
 
 
 def test_subcommands() -> None:
@@ -59,3 +59,9 @@ def test_sql_comments_never_reach_the_option_parser() -> None:
 def test_usage_errors(line: str, cell: str | None, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse(line, cell)
+
+
+def test_pending_subcommand() -> None:
+    assert parse("pending") == Pending()
+    with pytest.raises(UsageError):
+        parse("pending now")

@@ -1,0 +1,142 @@
+"""``mpc-site-agent review list | show ID | approve ID | deny ID --config agent.toml``.
+
+The site's data-protection officer looks at the results held for review at this site and
+decides. The commands read and edit the agent's review folder under its lock
+(``site_agent.review.store`` says why this, rather than a call to the agent); the running agent
+records each decision in the audit log and tells the other committee members within a second.
+
+``show`` prints the query, the plan in words, and what would be released: each output's name
+and shape, how many cells pass the release rule (public suppression flags), and each cell's
+size as a band ("10-19"), which the committee opened for the DPOs. Never a value: this member
+holds only shares, and the command opens nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import itertools
+import time
+from typing import Any
+
+from ..config import load_agent
+from ..errors import MpcError
+from ..review.store import APPROVED, DENIED, PENDING, Held, ReviewStore
+
+
+def _store(config_path: str) -> tuple[str, ReviewStore]:
+    config = load_agent(config_path)
+    return config.site, ReviewStore(config.audit_log.parent / "review")
+
+
+def _when(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _status(held: Held) -> str:
+    if held.state == PENDING:
+        return f"pending: waiting for {', '.join(held.waiting)} until {_when(held.deadline)}"
+    if held.state == DENIED:
+        return f"denied by {', '.join(held.denied_by)}"
+    return held.state
+
+
+def _outputs(held: Held) -> str:
+    return ", ".join(f"{r['name']} {'x'.join(map(str, r['shape'])) or 'scalar'}" for r in held.reveals)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _, store = _store(args.config)
+    rows = [h for h in store.all() if args.all or h.state in (PENDING, APPROVED)]
+    if not rows:
+        print("no results held for review" + ("" if args.all else " (--all lists decided ones too)"))
+    for h in rows:
+        print(f"{h.id[:16]}  {_when(h.created)}  {h.analyst}  {h.kind}  {_status(h)}")
+        print(f"    {' '.join(h.query.split())[:100]}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ..query.disclosure import RELEASED as RELEASED_FLAG
+    from ..query.explain import explain
+    from ..query.plan import Plan
+
+    _, store = _store(args.config)
+    held = store.get(store.find(args.id))
+    assert held is not None
+    flags = held.meta.get("flags", [])
+    released = sum(1 for f in flags if f == RELEASED_FLAG)
+    print(f"id        {held.id}")
+    print(f"analyst   {held.analyst}")
+    print(f"asked     {_when(held.created)}")
+    print(f"status    {_status(held)}")
+    print(f"reviewers {', '.join(held.sites)}")
+    for site, d in sorted(held.decisions.items()):
+        print(f"          {site}: {d.decision} at {_when(d.time)} by {d.by}")
+    print(f"outputs   {_outputs(held)} (names and shapes; values are never shown)")
+    print(f"release   {released} of {len(flags)} release rows pass the release rule; the rest stay suppressed")
+    plan = Plan(held.meta["plan"])
+    if held.bands:
+        print("cell sizes (bands; the sizes themselves are never opened):")
+        labels = itertools.product(*([str(v) for v in k["domain"]] for k in plan.keys))
+        for label, band in zip(labels, held.bands, strict=False):
+            print(f"    {', '.join(label) or 'all'}: {band}")
+    print("\nQuery:\n" + "\n".join("    " + line for line in held.query.strip().splitlines()))
+    print("\n" + explain(plan))
+    return 0
+
+
+def _decide(args: argparse.Namespace, decision: str) -> int:
+    site, store = _store(args.config)
+    held_id = store.find(args.id)
+    now = time.time()
+
+    def change(held: Held) -> bool:
+        if held.expire(now):
+            return True
+        return held.decide(site, decision, getpass.getuser(), now)
+
+    held = store.update(held_id, change)
+    assert held is not None
+    if held.state == "expired":
+        print(f"review: {held_id[:16]} expired at {_when(held.deadline)}; it was discarded")
+        return 1
+    if decision == DENIED:
+        print(f"denied {held_id[:16]} at site {site}: every member discards it; nothing is released")
+    elif held.state == APPROVED:
+        print(f"approved {held_id[:16]} at site {site}: every reviewing site approved; the analyst can fetch it")
+    else:
+        print(f"approved {held_id[:16]} at site {site}; still waiting for {', '.join(held.waiting)}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch ``review`` subcommands; a refusal is one line and exit code 1."""
+    try:
+        if args.review_command == "list":
+            return cmd_list(args)
+        if args.review_command == "show":
+            return cmd_show(args)
+        return _decide(args, APPROVED if args.review_command == "approve" else DENIED)
+    except MpcError as exc:
+        print(f"review: {exc}")
+        return 1
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``review`` and its subcommands on the ``mpc-site-agent`` parser."""
+    review = sub.add_parser("review", help="output review by the site's data-protection officer")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    listing = review_sub.add_parser("list", help="results held for review at this site")
+    listing.add_argument("--all", action="store_true", help="also those released, denied or expired")
+    for name, text in (
+        ("show", "the query, the plan and what would be released"),
+        ("approve", "approve a held result as this site"),
+        ("deny", "deny a held result: it is discarded at every member"),
+    ):
+        cmd = review_sub.add_parser(name, help=text)
+        cmd.add_argument("id", help="the result's id (a unique prefix is enough)")
+        cmd.add_argument("--config", required=True)
+    listing.add_argument("--config", required=True)
+    review.set_defaults(func=run)

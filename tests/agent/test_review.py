@@ -1,0 +1,150 @@
+"""Output review without agents: the policy keys and their combination, the plan that carries the
+reviewing sites, a held result's decisions, the store's share files, and a member's poll
+(its DPO's decision recorded, the deadline that discards)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from site_agent.agent.planning import compile_query
+from site_agent.agent.reviews import ReviewDesk
+from site_agent.audit import AuditLog, verify
+from site_agent.errors import ConfigError, ReviewError
+from site_agent.policy import Policy, combine, load_policy
+from site_agent.query import schema_from_duckdb
+from site_agent.review.store import APPROVED, DENIED, EXPIRED, PENDING, Held, ReviewStore
+
+POLICY = """
+[policy]
+analysts = "*"
+
+[privacy]
+{privacy}
+
+[tables.lung]
+columns = "*"
+"""
+
+
+def _policy(tmp_path: Path, site: str, privacy: str) -> Policy:
+    path = tmp_path / f"{site}.toml"
+    path.write_text(POLICY.format(privacy=privacy))
+    return load_policy(path, site)
+
+
+def test_review_keys_combine_strictest_and_enter_the_plan_digest(tmp_path: Path) -> None:
+    auto = _policy(tmp_path, "south", "")
+    north = _policy(tmp_path, "north", 'review = "dpo"\nreview_hours = 24')
+    central = _policy(tmp_path, "central", 'review = "dpo"')
+    assert (auto.review, auto.review_hours, central.review_hours) == ("auto", 72, 72)
+    assert Policy.from_json("north", north.to_json()) == north
+    both = combine([auto, north, central])
+    assert both.review_sites() == ("central", "north") and both.review_deadline_hours() == 24
+    assert combine([auto]).review_sites() == ()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE lung (sex VARCHAR, age DOUBLE)")
+    schema = schema_from_duckdb(con, domains={"lung.sex": ["F", "M"]})
+    text = "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex"
+    plain, held = compile_query(text, schema, combine([auto])), compile_query(text, schema, both)
+    assert plain.review is None and held.review == (["central", "north"], 24)
+    assert plain.digest != held.digest  # members that disagree on review never share anything
+    assert "until the data-protection officers of central, north approve" in held.explain()
+    for bad, key in (('review = "maybe"', "review"), ("review_hours = 0", "review_hours"), ("reviews = 1", "reviews")):
+        with pytest.raises(ConfigError, match=key):
+            _policy(tmp_path, "x", bad)
+
+
+def _held(**overrides: Any) -> Held:
+    fields: dict[str, Any] = {
+        "id": "ab" * 32,
+        "analyst": "alice",
+        "query": "SELECT COUNT(*) AS n FROM lung",
+        "plan_digest": "cd" * 32,
+        "kind": "aggregate",
+        "meta": {"flags": [0]},
+        "reveals": [{"name": "n", "shape": [1]}],
+        "sites": ["central", "north"],
+        "created": 1000.0,
+        "deadline": 1000.0 + 3600,
+    }
+    return Held(**{**fields, **overrides})
+
+
+def test_decisions() -> None:
+    held = _held()
+    assert held.decide("north", APPROVED, "dpo", 1001) and held.state == PENDING and held.waiting == ["central"]
+    assert not held.decide("north", APPROVED, "site north", 1002)  # the same decision again: nothing new
+    with pytest.raises(ReviewError, match="already approved"):
+        held.decide("north", DENIED, "dpo", 1003)
+    with pytest.raises(ReviewError, match="not asked to review"):
+        held.decide("south", APPROVED, "dpo", 1003)
+    assert held.decide("central", APPROVED, "dpo", 1004) and held.state == APPROVED
+    denied = _held()
+    denied.decide("central", DENIED, "dpo", 1001)
+    assert denied.state == DENIED and denied.denied_by == ["central"]
+    with pytest.raises(ReviewError, match="can no longer be decided"):
+        denied.decide("north", APPROVED, "dpo", 1002)
+    late = _held()
+    assert not late.expire(4599.0) and late.expire(4600.0) and late.state == EXPIRED
+    assert Held.from_json(json.loads(json.dumps(held.to_json()))) == held
+
+
+def test_store_keeps_shares_until_the_result_is_closed(tmp_path: Path) -> None:
+    store = ReviewStore(tmp_path / "review")
+    shares = np.arange(8, dtype=np.uint64).reshape(2, 4)
+    store.hold(_held(), shares)
+    store.hold(_held(id="ac" * 32), shares)
+    np.testing.assert_array_equal(store.shares("ab" * 32), shares)
+    assert store.find("abab") == "ab" * 32
+    for prefix in ("a", "ff", ""):
+        with pytest.raises(ReviewError):
+            store.find(prefix)
+    store.update("ab" * 32, lambda h: h.decide("north", DENIED, "dpo", 1001))
+    with pytest.raises(ReviewError, match="no longer held"):
+        store.shares("ab" * 32)
+    assert [h.state for h in store.all()] == [DENIED, PENDING]
+
+
+class _NoLinks:
+    """A mesh with no member connected: decisions are announced when links come up."""
+
+    def __init__(self) -> None:
+        self.links: dict[int, Any] = {}
+
+
+def test_poll_records_the_dpo_decision_and_discards_at_the_deadline(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = ReviewStore(tmp_path / "review")
+    store.hold(_held(), np.zeros((2, 1), dtype=np.uint64))
+    with AuditLog(tmp_path / "audit.jsonl", "north", key) as audit:
+        desk = ReviewDesk("north", 0, store, audit, _NoLinks(), lambda: "ef" * 32, lambda: ["central", "south"])  # type: ignore[arg-type]
+        # What 'mpc-site-agent review approve' does: edit the store under its lock.
+        store.update("ab" * 32, lambda h: h.decide("north", APPROVED, "dpo-jane", 1500))
+        asyncio.run(desk.poll(2000.0))
+        asyncio.run(desk.poll(2001.0))  # nothing new: no second entry
+        asyncio.run(desk.poll(4600.0))  # central never decided: the deadline passed
+    assert verify(tmp_path / "audit.jsonl", key.public_key(), "north").ok
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(e["review"]["action"], e["decision"]) for e in entries] == [
+        ("approved", "accepted"),
+        ("expired", "refused"),
+    ]
+    assert "dpo-jane" in entries[0]["reason"] and "not approved by central" in entries[1]["reason"]
+    assert all(e["reveals"] == [] for e in entries)
+    (held,) = store.all()
+    assert held.state == EXPIRED and held.decisions["north"].recorded
+    assert not list((tmp_path / "review").glob("*.npy"))
+    with AuditLog(tmp_path / "audit.jsonl", "north", key) as audit:
+        desk = ReviewDesk("north", 0, store, audit, _NoLinks(), lambda: "ef" * 32, lambda: [])  # type: ignore[arg-type]
+        asyncio.run(desk.poll(4600.0 + 29 * 86400))
+        assert store.all() and audit.next_seq == 2  # kept a while after its deadline, nothing new logged
+        asyncio.run(desk.poll(4600.0 + 31 * 86400))
+    assert store.all() == []
