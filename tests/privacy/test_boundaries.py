@@ -53,7 +53,7 @@ def _rows() -> pd.DataFrame:
 
     # 1: min cell size, groups of 4 (in 5 rows: one person twice), 5, 6 persons
     for g, n in ((1, 4), (2, 5), (3, 6)):
-        for i in range(n):
+        for _ in range(n):
             add(1, 1, g=g, x=int(rng.integers(0, 20)))
     # 2: secondary suppression, lines g with children c of (1, 3 | 4, 6, 10) persons: the two
     # small children's total, which the line gives away, is 4, 5, 6
