@@ -32,7 +32,7 @@ SUPPRESSED = f"<{K}"
 SCHEMA = """\
 [tables.t]
 id = { type = "integer", person = true }
-part = { type = "integer", domain = [1, 2, 3, 4, 5, 6, 7] }
+part = { type = "integer", domain = [1, 2, 3, 4, 5, 6, 7, 8] }
 g = { type = "integer", domain = [0, 1, 2, 3, 4, 5, 6, 7] }
 c = { type = "integer", domain = [0, 1, 2, 3] }
 x = { type = "integer", grid = [0, 20, 1] }
@@ -84,6 +84,11 @@ def _rows() -> pd.DataFrame:
         for i in range(40):
             x = int(rng.integers(0, 20))
             add(7, 1, g=g, x=x, e=int(i < events))
+    # 8: LINEAR y ~ C(c): level c = 1 held by 4, 5, 6 persons (the other levels by 20, 8, 8)
+    for g, small in ((1, 4), (2, 5), (3, 6)):
+        for c, n in enumerate((20, small, 8, 8)):
+            for _ in range(n):
+                add(8, 1, g=g, c=c, y=float(3 * c + rng.normal(0, 2)))
     frame = pd.DataFrame(rows)
     frame.insert(0, "id", np.arange(1, len(frame) + 1))
     twice = frame[(frame.part == 1) & (frame.g == 1)].iloc[:1]  # one person of the 4 has two rows
@@ -256,3 +261,26 @@ def test_events_per_term_at_limit_minus_1_limit_limit_plus_1(fresh: Running, g: 
     ours = fresh.client.query(text)
     ref = smf.logit("e ~ x", rows).fit(disp=0, tol=1e-12)
     assert relative(ours["coef"], ref.params) < 1e-6
+
+
+@pytest.mark.parametrize(("g", "level"), [(1, K - 1), (2, K), (3, K + 1)])
+def test_model_level_size_at_k_minus_1_k_k_plus_1(fresh: Running, g: int, level: int) -> None:
+    """LINEAR y ~ C(c) where level c = 1 holds 4, 5, 6 persons: at 4 the model is refused
+    (min_cell_size; its coefficient would be those persons' mean difference), at 5 and 6 it
+    equals statsmodels."""
+    rows = _part(fresh, 8)
+    rows = rows[rows.g == g]
+    assert (rows.c == 1).sum() == level
+    text = f"LINEAR y ~ C(c) FROM t WHERE part = 8 AND g = {g}"
+    if level < K:
+        with pytest.raises(QueryFailed) as err:
+            fresh.client.query(text)
+        assert err.value.rule == "min_cell_size"
+        assert str(err.value) == (
+            f"refused by the model rule min_cell_size: the model's rows, or a level of a categorical term, "
+            f"hold fewer than {K} persons; nothing was released"
+        )
+        return
+    ours = fresh.client.query(text)
+    ref = smf.ols("y ~ C(c)", rows).fit()
+    assert relative(ours["coef"], ref.params) < 1e-8
