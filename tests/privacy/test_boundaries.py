@@ -124,6 +124,19 @@ def _part(running: Running, part: int) -> pd.DataFrame:
     return pooled[pooled.part == part]
 
 
+def _refused(running: Running, text: str, rule: str, why: str) -> None:
+    """``text`` is refused by the model rule ``rule`` with the exact message, and every site
+    writes a refusal that reveals nothing."""
+    before = running.audit_counts()
+    with pytest.raises(QueryFailed) as err:
+        running.client.query(text)
+    assert err.value.rule == rule
+    assert str(err.value) == f"refused by the model rule {rule}: {why}; nothing was released"
+    for site in SITES:
+        new = running.wait_audit(site, before[site])
+        assert [e["decision"] for e in new] == ["refused"] and new[0]["reveals"] == [], (site, new)
+
+
 def test_min_cell_size_at_k_minus_1_k_k_plus_1(fresh: Running) -> None:
     """Groups of 4 persons (5 rows), 5 and 6 persons: the first is withheld, count and mean
     alike; the others equal pandas. Rows are not persons: counting rows would release 5."""
@@ -224,17 +237,7 @@ def test_model_residual_df_at_limit_minus_1_limit_limit_plus_1(fresh: Running, g
     assert len(rows) - 2 == df
     text = f"LINEAR y ~ x FROM t WHERE part = 6 AND g = {g}"
     if df < 10:
-        before = fresh.audit_counts()
-        with pytest.raises(QueryFailed) as err:
-            fresh.client.query(text)
-        assert err.value.rule == "model_residual_df"
-        assert str(err.value) == (
-            "refused by the model rule model_residual_df: the model leaves fewer than 10 residual "
-            "degrees of freedom; nothing was released"
-        )
-        for site in SITES:
-            new = fresh.wait_audit(site, before[site])
-            assert new[-1]["decision"] == "refused" and new[-1]["reveals"] == []
+        _refused(fresh, text, "model_residual_df", "the model leaves fewer than 10 residual degrees of freedom")
         return
     ours = fresh.client.query(text)
     ref = smf.ols("y ~ x", rows).fit()
@@ -250,13 +253,7 @@ def test_events_per_term_at_limit_minus_1_limit_limit_plus_1(fresh: Running, g: 
     assert int(rows.e.sum()) == events and len(rows) == 40
     text = f"LOGISTIC e = 1 ~ x FROM t WHERE part = 7 AND g = {g}"
     if events < 10:
-        with pytest.raises(QueryFailed) as err:
-            fresh.client.query(text)
-        assert err.value.rule == "model_events_per_term"
-        assert str(err.value) == (
-            "refused by the model rule model_events_per_term: the model has fewer than 10 events per term; "
-            "nothing was released"
-        )
+        _refused(fresh, text, "model_events_per_term", "the model has fewer than 10 events per term")
         return
     ours = fresh.client.query(text)
     ref = smf.logit("e ~ x", rows).fit(disp=0, tol=1e-12)
@@ -273,13 +270,8 @@ def test_model_level_size_at_k_minus_1_k_k_plus_1(fresh: Running, g: int, level:
     assert (rows.c == 1).sum() == level
     text = f"LINEAR y ~ C(c) FROM t WHERE part = 8 AND g = {g}"
     if level < K:
-        with pytest.raises(QueryFailed) as err:
-            fresh.client.query(text)
-        assert err.value.rule == "min_cell_size"
-        assert str(err.value) == (
-            f"refused by the model rule min_cell_size: the model's rows, or a level of a categorical term, "
-            f"hold fewer than {K} persons; nothing was released"
-        )
+        why = f"the model's rows, or a level of a categorical term, hold fewer than {K} persons"
+        _refused(fresh, text, "min_cell_size", why)
         return
     ours = fresh.client.query(text)
     ref = smf.ols("y ~ C(c)", rows).fit()
