@@ -384,7 +384,7 @@ def test_statement_kind_the_policy_forbids(strict: Running) -> None:
     t0 = time.monotonic()
     with pytest.raises(QueryFailed) as err:
         strict.client.query("SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex")
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 15  # refused before the 30 s query timeout could fire
     assert (err.value.site, err.value.category, err.value.rule) == ("south", "policy", "statement_kinds")
     assert "'aggregate'" in str(err.value)
     for site in SITES:

@@ -142,7 +142,7 @@ def test_agents_listen_nowhere_and_answers_equal_pandas(relayed: tuple[Running, 
         assert load_agent(running.agent_toml(site)).listen is None
         assert cfg.sites[site].relay == f"wss://127.0.0.1:{relay._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
         address = cfg.sites[site].address
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):  # nobody listens at the registered address
             socket.create_connection((address.host, address.port), timeout=2).close()
     pooled = running.pooled
     assert _eventually(running.client, COUNT)["n"].tolist() == [len(pooled)]

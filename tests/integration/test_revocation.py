@@ -25,14 +25,17 @@ from site_agent.cli.consortium import main as consortium_main
 from site_agent.config import load_consortium, write_consortium
 from site_agent.crypto.certs import client_context, fingerprint, peer_fingerprint
 from site_agent.crypto.signing import generate_signing_key
+from site_agent.errors import MpcError
 from site_agent.membership.changes import approve
 from site_agent.membership.identity import REVOKED
+from site_agent.membership.watch import POLL_SECONDS
 
 from .conftest import FAULT_TIMEOUT, SITES, Running, Wire, start_retrying
 
 COUNT = "SELECT COUNT(*) AS n FROM lung"
-WATCH_BOUND = 2.0
-"""Seconds within which every agent must act on an installed change (a generous bound)."""
+WATCH_BOUND = 20 * POLL_SECONDS
+"""Seconds within which every agent must act on an installed change: twenty polls of the
+membership watcher (a liveness bound, not a measurement)."""
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +218,7 @@ def test_rotated_site_keeps_serving_with_its_new_certificate(live: Running) -> N
     def answered() -> bool:
         try:
             return live.client.query(COUNT)["n"].tolist() == [len(live.pooled)]
-        except Exception:
+        except MpcError:  # QueryFailed or SiteUnavailable while the links are re-made
             return False
 
     # The links to the rotated site are re-made with its new certificate (re-dial backoff <= 5 s).

@@ -78,7 +78,7 @@ def test_truncation_rounding_is_unbiased() -> None:
 
 def test_truncation_bounds_are_checked() -> None:
     xs = shared(np.array([1]), seed=14)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^truncation by 0 bits is outside \[1, 62\]$"):
         run_in_memory(lambda p: ar.trunc(p, xs[p.index], 0))
 
 

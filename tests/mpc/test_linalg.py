@@ -84,8 +84,10 @@ def test_pow2_scales_are_exact(t: int) -> None:
 
 def test_plan_and_shapes() -> None:
     assert linalg.plan(10, 1e3) == (23, 19) and linalg.plan(50, 1e3) == (22, 21)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^condition bound 1e\+12 is too large for k = 50 in a 64-bit ring$"):
         linalg.plan(50, 1e12)
     a_s, b_s = shared(np.eye(3), FP), shared(np.ones(4), FP)
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"^need a square matrix and a matching right-hand side, got \(3, 3\) and \(4,\)$"
+    ):
         run_open(lambda p: linalg.solve(p, a_s[p.index], b_s[p.index], FP))

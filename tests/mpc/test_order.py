@@ -1,6 +1,7 @@
 """Prefix products, both sorts, quantiles and medians against numpy."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -144,9 +145,14 @@ def test_batched_groups_of_different_sizes(algorithm: order.Algorithm) -> None:
 
 def test_bad_arguments() -> None:
     xs = shared([1.0, 2.0], FP)
-    bad = ({"q": 1.5}, {"q": 0.5, "counts": [3]}, {"q": 0.5, "method": "cubic"}, {"q": 0.5, "algorithm": "heap"})
-    for kwargs in bad:
-        with pytest.raises(ValueError):
+    bad = {
+        "quantiles need a non-empty last axis and levels in [0, 1]": {"q": 1.5},
+        "counts must lie in [1, 2]": {"q": 0.5, "counts": 3},
+        "unknown quantile method 'cubic'": {"q": 0.5, "method": "cubic"},
+        "unknown sort algorithm 'heap'": {"q": 0.5, "algorithm": "heap"},
+    }
+    for message, kwargs in bad.items():
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             run_open(lambda p, kw=kwargs: order.quantile(p, xs[p.index], fp=FP, **kw))
 
 

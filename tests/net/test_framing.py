@@ -173,8 +173,13 @@ def test_size_limits() -> None:
 
 
 def test_disallowed_dtypes_are_not_encoded() -> None:
-    for arr in (np.zeros(3, dtype=np.float32), np.zeros(3, dtype=object), np.zeros((1, 1, 1, 1, 1), np.uint64)):
-        with pytest.raises(ValueError):
+    refused = {
+        "dtype float32 is not allowed on the wire": np.zeros(3, dtype=np.float32),
+        "dtype object is not allowed on the wire": np.zeros(3, dtype=object),
+        "arrays of more than 4 dimensions are not allowed": np.zeros((1, 1, 1, 1, 1), np.uint64),
+    }
+    for message, arr in refused.items():
+        with pytest.raises(ValueError, match=f"^{message}$"):
             encode(Frame(MsgType.MPC_DATA, b"s" * 16, 0, 0, array=arr))
 
 
@@ -205,7 +210,9 @@ def test_control_schema_is_strict(payload: bytes, message: str) -> None:
 def test_register_control_kind() -> None:
     register_control("plan_digest", {"digest": str, "site": str})
     register_control("plan_digest", {"digest": str, "site": str})  # idempotent
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"^control message kind 'plan_digest' is already registered with other fields$"
+    ):
         register_control("plan_digest", {"digest": int})
     frame = Frame(MsgType.PLAN_DIGEST, b"q" * 16, 1, 0, control={"kind": "plan_digest", "digest": "ab", "site": "a"})
     assert decode(encode(frame)).control == frame.control

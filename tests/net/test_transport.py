@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from site_agent.errors import PeerDisconnected, PeerTimeout, ProtocolViolation
+from site_agent.errors import PeerDisconnected, PeerTimeout, ProtocolError, ProtocolViolation
 from site_agent.mpc.arithmetic import mul_fixed, open_all
 from site_agent.mpc.party import Party, PartyMachine, Protocol
 from site_agent.mpc.randomness import Randomness
@@ -126,8 +126,10 @@ def test_run_party_needs_links_for_its_peers() -> None:
         m = PartyMachine(0, program(5)(0)(Party(0, Randomness.from_seed(0, 1))))
         await run_party(m, {}, SID, 1.0)
 
-    with pytest.raises(Exception, match="no link"):
+    with pytest.raises(ProtocolError) as err:
         asyncio.run(scenario())
+    assert str(err.value) == "party 0: protocol sends to party 2 with no link"
+    assert type(err.value) is ProtocolError  # not a peer's failure: this member's own missing link
 
 
 def test_session_keys_are_bound_to_session_and_index() -> None:

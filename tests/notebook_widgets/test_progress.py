@@ -57,7 +57,7 @@ def test_a_failure_is_kept_on_screen(clock: ManualClock) -> None:
         progress("north", "verified", 0.0)
         raise RuntimeError("site south refused: min_cell_size")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^site south refused: min_cell_size$"):  # passed on unchanged
         progress.track(failing)
     assert "failed: site south refused" in progress.headline.value
     assert progress.bars["north"].bar_style == "danger" and not progress.running

@@ -19,7 +19,7 @@ def test_quoting() -> None:
         "2.5",
         "NULL",
     )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^nan is not a literal$"):
         quote_literal(float("nan"))
 
 
