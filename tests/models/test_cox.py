@@ -1,0 +1,151 @@
+"""COX on lung split across three sites, run in one process, against R, lifelines and
+statsmodels on the pooled rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from lifelines import CoxPHFitter
+from lifelines.datasets import load_lung
+
+from site_agent.errors import ModelRefused, QueryError
+from site_agent.models.statement import execute, kind_of
+from site_agent.query import DisclosureRules, compile_query
+from site_agent.query.catalog import schema_from_duckdb
+
+from .conftest import in_se, relative, split
+
+DOMAINS = {"lung.sex": [1, 2], "lung.ph_ecog": [0, 1, 2, 3]}
+GRIDS = {"lung.time": (0.0, 1100.0, 1.0), "lung.age": (30.0, 90.0, 1.0)}
+
+
+def sites(frame: pd.DataFrame, grids: dict | None = None) -> tuple[dict, object]:
+    cons, _ = split(frame, "lung")
+    return cons, schema_from_duckdb(cons["site0"], DOMAINS, grids or GRIDS, {"lung": "id"})
+
+
+@pytest.fixture(scope="module")
+def lung() -> tuple[pd.DataFrame, dict, object]:
+    """All 228 rows of R's lung data (status 1 censored, 2 dead), split in three."""
+    data = load_lung().rename(columns=lambda c: c.replace(".", "_"))
+    data["status"] = data["status"] + 1
+    data.insert(0, "id", range(1, len(data) + 1))
+    return (data, *sites(data))
+
+
+def fit(text: str, cons: dict, schema: object, rules: DisclosureRules | None = None) -> pd.DataFrame:
+    return execute(compile_query(text, schema, rules or DisclosureRules()), cons)  # type: ignore[arg-type]
+
+
+def lifelines_fit(frame: pd.DataFrame, columns: list[str], formula: str | None = None) -> CoxPHFitter:
+    rows = frame[["time", "status", *columns]].dropna().assign(dead=lambda f: (f.status == 2) * 1)
+    return CoxPHFitter().fit(
+        rows.drop(columns="status"), "time", "dead", formula=formula, fit_options={"precision": 1e-12}
+    )
+
+
+def test_efron_equals_r_and_lifelines(lung: tuple) -> None:
+    pooled, cons, schema = lung
+    ours = fit("COX time, status = 2 ~ age + sex FROM lung", cons, schema)
+    # R 4: coxph(Surv(time, status) ~ age + sex, data = lung), printed to 6 decimals
+    assert ours.loc["age", "coef"] == pytest.approx(0.017045, abs=1e-6)
+    assert ours.loc["sex", "coef"] == pytest.approx(-0.513219, abs=1e-6)
+    assert ours.loc["age", "se(coef)"] == pytest.approx(0.009223, abs=1e-6)
+    assert ours.loc["sex", "se(coef)"] == pytest.approx(0.167458, abs=1e-6)
+    ref = lifelines_fit(pooled, ["age", "sex"])
+    assert relative(ours["coef"], ref.params_) < 1e-5
+    assert relative(ours["se(coef)"], ref.standard_errors_) < 1e-5
+    assert relative(ours["p"], ref.summary["p"]) < 1e-5
+    assert relative(ours["exp(coef) upper 95%"], ref.summary["exp(coef) upper 95%"]) < 1e-5
+    assert ours.attrs["llf"] == pytest.approx(ref.log_likelihood_, rel=1e-7)
+    lr = ref.log_likelihood_ratio_test()
+    assert ours.attrs["lr_test"] == pytest.approx(lr.test_statistic, rel=1e-6)
+    assert ours.attrs["lr_p"] == pytest.approx(lr.p_value, rel=1e-5)
+    assert (ours.attrs["n"], ours.attrs["events"], ours.attrs["n_dropped"]) == (228, 165, 0)
+    assert ours.attrs["ties"] == "efron" and ours.attrs["converged"]
+
+
+def test_breslow_equals_statsmodels_phreg(lung: tuple) -> None:
+    pooled, cons, schema = lung
+    ours = fit("COX time, status = 2 ~ age + sex + ph_ecog FROM lung TIES BRESLOW", cons, schema)
+    rows = pooled[["time", "status", "age", "sex", "ph_ecog"]].dropna()
+    ref = sm.PHReg(rows.time, rows[["age", "sex", "ph_ecog"]], status=(rows.status == 2) * 1, ties="breslow").fit(
+        tol=1e-12
+    )
+    names = pd.Index(["age", "sex", "ph_ecog"])
+    assert relative(ours["coef"], pd.Series(ref.params, names)) < 1e-5
+    assert relative(ours["se(coef)"], pd.Series(ref.bse, names)) < 1e-5
+    assert ours.attrs["llf"] == pytest.approx(ref.llf, rel=1e-7)
+    assert len(pooled) - len(rows) == 1 and ours.attrs["n_dropped"] is None  # one dropped row: withheld (1..k-1)
+
+
+def test_categorical_term_interaction_and_where_equal_lifelines(lung: tuple) -> None:
+    pooled, cons, schema = lung
+    ours = fit(
+        "COX time, status = 2 ~ age + C(sex, Treatment(2)) + age:C(sex, 2) FROM lung WHERE ph_ecog <= 1", cons, schema
+    )
+    rows = pooled[pooled.ph_ecog <= 1].assign(female=lambda f: (f.sex == 1) * 1)
+    ref = lifelines_fit(rows.assign(age_female=rows.age * rows.female), ["age", "female", "age_female"])
+    names = {"female": "C(sex)[T.1]", "age_female": "age:C(sex)[T.1]"}
+    assert list(ours.index) == ["age", "C(sex)[T.1]", "age:C(sex)[T.1]"]
+    # C(sex)[T.1] is 0.05 standard errors from zero: its error is measured in standard errors
+    assert in_se(ours, ref.params_.rename(names), ref.standard_errors_.rename(names)) < 1e-5
+    assert relative(ours["coef"].drop("C(sex)[T.1]"), ref.params_.rename(names).drop("C(sex)[T.1]")) < 1e-5
+    assert relative(ours["se(coef)"], ref.standard_errors_.rename(names)) < 1e-5
+    assert ours.attrs["n"] == len(rows)
+
+
+def test_times_between_grid_points_are_rounded_down(lung: tuple) -> None:
+    """On a 30-day grid the fit is Breslow's on the times rounded down to the grid."""
+    pooled, _, _ = lung
+    cons, schema = sites(pooled, {**GRIDS, "lung.time": (0.0, 1080.0, 30.0)})
+    ours = fit("COX time, status = 2 ~ age + sex FROM lung TIES BRESLOW", cons, schema)
+    rows = pooled[pooled.time <= 1080]
+    ref = sm.PHReg(
+        np.floor(rows.time / 30) * 30, rows[["age", "sex"]], status=(rows.status == 2) * 1, ties="breslow"
+    ).fit(tol=1e-12)
+    assert relative(ours["coef"], pd.Series(ref.params, ["age", "sex"])) < 1e-5
+    assert ours.attrs["n_dropped"] == len(pooled) - len(rows)  # beyond the grid
+
+
+def test_efron_with_many_ties_is_refused(lung: tuple) -> None:
+    pooled, _, _ = lung
+    cons, schema = sites(pooled, {**GRIDS, "lung.time": (0.0, 1080.0, 30.0)})
+    with pytest.raises(ModelRefused, match="TIES BRESLOW"):
+        fit("COX time, status = 2 ~ age + sex FROM lung", cons, schema)
+
+
+def test_too_few_events_per_term_is_refused(lung: tuple) -> None:
+    _, cons, schema = lung
+    with pytest.raises(ModelRefused, match="events per term"):
+        fit("COX time, status = 2 ~ age + sex + ph_ecog FROM lung WHERE age > 72", cons, schema)  # 25 events, 3 terms
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "COX time ~ age FROM lung",
+        "COX time, status = 2 ~ FROM lung",
+        "COX ph_karno, status = 2 ~ age FROM lung",  # no grid on the time
+        "COX time, status = 2 ~ meal_cal FROM lung",  # no bounds on a numeric term
+        "COX time, status = 2 ~ I(age / 10) FROM lung",
+        "COX time, status = 2 ~ age FROM lung TIES EXACT",
+    ],
+)
+def test_bad_statements_are_refused(lung: tuple, text: str) -> None:
+    _, _, schema = lung
+    with pytest.raises(QueryError):
+        compile_query(text, schema, DisclosureRules())
+
+
+def test_explain_lists_every_reveal_point(lung: tuple) -> None:
+    _, _, schema = lung
+    plan = compile_query("COX time, status = 2 ~ age + sex FROM lung", schema, DisclosureRules())
+    kind = kind_of(plan)
+    assert kind is not None
+    text = kind.explain(plan)
+    for name in ("iterate", "rules", "local_failed", "coef", "se", "llf", "llf_null", "events"):
+        assert f"] {name}:" in text
+    assert "__eta__" in text and "1101 bins" in text
