@@ -43,18 +43,20 @@ Method:
    (Newton-Schulz, refined once), the log partial likelihood at b and at b = 0 (logs of every
    D, :func:`site_agent.mpc.functions.log`), n and the number of events.
 
-Fixed-point ranges. Each numeric covariate is centred and scaled on shares-free public
-numbers: x' = (x - c) / s with c and s the midpoint and half-width of its public bounds (the
-schema's ``grid``, or a numeric ``domain``; a categorical indicator is used as is). The partial
-likelihood is invariant under a shift of x, and the scaling is undone on the public
-coefficients (b = b' / s, se = se' / s). So |x'| <= 1 for data within the bounds, every
-quotient m1, m2 lies in [-1, 1] (divide's domain at f = :data:`FC` = 26 allows 2^9), and
-w = exp(x'b') <= exp(sum |b'_j|). Every site's bin sum must stay below 2^36 (else its local
-step fails, and the model alike everywhere), i.e. n exp(sum |b'_j|) < 6.9e10.
-Accuracy: each division is within 6 2^-26 (1e-7) of the exact quotient, so the score is off
-by about sqrt(events) 1e-7 and the coefficients by that over the information: 1e-8 of lung's
-coefficients (test: equal to lifelines and R to 1e-5 relative). Numeric terms need public
-bounds; ``I(expr)`` terms are not supported (no bounds).
+Fixed-point ranges. Each numeric covariate is centred and scaled by public numbers:
+x' = (x - c) / s with c and s the midpoint and half-width of its public bounds (the schema's
+``grid``, or a numeric ``domain``; an indicator likewise from [0, 1]). The partial likelihood
+is invariant under a shift of x, and the scaling is undone on the public coefficients
+(b = b' / s, se = se' / s). So |x'| <= 1 for data within the bounds, every quotient m1, m2
+lies in [-1, 1] (divide's domain at f = :data:`FC` = 28 allows 32), and w = exp(x'b') <=
+exp(sum |b'_j|). Every site's bin sum must stay below 2^34 (else its local step fails, and
+the model alike everywhere), i.e. n exp(sum |b'_j|) < 1.7e10; the Efron products c E (c at
+:data:`FT` = 20 bits) need |E| < 2^14 in a bin (at most 6 events). The log partial likelihood's
+logs need D < 2^34 (the same bound).
+Accuracy: each division is within 6 2^-28 of the exact quotient, so the score is off by about
+sqrt(events) 2^-26 and the coefficients by that over the information: about 1e-7 of lung's
+coefficients, 1e-6 of a standard error (tests: equal to lifelines and R to 1e-5 relative).
+Numeric terms need public bounds; ``I(expr)`` terms are not supported (no bounds).
 
 Revealed, and to whom: to the committee, the failure bits, the rule bits (including
 ``cox_ties``), the dropped-count bit and each coefficient iterate; to the analyst, the final
