@@ -53,14 +53,15 @@ x' = (x - c) / s with c and s the midpoint and half-width of its public bounds (
 is invariant under a shift of x, and the scaling is undone on the public coefficients
 (b = b' / s, se = se' / s). So |x'| <= 1 for data within the bounds, every quotient m1, m2
 lies in [-1, 1] (:func:`_quotients` allows 64), and w = exp(x'b') <= exp(sum |b'_j|). Every
-site's bin sum must stay below 2^34 (else its local step fails, and the model alike
-everywhere), and the pooled denominators D (risk-set sums of w) below 2^28 = 2.7e8, i.e.
-n exp(sum |b'_j|) < 2.7e8 (beyond, a quotient comes out 0 and the fit is wrong: the bound is
-not checked on shares); the Efron products c E (c at :data:`FT` = 20 bits) need |E| < 2^14
-in a bin (at most 6 events); the logs need D < 2^34.
+site's sum of w over its rows must stay below 2^25 = 3.4e7 (:data:`SITE_SUM_BITS`; else its
+local step fails, and the model alike everywhere, with nothing released), so that the pooled
+denominators D (risk-set sums of w) of up to 8 sites stay below 2^28, the quotients' range:
+n_site exp(sum |b'_j|) < 3.4e7, e.g. 100,000 rows and sum |b'_j| < 5.8; the Efron products
+c E (c at :data:`FT` = 20 bits) need |E| < 2^14 in a bin (at most 6 events); the logs need
+D < 2^34.
 Accuracy: each quotient is within about 2^-28 of the exact one (FC's resolution), so the score
-is off by about sqrt(events) 2^-28 and the coefficients by that over the information: about
-1e-7 of lung's coefficients, 1e-8 of a standard error (tests: equal to lifelines and R to 1e-5
+is off by about sqrt(events) 2^-28 and the coefficients by that over the information: 1e-9 to
+2e-8 of lung's coefficients, 1e-8 of a standard error (tests: equal to lifelines and R to 1e-5
 relative).
 Numeric terms need public bounds; ``I(expr)`` terms are not supported (no bounds).
 
@@ -128,6 +129,7 @@ from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_ou
 FC = 28  # bin sums, quotients, score and information (fractional bits)
 FT = 20  # the Efron fractions l / d (fractional bits)
 SCALE_BITS = 56  # quotients: denominators below 2^(56 - FC), quotients below 2^6
+SITE_SUM_BITS = 25  # a site's sum of exp(x'b) below 2^25, so that up to 8 sites' stay below 2^28
 MAX_TIES = 6  # EFRON: at most this many tied events in one bin
 MAX_ITERATIONS = 30
 TOL = 1e-7  # converged when no standardised coefficient moves by more than this
@@ -375,8 +377,8 @@ def local_cox(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | N
         rows = np.concatenate([per_bin(f"a{c}") for c in range(sz.comps)])
         events = np.concatenate([per_bin(f"e{c}") for c in range(sz.comps)])
         sx = np.array([per_bin(f"sx{i}").sum() for i in range(sz.k)] + [per_bin("seta").sum()])
-        if not np.all(np.isfinite(rows)):
-            raise EncodingError("a bin sum is not finite")
+        if not np.all(np.isfinite(rows)) or rows[: sz.bins].sum() >= 2.0**SITE_SUM_BITS:
+            raise EncodingError("the sum of exp(x'b) is not finite or beyond the quotients' range")
         parts = [encode_int([0]), fc.encode(rows), fc.encode(events), encode_int(np.rint(per_bin("d"))), fc.encode(sx)]
         if first:
             c = con.execute(plan.data["local"][0]["sql"]).fetchnumpy()

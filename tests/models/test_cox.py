@@ -3,6 +3,7 @@ statsmodels on the pooled rows."""
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,3 +151,31 @@ def test_explain_lists_every_reveal_point(lung: tuple) -> None:
     for name in ("iterate", "rules", "local_failed", "coef", "se", "llf", "llf_null", "events"):
         assert f"] {name}:" in text
     assert "__eta__" in text and "1101 bins" in text
+
+
+def test_a_site_beyond_the_quotients_range_fails_its_local_step(lung: tuple) -> None:
+    """exp(x'b) summed over a site's rows must stay below 2^25 (else a pooled risk-set sum could
+    leave the quotients' range): beyond, the site's vector is the secret failure vector."""
+    _, cons, schema = lung
+    plan = compile_query("COX time, status = 2 ~ age + sex FROM lung", schema, DisclosureRules())
+    kind = kind_of(plan)
+    assert kind is not None
+    fine = kind.local(plan, cons["site0"], True, {"beta": [1.0, -0.5]})
+    assert fine[0] == 0 and fine[1:].any()
+    beyond = kind.local(plan, cons["site0"], True, {"beta": [40.0, 0.0]})  # exp(21) for the oldest
+    assert beyond[0] != 0 and not beyond[1:].any()
+
+
+def test_a_member_without_data_adds_nothing(lung: tuple) -> None:
+    """Two hospitals and a neutral member whose table is empty."""
+    pooled, cons, schema = lung
+    empty = duckdb.connect()
+    empty.execute("CREATE TABLE lung AS SELECT * FROM pooled LIMIT 0")
+    two = {"site0": cons["site0"], "site1": cons["site1"], "neutral": empty}
+    plan = compile_query("COX time, status = 2 ~ age + sex FROM lung TIES BRESLOW", schema, DisclosureRules())
+    ours = execute(plan, two, without_data=("neutral",))
+    held = len(pooled) - len(cons["site2"].execute("SELECT * FROM lung").fetchall())
+    rows = pooled.iloc[:held]
+    ref = sm.PHReg(rows.time, rows[["age", "sex"]], status=(rows.status == 2) * 1, ties="breslow").fit(tol=1e-12)
+    assert relative(ours["coef"], pd.Series(ref.params, ["age", "sex"])) < 1e-5
+    assert ours.attrs["n"] == held
