@@ -179,3 +179,19 @@ def test_a_member_without_data_adds_nothing(lung: tuple) -> None:
     ref = sm.PHReg(rows.time, rows[["age", "sex"]], status=(rows.status == 2) * 1, ties="breslow").fit(tol=1e-12)
     assert relative(ours["coef"], pd.Series(ref.params, ["age", "sex"])) < 1e-5
     assert ours.attrs["n"] == held
+
+
+def test_a_cox_result_renders_in_the_notebook(lung: tuple) -> None:
+    """The magic's result object: the fit line (events, log partial likelihood, LR test) and a
+    forest plot from lifelines-named intervals."""
+    from mpc_jupyter.charts import plot
+    from mpc_jupyter.results import as_result
+
+    _, cons, schema = lung
+    plan = compile_query("COX time, status = 2 ~ age + C(sex) FROM lung", schema, DisclosureRules())
+    frame = execute(plan, cons)
+    frame.attrs.update(plan=plan.data, sites=list(cons))
+    html = as_result(frame, query="COX ...")._repr_html_()
+    assert "COX (efron ties)" in html and "events = 165" in html and "LR test" in html and "converged in" in html
+    figure = plot(as_result(frame, query="COX ..."))
+    assert sorted(t.get_text() for t in figure.axes[0].get_yticklabels()) == sorted(frame.index)
