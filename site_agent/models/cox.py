@@ -1,7 +1,10 @@
 """COX proportional hazards on the pooled rows: the partial likelihood's Newton method on shares.
 
-Statement: ``COX time, event ~ terms FROM t [WHERE ...] [TIES EFRON | BRESLOW]`` (formula terms
-as in :mod:`.formula`, no intercept; EFRON is the default, as in R's ``coxph`` and lifelines).
+Statement: ``COX time, event ~ terms FROM t [WHERE ...] [TIES EFRON | BRESLOW] [STRATA col]``
+(formula terms as in :mod:`.formula`, no intercept; EFRON is the default, as in R's ``coxph``
+and lifelines; STRATA gives each value of a column with a public domain its own baseline
+hazard: the bins below are then cells (stratum, bin) and risk sets stay within a stratum, each
+stratum a query set of at least k persons).
 
 Formulas (Efron 1977, "The efficiency of Cox's likelihood function for censored data", JASA
 72:557-565; Therneau and Grambsch 2000, *Modeling Survival Data*, section 3.3). At each
@@ -78,7 +81,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -103,7 +106,7 @@ from ..query.numeric import FN, Float, decode_float, divide_float, sqrt_float
 from ..query.parse import DIALECT
 from ..query.plan import Z95, Plan
 from . import distributions
-from .formula import design, parse_formula
+from .formula import Level, _condition, design, parse_formula
 from .glm import (
     COND,
     FB,
@@ -134,13 +137,14 @@ MAX_TIES = 6  # EFRON: at most this many tied events in one bin
 MAX_ITERATIONS = 30
 TOL = 1e-7  # converged when no standardised coefficient moves by more than this
 ETA = "__eta__"
-_TIES = re.compile(r"\s+TIES\s+(EFRON|BRESLOW)\s*;?\s*$", re.IGNORECASE)
+_CLAUSE = re.compile(r"\s+(?:TIES\s+(EFRON|BRESLOW)|STRATA\s+([A-Za-z_][A-Za-z0-9_]*))\s*;?\s*$", re.IGNORECASE)
 
 
 # -- compiling --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Sizes:
-    bins: int
+    bins: int  # cells: strata x grid bins
+    grid_bins: int
     k: int
     levels: int
 
@@ -159,7 +163,7 @@ class _Sizes:
 
 def _sizes(plan: Plan) -> _Sizes:
     m = plan.data["model"]
-    return _Sizes(int(m["bins"]), len(m["names"]), len(m["levels"]))
+    return _Sizes(int(m["bins"]), int(m["grid_bins"]), len(m["names"]), len(m["levels"]))
 
 
 def _bounds(column: Any, name: str) -> tuple[float, float]:
@@ -202,12 +206,15 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
         raise rules.refusal(
             "statement_kinds", f"'model' statements are not allowed (allowed: {allowed})", "check_kind", "model"
         )
-    tail, ties = statement.tail, "efron"
-    found = _TIES.search(tail)
-    if found:
-        ties, tail = found.group(1).lower(), tail[: found.start()]
-    elif re.search(r"\bTIES\b", tail, re.IGNORECASE):
-        raise QuerySyntaxError("TIES takes EFRON or BRESLOW at the end of the statement")
+    tail, clauses = statement.tail, {}
+    while (found := _CLAUSE.search(tail)) is not None:
+        name, value = ("ties", found.group(1).lower()) if found.group(1) else ("strata", found.group(2).lower())
+        if name in clauses:
+            raise QuerySyntaxError(f"COX takes one {name.upper()} clause")
+        clauses[name], tail = value, tail[: found.start()]
+    if re.search(r"\b(TIES|STRATA)\b", tail, re.IGNORECASE):
+        raise QuerySyntaxError("COX ends with [TIES EFRON | BRESLOW] [STRATA column]")
+    ties, strata = clauses.get("ties", "efron"), clauses.get("strata")
     sides = statement.body.split("~", 1)
     outcome = [s.strip() for s in sides[0].split(",")]
     if len(sides) != 2 or len(outcome) != 2 or not all(outcome):
@@ -217,7 +224,8 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
         raise QuerySyntaxError("COX: the time must be a column (with a grid in the schema)")
     formula = parse_formula(f"{time_name} ~ {sides[1]}")
     names = formula.columns
-    query, resolved = validate_source(tail, [time_name, event, *formula.sources], schema, rules, sites)
+    sources = [time_name, event, *formula.sources, *([strata] if strata else [])]
+    query, resolved = validate_source(tail, sources, schema, rules, sites)
     tables = [t.name.lower() for t in query.source.find_all(exp.Table)]
 
     def column(c: str) -> Any:
@@ -232,10 +240,21 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
     bounds = _column_bounds(formula, columns)
     d = design(
         formula,
-        dict(zip(names, resolved[2:], strict=True)),
+        dict(zip(names, resolved[2 : 2 + len(names)], strict=True)),
         resolved[0],
         {c: getattr(columns[c], "domain", None) for c in names},
     )
+    stratum: exp.Expr | None = None
+    n_strata = 1
+    if strata is not None:  # one stratum per value of the column's domain, each a query set
+        values = [v for v in (getattr(column(strata), "domain", None) or ()) if v is not None]
+        if not values:
+            raise UnsupportedQuery(f"COX: STRATA {strata} needs a public domain in the schema")
+        levels = [Level(strata, v, _condition(resolved[-1], v)) for v in values]
+        stratum = exp.Case(ifs=[exp.If(this=lv.condition, true=exp.Literal.number(i)) for i, lv in enumerate(levels)])
+        in_domain = exp.In(this=resolved[-1].copy(), expressions=[lv.condition.expression.copy() for lv in levels])
+        d = replace(d, complete=exp.and_(d.complete, in_domain), levels=(*d.levels, *levels))
+        n_strata = len(levels)
     k = len(d.columns) - 1
     if k > 20:
         raise UnsupportedQuery(f"the model has {k} terms; COX takes at most 20")
@@ -262,7 +281,9 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
             "time": time_name.lower(),
             "event": event,
             "grid": [lo, hi, step],
-            "bins": bins,
+            "strata": strata,
+            "grid_bins": bins,
+            "bins": bins * n_strata,
             "centre": centre,
             "scale": scale,
         },
@@ -282,7 +303,7 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
             {"name": "counts", "sql": _counts_sql(query, d, ev, complete, "cox"), "when": "first step"},
             {
                 "name": "bins",
-                "sql": _bins_sql(query, d, t_expr, ev, complete, (lo, step), centre, scale),
+                "sql": _bins_sql(query, d, t_expr, ev, complete, (lo, step, bins), stratum, centre, scale),
                 "when": f"every step, {ETA} = the linear predictor at public beta",
             },
         ],
@@ -297,21 +318,27 @@ def _bins_sql(
     t_expr: exp.Expr,
     ev: exp.Expr,
     complete: exp.Expr,
-    grid: tuple[float, float],
+    grid: tuple[float, float, int],
+    stratum: exp.Expr | None,
     centre: list[float],
     scale: list[float],
 ) -> str:
-    """Per time bin: sums of w, w z, w z z' over rows and over events, events, sum z over
-    events; z the standardised design columns, w = exp(``__eta__``)."""
+    """Per time bin (of each stratum: cell stratum * bins + bin): sums of w, w z, w z z' over rows
+    and over events, events, sum z over events; z the standardised design columns,
+    w = exp(``__eta__``)."""
     sel = query.source.copy()
     cols = []
     for j, c in enumerate(d.columns[1:]):
         shifted = exp.Sub(this=exp.Paren(this=c.sql.copy()), expression=exp.convert(centre[j]))
         cols.append(exp.alias_(exp.Div(this=exp.Paren(this=shifted), expression=exp.convert(scale[j])), f"z{j}"))
     cols.append(exp.alias_(ev.copy(), "ev"))
-    lo, step = grid
+    lo, step, bins = grid
     bin_expr: exp.Expr = exp.maybe_parse(f"CAST(FLOOR((t - {lo!r}) / {step!r} + 1e-9) AS BIGINT)", dialect=DIALECT)
     bin_expr = bin_expr.transform(lambda n: t_expr.copy() if isinstance(n, exp.Column) and n.name == "t" else n)
+    if stratum is not None:
+        bin_expr = exp.Add(
+            this=exp.Mul(this=exp.Paren(this=stratum.copy()), expression=exp.convert(bins)), expression=bin_expr
+        )
     cols.append(exp.alias_(bin_expr, "bin"))
     sel.set("expressions", cols)
     cond = complete if query.where is None else exp.and_(exp.Paren(this=query.where.copy()), complete)
@@ -463,7 +490,8 @@ def _terms(p: Party, sz: _Sizes, pooled: AShare, ties: _Ties) -> Protocol[_Terms
     """Score and information from one pooled step vector (module docstring, step 3): one batch
     of products, one batch of divisions, two batches of products, for every bin and l at once."""
     failed, rows, events, _, sx, seta = _split(sz, pooled)
-    risk = AShare(np.cumsum(rows.v[:, :, ::-1], axis=2, dtype=np.uint64)[:, :, ::-1].copy())  # sums over T >= t_j
+    cells = rows.v.reshape(2, sz.comps, -1, sz.grid_bins)  # (strata, bins): risk sets within a stratum
+    risk = AShare(np.cumsum(cells[..., ::-1], axis=3, dtype=np.uint64)[..., ::-1].reshape(rows.v.shape))
     ell, k, bins = ties.c.shape[0], sz.k, sz.bins
     shape = (ell, sz.comps, bins)
     c = AShare(np.broadcast_to(ties.c.v[:, :, None, :], (2, *shape)).copy())
@@ -701,7 +729,9 @@ def explain_cox(plan: Plan) -> str:
     lines = [f"Plan {plan.digest()[:16]} for:", *("    " + t for t in d["query"].strip().splitlines()), ""]
     lines.append(
         f"COX proportional hazards ({m['ties'].upper()} ties) by Newton's method on shares; "
-        f"terms: {', '.join(m['names'])}; time grid [{lo:g}, {hi:g}] step {step:g} ({m['bins']} bins)."
+        f"terms: {', '.join(m['names'])}; time grid [{lo:g}, {hi:g}] step {step:g} ({m['grid_bins']} bins)"
+        + (f"; strata: {m['strata']} ({m['bins'] // m['grid_bins']})" if m["strata"] else "")
+        + "."
     )
     lines.append(
         f"Model rules (checked on shares before anything is opened): at least {prm['min_cell_size']} persons in the "

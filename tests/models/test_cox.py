@@ -99,6 +99,33 @@ def test_categorical_term_interaction_and_where_equal_lifelines(lung: tuple) -> 
     assert ours.attrs["n"] == len(rows)
 
 
+def test_strata_equal_lifelines_and_statsmodels(lung: tuple) -> None:
+    """STRATA sex: a baseline hazard per sex, risk sets within each (lifelines' ``strata``,
+    statsmodels' ``PHReg(strata=...)``)."""
+    pooled, cons, schema = lung
+    rows = pooled[["time", "status", "age", "ph_ecog", "sex"]].dropna().assign(dead=lambda f: (f.status == 2) * 1)
+    efron = fit("COX time, status = 2 ~ age + ph_ecog FROM lung STRATA sex", cons, schema)
+    ref = CoxPHFitter().fit(
+        rows.drop(columns="status"), "time", "dead", strata=["sex"], fit_options={"precision": 1e-12}
+    )
+    assert relative(efron["coef"], ref.params_) < 1e-5
+    assert relative(efron["se(coef)"], ref.standard_errors_) < 1e-5
+    assert efron.attrs["llf"] == pytest.approx(ref.log_likelihood_, rel=1e-7)
+    breslow = fit("COX time, status = 2 ~ age + ph_ecog FROM lung TIES BRESLOW STRATA sex", cons, schema)
+    sm_ref = sm.PHReg(rows.time, rows[["age", "ph_ecog"]], status=rows.dead, strata=rows.sex, ties="breslow").fit(
+        tol=1e-12
+    )
+    assert relative(breslow["coef"], pd.Series(sm_ref.params, ["age", "ph_ecog"])) < 1e-5
+    assert relative(breslow["se(coef)"], pd.Series(sm_ref.bse, ["age", "ph_ecog"])) < 1e-5
+
+
+def test_a_stratum_of_one_patient_is_refused(lung: tuple) -> None:
+    """ph_ecog = 3 is one patient: as a stratum it is a query set below k."""
+    _, cons, schema = lung
+    with pytest.raises(ModelRefused, match="min_cell_size"):
+        fit("COX time, status = 2 ~ age + sex FROM lung STRATA ph_ecog", cons, schema)
+
+
 def test_times_between_grid_points_are_rounded_down(lung: tuple) -> None:
     """On a 30-day grid the fit is Breslow's on the times rounded down to the grid."""
     pooled, _, _ = lung
@@ -134,6 +161,8 @@ def test_too_few_events_per_term_is_refused(lung: tuple) -> None:
         "COX time, status = 2 ~ meal_cal FROM lung",  # no bounds on a numeric term
         "COX time, status = 2 ~ I(age / 10) FROM lung",
         "COX time, status = 2 ~ age FROM lung TIES EXACT",
+        "COX time, status = 2 ~ age FROM lung STRATA age",  # no domain
+        "COX time, status = 2 ~ age FROM lung STRATA sex STRATA ph_ecog",
     ],
 )
 def test_bad_statements_are_refused(lung: tuple, text: str) -> None:
