@@ -102,7 +102,9 @@ def model_line(frame: pd.DataFrame) -> str:
         f"COX ({attrs['ties']} ties)" if cox else f"{attrs['model']} ({attrs['family']})",
         f"n = {attrs['n']}"
         + (f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""),
-        f"events = {attrs['events']}" if cox else f"df resid = {attrs['df_resid']}",
+        (f"events = {attrs['events']}" if attrs["events"] is not None else "events withheld (n - events: 1 to k-1)")
+        if cox
+        else f"df resid = {attrs['df_resid']}",
     ]
     if "r_squared" in attrs:
         parts.append(f"R² = {attrs['r_squared']:.4f}")

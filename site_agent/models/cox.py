@@ -69,9 +69,10 @@ relative).
 Numeric terms need public bounds; ``I(expr)`` terms are not supported (no bounds).
 
 Revealed, and to whom: to the committee, the failure bits, the rule bits (including
-``cox_ties``), the dropped-count bit and each coefficient iterate; to the analyst, the final
-coefficients, standard errors, log partial likelihoods (fitted and null), n, events and the
-dropped rows (0 or >= k, else withheld). z, p, intervals, hazard ratios and the likelihood
+``cox_ties``), the dropped-count and censored-count bits and each coefficient iterate; to the
+analyst, the final coefficients, standard errors, log partial likelihoods (fitted and null),
+n, events (withheld when the censored rows n - events, which subtraction would give, number
+1..k-1) and the dropped rows (0 or >= k, else withheld). z, p, intervals, hazard ratios and the likelihood
 ratio test are computed by the analyst from those. Concordance is not computed: it needs a
 comparison of every pair of persons' predictions across sites, which the bin sums do not give.
 """
@@ -359,13 +360,14 @@ def _reveals() -> list[dict[str, Any]]:
         ("local_failed", "sum of the sites' secret failure words (0: every local step ran), after each local step"),
         ("rules", "one bit per model rule (min_cell_size, model_residual_df, model_events_per_term, cox_ties)"),
         ("dropped_small", "whether the count of dropped rows lies in 1..k-1 (then it is withheld)"),
+        ("censored_small", "whether n - events (the censored rows) lies in 1..k-1 (then events is withheld)"),
         ("iterate", "the coefficient iterate beta_t (standardised units) after each Newton step (40 fractional bits)"),
     ]
     analyst = [
         ("coef", "final coefficients (the last iterate)"),
         ("se", "standard errors sqrt((I^-1)_jj) at the final coefficients"),
         ("n", "pooled number of complete cases"),
-        ("events", "pooled number of events among them"),
+        ("events", "pooled number of events among them (withheld when n - events lies in 1..k-1)"),
         ("dropped", "pooled rows of the WHERE set dropped (missing values, time off the grid; 0 or >= k)"),
         ("llf", "log partial likelihood at the final coefficients"),
         ("llf_null", "log partial likelihood at beta = 0"),
@@ -437,7 +439,7 @@ def _wide(x: AShare, shape: tuple[int, ...]) -> AShare:
 
 @dataclass
 class _Ties:
-    """Per (l, bin): the public-linear Efron fraction c = l / d at FC bits and the weight (Efron:
+    """Per (l, bin): the public-linear Efron fraction c = l / d at FT bits and the weight (Efron:
     [l < d]; Breslow, l = 0 only: d), from the pooled events per bin (fixed over the fit)."""
 
     c: AShare  # (L, bins), FT fractional bits
@@ -466,7 +468,7 @@ def _ties(p: Party, plan: Plan, d: AShare) -> Protocol[_Ties]:
 @dataclass
 class _Terms:
     """One step's terms on shares: score and information at FC bits, and what the log partial
-    likelihood needs (the denominators D and the events' sum of x)."""
+    likelihood needs (the denominators D and the sum of x'b over the events)."""
 
     failed: AShare
     score: AShare  # (k,)
@@ -604,6 +606,8 @@ def cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     if refused is not None:
         message = TIES_MESSAGE if refused == "cox_ties" else _rule_set(plan).message(refused)
         return empty_outcome(refused=refused, message=message)
+    n, events = counts[1:2], counts[3 + sz.levels : 4 + sz.levels]
+    _, censored_small = yield from released_count(p, n - events, _rule_set(plan).k)  # n - events is derivable
     terms = yield from _terms(p, sz, first, ties)
     llf_null = yield from _log_likelihood(p, terms, ties)
     beta = np.zeros(sz.k, dtype=np.int64)
@@ -629,7 +633,9 @@ def cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     se, stats = yield from _outputs(p, sz.k, terms, AShare.concat([llf, llf_null]))
     outputs: list[tuple[str, AShare]] = [(f"se.{part}", getattr(se, part)) for part in FLOAT_PARTS]
     outputs += [(f"llf.{part}", getattr(stats, part)) for part in FLOAT_PARTS]
-    outputs += [("n", counts[1:2]), ("events", counts[3 + sz.levels : 4 + sz.levels])]
+    outputs.append(("n", n))
+    if not censored_small:
+        outputs.append(("events", events))
     if not withheld:
         outputs.append(("dropped", dropped))
     meta = {
@@ -705,7 +711,7 @@ def assemble_cox(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
             "model": "COX",
             "ties": model["ties"],
             "n": int(decode_int(values["n"])[0]),
-            "events": int(decode_int(values["events"])[0]),
+            "events": int(decode_int(values["events"])[0]) if "events" in values else None,
             "n_dropped": int(decode_int(values["dropped"])[0]) if "dropped" in values else None,
             "llf": llf,
             "llf_null": llf_null,

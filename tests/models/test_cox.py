@@ -146,6 +146,18 @@ def test_efron_with_many_ties_is_refused(lung: tuple) -> None:
         fit("COX time, status = 2 ~ age + sex FROM lung", cons, schema)
 
 
+def test_events_are_withheld_when_few_rows_are_censored(lung: tuple) -> None:
+    """n and events released together give the censored rows by subtraction: with 1..k-1 of
+    them (here 2), events is withheld and the model released."""
+    pooled, cons, schema = lung
+    ours = fit("COX time, status = 2 ~ age + sex FROM lung WHERE time < 150", cons, schema)
+    rows = pooled[pooled.time < 150]
+    assert (len(rows), int((rows.status == 1).sum())) == (49, 2)
+    assert ours.attrs["n"] == 49 and ours.attrs["events"] is None
+    ref = lifelines_fit(rows, ["age", "sex"])
+    assert relative(ours["coef"], ref.params_) < 1e-5
+
+
 def test_too_few_events_per_term_is_refused(lung: tuple) -> None:
     _, cons, schema = lung
     with pytest.raises(ModelRefused, match="events per term"):
