@@ -225,6 +225,8 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
         raise QuerySyntaxError("COX: the time must be a column (with a grid in the schema)")
     formula = parse_formula(f"{time_name} ~ {sides[1]}")
     names = formula.columns
+    if strata is not None and strata in names:
+        raise UnsupportedQuery(f"COX: {strata} is both a term and the STRATA column")
     sources = [time_name, event, *formula.sources, *([strata] if strata else [])]
     query, resolved = validate_source(tail, sources, schema, rules, sites)
     tables = [t.name.lower() for t in query.source.find_all(exp.Table)]

@@ -175,6 +175,7 @@ def test_too_few_events_per_term_is_refused(lung: tuple) -> None:
         "COX time, status = 2 ~ age FROM lung TIES EXACT",
         "COX time, status = 2 ~ age FROM lung STRATA age",  # no domain
         "COX time, status = 2 ~ age FROM lung STRATA sex STRATA ph_ecog",
+        "COX time, status = 2 ~ age + sex FROM lung STRATA sex",
     ],
 )
 def test_bad_statements_are_refused(lung: tuple, text: str) -> None:
@@ -236,3 +237,16 @@ def test_a_cox_result_renders_in_the_notebook(lung: tuple) -> None:
     assert "COX (efron ties)" in html and "events = 165" in html and "LR test" in html and "converged in" in html
     figure = plot(as_result(frame, query="COX ..."))
     assert sorted(t.get_text() for t in figure.axes[0].get_yticklabels()) == sorted(frame.index)
+
+
+def test_explain_renders_in_the_teaching_view(lung: tuple) -> None:
+    from mpc_jupyter.teaching import Explanation
+
+    _, _, schema = lung
+    plan = compile_query("COX time, status = 2 ~ age + ph_ecog FROM lung STRATA sex", schema, DisclosureRules())
+    kind = kind_of(plan)
+    assert kind is not None
+    view = Explanation(kind.explain(plan))
+    assert set(view.sections) == {1, 2, 3, 4}
+    assert len(view.reveals) == len(plan.data["reveals"])
+    assert "strata: sex (2)" in kind.explain(plan)
