@@ -176,6 +176,8 @@ def forest(
     low, high = f"{estimate}_ci_low", f"{estimate}_ci_high"
     if low not in frame and {"[0.025", "0.975]"} <= set(frame.columns):  # a model summary (statsmodels' names)
         low, high = "[0.025", "0.975]"
+    if low not in frame and {f"{estimate} lower 95%", f"{estimate} upper 95%"} <= set(frame.columns):  # lifelines'
+        low, high = f"{estimate} lower 95%", f"{estimate} upper 95%"
     missing = [c for c in (estimate, low, high) if c not in frame]
     if missing:
         raise ValueError(f"forest plot needs columns {estimate}, {low}, {high} (missing: {', '.join(missing)})")
@@ -224,7 +226,9 @@ def _size(figsize: Sequence[float]) -> tuple[float, float]:
 def _guess_kind(frame: pd.DataFrame) -> str:
     if {"time", "estimate"} <= set(frame.columns):
         return "step"
-    if {"coef", "coef_ci_low", "coef_ci_high"} <= set(frame.columns) or {"coef", "[0.025"} <= set(frame.columns):
+    cols = set(frame.columns)
+    intervals = {"coef_ci_low", "coef_ci_high"} <= cols or "[0.025" in cols or "coef lower 95%" in cols
+    if "coef" in cols and intervals:  # ours, statsmodels' and lifelines' (Cox) names
         return "forest"
     return "bar"
 

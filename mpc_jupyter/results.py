@@ -98,15 +98,24 @@ def model_line(frame: pd.DataFrame) -> str:
     if "model" not in attrs:
         return ""
     dropped = attrs.get("n_dropped")
+    cox = attrs["model"] == "COX"
     parts = [
-        f"{attrs['model']} ({attrs['family']})",
+        f"COX ({attrs['ties']} ties)" if cox else f"{attrs['model']} ({attrs['family']})",
         f"n = {attrs['n']}"
         + (f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""),
-        f"df resid = {attrs['df_resid']}",
+        (f"events = {attrs['events']}" if attrs["events"] is not None else "events withheld (n - events: 1 to k-1)")
+        if cox
+        else f"df resid = {attrs['df_resid']}",
     ]
     if "r_squared" in attrs:
         parts.append(f"R² = {attrs['r_squared']:.4f}")
-    parts += [f"log-likelihood = {attrs['llf']:.4f}", f"deviance = {attrs['deviance']:.4f}"]
+    if cox:  # lifelines' print_summary: the log partial likelihood and the likelihood ratio test
+        parts += [
+            f"log partial likelihood = {attrs['llf']:.4f}",
+            f"LR test = {attrs['lr_test']:.2f} on {attrs['lr_df']} df, p = {attrs['lr_p']:.3g}",
+        ]
+    else:
+        parts += [f"log-likelihood = {attrs['llf']:.4f}", f"deviance = {attrs['deviance']:.4f}"]
     steps = attrs.get("iterations")
     parts.append(f"converged in {steps} steps" if attrs.get("converged") else f"NOT converged after {steps} steps")
     return " · ".join(parts)

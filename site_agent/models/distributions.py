@@ -74,3 +74,24 @@ def t_quantile(q: float, df: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2.0
+
+
+def chi2_sf(x: float, df: int) -> float:
+    """P(X > x) for X ~ chi-square with integer ``df`` degrees of freedom, in closed form
+    (Abramowitz and Stegun 26.4.4 and 26.4.5): a Poisson tail for even df, erfc plus a finite
+    series for odd df."""
+    if x <= 0.0:
+        return 1.0
+    half = x / 2.0
+    if df % 2 == 0:
+        term, total = 1.0, 1.0
+        for i in range(1, df // 2):
+            term *= half / i
+            total += term
+        return math.exp(-half) * total
+    total = math.erfc(math.sqrt(half))
+    term = math.sqrt(half) / math.gamma(1.5)
+    for i in range(1, (df + 1) // 2):
+        total += math.exp(-half) * term
+        term *= half / (i + 0.5)
+    return total

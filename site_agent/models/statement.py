@@ -79,7 +79,7 @@ _FROM = re.compile(r"\bFROM\b", re.IGNORECASE)
 
 
 def _registered() -> Mapping[str, ModelKind]:
-    from . import glm  # noqa: F401  (registers LINEAR, LOGISTIC, POISSON)
+    from . import cox, glm  # noqa: F401  (register COX; LINEAR, LOGISTIC, POISSON)
 
     return MODELS
 

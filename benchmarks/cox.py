@@ -1,0 +1,162 @@
+"""Cox benchmark: COX with 5 covariates on three sites x N rows, beside statsmodels' PHReg.
+
+    python benchmarks/cox.py [--rows 100000] [--repeat 3] [--in-process] [--json]
+
+Each site's rows (``x1`` ... ``x5`` standard normal clipped to [-4, 4], follow-up in whole
+days on [1, 1000], exponential event times with known log hazard ratios and uniform censoring)
+are generated from a seed and cached as Parquet under ``--cache``. The schema declares the
+grids COX needs: ``time`` on [0, 1000] by 1 day (1,001 bins) and each covariate's bounds. With
+N rows per site a day holds about 3N/1000 tied events, beyond EFRON's 6, so the statement is
+``TIES BRESLOW`` and statsmodels' ``PHReg(ties="breslow")`` on the pooled rows is the reference
+(and the time of a central data warehouse). Over agents (the default) a local consortium of
+three ``mpc-site-agent serve`` processes is built in a temporary folder as in
+``benchmarks/models.py``; ``Consortium.query()`` is timed until the summary is back (best and
+median of ``--repeat`` runs after one warm-up). Every answer is checked against statsmodels
+(coefficients and standard errors to 1e-5 relative); a mismatch stops the benchmark.
+
+Target (issue 11): COX, 5 covariates, 3 sites x 100,000 rows over agents <= 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+
+from mpc_jupyter.client import Consortium
+from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
+from site_agent.models.statement import execute
+from site_agent.query import DisclosureRules, compile_query
+from site_agent.query.catalog import schema_from_duckdb
+
+SITES = ("north", "central", "south")
+SEED = 20261207
+COVARIATES = [f"x{j}" for j in range(1, 6)]
+TRUE = np.array([0.5, -0.3, 0.2, 0.0, 0.4])
+BOUND = 4.0
+STATEMENT = f"COX time, event ~ {' + '.join(COVARIATES)} FROM cohort TIES BRESLOW"
+GRIDS = {"cohort.time": (0.0, 1000.0, 1.0), **{f"cohort.{c}": (-BOUND, BOUND, 0.001) for c in COVARIATES}}
+SCHEMA_TOML = (
+    "[tables.cohort]\n"
+    + 'time = { type = "float", grid = [0, 1000, 1] }\nevent = "integer"\n'
+    + "".join(f'{c} = {{ type = "float", grid = [{-BOUND}, {BOUND}, 0.001] }}\n' for c in COVARIATES)
+)
+
+
+def site_files(cache: Path, rows: int) -> list[Path]:
+    folder = cache / f"cox-{rows}-{SEED}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{site}.parquet" for site in SITES]
+    for k, path in enumerate(paths):
+        if not path.exists():
+            rng = np.random.default_rng([SEED, k])
+            x = np.clip(rng.standard_normal((rows, len(COVARIATES))), -BOUND, BOUND)
+            hazard = np.exp(x @ TRUE) / 400.0
+            t_event = rng.exponential(1.0 / hazard)
+            t_censor = rng.uniform(1.0, 1000.0, rows)
+            time_ = np.clip(np.ceil(np.minimum(t_event, t_censor)), 1, 1000)
+            frame = pd.DataFrame(x, columns=COVARIATES).assign(time=time_, event=(t_event <= t_censor).astype(np.int64))
+            tmp = path.with_suffix(".tmp")
+            con = duckdb.connect()
+            con.register("frame", frame)
+            con.execute(f"COPY frame TO '{tmp}' (FORMAT parquet)")
+            con.close()
+            tmp.rename(path)
+    return paths
+
+
+def reference(paths: list[Path]) -> tuple[float, Any]:
+    pooled = pd.concat([duckdb.read_parquet(str(p)).df() for p in paths], ignore_index=True)
+    started = time.perf_counter()
+    model = sm.PHReg(pooled["time"], pooled[COVARIATES], status=pooled["event"], ties="breslow")
+    fit = model.fit(tol=1e-10)
+    return time.perf_counter() - started, fit
+
+
+def check(frame: pd.DataFrame, fit: Any, where: str) -> dict[str, float]:
+    coef = float(np.max(np.abs(frame["coef"].to_numpy() - fit.params) / np.abs(fit.params)))
+    se = float(np.max(np.abs(frame["se(coef)"].to_numpy() - fit.bse) / fit.bse))
+    if coef > 1e-5 or se > 1e-5:
+        raise SystemExit(f"{where}: differs from statsmodels (coef {coef:.2e}, se {se:.2e} relative)")
+    return {"coef_rel_err": coef, "se_rel_err": se}
+
+
+def timed(fn: Any, repeat: int) -> tuple[list[float], pd.DataFrame]:
+    seconds, out = [], pd.DataFrame()
+    for _ in range(repeat):
+        started = time.perf_counter()
+        out = fn()
+        seconds.append(time.perf_counter() - started)
+    return seconds, out
+
+
+def in_process(paths: list[Path], repeat: int) -> tuple[list[float], pd.DataFrame, dict[str, Any]]:
+    cons = {}
+    for site, path in zip(SITES, paths, strict=True):
+        con = duckdb.connect()
+        con.execute(f"CREATE VIEW cohort AS SELECT * FROM read_parquet('{path}')")
+        cons[site] = con
+    plan = compile_query(STATEMENT, schema_from_duckdb(cons["north"], grids=GRIDS), DisclosureRules())
+    seconds, frame = timed(lambda: execute(plan, cons), repeat)
+    return seconds, frame, {"rounds": frame.attrs["rounds"], "bytes": frame.attrs["bytes"]}
+
+
+def over_agents(paths: list[Path], repeat: int) -> tuple[list[float], pd.DataFrame]:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        sites = [SiteSpec(site, {"cohort": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
+        with contextlib.redirect_stdout(sys.stderr):
+            consortium_file = build_consortium(Path(tmp), sites, SCHEMA_TOML)
+        stack.enter_context(AgentProcesses(Path(tmp), SITES))
+        client = stack.enter_context(Consortium.connect(consortium_file, timeout=300))
+        client.query(STATEMENT)  # warm-up: connections, page cache
+        return timed(lambda: client.query(STATEMENT), repeat)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="rows per site")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true", help="skip the agents")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mpc-jupyter-bench")
+    args = parser.parse_args(argv)
+    paths = site_files(args.cache, args.rows)
+    ref_seconds, fit = reference(paths)
+    report: dict[str, Any] = {"rows_per_site": args.rows, "covariates": len(COVARIATES), "statsmodels_s": ref_seconds}
+    seconds, frame, cost = in_process(paths, args.repeat)
+    report.update(
+        {
+            "in_process_best_s": min(seconds),
+            "in_process_median_s": statistics.median(seconds),
+            "iterations": frame.attrs["iterations"],
+            "events": frame.attrs["events"],
+            **cost,
+            **check(frame, fit, "in process"),
+        }
+    )
+    if not args.in_process:
+        seconds, frame = over_agents(paths, args.repeat)
+        check(frame, fit, "agents")
+        report.update({"agents_best_s": min(seconds), "agents_median_s": statistics.median(seconds)})
+        report["agents_vs_statsmodels"] = report["agents_best_s"] / ref_seconds
+        report["target_10s_met"] = report["agents_median_s"] <= 10.0
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""COX through three real agents (TLS websockets, DuckDB), against lifelines on the pooled lung
+data. Its own consortium: the shared lung schema declares no time grid, which COX needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter
+
+from ..lung import LUNG_SCHEMA, SITES, lung_by_site
+from ..models.conftest import relative
+from .conftest import Dataset, Running, start_retrying
+
+GRIDDED = LUNG_SCHEMA.replace('time = "float"', 'time = { type = "float", grid = [0, 1100, 1] }')
+
+
+@pytest.fixture(scope="module")
+def timed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    assert GRIDDED != LUNG_SCHEMA
+    running = start_retrying(tmp_path_factory.mktemp("cox"), {}, data=Dataset("lung", GRIDDED, lung_by_site))
+    yield running
+    running.close()
+
+
+def test_efron_equals_lifelines_through_agents(timed: Running) -> None:
+    ours = timed.client.query("COX time, status = 2 ~ age + C(sex) FROM lung")
+    pooled = pd.concat(list(lung_by_site().values()), ignore_index=True)
+    rows = pooled[["time", "age"]].assign(dead=(pooled.status == 2) * 1, female=(pooled.sex == 2) * 1)
+    ref = CoxPHFitter().fit(rows, "time", "dead", fit_options={"precision": 1e-12})
+    names = {"female": "C(sex)[T.2]"}
+    assert relative(ours["coef"], ref.params_.rename(names)) < 1e-5
+    assert relative(ours["se(coef)"], ref.standard_errors_.rename(names)) < 1e-5
+    assert ours.attrs["llf"] == pytest.approx(ref.log_likelihood_, rel=1e-7)
+    assert (ours.attrs["n"], ours.attrs["events"]) == (len(rows), int(rows.dead.sum()))
+    assert len(ours.attrs["receipts"]) == 3
+    for site in SITES:  # the audit log names the declared reveals, never values
+        entry = timed.audit(site)[-1]
+        assert entry["decision"] == "accepted"
+        assert {r["name"] for r in entry["reveals"]} >= {"coef", "se", "iterate", "llf"}
+
+
+def test_explain_names_the_reveal_points(timed: Running) -> None:
+    text = timed.client.explain("COX time, status = 2 ~ age FROM lung TIES BRESLOW")
+    assert "BRESLOW" in text and "[committee] iterate:" in text and "[analyst] llf:" in text

@@ -1,0 +1,27 @@
+"""Smoke test of ``benchmarks/cox.py`` in process at a small size: it runs, checks its answer
+against statsmodels' PHReg and reports the figures docs/benchmarks.md names. Not a timed test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_in_process_run_reports_its_figures(tmp_path: Path) -> None:
+    args = ["--rows", "3000", "--repeat", "1", "--in-process", "--json", "--cache", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cox.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for key in ("statsmodels_s", "in_process_best_s", "iterations", "events", "rounds", "bytes", "coef_rel_err"):
+        assert key in report
+    assert report["coef_rel_err"] < 1e-5 and report["se_rel_err"] < 1e-5
