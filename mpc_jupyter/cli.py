@@ -6,6 +6,8 @@ whose notebooks connect through ``$MPC_CONSORTIUM`` (set to the demo's consortiu
 JupyterLab and the agents. ``--headless`` runs ``examples/quickstart.ipynb`` with nbclient instead, prints what
 its cells show, and stops the agents. ``--serve-only`` starts no notebook at all: it prints
 ``MPC_CONSORTIUM=<consortium.toml>`` and serves until Ctrl-C or SIGTERM (the browser tests use it).
+``--omop`` builds three OMOP CDM v5.4 sites instead (``mpc_jupyter.demo.omop``, in ``omop-consortium/``)
+and starts with ``examples/omop-incidence.ipynb``.
 See docs/demo.md.
 """
 

@@ -87,6 +87,7 @@ def test_omop_incidence_notebook(omop_demo: DemoConsortium) -> None:
     want["cases"] = cases.groupby(keys).size()
     want["per_1000_py"] = 1000 * want.cases / want.person_years
     e = want.cases
+    want["ci_low"] = 1000 * e * (1 - 1 / (9 * e) - Z / (3 * np.sqrt(e))) ** 3 / want.person_years
     want["ci_high"] = 1000 * (e + 1) * (1 - 1 / (9 * (e + 1)) + Z / (3 * np.sqrt(e + 1))) ** 3 / want.person_years
     got = frames["incidence"].set_index(keys).loc[want.index]
     assert len(want) == 8 and (want.cases >= 5).all()  # every cell released
@@ -94,6 +95,7 @@ def test_omop_incidence_notebook(omop_demo: DemoConsortium) -> None:
     assert got.cases.astype(int).tolist() == want.cases.tolist()
     assert np.allclose(got.person_years.astype(float), want.person_years, rtol=1e-6)
     assert np.allclose(got.per_1000_py.astype(float), want.per_1000_py, rtol=1e-6)
+    assert np.allclose(got.ci_low.astype(float), want.ci_low, rtol=1e-6)
     assert np.allclose(got.ci_high.astype(float), want.ci_high, rtol=1e-6)
     site = op.person_id // 10**7
     names = dict(enumerate(omop_demo.settings.sites, start=1))
