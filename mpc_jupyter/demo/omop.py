@@ -10,7 +10,10 @@ tables' own ``*_id`` keys are identifiers in the demo policies. Public domains: 
 and the concept ids the synthetic data use; grids for ``year_of_birth`` and values. One
 derived column, ``observation_period.person_years``, is the length of the period in years
 (inclusive of both ends, as OMOP's dates are): the query language allows no product or
-difference of two columns inside an aggregate, so person-time is declared once here.
+difference of two columns inside an aggregate, so person-time is declared once here. A second,
+``death.died``, is 1 on a death record; the local SQL writes its expression in its place, so
+through ``observation_period LEFT JOIN death`` it is 0 for the living and
+``RATE(d.died, op.person_years, 1000)`` is mortality per 1,000 person-years in one query.
 
 **Concept ids** are standard concepts of the OHDSI vocabularies (https://athena.ohdsi.org),
 SNOMED conditions, RxNorm ingredients and LOINC measurements. ``T2DM_CONCEPTS`` is a small
@@ -84,7 +87,7 @@ class OmopSiteRates:
 
     mean_age: float  # at entry
     t2dm_per_1000py: float  # incidence at age 50 in women; x exp(0.035 per year) and x 1.4 for men
-    deaths_per_1000py: float  # at age 70; x exp(0.08 per year)
+    deaths_per_1000py: float  # at age 70 in women; x exp(0.08 per year) and x 1.3 for men
     loss_per_year: float  # loss to follow-up (moving away)
 
 
@@ -185,6 +188,8 @@ OMOP_TABLES: Mapping[str, Mapping[str, _Spec]] = MappingProxyType(
 PERSON = "person_id"
 PERSON_YEARS = "(date_diff('day', observation_period_start_date, observation_period_end_date) + 1) / 365.25"
 """``observation_period.person_years``: days in the period, both ends included, in years."""
+DIED = "CASE WHEN death_date IS NULL THEN 0 ELSE 1 END"
+"""``death.died``: 1 on a death record; through ``LEFT JOIN death``, 0 for a person without one."""
 _SQL_TYPES = {"integer": "BIGINT", "float": "DOUBLE", "date": "DATE", "text": "VARCHAR"}
 
 
@@ -215,6 +220,12 @@ def omop_schema_toml() -> str:
                 "",
                 "[tables.observation_period.derived]",
                 f"person_years = {{ expr = {toml_str(PERSON_YEARS)}, grid = [0, 50, 0.01] }}",
+            ]
+        if table == "death":
+            lines += [
+                "",
+                "[tables.death.derived]",
+                f'died = {{ expr = {toml_str(DIED)}, type = "integer", domain = [0, 1] }}',
             ]
     return "\n".join(lines) + "\n"
 
@@ -255,7 +266,7 @@ def generate_omop_site(
     birth = entry - age * 365 - rng.integers(0, 365, persons)
     birth_dates = pd.DatetimeIndex(_dates(birth))
 
-    death_hazard = rates.deaths_per_1000py / 1000 * np.exp(0.08 * (age - 70))
+    death_hazard = rates.deaths_per_1000py / 1000 * np.exp(0.08 * (age - 70)) * np.where(male, 1.3, 1.0)
     death = entry + np.ceil(rng.exponential(1 / death_hazard) * 365.25).astype(np.int64)
     lost = entry + np.ceil(rng.exponential(1 / rates.loss_per_year, persons) * 365.25).astype(np.int64)
     end = np.minimum(np.minimum(death, lost), _END)

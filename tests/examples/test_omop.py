@@ -80,7 +80,7 @@ def _reference(demo: DemoConsortium) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_omop_incidence_notebook(omop_demo: DemoConsortium) -> None:
-    _, frames = execute(omop_demo, "omop-incidence.ipynb", "person_time", "cases", "incidence", "by_site")
+    _, frames = execute(omop_demo, "omop-incidence.ipynb", "person_time", "cases", "incidence", "by_site", "mortality")
     op, cases = _reference(omop_demo)
     keys = ["sex", "age_band"]
     want = op.groupby(keys).agg(persons=("person_id", "size"), person_years=("person_years", "sum"))
@@ -105,6 +105,12 @@ def test_omop_incidence_notebook(omop_demo: DemoConsortium) -> None:
     got_site = frames["by_site"].set_index("hospital").per_1000_py.astype(float)
     assert np.allclose(got_site.loc[want_site.index], 1000 * want_site, rtol=1e-6)
     assert got_site.max() > 1.3 * got_site.min()  # the sites differ
+    op["died"] = op.person_id.isin(pooled(omop_demo, "death").person_id)
+    dead = op.groupby(keys).agg(e=("died", "sum"), py=("person_years", "sum"))
+    byar = dead.e * (1 - 1 / (9 * dead.e) - Z / (3 * np.sqrt(dead.e))) ** 3
+    mortality = frames["mortality"].set_index(keys).loc[dead.index]
+    assert np.allclose(mortality.deaths_per_1000_py.astype(float), 1000 * dead.e / dead.py, rtol=1e-6)
+    assert np.allclose(mortality.deaths_per_1000_py_ci_low.astype(float), 1000 * byar / dead.py, rtol=1e-5)
 
 
 def test_marker_records_omop(omop_demo: DemoConsortium) -> None:
