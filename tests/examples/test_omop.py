@@ -93,6 +93,9 @@ def test_omop_incidence_notebook(omop_demo: DemoConsortium) -> None:
     assert len(want) == 8 and (want.cases >= 5).all()  # every cell released
     assert got.persons.astype(int).tolist() == want.persons.tolist()
     assert got.cases.astype(int).tolist() == want.cases.tolist()
+    records = pooled(omop_demo, "condition_occurrence")
+    diabetes = records[records.condition_concept_id.isin([*T2DM_CONCEPTS, 201820, 201254])].person_id.nunique()
+    assert diabetes > len(cases)  # a query without the concept set would not match
     assert np.allclose(got.person_years.astype(float), want.person_years, rtol=1e-6)
     assert np.allclose(got.per_1000_py.astype(float), want.per_1000_py, rtol=1e-6)
     assert np.allclose(got.ci_low.astype(float), want.ci_low, rtol=1e-6)
