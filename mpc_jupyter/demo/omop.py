@@ -45,7 +45,7 @@ import pandas as pd
 
 from site_agent.tomlfile import toml_key, toml_str
 
-from .data import DEFAULT_SEED, DEFAULT_SITES
+from .data import DEFAULT_SEED, DEFAULT_SITES, _dates, _day_between
 
 Array = np.ndarray
 
@@ -233,16 +233,8 @@ def omop_schema_toml() -> str:
 # --------------------------------------------------------------------------- synthetic sites
 
 
-def _dates(days: Array) -> Array:
-    return np.asarray(days, dtype=np.int64).astype("datetime64[D]")
-
-
-def _day_between(rng: np.random.Generator, first: Array, last: Array) -> Array:
-    """A uniformly random day in [first, last] for each pair (last >= first)."""
-    return np.asarray(first + np.floor(rng.random(len(first)) * (last - first + 1)).astype(np.int64))
-
-
 def _ids(first: int, n: int) -> Array:
+    """Integer record ids ``first``, ``first + 1``, ... (OMOP's ids are integers)."""
     return np.arange(first, first + n, dtype=np.int64)
 
 
@@ -254,8 +246,8 @@ def generate_omop_site(
     ``number`` (1, 2, ...) makes the site's ``person_id`` and record ids disjoint from the other
     sites' (``number * 10**7 + i``). The same arguments always give the same tables.
     """
-    if persons < 1:
-        raise ValueError(f"persons must be at least 1, not {persons}")
+    if not 1 <= persons <= 1_000_000:
+        raise ValueError(f"persons must be between 1 and 1,000,000 (ids are site * 10**7 + i), not {persons}")
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     rates = site_rates(name)
     base = number * 10**7
