@@ -6,6 +6,8 @@ whose notebooks connect through ``$MPC_CONSORTIUM`` (set to the demo's consortiu
 JupyterLab and the agents. ``--headless`` runs ``examples/quickstart.ipynb`` with nbclient instead, prints what
 its cells show, and stops the agents. ``--serve-only`` starts no notebook at all: it prints
 ``MPC_CONSORTIUM=<consortium.toml>`` and serves until Ctrl-C or SIGTERM (the browser tests use it).
+``--omop`` builds three OMOP CDM v5.4 sites instead (``mpc_jupyter.demo.omop``, in ``omop-consortium/``)
+and starts with ``examples/omop-incidence.ipynb``.
 See docs/demo.md.
 """
 
@@ -26,7 +28,8 @@ from site_agent.errors import MpcError
 from .client import CONSORTIUM_ENV
 from .demo.consortium import AgentProcesses
 from .demo.data import DEFAULT_PATIENTS, DEFAULT_SEED
-from .demo.local import CONSORTIUM_FOLDER, DemoConsortium, DemoSettings, prepare_demo
+from .demo.local import CONSORTIUM_FOLDER, OMOP_FOLDER, DemoConsortium, DemoSettings, prepare_demo
+from .demo.omop import OMOP_PERSONS
 
 PROG = "mpc-jupyter"
 
@@ -56,10 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dir", type=Path, default=None, help=f"consortium folder (default: {CONSORTIUM_FOLDER} beside examples/)"
     )
-    demo.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, help="patients per hospital (100000)")
+    demo.add_argument(
+        "--patients",
+        type=int,
+        default=None,
+        help=f"patients per hospital ({DEFAULT_PATIENTS}; {OMOP_PERSONS} with --omop)",
+    )
+    demo.add_argument(
+        "--omop", action="store_true", help=f"OMOP CDM v5.4 tables instead (folder {OMOP_FOLDER}, omop-incidence.ipynb)"
+    )
     demo.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"data seed ({DEFAULT_SEED})")
     demo.add_argument("--fresh", action="store_true", help="delete and recreate the consortium folder")
-    demo.add_argument("--headless", action="store_true", help="run quickstart.ipynb and print its tables")
+    demo.add_argument("--headless", action="store_true", help="run the first example notebook and print its tables")
     demo.add_argument("--examples", type=Path, default=None, help="notebook folder (./examples)")
     demo.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
     demo.add_argument(
@@ -68,10 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_notebook(omop: bool) -> str:
+    """The notebook the demo starts with: the quickstart, or the OMOP incidence example."""
+    return "omop-incidence.ipynb" if omop else "quickstart.ipynb"
+
+
 def _headless(demo: DemoConsortium, examples: Path) -> None:
     from .demo.notebooks import run_notebook, text_outputs  # nbclient comes with the "lab" extra
 
-    notebook = examples / "quickstart.ipynb"
+    notebook = examples / _first_notebook(demo.settings.omop)
     _say(f"running {notebook} headless")
     started = time.monotonic()
     executed = run_notebook(notebook)
@@ -109,16 +125,19 @@ def _serve() -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """Prepare the consortium, start the agents, then JupyterLab, the headless quickstart or nothing."""
+    if args.patients is None:
+        args.patients = OMOP_PERSONS if args.omop else DEFAULT_PATIENTS
     if args.patients < 100:
         raise MpcError("--patients must be at least 100")
     if args.serve_only and args.headless:
         raise MpcError("--serve-only and --headless exclude each other")
     examples = (args.examples or default_examples()).resolve()
-    if not args.serve_only and not (examples / "quickstart.ipynb").exists():
+    if not args.serve_only and not (examples / _first_notebook(args.omop)).exists():
         raise MpcError(f"no example notebooks in {examples} (use --examples)")
-    folder = args.dir or examples.parent / CONSORTIUM_FOLDER
+    folder = args.dir or examples.parent / (OMOP_FOLDER if args.omop else CONSORTIUM_FOLDER)
     started = time.monotonic()
-    consortium = prepare_demo(folder, DemoSettings(args.patients, args.seed), fresh=args.fresh, say=_say)
+    settings = DemoSettings(args.patients, args.seed, omop=args.omop)
+    consortium = prepare_demo(folder, settings, fresh=args.fresh, say=_say)
     _say(f"consortium ready in {time.monotonic() - started:.1f} s: {consortium.path}")
     os.environ[CONSORTIUM_ENV] = str(consortium.path)  # JupyterLab's kernels and nbclient inherit it
     agents = AgentProcesses(consortium.folder, consortium.settings.sites)

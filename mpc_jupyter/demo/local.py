@@ -25,12 +25,15 @@ from pathlib import Path
 
 from site_agent.errors import ConfigError
 
+from . import omop
 from .consortium import SiteSpec, TableSpec, build_consortium
 from .data import DEFAULT_SEED, DEFAULT_SITES, TABLE_SCHEMAS, identifier_columns, write_consortium_data
 from .schema import demo_schema_toml
 
 CONSORTIUM_FOLDER = "demo-consortium"
 """Where the demo keeps its consortium by default: beside ``examples/``."""
+OMOP_FOLDER = "omop-consortium"
+"""Where ``mpc-jupyter demo --omop`` keeps its OMOP CDM consortium by default."""
 MARKER = "demo.json"
 ANALYST = "analyst"
 
@@ -42,6 +45,7 @@ class DemoSettings:
     patients: int
     seed: int = DEFAULT_SEED
     sites: tuple[str, ...] = DEFAULT_SITES
+    omop: bool = False  # OMOP CDM tables (mpc_jupyter.demo.omop) instead of the EHR-like demo tables
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def read_marker(folder: Path) -> tuple[DemoSettings, bool] | None:
     """The settings of the demo in ``folder`` and whether it completed; None if it holds none."""
     try:
         raw = json.loads((folder / MARKER).read_text())
-        settings = DemoSettings(int(raw["patients"]), int(raw["seed"]), tuple(raw["sites"]))
+        settings = DemoSettings(int(raw["patients"]), int(raw["seed"]), tuple(raw["sites"]), bool(raw.get("omop")))
         return settings, bool(raw["complete"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -77,14 +81,17 @@ def _write_marker(folder: Path, settings: DemoSettings, complete: bool) -> None:
     (folder / MARKER).write_text(json.dumps(body, indent=2) + "\n")
 
 
-def site_specs(folder: Path, sites: Sequence[str]) -> list[SiteSpec]:
-    """Each hospital serves the five demo tables; identifier columns are never selectable."""
+def site_specs(folder: Path, sites: Sequence[str], omop_tables: bool = False) -> list[SiteSpec]:
+    """Each hospital serves the five demo tables (or the seven OMOP tables); identifier columns
+    are never selectable."""
+    tables = list(omop.OMOP_TABLES if omop_tables else TABLE_SCHEMAS)
+    identifiers = omop.identifier_columns if omop_tables else identifier_columns
     return [
         SiteSpec(
             site,
             {
-                table: TableSpec(folder / "data" / site / f"{table}.parquet", identifiers=identifier_columns(table))
-                for table in TABLE_SCHEMAS
+                table: TableSpec(folder / "data" / site / f"{table}.parquet", identifiers=identifiers(table))
+                for table in tables
             },
         )
         for site in sites
@@ -113,9 +120,12 @@ def prepare_demo(
         say(f"replacing the demo consortium in {folder}")
     remove_demo(folder)
     say(f"creating a consortium of {len(settings.sites)} hospitals in {folder}")
-    build_consortium(folder, site_specs(folder, settings.sites), demo_schema_toml(settings.sites), ANALYST)
+    schema = omop.omop_schema_toml() if settings.omop else demo_schema_toml(settings.sites)
+    build_consortium(folder, site_specs(folder, settings.sites, settings.omop), schema, ANALYST)
     _write_marker(folder, settings, complete=False)
-    say(f"generating {settings.patients:,} patients per hospital (seed {settings.seed})")
-    write_consortium_data(folder / "data", settings.sites, settings.patients, settings.seed)
+    unit = "OMOP persons" if settings.omop else "patients"
+    say(f"generating {settings.patients:,} {unit} per hospital (seed {settings.seed})")
+    write_data = omop.write_omop_data if settings.omop else write_consortium_data
+    write_data(folder / "data", settings.sites, settings.patients, settings.seed)
     _write_marker(folder, settings, complete=True)
     return DemoConsortium(folder, settings, reused=False)
