@@ -84,8 +84,17 @@ from ..query.numeric import FN, Float, decode_float, divide_fixed, divide_float,
 from ..query.parse import DIALECT
 from ..query.plan import COUNT_BITS, Z95, Plan
 from . import distributions
-from .formula import design, parse_formula
-from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, validate_source
+from .formula import Design, design, parse_formula
+from .statement import (
+    MODELS,
+    ModelKind,
+    Outcome,
+    SiteStep,
+    Statement,
+    empty_outcome,
+    require_model_kind,
+    validate_source,
+)
 
 FLOAT_PARTS = ("sign", "mant", "exp")
 FAMILIES = {"LINEAR": "gaussian", "LOGISTIC": "binomial", "POISSON": "poisson"}
@@ -123,11 +132,7 @@ def _family_sql(family: str) -> tuple[str, str, str]:
 
 def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None) -> Plan:
     """The plan of a LINEAR, LOGISTIC or POISSON statement (see the module docstring)."""
-    if rules.statement_kinds is not None and "model" not in rules.statement_kinds:
-        allowed = ", ".join(sorted(rules.statement_kinds)) or "none"
-        raise rules.refusal(
-            "statement_kinds", f"'model' statements are not allowed (allowed: {allowed})", "check_kind", "model"
-        )
+    require_model_kind(rules)
     family = FAMILIES[statement.keyword]
     tail, offset = statement.tail, None
     found = _OFFSET.search(tail)
@@ -149,6 +154,22 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
         domains[c] = found_col.domain if found_col is not None else None
     response = resolved[0]
     d = design(formula, dict(zip(names, resolved[1 : 1 + len(names)], strict=True)), response, domains)
+    return plan_glm(statement, query, d, response, formula.response, resolved[-1] if offset else None, offset, rules)
+
+
+def plan_glm(
+    statement: Statement,
+    query: Any,
+    d: Design,
+    response: exp.Expr,
+    response_text: str,
+    off_col: exp.Expr | None,
+    offset: str | None,
+    rules: DisclosureRules,
+) -> Plan:
+    """The plan of a GLM over the validated source ``query`` and the ``design`` ``d`` (its
+    response and offset column resolved): also the calibration fits of :mod:`.validate`."""
+    family = FAMILIES[statement.keyword]
     y = exp.Cast(this=response.copy(), to=exp.DataType.build("DOUBLE"))
     complete: exp.Expr = d.complete
     if family == "binomial":
@@ -156,8 +177,7 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
     elif family == "poisson":
         complete = exp.and_(complete, exp.GTE(this=y.copy(), expression=exp.convert(0.0)))
     off_expr = None
-    if offset is not None:
-        off_col = resolved[-1]
+    if off_col is not None:
         complete = exp.and_(complete, exp.GT(this=off_col.copy(), expression=exp.convert(0.0)))
         off_expr = exp.Ln(this=exp.Cast(this=off_col.copy(), to=exp.DataType.build("DOUBLE")))
     k = len(d.columns)
@@ -174,7 +194,7 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
             "family": family,
             "names": d.names,
             "levels": [[lv.column, lv.value] for lv in d.levels],
-            "response": formula.response,
+            "response": response_text,
             "offset": offset,
         },
         "params": {

@@ -91,10 +91,18 @@ def model_checks(p: Party, checks: Sequence[Check]) -> Protocol[list[bool]]:
     return [int(v) != 1 for v in opened]
 
 
+def small_counts(p: Party, counts: AShare, k: int) -> Protocol[list[bool]]:
+    """For each count, whether it lies in 1..k-1 (then it is withheld under the ordinary rule):
+    one bit per count, opened to the committee; the counts themselves stay secret."""
+    flat = counts.ravel()
+    n = flat.size
+    below = yield from bo.lt(p, AShare.concat([flat, flat]), AShare.concat([_const(p, k, (n,)), _const(p, 1, (n,))]))
+    small = yield from ar.open_all(p, below[:n] - below[n:])
+    return [int(v) == 1 for v in small]
+
+
 def released_count(p: Party, count: AShare, k: int) -> Protocol[tuple[AShare, bool]]:
     """A count to release under the ordinary rule: (the count, whether it is withheld because it
     lies in 1..k-1). The bit is opened to the committee; a withheld count is never opened."""
-    both = AShare.concat([count.ravel(), count.ravel()])
-    below = yield from bo.lt(p, both, AShare.concat([_const(p, k, (count.size,)), _const(p, 1, (count.size,))]))
-    small = yield from ar.open_all(p, below[:1] - below[1:])
-    return count, bool(int(small[0]) == 1)
+    small = yield from small_counts(p, count, k)
+    return count, small[0]
