@@ -96,6 +96,17 @@ def model_line(frame: pd.DataFrame) -> str:
     attrs = frame.attrs
     if "model" not in attrs:
         return ""
+    if attrs["model"] == "VALIDATE":
+        grid = attrs["grid"]
+        refused = attrs.get("calibration_refused") or {}
+        return " · ".join(
+            [
+                "VALIDATE LOGISTIC",
+                f"threshold {attrs['threshold']:g}",
+                f"AUC grid {grid['lo']:g} to {grid['hi']:g} step {grid['step']:g}",
+                *([f"no calibration fit for {', '.join(refused)} (too few events)"] if refused else []),
+            ]
+        )
     dropped = attrs.get("n_dropped")
     parts = [
         f"{attrs['model']} ({attrs['family']})",

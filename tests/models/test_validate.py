@@ -14,8 +14,10 @@ import statsmodels.api as sm
 from lifelines.datasets import load_lung
 from scipy.stats import mannwhitneyu
 
+from mpc_jupyter.results import model_line
 from site_agent.errors import QuerySyntaxError, UnsupportedQuery
 from site_agent.models.statement import execute
+from site_agent.models.validate import explain_validate
 from site_agent.query import DisclosureRules, compile_query
 
 from .conftest import split
@@ -90,7 +92,11 @@ def test_lung_equals_sklearn_and_statsmodels(lung_sites) -> None:
 def test_lung_by_sex_with_where_and_threshold(lung_sites) -> None:
     lung, cons, schema = lung_sites
     text = f"VALIDATE LOGISTIC status = 2 ~ {LUNG_MODEL} FROM lung WHERE age > 50 BY sex THRESHOLD 0.7"
-    out = execute(compile_query(text, schema, DisclosureRules()), cons)
+    plan = compile_query(text, schema, DisclosureRules())
+    out = execute(plan, cons)
+    assert model_line(out) == "VALIDATE LOGISTIC · threshold 0.7 · AUC grid -10 to 10 step 0.0001"
+    words = explain_validate(plan)
+    assert "[analyst] auc:" in words and "[committee] released:" in words and "GROUP BY gi, bin" in words
     for sex in (1, 2):
         rows = lung[(lung.age > 50) & (lung.sex == sex)].dropna(subset=["ph_ecog"])
         _close(out.loc[sex], _reference(rows, (rows.status == 2).to_numpy(int), _lung_eta(rows), 0.7))
