@@ -108,10 +108,14 @@ def model_line(frame: pd.DataFrame) -> str:
             ]
         )
     dropped = attrs.get("n_dropped")
+    rows = f"n = {attrs['n']}" + (
+        f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""
+    )
+    if attrs["model"] == "GRADIENT":
+        return f"GRADIENT LOGISTIC · {rows} · score at the given coefficients"
     parts = [
         f"{attrs['model']} ({attrs['family']})",
-        f"n = {attrs['n']}"
-        + (f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""),
+        rows,
         f"df resid = {attrs['df_resid']}",
     ]
     if "r_squared" in attrs:

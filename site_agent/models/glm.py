@@ -84,7 +84,7 @@ from ..query.numeric import FN, Float, decode_float, divide_fixed, divide_float,
 from ..query.parse import DIALECT
 from ..query.plan import COUNT_BITS, Z95, Plan
 from . import distributions
-from .formula import Design, design, parse_formula
+from .formula import Design, design, parse_formula, split_top
 from .statement import (
     MODELS,
     ModelKind,
@@ -132,6 +132,16 @@ def _family_sql(family: str) -> tuple[str, str, str]:
 
 def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None) -> Plan:
     """The plan of a LINEAR, LOGISTIC or POISSON statement (see the module docstring)."""
+    query, d, response, off_col, offset = glm_design(statement, schema, rules, sites)
+    response_text = split_top(statement.body, "~")[0].strip()
+    return plan_glm(statement, query, d, response, response_text, off_col, offset, rules)
+
+
+def glm_design(
+    statement: Statement, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None
+) -> tuple[Any, Design, exp.Expression, exp.Expression | None, str | None]:
+    """A GLM statement parsed and validated: (the validated source, the design, the resolved
+    response, the resolved offset column and its name, or None)."""
     require_model_kind(rules)
     family = FAMILIES[statement.keyword]
     tail, offset = statement.tail, None
@@ -154,7 +164,7 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
         domains[c] = found_col.domain if found_col is not None else None
     response = resolved[0]
     d = design(formula, dict(zip(names, resolved[1 : 1 + len(names)], strict=True)), response, domains)
-    return plan_glm(statement, query, d, response, formula.response, resolved[-1] if offset else None, offset, rules)
+    return query, d, response, resolved[-1] if offset else None, offset
 
 
 def plan_glm(

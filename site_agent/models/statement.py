@@ -79,7 +79,7 @@ _FROM = re.compile(r"\bFROM\b", re.IGNORECASE)
 
 
 def _registered() -> Mapping[str, ModelKind]:
-    from . import glm, validate  # noqa: F401  (register LINEAR, LOGISTIC, POISSON; VALIDATE)
+    from . import glm, gradient, validate  # noqa: F401  (register LINEAR, LOGISTIC, POISSON; GRADIENT; VALIDATE)
 
     return MODELS
 

@@ -41,11 +41,16 @@ from ..mpc.shares import AShare
 
 MIN_RESIDUAL_DF = 10
 MIN_EVENTS_PER_TERM = 10
+GRADIENT_ETA_BOUND = 6.0
+"""GRADIENT: every row's linear predictor at the analyst's coefficients within +-6 (p in
+[0.0025, 0.9975]), so that no coefficients cut the rows into p = 0 and p = 1 sides."""
 
 RULE_MESSAGES = {
     "min_cell_size": "the model's rows, or a level of a categorical term, hold fewer than {k} persons",
     "model_residual_df": "the model leaves fewer than {df} residual degrees of freedom",
     "model_events_per_term": "the model has fewer than {epv} events per term",
+    "gradient_eta_bound": f"the linear predictor at AT lies beyond +-{GRADIENT_ETA_BOUND:g} at some row",
+    "gradient_isolation": "a term is 0, or is not 0, at 1 to {k}-1 persons",
 }
 
 
