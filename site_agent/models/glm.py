@@ -316,7 +316,7 @@ def _reveals(family: str) -> list[dict[str, Any]]:
 
 
 # -- the local step ---------------------------------------------------------------------------
-def _sizes(plan: Plan) -> tuple[int, int]:
+def vector_sizes(plan: Plan) -> tuple[int, int]:
     """(words of the first step's counts, words of every Newton step)."""
     m = plan.data["model"]
     k = len(m["names"])
@@ -324,7 +324,7 @@ def _sizes(plan: Plan) -> tuple[int, int]:
     return counts, 1 + k * (k + 1) + 2 * k + 1
 
 
-def _eta(beta: list[float]) -> str:
+def eta_sql(beta: list[float]) -> str:
     terms = [f"z{j} * CAST('{float(b)!r}' AS DOUBLE)" for j, b in enumerate(beta)]
     return "(" + " + ".join(terms) + " + off)"
 
@@ -354,13 +354,13 @@ def local_glm(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | N
     zeros and a secret failure word in the first word of the Newton terms."""
     m = plan.data["model"]
     k = len(m["names"])
-    n_counts, n_step = _sizes(plan)
+    n_counts, n_step = vector_sizes(plan)
     first = params is None
     beta = [0.0] * k if params is None else [float(b) for b in params["beta"]]
     try:
         if len(beta) != k:
             raise ValueError("wrong number of coefficients")
-        step = _fetch(con, plan.data["local"][1]["sql"].replace(ETA, _eta(beta)))
+        step = _fetch(con, plan.data["local"][1]["sql"].replace(ETA, eta_sql(beta)))
         tri = np.array([step[f"h_{i}_{j}"] for i in range(k) for j in range(i, k)])
         score = np.array([step[f"g{i}"] for i in range(k)])
         parts = [
@@ -474,7 +474,7 @@ def mul_float(p: Party, a: Float, b: Float) -> Protocol[Float]:
     return Float(a.sign, prod - drop, a.exp + b.exp + big)
 
 
-def _terms(pooled: AShare, k: int) -> tuple[AShare, AShare, AShare, AShare]:
+def split_terms(pooled: AShare, k: int) -> tuple[AShare, AShare, AShare, AShare]:
     """(failure word sum, H as (2, k, k), g as (2, k), deviance) from a pooled Newton-step vector."""
     tri = k * (k + 1) // 2
     h = AShare.concat([_symmetric(pooled[1 + i * tri : 1 + (i + 1) * tri], k)[None] for i in range(2)])
@@ -492,7 +492,7 @@ def _minus(p: Party, x: AShare, c: int) -> AShare:
     return ar.add_public(p, x, np.asarray(-c, dtype=np.int64).view(np.uint64))
 
 
-def _rule_set(plan: Plan) -> ModelRules:
+def rule_set(plan: Plan) -> ModelRules:
     prm = plan.data["params"]
     return ModelRules(int(prm["min_cell_size"]), int(prm["min_residual_df"]), int(prm["min_events_per_term"]))
 
@@ -510,12 +510,12 @@ class _Fit:
     iterations: int = 0
 
 
-def _rules(p: Party, plan: Plan, counts: AShare) -> Protocol[tuple[str | None, AShare, bool]]:
+def check_rules(p: Party, plan: Plan, counts: AShare) -> Protocol[tuple[str | None, AShare, bool]]:
     """The model rules on the pooled counts (:mod:`site_agent.privacy.models`): the first failing
     rule (or None), and the dropped rows with whether they are withheld (1..k-1)."""
     m = plan.data["model"]
     k, levels = len(m["names"]), len(m["levels"])
-    rules = _rule_set(plan)
+    rules = rule_set(plan)
     n_where, n, persons, per_level = counts[:1], counts[1:2], counts[2:3], counts[3 : 3 + levels]
     sum_y = counts[3 + levels : 4 + levels]
     checks = [
@@ -543,7 +543,7 @@ def _settled(beta: np.ndarray, before: np.ndarray) -> bool:
 def _newton(p: Party, plan: Plan, site: SiteStep, fit: _Fit) -> Protocol[bool]:
     """Newton steps and polishing steps (module docstring, steps 4 and 5) from ``fit``, updated
     in place; False when a site's local step failed."""
-    k, n_step = len(plan.data["model"]["names"]), _sizes(plan)[1]
+    k, n_step = len(plan.data["model"]["names"]), vector_sizes(plan)[1]
     max_iterations = int(plan.data["params"]["max_iterations"])
     previous: AShare | None = None
     kept: tuple[np.ndarray, AShare, AShare, AShare] | None = None  # the state before a polishing step
@@ -578,7 +578,7 @@ def _newton(p: Party, plan: Plan, site: SiteStep, fit: _Fit) -> Protocol[bool]:
         mine = yield from local(p, lambda c=coef: site({"beta": c}))  # type: ignore[misc]
         _, step = _pool((yield from ar.input_all(p, mine, (n_step,) * 3)))
         previous = fit.dev
-        fit.failed, fit.h, fit.g, fit.dev = _terms(step, k)
+        fit.failed, fit.h, fit.g, fit.dev = split_terms(step, k)
     return True
 
 
@@ -628,17 +628,17 @@ def _outputs(
 def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     """The committee's protocol for one GLM (module docstring, steps 1-6)."""
     k = len(plan.data["model"]["names"])
-    n_counts, n_step = _sizes(plan)
+    n_counts, n_step = vector_sizes(plan)
     mine = yield from local(p, lambda: site(None))
     stacked, pooled = _pool((yield from ar.input_all(p, mine, (n_counts + n_step,) * 3)))
     counts = pooled[:n_counts]
-    fit = _Fit(np.zeros(k, dtype=np.int64), *_terms(pooled[n_counts:], k))
+    fit = _Fit(np.zeros(k, dtype=np.int64), *split_terms(pooled[n_counts:], k))
     opened = yield from ar.open_all(p, fit.failed)
     if int(opened[0]) != 0:
         return empty_outcome(local_failed=True)
-    refused, dropped, withheld = yield from _rules(p, plan, counts)
+    refused, dropped, withheld = yield from check_rules(p, plan, counts)
     if refused is not None:
-        return empty_outcome(refused=refused, message=_rule_set(plan).message(refused))
+        return empty_outcome(refused=refused, message=rule_set(plan).message(refused))
     if not (yield from _newton(p, plan, site, fit)):
         return empty_outcome(local_failed=True)
     se, stats = yield from _outputs(p, plan, fit, counts, stacked)

@@ -95,7 +95,7 @@ def _support_sql(data: dict[str, Any]) -> str:
     step = data["local"][1]["sql"]
     rows = step[step.index("(SELECT *, " + glm.ETA + " AS eta FROM ") :]
     rows = rows[: rows.index(" AS _eta)") + len(" AS _eta")]
-    rows = rows.replace(glm.ETA, glm._eta(data["model"]["at"]))
+    rows = rows.replace(glm.ETA, glm.eta_sql(data["model"]["at"]))
     k = len(data["model"]["names"])
     items = []
     for j in range(1, k):
@@ -137,7 +137,7 @@ def gradient_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     """Pool, check the model and gradient rules, release the score (and Hessian) at AT."""
     m = plan.data["model"]
     k, k_rule = len(m["names"]), int(plan.data["params"]["min_cell_size"])
-    n_counts, n_step = glm._sizes(plan)
+    n_counts, n_step = glm.vector_sizes(plan)
     n_support = _support_size(plan)
     size = n_counts + n_step + n_support + n_step
     mine = yield from local(p, lambda: site(None))
@@ -145,19 +145,19 @@ def gradient_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     pooled = shared[0] + shared[1] + shared[2]
     counts = pooled[:n_counts]
     support = pooled[n_counts + n_step : n_counts + n_step + n_support]
-    failed, h, g, _ = glm._terms(pooled[n_counts + n_step + n_support :], k)
+    failed, h, g, _ = glm.split_terms(pooled[n_counts + n_step + n_support :], k)
     words = AShare.concat([pooled[n_counts : n_counts + 1], support[:1], failed])
     opened = yield from ar.open_all(p, words.sum().reshape(1))
     if int(opened[0]) != 0:
         return empty_outcome(local_failed=True)
-    refused, dropped, withheld = yield from glm._rules(p, plan, counts)
+    refused, dropped, withheld = yield from glm.check_rules(p, plan, counts)
     if refused is None:
         one = ar.constant(p, np.ones(1, dtype=np.uint64), AShare)
         bad = yield from model_checks(p, [Check("gradient_eta_bound", one - support[-1:], 1)])
         small = yield from small_counts(p, support[1:-1], k_rule)
         refused = "gradient_eta_bound" if bad[0] else "gradient_isolation" if any(small) else None
     if refused is not None:
-        return empty_outcome(refused=refused, message=glm._rule_set(plan).message(refused))
+        return empty_outcome(refused=refused, message=glm.rule_set(plan).message(refused))
     low = yield from ar.trunc(p, AShare.concat([g[1], h[1].ravel()]), glm.HL)
     outputs = [("score", g[0] + low[:k]), ("n", counts[1:2])]
     if m["hessian"]:
