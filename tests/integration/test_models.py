@@ -108,3 +108,13 @@ def test_validate_equals_scipy_and_statsmodels(lung: Running, pooled: pd.DataFra
         assert row["citl"] == pytest.approx(y.mean() - p.mean(), rel=1e-6)
         assert row["cal_slope"] == pytest.approx(cal.params[1], rel=1e-6)
         assert row["cal_intercept"] == pytest.approx(cal.params[0], rel=1e-6, abs=1e-8)
+
+
+def test_gradient_equals_statsmodels(lung: Running, pooled: pd.DataFrame) -> None:
+    beta = np.array([-0.5, -0.8, 0.02])
+    ours = lung.client.query("GRADIENT LOGISTIC status = 2 ~ C(sex) + age FROM lung AT (-0.5, -0.8, 0.02) WITH HESSIAN")
+    ref = smf.logit("dead ~ C(sex) + age", pooled.assign(dead=(pooled.status == 2) * 1.0))
+    assert np.allclose(ours["score"], ref.score(beta), rtol=1e-7, atol=1e-6)
+    assert np.allclose(ours[list(ours.index)], ref.hessian(beta), rtol=1e-7)
+    with pytest.raises(QueryFailed, match="gradient_eta_bound"):
+        lung.client.query("GRADIENT LOGISTIC status = 2 ~ age FROM lung AT (-800, 10)")
