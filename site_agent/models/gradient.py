@@ -25,7 +25,7 @@ and in every level of a categorical term, residual df, events per term), checked
   +-:data:`~site_agent.privacy.models.GRADIENT_ETA_BOUND`
   (p between 0.0025 and 0.9975), so no row's p is pushed to 0 or 1 and each row's share of
   every score entry stays a bounded, smooth function of beta;
-* ``gradient_isolation``: for every non-intercept column of the design, the persons whose value
+* ``term_isolation``: for every non-intercept column of the design, the persons whose value
   is 0 and those whose value is not 0 each number 0 or at least k (``I(age > 80)`` held by
   two patients is refused: its score entry would be their residuals).
 
@@ -155,7 +155,7 @@ def gradient_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         one = ar.constant(p, np.ones(1, dtype=np.uint64), AShare)
         bad = yield from model_checks(p, [Check("gradient_eta_bound", one - support[-1:], 1)])
         small = yield from small_counts(p, support[1:-1], k_rule)
-        refused = "gradient_eta_bound" if bad[0] else "gradient_isolation" if any(small) else None
+        refused = "gradient_eta_bound" if bad[0] else "term_isolation" if any(small) else None
     if refused is not None:
         return empty_outcome(refused=refused, message=glm.rule_set(plan).message(refused))
     low = yield from ar.trunc(p, AShare.concat([g[1], h[1].ravel()]), glm.HL)

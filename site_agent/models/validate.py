@@ -62,7 +62,7 @@ from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..mpc.sharing import reconstruct
-from ..privacy.models import Check, model_checks, small_counts
+from ..privacy.models import Check, ModelRules, model_checks, small_counts
 from ..query.catalog import DisclosureRules, KeyValue, Schema
 from ..query.failsafe import failure_word, total_sql
 from ..query.numeric import decode_float, divide_float
@@ -82,6 +82,7 @@ from .statement import (
 )
 
 INTS = ("n_where", "n", "persons", "pos", "tp", "fp", "fn", "tn")
+"""Per group counts; then, per non-intercept term j, the persons with the term non-zero, zero."""
 FIXED = ("sum_p", "sq")
 FV = 24  # fractional bits of the sums of probabilities and squared errors
 MAX_BINS = 2_000_000  # groups x grid points
@@ -170,26 +171,36 @@ def parse_linear_predictor(rhs: str) -> list[Term]:
     return terms
 
 
+def _product(t: Term, resolved: dict[str, exp.Expression]) -> exp.Expression | None:
+    """The product of a term's factors (None for the intercept), NULL when a factor is NULL."""
+    double = exp.DataType.build("DOUBLE")
+    out: exp.Expression | None = None
+    for source, level, is_level in t.factors:
+        col = resolved[source]
+        if is_level:
+            lit: exp.Expr = exp.maybe_parse(_sql_literal(level), dialect=DIALECT)
+            factor: exp.Expression = exp.Case(
+                ifs=[
+                    exp.If(this=exp.Is(this=col.copy(), expression=exp.Null()), true=exp.Null()),
+                    exp.If(this=exp.EQ(this=col.copy(), expression=lit), true=exp.convert(1.0)),
+                ],
+                default=exp.convert(0.0),
+            )
+        else:
+            factor = exp.Cast(this=exp.Paren(this=col.copy()), to=double)
+        out = factor if out is None else exp.Mul(this=out, expression=factor)
+    return out
+
+
 def _linear_predictor(terms: list[Term], resolved: dict[str, exp.Expression]) -> exp.Expression:
     """The linear predictor as SQL over the resolved sources (NULL when a factor is NULL)."""
     double = exp.DataType.build("DOUBLE")
     out: exp.Expression | None = None
     for t in terms:
         value: exp.Expression = exp.Cast(this=exp.Literal.string(repr(t.coef)), to=double)
-        for source, level, is_level in t.factors:
-            col = resolved[source]
-            if is_level:
-                lit: exp.Expr = exp.maybe_parse(_sql_literal(level), dialect=DIALECT)
-                factor: exp.Expression = exp.Case(
-                    ifs=[
-                        exp.If(this=exp.Is(this=col.copy(), expression=exp.Null()), true=exp.Null()),
-                        exp.If(this=exp.EQ(this=col.copy(), expression=lit), true=exp.convert(1.0)),
-                    ],
-                    default=exp.convert(0.0),
-                )
-            else:
-                factor = exp.Cast(this=exp.Paren(this=col.copy()), to=double)
-            value = exp.Mul(this=value, expression=factor)
+        product = _product(t, resolved)
+        if product is not None:
+            value = exp.Mul(this=value, expression=product)
         out = value if out is None else exp.Add(this=out, expression=value)
     assert out is not None
     return out
@@ -258,7 +269,8 @@ def compile_validate(
     if bins * len(groups) > MAX_BINS:
         raise UnsupportedQuery(f"the grid has {bins} points for {len(groups)} groups; at most {MAX_BINS} in all")
     eta = _linear_predictor(terms, resolved)
-    sql = _local_sql(query, response, eta, by_expr, groups, threshold, (lo, step, bins))
+    products = [x for x in (_product(t, resolved) for t in terms) if x is not None]
+    sql = _local_sql(query, response, eta, products, by_expr, groups, threshold, (lo, step, bins))
     fit_design = Design(
         (DesignColumn("Intercept", exp.Literal.number(1)), DesignColumn("eta", eta)),
         exp.and_(
@@ -285,6 +297,7 @@ def compile_validate(
             "by": by,
             "groups": groups,
             "threshold": threshold,
+            "terms": len(products),
             "grid": [lo, hi, step, bins],
         },
         "params": {"min_cell_size": rules.threshold, "bits": {"sums": FV}},
@@ -304,6 +317,7 @@ def _local_sql(
     query: Any,
     response: exp.Expr,
     eta: exp.Expr,
+    products: list[exp.Expression],
     by: exp.Expr | None,
     groups: list[KeyValue],
     threshold: float,
@@ -335,6 +349,7 @@ def _local_sql(
             exp.alias_(exp.Cast(this=response.copy(), to=double), "y"),
             exp.alias_(exp.Cast(this=eta.copy(), to=double), "eta"),
             exp.alias_(person, "person"),
+            *(exp.alias_(exp.Cast(this=x.copy(), to=double), f"t{j}") for j, x in enumerate(products)),
         ],
     )
     if query.where is not None:
@@ -346,12 +361,20 @@ def _local_sql(
         "CASE WHEN eta >= 0 THEN 1.0 / (1.0 + EXP(-eta)) ELSE EXP(eta) / (1.0 + EXP(eta)) END AS p "
         f"FROM ({inner}) AS _rows WHERE gi IS NOT NULL"
     )
-    persons = "COUNT(CASE WHEN ok THEN 1 END)"
-    if query.person is not None:
-        persons = "COUNT(DISTINCT CASE WHEN ok THEN person END)"
+
+    def persons(cond: str) -> str:
+        if query.person is None:
+            return f"COUNT(CASE WHEN {cond} THEN 1 END)"
+        return f"COUNT(DISTINCT CASE WHEN {cond} THEN person END)"
+
+    support = "".join(
+        f"{persons(f'ok AND t{j} <> 0')} AS nz{j}, {persons(f'ok AND t{j} = 0')} AS z{j}, "
+        for j in range(len(products))
+    )
     thr = repr(threshold)
     groups_sql = (
-        f"SELECT gi, COUNT(*) AS n_where, COUNT(CASE WHEN ok THEN 1 END) AS n, {persons} AS persons, "
+        f"SELECT gi, COUNT(*) AS n_where, COUNT(CASE WHEN ok THEN 1 END) AS n, {persons('ok')} AS persons, "
+        f"{support}"
         "COALESCE(SUM(CASE WHEN ok THEN y END), 0) AS pos, "
         f"COUNT(CASE WHEN ok AND y = 1 AND p >= {thr} THEN 1 END) AS tp, "
         f"COUNT(CASE WHEN ok AND y = 0 AND p >= {thr} THEN 1 END) AS fp, "
@@ -374,6 +397,7 @@ def _reveals() -> list[dict[str, Any]]:
     committee = [
         ("local_failed", "sum of the sites' secret failure words (0: every local step ran)"),
         ("released", "per group: whether its persons, events and non-events each number at least k"),
+        ("term_isolation", "whether a term of the score is 0, or not 0, at 1..k-1 persons of a released group"),
         ("confusion_small", "per group: whether a confusion cell lies in 1..k-1 (then all four are withheld)"),
         ("dropped_small", "per group: whether its dropped rows lie in 1..k-1 (then withheld)"),
         ("calibration", "per released group, the reveal points of its LOGISTIC fit of y on eta (rules, iterates)"),
@@ -393,10 +417,15 @@ def _reveals() -> list[dict[str, Any]]:
 
 
 # -- the local step ---------------------------------------------------------------------------
+def _int_names(plan: Plan) -> list[str]:
+    terms = int(plan.data["model"]["terms"])
+    return [*INTS, *(name for j in range(terms) for name in (f"nz{j}", f"z{j}"))]
+
+
 def _size(plan: Plan) -> int:
     m = plan.data["model"]
     g, bins = len(m["groups"]), int(m["grid"][3])
-    return 1 + g * (len(INTS) + len(FIXED)) + 2 * g * bins
+    return 1 + g * (len(_int_names(plan)) + len(FIXED)) + 2 * g * bins
 
 
 def local_validate(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | None) -> U64:
@@ -408,12 +437,13 @@ def local_validate(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any
     m = plan.data["model"]
     g, bins = len(m["groups"]), int(m["grid"][3])
     try:
-        ints = np.zeros((g, len(INTS)), dtype=np.int64)
+        names = _int_names(plan)
+        ints = np.zeros((g, len(names)), dtype=np.int64)
         sums = np.zeros((g, len(FIXED)))
         hist = np.zeros((2, g, bins), dtype=np.int64)
         rows = con.execute(plan.data["local"][0]["sql"]).fetchnumpy()
         index = np.asarray(rows["gi"], dtype=np.int64)
-        for j, name in enumerate(INTS):
+        for j, name in enumerate(names):
             ints[index, j] = np.rint(np.asarray(rows[name], dtype=np.float64)).astype(np.int64)
         for j, name in enumerate(FIXED):
             sums[index, j] = np.asarray(rows[name], dtype=np.float64)
@@ -444,11 +474,12 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     opened = yield from ar.open_all(p, pooled[:1])
     if int(opened[0]) != 0:
         return empty_outcome(local_failed=True)
-    at = 1 + g * len(INTS)
-    ints = pooled[1:at].reshape(g, len(INTS))
+    names = _int_names(plan)
+    at = 1 + g * len(names)
+    ints = pooled[1:at].reshape(g, len(names))
     sums = pooled[at : at + g * len(FIXED)].reshape(g, len(FIXED))
     hist = pooled[at + g * len(FIXED) :].reshape(2, g, bins)
-    col = {name: ints[:, j] for j, name in enumerate(INTS)}
+    col = {name: ints[:, j] for j, name in enumerate(names)}
     neg = col["n"] - col["pos"]
     checks = [
         Check("group", AShare.concat([col["persons"][i : i + 1], col["pos"][i : i + 1], neg[i : i + 1]]), k)
@@ -460,6 +491,11 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     confusion_ok = [not any(small[c * g + i] for c in range(4)) for i in range(g)]
     dropped_ok = [not small[4 * g + i] for i in range(g)]
     released = [i for i in range(g) if not withheld[i]]
+    support = names[len(INTS) :]
+    if released and support:  # term_isolation, on the released groups
+        isolated = yield from small_counts(p, AShare.concat([col[name][np.asarray(released)] for name in support]), k)
+        if any(isolated):
+            return empty_outcome(refused="term_isolation", message=ModelRules(k).message("term_isolation"))
     outputs: list[tuple[str, AShare]] = []
     calibration: list[dict[str, Any]] = []
     if released:

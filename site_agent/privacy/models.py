@@ -50,7 +50,7 @@ RULE_MESSAGES = {
     "model_residual_df": "the model leaves fewer than {df} residual degrees of freedom",
     "model_events_per_term": "the model has fewer than {epv} events per term",
     "gradient_eta_bound": f"the linear predictor at AT lies beyond +-{GRADIENT_ETA_BOUND:g} at some row",
-    "gradient_isolation": "a term is 0, or is not 0, at 1 to {k}-1 persons",
+    "term_isolation": "a term is 0, or is not 0, at 1 to {k}-1 persons",
 }
 
 

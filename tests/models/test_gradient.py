@@ -70,7 +70,7 @@ def test_a_term_isolating_few_patients_is_refused() -> None:
     assert 0 < (lung.age > 80).sum() < 5
     cons, schema = split(lung, "lung", {"lung.sex": [1, 2], "lung.ph_ecog": [0, 1, 2, 3]}, "id")
     text = "GRADIENT LOGISTIC status = 2 ~ age + I(age > 80) FROM lung AT (0.5, 0.0, 0.0)"
-    with pytest.raises(ModelRefused, match="gradient_isolation"):
+    with pytest.raises(ModelRefused, match="term_isolation"):
         execute(compile_query(text, schema, DisclosureRules()), cons)
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from lifelines.datasets import load_lung
 
+from site_agent.errors import ModelRefused
 from site_agent.models.statement import execute
 from site_agent.query import DisclosureRules, compile_query
 
@@ -96,3 +97,13 @@ def test_confusion_cells_are_withheld_together(worlds) -> None:
     high = (1 / (1 + np.exp(-eta))) >= 0.93
     assert high.sum() == 1  # one predicted positive: TP or FP would be 1
     assert out.loc["all", "released"] and out.loc["all", ["tp", "fp", "fn", "tn"]].isna().all()
+
+
+def test_a_score_that_singles_the_target_out_is_refused(worlds) -> None:
+    """Score 100 for the target, 0 for everyone else: the AUC would be 1/2 + 1/(2P) if the
+    target died and 1/2 - 1/(2N) if not. The term is non-zero at one person: refused in both
+    worlds, and nothing is released."""
+    text = f"VALIDATE LOGISTIC status = 2 ~ 0 + 100*I({TARGET}) FROM lung"
+    for cons, schema, _ in worlds:
+        with pytest.raises(ModelRefused, match="term_isolation"):
+            execute(compile_query(text, schema, DisclosureRules()), cons)
