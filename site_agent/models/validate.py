@@ -112,7 +112,7 @@ def _split_terms(text: str) -> list[str]:
             depth += 1
         elif ch in ")]":
             depth -= 1
-        elif ch in "+-" and depth == 0 and text[start:i].strip():
+        elif ch in "+-" and depth == 0 and text[start:i].strip() not in ("", "+", "-"):
             before = text[start:i].rstrip()
             if re.search(r"(?:^|[^A-Za-z_0-9.])(?:\d+\.?\d*|\.\d+)[eE]$", before) and before == text[start:i]:
                 continue  # the sign of an exponent

@@ -17,7 +17,7 @@ from scipy.stats import mannwhitneyu
 from mpc_jupyter.results import model_line
 from site_agent.errors import QuerySyntaxError, UnsupportedQuery
 from site_agent.models.statement import execute
-from site_agent.models.validate import explain_validate
+from site_agent.models.validate import explain_validate, parse_linear_predictor
 from site_agent.query import DisclosureRules, compile_query
 
 from .conftest import split
@@ -109,6 +109,16 @@ def test_spector_equals_sklearn_and_statsmodels() -> None:
     out = execute(compile_query(text, schema, DisclosureRules()), cons)
     eta = (-13.0213 + 2.82611 * data.GPA + 0.0951577 * data.TUCE + 2.37869 * data.PSI).to_numpy()
     _close(out.loc["all"], _reference(data, data.GRADE.to_numpy(int), eta))
+
+
+def test_signs_and_exponents() -> None:
+    terms = parse_linear_predictor("1.5e-1 + -0.4*x2 - -2*x3 - 1e+1*C(s)['a']*z")
+    assert [(t.coef, t.label) for t in terms] == [
+        (0.15, "Intercept"),
+        (-0.4, "x2"),
+        (2.0, "x3"),
+        (-10.0, "C(s)['a']:z"),
+    ]
 
 
 def test_syntax_errors(lung_sites) -> None:
