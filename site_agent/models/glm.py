@@ -291,6 +291,14 @@ def _step_sql(query: Any, d: Any, y: exp.Expr, complete: exp.Expr, offset: exp.E
     )
 
 
+def eta_rows_sql(step_sql: str, beta: list[float]) -> str:
+    """The complete cases of a Newton-step SQL (:func:`_step_sql`) as a subquery: their design
+    columns z0..z(k-1), outcome y, offset and linear predictor ``eta`` at public ``beta``."""
+    start = step_sql.index(f"(SELECT *, {ETA} AS eta FROM ")
+    end = step_sql.index(" AS _eta)", start) + len(" AS _eta")
+    return step_sql[start:end].replace(ETA, eta_sql(beta))
+
+
 def _reveals(family: str) -> list[dict[str, Any]]:
     committee = [
         ("local_failed", "sum of the sites' secret failure words (0: every local step ran), after each local step"),

@@ -92,10 +92,7 @@ def _support_sql(data: dict[str, Any]) -> str:
     """Per non-intercept design column, persons (rows without a person column) whose value is
     not 0 and is 0, and the rows whose linear predictor at AT lies beyond the bound: over the
     complete cases the Newton-step SQL reads (its innermost ``_eta`` rows)."""
-    step = data["local"][1]["sql"]
-    rows = step[step.index("(SELECT *, " + glm.ETA + " AS eta FROM ") :]
-    rows = rows[: rows.index(" AS _eta)") + len(" AS _eta")]
-    rows = rows.replace(glm.ETA, glm.eta_sql(data["model"]["at"]))
+    rows = glm.eta_rows_sql(data["local"][1]["sql"], data["model"]["at"])
     k = len(data["model"]["names"])
     items = []
     for j in range(1, k):
