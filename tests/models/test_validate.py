@@ -7,6 +7,7 @@ of y on the linear predictor."""
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,3 +130,18 @@ def test_syntax_errors(lung_sites) -> None:
         compile_query("VALIDATE LOGISTIC status = 2 ~ 1 + 0.5*(age FROM lung", schema, DisclosureRules())
     with pytest.raises(UnsupportedQuery):
         compile_query("VALIDATE LOGISTIC status = 2 ~ 1 + age FROM lung THRESHOLD 1.5", schema, DisclosureRules())
+
+
+def test_a_member_without_data_adds_nothing(lung_sites) -> None:
+    lung, cons, schema = lung_sites
+    empty = duckdb.connect()
+    empty.register("lung_rows", lung)
+    empty.execute("CREATE TABLE lung AS SELECT * FROM lung_rows LIMIT 0")
+    two = {"site0": cons["site0"], "site1": cons["site1"], "neutral": empty}
+    text = f"VALIDATE LOGISTIC status = 2 ~ {LUNG_MODEL} FROM lung"
+    out = execute(compile_query(text, schema, DisclosureRules()), two, without_data=("neutral",))
+    held = len(cons["site0"].execute("SELECT * FROM lung").fetchall()) + len(
+        cons["site1"].execute("SELECT * FROM lung").fetchall()
+    )
+    rows = lung.iloc[:held].dropna(subset=["ph_ecog"])
+    _close(out.loc["all"], _reference(rows, (rows.status == 2).to_numpy(int), _lung_eta(rows)))
