@@ -145,3 +145,14 @@ def test_a_member_without_data_adds_nothing(lung_sites) -> None:
     )
     rows = lung.iloc[:held].dropna(subset=["ph_ecog"])
     _close(out.loc["all"], _reference(rows, (rows.status == 2).to_numpy(int), _lung_eta(rows)))
+
+
+def test_without_calibration(lung_sites) -> None:
+    lung, cons, schema = lung_sites
+    text = f"VALIDATE LOGISTIC status = 2 ~ {LUNG_MODEL} FROM lung WITHOUT CALIBRATION THRESHOLD 0.7"
+    out = execute(compile_query(text, schema, DisclosureRules()), cons)
+    rows = lung.dropna(subset=["ph_ecog"])
+    ref = _reference(rows, (rows.status == 2).to_numpy(int), _lung_eta(rows), 0.7)
+    assert np.isnan(out.loc["all", "cal_slope"]) and np.isnan(out.loc["all", "cal_intercept"])
+    _close(out.loc["all"], {k: v for k, v in ref.items() if not k.startswith("cal_")})
+    assert out.attrs["rounds"] < 100
