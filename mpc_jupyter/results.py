@@ -97,12 +97,27 @@ def model_line(frame: pd.DataFrame) -> str:
     attrs = frame.attrs
     if "model" not in attrs:
         return ""
+    if attrs["model"] == "VALIDATE":
+        grid = attrs["grid"]
+        refused = attrs.get("calibration_refused") or {}
+        return " · ".join(
+            [
+                "VALIDATE LOGISTIC",
+                f"threshold {attrs['threshold']:g}",
+                f"AUC grid {grid['lo']:g} to {grid['hi']:g} step {grid['step']:g}",
+                *([f"no calibration fit for {', '.join(refused)} (too few events)"] if refused else []),
+            ]
+        )
     dropped = attrs.get("n_dropped")
+    rows = f"n = {attrs['n']}" + (
+        f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""
+    )
+    if attrs["model"] == "GRADIENT":
+        return f"GRADIENT LOGISTIC · {rows} · score at the given coefficients"
     cox = attrs["model"] == "COX"
     parts = [
         f"COX ({attrs['ties']} ties)" if cox else f"{attrs['model']} ({attrs['family']})",
-        f"n = {attrs['n']}"
-        + (f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""),
+        rows,
         (f"events = {attrs['events']}" if attrs["events"] is not None else "events withheld (n - events: 1 to k-1)")
         if cox
         else f"df resid = {attrs['df_resid']}",

@@ -96,7 +96,7 @@ class Design:
         return [c.name for c in self.columns]
 
 
-def _literal(text: str) -> KeyValue:
+def level_literal(text: str) -> KeyValue:
     """A reference level as written: a quoted string, a number, TRUE/FALSE."""
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
@@ -125,23 +125,23 @@ def _factor(text: str) -> Factor:
         if ref is None:
             return Factor(column, categorical=True)
         treatment = _TREATMENT.match(ref)
-        return Factor(column, True, _literal(treatment.group(1) if treatment else ref), True)
+        return Factor(column, True, level_literal(treatment.group(1) if treatment else ref), True)
     if not re.fullmatch(_NAME, text):
         raise QuerySyntaxError(f"formula term {text!r}: expected a column, C(column) or a:b")
     return Factor(text.lower())
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` outside parentheses and quotes."""
+def split_top(text: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside parentheses, brackets and quotes."""
     parts, depth, quote, start = [], 0, "", 0
     for i, ch in enumerate(text):
         if quote:
             quote = "" if ch == quote else quote
         elif ch in "'\"":
             quote = ch
-        elif ch == "(":
+        elif ch in "([":
             depth += 1
-        elif ch == ")":
+        elif ch in ")]":
             depth -= 1
         elif ch == sep and depth == 0:
             parts.append(text[start:i])
@@ -152,7 +152,7 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 def parse_formula(text: str) -> Formula:
     """Parse ``response ~ terms``; raises :class:`QuerySyntaxError`."""
-    sides = _split_top(text, "~")
+    sides = split_top(text, "~")
     if len(sides) != 2 or not sides[0].strip() or not sides[1].strip():
         raise QuerySyntaxError("a model needs a formula 'response ~ term + term ...'")
     response, rhs = sides[0].strip(), sides[1]
@@ -161,12 +161,12 @@ def parse_formula(text: str) -> Formula:
     except sqlglot.ParseError:
         raise QuerySyntaxError(f"the response {response!r} is not an SQL expression") from None
     terms: list[tuple[Factor, ...]] = []
-    for raw in _split_top(rhs, "+"):
+    for raw in split_top(rhs, "+"):
         if not raw.strip():
             raise QuerySyntaxError("an empty term in the formula ('+' with nothing after it)")
         if raw.strip() == "1":
             continue  # the intercept is always there
-        term = tuple(_factor(f) for f in _split_top(raw, ":"))
+        term = tuple(_factor(f) for f in split_top(raw, ":"))
         if len({f.column for f in term}) != len(term):
             raise QuerySyntaxError(f"term {raw.strip()!r} names a column twice")
         if term not in terms:

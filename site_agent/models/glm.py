@@ -84,8 +84,17 @@ from ..query.numeric import FN, Float, decode_float, divide_fixed, divide_float,
 from ..query.parse import DIALECT
 from ..query.plan import COUNT_BITS, Z95, Plan
 from . import distributions
-from .formula import design, parse_formula
-from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, validate_source
+from .formula import Design, design, parse_formula, split_top
+from .statement import (
+    MODELS,
+    ModelKind,
+    Outcome,
+    SiteStep,
+    Statement,
+    empty_outcome,
+    require_model_kind,
+    validate_source,
+)
 
 FLOAT_PARTS = ("sign", "mant", "exp")
 FAMILIES = {"LINEAR": "gaussian", "LOGISTIC": "binomial", "POISSON": "poisson"}
@@ -123,11 +132,17 @@ def _family_sql(family: str) -> tuple[str, str, str]:
 
 def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None) -> Plan:
     """The plan of a LINEAR, LOGISTIC or POISSON statement (see the module docstring)."""
-    if rules.statement_kinds is not None and "model" not in rules.statement_kinds:
-        allowed = ", ".join(sorted(rules.statement_kinds)) or "none"
-        raise rules.refusal(
-            "statement_kinds", f"'model' statements are not allowed (allowed: {allowed})", "check_kind", "model"
-        )
+    query, d, response, off_col, offset = glm_design(statement, schema, rules, sites)
+    response_text = split_top(statement.body, "~")[0].strip()
+    return plan_glm(statement, query, d, response, response_text, off_col, offset, rules)
+
+
+def glm_design(
+    statement: Statement, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None
+) -> tuple[Any, Design, exp.Expression, exp.Expression | None, str | None]:
+    """A GLM statement parsed and validated: (the validated source, the design, the resolved
+    response, the resolved offset column and its name, or None)."""
+    require_model_kind(rules)
     family = FAMILIES[statement.keyword]
     tail, offset = statement.tail, None
     found = _OFFSET.search(tail)
@@ -149,6 +164,22 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
         domains[c] = found_col.domain if found_col is not None else None
     response = resolved[0]
     d = design(formula, dict(zip(names, resolved[1 : 1 + len(names)], strict=True)), response, domains)
+    return query, d, response, resolved[-1] if offset else None, offset
+
+
+def plan_glm(
+    statement: Statement,
+    query: Any,
+    d: Design,
+    response: exp.Expr,
+    response_text: str,
+    off_col: exp.Expr | None,
+    offset: str | None,
+    rules: DisclosureRules,
+) -> Plan:
+    """The plan of a GLM over the validated source ``query`` and the ``design`` ``d`` (its
+    response and offset column resolved): also the calibration fits of :mod:`.validate`."""
+    family = FAMILIES[statement.keyword]
     y = exp.Cast(this=response.copy(), to=exp.DataType.build("DOUBLE"))
     complete: exp.Expr = d.complete
     if family == "binomial":
@@ -156,8 +187,7 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
     elif family == "poisson":
         complete = exp.and_(complete, exp.GTE(this=y.copy(), expression=exp.convert(0.0)))
     off_expr = None
-    if offset is not None:
-        off_col = resolved[-1]
+    if off_col is not None:
         complete = exp.and_(complete, exp.GT(this=off_col.copy(), expression=exp.convert(0.0)))
         off_expr = exp.Ln(this=exp.Cast(this=off_col.copy(), to=exp.DataType.build("DOUBLE")))
     k = len(d.columns)
@@ -174,7 +204,7 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
             "family": family,
             "names": d.names,
             "levels": [[lv.column, lv.value] for lv in d.levels],
-            "response": formula.response,
+            "response": response_text,
             "offset": offset,
         },
         "params": {
@@ -261,6 +291,14 @@ def _step_sql(query: Any, d: Any, y: exp.Expr, complete: exp.Expr, offset: exp.E
     )
 
 
+def eta_rows_sql(step_sql: str, beta: list[float]) -> str:
+    """The complete cases of a Newton-step SQL (:func:`_step_sql`) as a subquery: their design
+    columns z0..z(k-1), outcome y, offset and linear predictor ``eta`` at public ``beta``."""
+    start = step_sql.index(f"(SELECT *, {ETA} AS eta FROM ")
+    end = step_sql.index(" AS _eta)", start) + len(" AS _eta")
+    return step_sql[start:end].replace(ETA, eta_sql(beta))
+
+
 def _reveals(family: str) -> list[dict[str, Any]]:
     committee = [
         ("local_failed", "sum of the sites' secret failure words (0: every local step ran), after each local step"),
@@ -286,7 +324,7 @@ def _reveals(family: str) -> list[dict[str, Any]]:
 
 
 # -- the local step ---------------------------------------------------------------------------
-def _sizes(plan: Plan) -> tuple[int, int]:
+def vector_sizes(plan: Plan) -> tuple[int, int]:
     """(words of the first step's counts, words of every Newton step)."""
     m = plan.data["model"]
     k = len(m["names"])
@@ -294,7 +332,7 @@ def _sizes(plan: Plan) -> tuple[int, int]:
     return counts, 1 + k * (k + 1) + 2 * k + 1
 
 
-def _eta(beta: list[float]) -> str:
+def eta_sql(beta: list[float]) -> str:
     terms = [f"z{j} * CAST('{float(b)!r}' AS DOUBLE)" for j, b in enumerate(beta)]
     return "(" + " + ".join(terms) + " + off)"
 
@@ -324,13 +362,13 @@ def local_glm(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | N
     zeros and a secret failure word in the first word of the Newton terms."""
     m = plan.data["model"]
     k = len(m["names"])
-    n_counts, n_step = _sizes(plan)
+    n_counts, n_step = vector_sizes(plan)
     first = params is None
     beta = [0.0] * k if params is None else [float(b) for b in params["beta"]]
     try:
         if len(beta) != k:
             raise ValueError("wrong number of coefficients")
-        step = _fetch(con, plan.data["local"][1]["sql"].replace(ETA, _eta(beta)))
+        step = _fetch(con, plan.data["local"][1]["sql"].replace(ETA, eta_sql(beta)))
         tri = np.array([step[f"h_{i}_{j}"] for i in range(k) for j in range(i, k)])
         score = np.array([step[f"g{i}"] for i in range(k)])
         parts = [
@@ -444,7 +482,7 @@ def mul_float(p: Party, a: Float, b: Float) -> Protocol[Float]:
     return Float(a.sign, prod - drop, a.exp + b.exp + big)
 
 
-def _terms(pooled: AShare, k: int) -> tuple[AShare, AShare, AShare, AShare]:
+def split_terms(pooled: AShare, k: int) -> tuple[AShare, AShare, AShare, AShare]:
     """(failure word sum, H as (2, k, k), g as (2, k), deviance) from a pooled Newton-step vector."""
     tri = k * (k + 1) // 2
     h = AShare.concat([_symmetric(pooled[1 + i * tri : 1 + (i + 1) * tri], k)[None] for i in range(2)])
@@ -462,7 +500,7 @@ def _minus(p: Party, x: AShare, c: int) -> AShare:
     return ar.add_public(p, x, np.asarray(-c, dtype=np.int64).view(np.uint64))
 
 
-def _rule_set(plan: Plan) -> ModelRules:
+def rule_set(plan: Plan) -> ModelRules:
     prm = plan.data["params"]
     return ModelRules(int(prm["min_cell_size"]), int(prm["min_residual_df"]), int(prm["min_events_per_term"]))
 
@@ -480,12 +518,12 @@ class _Fit:
     iterations: int = 0
 
 
-def _rules(p: Party, plan: Plan, counts: AShare) -> Protocol[tuple[str | None, AShare, bool]]:
+def check_rules(p: Party, plan: Plan, counts: AShare) -> Protocol[tuple[str | None, AShare, bool]]:
     """The model rules on the pooled counts (:mod:`site_agent.privacy.models`): the first failing
     rule (or None), and the dropped rows with whether they are withheld (1..k-1)."""
     m = plan.data["model"]
     k, levels = len(m["names"]), len(m["levels"])
-    rules = _rule_set(plan)
+    rules = rule_set(plan)
     n_where, n, persons, per_level = counts[:1], counts[1:2], counts[2:3], counts[3 : 3 + levels]
     sum_y = counts[3 + levels : 4 + levels]
     checks = [
@@ -513,7 +551,7 @@ def _settled(beta: np.ndarray, before: np.ndarray) -> bool:
 def _newton(p: Party, plan: Plan, site: SiteStep, fit: _Fit) -> Protocol[bool]:
     """Newton steps and polishing steps (module docstring, steps 4 and 5) from ``fit``, updated
     in place; False when a site's local step failed."""
-    k, n_step = len(plan.data["model"]["names"]), _sizes(plan)[1]
+    k, n_step = len(plan.data["model"]["names"]), vector_sizes(plan)[1]
     max_iterations = int(plan.data["params"]["max_iterations"])
     previous: AShare | None = None
     kept: tuple[np.ndarray, AShare, AShare, AShare] | None = None  # the state before a polishing step
@@ -548,7 +586,7 @@ def _newton(p: Party, plan: Plan, site: SiteStep, fit: _Fit) -> Protocol[bool]:
         mine = yield from local(p, lambda c=coef: site({"beta": c}))  # type: ignore[misc]
         _, step = _pool((yield from ar.input_all(p, mine, (n_step,) * 3)))
         previous = fit.dev
-        fit.failed, fit.h, fit.g, fit.dev = _terms(step, k)
+        fit.failed, fit.h, fit.g, fit.dev = split_terms(step, k)
     return True
 
 
@@ -598,17 +636,17 @@ def _outputs(
 def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     """The committee's protocol for one GLM (module docstring, steps 1-6)."""
     k = len(plan.data["model"]["names"])
-    n_counts, n_step = _sizes(plan)
+    n_counts, n_step = vector_sizes(plan)
     mine = yield from local(p, lambda: site(None))
     stacked, pooled = _pool((yield from ar.input_all(p, mine, (n_counts + n_step,) * 3)))
     counts = pooled[:n_counts]
-    fit = _Fit(np.zeros(k, dtype=np.int64), *_terms(pooled[n_counts:], k))
+    fit = _Fit(np.zeros(k, dtype=np.int64), *split_terms(pooled[n_counts:], k))
     opened = yield from ar.open_all(p, fit.failed)
     if int(opened[0]) != 0:
         return empty_outcome(local_failed=True)
-    refused, dropped, withheld = yield from _rules(p, plan, counts)
+    refused, dropped, withheld = yield from check_rules(p, plan, counts)
     if refused is not None:
-        return empty_outcome(refused=refused, message=_rule_set(plan).message(refused))
+        return empty_outcome(refused=refused, message=rule_set(plan).message(refused))
     if not (yield from _newton(p, plan, site, fit)):
         return empty_outcome(local_failed=True)
     se, stats = yield from _outputs(p, plan, fit, counts, stacked)

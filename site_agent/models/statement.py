@@ -79,7 +79,7 @@ _FROM = re.compile(r"\bFROM\b", re.IGNORECASE)
 
 
 def _registered() -> Mapping[str, ModelKind]:
-    from . import cox, glm  # noqa: F401  (register COX; LINEAR, LOGISTIC, POISSON)
+    from . import cox, glm, gradient, validate  # noqa: F401  (register COX; LINEAR, LOGISTIC, POISSON; GRADIENT; VALIDATE)
 
     return MODELS
 
@@ -109,6 +109,15 @@ def kind_of(plan: Plan) -> ModelKind | None:
     """The model kind of a plan (None for an ordinary query's plan)."""
     model = plan.data.get("model")
     return None if model is None else _registered()[model["kind"]]
+
+
+def require_model_kind(rules: DisclosureRules) -> None:
+    """Refuse a model statement when some site's policy does not allow the kind ``model``."""
+    if rules.statement_kinds is not None and "model" not in rules.statement_kinds:
+        allowed = ", ".join(sorted(rules.statement_kinds)) or "none"
+        raise rules.refusal(
+            "statement_kinds", f"'model' statements are not allowed (allowed: {allowed})", "check_kind", "model"
+        )
 
 
 def validate_source(

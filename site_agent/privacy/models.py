@@ -41,11 +41,16 @@ from ..mpc.shares import AShare
 
 MIN_RESIDUAL_DF = 10
 MIN_EVENTS_PER_TERM = 10
+GRADIENT_ETA_BOUND = 6.0
+"""GRADIENT: every row's linear predictor at the analyst's coefficients within +-6 (p in
+[0.0025, 0.9975]), so that no coefficients cut the rows into p = 0 and p = 1 sides."""
 
 RULE_MESSAGES = {
     "min_cell_size": "the model's rows, or a level of a categorical term, hold fewer than {k} persons",
     "model_residual_df": "the model leaves fewer than {df} residual degrees of freedom",
     "model_events_per_term": "the model has fewer than {epv} events per term",
+    "gradient_eta_bound": f"the linear predictor at AT lies beyond +-{GRADIENT_ETA_BOUND:g} at some row",
+    "term_isolation": "a term is 0, or is not 0, at 1 to {k}-1 persons",
 }
 
 
@@ -91,10 +96,18 @@ def model_checks(p: Party, checks: Sequence[Check]) -> Protocol[list[bool]]:
     return [int(v) != 1 for v in opened]
 
 
+def small_counts(p: Party, counts: AShare, k: int) -> Protocol[list[bool]]:
+    """For each count, whether it lies in 1..k-1 (then it is withheld under the ordinary rule):
+    one bit per count, opened to the committee; the counts themselves stay secret."""
+    flat = counts.ravel()
+    n = flat.size
+    below = yield from bo.lt(p, AShare.concat([flat, flat]), AShare.concat([_const(p, k, (n,)), _const(p, 1, (n,))]))
+    small = yield from ar.open_all(p, below[:n] - below[n:])
+    return [int(v) == 1 for v in small]
+
+
 def released_count(p: Party, count: AShare, k: int) -> Protocol[tuple[AShare, bool]]:
     """A count to release under the ordinary rule: (the count, whether it is withheld because it
     lies in 1..k-1). The bit is opened to the committee; a withheld count is never opened."""
-    both = AShare.concat([count.ravel(), count.ravel()])
-    below = yield from bo.lt(p, both, AShare.concat([_const(p, k, (count.size,)), _const(p, 1, (count.size,))]))
-    small = yield from ar.open_all(p, below[:1] - below[1:])
-    return count, bool(int(small[0]) == 1)
+    small = yield from small_counts(p, count, k)
+    return count, small[0]

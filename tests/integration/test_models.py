@@ -84,3 +84,37 @@ def test_a_where_that_isolates_a_patient_is_refused(lung: Running, pooled: pd.Da
     with pytest.raises(QueryFailed) as err:
         lung.client.query("LINEAR wt_loss ~ age FROM lung WHERE ph_karno = 50 AND sex = 2")
     assert err.value.rule in ("min_cell_size", "model_residual_df")
+
+
+def test_validate_equals_scipy_and_statsmodels(lung: Running, pooled: pd.DataFrame) -> None:
+    """VALIDATE LOGISTIC by sex through three agents: AUC (scipy's Mann-Whitney U / P N),
+    Brier and calibration-in-the-large (pandas), calibration slope (statsmodels Logit)."""
+    from scipy.stats import mannwhitneyu
+
+    text = "VALIDATE LOGISTIC status = 2 ~ 1.2 + 0.01*age - 0.5*C(sex)[2] + 0.3*ph_ecog FROM lung BY sex"
+    ours = lung.client.query(text)
+    for sex in (1, 2):
+        rows = pooled[pooled.sex == sex].dropna(subset=["ph_ecog"])
+        y = (rows.status == 2).to_numpy(int)
+        eta = (1.2 + 0.01 * rows.age - 0.5 * (rows.sex == 2) + 0.3 * rows.ph_ecog).to_numpy()
+        p = 1 / (1 + np.exp(-eta))
+        exact = np.round(eta, 9)
+        auc = mannwhitneyu(exact[y == 1], exact[y == 0]).statistic / (y.sum() * (1 - y).sum())
+        cal = sm.Logit(y, sm.add_constant(eta)).fit(disp=0, tol=1e-12)
+        row = ours.loc[sex]
+        assert row["released"] and row["n"] == len(y) and row["events"] == y.sum()
+        assert row["auc"] == pytest.approx(auc, abs=1e-7)
+        assert row["brier"] == pytest.approx(np.mean((y - p) ** 2), rel=1e-7)
+        assert row["citl"] == pytest.approx(y.mean() - p.mean(), rel=1e-6)
+        assert row["cal_slope"] == pytest.approx(cal.params[1], rel=1e-6)
+        assert row["cal_intercept"] == pytest.approx(cal.params[0], rel=1e-6, abs=1e-8)
+
+
+def test_gradient_equals_statsmodels(lung: Running, pooled: pd.DataFrame) -> None:
+    beta = np.array([-0.5, -0.8, 0.02])
+    ours = lung.client.query("GRADIENT LOGISTIC status = 2 ~ C(sex) + age FROM lung AT (-0.5, -0.8, 0.02) WITH HESSIAN")
+    ref = smf.logit("dead ~ C(sex) + age", pooled.assign(dead=(pooled.status == 2) * 1.0))
+    assert np.allclose(ours["score"], ref.score(beta), rtol=1e-7, atol=1e-6)
+    assert np.allclose(ours[list(ours.index)], ref.hessian(beta), rtol=1e-7)
+    with pytest.raises(QueryFailed, match="gradient_eta_bound"):
+        lung.client.query("GRADIENT LOGISTIC status = 2 ~ age FROM lung AT (-800, 10)")

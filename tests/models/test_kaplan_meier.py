@@ -192,7 +192,7 @@ def test_plot_draws_one_step_curve_with_a_band_per_group() -> None:
 def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The python example of docs/models.md, "Kaplan-Meier and log-rank", as printed there."""
     doc = Path(__file__).resolve().parents[2] / "docs" / "models.md"
-    section = doc.read_text().split("## Kaplan-Meier and log-rank", 1)[1]
+    section = doc.read_text().split("## Kaplan-Meier and log-rank", 1)[1].split("\n## ", 1)[0]
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
