@@ -10,10 +10,11 @@ tables' own ``*_id`` keys are identifiers in the demo policies. Public domains: 
 and the concept ids the synthetic data use; grids for ``year_of_birth`` and values. One
 derived column, ``observation_period.person_years``, is the length of the period in years
 (inclusive of both ends, as OMOP's dates are): the query language allows no product or
-difference of two columns inside an aggregate, so person-time is declared once here. A second,
-``death.died``, is 1 on a death record; the local SQL writes its expression in its place, so
-through ``observation_period LEFT JOIN death`` it is 0 for the living and
-``RATE(d.died, op.person_years, 1000)`` is mortality per 1,000 person-years in one query.
+difference of two columns inside an aggregate, so person-time is declared once here. A death
+indicator is a condition, which a derived column may not hold (the release rule must see the
+persons on both sides of it), so mortality is written in the query:
+``RATE(CASE WHEN d.death_date IS NULL THEN 0 ELSE 1 END, op.person_years, 1000)`` through
+``observation_period LEFT JOIN death``.
 
 **Concept ids** are standard concepts of the OHDSI vocabularies (https://athena.ohdsi.org),
 SNOMED conditions, RxNorm ingredients and LOINC measurements. ``T2DM_CONCEPTS`` is a small
@@ -188,8 +189,6 @@ OMOP_TABLES: Mapping[str, Mapping[str, _Spec]] = MappingProxyType(
 PERSON = "person_id"
 PERSON_YEARS = "(date_diff('day', observation_period_start_date, observation_period_end_date) + 1) / 365.25"
 """``observation_period.person_years``: days in the period, both ends included, in years."""
-DIED = "CASE WHEN death_date IS NULL THEN 0 ELSE 1 END"
-"""``death.died``: 1 on a death record; through ``LEFT JOIN death``, 0 for a person without one."""
 _SQL_TYPES = {"integer": "BIGINT", "float": "DOUBLE", "date": "DATE", "text": "VARCHAR"}
 
 
@@ -220,12 +219,6 @@ def omop_schema_toml() -> str:
                 "",
                 "[tables.observation_period.derived]",
                 f"person_years = {{ expr = {toml_str(PERSON_YEARS)}, grid = [0, 50, 0.01] }}",
-            ]
-        if table == "death":
-            lines += [
-                "",
-                "[tables.death.derived]",
-                f'died = {{ expr = {toml_str(DIED)}, type = "integer", domain = [0, 1] }}',
             ]
     return "\n".join(lines) + "\n"
 

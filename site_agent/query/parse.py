@@ -151,11 +151,26 @@ def parse_query(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[
     return _Validator(text, schema, rules, sites).run()
 
 
-def derived_expression(text: str, table: Table) -> str:
+CONDITIONS: tuple[type[exp.Expr], ...] = (
+    exp.Case,
+    exp.If,
+    exp.Predicate,  # comparisons, IS, IN, BETWEEN, LIKE
+    exp.Connector,  # AND, OR
+    exp.Not,
+    exp.Boolean,
+)
+"""Nodes a numeric derived column may not hold: a condition inside a declared column would turn a
+sum of it into a count of the persons meeting the condition that no release check sees (a
+query's own conditions are split into query sets by :mod:`site_agent.privacy.contributions`)."""
+
+
+def derived_expression(text: str, table: Table, key_only: bool = False) -> str:
     """A derived column's expression (schema.toml ``[tables.t.derived]``), checked once when the
     schema loads: one scalar expression over ``table``'s stored columns with the query language's
-    nodes and its one function allow-list, no aggregate, no person column; returned in canonical
-    SQL with unqualified columns. Raises :class:`QueryError` with the reason.
+    nodes and its one function allow-list, no aggregate, no person column, and no condition
+    (:data:`CONDITIONS`) unless it is ``key_only`` (a text column: a group key or a WHERE term,
+    never summed); returned in canonical SQL with unqualified columns. Raises
+    :class:`QueryError` with the reason.
 
     It is checked as the WHERE condition of a probe query, so exactly the analyst's rules apply;
     what an analyst may not write in an aggregate (a product of columns) is what a consortium
@@ -173,6 +188,12 @@ def derived_expression(text: str, table: Table) -> str:
     test = where.this if isinstance(where, exp.Not) else where  # IS NOT NULL reads as NOT (... IS NULL)
     assert isinstance(test, exp.Is) and isinstance(test.this, exp.Paren)
     expr = test.this.this
+    condition = None if key_only else next(expr.find_all(*CONDITIONS), None)
+    if condition is not None:
+        raise QueryError(
+            f"{condition.sql(DIALECT)!r}: a numeric derived column is a value, not a condition (a text one may "
+            "be); write conditions in the query, where the release rule checks the persons on each side"
+        )
     for col in expr.find_all(exp.Column):
         col.set("table", None)
     return str(expr.sql(DIALECT))

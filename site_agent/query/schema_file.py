@@ -110,7 +110,7 @@ def _derived(section: Section, name: str, table: Table) -> Column:
     column = _column(Section(section.file, section.prefix, {name: {"type": "float", **rest}}), name)
     text = Section(section.file, f"{section.prefix}.{name}", spec).get_str("expr")
     try:
-        expr = derived_expression(text, table)
+        expr = derived_expression(text, table, key_only=column.dtype == "text")
     except QueryError as exc:
         raise section.error(name, f"{exc.message} (in the expression {text!r})") from None
     return replace(column, expr=expr)

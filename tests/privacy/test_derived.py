@@ -110,6 +110,12 @@ def test_derived_columns_follow_site_rules(consortium: Consortium) -> None:
         ('"(SELECT 1)"', "expression over the table's columns"),
         ('{ expr = "weight", person = true }', "person"),
         ('{ type = "float" }', "expression"),
+        # a condition would make SUM of the column a count of the persons meeting it, unchecked
+        ('"CASE WHEN weight IS NULL THEN 0 ELSE 1 END"', "not a condition"),
+        ('"IF(weight > 100, 1, 0)"', "not a condition"),
+        ('"CAST(weight > 100 AS INTEGER)"', "not a condition"),
+        ('"weight * CAST(height BETWEEN 150 AND 160 AS INTEGER)"', "not a condition"),
+        ('"CAST(NOT (weight IN (70, 80)) AS INTEGER)"', "not a condition"),
     ],
 )
 def test_schema_refuses_bad_derived_columns(tmp_path: Path, expr: str, why: str) -> None:
