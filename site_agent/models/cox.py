@@ -99,11 +99,10 @@ from ..mpc.normalize import exponent_tables, reciprocal_newton
 from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..mpc.sharing import reconstruct
 from ..privacy.models import Check, ModelRules, model_checks, released_count
 from ..query.catalog import DisclosureRules, Schema
 from ..query.failsafe import failure_word, total_sql
-from ..query.numeric import FN, Float, decode_float, divide_float, sqrt_float
+from ..query.numeric import FN, Float, divide_float, sqrt_float
 from ..query.parse import DIALECT
 from ..query.plan import Z95, Plan
 from . import distributions
@@ -113,7 +112,6 @@ from .glm import (
     FB,
     FG,
     FH,
-    FLOAT_PARTS,
     FS,
     HL,
     INVERSE_RANGE_BITS,
@@ -128,7 +126,18 @@ from .glm import (
     newton_step,
     refine_inverse,
 )
-from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, validate_source
+from .statement import (
+    FLOAT_PARTS,
+    MODELS,
+    ModelKind,
+    Outcome,
+    SiteStep,
+    Statement,
+    empty_outcome,
+    opened_floats,
+    opened_outputs,
+    validate_source,
+)
 
 FC = 28  # bin sums, quotients, score and information (fractional bits)
 FT = 20  # the Efron fractions l / d (fractional bits)
@@ -672,19 +681,11 @@ TIES_MESSAGE = f"more than {MAX_TIES} events share one time of the grid; use TIE
 # -- the analyst's side -----------------------------------------------------------------------
 def assemble_cox(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
     """The summary DataFrame, shaped like lifelines' ``CoxPHFitter.summary``."""
-    plan = Plan(meta["plan"])
-    if plan.digest() != meta["digest"]:
-        raise EncodingError("the result's plan does not match its digest")
+    plan, values = opened_outputs(meta, shares)
     model = plan.data["model"]
-    values: dict[str, np.ndarray] = {}
-    at = 0
-    flat = [s.ravel() for s in shares]
-    for name, size in meta["layout"]:
-        values[name] = reconstruct([f[at : at + size] for f in flat])
-        at += size
 
     def floats(name: str) -> np.ndarray:
-        return decode_float(*(values[f"{name}.{part}"] for part in FLOAT_PARTS))
+        return opened_floats(values, name)
 
     scale = np.asarray(model["scale"], dtype=np.float64)
     coef = np.asarray(meta["coef"], dtype=np.float64) / 2.0**FB / scale

@@ -76,27 +76,28 @@ from ..mpc.normalize import exponent_tables
 from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..mpc.sharing import reconstruct
 from ..privacy.models import Check, ModelRules, model_checks, released_count
 from ..query.catalog import DisclosureRules, Schema
 from ..query.failsafe import failure_word, total_sql
-from ..query.numeric import FN, Float, decode_float, divide_fixed, divide_float, sqrt_float
+from ..query.numeric import FN, Float, divide_fixed, divide_float, sqrt_float
 from ..query.parse import DIALECT
 from ..query.plan import COUNT_BITS, Z95, Plan
 from . import distributions
 from .formula import Design, design, parse_formula, split_top
 from .statement import (
+    FLOAT_PARTS,
     MODELS,
     ModelKind,
     Outcome,
     SiteStep,
     Statement,
     empty_outcome,
+    opened_floats,
+    opened_outputs,
     require_model_kind,
     validate_source,
 )
 
-FLOAT_PARTS = ("sign", "mant", "exp")
 FAMILIES = {"LINEAR": "gaussian", "LOGISTIC": "binomial", "POISSON": "poisson"}
 FH = 20  # Hessian entries, outcome sums (fractional bits)
 HL = 20  # the Hessian's and the score's remainders: HL more fractional bits
@@ -684,19 +685,11 @@ def _pooled_tss(p: Party, per_site: AShare, n_total: AShare, sum_y: AShare, stac
 # -- the analyst's side -----------------------------------------------------------------------
 def assemble_glm(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
     """The summary DataFrame, shaped like statsmodels' ``summary2().tables[1]``."""
-    plan = Plan(meta["plan"])
-    if plan.digest() != meta["digest"]:
-        raise EncodingError("the result's plan does not match its digest")
+    plan, values = opened_outputs(meta, shares)
     model = plan.data["model"]
-    values: dict[str, np.ndarray] = {}
-    at = 0
-    flat = [s.ravel() for s in shares]
-    for name, size in meta["layout"]:
-        values[name] = reconstruct([f[at : at + size] for f in flat])
-        at += size
 
     def floats(name: str) -> np.ndarray:
-        return decode_float(*(values[f"{name}.{part}"] for part in FLOAT_PARTS))
+        return opened_floats(values, name)
 
     coef = np.asarray(meta["coef"], dtype=np.float64) / 2.0**FB
     se = floats("se")

@@ -43,19 +43,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import EncodingError, QuerySyntaxError, UnsupportedQuery
+from ..errors import QuerySyntaxError, UnsupportedQuery
 from ..mpc import arithmetic as ar
 from ..mpc.fixed import encode_int
 from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..mpc.sharing import reconstruct
 from ..privacy.models import GRADIENT_ETA_BOUND, Check, model_checks, small_counts
 from ..query.catalog import DisclosureRules, Schema
 from ..query.failsafe import failure_word
 from ..query.plan import Plan
 from . import glm
-from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome
+from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, opened_outputs
 
 _AT = re.compile(r"\s+AT\s*\(([^()]*)\)\s*(WITH\s+HESSIAN)?\s*;?\s*$", re.IGNORECASE)
 
@@ -169,16 +168,9 @@ def gradient_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
 def assemble_gradient(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
     """One row per parameter: ``score``, and with WITH HESSIAN one column per parameter (the
     Hessian of the log-likelihood, symmetric)."""
-    plan = Plan(meta["plan"])
-    if plan.digest() != meta["digest"]:
-        raise EncodingError("the result's plan does not match its digest")
+    plan, opened = opened_outputs(meta, shares)
     m = plan.data["model"]
-    values: dict[str, np.ndarray] = {}
-    at = 0
-    flat = [s.ravel() for s in shares]
-    for name, size in meta["layout"]:
-        values[name] = reconstruct([f[at : at + size] for f in flat]).view(np.int64)
-        at += size
+    values = {name: words.view(np.int64) for name, words in opened.items()}
     names = list(m["names"])
     frame = pd.DataFrame({"at": m["at"], "score": values["score"] / 2.0**glm.FG}, index=pd.Index(names))
     if "hessian" in values:

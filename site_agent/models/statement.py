@@ -26,11 +26,13 @@ import numpy as np
 import pandas as pd
 import sqlglot.expressions as exp
 
-from ..errors import LocalStepError, ModelRefused, QueryError, QuerySyntaxError, UnsupportedQuery
+from ..errors import EncodingError, LocalStepError, ModelRefused, QueryError, QuerySyntaxError, UnsupportedQuery
 from ..mpc.party import Party, Protocol, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from ..mpc.sharing import reconstruct
 from ..query.catalog import DisclosureRules, Schema
+from ..query.numeric import decode_float
 from ..query.parse import Query, parse_query
 from ..query.plan import Plan
 
@@ -167,6 +169,31 @@ def raise_outcome(meta: dict[str, Any]) -> None:
         raise LocalStepError()
     if meta.get("refused"):
         raise ModelRefused(str(meta["refused"]), str(meta["message"]))
+
+
+FLOAT_PARTS = ("sign", "mant", "exp")
+"""The three words of an opened floating-point output (:class:`site_agent.query.numeric.Float`)."""
+
+
+def opened_outputs(meta: dict[str, Any], shares: list[AShare]) -> tuple[Plan, dict[str, U64]]:
+    """The analyst's side of a model's result: the plan it was computed under (checked against
+    the digest the members sent) and each declared output's opened ring words, cut by
+    ``meta["layout"]`` (name and size, in the order the members flattened their shares)."""
+    plan = Plan(meta["plan"])
+    if plan.digest() != meta["digest"]:
+        raise EncodingError("the result's plan does not match its digest")
+    values: dict[str, U64] = {}
+    at = 0
+    flat = [s.ravel() for s in shares]
+    for name, size in meta["layout"]:
+        values[name] = reconstruct([f[at : at + size] for f in flat])
+        at += size
+    return plan, values
+
+
+def opened_floats(values: Mapping[str, U64], name: str) -> np.ndarray:
+    """The floating-point output ``name`` of :func:`opened_outputs`' values, decoded."""
+    return decode_float(*(values[f"{name}.{part}"] for part in FLOAT_PARTS))
 
 
 def empty_outcome(**meta: Any) -> Outcome:

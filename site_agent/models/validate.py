@@ -56,28 +56,30 @@ import numpy as np
 import pandas as pd
 import sqlglot.expressions as exp
 
-from ..errors import EncodingError, QuerySyntaxError, UnsupportedQuery
+from ..errors import QuerySyntaxError, UnsupportedQuery
 from ..mpc import arithmetic as ar
 from ..mpc.fixed import FixedPoint, decode_int, encode_int
 from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..mpc.sharing import reconstruct
 from ..privacy.models import Check, ModelRules, model_checks, small_counts
 from ..query.catalog import DisclosureRules, KeyValue, Schema
 from ..query.failsafe import failure_word, total_sql
-from ..query.numeric import decode_float, divide_float
+from ..query.numeric import divide_float
 from ..query.parse import DIALECT
 from ..query.plan import Plan
 from . import glm
 from .formula import Design, DesignColumn, level_literal, split_top
 from .statement import (
+    FLOAT_PARTS,
     MODELS,
     ModelKind,
     Outcome,
     SiteStep,
     Statement,
     empty_outcome,
+    opened_floats,
+    opened_outputs,
     require_model_kind,
     validate_source,
 )
@@ -513,7 +515,7 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         r = rel.size
         offsets = np.concatenate([np.zeros(r), np.full(r, -FV), np.full(r, -FV)]).astype(np.int64)
         q = yield from divide_float(p, nums, dens, offsets)
-        for part in glm.FLOAT_PARTS:
+        for part in FLOAT_PARTS:
             outputs.append((f"metrics.{part}", getattr(q, part)))
         outputs.append(("n", AShare.concat([col["n"][rel], col["pos"][rel]])))
         conf = [i for i in released if confusion_ok[i]]
@@ -556,23 +558,15 @@ COLUMNS = ["n", "events", "auc", "brier", "citl", "cal_intercept", "cal_slope", 
 def assemble_validate(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
     """One row per group (``all`` without BY): the metrics, NaN where withheld; column
     ``released`` False for a group below the release rule."""
-    plan = Plan(meta["plan"])
-    if plan.digest() != meta["digest"]:
-        raise EncodingError("the result's plan does not match its digest")
+    plan, values = opened_outputs(meta, shares)
     m = plan.data["model"]
-    values: dict[str, np.ndarray] = {}
-    at = 0
-    flat = [s.ravel() for s in shares]
-    for name, size in meta["layout"]:
-        values[name] = reconstruct([f[at : at + size] for f in flat])
-        at += size
     index = pd.Index(["all"] if m["by"] is None else m["groups"], name=m["by"] or "group")
     frame = pd.DataFrame(np.nan, index=index, columns=COLUMNS)
     frame["released"] = False
     released = [int(i) for i in meta["released"]]
     if released:
         r = len(released)
-        metrics = decode_float(*(values[f"metrics.{part}"] for part in glm.FLOAT_PARTS))
+        metrics = opened_floats(values, "metrics")
         counts = decode_int(values["n"])
         for j, i in enumerate(released):
             cal = meta["calibration"][j] if meta["calibration"] else {}
