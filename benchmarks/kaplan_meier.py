@@ -22,23 +22,20 @@ printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import harness
 import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
-from mpc_jupyter.client import Consortium
-from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
 from site_agent.query import DisclosureRules, compile_query, execute
 from site_agent.query.schema_file import load_schema_file
 
@@ -107,19 +104,8 @@ def in_process(paths: list[Path], chi2: float, repeat: int) -> dict[str, Any]:
 
 
 def over_agents(paths: list[Path], chi2: float, repeat: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="mpc-bench-km-") as tmp, contextlib.ExitStack() as stack:
-        sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
-        with contextlib.redirect_stdout(sys.stderr):
-            consortium_file = build_consortium(Path(tmp), sites, SCHEMA_TOML)
-        stack.enter_context(AgentProcesses(Path(tmp), SITES))
-        client = stack.enter_context(Consortium.connect(consortium_file, timeout=120))
-        client.query(QUERY)  # warm-up
-        seconds, frame = [], pd.DataFrame()
-        for _ in range(repeat):
-            start = time.perf_counter()
-            frame = client.query(QUERY)
-            seconds.append(time.perf_counter() - start)
-        check(frame, chi2, "agents")
+    seconds, frame = harness.over_agents(SITES, paths, "patients", QUERY, SCHEMA_TOML, repeat)
+    check(frame, chi2, "agents")
     return {"agents_best_s": min(seconds), "agents_median_s": statistics.median(seconds)}
 
 

@@ -20,24 +20,19 @@ Target (issue 11): LOGISTIC, 10 covariates, 3 sites x 1,000,000 rows over agents
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import harness
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-from mpc_jupyter.client import Consortium
-from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
-from site_agent.models.statement import execute
-from site_agent.query import DisclosureRules, compile_query
 from site_agent.query.catalog import schema_from_duckdb
 
 SITES = ("north", "central", "south")
@@ -83,35 +78,13 @@ def check(frame: pd.DataFrame, fit: Any, where: str) -> dict[str, float]:
     return {"coef_rel_err": coef, "se_rel_err": se}
 
 
-def timed(fn: Any, repeat: int) -> tuple[list[float], pd.DataFrame]:
-    seconds, out = [], pd.DataFrame()
-    for _ in range(repeat):
-        started = time.perf_counter()
-        out = fn()
-        seconds.append(time.perf_counter() - started)
-    return seconds, out
-
-
 def in_process(paths: list[Path], repeat: int) -> tuple[list[float], pd.DataFrame, dict[str, Any]]:
-    cons = {}
-    for site, path in zip(SITES, paths, strict=True):
-        con = duckdb.connect()
-        con.execute(f"CREATE VIEW cohort AS SELECT * FROM read_parquet('{path}')")
-        cons[site] = con
-    plan = compile_query(STATEMENT, schema_from_duckdb(cons["north"]), DisclosureRules())
-    seconds, frame = timed(lambda: execute(plan, cons), repeat)
+    seconds, frame = harness.in_process(SITES, paths, "cohort", STATEMENT, schema_from_duckdb, repeat)
     return seconds, frame, {"rounds": frame.attrs["rounds"], "bytes": frame.attrs["bytes"]}
 
 
 def over_agents(paths: list[Path], repeat: int) -> tuple[list[float], pd.DataFrame]:
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        sites = [SiteSpec(site, {"cohort": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
-        with contextlib.redirect_stdout(sys.stderr):
-            consortium_file = build_consortium(Path(tmp), sites, SCHEMA_TOML)
-        stack.enter_context(AgentProcesses(Path(tmp), SITES))
-        client = stack.enter_context(Consortium.connect(consortium_file, timeout=300))
-        client.query(STATEMENT)  # warm-up: connections, page cache
-        return timed(lambda: client.query(STATEMENT), repeat)
+    return harness.over_agents(SITES, paths, "cohort", STATEMENT, SCHEMA_TOML, repeat)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,6 @@ Target (issue 11): VALIDATE (AUC) on 3 x 1,000,000 rows over agents <= 5 s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -33,12 +32,9 @@ import statsmodels.api as sm
 from scipy.stats import mannwhitneyu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import COVARIATES, SCHEMA_TOML, SITES, TRUE, site_files, timed
+import harness
+from models import COVARIATES, SCHEMA_TOML, SITES, TRUE, site_files
 
-from mpc_jupyter.client import Consortium
-from mpc_jupyter.demo.consortium import AgentProcesses, SiteSpec, TableSpec, build_consortium
-from site_agent.models.statement import execute
-from site_agent.query import DisclosureRules, compile_query
 from site_agent.query.catalog import schema_from_duckdb
 
 LO, HI, STEP = -8.0, 8.0, 1e-4
@@ -77,24 +73,11 @@ def check(frame: pd.DataFrame, ref: dict[str, float], where: str) -> dict[str, f
 
 
 def in_process(paths: list[Path], repeat: int, statement: str) -> tuple[list[float], pd.DataFrame]:
-    cons = {}
-    for site, path in zip(SITES, paths, strict=True):
-        con = duckdb.connect()
-        con.execute(f"CREATE VIEW cohort AS SELECT * FROM read_parquet('{path}')")
-        cons[site] = con
-    plan = compile_query(statement, schema_from_duckdb(cons["north"]), DisclosureRules())
-    return timed(lambda: execute(plan, cons), repeat)
+    return harness.in_process(SITES, paths, "cohort", statement, schema_from_duckdb, repeat)
 
 
 def over_agents(paths: list[Path], repeat: int, statement: str) -> tuple[list[float], pd.DataFrame]:
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        sites = [SiteSpec(site, {"cohort": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
-        with contextlib.redirect_stdout(sys.stderr):
-            consortium_file = build_consortium(Path(tmp), sites, SCHEMA_TOML)
-        stack.enter_context(AgentProcesses(Path(tmp), SITES))
-        client = stack.enter_context(Consortium.connect(consortium_file, timeout=300))
-        client.query(statement)  # warm-up
-        return timed(lambda: client.query(statement), repeat)
+    return harness.over_agents(SITES, paths, "cohort", statement, SCHEMA_TOML, repeat)
 
 
 def main(argv: list[str] | None = None) -> None:
