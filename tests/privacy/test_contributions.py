@@ -19,11 +19,13 @@ from site_agent.privacy.contributions import branches, plain_columns
 
 
 class Refused(Exception):
-    pass
+    def __init__(self, node: exp.Expression, message: str) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 def _fail(node: exp.Expression, message: str) -> NoReturn:
-    raise Refused(message)
+    raise Refused(node, message)
 
 
 def _expr(sql: str) -> exp.Expression:
@@ -57,7 +59,18 @@ def test_contributions_name_their_one_column(sql: str, columns: set[str]) -> Non
         ("1 / x", "1 / x divides by a column"),
         ("x / y", "x / y divides by a column"),
         ("x * (x > 5)", "a predicate inside arithmetic (x > 5)"),
-        ("CAST(x > 5 AS INT)", "a predicate cast to a number is not a contribution"),
+        (
+            "CAST(x > 5 AS INT)",
+            "a predicate cast to a number is not a contribution; use AVG(<predicate>) or PROPORTION",
+        ),
+        ("CAST(x * y AS DOUBLE)", "x * y multiplies columns"),
+        ("(x * y) + 1", "x * y multiplies columns"),
+        ("1 + x * y", "x * y multiplies columns"),
+        ("(x * y) * 2", "x * y multiplies columns"),
+        ("2 * (x + y)", "x + y combines several columns"),
+        ("x / (y > 1)", "a predicate inside arithmetic (y > 1)"),
+        ("(x * y) / 2", "x * y multiplies columns"),
+        ("-(x * y)", "x * y multiplies columns"),
         ("CAST(x AS TEXT)", "only numeric casts are allowed"),
         ("ABS(x)", "ABS(x) is not allowed here"),
         ("'a'", "'a' is not allowed here"),
@@ -68,6 +81,7 @@ def test_other_arguments_are_refused_with_the_reason(sql: str, why: str) -> None
     with pytest.raises(Refused) as err:
         plain_columns(_expr(sql), _fail)
     assert why in str(err.value)
+    assert err.value.node is not None and err.value.node.sql("duckdb") in str(err.value) + sql  # where to point
 
 
 ROWS = """
@@ -90,6 +104,9 @@ SELECT * FROM (VALUES
         "CASE WHEN b THEN y ELSE x END",
         "IF(y BETWEEN 0 AND 35, x, 7)",
         "IF(x IN (1, 2, 3), y, NULL)",
+        "CASE WHEN x > 3 THEN NULL ELSE y END",
+        "((x > 3))",
+        "(CASE WHEN (b) THEN (y) END)",
     ],
 )
 def test_branches_partition_the_rows_as_case_does(arg: str) -> None:
@@ -120,7 +137,10 @@ def test_a_predicate_is_two_query_sets_the_successes_and_the_failures() -> None:
 def test_null_results_add_nothing_and_values_of_columns_are_marked() -> None:
     parts = branches(_expr("CASE WHEN x > 3 THEN y WHEN x = 1 THEN 5 END"), _fail)
     assert [(p.value.sql(), p.value_column) for p in parts] == [("y", True), ("5", False)]
-    assert branches(_expr("2 * y + 1"), _fail)[0].when is None
+    (plain,) = branches(_expr("(2 * y + 1)"), _fail)
+    assert (plain.when, plain.value.sql(), plain.value_column) == (None, "2 * y + 1", True)
+    (constant,) = branches(_expr("7"), _fail)
+    assert (constant.value.sql(), constant.value_column) == ("7", False)
 
 
 @pytest.mark.parametrize(
@@ -131,9 +151,11 @@ def test_null_results_add_nothing_and_values_of_columns_are_marked() -> None:
         ("CASE WHEN x + 1 THEN y END", "a CASE condition must be a predicate or a boolean column, not x + 1"),
         ("CASE WHEN x > 3 THEN x * y END", "x * y multiplies columns"),
         ("IF(x > 3, y + x, 0)", "y + x combines several columns"),
+        ("x * y", "x * y multiplies columns"),
     ],
 )
 def test_conditionals_that_could_engineer_values_are_refused(arg: str, why: str) -> None:
     with pytest.raises(Refused) as err:
         branches(_expr(arg), _fail)
     assert why in str(err.value)
+    assert err.value.node is not None
