@@ -128,7 +128,7 @@ from .glm import (
     newton_step,
     refine_inverse,
 )
-from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, validate_source
+from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, validate_source, with_ledger
 
 FC = 28  # bin sums, quotients, score and information (fractional bits)
 FT = 20  # the Efron fractions l / d (fractional bits)
@@ -312,7 +312,7 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
         ],
         "reveals": _reveals(),
     }
-    return Plan(data)
+    return with_ledger(Plan(data), query)
 
 
 def _bins_sql(

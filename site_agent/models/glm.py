@@ -94,6 +94,7 @@ from .statement import (
     empty_outcome,
     require_model_kind,
     validate_source,
+    with_ledger,
 )
 
 FLOAT_PARTS = ("sign", "mant", "exp")
@@ -134,7 +135,7 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
     """The plan of a LINEAR, LOGISTIC or POISSON statement (see the module docstring)."""
     query, d, response, off_col, offset = glm_design(statement, schema, rules, sites)
     response_text = split_top(statement.body, "~")[0].strip()
-    return plan_glm(statement, query, d, response, response_text, off_col, offset, rules)
+    return with_ledger(plan_glm(statement, query, d, response, response_text, off_col, offset, rules), query)
 
 
 def glm_design(

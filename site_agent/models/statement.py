@@ -106,9 +106,14 @@ def compile_statement(text: str, schema: Schema, rules: DisclosureRules, sites: 
     statement = split_statement(text)
     if statement is None:
         return None
-    plan = MODELS[statement.keyword].compile(statement, schema, rules, sites)
-    query, _ = validate_source(statement.tail, ["1"], schema, rules, sites)
-    ledger = whole_set_ledger(query)  # its FROM/WHERE set, checked and remembered by the release ledger
+    return MODELS[statement.keyword].compile(statement, schema, rules, sites)
+
+
+def with_ledger(plan: Plan, query: Query) -> Plan:
+    """The plan with its release-ledger query: one query set, the persons of the validated
+    source ``query`` (FROM/WHERE), and its reveal. Unchanged when the FROM table declares no
+    person column (then nothing is compared or remembered, as for an aggregate over it)."""
+    ledger = whole_set_ledger(query)
     if ledger is None:
         return plan
     reveal = {
