@@ -9,8 +9,11 @@ are pandas and statsmodels on the pooled rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
+import pytest
 import statsmodels.formula.api as smf
 
 from mpc_jupyter.client import QueryFailed
@@ -21,6 +24,14 @@ from .conftest import K, derive, forget, value
 
 TARGET = "age = 74 AND sex = 1 AND inst = 12"
 SCORE = "1.2 + 0.01*age - 0.5*C(sex)[2] + 0.3*ph_ecog"
+
+
+@pytest.fixture(autouse=True)
+def fresh(lung: Running) -> Iterator[None]:
+    """Each test starts with empty ledgers and leaves them so (the consortium is shared)."""
+    forget(lung)
+    yield
+    forget(lung)
 
 
 def _target(pooled: pd.DataFrame) -> pd.Series:
@@ -59,7 +70,6 @@ def _ask(lung: Running, text: str) -> pd.DataFrame | None:
 
 
 def test_differencing_two_validations_gives_nothing(lung: Running) -> None:
-    forget(lung)
     pooled, target = lung.pooled, _target(lung.pooled)
     first = _ask(lung, f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung WHERE sex = 1")
     second = _ask(lung, f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung WHERE sex = 1 AND NOT ({TARGET})")
@@ -75,7 +85,6 @@ def test_differencing_two_validations_gives_nothing(lung: Running) -> None:
 
 
 def test_a_linear_fit_on_one_patient_fewer_is_refused_at_every_member(lung: Running) -> None:
-    forget(lung)
     assert _ask(lung, "LINEAR time ~ age FROM lung WHERE sex = 1") is not None
     before = lung.audit_counts()
     assert _ask(lung, f"LINEAR time ~ age FROM lung WHERE sex = 1 AND NOT ({TARGET})") is None
@@ -85,7 +94,6 @@ def test_a_linear_fit_on_one_patient_fewer_is_refused_at_every_member(lung: Runn
 
 
 def test_models_on_sets_differing_by_k_or_more_answer(lung: Running) -> None:
-    forget(lung)
     pooled = lung.pooled
     wide, narrow = pooled[pooled.ph_karno >= 60], pooled[pooled.ph_karno >= 80]
     assert len(wide) - len(narrow) >= K
@@ -97,7 +105,6 @@ def test_models_on_sets_differing_by_k_or_more_answer(lung: Running) -> None:
 
 
 def test_an_aggregate_after_a_model_is_checked_against_its_set(lung: Running) -> None:
-    forget(lung)
     assert _ask(lung, "LINEAR time ~ age FROM lung WHERE sex = 1") is not None
     out = lung.client.query(f"SELECT COUNT(*) AS n, SUM(time) AS s FROM lung WHERE sex = 1 AND NOT ({TARGET})")
     assert value(out, "n") is None and value(out, "s") is None  # suppressed: the pair would isolate one
@@ -106,7 +113,6 @@ def test_an_aggregate_after_a_model_is_checked_against_its_set(lung: Running) ->
 
 
 def test_a_model_after_an_aggregate_is_checked_against_its_sets(lung: Running) -> None:
-    forget(lung)
     first = lung.client.query("SELECT COUNT(*) AS n, SUM(time) AS s FROM lung WHERE sex = 1")
     assert value(first, "s") is not None
     assert _ask(lung, f"LINEAR time ~ age FROM lung WHERE sex = 1 AND NOT ({TARGET})") is None
