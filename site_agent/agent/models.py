@@ -105,4 +105,9 @@ class ModelCompiled(Compiled):
         return (yield from self.model.program(p, self.plan, step))
 
     def explain(self) -> str:
-        return self.model.explain(self.plan)
+        """The model's own explanation, then its ledger query (the persons of its query set)."""
+        text = self.model.explain(self.plan)
+        ledger = self.plan.data.get("ledger")
+        if ledger is None:
+            return text
+        return f"{text.rstrip()}\nRelease ledger (each site, its persons):\n   [ledger] {ledger['sql']}"

@@ -93,6 +93,11 @@ def test_a_linear_fit_on_one_patient_fewer_is_refused_at_every_member(lung: Runn
         assert entry["decision"] == "refused" and entry["reveals"] == []
 
 
+def test_explain_shows_the_ledger_query_and_reveal(lung: Running) -> None:
+    text = lung.client.explain("LINEAR time ~ age FROM lung WHERE sex = 1")
+    assert "[ledger] SELECT" in text and "[committee] ledger:" in text
+
+
 def test_models_on_sets_differing_by_k_or_more_answer(lung: Running) -> None:
     pooled = lung.pooled
     wide, narrow = pooled[pooled.ph_karno >= 60], pooled[pooled.ph_karno >= 80]
