@@ -119,7 +119,7 @@ def with_ledger(plan: Plan, query: Query) -> Plan:
     reveal = {
         "name": "ledger",
         "to": "committee",
-        "what": "whether some site's ledger query failed, and whether the model's persons differ from a set "
+        "what": "how many sites' ledger queries failed (0 normally), and whether the model's persons differ from a set "
         "released to the analyst before by 1 to k-1 persons (then nothing else is computed)",
     }
     return Plan({**plan.data, "ledger": ledger, "reveals": [reveal, *plan.data["reveals"]]})
