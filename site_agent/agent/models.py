@@ -3,9 +3,18 @@
 Same interface as :class:`~site_agent.agent.planning.Compiled`, cut for models
 (:mod:`site_agent.models.statement`): a model's local steps run inside its MPC session, at
 public parameters only the session knows (a coefficient iterate), so :meth:`local_inputs`
-shares nothing up front; it binds this site's connection, and the program's
+shares nothing of the model up front; it binds this site's connection, and the program's
 :class:`~site_agent.mpc.party.LocalStep` requests run the model's local step on it (in a
 worker thread, by the network adapter). Its vectors are shared inside the program.
+
+The release ledger (:mod:`site_agent.privacy.ledger`): a model whose table names its person
+column has one query set, its FROM/WHERE persons (``data["ledger"]``). Up front each site
+shares a failure word of its ledger query (0, or 1 when it failed) and its differences with
+the analyst's remembered sets; before any model step the committee opens whether some site
+failed (then every member fails, :class:`~site_agent.errors.LocalStepError`) and whether
+some pooled difference holds 1 to k-1 persons (:func:`~site_agent.privacy.checks.ledger_stops`;
+then every member refuses with the rule ``ledger_difference``). After a released fit the
+agent remembers the set (:meth:`ModelCompiled.opened`), as it does an aggregate's cells.
 """
 
 from __future__ import annotations
@@ -15,11 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from ..models.statement import ModelKind, kind_of
+from ..models.statement import ModelKind, empty_outcome, kind_of
+from ..mpc import arithmetic as ar
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from ..privacy.checks import ledger_stops
 from .planning import Compiled, RevealInfo
+
+LEDGER_RULE = "ledger_difference"
 
 
 @dataclass(frozen=True)
@@ -44,23 +57,47 @@ class ModelCompiled(Compiled):
 
     @property
     def input_size(self) -> int:
-        return 0
+        """The ledger query's failure word (none without a ledger query)."""
+        return 1 if "ledger" in self.plan.data else 0
 
     @property
     def reveals(self) -> list[RevealInfo]:
         return [RevealInfo(r["name"], ()) for r in self.plan.data["reveals"]]
 
     def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True) -> U64:
-        """Bind this site's connection for the model's local steps; nothing is shared up front."""
+        """Bind this site's connection for the model's local steps; shared up front: only the
+        ledger query's failure word (0 here; :meth:`failed_vector` when the query failed)."""
         self.site.update(con=con, holds_data=holds_data)
-        return np.zeros(0, dtype=np.uint64)
+        return np.zeros(self.input_size, dtype=np.uint64)
 
     def failed_vector(self) -> U64:
-        """A failing ledger query cannot happen (a model has no ledger query): nothing to share."""
-        return np.zeros(0, dtype=np.uint64)
+        """This site's ledger query failed: its failure word is 1, and every member fails alike."""
+        return np.ones(self.input_size, dtype=np.uint64)
+
+    def opened(self, meta: dict[str, Any]) -> np.ndarray:
+        """A released model opens its one query set (the ledger remembers it)."""
+        del meta
+        return np.ones(self.ledger_shape(1)[:2], dtype=bool)
 
     def program(self, p: Party, inputs: list[AShare], remembered: int = 0) -> Protocol[tuple[AShare, dict[str, Any]]]:
-        del inputs, remembered  # a model shares its own vectors, step by step
+        """The ledger's checks on the shared inputs (nothing to check without a ledger query),
+        then the model's program, which shares its own vectors step by step."""
+        if self.input_size:
+            pooled = AShare(np.sum([x.v for x in inputs], axis=0, dtype=np.uint64))
+            tests = pooled[:1]  # how many sites' ledger queries failed
+            if remembered:
+                k = int(self.plan.data["params"]["min_cell_size"])
+                stop = yield from ledger_stops(p, pooled[1:].reshape(*self.ledger_shape(remembered)), k)
+                tests = AShare.concat([tests, stop.reshape(-1)])
+            opened = (yield from ar.open_all(p, tests)).view(np.int64)
+            if opened[0]:
+                return empty_outcome(local_failed=True)
+            if opened[1:].any():
+                message = (
+                    "the model's rows differ from rows released to you before by 1 to "
+                    f"{int(self.plan.data['params']['min_cell_size']) - 1} persons"
+                )
+                return empty_outcome(refused=LEDGER_RULE, message=message)
 
         def step(params: dict[str, Any] | None) -> U64:
             return self.model.local(self.plan, self.site["con"], bool(self.site["holds_data"]), params)
@@ -68,4 +105,9 @@ class ModelCompiled(Compiled):
         return (yield from self.model.program(p, self.plan, step))
 
     def explain(self) -> str:
-        return self.model.explain(self.plan)
+        """The model's own explanation, then its ledger query (the persons of its query set)."""
+        text = self.model.explain(self.plan)
+        ledger = self.plan.data.get("ledger")
+        if ledger is None:
+            return text
+        return f"{text.rstrip()}\nRelease ledger (each site, its persons):\n   [ledger] {ledger['sql']}"

@@ -154,6 +154,10 @@ class Compiled:
             return (0,)
         return (int(self.plan.data["ledger"]["sets"]), self.plan.out_cells, remembered)
 
+    def opened(self, meta: dict[str, Any]) -> np.ndarray:
+        """(query sets, out cells) booleans: the sets the released result opened (:func:`opened_sets`)."""
+        return opened_sets(self.plan, meta["flags"])
+
     def program(self, p: Party, inputs: list[AShare], remembered: int = 0) -> Protocol[tuple[AShare, dict[str, Any]]]:
         """The plan's MPC program on the three sites' shared vectors; (shares out, public meta).
 

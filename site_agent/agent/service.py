@@ -410,7 +410,7 @@ class Agent:
             return
         if outcome.members is not None and isinstance(plan, planning.Compiled):  # remembered for the next checks
             # (a result held for review counts as opened: a later query cannot difference against it)
-            opened = planning.opened_sets(plan.plan, outcome.meta["flags"])
+            opened = plan.opened(outcome.meta)
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
         shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
         if isinstance(plan, planning.Compiled) and plan.review is not None:  # held until the DPOs approve

@@ -137,6 +137,7 @@ from .statement import (
     opened_floats,
     opened_outputs,
     validate_source,
+    with_ledger,
 )
 
 FC = 28  # bin sums, quotients, score and information (fractional bits)
@@ -321,7 +322,7 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
         ],
         "reveals": _reveals(),
     }
-    return Plan(data)
+    return with_ledger(Plan(data), query)
 
 
 def _bins_sql(

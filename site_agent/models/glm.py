@@ -96,6 +96,7 @@ from .statement import (
     opened_outputs,
     require_model_kind,
     validate_source,
+    with_ledger,
 )
 
 FAMILIES = {"LINEAR": "gaussian", "LOGISTIC": "binomial", "POISSON": "poisson"}
@@ -135,7 +136,7 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
     """The plan of a LINEAR, LOGISTIC or POISSON statement (see the module docstring)."""
     query, d, response, off_col, offset = glm_design(statement, schema, rules, sites)
     response_text = split_top(statement.body, "~")[0].strip()
-    return plan_glm(statement, query, d, response, response_text, off_col, offset, rules)
+    return with_ledger(plan_glm(statement, query, d, response, response_text, off_col, offset, rules), query)
 
 
 def glm_design(

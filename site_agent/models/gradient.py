@@ -54,7 +54,7 @@ from ..query.catalog import DisclosureRules, Schema
 from ..query.failsafe import failure_word
 from ..query.plan import Plan
 from . import glm
-from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, opened_outputs
+from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, opened_outputs, with_ledger
 
 _AT = re.compile(r"\s+AT\s*\(([^()]*)\)\s*(WITH\s+HESSIAN)?\s*;?\s*$", re.IGNORECASE)
 
@@ -84,7 +84,7 @@ def compile_gradient(
     data["model"].update(kind="GRADIENT", at=at, hessian=bool(found.group(2)), eta_bound=GRADIENT_ETA_BOUND)
     data["local"].append({"name": "support", "sql": _support_sql(data), "when": "once, eta at AT"})
     data["reveals"] = _reveals(data["reveals"], bool(found.group(2)))
-    return Plan(data)
+    return with_ledger(Plan(data), query)
 
 
 def _support_sql(data: dict[str, Any]) -> str:

@@ -11,7 +11,11 @@ The plan of a model is a :class:`~site_agent.query.plan.Plan` whose JSON holds `
 its ``kind``), so every member digests, compares and explains it like any plan. Where the
 statement reads its rows (``FROM ... [WHERE ...]``) is validated by the ordinary query
 validator (:func:`validate_source`): tables, exposed columns, identifiers and the WHERE
-condition obey the same policy rules as any query.
+condition obey the same policy rules as any query. Its persons (the FROM/WHERE rows' person
+column) form one query set for the analyst's release ledger (``data["ledger"]``,
+:mod:`site_agent.privacy.ledger`): the agent compares it with the sets released before and
+refuses the model (rule ``ledger_difference``) when a difference holds 1 to k-1 persons, and
+remembers it once the model is released (:mod:`site_agent.agent.models`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ..mpc.sharing import reconstruct
 from ..query.catalog import DisclosureRules, Schema
 from ..query.numeric import decode_float
 from ..query.parse import Query, parse_query
-from ..query.plan import Plan
+from ..query.plan import Plan, whole_set_ledger
 
 SiteStep = Callable[[dict[str, Any] | None], U64]
 """A site's local computation: its public parameters (None: the first step) to its vector."""
@@ -105,6 +109,22 @@ def compile_statement(text: str, schema: Schema, rules: DisclosureRules, sites: 
     if statement is None:
         return None
     return MODELS[statement.keyword].compile(statement, schema, rules, sites)
+
+
+def with_ledger(plan: Plan, query: Query) -> Plan:
+    """The plan with its release-ledger query: one query set, the persons of the validated
+    source ``query`` (FROM/WHERE), and its reveal. Unchanged when the FROM table declares no
+    person column (then nothing is compared or remembered, as for an aggregate over it)."""
+    ledger = whole_set_ledger(query)
+    if ledger is None:
+        return plan
+    reveal = {
+        "name": "ledger",
+        "to": "committee",
+        "what": "how many sites' ledger queries failed (0 normally), and whether the model's persons differ from a set "
+        "released to the analyst before by 1 to k-1 persons (then nothing else is computed)",
+    }
+    return Plan({**plan.data, "ledger": ledger, "reveals": [reveal, *plan.data["reveals"]]})
 
 
 def kind_of(plan: Plan) -> ModelKind | None:

@@ -82,6 +82,7 @@ from .statement import (
     opened_outputs,
     require_model_kind,
     validate_source,
+    with_ledger,
 )
 
 INTS = ("n_where", "n", "persons", "pos", "tp", "fp", "fn", "tn")
@@ -314,7 +315,7 @@ def compile_validate(
         "fits": fits,
         "reveals": _reveals(),
     }
-    return Plan(data)
+    return with_ledger(Plan(data), query)
 
 
 def _local_sql(

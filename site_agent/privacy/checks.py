@@ -115,3 +115,23 @@ def stopped(
     total = AShare.concat(totals).reshape(len(checks), cells)
     none = yield from bo.lt(p, total, _const(p, 1, total.shape))
     return _const(p, 1, total.shape) - none, empty
+
+
+def ledger_stops(p: Party, extra: AShare, k: int) -> Protocol[AShare]:
+    """(query sets, cells) 0/1 shares: 1 where a pooled difference ``extra[j, cell, :]`` with some
+    remembered set holds 1 to k-1 persons; for statements whose sets have no other check here
+    (model statements, :mod:`site_agent.agent.models`). The rule of :func:`stopped`, run with
+    nothing but the remembered sets (a zero count passes every other test)."""
+    sets, cells, _ = extra.shape
+    zero = _const(p, 0, (cells,))
+    stop, _ = yield from stopped(
+        p,
+        [[zero] for _ in range(sets)],
+        [[] for _ in range(sets)],
+        [[] for _ in range(sets)],
+        k,
+        _const(p, 0, (sets, cells)),
+        extra,
+        [[j] for j in range(sets)],
+    )
+    return stop

@@ -499,6 +499,18 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     return _statement(query, sel.where(cond, copy=False))
 
 
+def whole_set_ledger(query: Query) -> dict[str, Any] | None:
+    """The ledger spec of a statement with one query set, its FROM/WHERE rows (a model
+    statement's): membership SQL for :func:`site_agent.query.membership.membership`, or None
+    when the FROM table declares no person column (then nothing is compared or remembered, as
+    for an aggregate query over such a table)."""
+    if query.person is None:
+        return None
+    alias, column = query.person.split(".", 1)
+    items: list[exp.Expr] = [exp.alias_(exp.column(column, table=alias), "person"), exp.alias_(exp.true(), "m0")]
+    return {"sql": _members_sql(query, items, exp.Literal.number(0)), "sets": 1}
+
+
 def key_domains(query: Query) -> list[tuple[Any, ...]]:
     """Each key's domain as the plan records it (``(other)`` appended where needed)."""
     return [with_other(k.domain, k.expr, k.site) for k in query.keys]
