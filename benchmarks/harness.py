@@ -10,7 +10,7 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -56,15 +56,22 @@ def in_process(
     return timed(lambda: execute(plan, cons), repeat)
 
 
-def over_agents(
-    sites: Sequence[str], paths: Sequence[Path], table: str, statement: str, schema_toml: str, repeat: int
-) -> tuple[list[float], pd.DataFrame]:
-    """``statement`` through three agent processes started for the run (schema ``schema_toml``)."""
+@contextlib.contextmanager
+def agents(sites: Sequence[str], paths: Sequence[Path], table: str, schema_toml: str) -> Iterator[Consortium]:
+    """A consortium of agent processes started for the run (schema ``schema_toml``, the demo's
+    default policies), each site serving ``table`` from its Parquet file; the analyst's client."""
     with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp, contextlib.ExitStack() as stack:
         specs = [SiteSpec(site, {table: TableSpec(path)}) for site, path in zip(sites, paths, strict=True)]
         with contextlib.redirect_stdout(sys.stderr):
             consortium_file = build_consortium(Path(tmp), specs, schema_toml)
         stack.enter_context(AgentProcesses(Path(tmp), list(sites)))
-        client = stack.enter_context(Consortium.connect(consortium_file, timeout=300))
+        yield stack.enter_context(Consortium.connect(consortium_file, timeout=300))
+
+
+def over_agents(
+    sites: Sequence[str], paths: Sequence[Path], table: str, statement: str, schema_toml: str, repeat: int
+) -> tuple[list[float], pd.DataFrame]:
+    """``statement`` through three agent processes started for the run (schema ``schema_toml``)."""
+    with agents(sites, paths, table, schema_toml) as client:
         client.query(statement)  # warm-up: connections, page cache
         return timed(lambda: client.query(statement), repeat)
