@@ -48,6 +48,34 @@ def test_differences_equal_python_sets(tmp_path) -> None:
     assert ledger.differences("bob", new).shape == (3, 2, 0)  # per analyst
 
 
+def test_person_ids_hash_alike_whatever_the_column_type() -> None:
+    """One site may store person ids as integers and another as text: the ledger must see one person."""
+    assert person_hashes([5, 6, 70]).tolist() == person_hashes(["5", "6", "70"]).tolist()
+    assert len(set(person_hashes([1, 2, 3]).tolist())) == 3
+
+
+def test_memberships_count_persons_per_set_and_cell() -> None:
+    one = person_hashes([1, 1, 2])
+    # person 1 in cells 0 and 1 of the same set (e.g. a cell and its margin), person 2 in cell 0;
+    # the last cell is empty
+    members = Membership.of([(one, np.array([[0], [1], [0]]))], 3)
+    assert members.sizes().tolist() == [[2, 1, 0]] and members.sizes().dtype == np.int64
+    alone = Membership.of([(person_hashes([1, 1]), np.array([[0], [1]]))], 2)  # one person, two cells
+    assert alone.sizes().tolist() == [[1, 1]]
+    assert sorted(members.set_of(0, 0).tolist()) == sorted(person_hashes([1, 2]).tolist())
+    none = Membership.of([], 3)  # a query with no query sets
+    assert none.sizes().shape == (0, 3)
+
+
+def test_differences_with_empty_slots_and_no_sets(tmp_path) -> None:
+    ledger = Ledger(tmp_path / "not" / "yet" / "there")  # record creates the folders
+    remembered = Membership.of([(person_hashes([1, 2]), np.array([[0], [0]]))], 1)
+    ledger.record("ana", "q" * 32, remembered, np.array([[True]]))
+    new = Membership.of([(person_hashes([1]), np.array([[0]]))], 2)  # cell 1 empty: the last slot is 0
+    assert ledger.differences("ana", new).tolist() == [[[1], [2]]]
+    assert ledger.differences("ana", Membership.of([], 2)).shape == (0, 2, 1)
+
+
 def test_the_ledger_persists_and_forgets_the_oldest(tmp_path) -> None:
     rng = np.random.default_rng(8)
     members, _ = _membership(rng, sets=1, cells=MAX_SETS // 2 + 1, people=4000)
