@@ -25,7 +25,7 @@ def test_linear_equals_statsmodels(lung: Running, pooled: pd.DataFrame) -> None:
     assert relative(ours["coef"], ref.params) < 1e-8
     assert in_se(ours, ref.params, ref.bse) < 1e-9
     assert relative(ours["std err"], ref.bse) < 1e-8
-    assert ours.attrs["r_squared"] == pytest.approx(ref.rsquared, rel=1e-7)
+    assert ours.attrs["r_squared"] == pytest.approx(ref.rsquared, rel=1e-6)  # 1 - RSS/TSS: a small R² amplifies
     assert ours.attrs["n"] == ref.nobs and ours.attrs["n_dropped"] == len(pooled) - ref.nobs
     assert len(ours.attrs["receipts"]) == 3
     for site in SITES:  # the audit log names the declared reveals, never values

@@ -40,7 +40,7 @@ def test_linear_equals_statsmodels_ols(lung: tuple) -> None:
     assert relative(ours["std err"], ref.bse) < 1e-7
     assert relative(ours["P>|t|"], ref.pvalues) < 1e-5
     assert relative(ours["[0.025"], ref.conf_int()[0]) < 1e-6
-    assert ours.attrs["r_squared"] == pytest.approx(ref.rsquared, rel=1e-7)
+    assert ours.attrs["r_squared"] == pytest.approx(ref.rsquared, rel=1e-6)  # 1 - RSS/TSS: a small R² amplifies
     assert ours.attrs["llf"] == pytest.approx(ref.llf, rel=1e-8)
     assert ours.attrs["n"] == ref.nobs
     assert ours.attrs["df_resid"] == ref.df_resid
