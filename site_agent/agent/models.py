@@ -8,13 +8,15 @@ shares nothing of the model up front; it binds this site's connection, and the p
 worker thread, by the network adapter). Its vectors are shared inside the program.
 
 The release ledger (:mod:`site_agent.privacy.ledger`): a model whose table names its person
-column has one query set, its FROM/WHERE persons (``data["ledger"]``). Up front each site
+column has one query set, its FROM/WHERE persons (``data["ledger"]``); VALIDATE with BY has
+one per group, the WHERE persons of each group. Up front each site
 shares a failure word of its ledger query (0, or 1 when it failed) and its differences with
 the analyst's remembered sets; before any model step the committee opens whether some site
 failed (then every member fails, :class:`~site_agent.errors.LocalStepError`) and whether
 some pooled difference holds 1 to k-1 persons (:func:`~site_agent.privacy.checks.ledger_stops`;
-then every member refuses with the rule ``ledger_difference``). After a released fit the
-agent remembers the set (:meth:`ModelCompiled.opened`), as it does an aggregate's cells.
+then every member refuses with the rule ``ledger_difference``; with BY, when one group's set
+does). After a released fit the agent remembers its sets (:meth:`ModelCompiled.opened`; for
+VALIDATE only the groups it released), as it does an aggregate's cells.
 """
 
 from __future__ import annotations
@@ -75,9 +77,15 @@ class ModelCompiled(Compiled):
         return np.ones(self.input_size, dtype=np.uint64)
 
     def opened(self, meta: dict[str, Any]) -> np.ndarray:
-        """A released model opens its one query set (the ledger remembers it)."""
-        del meta
-        return np.ones(self.ledger_shape(1)[:2], dtype=bool)
+        """The query sets a released model opened (the ledger remembers them): its one set, or,
+        for a model whose result lists its ``released`` groups (VALIDATE), each of those groups'
+        sets (one set per group with BY), so a group withheld by the release rule is not."""
+        shape = self.ledger_shape(1)[:2]
+        if "released" not in meta or len(shape) < 2:
+            return np.ones(shape, dtype=bool)
+        opened = np.zeros(shape, dtype=bool)  # group i is set i (without BY: one group, one set)
+        opened[[int(i) for i in meta["released"]], 0] = True
+        return opened
 
     def program(self, p: Party, inputs: list[AShare], remembered: int = 0) -> Protocol[tuple[AShare, dict[str, Any]]]:
         """The ledger's checks on the shared inputs (nothing to check without a ledger query),
@@ -94,7 +102,7 @@ class ModelCompiled(Compiled):
                 return empty_outcome(local_failed=True)
             if opened[1:].any():
                 message = (
-                    "the model's rows differ from rows released to you before by 1 to "
+                    "the model's rows (or a BY group's) differ from rows released to you before by 1 to "
                     f"{int(self.plan.data['params']['min_cell_size']) - 1} persons"
                 )
                 return empty_outcome(refused=LEDGER_RULE, message=message)

@@ -283,11 +283,15 @@ def compile_validate(
         ),
         (),
     )
+    conditions: list[exp.Expression] = []
+    if by_expr is not None:
+        literals: list[exp.Expression] = [exp.maybe_parse(_sql_literal(g), dialect=DIALECT) for g in groups]
+        conditions = [exp.EQ(this=by_expr.copy(), expression=v) for v in literals]
     fits = []
-    for g in groups if "without" not in clauses else []:
+    for i in range(len(groups)) if "without" not in clauses else []:
         where: exp.Expression | None = query.where
-        if by_expr is not None:
-            cond = exp.EQ(this=by_expr.copy(), expression=exp.maybe_parse(_sql_literal(g), dialect=DIALECT))
+        if conditions:
+            cond = conditions[i].copy()
             where = cond if where is None else exp.And(this=exp.Paren(this=where.copy()), expression=cond)
         fit_query = dataclasses.replace(query, where=where)
         fit = Statement(statement.text, "LOGISTIC", "", "")
@@ -315,7 +319,7 @@ def compile_validate(
         "fits": fits,
         "reveals": _reveals(),
     }
-    return with_ledger(Plan(data), query)
+    return with_ledger(Plan(data), query, conditions)  # with BY, each group is a query set
 
 
 def _local_sql(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -499,16 +500,19 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     return _statement(query, sel.where(cond, copy=False))
 
 
-def whole_set_ledger(query: Query) -> dict[str, Any] | None:
-    """The ledger spec of a statement with one query set, its FROM/WHERE rows (a model
-    statement's): membership SQL for :func:`site_agent.query.membership.membership`, or None
-    when the FROM table declares no person column (then nothing is compared or remembered, as
-    for an aggregate query over such a table)."""
+def whole_set_ledger(query: Query, groups: Sequence[exp.Expression] = ()) -> dict[str, Any] | None:
+    """The ledger spec of a model statement: membership SQL for
+    :func:`site_agent.query.membership.membership`, or None when the FROM table declares no
+    person column (then nothing is compared or remembered, as for an aggregate query over such
+    a table). Its query sets are the FROM/WHERE rows (one set), or with ``groups`` (conditions,
+    as VALIDATE's BY groups) the rows of the WHERE set that meet each, one set per group."""
     if query.person is None:
         return None
     alias, column = query.person.split(".", 1)
-    items: list[exp.Expr] = [exp.alias_(exp.column(column, table=alias), "person"), exp.alias_(exp.true(), "m0")]
-    return {"sql": _members_sql(query, items, exp.Literal.number(0)), "sets": 1}
+    conditions = [g.copy() for g in groups] or [exp.true()]
+    items: list[exp.Expr] = [exp.alias_(exp.column(column, table=alias), "person")]
+    items += [exp.alias_(c, f"m{i}") for i, c in enumerate(conditions)]
+    return {"sql": _members_sql(query, items, exp.Literal.number(0)), "sets": len(conditions)}
 
 
 def key_domains(query: Query) -> list[tuple[Any, ...]]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from scipy.stats import mannwhitneyu
 
 from mpc_jupyter.client import QueryFailed
 
@@ -82,6 +83,72 @@ def test_differencing_two_validations_gives_nothing(lung: Running) -> None:
     rest = pooled[(pooled.sex == 1) & ~((pooled.age == 74) & (pooled.inst == 12))].dropna(subset=["ph_ecog"])
     naive = float((((rest.status == 2) * 1.0 - _p(rest)) ** 2).sum())
     assert _outcome(derive(_n_brier(first), naive, sign=(1, -1)), float(_p(target))) == truth
+
+
+def test_differencing_two_validations_by_sex_gives_nothing(lung: Running) -> None:
+    """VALIDATE's BY groups are query sets of their own: the sex-1 group of a second BY statement,
+    one patient fewer, is not released, so n x Brier of the two sex-1 groups gives nothing away."""
+    pooled, target = lung.pooled, _target(lung.pooled)
+    text = f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung {{}}BY sex WITHOUT CALIBRATION"
+    first = _ask(lung, text.format(""))
+    assert first is not None and list(first.index) == [1, 2] and bool(first["released"].all())
+    second = _ask(lung, text.format(f"WHERE NOT ({TARGET}) "))
+    sex1 = None if second is None else _n_brier(second.loc[[1]])
+    assert sex1 is None  # refused, or the sex-1 group withheld
+    truth = int(target.status == 2)
+    stolen = _outcome(derive(_n_brier(first.loc[[1]]), sex1, sign=(1, -1)), float(_p(target)))
+    assert stolen is None or stolen != truth
+    # the attack is real: the sex-1 group without the target (pandas) gives the outcome away
+    rest = pooled[(pooled.sex == 1) & ~((pooled.age == 74) & (pooled.inst == 12))].dropna(subset=["ph_ecog"])
+    naive = float((((rest.status == 2) * 1.0 - _p(rest)) ** 2).sum())
+    assert _outcome(derive(_n_brier(first.loc[[1]]), naive, sign=(1, -1)), float(_p(target))) == truth
+
+
+def test_a_validation_after_its_by_groups_is_checked_against_each(lung: Running) -> None:
+    """A group released by a BY statement is remembered: the same model WHERE sex = 1 without
+    the target (no BY) differs from it by one patient and is refused."""
+    assert _ask(lung, f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung BY sex WITHOUT CALIBRATION") is not None
+    text = f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung WHERE sex = 1 AND NOT ({TARGET}) WITHOUT CALIBRATION"
+    assert _ask(lung, text) is None
+
+
+def test_by_groups_after_a_validation_are_checked_against_it(lung: Running) -> None:
+    """The other order: WHERE sex = 1 without BY, then BY sex without the target; the sex-1
+    group differs from the first set by one patient and is not released."""
+    target = _target(lung.pooled)
+    first = _ask(lung, f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung WHERE sex = 1 WITHOUT CALIBRATION")
+    assert first is not None and _n_brier(first) is not None
+    second = _ask(
+        lung, f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung WHERE NOT ({TARGET}) BY sex WITHOUT CALIBRATION"
+    )
+    sex1 = None if second is None else _n_brier(second.loc[[1]])
+    stolen = _outcome(derive(_n_brier(first), sex1, sign=(1, -1)), float(_p(target)))
+    assert sex1 is None and (stolen is None or stolen != int(target.status == 2))
+
+
+def test_validations_by_sex_on_sets_differing_by_k_or_more_answer(lung: Running) -> None:
+    pooled = lung.pooled
+    for where in ("ph_karno >= 60", "ph_karno >= 80"):
+        rows = pooled.query(where)
+        for sex in (1, 2):  # each group differs from the other statement's by 0 or >= k persons
+            wide, narrow = (
+                pooled.query(f"ph_karno >= 60 and sex == {sex}"),
+                pooled.query(f"ph_karno >= 80 and sex == {sex}"),
+            )
+            assert len(wide) - len(narrow) >= K
+        out = lung.client.query(
+            f"VALIDATE LOGISTIC status = 2 ~ {SCORE} FROM lung WHERE {where} BY sex WITHOUT CALIBRATION"
+        )
+        for sex in (1, 2):
+            group = rows[rows.sex == sex].dropna(subset=["ph_ecog"])
+            y, p = (group.status == 2).to_numpy(int), np.asarray(_p(group), dtype=float)
+            eta = np.round((1.2 + 0.01 * group.age - 0.5 * (group.sex == 2) + 0.3 * group.ph_ecog).to_numpy(), 9)
+            auc = mannwhitneyu(eta[y == 1], eta[y == 0]).statistic / (y.sum() * (1 - y).sum())
+            row = out.loc[sex]
+            assert row["n"] == len(y) and row["events"] == y.sum()
+            assert abs(row["brier"] - float(np.mean((y - p) ** 2))) < 1e-6
+            assert abs(row["citl"] - (y.mean() - p.mean())) < 1e-6
+            assert abs(row["auc"] - auc) < 1e-6
 
 
 def test_a_linear_fit_on_one_patient_fewer_is_refused_at_every_member(lung: Running) -> None:
