@@ -83,8 +83,11 @@ class ModelCompiled(Compiled):
         shape = self.ledger_shape(1)[:2]
         if "released" not in meta or len(shape) < 2:
             return np.ones(shape, dtype=bool)
+        groups = [int(i) for i in meta["released"]]
+        if not all(0 <= i < shape[0] for i in groups):  # never expected: remember every set (the safe side)
+            return np.ones(shape, dtype=bool)
         opened = np.zeros(shape, dtype=bool)  # group i is set i (without BY: one group, one set)
-        opened[[int(i) for i in meta["released"]], 0] = True
+        opened[groups, 0] = True
         return opened
 
     def program(self, p: Party, inputs: list[AShare], remembered: int = 0) -> Protocol[tuple[AShare, dict[str, Any]]]:
