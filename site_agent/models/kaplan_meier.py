@@ -63,6 +63,7 @@ from ..query.failsafe import total, total_sql
 from ..query.parse import DIALECT, parse_query
 from ..query.plan import COUNT_BITS, Plan, build_plan, cell_expression
 from ..query.program import MpcResult, Run
+from . import distributions
 from .plan_statements import Statement
 
 KEYWORD = "KAPLAN_MEIER"
@@ -506,24 +507,6 @@ STEP_WORDS = {
 
 
 # -- the analyst's side ------------------------------------------------------------------------
-def chi2_sf(x: float, df: int) -> float:
-    """P(X > x) for X chi-square with ``df`` (a positive integer) degrees of freedom: the
-    regularized upper incomplete gamma Q(df/2, x/2) in closed form for integer df/2 and half-integers."""
-    if x <= 0:
-        return 1.0
-    y = x / 2
-    if df % 2 == 0:
-        term, total_ = 1.0, 1.0
-        for i in range(1, df // 2):
-            term *= y / i
-            total_ += term
-        return math.exp(-y) * total_
-    out = math.erfc(math.sqrt(y))
-    for i in range(1, (df + 1) // 2):
-        out += math.exp((i - 0.5) * math.log(y) - y - math.lgamma(i + 0.5))
-    return out
-
-
 def _reconstruct(results: list[MpcResult], name: str) -> np.ndarray:
     shares = [r.opened[name] for r in results]
     assert all(isinstance(s, AShare) for s in shares)
@@ -627,7 +610,7 @@ def _logrank(results: list[MpcResult], labels: list[tuple[Any, ...]]) -> dict[st
         "variance": cov.tolist(),
         "test_statistic": stat,
         "degrees_of_freedom": df,
-        "p_value": chi2_sf(stat, df),
+        "p_value": distributions.chi2_sf(stat, df),
     }
 
 

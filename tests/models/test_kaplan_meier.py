@@ -13,7 +13,8 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
 from site_agent.errors import PolicyRefusal, QueryError, QuerySyntaxError, UnsupportedQuery
-from site_agent.models.kaplan_meier import KaplanMeier, chi2_sf, logrank_table, split_statement
+from site_agent.models.distributions import chi2_sf
+from site_agent.models.kaplan_meier import KaplanMeier, logrank_table, split_statement
 from site_agent.query import DisclosureRules, compile_query, explain
 
 from .km_reference import check_group, check_logrank
