@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import Consortium, QueryFailed, SiteUnavailable
+    from .results import print_summary
 
 __version__ = "0.1.0"
-__all__ = ["Consortium", "QueryFailed", "SiteUnavailable", "load_ipython_extension"]
+__all__ = ["Consortium", "QueryFailed", "SiteUnavailable", "load_ipython_extension", "print_summary"]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from . import client
 
         return getattr(client, name)
+    if name == "print_summary":  # a result as text: a model's fit line, the table, the receipt
+        from .results import print_summary
+
+        return print_summary
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

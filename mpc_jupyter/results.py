@@ -53,8 +53,11 @@ class MpcResult(pd.DataFrame):  # type: ignore[misc]  # pandas ships no type stu
         return f'{head}{table}<div class="mpc-receipt" style="font-size:85%;color:#666">{line}</div>'
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        fit = model_line(self)
-        printer.text(f"{fit + chr(10) if fit else ''}{pd.DataFrame(self)!r}\n{receipt_line(self)}")
+        printer.text(summary_text(self))
+
+    def print_summary(self) -> None:
+        """Print the result as text (see :func:`print_summary`)."""
+        print_summary(self)
 
     def receipt_line(self) -> str:
         """The one-line receipt shown under the table."""
@@ -134,6 +137,21 @@ def model_line(frame: pd.DataFrame) -> str:
     steps = attrs.get("iterations")
     parts.append(f"converged in {steps} steps" if attrs.get("converged") else f"NOT converged after {steps} steps")
     return " · ".join(parts)
+
+
+def summary_text(frame: pd.DataFrame, whole: bool = False) -> str:
+    """A result as text: a model's fit statistics on one line (as statsmodels and lifelines print
+    them above the coefficient table), the table (every row if ``whole``, else as pandas shows
+    it), and the receipt line."""
+    fit = model_line(frame)
+    table = pd.DataFrame(frame).to_string() if whole else repr(pd.DataFrame(frame))
+    return f"{fit + chr(10) if fit else ''}{table}\n{receipt_line(frame)}"
+
+
+def print_summary(frame: pd.DataFrame) -> None:
+    """Print :func:`summary_text` of a result, e.g. of ``Consortium.query("LINEAR ...")``, as
+    lifelines' ``print_summary()`` does."""
+    print(summary_text(frame, whole=True))
 
 
 def receipt_line(frame: pd.DataFrame) -> str:

@@ -193,3 +193,21 @@ def test_a_member_without_data_adds_nothing(lung: tuple) -> None:
     ref = smf.ols("wt_loss ~ age + C(sex)", rows).fit()
     assert relative(ours["coef"], ref.params) < 1e-8
     assert ours.attrs["r_squared"] == pytest.approx(ref.rsquared, rel=1e-6)
+
+
+def test_print_summary_shows_the_fit_line_the_table_and_the_receipt(
+    lung: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mpc_jupyter import print_summary
+    from mpc_jupyter.results import receipt_line
+
+    pooled, cons, schema = lung
+    ours = fit("LINEAR wt_loss ~ age + C(sex) FROM lung", cons, schema)
+    ref = smf.ols("wt_loss ~ age + C(sex)", pooled).fit()
+    print_summary(ours)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"LINEAR (gaussian) · n = {int(ref.nobs)}") and f"R² = {ref.rsquared:.4f}" in lines[0]
+    assert lines[-1] == receipt_line(ours)
+    table = "\n".join(lines[1:-1])
+    assert table == ours.to_string()  # every row, nothing cut
+    assert f"{ref.params['age']:.6f}"[:7] in table
