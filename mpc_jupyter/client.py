@@ -452,9 +452,14 @@ class Consortium:
         if any(m != first for m in metas.values()):
             raise ProtocolViolation("the committee members disagree on the result layout")
         shares = [AShare(answers.shares[i].reshape(2, -1)) for i in range(3)]
+        signed = {site: result["receipt"] for site, result in answers.results.items()}
+        for result in answers.results.values():  # each member relays the input-only sites' receipts
+            for site, receipt in result["stats"].get("input_receipts", {}).items():
+                if site in self.config.input_sites:
+                    signed.setdefault(site, receipt)
         receipts = []
-        for site, result in answers.results.items():
-            receipt = Receipt.from_json(result["receipt"])
+        for site, raw in signed.items():
+            receipt = Receipt.from_json(raw)
             verify_receipt(receipt, self.config.site(site).public_key())
             receipts.append(receipt)
         frame = planning.assemble(first, shares)

@@ -200,8 +200,16 @@ class ConsortiumConfig:
 
     @property
     def data_sites(self) -> tuple[str, ...]:
-        """The committee members that hold data, in committee order: the domain of ``SITE``."""
-        return tuple(name for name in self.committee if self.sites[name].data)
+        """Every site that holds data: the committee members that do, in committee order, then
+        the input-only sites by name. The domain of ``SITE``, and the order of the site axis
+        the committee stacks the sites' inputs on."""
+        return tuple(name for name in self.committee if self.sites[name].data) + self.input_sites
+
+    @property
+    def input_sites(self) -> tuple[str, ...]:
+        """The input-only sites, by name: data sites outside the committee, which share their
+        pre-aggregates with it and run no protocol (site_agent/agent/input_site.py)."""
+        return tuple(sorted(name for name in self.sites if name not in self.committee))
 
     def with_site(self, entry: SiteEntry) -> ConsortiumConfig:
         """A copy with one more site (and in the committee if it computes); validated."""

@@ -41,6 +41,7 @@ class SiteSpec:
     """One site of a local consortium: its tables and its policy knobs.
 
     ``data=False``: a neutral compute member that holds no data (``tables`` must be empty).
+    ``compute=False``: an input-only site (it holds data and shares its inputs with the committee).
     """
 
     name: str
@@ -53,13 +54,15 @@ class SiteSpec:
     privacy: Mapping[str, str] = field(default_factory=dict)
     """Keys of the policy's ``[privacy]`` section, as TOML values (``{"review": '"dpo"'}``)."""
     data: bool = True
+    compute: bool = True
 
 
 def build_consortium(
     root: Path, sites: Sequence[SiteSpec], schema_toml: str, analyst: str = "analyst", name: str = "Local consortium"
 ) -> Path:
-    """Create a consortium of three computing sites under ``root``; returns consortium.toml."""
-    if len(sites) != 3:
+    """Create a consortium of three computing sites and any number of input-only sites under
+    ``root``; returns consortium.toml."""
+    if sum(site.compute for site in sites) != 3:
         raise ConfigError("a local consortium has exactly three computing sites")
     for site in sites:
         if not site.data and site.tables:
@@ -68,8 +71,9 @@ def build_consortium(
         raise ConfigError(f"{root} is not empty")
     _cli("init", str(root), "--name", name)
     for site in sites:
+        role = ("--compute",) if site.compute else ()
         data = () if site.data else ("--no-data",)
-        _cli("add-site", str(root), site.name, "--address", f"127.0.0.1:{free_ports(1)[0]}", "--compute", *data)
+        _cli("add-site", str(root), site.name, "--address", f"127.0.0.1:{free_ports(1)[0]}", *role, *data)
         _write_site(root / "sites" / site.name, site)
     _cli("add-analyst", str(root), analyst)
     (root / "schema.toml").write_text(schema_toml)

@@ -58,6 +58,33 @@ register_control(REVIEW_LIST, {"site": str, "items": list})
 register_control(REVIEW_FETCH, {"query_ids": list})
 register_control(REVIEW_DECISION, {"site": str, "query_id": str, "decision": str})
 
+# Input-only sites (site_agent/agent/inputs.py, input_site.py): a member forwards the analyst's
+# signed envelope with the sites' policies; the input site answers with its verdict, the digests
+# the members check and the seeds of its shares (the array part follows as an INPUT_SHARES frame
+# of the query's session); after the session the member tells it what was released.
+INPUT_REQUEST = "input_request"
+INPUT = "input"
+INPUT_OUTCOME = "input_outcome"
+register_control(INPUT_REQUEST, {"envelope": str, "policies": dict})
+register_control(
+    INPUT,
+    {
+        "site": str,
+        "query_id": str,
+        "verdict": str,
+        "digest": str,
+        "ledger_digest": str,
+        "budget_digest": str,
+        "category": str,
+        "rule": str,
+        "message": str,
+        "receipt": (dict, NONE),
+        "seeds": list,
+        "words": int,
+    },
+)
+register_control(INPUT_OUTCOME, {"query_id": str, "released": bool, "flags": list})
+
 MODES = ("run", "explain")
 
 # Phases a query goes through, in order; the notebook's progress display names them.

@@ -32,7 +32,7 @@ import functools
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,11 @@ from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
 from .data import columns_of, empty_tables, open_tables
+from .input_site import InputSite
+from .inputs import InputDesk, InputSiteFailed, InputSiteRefused, check_supported
 from .linkage import LinkageEvaluator
 from .reviews import ReviewDesk
+from .verdicts import REFUSALS, classify, privacy_record
 
 log = logging.getLogger("site_agent")
 
@@ -95,6 +98,7 @@ class Outcome:
     shares: AShare
     meta: dict[str, Any]
     members: Membership | None = None  # this site's persons in the query's sets (the ledger's)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the input-only sites' receipts
 
 
 class Agent:
@@ -106,7 +110,7 @@ class Agent:
         self.site = config.site
         committee = consortium.require_committee()
         if self.site not in committee:
-            raise MpcError(f"site {self.site!r} is not a compute member; input-only sites are not supported yet")
+            raise MpcError(f"site {self.site!r} is not a compute member: it serves as an input-only site")
         self.index = committee.index(self.site)
         self.names = dict(enumerate(committee))
         self.holds_data = consortium.site(self.site).data
@@ -156,6 +160,8 @@ class Agent:
             self.index, functools.cache(lambda: load_key_share(key_path(config))), lambda: self.consortium.data_sites
         )
         self.mesh.on(MsgType.LINKAGE, self.linkage.handle)
+        self.inputs = InputDesk(self.site, self.index, lambda: self.consortium)
+        self.mesh.on(MsgType.INPUT_SHARES, self._on_input_shares)
         self.mesh.on_link_up(self._send_policy)
         self.reviews = ReviewDesk(
             self.site,
@@ -202,6 +208,7 @@ class Agent:
         it, take up this site's own new certificate if it was rotated, and close every
         connection the new version refuses (revoked or replaced certificates)."""
         self.consortium = new
+        self.sites = new.data_sites
         remember(self.config, new)
         self.audit.append(
             analyst="(consortium)",
@@ -273,17 +280,26 @@ class Agent:
         except TimeoutError:
             missing = [n for n, e in self._policy_fresh.items() if not e.is_set()]
             raise PeerFailure(missing[0], f"no policy received from site {missing[0]}") from None
-        return self._latest_policy()
+        inputs = self.inputs.connected()  # an input-only site without a connection fails the query, named
+        return combine([self.policy, *(self.peer_policies[n] for n in self._peer_names()), *inputs])
 
     def _latest_policy(self) -> Policy:
-        """The combination of the latest policies known (the peers' must all have arrived once)."""
-        return combine([self.policy, *(self.peer_policies[n] for n in self._peer_names())])
+        """The combination of the latest policies known (the peers' must all have arrived once;
+        the input-only sites' that sent theirs)."""
+        inputs = [self.inputs.policies[n] for n in self.consortium.input_sites if n in self.inputs.policies]
+        return combine([self.policy, *(self.peer_policies[n] for n in self._peer_names()), *inputs])
 
     # --- handlers ------------------------------------------------------------------------
+
+    async def _on_input_shares(self, conn: Connection, frame: Frame) -> None:
+        self.inputs.on_shares(conn, frame)
 
     async def _on_control(self, conn: Connection, frame: Frame) -> None:
         body = frame.control or {}
         kind = body.get("kind")
+        if conn.peer_index is None and kind in (msg.POLICY, msg.INPUT):  # from an input-only site
+            (self.inputs.on_policy if kind == msg.POLICY else self.inputs.on_input)(conn, body)
+            return
         if kind == msg.REVIEW_DECISION:
             await self.reviews.on_decision(conn, body)
             return
@@ -334,7 +350,10 @@ class Agent:
                 version=__version__,
                 tables={t: v for t, v in exposed.items() if policy.tables is not None and t in policy.tables},
                 policy_digest=self.policy.digest(),
-                peers={self.names[p]: p in self.mesh.links for p in self.mesh.peers},
+                peers={
+                    **{self.names[p]: p in self.mesh.links for p in self.mesh.peers},
+                    **{n: n in self.inputs.policies for n in self.consortium.input_sites},
+                },
                 committee=list(self.names.values()),
                 budget=self._budget_of(conn.peer_name),
             )
@@ -379,6 +398,7 @@ class Agent:
             plan = planning.compile_query(
                 env.query, self.schema, policy, dict(env.params), self.sites, self.linkage_declared
             )
+            check_supported(plan, self.consortium.input_sites)
             if body["mode"] == "run" and plan.dp is not None:  # every member decides on the same account
                 await asyncio.to_thread(
                     self.accountant.check,
@@ -396,7 +416,7 @@ class Agent:
             if isinstance(plan, LinkageCompiled):
                 outcome = await self._run_linkage(env, plan, progress)
             else:
-                outcome = await self._run_session(env, plan, progress)
+                outcome = await self._run_session(env, plan, policy, progress)
         except asyncio.CancelledError:
             receipt = self._record(env, plan, "failed", "agent stopped before the query completed", started)
             reason = f"site {self.site} stopped; nothing was released"
@@ -412,6 +432,8 @@ class Agent:
             # (a result held for review counts as opened: a later query cannot difference against it)
             opened = plan.opened(outcome.meta)
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
+        if isinstance(plan, planning.Compiled):  # before this member answers, so before its next query
+            await self.inputs.tell(query_id, True, outcome.meta.get("flags", []))
         shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
         if isinstance(plan, planning.Compiled) and plan.review is not None:  # held until the DPOs approve
             held, receipt = await self.reviews.hold(env, plan, shares, outcome.meta, time.monotonic() - started)
@@ -432,7 +454,7 @@ class Agent:
             return
         await progress("revealed")
         reveals = [Reveal(r.name, r.shape) for r in plan.reveals]
-        privacy = self._privacy_record(env, plan, policy)
+        privacy = privacy_record(self.accountant, env, plan, policy)
         receipt = self.audit.append(
             analyst=env.analyst,
             query=env.query,
@@ -448,6 +470,8 @@ class Agent:
         stats = {"seconds": time.monotonic() - started, **planning.stats_of(outcome.meta)}
         if privacy is not None:
             stats["budget"] = {k: privacy[k] for k in ("epsilon", "spent", "budget")}
+        if outcome.inputs:
+            stats["input_receipts"] = outcome.inputs
         await self._reply_result(conn, query_id, outcome.meta, receipt.to_json(), stats)
         await conn.send_frame(
             Frame(
@@ -470,8 +494,11 @@ class Agent:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.send_frame(frame), 1.0)
 
-    async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
-        """Agreement, local step, input sharing and the plan's program, as one MPC session."""
+    async def _run_session(
+        self, env: Envelope, plan: planning.Compiled, policy: Policy, progress: _Progress
+    ) -> Outcome:
+        """Agreement, local step, input sharing and the plan's program, as one MPC session; the
+        input-only sites' shares (``policy`` combined theirs) join the members' own inputs."""
         # Never fails on data: a failing local step yields fill values and a secret failure word,
         # and the committee fails the query alike at every member (LocalStepError, naming no site).
         local = await asyncio.to_thread(
@@ -492,6 +519,9 @@ class Agent:
         ledger_digest = self.ledger.digest(env.analyst)
         dp = plan.dp
         budget_digest = self.accountant.digest(env.analyst) if dp is not None else ""
+        extra, receipts = await self.inputs.collect(
+            env, plan.digest, policy.parts, size, ledger_digest, budget_digest, float(self.config.query_timeout)
+        )
 
         def program(p: Party) -> Protocol[Outcome]:
             yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest, budget_digest)
@@ -501,39 +531,19 @@ class Agent:
                 charge = Charge(env.digest()[:16], float(env.timestamp), float(dp["epsilon"]), tuple(dp["rdp"]))
                 self.accountant.charge(env.analyst, charge)
             progress.soon("agreed")
-            inputs = yield from input_all(p, local, sizes)
+            inputs = (yield from input_all(p, local, sizes)) + extra
             progress.soon("shared")
             shares, meta = yield from plan.program(p, inputs, remembered)
             if plan.review is not None:  # the DPOs see each cell's size as a band, never the size
                 meta["bands"] = yield from plan.cell_bands(p, inputs)
             progress.soon("computed")
-            return Outcome(shares, meta, members)
+            return Outcome(shares, meta, members, receipts)
 
         outcome = await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
         if outcome.meta.get("local_failed"):
             raise LocalStepError()  # after the session, at every member alike: no abort notice to race
         raise_outcome(outcome.meta)  # a model's disclosure rule refused, alike at every member
         return outcome
-
-    def _privacy_record(
-        self, env: Envelope, plan: planning.Compiled | LinkageCompiled, policy: Policy
-    ) -> dict[str, float | str] | None:
-        """What the audit entry of a DP query records: its epsilon and delta, whether it was
-        charged (a query is charged once the members agreed, even if it failed later), and the
-        analyst's spent budget at this site with it (the combined policy's budget)."""
-        dp = plan.dp
-        if dp is None:
-            return None
-        spent = self.accountant.spent(env.analyst, policy.privacy, float(env.timestamp))
-        return {
-            "mechanism": str(dp["mechanism"]),
-            "epsilon": float(dp["epsilon"]),
-            "delta": float(dp["delta"]),
-            "charged": "yes" if self.accountant.charged(env.analyst, env.digest()[:16]) else "no",
-            "spent": spent.epsilon,
-            "budget": spent.budget,
-            "period": spent.period,
-        }
 
     async def _run_linkage(self, env: Envelope, plan: LinkageCompiled, progress: _Progress) -> Outcome:
         """Agreement, this site's linkage keys, and the linkage program, as one MPC session."""
@@ -580,42 +590,23 @@ class Agent:
         round: nobody authenticated asked, and the peers check the same envelope themselves,
         so unsigned junk sent to one member cannot make its peers buffer sessions.
         """
-        category, rule, site = self._classify(exc)
-        decision: Decision = "refused" if category in ("auth", "policy", "query", "refused") else "failed"
+        category, rule, site = classify(exc, self.site, self.names, self.consortium.input_sites)
+        decision: Decision = "refused" if category in REFUSALS else "failed"
         receipt = self._record(env, plan, decision, f"{category}: {exc}", started, rule or None)
+        if plan is not None:  # an input-only site that shared its inputs hears that nothing was released
+            await self.inputs.tell(env.digest(), False, [])
         with contextlib.suppress(Exception):
             await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
         log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})
         signed = not isinstance(exc, AuthError) or isinstance(exc, (StaleEnvelope, ReplayedEnvelope))
-        if signed and isinstance(exc, (PolicyRefusal, QueryError, AuthError)) and not isinstance(exc, ModelRefused):
+        before_session = (PolicyRefusal, QueryError, AuthError, InputSiteFailed, InputSiteRefused)
+        if signed and isinstance(exc, before_session) and not isinstance(exc, ModelRefused):
             with contextlib.suppress(Exception):
                 await self.mesh.run(
                     msg.session_id(env.digest()),
                     lambda p: agree(p, "", REFUSE, self.names),
                     float(self.config.query_timeout),
                 )
-
-    def _classify(self, exc: Exception) -> tuple[str, str, str]:
-        """(category, rule, site) of an error for the analyst's one-line message; ``site`` is
-        always a site name (a peer failure may carry the peer's committee index)."""
-        if isinstance(exc, PolicyRefusal):
-            return "policy", exc.rule, exc.site
-        if isinstance(exc, LocalStepError):
-            return "local", "", self.site
-        if isinstance(exc, QueryRefused):
-            return "refused", "", exc.site
-        if isinstance(exc, QueryError):
-            return "query", "", self.site
-        if isinstance(exc, AuthError):
-            return "auth", "", self.site
-        if isinstance(exc, PeerFailure):
-            peer = exc.peer
-            if isinstance(peer, int) and peer in self.names:
-                return "peer", "", self.names[peer]
-            if isinstance(peer, str) and peer in self.names.values():
-                return "peer", "", peer
-            return "peer", "", self.site
-        return "failed", "", self.site
 
     def _audit_refused(self, who: str, why: str) -> None:
         """One audit entry for a frame or connection refused before any request existed."""
@@ -642,7 +633,7 @@ class Agent:
         privacy = None
         if plan is not None and plan.dp is not None and reason != EXPLAINED:  # a DP run refused or failed
             policy = self._latest_policy() if self._policies_known.is_set() else self.policy
-            privacy = self._privacy_record(env, plan, policy)
+            privacy = privacy_record(self.accountant, env, plan, policy)
         return self.audit.append(
             analyst=env.analyst,
             query=env.query,
@@ -778,5 +769,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 async def serve_forever(config_path: str, stop: asyncio.Event) -> None:
     """Load the configuration and serve until ``stop`` is set."""
     config = load_agent(config_path)
-    agent = Agent(config, startup_version(config))
-    await agent.serve(stop)
+    consortium = startup_version(config)
+    if config.site in consortium.committee:
+        await Agent(config, consortium).serve(stop)
+    else:  # a data site outside the committee: it shares inputs and runs no protocol
+        await InputSite(config, consortium).serve(stop)

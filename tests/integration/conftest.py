@@ -253,18 +253,19 @@ def start_consortium(
     data: Dataset = LUNG,
     customize: Customize | None = None,
 ) -> Running:
-    """Build a consortium of ``data`` under ``policies`` in ``root`` and start its three agents."""
+    """Build a consortium of ``data`` under ``policies`` in ``root`` and start its agents (one per
+    frame of ``data``; a site whose policy says ``"compute": False`` is an input-only site)."""
     frames = data.frames()
     config = build_consortium(root / "consortium", _sites(root / "data", frames, policies, data.table), data.schema)
     if timeout is not None:
-        for site in SITES:
+        for site in frames:
             path = config.parent / "sites" / site / "agent.toml"
             text = path.read_text()
             assert "query_timeout_seconds = 30" in text
             path.write_text(text.replace("query_timeout_seconds = 30", f"query_timeout_seconds = {timeout}"))
     if customize is not None:
         customize(config.parent)
-    procs = AgentProcesses(config.parent, list(SITES))
+    procs = AgentProcesses(config.parent, list(frames))  # the three members, then any input-only sites
     procs.start()
     return Running(config, procs, frames)
 

@@ -1,0 +1,264 @@
+"""A committee member's side of the input-only sites: their policies, requests, shares and outcomes.
+
+An input-only site (:mod:`.input_site`) holds data but is not one of the three compute members.
+It dials every member (outbound only, mutual TLS like an analyst) and sends its policy, which
+counts in the strictest-wins combination like a member's. For each query the member
+
+1. forwards the analyst's signed envelope to every input site, with the policy of every site it
+   combined (the input site puts its own in place of the forwarded copy: it never relies on a
+   member for its own rules);
+2. waits for each input site's answer (:meth:`InputDesk.collect`): its verdict, the digests of
+   its plan, of the analyst's release ledger and of the analyst's budget there (all must equal
+   this member's, as the members' own must in the agreement round), and this member's pair of
+   its replicated shares: x_0 and x_1 travel as 16-byte seeds, x_2 as an array
+   (:func:`site_agent.mpc.sharing.deal_compressed`), so each member receives at most one array;
+3. appends those shares to the members' own on the site axis of the plan's inputs, in the order
+   of :attr:`ConsortiumConfig.data_sites`;
+4. after the session, tells every input site what was released (:meth:`InputDesk.tell`), so it
+   records the released query sets in its own release ledger.
+
+An input site that is not connected, is silent, refuses, or compiled another plan fails the
+query at every member, naming that site; nothing is shared further and nothing is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from websockets.protocol import State
+
+from ..config import ConsortiumConfig
+from ..crypto.envelope import Envelope
+from ..errors import ConfigError, PeerFailure, ProtocolViolation, QueryRefused, UnsupportedQuery
+from ..mpc.shares import AShare
+from ..mpc.sharing import SEED_BYTES, CompressedShare
+from ..net.framing import Frame
+from ..net.mesh import Connection
+from ..policy import Policy
+from . import messages as msg
+from . import planning
+from .models import ModelCompiled
+
+log = logging.getLogger("site_agent")
+
+MAX_WAITING = 256
+"""Answers kept for queries this member has not started collecting yet (oldest dropped first)."""
+ARRAY = ""
+"""In an ``input`` message's ``seeds``: this share component is the INPUT_SHARES frame's array."""
+REFUSE = "refuse"
+ACCEPT = "accept"
+
+
+class InputSiteFailed(PeerFailure):
+    """An input-only site is not connected, sent nothing in time, or compiled another plan
+    (``peer`` names it); every member fails the query before its session starts."""
+
+
+class InputSiteRefused(QueryRefused):
+    """An input-only site refused the query (its category and rule, as its analyst would hear them)."""
+
+    def __init__(self, site: str, category: str, rule: str, message: str) -> None:
+        super().__init__(site, message)
+        self.category = category
+        self.rule = rule
+
+
+@dataclass
+class _Answer:
+    """What one input site sent for one query: its ``input`` message and its share array."""
+
+    body: dict[str, Any] | None = None
+    array: np.ndarray | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        if self.body is not None and (self.array is not None or ARRAY not in self.body["seeds"]):
+            self.ready.set()
+
+
+class InputDesk:
+    """The input-only sites as one member sees them (see the module docstring)."""
+
+    def __init__(self, site: str, index: int, consortium: Callable[[], ConsortiumConfig]) -> None:
+        self.site = site
+        self.index = index
+        self._consortium = consortium
+        self.policies: dict[str, Policy] = {}
+        """The latest policy each input site sent on its current connection."""
+        self._links: dict[str, Connection] = {}
+        self._answers: OrderedDict[tuple[bytes, str], _Answer] = OrderedDict()
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return self._consortium().input_sites
+
+    # --- connections and policies -------------------------------------------------------------
+
+    def on_policy(self, conn: Connection, body: dict[str, Any]) -> None:
+        """An input site's policy, sent when its connection to this member comes up."""
+        name = self._sender(conn)
+        if body["site"] != name:
+            raise ProtocolViolation(f"{conn.label} sent a policy for site {body['site']!r}")
+        policy = Policy.from_json(name, body["policy"])
+        if not policy.holds_data:
+            raise ConfigError(f"input-only site {name!r} sent a policy without table rules")
+        self.policies[name] = policy
+        self._links[name] = conn
+        log.info(
+            "policy of input site %s received (digest %s)",
+            name,
+            policy.digest()[:16],
+            extra={"event": "policy", "peer": name},
+        )
+
+    def connected(self) -> list[Policy]:
+        """Every input site's policy; a site without an open connection fails the query, named."""
+        out = []
+        for name in self.sites:
+            conn = self._links.get(name)
+            if conn is None or conn.ws.state is not State.OPEN or name not in self.policies:
+                raise InputSiteFailed(
+                    name, f"input site {name} is not connected to site {self.site} (down, or not started yet)"
+                )
+            out.append(self.policies[name])
+        return out
+
+    def _sender(self, conn: Connection) -> str:
+        if conn.peer_index is not None or conn.peer_name not in self.sites:
+            raise ProtocolViolation(f"{conn.label} is not an input-only site of the consortium")
+        return conn.peer_name
+
+    # --- one query ----------------------------------------------------------------------------
+
+    def on_input(self, conn: Connection, body: dict[str, Any]) -> None:
+        """An input site's answer to a forwarded query (its shares' array may come before or after)."""
+        name = self._sender(conn)
+        if body["site"] != name:
+            raise ProtocolViolation(f"{conn.label} sent an input message for site {body['site']!r}")
+        seeds = body["seeds"]
+        if body["verdict"] not in (ACCEPT, REFUSE) or len(seeds) != (2 if body["verdict"] == ACCEPT else 0):
+            raise ProtocolViolation(f"{conn.label} sent a malformed input message")
+        for s in seeds:
+            if not isinstance(s, str) or (s != ARRAY and len(s) != 2 * SEED_BYTES):
+                raise ProtocolViolation(f"{conn.label} sent a share seed of the wrong length")
+        answer = self._answer(_session_of(body["query_id"]), name)
+        answer.body = body
+        answer.check()
+
+    def on_shares(self, conn: Connection, frame: Frame) -> None:
+        """The array component of an input site's shares (an INPUT_SHARES frame of the session)."""
+        name = self._sender(conn)
+        arr = frame.array
+        if arr is None or arr.dtype != np.uint64 or arr.ndim != 1:
+            raise ProtocolViolation(f"{conn.label}: input shares must be a 1-D uint64 array")
+        answer = self._answer(frame.session, name)
+        answer.array = np.array(arr, dtype=np.uint64)
+        answer.check()
+
+    def _answer(self, session: bytes, name: str) -> _Answer:
+        key = (session, name)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._answers[key] = _Answer()
+            while len(self._answers) > MAX_WAITING:
+                self._answers.popitem(last=False)
+        return answer
+
+    async def collect(
+        self,
+        env: Envelope,
+        plan_digest: str,
+        policies: Sequence[Policy],
+        words: int,
+        ledger_digest: str,
+        budget_digest: str,
+        timeout: float,
+    ) -> tuple[list[AShare], dict[str, dict[str, Any]]]:
+        """Forward ``env`` to every input site; this member's shares of their vectors (``words``
+        each, in site order) and their receipts; raises naming the first site that fails the query."""
+        sites = self.sites
+        if not sites:
+            return [], {}
+        session = msg.session_id(env.digest())
+        request = msg.control(
+            msg.INPUT_REQUEST,
+            self.index,
+            envelope=env.to_json(),
+            policies={p.site: p.to_json() for p in policies},
+        )
+        answers = {name: self._answer(session, name) for name in sites}
+        try:
+            for name in sites:
+                await self._links[name].send_frame(request)
+            deadline = time.monotonic() + timeout
+            for name in sites:
+                try:
+                    await asyncio.wait_for(answers[name].ready.wait(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise InputSiteFailed(
+                        name, f"input site {name} sent no inputs within {timeout:g} s; nothing was released"
+                    ) from None
+            shares = [
+                self._shares(name, answers[name], plan_digest, words, ledger_digest, budget_digest) for name in sites
+            ]
+            return shares, {name: dict(answers[name].body["receipt"] or {}) for name in sites}  # type: ignore[index]
+        finally:
+            for name in sites:
+                self._answers.pop((session, name), None)
+
+    def _shares(
+        self, name: str, answer: _Answer, plan_digest: str, words: int, ledger_digest: str, budget_digest: str
+    ) -> AShare:
+        body = answer.body
+        assert body is not None
+        if body["verdict"] == REFUSE:
+            raise InputSiteRefused(name, body["category"], body["rule"], body["message"])
+        if body["digest"] != plan_digest:
+            raise InputSiteFailed(name, f"input site {name} compiled a different plan; nothing was shared")
+        if body["ledger_digest"] != ledger_digest:
+            raise InputSiteFailed(name, f"input site {name} remembers other released results for this analyst")
+        if body["budget_digest"] != budget_digest:
+            raise InputSiteFailed(name, f"input site {name} keeps another privacy budget account for this analyst")
+        if body["words"] != words:
+            raise ProtocolViolation(f"input site {name} shared {body['words']} words, the plan expects {words}")
+        parts = [bytes.fromhex(s) if s != ARRAY else answer.array for s in body["seeds"]]
+        first, second = parts
+        assert first is not None and second is not None
+        return CompressedShare(first, second).expand((words,))
+
+    async def tell(self, query_id: str, released: bool, flags: Sequence[int]) -> None:
+        """Best effort: tell every connected input site what became of a query it took part in."""
+        frame = msg.control(msg.INPUT_OUTCOME, self.index, query_id=query_id, released=released, flags=list(flags))
+        for name in self.sites:
+            conn = self._links.get(name)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.send_frame(frame), 1.0)
+
+
+def check_supported(plan: planning.AnyCompiled, sites: Sequence[str]) -> None:
+    """Refuse, naming the limit, a statement input-only sites cannot take part in: models and
+    VALIDATE (their Newton and evaluation steps ask every site for new local vectors in the middle
+    of the session) and record linkage (it runs on the members' own linkage keys)."""
+    if not sites:
+        return
+    if isinstance(plan, ModelCompiled) or not isinstance(plan, planning.Compiled):
+        raise UnsupportedQuery(
+            f"this consortium has input-only sites ({', '.join(sites)}): model, VALIDATE and linkage "
+            "statements need every data site in the compute committee for now"
+        )
+
+
+def _session_of(query_id: str) -> bytes:
+    try:
+        return msg.session_id(query_id)
+    except ValueError:
+        raise ProtocolViolation("an input message names a malformed query id") from None

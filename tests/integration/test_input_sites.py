@@ -1,0 +1,162 @@
+"""Five data sites: the three committee members and two input-only sites, as real processes.
+
+The lung data is split by institution over north, central and south (the compute committee)
+and east and west, which hold data, run no protocol and need no inbound port: they dial the
+members, share their pre-aggregates and keep their own audit log and release ledger. Answers
+are compared with pandas on the pooled rows of all five; the attacks are written in the
+attacker's arithmetic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mpc_jupyter.client import QueryFailed, SiteUnavailable
+from site_agent.config import load_consortium
+from site_agent.errors import MpcError
+
+from ..lung import lung_by_site
+from ..query.quantile_reference import coarsened_type7
+from .conftest import LUNG, Dataset, Running, start_retrying
+
+INPUT_SITES = ("east", "west")
+
+
+def five_sites() -> dict[str, pd.DataFrame]:
+    """The lung rows split by institution over five sites (60, 57, 43, 35 and 32 patients)."""
+    lung = pd.concat(lung_by_site().values(), ignore_index=True)
+    return {
+        "north": lung[lung.inst <= 3],
+        "central": lung[(lung.inst >= 4) & (lung.inst <= 11)],
+        "south": lung[(lung.inst >= 12) & (lung.inst <= 13)],
+        "east": lung[(lung.inst >= 14) & (lung.inst <= 21)],
+        "west": lung[lung.inst > 21],
+    }
+
+
+FIVE = Dataset("lung", LUNG.schema, five_sites)
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    policies = {
+        "east": {"compute": False, "min_cell_size": 8},  # the strictest k of all five
+        "west": {"compute": False},
+    }
+    running = start_retrying(tmp_path_factory.mktemp("input-sites"), policies, data=FIVE)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_the_consortium_file_has_two_input_only_sites(five: Running) -> None:
+    cfg = load_consortium(five.config)
+    assert cfg.input_sites == INPUT_SITES
+    assert cfg.data_sites == ("north", "central", "south", "east", "west")
+    for site in INPUT_SITES:  # they dial out only: nothing listens on their registered port
+        assert "serving" in (five.dir / "logs" / f"{site}.log").read_text()
+
+
+def test_grouped_statistics_equal_pandas_on_all_five_sites(five: Running) -> None:
+    res = five.client.query(
+        "SELECT sex, status, COUNT(*) AS n, AVG(age) AS mean_age, STDDEV(time) AS sd_time, MEDIAN(age) AS med "
+        "FROM lung GROUP BY sex, status"
+    )
+    ref = five.pooled.groupby(["sex", "status"]).agg(
+        n=("age", "size"), mean_age=("age", "mean"), sd_time=("time", "std")
+    )
+    assert len(ref) == 4 and ref["n"].min() >= 8  # every cell passes the strictest k
+    for _, row in res.iterrows():
+        want = ref.loc[(int(row["sex"]), int(row["status"]))]
+        assert row["n"] == want["n"]
+        assert row["mean_age"] == pytest.approx(want["mean_age"], abs=1e-4)
+        assert row["sd_time"] == pytest.approx(want["sd_time"], rel=1e-4)
+        # k persons share the median's bins (docs/privacy-quantiles.md); k = 8, east's
+        grp = five.pooled[(five.pooled.sex == row["sex"]) & (five.pooled.status == row["status"])]
+        assert row["med"] == coarsened_type7(grp.age, 0.5, (30, 90, 1), 8).value
+    # Every site's signed receipt, the input-only sites' relayed by the members.
+    assert {r["site"] for r in res.attrs["receipts"]} == {"north", "central", "south", *INPUT_SITES}
+    # The input-only site's policy counted in strictest-wins: k = 8 everywhere.
+    assert res.attrs["plan"]["params"]["min_cell_size"] == 8
+
+
+def test_site_breakdown_has_a_slice_per_data_site(five: Running) -> None:
+    res = five.client.query("SELECT SITE, COUNT(*) AS n FROM lung GROUP BY SITE")
+    got = dict(zip(res["site"], res["n"], strict=True))
+    assert got == {site: len(df) for site, df in five.frames.items()}
+
+
+def test_each_input_site_audits_what_it_shared(five: Running) -> None:
+    text = "SELECT COUNT(*) AS n FROM lung WHERE age > 60"
+    before = {s: len(five.audit(s)) for s in INPUT_SITES}
+    assert five.client.query(text)["n"].tolist() == [int((five.pooled.age > 60).sum())]
+    for site in INPUT_SITES:
+        entries = five.wait_audit(site, before[site])
+        assert entries[-1]["query"] == text and entries[-1]["decision"] == "accepted"
+        assert "inputs shared" in entries[-1]["reason"]
+        assert [r["name"] for r in entries[-1]["reveals"]]  # the declared outputs, never values
+
+
+def test_differencing_a_patient_of_an_input_site_derives_nothing(five: Running) -> None:
+    """The release ledger holds at the input-only sites too: of two queries whose query sets differ
+    by one patient of east, the second's values are withheld, so the attacker's difference of the
+    two sums is not the patient's time; a difference of many patients is released, exact."""
+    pooled, east = five.pooled, five.frames["east"]
+    keys = east.groupby(["age", "sex", "inst"]).size()
+    age, sex, inst = next(k for k, n in keys.items() if n == 1)
+    target = east[(east.age == age) & (east.sex == sex) & (east.inst == inst)].iloc[0]
+    first = five.client.query(f"SELECT COUNT(*) AS n, SUM(time) AS t FROM lung WHERE sex = {sex}")
+    total = float(first["t"].iloc[0])
+    assert total == pytest.approx(pooled[pooled.sex == sex].time.sum(), abs=1e-3)
+
+    second = five.client.query(
+        f"SELECT COUNT(*) AS n, SUM(time) AS t FROM lung WHERE sex = {sex} AND NOT (age = {age} AND inst = {inst})"
+    )
+    rest = pd.to_numeric(second["t"], errors="coerce").iloc[0]
+    derived = total - rest  # NaN when withheld
+    assert not np.isclose(derived, float(target["time"]), atol=0.5), "one patient's time was derived"
+    assert np.isnan(rest)
+
+    # Control: leaving out a whole institution of east (many patients) is released and exact.
+    many = east[(east.sex == sex)].inst.value_counts().idxmax()
+    third = five.client.query(f"SELECT SUM(time) AS t FROM lung WHERE sex = {sex} AND NOT (inst = {many})")
+    want = pooled[(pooled.sex == sex) & (pooled.inst != many)].time.sum()
+    assert float(third["t"].iloc[0]) == pytest.approx(want, abs=1e-3)
+
+
+def test_models_are_refused_while_input_sites_take_part(five: Running) -> None:
+    with pytest.raises(QueryFailed, match="input-only sites"):
+        five.client.query("LINEAR time ~ age FROM lung")
+
+
+def test_an_input_site_that_is_down_fails_the_query_naming_it(five: Running) -> None:
+    five.procs.kill("west")
+    try:
+        with pytest.raises((QueryFailed, SiteUnavailable)) as info:
+            five.client.query("SELECT COUNT(*) AS n FROM lung")
+        assert "west" in str(info.value)
+    finally:
+        five.procs.restart("west")
+    # Back: the members take its new connection and policy, and answer again.
+    answered = _eventually(lambda: five.client.query("SELECT COUNT(*) AS n FROM lung")["n"].tolist())
+    assert answered == [len(five.pooled)]
+
+
+def _eventually(ask: Callable[[], Any], seconds: float = 20.0) -> Any:
+    """``ask()`` once it stops failing (a restarted site's connections come back within seconds)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return ask()
+        except MpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
