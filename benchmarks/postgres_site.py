@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from queries import DEFAULT_CACHE, QUERIES, SCHEMA_TOML, SITES, check, pooled_rows, site_files, timed
+from queries import DEFAULT_CACHE, QUERIES, SCHEMA_TOML, check, pooled_rows, site_files, timed
 
 from site_agent.config import TableSource
 from site_agent.data import Connector, open_files, open_server
@@ -41,8 +41,7 @@ def measure(rows: int, repeat: int, cache: Path) -> dict[str, Any]:
     schema_file.write_text(SCHEMA_TOML)
     schema = load_schema_file(schema_file)
     duck: dict[str, Connector] = {
-        site: open_files({"patients": TableSource("patients", path, "parquet")})
-        for site, path in zip(SITES, paths, strict=True)
+        path.stem: open_files({"patients": TableSource("patients", path, "parquet")}) for path in paths
     }
     out: dict[str, Any] = {"rows_per_site": rows, "repeat": repeat}
     with PostgresServer() as server:
@@ -52,7 +51,7 @@ def measure(rows: int, repeat: int, cache: Path) -> dict[str, Any]:
         server.load("patients", types, src.execute(f"SELECT * FROM read_parquet('{paths[0]}')").fetchall())
         src.close()
         pg = open_server({"patients": TableSource("patients", None, "postgresql", server.url(), "patients")})
-        mixed = {**duck, SITES[0]: pg}
+        mixed = {**duck, paths[0].stem: pg}
         for name, query in QUERIES.items():
             plan = compile_query(query.sql, schema, DisclosureRules())
             expected = query.pandas(pooled)

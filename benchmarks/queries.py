@@ -61,7 +61,17 @@ from site_agent.query import DisclosureRules, compile_query, execute
 from site_agent.query.schema_file import load_schema_file
 
 SEED = 20261124
-SITES = ("hospital-a", "hospital-b", "hospital-c")
+COMMITTEE = 3
+"""The first three sites are the compute committee; any further ones are input-only sites."""
+
+
+def site_names(n: int) -> tuple[str, ...]:
+    """``hospital-a``, ``hospital-b``, ... (at most 26)."""
+    if not COMMITTEE <= n <= 26:
+        raise SystemExit("--sites must be between 3 and 26")
+    return tuple(f"hospital-{chr(ord('a') + k)}" for k in range(n))
+
+
 SEXES = ("F", "M")
 WARDS = ("cardio", "icu", "onco", "surgery")
 AGE_GRID = (0, 120, 1)
@@ -101,6 +111,20 @@ QUERIES = {
     ),
     "count": Query("SELECT COUNT(*) AS n FROM patients", lambda df: pd.DataFrame({"n": [len(df)]}), ()),
 }
+MANY_SITES = {
+    "all_2keys": Query(
+        "SELECT sex, ward, COUNT(*) AS n, AVG(sbp) AS mean_sbp, STDDEV(sbp) AS sd_sbp, MEDIAN(age) AS median_age "
+        "FROM patients GROUP BY sex, ward",
+        lambda df: (
+            df.groupby(["sex", "ward"])
+            .agg(n=("sbp", "count"), mean_sbp=("sbp", "mean"), sd_sbp=("sbp", "std"), median_age=("age", "median"))
+            .reset_index()
+        ),
+        ("sex", "ward"),
+    ),
+    "count": QUERIES["count"],
+}
+"""With more than three sites (``--sites``): the query the many-sites target names, and the round trip."""
 
 TARGETS = (
     Target(
@@ -114,6 +138,10 @@ TARGETS = (
     ),
 )
 
+MANY_TARGETS = (
+    Target("20 sites: GROUP BY 2 keys COUNT/AVG/STDDEV/MEDIAN <= 5 s (median)", "all_2keys_agents_median_s", 5.0, True),
+)
+
 WAN_TARGETS = (
     Target("20 ms RTT: COUNT <= 0.3 s (median)", "count_agents_median_s", 0.3, True),
     Target("20 ms RTT: GROUP BY 2 keys with MEDIAN <= 1.5 s (median)", "median_2keys_agents_median_s", 1.5, True),
@@ -123,11 +151,12 @@ WAN_TARGETS = (
 # --- data ------------------------------------------------------------------------------
 
 
-def site_files(cache: Path, rows: int) -> list[Path]:
-    """Each site's Parquet file of ``rows`` patients, generated once per (rows, seed) and cached."""
+def site_files(cache: Path, rows: int, sites: int = COMMITTEE) -> list[Path]:
+    """Each site's Parquet file of ``rows`` patients, generated once per (rows, seed) and cached
+    (the site's name is the file's stem)."""
     folder = cache / f"patients-{rows}-{SEED}"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{site}.parquet" for site in SITES]
+    paths = [folder / f"{site}.parquet" for site in site_names(sites)]
     for k, path in enumerate(paths):
         if not path.exists():
             _write_site(path, rows, np.random.default_rng([SEED, k]))
@@ -178,7 +207,7 @@ def timed(fn: Callable[[], pd.DataFrame], runs: int) -> tuple[list[float], pd.Da
 def check(name: str, got: pd.DataFrame, expected: pd.DataFrame, where: str) -> None:
     """Raise if ``got`` differs from pandas: counts exactly, means and deviations to 1e-4
     relative, medians to half a grid step (pandas averages the two middle values)."""
-    keys = list(QUERIES[name].keys)
+    keys = list({**QUERIES, **MANY_SITES}[name].keys)
     if keys:  # the keys' (other) cells hold nobody in these data: suppressed, not in pandas' groups
         other = got[keys].eq("(other)").any(axis=1)
         if not got[other].drop(columns=keys).map(lambda v: str(v).startswith("<")).all().all():
@@ -207,18 +236,20 @@ def summary(prefix: str, seconds: list[float]) -> dict[str, float]:
 # --- the two ways of running a query -----------------------------------------------------
 
 
-def in_process(paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int) -> dict[str, Any]:
+def in_process(
+    paths: list[Path], pooled: dict[str, pd.DataFrame], repeat: int, queries: dict[str, Query]
+) -> dict[str, Any]:
     """Each query through the planner's in-process executor on the same Parquet files."""
     schema_file = paths[0].parent / "schema.toml"
     schema_file.write_text(SCHEMA_TOML)
     schema = load_schema_file(schema_file)
     cons = {}
-    for site, path in zip(SITES, paths, strict=True):
+    for path in paths:
         con = duckdb.connect()
         con.execute(f"CREATE VIEW patients AS SELECT * FROM read_parquet('{path}')")
-        cons[site] = con
+        cons[path.stem] = con
     out: dict[str, Any] = {}
-    for name, query in QUERIES.items():
+    for name, query in queries.items():
         plan = compile_query(query.sql, schema, DisclosureRules())
         execute(plan, cons)  # warm-up
         seconds, frame = timed(lambda plan=plan: execute(plan, cons), repeat)  # type: ignore[misc]
@@ -234,10 +265,12 @@ def over_agents(
     pooled: dict[str, pd.DataFrame],
     repeat: int,
     latency_runs: int,
+    queries: dict[str, Query],
     relay: bool = False,
     wan: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Each query through ``Consortium.query()`` against three agent processes over mutual TLS.
+    """Each query through ``Consortium.query()`` against the agent processes over mutual TLS
+    (three members, and input-only sites beyond the first three files).
 
     With ``relay``, a second consortium on the same files runs beside it whose agents listen
     nowhere and are reached only through ``mpc-relay serve`` (figures named ``relay``); each
@@ -252,7 +285,7 @@ def over_agents(
             agents, clients[kind] = start_consortium(stack, Path(tmp) / kind, paths, kind == "relay", wan)
             out[f"{kind}_start_s"] = time.perf_counter() - start
             out[f"{kind}_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
-        for name, query in QUERIES.items():
+        for name, query in queries.items():
             for client in clients.values():
                 client.query(query.sql)  # warm-up
             runs = latency_runs if name == "count" else repeat
@@ -295,23 +328,23 @@ def start_consortium(
     """A local consortium in ``root`` serving ``paths``, its agents running and an analyst
     connected, until ``stack`` closes; with ``relay``, every site behind one relay; with ``wan``
     (RTT in ms, Mbit/s), every direct connection through the WAN proxy."""
-    sites = [SiteSpec(site, {"patients": TableSpec(path)}) for site, path in zip(SITES, paths, strict=True)]
+    sites = [SiteSpec(p.stem, {"patients": TableSpec(p)}, compute=k < COMMITTEE) for k, p in enumerate(paths)]
     with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
         consortium_file = build_consortium(root, sites, SCHEMA_TOML)
         if relay:
-            stack.enter_context(relay_process(root))
+            stack.enter_context(relay_process(root, [p.stem for p in paths]))
         elif wan:
             stack.enter_context(Proxies(via_proxies(consortium_file), *wan))
-    agents = stack.enter_context(AgentProcesses(root, SITES))
+    agents = stack.enter_context(AgentProcesses(root, [p.stem for p in paths]))
     return agents, stack.enter_context(Consortium.connect(consortium_file, timeout=120))
 
 
 @contextlib.contextmanager
-def relay_process(root: Path) -> Iterator[None]:
-    """A relay for every site of the consortium in ``root`` (``mpc-consortium add-relay``), run
+def relay_process(root: Path, sites: list[str]) -> Iterator[None]:
+    """A relay for ``sites`` of the consortium in ``root`` (``mpc-consortium add-relay``), run
     as ``mpc-relay serve`` for the duration of the block."""
     (port,) = free_ports(1)
-    if consortium_cli(["add-relay", str(root), "relay", "--address", f"127.0.0.1:{port}", "--sites", *SITES]):
+    if consortium_cli(["add-relay", str(root), "relay", "--address", f"127.0.0.1:{port}", "--sites", *sites]):
         raise RuntimeError("mpc-consortium add-relay failed")
     log = (root / "relay.log").open("wb")
     proc = subprocess.Popen(
@@ -377,24 +410,27 @@ def measure(
     quick: bool,
     relay: bool = False,
     wan: tuple[float, float] | None = None,
+    sites: int = COMMITTEE,
 ) -> dict[str, Any]:
     """Every figure, ratio and target verdict as one flat dictionary (no verdicts when ``quick``)."""
-    figures: dict[str, Any] = {"rows_per_site": rows, "sites": len(SITES), "quick": quick, "machine": machine()}
+    queries = QUERIES if sites == COMMITTEE else MANY_SITES
+    figures: dict[str, Any] = {"rows_per_site": rows, "sites": sites, "quick": quick, "machine": machine()}
+    figures["queries"] = list(queries)
     figures["wan_rtt_ms"], figures["wan_mbit"] = wan if wan else (None, None)
     start = time.perf_counter()
-    paths = site_files(cache, rows)
+    paths = site_files(cache, rows, sites)
     data = pooled_rows(paths)
     figures["data_seconds"] = time.perf_counter() - start
-    pooled = {name: q.pandas(data) for name, q in QUERIES.items()}
-    for name, q in QUERIES.items():
+    pooled = {name: q.pandas(data) for name, q in queries.items()}
+    for name, q in queries.items():
         figures |= summary(f"{name}_pandas", timed(lambda q=q: q.pandas(data), repeat)[0])  # type: ignore[misc]
-    figures |= in_process(paths, pooled, repeat)
+    figures |= in_process(paths, pooled, repeat, queries)
     if agents:
-        figures |= over_agents(paths, pooled, repeat, latency_runs, relay, wan)
+        figures |= over_agents(paths, pooled, repeat, latency_runs, queries, relay, wan)
     if agents and relay:
-        for name in QUERIES:
+        for name in queries:
             figures[f"{name}_relay_vs_agents"] = figures[f"{name}_relay_best_s"] / figures[f"{name}_agents_best_s"]
-    for name in QUERIES:
+    for name in queries:
         pandas_s = figures[f"{name}_pandas_best_s"]
         figures[f"{name}_in_process_vs_pandas"] = figures[f"{name}_in_process_best_s"] / pandas_s
         if agents:
@@ -403,7 +439,9 @@ def measure(
             figures[f"{name}_agents_vs_in_process"] = net / local
             figures[f"{name}_network_share"] = max(net - local, 0.0) / net
     figures["checked_against_pandas"] = True
-    targets = WAN_TARGETS if wan and wan[0] == 20 else () if wan else TARGETS
+    targets = WAN_TARGETS if wan and wan[0] == 20 else () if wan else TARGETS if sites == COMMITTEE else MANY_TARGETS
+    if sites != 20:
+        targets = tuple(t for t in targets if t not in MANY_TARGETS)
     figures["targets"] = {t.name: None if quick else t.check(figures) for t in targets}
     return figures
 
@@ -420,12 +458,12 @@ def _ms(seconds: float | None) -> str:
 def table(f: dict[str, Any]) -> str:
     """The figures as a readable table with PASS/FAIL per target."""
     lines = [
-        f"3 sites x {f['rows_per_site']:,} rows (DuckDB over Parquet); best / median of runs; "
+        f"{f['sites']} sites x {f['rows_per_site']:,} rows (DuckDB over Parquet); best / median of runs; "
         "answers equal pandas on the pooled rows",
         f"{'query':<22}{'agents best':>14}{'agents median':>15}{'in-process':>13}{'pandas':>12}"
         f"{'x pandas':>10}{'net share':>11}{'rounds':>8}",
     ]
-    for name in QUERIES:
+    for name in f["queries"]:
         agents = f.get(f"{name}_agents_best_s")
         share = f.get(f"{name}_network_share")
         lines.append(
@@ -435,13 +473,13 @@ def table(f: dict[str, Any]) -> str:
             f"{'-' if share is None else f'{share:.0%}':>11}{f[name + '_rounds']:>8}"
         )
     lines.append("x pandas: agents best / pandas best (in-process best / pandas best with --in-process)")
-    for name in QUERIES:
+    for name in f["queries"]:
         if f.get(f"{name}_relay_best_s") is not None:
             lines.append(
                 f"{name}: through the relay best {_ms(f[name + '_relay_best_s'])}, median "
                 f"{_ms(f[name + '_relay_median_s'])}, {f[name + '_relay_vs_agents']:.2f}x direct best"
             )
-    for name in QUERIES:
+    for name in f["queries"]:
         phases = f.get(f"{name}_agents_phases_s")
         if phases:
             lines.append(f"{name}: slowest agent reached " + ", ".join(f"{k} {_ms(v)}" for k, v in phases.items()))
@@ -463,12 +501,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--relay", action="store_true", help="also over agents reached only through mpc-relay")
     parser.add_argument("--rtt-ms", type=float, default=None, help="agents behind the WAN proxy with this RTT")
     parser.add_argument("--mbit", type=float, default=100.0, help="the WAN proxy's rate per direction (Mbit/s)")
+    parser.add_argument(
+        "--sites", type=int, default=COMMITTEE, help="data sites: 3 committee members, the rest input-only (default 3)"
+    )
     args = parser.parse_args(argv)
     rows = args.rows or (10_000 if args.quick else 1_000_000)
     repeat = args.repeat or (2 if args.quick else 5)
     latency_runs = args.latency_runs or (5 if args.quick else 30)
     wan = (args.rtt_ms, args.mbit) if args.rtt_ms else None
-    figures = measure(rows, repeat, latency_runs, args.cache, not args.in_process, args.quick, args.relay, wan)
+    figures = measure(
+        rows, repeat, latency_runs, args.cache, not args.in_process, args.quick, args.relay, wan, args.sites
+    )
     print(json.dumps(figures) if args.json else table(figures))
 
 

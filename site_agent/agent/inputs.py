@@ -6,11 +6,11 @@ counts in the strictest-wins combination like a member's. For each query the mem
 
 1. forwards the analyst's signed envelope to every input site, with the policy of every site it
    combined (the input site puts its own in place of the forwarded copy: it never relies on a
-   member for its own rules);
-2. waits for each input site's answer (:meth:`InputDesk.collect`): its verdict, the digests of
-   its plan, of the analyst's release ledger and of the analyst's budget there (all must equal
-   this member's, as the members' own must in the agreement round), and this member's pair of
-   its replicated shares: x_0 and x_1 travel as 16-byte seeds, x_2 as an array
+   member for its own rules), as soon as it compiled the query (:meth:`InputDesk.forward`);
+2. after its own local step, waits for each input site's answer (:meth:`InputDesk.collect`):
+   its verdict, the digests of its plan, of the analyst's release ledger and of the analyst's
+   budget there (all must equal this member's, as the members' own must in the agreement
+   round), and this member's pair of its replicated shares: x_0 and x_1 travel as 16-byte seeds, x_2 as an array
    (:func:`site_agent.mpc.sharing.deal_compressed`), so each member receives at most one array;
 3. appends those shares to the members' own on the site axis of the plan's inputs, in the order
    of :attr:`ConsortiumConfig.data_sites`;
@@ -172,32 +172,41 @@ class InputDesk:
                 self._answers.popitem(last=False)
         return answer
 
-    async def collect(
-        self,
-        env: Envelope,
-        plan_digest: str,
-        policies: Sequence[Policy],
-        words: int,
-        ledger_digest: str,
-        budget_digest: str,
-        timeout: float,
-    ) -> tuple[list[AShare], dict[str, dict[str, Any]]]:
-        """Forward ``env`` to every input site; this member's shares of their vectors (``words``
-        each, in site order) and their receipts; raises naming the first site that fails the query."""
-        sites = self.sites
-        if not sites:
-            return [], {}
-        session = msg.session_id(env.digest())
+    async def forward(self, env: Envelope, policies: Sequence[Policy]) -> None:
+        """Send ``env`` and the sites' ``policies`` to every input site (as soon as this member
+        compiled the query, so the input sites' local steps run while the members' do)."""
+        if not self.sites:
+            return
         request = msg.control(
             msg.INPUT_REQUEST,
             self.index,
             envelope=env.to_json(),
             policies={p.site: p.to_json() for p in policies},
         )
+        for name in self.sites:
+            conn = self._links.get(name)
+            if conn is None:
+                raise InputSiteFailed(name, f"input site {name} is not connected to site {self.site}")
+            await conn.send_frame(request)
+
+    async def collect(
+        self,
+        env: Envelope,
+        plan_digest: str,
+        words: int,
+        ledger_digest: str,
+        budget_digest: str,
+        timeout: float,
+    ) -> tuple[list[AShare], dict[str, dict[str, Any]]]:
+        """This member's shares of the input sites' vectors (``words`` each, in site order) and
+        their receipts, once each answered :meth:`forward`; raises naming the first site that
+        fails the query."""
+        sites = self.sites
+        if not sites:
+            return [], {}
+        session = msg.session_id(env.digest())
         answers = {name: self._answer(session, name) for name in sites}
         try:
-            for name in sites:
-                await self._links[name].send_frame(request)
             deadline = time.monotonic() + timeout
             for name in sites:
                 try:

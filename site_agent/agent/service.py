@@ -499,6 +499,7 @@ class Agent:
     ) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session; the
         input-only sites' shares (``policy`` combined theirs) join the members' own inputs."""
+        await self.inputs.forward(env, policy.parts)  # the input sites' local steps run beside ours
         # Never fails on data: a failing local step yields fill values and a secret failure word,
         # and the committee fails the query alike at every member (LocalStepError, naming no site).
         local = await asyncio.to_thread(
@@ -520,7 +521,7 @@ class Agent:
         dp = plan.dp
         budget_digest = self.accountant.digest(env.analyst) if dp is not None else ""
         extra, receipts = await self.inputs.collect(
-            env, plan.digest, policy.parts, size, ledger_digest, budget_digest, float(self.config.query_timeout)
+            env, plan.digest, size, ledger_digest, budget_digest, float(self.config.query_timeout)
         )
 
         def program(p: Party) -> Protocol[Outcome]:

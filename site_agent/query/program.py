@@ -30,6 +30,7 @@ from ..mpc.shares import AShare
 from ..privacy.checks import few_sites, stopped
 from ..privacy.dominance import dominated
 from ..privacy.rounding import round_to_base
+from ..privacy.skellam import MEMBERS
 from . import numeric as nu
 from .cells import Cells
 from .disclosure import close_pattern, suppress
@@ -290,9 +291,10 @@ class Run:
 
     def noise(self, step: dict[str, Any]) -> Protocol[None]:
         """DP mode: add the members' Skellam samples to each pooled quantity on shares (local, no
-        communication; margins get the sum of their cells' noise) (:mod:`.dp`)."""
+        communication; margins get the sum of their cells' noise) (:mod:`.dp`). The committee's
+        three members come first on the site axis; input-only sites after them add no noise."""
         for item in step["items"]:
-            samples = self.inputs[item["noise"]].v.sum(axis=1, dtype=np.uint64)
+            samples = self.inputs[item["noise"]].v[:, :MEMBERS].sum(axis=1, dtype=np.uint64)
             self.vals[item["value"]] = self.share(item["value"]) + AShare(self.cells.expand(samples))
         yield from ()
 

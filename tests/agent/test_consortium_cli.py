@@ -219,7 +219,9 @@ def test_consortium_file_without_data_key_means_data(consortium: Path) -> None:
     cfg = load_consortium(consortium / "consortium.toml")
     assert "data =" not in (consortium / "consortium.toml").read_text()
     assert all(s.data for s in cfg.sites.values())
-    assert cfg.data_sites == cfg.require_committee()
+    # The committee's members, then the input-only sites (site-d has no --compute).
+    assert cfg.input_sites == ("site-d",)
+    assert cfg.data_sites == (*cfg.require_committee(), "site-d")
 
 
 def test_a_site_without_data_must_compute(two_hospitals: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,13 +44,21 @@ def five_sites() -> dict[str, pd.DataFrame]:
 FIVE = Dataset("lung", LUNG.schema, five_sites)
 
 
+def _privacy(folder: Path) -> None:
+    """DP mode allowed everywhere; east, an input-only site, has the smallest budget."""
+    for site in FIVE.frames():
+        budget = 1.2 if site == "east" else 10.0
+        with (folder / "sites" / site / "policy.toml").open("a") as f:
+            f.write(f'\n[privacy]\nmode = "both"\nepsilon_per_query = 1.0\nepsilon = {budget}\n')
+
+
 @pytest.fixture(scope="module")
 def five(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     policies = {
         "east": {"compute": False, "min_cell_size": 8},  # the strictest k of all five
         "west": {"compute": False},
     }
-    running = start_retrying(tmp_path_factory.mktemp("input-sites"), policies, data=FIVE)
+    running = start_retrying(tmp_path_factory.mktemp("input-sites"), policies, data=FIVE, customize=_privacy)
     try:
         yield running
     finally:
@@ -129,6 +138,22 @@ def test_differencing_a_patient_of_an_input_site_derives_nothing(five: Running) 
     third = five.client.query(f"SELECT SUM(time) AS t FROM lung WHERE sex = {sex} AND NOT (inst = {many})")
     want = pooled[(pooled.sex == sex) & (pooled.inst != many)].time.sum()
     assert float(third["t"].iloc[0]) == pytest.approx(want, abs=1e-3)
+
+
+def test_dp_counts_with_input_sites_and_the_input_sites_budget(five: Running) -> None:
+    """DP mode: the noise is the members' (the input sites add none), and east, an input-only
+    site, keeps the analyst's budget like every site: after one query at epsilon 1 its 1.2 is
+    too little for a second, which is refused naming east."""
+    truth = five.pooled.groupby("sex").size()
+    out = five.client.query("SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex", epsilon=1.0).set_index("sex")
+    sd = out.attrs["noise_scale"]["n"]
+    for sex in (1, 2):
+        assert abs(out.loc[sex, "n"] - truth[sex]) < 6 * sd
+    with pytest.raises(QueryFailed) as info:
+        five.client.query("SELECT COUNT(*) AS n FROM lung", epsilon=1.0)
+    assert "east" in str(info.value) and "budget" in str(info.value)
+    charged = [e for e in five.audit("east") if (e.get("privacy") or {}).get("charged") == "yes"]
+    assert len(charged) == 1 and charged[0]["privacy"]["epsilon"] == 1.0
 
 
 def test_models_are_refused_while_input_sites_take_part(five: Running) -> None:
