@@ -19,12 +19,14 @@ import pandas as pd
 import pytest
 
 from mpc_jupyter.client import QueryFailed, SiteUnavailable
+from site_agent.agent import messages as msg
 from site_agent.config import load_consortium
 from site_agent.errors import MpcError
+from site_agent.net.framing import OUTSIDER, Frame, MsgType, encode_parts
 
 from ..lung import lung_by_site
 from ..query.quantile_reference import coarsened_type7
-from .conftest import LUNG, Dataset, Running, start_retrying
+from .conftest import LUNG, Dataset, Running, Wire, run, start_retrying
 
 INPUT_SITES = ("east", "west")
 
@@ -154,6 +156,38 @@ def test_dp_counts_with_input_sites_and_the_input_sites_budget(five: Running) ->
     assert "east" in str(info.value) and "budget" in str(info.value)
     charged = [e for e in five.audit("east") if (e.get("privacy") or {}).get("charged") == "yes"]
     assert len(charged) == 1 and charged[0]["privacy"]["epsilon"] == 1.0
+
+
+def _input_message(site: str, seeds: list[str]) -> list[bytes]:
+    body = {
+        "kind": msg.INPUT,
+        "site": site,
+        "query_id": "00" * 32,
+        "verdict": "accept",
+        "digest": "",
+        "ledger_digest": "",
+        "budget_digest": "",
+        "category": "",
+        "rule": "",
+        "message": "",
+        "receipt": None,
+        "seeds": seeds,
+        "words": 1,
+    }
+    header, payload = encode_parts(Frame(MsgType.CONTROL, sender=OUTSIDER, control=body))
+    return [header, bytes(payload)]
+
+
+def test_only_the_input_site_itself_may_send_its_inputs(five: Running) -> None:
+    """An analyst's certificate cannot pass shares off as east's; east's own certificate with a
+    malformed message is refused too; the member keeps serving and answers correctly."""
+    analyst = Wire(five, five.analyst_tls())
+    answer = run(analyst.exchange("north", _input_message("east", ["00" * 16, ""])))
+    assert answer.error is not None and "not an input-only site" in answer.error
+    east = Wire(five, five.site_tls("east"))
+    answer = run(east.exchange("south", _input_message("east", ["00" * 3, ""])))
+    assert answer.error is not None and "seed" in answer.error
+    assert five.client.query("SELECT COUNT(*) AS n FROM lung")["n"].tolist() == [len(five.pooled)]
 
 
 def test_models_are_refused_while_input_sites_take_part(five: Running) -> None:
