@@ -268,21 +268,33 @@ def over_agents(
     queries: dict[str, Query],
     relay: bool = False,
     wan: tuple[float, float] | None = None,
+    postgres: bool = False,
 ) -> dict[str, Any]:
     """Each query through ``Consortium.query()`` against the agent processes over mutual TLS
     (three members, and input-only sites beyond the first three files).
+
+    With ``postgres``, a second consortium on the same files runs beside it whose first site
+    reads its rows from a PostgreSQL server instead (figures named ``postgres``), taking turns
+    run by run like the relay's.
 
     With ``relay``, a second consortium on the same files runs beside it whose agents listen
     nowhere and are reached only through ``mpc-relay serve`` (figures named ``relay``); each
     timed run goes to both consortia in turn, so both see the same load on a shared machine.
     """
     out: dict[str, Any] = {}
-    kinds = ("agents", "relay") if relay else ("agents",)
+    kinds = ("agents", "relay") if relay else ("agents", "postgres") if postgres else ("agents",)
     with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp, contextlib.ExitStack() as stack:
         clients: dict[str, Consortium] = {}
+        url = None
+        if postgres:
+            start = time.perf_counter()
+            url = stack.enter_context(postgres_copy(paths[0]))
+            out["postgres_load_s"] = time.perf_counter() - start
         for kind in kinds:
             start = time.perf_counter()
-            agents, clients[kind] = start_consortium(stack, Path(tmp) / kind, paths, kind == "relay", wan)
+            agents, clients[kind] = start_consortium(
+                stack, Path(tmp) / kind, paths, kind == "relay", wan, url if kind == "postgres" else None
+            )
             out[f"{kind}_start_s"] = time.perf_counter() - start
             out[f"{kind}_pids"] = {site: proc.pid for site, proc in agents.procs.items()}
         for name, query in queries.items():
@@ -323,20 +335,50 @@ def via_proxies(consortium_file: Path) -> dict[int, tuple[str, int]]:
 
 
 def start_consortium(
-    stack: contextlib.ExitStack, root: Path, paths: list[Path], relay: bool, wan: tuple[float, float] | None = None
+    stack: contextlib.ExitStack,
+    root: Path,
+    paths: list[Path],
+    relay: bool,
+    wan: tuple[float, float] | None = None,
+    postgres_url: str | None = None,
 ) -> tuple[AgentProcesses, Consortium]:
     """A local consortium in ``root`` serving ``paths``, its agents running and an analyst
     connected, until ``stack`` closes; with ``relay``, every site behind one relay; with ``wan``
-    (RTT in ms, Mbit/s), every direct connection through the WAN proxy."""
+    (RTT in ms, Mbit/s), every direct connection through the WAN proxy; with ``postgres_url``,
+    the first site's table in that PostgreSQL database (:func:`postgres_copy`)."""
     sites = [SiteSpec(p.stem, {"patients": TableSpec(p)}, compute=k < COMMITTEE) for k, p in enumerate(paths)]
     with contextlib.redirect_stdout(sys.stderr):  # the builder's messages; stdout is the report
         consortium_file = build_consortium(root, sites, SCHEMA_TOML)
+        if postgres_url:
+            agent_toml = root / "sites" / paths[0].stem / "agent.toml"
+            text = agent_toml.read_text()
+            path_line = re.search(r"^path = .*$", text[text.index("[tables.patients]") :], flags=re.M)
+            assert path_line is not None
+            source = f'source = {json.dumps(postgres_url)}\ntable = "patients"'
+            agent_toml.write_text(text.replace(path_line.group(0), source))
         if relay:
             stack.enter_context(relay_process(root, [p.stem for p in paths]))
         elif wan:
             stack.enter_context(Proxies(via_proxies(consortium_file), *wan))
     agents = stack.enter_context(AgentProcesses(root, [p.stem for p in paths]))
     return agents, stack.enter_context(Consortium.connect(consortium_file, timeout=120))
+
+
+@contextlib.contextmanager
+def postgres_copy(path: Path) -> Iterator[str]:
+    """A throw-away PostgreSQL server (``tests/data/pgserver.py``) holding the rows of the
+    Parquet file ``path`` as table ``patients``; yields the read-only role's URL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.data.pgserver import PostgresServer
+
+    types = {"VARCHAR": "text", "BIGINT": "bigint", "DOUBLE": "double precision"}
+    with PostgresServer() as server:
+        con = duckdb.connect()
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()
+        columns = {str(r[0]): types[str(r[1])] for r in described}
+        server.load("patients", columns, con.execute(f"SELECT * FROM read_parquet('{path}')").fetchall())
+        con.close()
+        yield server.url()
 
 
 @contextlib.contextmanager
@@ -411,6 +453,7 @@ def measure(
     relay: bool = False,
     wan: tuple[float, float] | None = None,
     sites: int = COMMITTEE,
+    postgres: bool = False,
 ) -> dict[str, Any]:
     """Every figure, ratio and target verdict as one flat dictionary (no verdicts when ``quick``)."""
     queries = QUERIES if sites == COMMITTEE else MANY_SITES
@@ -426,10 +469,15 @@ def measure(
         figures |= summary(f"{name}_pandas", timed(lambda q=q: q.pandas(data), repeat)[0])  # type: ignore[misc]
     figures |= in_process(paths, pooled, repeat, queries)
     if agents:
-        figures |= over_agents(paths, pooled, repeat, latency_runs, queries, relay, wan)
+        figures |= over_agents(paths, pooled, repeat, latency_runs, queries, relay, wan, postgres)
     if agents and relay:
         for name in queries:
             figures[f"{name}_relay_vs_agents"] = figures[f"{name}_relay_best_s"] / figures[f"{name}_agents_best_s"]
+    if agents and postgres:
+        for name in queries:
+            figures[f"{name}_postgres_vs_agents"] = (
+                figures[f"{name}_postgres_median_s"] / figures[f"{name}_agents_median_s"]
+            )
     for name in queries:
         pandas_s = figures[f"{name}_pandas_best_s"]
         figures[f"{name}_in_process_vs_pandas"] = figures[f"{name}_in_process_best_s"] / pandas_s
@@ -442,6 +490,11 @@ def measure(
     targets = WAN_TARGETS if wan and wan[0] == 20 else () if wan else TARGETS if sites == COMMITTEE else MANY_TARGETS
     if sites != 20:
         targets = tuple(t for t in targets if t not in MANY_TARGETS)
+    if postgres:
+        grouped = "count_avg_std_2keys" if sites == COMMITTEE else "all_2keys"
+        targets = (
+            Target(f"one site in PostgreSQL: {grouped} <= 2x all DuckDB", f"{grouped}_postgres_vs_agents", 2.0, True),
+        )
     figures["targets"] = {t.name: None if quick else t.check(figures) for t in targets}
     return figures
 
@@ -479,6 +532,11 @@ def table(f: dict[str, Any]) -> str:
                 f"{name}: through the relay best {_ms(f[name + '_relay_best_s'])}, median "
                 f"{_ms(f[name + '_relay_median_s'])}, {f[name + '_relay_vs_agents']:.2f}x direct best"
             )
+        if f.get(f"{name}_postgres_median_s") is not None:
+            lines.append(
+                f"{name}: first site in PostgreSQL median {_ms(f[name + '_postgres_median_s'])}, "
+                f"{f[name + '_postgres_vs_agents']:.2f}x all DuckDB median"
+            )
     for name in f["queries"]:
         phases = f.get(f"{name}_agents_phases_s")
         if phases:
@@ -504,13 +562,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sites", type=int, default=COMMITTEE, help="data sites: 3 committee members, the rest input-only (default 3)"
     )
+    parser.add_argument("--postgres", action="store_true", help="also with the first site's rows in PostgreSQL")
     args = parser.parse_args(argv)
     rows = args.rows or (10_000 if args.quick else 1_000_000)
     repeat = args.repeat or (2 if args.quick else 5)
     latency_runs = args.latency_runs or (5 if args.quick else 30)
     wan = (args.rtt_ms, args.mbit) if args.rtt_ms else None
     figures = measure(
-        rows, repeat, latency_runs, args.cache, not args.in_process, args.quick, args.relay, wan, args.sites
+        rows,
+        repeat,
+        latency_runs,
+        args.cache,
+        not args.in_process,
+        args.quick,
+        args.relay,
+        wan,
+        args.sites,
+        args.postgres,
     )
     print(json.dumps(figures) if args.json else table(figures))
 
