@@ -98,6 +98,23 @@ def test_queries_quick_json_run_over_agents(tmp_path: Path) -> None:
     assert set(figures["targets"].values()) == {None}
 
 
+def test_queries_with_input_only_sites(tmp_path: Path) -> None:
+    """``queries.py --sites 4``: three members and one input-only site, answers checked."""
+    argv = ["--quick", "--json", "--sites", "4", "--repeat", "1", "--latency-runs", "1", "--cache", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "queries.py"), *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert figures["sites"] == 4 and figures["checked_against_pandas"] is True
+    assert set(figures["agents_pids"]) == {"hospital-a", "hospital-b", "hospital-c", "hospital-d"}
+    assert figures["all_2keys_agents_best_s"] > 0
+
+
 def test_dp_benchmark_runs_at_a_small_size() -> None:
     """``benchmarks/dp.py``: exact and DP figures per phase and their ratio."""
     done = subprocess.run(
