@@ -564,7 +564,7 @@ AGENT_TEMPLATE = """\
 [site]
 # Must match [sites.{site_key}] in the consortium file.
 name = {site_q}
-# Address to listen on as a compute member ("0.0.0.0:{port}": every interface); an input-only site dials out and ignores it.
+# Address to listen on ("0.0.0.0:{port}": every interface); an input-only site dials out instead.
 listen = {listen_q}
 # The consortium file; keep it identical at every site.
 consortium = {consortium_q}

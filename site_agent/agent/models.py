@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.statement import ModelKind, empty_outcome, kind_of
+from ..models.statement import ModelKind, empty_outcome, kind_of, pool_sites
 from ..mpc import arithmetic as ar
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
@@ -94,7 +94,7 @@ class ModelCompiled(Compiled):
         """The ledger's checks on the shared inputs (nothing to check without a ledger query),
         then the model's program, which shares its own vectors step by step."""
         if self.input_size:
-            pooled = AShare(np.sum([x.v for x in inputs], axis=0, dtype=np.uint64))
+            pooled = pool_sites(inputs)
             tests = pooled[:1]  # how many sites' ledger queries failed
             if remembered:
                 k = int(self.plan.data["params"]["min_cell_size"])

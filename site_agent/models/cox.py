@@ -136,6 +136,8 @@ from .statement import (
     empty_outcome,
     opened_floats,
     opened_outputs,
+    pool_sites,
+    site_shares,
     validate_source,
     with_ledger,
 )
@@ -600,16 +602,15 @@ def _step(p: Party, sz: _Sizes, site: SiteStep, beta: np.ndarray, ties: _Ties) -
     """The sites' bin sums at the public ``beta`` (ring values at FB bits), pooled, and the terms."""
     coef = (beta.astype(np.float64) / 2.0**FB).tolist()
     mine = yield from local(p, lambda: site({"beta": coef}))
-    shares = yield from ar.input_all(p, mine, (sz.step,) * 3)
-    return (yield from _terms(p, sz, AShare.concat(shares).reshape(3, sz.step).sum(axis=0), ties))
+    shares = yield from site_shares(p, mine, sz.step)
+    return (yield from _terms(p, sz, pool_sites(shares), ties))
 
 
 def cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     """The committee's protocol for one Cox model (module docstring)."""
     sz = _sizes(plan)
     mine = yield from local(p, lambda: site(None))
-    shares = yield from ar.input_all(p, mine, (sz.counts + sz.step,) * 3)
-    pooled = AShare.concat(shares).reshape(3, sz.counts + sz.step).sum(axis=0)
+    pooled = pool_sites((yield from site_shares(p, mine, sz.counts + sz.step)))
     counts, first = pooled[: sz.counts], pooled[sz.counts :]
     if int((yield from ar.open_all(p, first[:1]))[0]) != 0:
         return empty_outcome(local_failed=True)

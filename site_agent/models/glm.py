@@ -8,7 +8,7 @@ Method (the same for the three families; statsmodels' GLM with the canonical lin
 1. *First local step*, at each site in the clear: counts of its rows in the WHERE set, its
    complete cases, distinct persons (overall and per level of each categorical term), the
    outcome's sum, mean and sum of squared deviations, and the first Newton terms at beta = 0.
-2. The sites' vectors are secret-shared to the committee (``input_all``) and pooled. A failed
+2. The sites' vectors are secret-shared to the committee (``site_shares``) and pooled. A failed
    local step anywhere fails the model alike everywhere (:mod:`site_agent.query.failsafe`).
 3. *Disclosure checks* on shares (:mod:`site_agent.privacy.models`): one bit per rule is opened
    to the committee; a failing rule ends the model with a refusal naming it.
@@ -95,6 +95,7 @@ from .statement import (
     opened_floats,
     opened_outputs,
     require_model_kind,
+    site_shares,
     validate_source,
     with_ledger,
 )
@@ -586,7 +587,7 @@ def _newton(p: Party, plan: Plan, site: SiteStep, fit: _Fit) -> Protocol[bool]:
         fit.iterations += 1
         coef = (fit.beta.astype(np.float64) / 2.0**FB).tolist()
         mine = yield from local(p, lambda c=coef: site({"beta": c}))  # type: ignore[misc]
-        _, step = _pool((yield from ar.input_all(p, mine, (n_step,) * 3)))
+        _, step = _pool((yield from site_shares(p, mine, n_step)))
         previous = fit.dev
         fit.failed, fit.h, fit.g, fit.dev = split_terms(step, k)
     return True
@@ -640,7 +641,7 @@ def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     k = len(plan.data["model"]["names"])
     n_counts, n_step = vector_sizes(plan)
     mine = yield from local(p, lambda: site(None))
-    stacked, pooled = _pool((yield from ar.input_all(p, mine, (n_counts + n_step,) * 3)))
+    stacked, pooled = _pool((yield from site_shares(p, mine, n_counts + n_step)))
     counts = pooled[:n_counts]
     fit = _Fit(np.zeros(k, dtype=np.int64), *split_terms(pooled[n_counts:], k))
     opened = yield from ar.open_all(p, fit.failed)

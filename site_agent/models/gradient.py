@@ -54,7 +54,18 @@ from ..query.catalog import DisclosureRules, Schema
 from ..query.failsafe import failure_word
 from ..query.plan import Plan
 from . import glm
-from .statement import MODELS, ModelKind, Outcome, SiteStep, Statement, empty_outcome, opened_outputs, with_ledger
+from .statement import (
+    MODELS,
+    ModelKind,
+    Outcome,
+    SiteStep,
+    Statement,
+    empty_outcome,
+    opened_outputs,
+    pool_sites,
+    site_shares,
+    with_ledger,
+)
 
 _AT = re.compile(r"\s+AT\s*\(([^()]*)\)\s*(WITH\s+HESSIAN)?\s*;?\s*$", re.IGNORECASE)
 
@@ -137,8 +148,8 @@ def gradient_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     n_support = _support_size(plan)
     size = n_counts + n_step + n_support + n_step
     mine = yield from local(p, lambda: site(None))
-    shared = yield from ar.input_all(p, mine, (size,) * 3)
-    pooled = shared[0] + shared[1] + shared[2]
+    shared = yield from site_shares(p, mine, size)
+    pooled = pool_sites(shared)
     counts = pooled[:n_counts]
     support = pooled[n_counts + n_step : n_counts + n_step + n_support]
     failed, h, g, _ = glm.split_terms(pooled[n_counts + n_step + n_support :], k)

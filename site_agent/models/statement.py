@@ -32,6 +32,7 @@ import pandas as pd
 import sqlglot.expressions as exp
 
 from ..errors import EncodingError, LocalStepError, ModelRefused, QueryError, QuerySyntaxError, UnsupportedQuery
+from ..mpc import arithmetic as ar
 from ..mpc.party import Party, Protocol, run_in_memory
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
@@ -42,7 +43,27 @@ from ..query.parse import Query, parse_query
 from ..query.plan import Plan, whole_set_ledger
 
 SiteStep = Callable[[dict[str, Any] | None], U64]
-"""A site's local computation: its public parameters (None: the first step) to its vector."""
+"""A site's local computation: its public parameters (None: the first step) to its vector. At a
+member of a consortium with input-only sites, the vector is followed by this member's share pairs
+of each input site's vector at the same parameters (:func:`site_shares` splits them)."""
+
+
+def site_shares(p: Party, mine: U64, size: int) -> Protocol[list[AShare]]:
+    """Every data site's ``size``-word vector as shares, in site order: the three members' own
+    (``mine[:size]``, shared by :func:`site_agent.mpc.arithmetic.input_all` in one round), then
+    the input-only sites' pairs this member's local step fetched (``mine[size:]``: two components
+    of ``size`` words per input site, dealt by that site; site_agent/agent/inputs.py)."""
+    own, fetched = mine[:size], np.asarray(mine[size:], dtype=np.uint64)
+    if fetched.size % (2 * size) if size else fetched.size:
+        raise ValueError(f"a local step returned {mine.size} words for vectors of {size}")
+    members = yield from ar.input_all(p, own, (size,) * 3)
+    return members + [AShare(pair) for pair in fetched.reshape(-1, 2, size)]
+
+
+def pool_sites(shares: Sequence[AShare]) -> AShare:
+    """The sites' shared vectors added (local, no communication)."""
+    return AShare(np.sum([x.v for x in shares], axis=0, dtype=np.uint64))
+
 
 Outcome = tuple[AShare, dict[str, Any]]
 """What a member ends a model's program with: its shares of the outputs and public metadata.

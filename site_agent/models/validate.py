@@ -80,7 +80,9 @@ from .statement import (
     empty_outcome,
     opened_floats,
     opened_outputs,
+    pool_sites,
     require_model_kind,
+    site_shares,
     validate_source,
     with_ledger,
 )
@@ -478,8 +480,8 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     g, bins, k = len(m["groups"]), int(m["grid"][3]), int(plan.data["params"]["min_cell_size"])
     size = _size(plan)
     mine = yield from local(p, lambda: site(None))
-    shared = yield from ar.input_all(p, mine, (size,) * 3)
-    pooled = shared[0] + shared[1] + shared[2]
+    shared = yield from site_shares(p, mine, size)
+    pooled = pool_sites(shared)
     opened = yield from ar.open_all(p, pooled[:1])
     if int(opened[0]) != 0:
         return empty_outcome(local_failed=True)
