@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ from ..linkage.declaration import linkage_of
 from ..membership.changes import describe_change
 from ..membership.identity import admission
 from ..membership.watch import ConsortiumWatcher, remember
-from ..mpc.sharing import CompressedShare, deal_compressed
+from ..mpc.sharing import deal_compressed
 from ..net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, encode_parts
 from ..net.mesh import REDIAL_FIRST, REDIAL_MAX, WS_OPTIONS
 from ..net.mpc_transport import websocket_message
@@ -61,7 +61,8 @@ from ..relay.tunnel import open_tunnel
 from . import messages as msg
 from . import planning
 from .data import open_tables
-from .inputs import ACCEPT, ARRAY, REFUSE, check_supported
+from .inputs import ACCEPT, ARRAY, INPUTS, REFUSE, answer_key, check_supported
+from .models import ModelCompiled
 from .verdicts import REFUSALS, classify, privacy_record
 
 log = logging.getLogger("site_agent")
@@ -81,6 +82,8 @@ class _Query:
     members: Membership | None = None
     policy: Policy | None = None
     done: bool = False
+    steps: set[int] = field(default_factory=set)
+    """The model steps answered (each member asks for each)."""
 
 
 class InputSite:
@@ -114,6 +117,9 @@ class InputSite:
         self._queries: OrderedDict[str, _Query] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._all_linked = asyncio.Event()
+        self._ledger_lock = asyncio.Lock()
+        """Held while a released result's sets are recorded, and while a query reads the ledger:
+        the outcome of one query and the next query may come in on different members' links."""
         self.watcher = ConsortiumWatcher(config.consortium, lambda: self.consortium, self._membership_changed)
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -229,6 +235,8 @@ class InputSite:
                 log.warning("error from %s: %s", self.committee[index], (frame.control or {}).get("message", "?"))
             elif kind == msg.INPUT_REQUEST:
                 self._spawn(self._on_request(frame.control or {}))
+            elif kind == msg.INPUT_STEP:
+                self._spawn(self._on_step(frame.control or {}))
             elif kind == msg.INPUT_OUTCOME:  # in order: before the member's next forwarded query
                 await self._on_outcome(frame.control or {})
             else:
@@ -267,7 +275,9 @@ class InputSite:
             check_supported(plan, self.consortium.input_sites)
             assert isinstance(plan, planning.Compiled)
             query.plan = plan
-            vector, query.members = await asyncio.to_thread(self._inputs, env.analyst, plan, sites.index(self.site))
+            async with self._ledger_lock:  # after the outcome of the analyst's last query is recorded
+                vector, query.members = await asyncio.to_thread(self._inputs, env.analyst, plan, sites.index(self.site))
+                ledger_digest = self.ledger.digest(env.analyst)
             dp = plan.dp
             budget_digest = ""
             if dp is not None:  # checked and charged as the members do, on the account whose digest they check
@@ -296,15 +306,14 @@ class InputSite:
                 privacy=privacy_record(self.accountant, env, plan, policy),
                 kind=plan.kind,
             )
-            ledger_digest = self.ledger.digest(env.analyst)
-            shares = deal_compressed(vector)
-            await asyncio.gather(
-                *(
-                    self._send_input(
-                        i, env, plan.digest, ledger_digest, budget_digest, receipt.to_json(), shares[i], vector.size
-                    )
-                    for i in range(len(self.committee))
-                )
+            await self._share(
+                query_id,
+                INPUTS,
+                vector,
+                digest=plan.digest,
+                ledger_digest=ledger_digest,
+                budget_digest=budget_digest,
+                receipt=receipt.to_json(),
             )
             log.info("inputs shared", extra={"event": "query", "analyst": env.analyst, "query_id": query_id[:16]})
         except (AuthError, PolicyRefusal, QueryError, MpcError) as exc:
@@ -336,44 +345,45 @@ class InputSite:
             differences = np.zeros(plan.ledger_shape(remembered), dtype=np.int64)
         return np.concatenate([local, differences.reshape(-1).astype(np.uint64)]), members
 
-    async def _send_input(
-        self,
-        index: int,
-        env: Envelope,
-        digest: str,
-        ledger_digest: str,
-        budget_digest: str,
-        receipt: dict[str, Any],
-        share: CompressedShare,
-        words: int,
-    ) -> None:
-        """Member ``index``'s pair of shares: seeds in the ``input`` message, an array after it."""
-        ws = self._links.get(index)
-        if ws is None:
-            return  # that member waits in vain and fails the query naming this site
-        parts = (share.first, share.second)
-        array = next((p for p in parts if not isinstance(p, bytes)), None)
-        body = msg.control(
-            msg.INPUT,
-            OUTSIDER,
-            site=self.site,
-            query_id=env.digest(),
-            verdict=ACCEPT,
-            digest=digest,
-            ledger_digest=ledger_digest,
-            budget_digest=budget_digest,
-            category="",
-            rule="",
-            message="",
-            receipt=receipt,
-            seeds=[p.hex() if isinstance(p, bytes) else ARRAY for p in parts],
-            words=words,
+    async def _share(self, query_id: str, step: int, vector: np.ndarray, **fields: Any) -> None:
+        """Deal ``vector`` into replicated shares and send each member its pair: the seeds in an
+        ``input`` message (with ``fields``), the array component after it, keyed alike."""
+        shares = deal_compressed(vector)
+        key = answer_key(query_id, step)
+        for index, share in enumerate(shares):
+            ws = self._links.get(index)
+            if ws is None:
+                continue  # that member waits in vain and fails the query naming this site
+            parts = (share.first, share.second)
+            seeds = [p.hex() if isinstance(p, bytes) else ARRAY for p in parts]
+            body = self._input(query_id, step, ACCEPT, seeds=seeds, words=int(vector.size), **fields)
+            with contextlib.suppress(ConnectionClosed):
+                await _send(ws, body)
+                for part in parts:
+                    if not isinstance(part, bytes):
+                        await _send(ws, Frame(MsgType.INPUT_SHARES, session=key, sender=OUTSIDER, array=part))
+
+    def _input(self, query_id: str, step: int, verdict: str, **fields: Any) -> Frame:
+        """An ``input`` message of this site (the fields a verdict does not need left empty)."""
+        empty: dict[str, Any] = {
+            "digest": "",
+            "ledger_digest": "",
+            "budget_digest": "",
+            "category": "",
+            "rule": "",
+            "message": "",
+            "receipt": None,
+            "seeds": [],
+            "words": 0,
+        }
+        return msg.control(
+            msg.INPUT, OUTSIDER, site=self.site, query_id=query_id, verdict=verdict, step=step, **{**empty, **fields}
         )
-        with contextlib.suppress(ConnectionClosed):
-            await _send(ws, body)
-            if array is not None:
-                session = msg.session_id(env.digest())
-                await _send(ws, Frame(MsgType.INPUT_SHARES, session=session, sender=OUTSIDER, array=array))
+
+    async def _to_members(self, frame: Frame) -> None:
+        for ws in list(self._links.values()):
+            with contextlib.suppress(ConnectionClosed):
+                await _send(ws, frame)
 
     async def _refuse(self, env: Envelope, query: _Query, exc: Exception, started: float) -> None:
         """Record a refusal here and tell every member, which fails the query naming this site."""
@@ -392,25 +402,27 @@ class InputSite:
             rule=rule or None,
         )
         log.info("query not answered", extra={"event": "refused", "category": category, "rule": rule})
-        body = msg.control(
-            msg.INPUT,
-            OUTSIDER,
-            site=self.site,
-            query_id=env.digest(),
-            verdict=REFUSE,
-            digest="",
-            ledger_digest="",
-            budget_digest="",
-            category=category,
-            rule=rule,
-            message=str(exc),
-            receipt=None,
-            seeds=[],
-            words=0,
+        await self._to_members(
+            self._input(env.digest(), INPUTS, REFUSE, category=category, rule=rule, message=str(exc))
         )
-        for ws in list(self._links.values()):
-            with contextlib.suppress(ConnectionClosed):
-                await _send(ws, body)
+
+    async def _on_step(self, body: dict[str, Any]) -> None:
+        """A model's step (the first member's request counts): this site's vector at the public
+        parameters the committee opened, shared like its inputs."""
+        query_id, step = body["query_id"], body["step"]
+        query = self._queries.get(query_id)
+        if query is None or query.done or not isinstance(query.plan, ModelCompiled) or step in query.steps:
+            return
+        query.steps.add(step)
+        plan = query.plan
+        try:
+            vector = await asyncio.to_thread(plan.model.local, plan.plan, plan.site["con"], True, body["params"])
+        except Exception as exc:  # malformed parameters, or the engine: the committee fails the query
+            log.warning("a model step failed here (%s)", type(exc).__name__)
+            message = f"input site {self.site} could not compute a model step ({type(exc).__name__})"
+            await self._to_members(self._input(query_id, step, REFUSE, category="failed", message=message))
+            return
+        await self._share(query_id, step, vector)
 
     async def _on_outcome(self, body: dict[str, Any]) -> None:
         """A member's word on a query this site shared inputs for (the first word counts)."""
@@ -420,9 +432,13 @@ class InputSite:
         query.done = True
         env, plan = query.env, query.plan
         if body["released"]:
-            if query.members is not None:
-                opened = plan.opened({"flags": body["flags"]})
-                await asyncio.to_thread(self.ledger.record, env.analyst, env.digest(), query.members, opened)
+            opened = np.asarray(body["opened"], dtype=bool)
+            expected = plan.ledger_shape(1)[:2] if "ledger" in plan.plan.data else (0,)
+            if query.members is not None and opened.shape == expected:
+                async with self._ledger_lock:  # taken at once: no other task runs since "done" was set
+                    await asyncio.to_thread(self.ledger.record, env.analyst, env.digest(), query.members, opened)
+            elif query.members is not None:
+                log.warning("a member named released sets of another shape; this site's ledger does not record them")
             return
         self.audit.append(
             analyst=env.analyst,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -38,6 +39,7 @@ from websockets.protocol import State
 from ..config import ConsortiumConfig
 from ..crypto.envelope import Envelope
 from ..errors import ConfigError, PeerFailure, ProtocolViolation, QueryRefused, UnsupportedQuery
+from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..mpc.sharing import SEED_BYTES, CompressedShare
 from ..net.framing import Frame
@@ -45,12 +47,13 @@ from ..net.mesh import Connection
 from ..policy import Policy
 from . import messages as msg
 from . import planning
-from .models import ModelCompiled
 
 log = logging.getLogger("site_agent")
 
 MAX_WAITING = 256
 """Answers kept for queries this member has not started collecting yet (oldest dropped first)."""
+INPUTS = -1
+"""The step of a query's first inputs (a model's later steps count from 0)."""
 ARRAY = ""
 """In an ``input`` message's ``seeds``: this share component is the INPUT_SHARES frame's array."""
 REFUSE = "refuse"
@@ -139,7 +142,8 @@ class InputDesk:
     # --- one query ----------------------------------------------------------------------------
 
     def on_input(self, conn: Connection, body: dict[str, Any]) -> None:
-        """An input site's answer to a forwarded query (its shares' array may come before or after)."""
+        """An input site's answer to a forwarded query or a model step (its shares' array may
+        come before or after)."""
         name = self._sender(conn)
         if body["site"] != name:
             raise ProtocolViolation(f"{conn.label} sent an input message for site {body['site']!r}")
@@ -149,12 +153,13 @@ class InputDesk:
         for s in seeds:
             if not isinstance(s, str) or (s != ARRAY and len(s) != 2 * SEED_BYTES):
                 raise ProtocolViolation(f"{conn.label} sent a share seed of the wrong length")
-        answer = self._answer(_session_of(body["query_id"]), name)
+        answer = self._answer(answer_key(body["query_id"], body["step"]), name)
         answer.body = body
         answer.check()
 
     def on_shares(self, conn: Connection, frame: Frame) -> None:
-        """The array component of an input site's shares (an INPUT_SHARES frame of the session)."""
+        """The array component of an input site's shares (an INPUT_SHARES frame keyed by
+        :func:`answer_key`)."""
         name = self._sender(conn)
         arr = frame.array
         if arr is None or arr.dtype != np.uint64 or arr.ndim != 1:
@@ -163,11 +168,10 @@ class InputDesk:
         answer.array = np.array(arr, dtype=np.uint64)
         answer.check()
 
-    def _answer(self, session: bytes, name: str) -> _Answer:
-        key = (session, name)
-        answer = self._answers.get(key)
+    def _answer(self, key: bytes, name: str) -> _Answer:
+        answer = self._answers.get((key, name))
         if answer is None:
-            answer = self._answers[key] = _Answer()
+            answer = self._answers[(key, name)] = _Answer()
             while len(self._answers) > MAX_WAITING:
                 self._answers.popitem(last=False)
         return answer
@@ -175,19 +179,20 @@ class InputDesk:
     async def forward(self, env: Envelope, policies: Sequence[Policy]) -> None:
         """Send ``env`` and the sites' ``policies`` to every input site (as soon as this member
         compiled the query, so the input sites' local steps run while the members' do)."""
-        if not self.sites:
-            return
         request = msg.control(
             msg.INPUT_REQUEST,
             self.index,
             envelope=env.to_json(),
             policies={p.site: p.to_json() for p in policies},
         )
+        await self._send_all(request)
+
+    async def _send_all(self, frame: Frame) -> None:
         for name in self.sites:
             conn = self._links.get(name)
             if conn is None:
                 raise InputSiteFailed(name, f"input site {name} is not connected to site {self.site}")
-            await conn.send_frame(request)
+            await conn.send_frame(frame)
 
     async def collect(
         self,
@@ -200,52 +205,57 @@ class InputDesk:
     ) -> tuple[list[AShare], dict[str, dict[str, Any]]]:
         """This member's shares of the input sites' vectors (``words`` each, in site order) and
         their receipts, once each answered :meth:`forward`; raises naming the first site that
-        fails the query."""
-        sites = self.sites
-        if not sites:
-            return [], {}
-        session = msg.session_id(env.digest())
-        answers = {name: self._answer(session, name) for name in sites}
+        fails the query (silent, refusing, another plan, another ledger or budget account)."""
+        answers = await self._await(env.digest(), INPUTS, timeout)
+        for name, body in answers.items():
+            if body["digest"] != plan_digest:
+                raise InputSiteFailed(name, f"input site {name} compiled a different plan; nothing was shared")
+            if body["ledger_digest"] != ledger_digest:
+                raise InputSiteFailed(name, f"input site {name} remembers other released results for this analyst")
+            if body["budget_digest"] != budget_digest:
+                raise InputSiteFailed(name, f"input site {name} keeps another privacy budget account for this analyst")
+        shares = [_expand(name, body, words) for name, body in answers.items()]
+        return shares, {name: dict(body["receipt"] or {}) for name, body in answers.items()}
+
+    async def step(self, query_id: str, step: int, params: dict[str, Any] | None, words: int, timeout: float) -> U64:
+        """A model's step: every input site's vector at the public ``params`` (what the committee
+        opened to the sites), as this member's share pairs flattened in site order: what
+        :func:`site_agent.models.statement.site_shares` takes after the member's own vector."""
+        await self._send_all(msg.control(msg.INPUT_STEP, self.index, query_id=query_id, step=step, params=params))
+        answers = await self._await(query_id, step, timeout)
+        pairs = [_expand(name, body, words).v.reshape(-1) for name, body in answers.items()]
+        return np.concatenate(pairs) if pairs else np.zeros(0, dtype=np.uint64)
+
+    async def _await(self, query_id: str, step: int, timeout: float) -> dict[str, dict[str, Any]]:
+        """Each input site's answer for ``step`` of ``query_id``, in site order (its array under
+        ``"array"``); a site that sends none in time or refuses fails the query, named."""
+        key = answer_key(query_id, step)
+        waiting = {name: self._answer(key, name) for name in self.sites}
         try:
             deadline = time.monotonic() + timeout
-            for name in sites:
+            answers: dict[str, dict[str, Any]] = {}
+            for name, answer in waiting.items():
                 try:
-                    await asyncio.wait_for(answers[name].ready.wait(), max(0.0, deadline - time.monotonic()))
+                    await asyncio.wait_for(answer.ready.wait(), max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     raise InputSiteFailed(
                         name, f"input site {name} sent no inputs within {timeout:g} s; nothing was released"
                     ) from None
-            shares = [
-                self._shares(name, answers[name], plan_digest, words, ledger_digest, budget_digest) for name in sites
-            ]
-            return shares, {name: dict(answers[name].body["receipt"] or {}) for name in sites}  # type: ignore[index]
+                body = answer.body
+                assert body is not None
+                if body["verdict"] == REFUSE:
+                    raise InputSiteRefused(name, body["category"], body["rule"], body["message"])
+                answers[name] = {**body, "array": answer.array}
+            return answers
         finally:
-            for name in sites:
-                self._answers.pop((session, name), None)
+            for name in waiting:
+                self._answers.pop((key, name), None)
 
-    def _shares(
-        self, name: str, answer: _Answer, plan_digest: str, words: int, ledger_digest: str, budget_digest: str
-    ) -> AShare:
-        body = answer.body
-        assert body is not None
-        if body["verdict"] == REFUSE:
-            raise InputSiteRefused(name, body["category"], body["rule"], body["message"])
-        if body["digest"] != plan_digest:
-            raise InputSiteFailed(name, f"input site {name} compiled a different plan; nothing was shared")
-        if body["ledger_digest"] != ledger_digest:
-            raise InputSiteFailed(name, f"input site {name} remembers other released results for this analyst")
-        if body["budget_digest"] != budget_digest:
-            raise InputSiteFailed(name, f"input site {name} keeps another privacy budget account for this analyst")
-        if body["words"] != words:
-            raise ProtocolViolation(f"input site {name} shared {body['words']} words, the plan expects {words}")
-        parts = [bytes.fromhex(s) if s != ARRAY else answer.array for s in body["seeds"]]
-        first, second = parts
-        assert first is not None and second is not None
-        return CompressedShare(first, second).expand((words,))
-
-    async def tell(self, query_id: str, released: bool, flags: Sequence[int]) -> None:
-        """Best effort: tell every connected input site what became of a query it took part in."""
-        frame = msg.control(msg.INPUT_OUTCOME, self.index, query_id=query_id, released=released, flags=list(flags))
+    async def tell(self, query_id: str, released: bool, opened: np.ndarray | None) -> None:
+        """Best effort: tell every connected input site what became of a query it took part in
+        (``opened``: the query sets the released result opened, for its release ledger)."""
+        sets = [] if opened is None else opened.astype(bool).tolist()
+        frame = msg.control(msg.INPUT_OUTCOME, self.index, query_id=query_id, released=released, opened=sets)
         for name in self.sites:
             conn = self._links.get(name)
             if conn is not None:
@@ -253,21 +263,35 @@ class InputDesk:
                     await asyncio.wait_for(conn.send_frame(frame), 1.0)
 
 
-def check_supported(plan: planning.AnyCompiled, sites: Sequence[str]) -> None:
-    """Refuse, naming the limit, a statement input-only sites cannot take part in: models and
-    VALIDATE (their Newton and evaluation steps ask every site for new local vectors in the middle
-    of the session) and record linkage (it runs on the members' own linkage keys)."""
-    if not sites:
-        return
-    if isinstance(plan, ModelCompiled) or not isinstance(plan, planning.Compiled):
-        raise UnsupportedQuery(
-            f"this consortium has input-only sites ({', '.join(sites)}): model, VALIDATE and linkage "
-            "statements need every data site in the compute committee for now"
-        )
+def _expand(name: str, body: dict[str, Any], words: int) -> AShare:
+    """This member's pair of an input site's shares: its seeds expanded, its array as sent."""
+    if body["words"] != words:
+        raise ProtocolViolation(f"input site {name} shared {body['words']} words, the plan expects {words}")
+    first, second = (bytes.fromhex(s) if s != ARRAY else body["array"] for s in body["seeds"])
+    if first is None or second is None:
+        raise ProtocolViolation(f"input site {name} sent no array with its seeds")
+    return CompressedShare(first, second).expand((words,))
 
 
-def _session_of(query_id: str) -> bytes:
+def answer_key(query_id: str, step: int) -> bytes:
+    """The key of an input site's answer: the query's session id for its inputs (``step`` is
+    :data:`INPUTS`), a digest of it and the step number for a model's steps."""
     try:
-        return msg.session_id(query_id)
+        session = msg.session_id(query_id)
     except ValueError:
         raise ProtocolViolation("an input message names a malformed query id") from None
+    if step == INPUTS:
+        return session
+    if not 0 <= step < 2**31:
+        raise ProtocolViolation("an input message names a malformed step")
+    return hashlib.sha256(b"mpc-jupyter.input-step.v1:" + session + step.to_bytes(4, "big")).digest()[:16]
+
+
+def check_supported(plan: planning.AnyCompiled, sites: Sequence[str]) -> None:
+    """Refuse, naming the limit, a statement input-only sites cannot take part in: record linkage
+    (``COUNT(DISTINCT PERSON)`` runs on the committee members' own linkage keys)."""
+    if sites and not isinstance(plan, planning.Compiled):
+        raise UnsupportedQuery(
+            f"this consortium has input-only sites ({', '.join(sites)}): record linkage needs every data "
+            "site in the compute committee for now"
+        )

@@ -61,11 +61,15 @@ register_control(REVIEW_DECISION, {"site": str, "query_id": str, "decision": str
 # Input-only sites (site_agent/agent/inputs.py, input_site.py): a member forwards the analyst's
 # signed envelope with the sites' policies; the input site answers with its verdict, the digests
 # the members check and the seeds of its shares (the array part follows as an INPUT_SHARES frame
-# of the query's session); after the session the member tells it what was released.
+# keyed like the answer: site_agent.agent.inputs.answer_key); a model's session asks it for its
+# vector at each step's public parameters (``input_step``, answered by another ``input`` with that
+# step); after the session the member tells it which query sets the released result opened.
 INPUT_REQUEST = "input_request"
+INPUT_STEP = "input_step"
 INPUT = "input"
 INPUT_OUTCOME = "input_outcome"
 register_control(INPUT_REQUEST, {"envelope": str, "policies": dict})
+register_control(INPUT_STEP, {"query_id": str, "step": int, "params": (dict, NONE)})
 register_control(
     INPUT,
     {
@@ -81,9 +85,10 @@ register_control(
         "receipt": (dict, NONE),
         "seeds": list,
         "words": int,
+        "step": int,
     },
 )
-register_control(INPUT_OUTCOME, {"query_id": str, "released": bool, "flags": list})
+register_control(INPUT_OUTCOME, {"query_id": str, "released": bool, "opened": list})
 
 MODES = ("run", "explain")
 

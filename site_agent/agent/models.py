@@ -39,7 +39,9 @@ LEDGER_RULE = "ledger_difference"
 
 @dataclass(frozen=True)
 class ModelCompiled(Compiled):
-    """A model's plan; ``site`` holds the connection bound by :meth:`local_inputs`."""
+    """A model's plan; ``site`` holds the connection bound by :meth:`local_inputs` and, at a
+    member of a consortium with input-only sites, ``remote``: their share pairs at a step's
+    parameters (site_agent/agent/inputs.py), appended to this member's own vector."""
 
     site: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -111,7 +113,9 @@ class ModelCompiled(Compiled):
                 return empty_outcome(refused=LEDGER_RULE, message=message)
 
         def step(params: dict[str, Any] | None) -> U64:
-            return self.model.local(self.plan, self.site["con"], bool(self.site["holds_data"]), params)
+            own = self.model.local(self.plan, self.site["con"], bool(self.site["holds_data"]), params)
+            remote = self.site.get("remote")  # the input-only sites' shares at the same parameters
+            return own if remote is None else np.concatenate([own, remote(params, own.size)])
 
         return (yield from self.model.program(p, self.plan, step))
 

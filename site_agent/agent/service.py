@@ -29,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +83,7 @@ from .data import columns_of, empty_tables, open_tables
 from .input_site import InputSite
 from .inputs import InputDesk, InputSiteFailed, InputSiteRefused, check_supported
 from .linkage import LinkageEvaluator
+from .models import ModelCompiled
 from .reviews import ReviewDesk
 from .verdicts import REFUSALS, classify, privacy_record
 
@@ -428,12 +431,13 @@ class Agent:
         except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
             await self._refuse(conn, env, plan, exc, started)
             return
-        if outcome.members is not None and isinstance(plan, planning.Compiled):  # remembered for the next checks
-            # (a result held for review counts as opened: a later query cannot difference against it)
-            opened = plan.opened(outcome.meta)
-            await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
-        if isinstance(plan, planning.Compiled):  # before this member answers, so before its next query
-            await self.inputs.tell(query_id, True, outcome.meta.get("flags", []))
+        if isinstance(plan, planning.Compiled):
+            # The query sets the result opened (a result held for review counts as opened: a later
+            # query cannot difference against it), remembered by every data site for the next checks.
+            opened = plan.opened(outcome.meta) if "ledger" in plan.plan.data else None
+            if outcome.members is not None and opened is not None:
+                await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
+            await self.inputs.tell(query_id, True, opened)  # before this member answers, so before its next query
         shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
         if isinstance(plan, planning.Compiled) and plan.review is not None:  # held until the DPOs approve
             held, receipt = await self.reviews.hold(env, plan, shares, outcome.meta, time.monotonic() - started)
@@ -500,6 +504,8 @@ class Agent:
         """Agreement, local step, input sharing and the plan's program, as one MPC session; the
         input-only sites' shares (``policy`` combined theirs) join the members' own inputs."""
         await self.inputs.forward(env, policy.parts)  # the input sites' local steps run beside ours
+        if isinstance(plan, ModelCompiled) and self.consortium.input_sites:
+            plan.site["remote"] = self._remote_steps(env, asyncio.get_running_loop())
         # Never fails on data: a failing local step yields fill values and a secret failure word,
         # and the committee fails the query alike at every member (LocalStepError, naming no site).
         local = await asyncio.to_thread(
@@ -560,6 +566,21 @@ class Agent:
 
         return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
 
+    def _remote_steps(
+        self, env: Envelope, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[dict[str, Any] | None, int], np.ndarray]:
+        """A model's local steps reach the input-only sites: called in the step's worker thread,
+        it asks them (on the event loop) for their vectors at the step's public parameters and
+        waits for this member's shares; the steps are numbered alike at every member."""
+        count = itertools.count()
+        timeout = float(self.config.query_timeout)
+
+        def fetch(params: dict[str, Any] | None, words: int) -> np.ndarray:
+            ask = self.inputs.step(env.digest(), next(count), params, words, timeout)
+            return asyncio.run_coroutine_threadsafe(ask, loop).result(timeout + 1)
+
+        return fetch
+
     def _linkage_keys(self) -> np.ndarray | None:
         """This site's linkage keys (none for a member without data); None if they cannot be read,
         and then every member fails the query alike (site_agent.linkage.dedup.NO_KEYS)."""
@@ -595,7 +616,7 @@ class Agent:
         decision: Decision = "refused" if category in REFUSALS else "failed"
         receipt = self._record(env, plan, decision, f"{category}: {exc}", started, rule or None)
         if plan is not None:  # an input-only site that shared its inputs hears that nothing was released
-            await self.inputs.tell(env.digest(), False, [])
+            await self.inputs.tell(env.digest(), False, None)
         with contextlib.suppress(Exception):
             await self._reply_failure(conn, env.digest(), category, rule, str(exc), receipt.to_json(), site)
         log.info("query not answered", extra={"event": decision, "category": category, "rule": rule})

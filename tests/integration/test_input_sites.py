@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.formula.api as smf
 
 from mpc_jupyter.client import QueryFailed, SiteUnavailable
 from site_agent.agent import messages as msg
@@ -25,6 +26,7 @@ from site_agent.errors import MpcError
 from site_agent.net.framing import OUTSIDER, Frame, MsgType, encode_parts
 
 from ..lung import lung_by_site
+from ..models.conftest import relative
 from ..query.quantile_reference import coarsened_type7
 from .conftest import LUNG, Dataset, Running, Wire, run, start_retrying
 
@@ -173,6 +175,7 @@ def _input_message(site: str, seeds: list[str]) -> list[bytes]:
         "receipt": None,
         "seeds": seeds,
         "words": 1,
+        "step": -1,
     }
     header, payload = encode_parts(Frame(MsgType.CONTROL, sender=OUTSIDER, control=body))
     return [header, bytes(payload)]
@@ -190,9 +193,22 @@ def test_only_the_input_site_itself_may_send_its_inputs(five: Running) -> None:
     assert five.client.query("SELECT COUNT(*) AS n FROM lung")["n"].tolist() == [len(five.pooled)]
 
 
-def test_models_are_refused_while_input_sites_take_part(five: Running) -> None:
-    with pytest.raises(QueryFailed, match="input-only sites"):
-        five.client.query("LINEAR time ~ age FROM lung")
+def test_models_take_every_data_site_equal_to_statsmodels(five: Running) -> None:
+    """LINEAR and LOGISTIC over all five sites: the input-only sites answer each Newton step at the
+    coefficients the committee opened; the fits equal statsmodels on the pooled rows."""
+    pooled = five.pooled
+    ours = five.client.query("LINEAR wt_loss ~ age + C(sex) + ph_karno FROM lung")
+    ref = smf.ols("wt_loss ~ age + C(sex) + ph_karno", pooled).fit()
+    assert relative(ours["coef"], ref.params) < 1e-8
+    assert relative(ours["std err"], ref.bse) < 1e-8
+    assert ours.attrs["n"] == ref.nobs
+    assert {r["site"] for r in ours.attrs["receipts"]} == {"north", "central", "south", *INPUT_SITES}
+
+    ours = five.client.query("LOGISTIC status = 2 ~ age + C(sex) + ph_ecog FROM lung")
+    frame = pooled.assign(dead=lambda d: (d.status == 2) * 1.0)
+    ref = smf.logit("dead ~ age + C(sex) + ph_ecog", frame).fit(disp=0, tol=1e-12)
+    assert relative(ours["coef"], ref.params) < 1e-6
+    assert relative(ours["std err"], ref.bse) < 1e-6
 
 
 def test_an_input_site_that_is_down_fails_the_query_naming_it(five: Running) -> None:
