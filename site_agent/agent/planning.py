@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,15 @@ class RevealInfo:
     shape: tuple[int, ...]
 
 
+class ReviewTerms(NamedTuple):
+    """A held result's terms, from the plan (so every member agrees): the sites whose DPO must
+    approve, the hours they have, and the hours an approved result stays fetchable."""
+
+    sites: list[str]
+    hours: int
+    keep_hours: int
+
+
 @dataclass(frozen=True)
 class Compiled:
     """A compiled query at one member."""
@@ -128,10 +137,12 @@ class Compiled:
         return dict(self.plan.data["params"]["dp"]) if is_dp(self.plan) else None
 
     @property
-    def review(self) -> tuple[list[str], int] | None:
-        """The sites whose DPO must approve the result and the hours they have, if any."""
+    def review(self) -> ReviewTerms | None:
+        """The terms of output review, if the result is held (None: it goes to the analyst)."""
         review = self.plan.data.get("review")
-        return None if review is None else (list(review["sites"]), int(review["hours"]))
+        if review is None:
+            return None
+        return ReviewTerms(list(review["sites"]), int(review["hours"]), int(review["keep_hours"]))
 
     def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True) -> U64:
         """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector.
@@ -239,7 +250,11 @@ def compile_query(
     policy.check_reviewable(dp is None and "model" not in plan.data and "statement" not in plan.data)
     reviewers = policy.review_sites()
     if reviewers:  # in the plan, so its digest holds it: every member agrees before any share moves
-        compiled.plan.data["review"] = {"sites": list(reviewers), "hours": policy.review_deadline_hours()}
+        compiled.plan.data["review"] = {
+            "sites": list(reviewers),
+            "hours": policy.review_deadline_hours(),
+            "keep_hours": policy.review_keep_hours,
+        }
     return compiled
 
 

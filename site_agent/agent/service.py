@@ -287,10 +287,13 @@ class Agent:
         if kind == msg.REVIEW_DECISION:
             await self.reviews.on_decision(conn, body)
             return
-        if kind in (msg.REVIEW_LIST_REQUEST, msg.REVIEW_FETCH) and conn.peer_index is None:
+        if kind in (msg.REVIEW_LIST_REQUEST, msg.REVIEW_FETCH, msg.REVIEW_CONFIRM) and conn.peer_index is None:
             if conn.peer_name not in self.consortium.analysts:
                 raise AuthError(f"{conn.label} is not an analyst of the consortium")
-            await (self.reviews.on_list(conn) if kind == msg.REVIEW_LIST_REQUEST else self.reviews.on_fetch(conn, body))
+            if kind == msg.REVIEW_LIST_REQUEST:
+                await self.reviews.on_list(conn)
+            else:
+                await (self.reviews.on_fetch if kind == msg.REVIEW_FETCH else self.reviews.on_confirm)(conn, body)
             return
         if kind != msg.POLICY or conn.peer_index is None:
             raise MpcError(f"{conn.label} may not send {body.get('kind')!r} control messages")

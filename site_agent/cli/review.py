@@ -39,6 +39,9 @@ def _status(held: Held) -> str:
         return f"pending: waiting for {', '.join(held.waiting)} until {_when(held.deadline)}"
     if held.state == DENIED:
         return f"denied by {', '.join(held.denied_by)}"
+    if held.state == APPROVED and held.keep_until is not None:
+        sent = "sent, receipt not yet confirmed" if held.receipt is not None else "not fetched yet"
+        return f"approved: {sent}; kept until {_when(held.keep_until)}"
     return held.state
 
 
@@ -100,7 +103,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     held = store.update(held_id, change)
     assert held is not None
     if held.state == "expired":
-        print(f"review: {held_id[:16]} expired at {_when(held.deadline)}; it was discarded")
+        print(f"review: {held_id[:16]} expired at {_when(held.keep_until or held.deadline)}; it was discarded")
         return 1
     if decision == DENIED:
         print(f"denied {held_id[:16]} at site {site}: every member discards it; nothing is released")

@@ -28,6 +28,7 @@ from typing import Any
 from site_agent.crypto.envelope import canonical_json
 from site_agent.errors import ConfigError, PolicyRefusal
 from site_agent.privacy import dominance
+from site_agent.review.store import DEFAULT_KEEP_HOURS
 from site_agent.tomlfile import Section, check_name, read_toml
 
 from .privacy import PrivacyPolicy, check_mode, combine_privacy, load_privacy
@@ -87,6 +88,9 @@ class Policy:
     every result is held as shares until this site's data-protection officer approves it."""
     review_hours: int = DEFAULT_REVIEW_HOURS
     """``[privacy] review_hours``: a held result not approved by then is discarded."""
+    review_keep_hours: int = DEFAULT_KEEP_HOURS
+    """``[privacy] review_keep_hours``: an approved result whose receipt the analyst has not
+    confirmed this long after the last approval is discarded at every member."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -113,6 +117,7 @@ class Policy:
             "privacy": self.privacy.to_json(),
             "review": self.review,
             "review_hours": self.review_hours,
+            "review_keep_hours": self.review_keep_hours,
             "tables": None
             if self.tables is None
             else {
@@ -157,11 +162,13 @@ class Policy:
                 privacy=PrivacyPolicy.from_json(data["privacy"]),
                 review=str(data["review"]),
                 review_hours=int(data["review_hours"]),
+                review_keep_hours=int(data["review_keep_hours"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"policy of site {site!r} is malformed: {exc}") from exc
-        if policy.to_json() != dict(data) or policy.review not in REVIEW_MODES or policy.review_hours < 1:
+        canonical = policy.to_json() == dict(data)
+        if not canonical or policy.review not in REVIEW_MODES or min(policy.review_hours, policy.review_keep_hours) < 1:
             raise ConfigError(f"policy of site {site!r} has unexpected or non-canonical fields")
         return policy
 
@@ -327,6 +334,7 @@ def combine(policies: Iterable[Policy]) -> Policy:
         privacy=combine_privacy(p.privacy for p in parts),
         review="dpo" if any(p.review == "dpo" for p in parts) else "auto",
         review_hours=min(p.review_hours for p in parts),
+        review_keep_hours=min(p.review_keep_hours for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -433,9 +441,10 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         model_min_df=p.get_int("model_min_df", 10, minimum=1),
         model_events_per_term=p.get_int("model_events_per_term", 10, minimum=1),
         dominance=_dominance(p),
-        privacy=load_privacy(privacy, also=("review", "review_hours")),
+        privacy=load_privacy(privacy, also=("review", "review_hours", "review_keep_hours")),
         review=review,
         review_hours=privacy.get_int("review_hours", DEFAULT_REVIEW_HOURS, minimum=1),
+        review_keep_hours=privacy.get_int("review_keep_hours", DEFAULT_KEEP_HOURS, minimum=1),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -493,9 +502,12 @@ max_rows_per_person = 1
 # Output review (docs/review-and-report.md): "auto" releases what passes the rules above;
 # "dpo" holds every result as shares, at every committee member, until this site's
 # data-protection officer approves it ('mpc-site-agent review approve ID'); unapproved after
-# review_hours hours, it is discarded. Every site that says "dpo" must approve.
+# review_hours hours, it is discarded. Every site that says "dpo" must approve. An approved
+# result whose receipt the analyst has not confirmed review_keep_hours after the last approval
+# is discarded too (the smallest of all sites' applies).
 review = "auto"
 review_hours = {review_hours}
+review_keep_hours = {review_keep_hours}
 
 {tables}"""
 
@@ -524,5 +536,6 @@ def render_policy_template(site: str, data: bool = True) -> str:
         max_groups=DEFAULT_MAX_GROUPS,
         max_queries=DEFAULT_MAX_QUERIES_PER_HOUR,
         review_hours=DEFAULT_REVIEW_HOURS,
+        review_keep_hours=DEFAULT_KEEP_HOURS,
         tables=TABLES_TEMPLATE if data else NO_DATA_TEMPLATE,
     )

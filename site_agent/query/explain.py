@@ -107,7 +107,9 @@ def explain(plan: Plan, sites: int = 3) -> str:
         lines.append(
             f"Output review: the result is held as shares at every member until the data-protection "
             f'officers of {", ".join(d["review"]["sites"])} approve it (review = "dpo"); not approved '
-            f"within {d['review']['hours']} hours, or denied, it is discarded and nothing is released. "
+            f"within {d['review']['hours']} hours, or denied, it is discarded and nothing is released; "
+            f"approved, it stays fetchable until the analyst's client confirms receipt, at most "
+            f"{d['review']['keep_hours']} hours after the last approval, then it is discarded. "
             "For the officers, each base cell's size (persons, or rows without a person column) is "
             "opened to the committee as a band (0-9, 10-19, 20-49, 50-99, 100-199, 200-499, 500-999, 1000+)."
         )
