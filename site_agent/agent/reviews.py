@@ -85,20 +85,28 @@ class ReviewDesk:
     # --- holding ----------------------------------------------------------------------------
 
     async def hold(
-        self, env: Envelope, plan: planning.Compiled, shares: np.ndarray, meta: dict[str, Any], seconds: float
+        self,
+        env: Envelope,
+        plan: planning.Compiled,
+        sites: list[str],
+        shares: np.ndarray,
+        meta: dict[str, Any],
+        seconds: float,
     ) -> tuple[Held, Receipt]:
-        """Keep this member's shares of a computed result for review; its ``held`` audit entry."""
+        """Keep this member's shares of a computed result for review by ``sites``; its ``held``
+        audit entry. The cells' bands and the release rule's own flags are for the DPOs only."""
         review = plan.review
-        assert review is not None, "only plans with reviewing sites are held"
-        sites, hours, keep_hours = review
+        assert review is not None and sites, "only plans with reviewing sites are held"
+        _, _, hours, keep_hours = review
         held = Held(
             id=env.digest(),
             analyst=env.analyst,
             query=env.query,
             plan_digest=plan.digest,
             kind=plan.kind,
-            meta={k: v for k, v in meta.items() if k != "bands"},
+            meta={k: v for k, v in meta.items() if k not in ("bands", "withheld")},
             bands=list(meta.get("bands", [])),
+            withheld=meta.get("withheld"),
             reveals=[{"name": r.name, "shape": list(r.shape)} for r in plan.reveals],
             sites=sites,
             created=float(env.timestamp),

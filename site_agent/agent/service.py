@@ -416,8 +416,11 @@ class Agent:
             opened = plan.opened(outcome.meta)
             await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
         shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
-        if isinstance(plan, planning.Compiled) and plan.review is not None:  # held until the DPOs approve
-            held, receipt = await self.reviews.hold(env, plan, shares, outcome.meta, time.monotonic() - started)
+        reviewers = plan.held_by(outcome.meta) if isinstance(plan, planning.Compiled) else []
+        if isinstance(plan, planning.Compiled) and reviewers:  # held until the DPOs approve
+            held, receipt = await self.reviews.hold(
+                env, plan, reviewers, shares, outcome.meta, time.monotonic() - started
+            )
             await conn.send_frame(
                 msg.control(
                     msg.PENDING,
@@ -507,7 +510,7 @@ class Agent:
             inputs = yield from input_all(p, local, sizes)
             progress.soon("shared")
             shares, meta = yield from plan.program(p, inputs, remembered)
-            if plan.review is not None:  # the DPOs see each cell's size as a band, never the size
+            if plan.held_by(meta):  # the DPOs see each cell's size as a band, never the size
                 meta["bands"] = yield from plan.cell_bands(p, inputs)
             progress.soon("computed")
             return Outcome(shares, meta, members)

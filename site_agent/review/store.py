@@ -78,6 +78,9 @@ class Held:
     deadline: float
     bands: list[str] = field(default_factory=list)
     """Each base cell's size as a band ("10-19"), opened to the committee for the DPOs."""
+    withheld: list[int] | None = None
+    """Held because the release rule withheld cells: its own flags (``meta["flags"]`` are then
+    those approval leaves), for the DPOs; never sent to the analyst."""
     keep_hours: int = DEFAULT_KEEP_HOURS
     """Hours an approved result stays fetchable after the last approval (the plan's retention)."""
     decisions: dict[str, Decision] = field(default_factory=dict)

@@ -54,7 +54,7 @@ def test_review_keys_combine_strictest_and_enter_the_plan_digest(tmp_path: Path)
     schema = schema_from_duckdb(con, domains={"lung.sex": ["F", "M"]})
     text = "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex"
     plain, held = compile_query(text, schema, combine([auto])), compile_query(text, schema, both)
-    assert plain.review is None and held.review == (["central", "north"], 24, 168)
+    assert plain.review is None and held.review == (["central", "north"], ["central", "north"], 24, 168)
     assert plain.digest != held.digest  # members that disagree on review never share anything
     assert "until the data-protection officers of central, north approve" in held.explain()
     for bad, key in (('review = "maybe"', "review"), ("review_hours = 0", "review_hours"), ("reviews = 1", "reviews")):
@@ -161,7 +161,7 @@ def test_retention_keys_combine_to_the_smallest_and_enter_the_plan(tmp_path: Pat
     con.execute("CREATE TABLE lung (sex VARCHAR, age DOUBLE)")
     schema = schema_from_duckdb(con, domains={"lung.sex": ["F", "M"]})
     held = compile_query("SELECT COUNT(*) AS n FROM lung", schema, both)
-    assert held.review == (["north"], 72, 12)
+    assert held.review == (["north"], ["north"], 72, 12)
     assert "at most 12 hours after the last approval" in held.explain()
     with pytest.raises(ConfigError, match="review_keep_hours"):
         _policy(tmp_path, "x", "review_keep_hours = 0")
