@@ -45,7 +45,7 @@ def main() -> None:
     sites = {}
     for site, frame in lung_by_site().items():
         con = duckdb.connect()
-        con.register("frame", frame.rename(columns=lambda c: c.replace(".", "_")))
+        con.register("frame", frame)
         con.execute("CREATE TABLE lung AS SELECT * FROM frame")
         sites[site] = con
     print(f"{'review':<8} {'rounds':>6} {'bytes':>9}  query")
