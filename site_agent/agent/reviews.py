@@ -3,10 +3,12 @@ release what every reviewing site approved, discard the rest.
 
 The flow (docs/review-and-report.md):
 
-1. A plan whose combined policy names reviewing sites (``[privacy] review = "dpo"``) carries
-   them in its digest, so every member agrees before any share moves. After the MPC program,
-   each member keeps its own pair of shares of the outputs on its disk (``ReviewStore``),
-   writes a ``held`` audit entry and answers the analyst ``pending`` instead of sending shares.
+1. A plan whose combined policy names reviewing sites (``[privacy] review = "dpo"``: every
+   result; ``"failing"``: a result where the release rule withheld a cell) carries them in its
+   digest, so every member agrees before any share moves. After the MPC program, when the
+   plan's terms say so from public facts (``ReviewTerms.reviewers``), each member keeps its own
+   pair of shares of the outputs on its disk (``ReviewStore``), writes a ``held`` audit entry
+   and answers the analyst ``pending`` instead of sending shares.
 2. A DPO decides with ``mpc-site-agent review approve|deny ID`` (edits the store under its
    lock). This member's ``poll`` notices its own site's decision, writes the audit entry and
    sends it to the other members (``review_decision``, on the authenticated member links; sent

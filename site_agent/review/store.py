@@ -1,7 +1,8 @@
 """Results held for output review at one committee member: its own shares, on its own disk.
 
-When a site's policy says ``[privacy] review = "dpo"``, every member keeps the computed result
-as its pair of shares instead of sending it to the analyst (``site_agent.agent.reviews``). No
+When a site's policy says ``[privacy] review = "dpo"`` (or ``"failing"`` and the release rule
+withheld a cell), every member keeps the computed result as its pair of shares instead of
+sending it to the analyst (``site_agent.agent.reviews``). No
 member can open it alone: it holds two of the three components, like during the computation.
 
 On disk, in the folder ``review/`` beside the audit log:
