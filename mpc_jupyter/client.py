@@ -285,8 +285,9 @@ class Consortium:
         return str(json.loads(metas.pop())["explain"])
 
     def pending(self) -> ReviewOutcome:
-        """Results held for output review: fetch those every reviewing site approved since
-        (each member then deletes its shares), and say which still wait or were discarded."""
+        """Results held for output review: fetch those every reviewing site approved since (once
+        reconstructed, this client confirms receipt and each member deletes its shares; a fetch
+        cut off is fetched whole next time), and say which still wait or were discarded."""
         with self._one_at_a_time:
             return self._run(self._reviewed())
 
@@ -500,7 +501,9 @@ class Consortium:
 
     async def _reviewed(self) -> ReviewOutcome:
         """Ask every member which of this analyst's results it holds; fetch those that all three
-        hold as approved (a member that has not yet heard a decision says pending: ask again)."""
+        hold as approved (a member that has not yet heard a decision says pending: ask again).
+        A result some member lists as released was received already (its receipt confirmed
+        there): confirm it to the others, whose confirmation was lost."""
 
         async def listing(index: int) -> dict[str, Any]:
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -515,28 +518,52 @@ class Consortium:
         lists = await asyncio.gather(*(listing(i) for i in range(3)))
         items = [{item["query_id"]: item for item in body["items"]} for body in lists]
         outcome = ReviewOutcome()
+        received = []
         for query_id in sorted(set().union(*items)):
             seen = [member.get(query_id) for member in items]
             known = [s for s in seen if s is not None]
+            if any(s["state"] == "released" for s in known):
+                if any(s["state"] == "approved" for s in known):
+                    received.append(query_id)
+                continue
             outcome.queries[query_id] = known[0]["query"]
             denied = sorted({site for s in known for site in s["denied_by"]})
+            expired = [s for s in known if s["state"] == "expired"]
             if denied:
                 outcome.discarded[query_id] = f"denied at site {', '.join(denied)}"
-            elif any(s["state"] == "expired" for s in known):
+            elif expired and expired[0]["keep_until"] is not None:
+                until = dt.datetime.fromtimestamp(expired[0]["keep_until"], dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+                outcome.discarded[query_id] = f"expired: approved, but not fetched before {until}"
+            elif expired:
                 outcome.discarded[query_id] = "expired before every reviewing site approved"
             elif all(s is not None and s["state"] == "approved" for s in seen):
                 continue  # fetched below
             else:
                 outcome.waiting[query_id] = sorted({site for s in known for site in s["waiting"]})
         ready = [q for q in outcome.queries if q not in outcome.waiting and q not in outcome.discarded]
-        for query_id in ready:
-            started = time.monotonic()
-            answers = await self._fetch(query_id)
-            frame = self._assemble(answers, started)
-            frame.attrs["query"] = outcome.queries[query_id]
-            outcome.released.append(frame)
-            self.history.append(frame)
+        try:
+            for query_id in ready:
+                started = time.monotonic()
+                answers = await self._fetch(query_id)
+                frame = self._assemble(answers, started)
+                frame.attrs["query"] = outcome.queries[query_id]
+                outcome.released.append(frame)
+                self.history.append(frame)
+                received.append(query_id)
+        finally:  # what was reconstructed is confirmed even if a later fetch fails
+            await self._confirm(received)
         return outcome
+
+    async def _confirm(self, query_ids: list[str]) -> None:
+        """Tell every member this client reconstructed these results: they delete their shares.
+        Best effort: a member that misses it keeps them, and the next ``pending()`` confirms again
+        (or the retention, ``review_keep_hours``, ends)."""
+        if not query_ids:
+            return
+        frame = msg.control(msg.REVIEW_CONFIRM, OUTSIDER, query_ids=query_ids)
+        for index in range(3):
+            with contextlib.suppress(MpcError, OSError, ConnectionClosed):
+                await self._send(index, frame)
 
     async def _fetch(self, query_id: str) -> _Pending:
         """One approved result: every member's shares, metadata and receipt, as for a query."""

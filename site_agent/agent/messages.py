@@ -27,6 +27,7 @@ REVIEW_LIST_REQUEST = "review_list_request"
 REVIEW_LIST = "review_list"
 REVIEW_FETCH = "review_fetch"
 REVIEW_DECISION = "review_decision"
+REVIEW_CONFIRM = "review_confirm"
 
 register_control(QUERY, {"envelope": str, "mode": str})
 register_control(RESULT, {"site": str, "query_id": str, "receipt": dict, "meta": str, "stats": dict})
@@ -50,13 +51,15 @@ register_control(
 )
 register_control(POLICY, {"site": str, "policy": dict})
 # Output review (site_agent.agent.reviews): a member's answer when the result is held; the
-# analyst's requests for the state of held results and for the approved ones; and a reviewing
-# site's decision, sent to the other members.
+# analyst's requests for the state of held results, for the approved ones, and its client's
+# confirmation that it reconstructed them; and a reviewing site's decision with its time, sent
+# to the other members.
 register_control(PENDING, {"site": str, "query_id": str, "sites": list, "deadline": float, "receipt": dict})
 register_control(REVIEW_LIST_REQUEST, {})
 register_control(REVIEW_LIST, {"site": str, "items": list})
 register_control(REVIEW_FETCH, {"query_ids": list})
-register_control(REVIEW_DECISION, {"site": str, "query_id": str, "decision": str})
+register_control(REVIEW_DECISION, {"site": str, "query_id": str, "decision": str, "time": (int, float)})
+register_control(REVIEW_CONFIRM, {"query_ids": list})
 
 # Input-only sites (site_agent/agent/inputs.py, input_site.py): a member forwards the analyst's
 # signed envelope with the sites' policies; the input site answers with its verdict, the digests

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,7 @@ from ..mpc.shares import AShare
 from ..policy import Policy
 from ..query import plan as query_plan
 from ..query.catalog import Schema, rules_from_policy
-from ..query.disclosure import RELEASED, SUPPRESSED
+from ..query.disclosure import EMPTY, RELEASED, SUPPRESSED
 from ..query.dp import DP_PARAM, DpRequest, is_dp
 from ..query.execute import assemble as assemble_results
 from ..query.execute import failed_inputs, local_preaggregates
@@ -88,6 +88,23 @@ class RevealInfo:
     shape: tuple[int, ...]
 
 
+class ReviewTerms(NamedTuple):
+    """Output review's terms, from the plan (so every member agrees): the sites whose DPO must
+    approve every result (``review = "dpo"``), those who must approve a result where the release
+    rule withheld a cell (``"failing"`` or ``"dpo"``), the hours they have, and the hours an
+    approved result stays fetchable."""
+
+    sites: list[str]
+    withheld_sites: list[str]
+    hours: int
+    keep_hours: int
+
+    def reviewers(self, meta: dict[str, Any]) -> list[str]:
+        """The sites that must approve this computed result (none: it goes to the analyst).
+        Decided from public facts only: whether the release rule withheld a cell."""
+        return sorted(set(self.sites) | (set(self.withheld_sites) if "withheld" in meta else set()))
+
+
 @dataclass(frozen=True)
 class Compiled:
     """A compiled query at one member."""
@@ -128,10 +145,19 @@ class Compiled:
         return dict(self.plan.data["params"]["dp"]) if is_dp(self.plan) else None
 
     @property
-    def review(self) -> tuple[list[str], int] | None:
-        """The sites whose DPO must approve the result and the hours they have, if any."""
+    def review(self) -> ReviewTerms | None:
+        """The terms of output review, if the result is held (None: it goes to the analyst)."""
         review = self.plan.data.get("review")
-        return None if review is None else (list(review["sites"]), int(review["hours"]))
+        if review is None:
+            return None
+        return ReviewTerms(
+            list(review["sites"]), list(review["withheld_sites"]), int(review["hours"]), int(review["keep_hours"])
+        )
+
+    def held_by(self, meta: dict[str, Any]) -> list[str]:
+        """The sites that must approve this computed result before it leaves (none: it goes now)."""
+        review = self.review
+        return [] if review is None else review.reviewers(meta)
 
     def local_inputs(self, con: Any, site: str = "site", site_index: int | None = None, holds_data: bool = True) -> U64:
         """Run the local SQL on this site's data (``site`` names it in errors); one flat ring vector.
@@ -155,7 +181,11 @@ class Compiled:
         return (int(self.plan.data["ledger"]["sets"]), self.plan.out_cells, remembered)
 
     def opened(self, meta: dict[str, Any]) -> np.ndarray:
-        """(query sets, out cells) booleans: the sets the released result opened (:func:`opened_sets`)."""
+        """(query sets, out cells) booleans: the sets the released result opened (:func:`opened_sets`).
+        A result held for review of withheld cells counts as opening every non-empty cell: decided
+        from the release rule's public flags alone, never from what approval would leave."""
+        if "withheld" in meta:
+            return opened_sets(self.plan, [EMPTY if f == EMPTY else RELEASED for f in meta["withheld"]])
         return opened_sets(self.plan, meta["flags"])
 
     def program(self, p: Party, inputs: list[AShare], remembered: int = 0) -> Protocol[tuple[AShare, dict[str, Any]]]:
@@ -169,6 +199,8 @@ class Compiled:
         result = yield from mpc_program(p, self.plan, stacked)
         parts, layout = _flatten(result)
         meta = {"plan": self.plan.data, "digest": self.digest, "flags": result.flags.tolist(), "layout": layout}
+        if result.withheld is not None:  # for the DPOs: what the release rule withheld
+            meta["withheld"] = result.withheld.tolist()
         if result.local_failed:
             meta["local_failed"] = True  # the member raises LocalStepError once its session ended
         return parts, meta
@@ -189,7 +221,7 @@ class Compiled:
         persons of the cell's query set (rows where the table has no person column), compared
         with the bands' public bounds on shares; only the band is opened, to the committee (a
         reveal point the plan declares: ``explain``)."""
-        name = next((n for n in self.input_names if n.startswith("persons")), "n_rows")
+        name = next(s["cell"] for s in self.plan.data["steps"] if s["op"] == "suppress")
         stacked, _ = self._stacked(inputs)
         pooled = stacked[name].sum(axis=0)  # (cells,): the sites' counts added on shares
         bounds = np.asarray([lo for lo, _ in SIZE_BANDS[1:]], dtype=np.int64)
@@ -235,11 +267,22 @@ def compile_query(
     plan = query_plan.compile_query(text, schema, rules, sites, dp)
     compiled = ModelCompiled(plan) if "model" in plan.data else Compiled(plan)
     policy.check_kind(compiled.kind)
-    # Output review holds an aggregate query's exact result; other statements cannot be held yet.
-    policy.check_reviewable(dp is None and "model" not in plan.data and "statement" not in plan.data)
-    reviewers = policy.review_sites()
-    if reviewers:  # in the plan, so its digest holds it: every member agrees before any share moves
-        compiled.plan.data["review"] = {"sites": list(reviewers), "hours": policy.review_deadline_hours()}
+    # Output review holds an aggregate query's exact result; other statements cannot be held yet
+    # (refused where a site reviews every result; answered by the release rule alone where a site
+    # reviews withheld cells: DP results withhold nothing, models refuse instead of withholding).
+    reviewable = dp is None and "model" not in plan.data and "statement" not in plan.data
+    policy.check_reviewable(reviewable)
+    withheld = policy.review_withheld_sites()
+    if reviewable and withheld:  # in the plan, so its digest holds it: members agree before any share moves
+        compiled.plan.data["review"] = {
+            "sites": list(policy.review_sites()),
+            "withheld_sites": list(withheld),
+            "hours": policy.review_deadline_hours(),
+            "keep_hours": policy.review_keep_hours,
+        }
+        steps = compiled.plan.data["steps"]
+        at = next(i for i, s in enumerate(steps) if s["op"] == "reveal_flags")
+        steps.insert(at + 1, {"op": "review_flags"})
     return compiled
 
 

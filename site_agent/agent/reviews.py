@@ -3,19 +3,25 @@ release what every reviewing site approved, discard the rest.
 
 The flow (docs/review-and-report.md):
 
-1. A plan whose combined policy names reviewing sites (``[privacy] review = "dpo"``) carries
-   them in its digest, so every member agrees before any share moves. After the MPC program,
-   each member keeps its own pair of shares of the outputs on its disk (``ReviewStore``),
-   writes a ``held`` audit entry and answers the analyst ``pending`` instead of sending shares.
+1. A plan whose combined policy names reviewing sites (``[privacy] review = "dpo"``: every
+   result; ``"failing"``: a result where the release rule withheld a cell) carries them in its
+   digest, so every member agrees before any share moves. After the MPC program, when the
+   plan's terms say so from public facts (``ReviewTerms.reviewers``), each member keeps its own
+   pair of shares of the outputs on its disk (``ReviewStore``), writes a ``held`` audit entry
+   and answers the analyst ``pending`` instead of sending shares.
 2. A DPO decides with ``mpc-site-agent review approve|deny ID`` (edits the store under its
    lock). This member's ``poll`` notices its own site's decision, writes the audit entry and
    sends it to the other members (``review_decision``, on the authenticated member links; sent
    again each time a link comes up, so a member that was down learns it). A member takes a
    peer's decision only from that peer's own link, and only if the peer is a reviewing site.
 3. Once every reviewing site approved, the analyst's ``review_fetch`` gets each member's
-   shares with the public metadata and a receipt of the ``released`` audit entry; the member
-   then deletes its shares. A denial, or the deadline (``review_hours`` after the query was
-   signed, the same instant at every member), deletes them: nothing is ever released.
+   shares with the public metadata and a receipt of the ``released`` audit entry (written at
+   the first fetch). The member keeps its shares until the analyst's client confirms receipt
+   (``review_confirm``), so a fetch cut off midway can be repeated: it sends the same shares
+   with the same receipt, never anything else. A denial, or the deadline (``review_hours``
+   after the query was signed, the same instant at every member), deletes them: nothing is
+   ever released. An approved result not confirmed ``keep_hours`` after the last approval
+   (decision times travel with the decisions: the same instant at every member) is deleted too.
 
 A member never opens a held result: it has two of the three share components, as during the
 computation, and sends them only to the analyst who asked the query.
@@ -27,6 +33,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,6 +47,7 @@ from ..crypto.signing import is_lower_hex
 from ..errors import AuthError, ReviewError
 from ..net.framing import Frame, MsgType
 from ..net.mesh import Connection, Mesh
+from ..review import store as review_store
 from ..review.store import APPROVED, DENIED, EXPIRED, PENDING, RELEASED, Held, ReviewStore
 from . import messages as msg
 from . import planning
@@ -73,28 +81,39 @@ class ReviewDesk:
         self.site, self.index, self.store, self.audit, self.mesh = site, index, store, audit, mesh
         self._policy_digest = policy_digest
         self._peers = peers
+        self._fetching = asyncio.Lock()
+        """One fetch at a time: two concurrent first fetches would write two ``released`` entries."""
 
     # --- holding ----------------------------------------------------------------------------
 
     async def hold(
-        self, env: Envelope, plan: planning.Compiled, shares: np.ndarray, meta: dict[str, Any], seconds: float
+        self,
+        env: Envelope,
+        plan: planning.Compiled,
+        sites: list[str],
+        shares: np.ndarray,
+        meta: dict[str, Any],
+        seconds: float,
     ) -> tuple[Held, Receipt]:
-        """Keep this member's shares of a computed result for review; its ``held`` audit entry."""
+        """Keep this member's shares of a computed result for review by ``sites``; its ``held``
+        audit entry. The cells' bands and the release rule's own flags are for the DPOs only."""
         review = plan.review
-        assert review is not None, "only plans with reviewing sites are held"
-        sites, hours = review
+        assert review is not None and sites, "only plans with reviewing sites are held"
+        _, _, hours, keep_hours = review
         held = Held(
             id=env.digest(),
             analyst=env.analyst,
             query=env.query,
             plan_digest=plan.digest,
             kind=plan.kind,
-            meta={k: v for k, v in meta.items() if k != "bands"},
+            meta={k: v for k, v in meta.items() if k not in ("bands", "withheld")},
             bands=list(meta.get("bands", [])),
+            withheld=meta.get("withheld"),
             reveals=[{"name": r.name, "shape": list(r.shape)} for r in plan.reveals],
             sites=sites,
             created=float(env.timestamp),
             deadline=float(env.timestamp) + hours * 3600.0,
+            keep_hours=keep_hours,
         )
         await asyncio.to_thread(self.store.hold, held, shares)
         receipt = self.audit.append(
@@ -155,27 +174,21 @@ class ReviewDesk:
                     f"review: {mine.decision} by the data-protection officer of site {self.site} ({mine.by})",
                 )
                 await asyncio.to_thread(self.store.update, held.id, _mark_recorded(self.site))
-                await self._announce(held.id, mine.decision)
-            if held.state == PENDING and now >= held.deadline:
+                await self._announce(held.id, mine)
+            closes = held.closes_at
+            if closes is not None and now >= closes:
                 updated = await asyncio.to_thread(self.store.update, held.id, lambda h: h.expire(now))
                 held = updated or held
             if held.state in (DENIED, EXPIRED) and not held.closed_recorded:
-                why = (
-                    f"denied at {', '.join(held.denied_by)}"
-                    if held.state == DENIED
-                    else f"not approved by {', '.join(held.waiting)} before {_when(held.deadline)}"
-                )
-                self._record(
-                    held,
-                    "discarded" if held.state == DENIED else "expired",
-                    "refused",
-                    f"review: {why}; the shares were deleted and nothing was released",
-                )
+                self._record(held, "discarded" if held.state == DENIED else "expired", "refused", _closing(held))
                 await asyncio.to_thread(self.store.update, held.id, _mark_closed)
         await asyncio.to_thread(self.store.prune, now - KEEP_SECONDS)
 
-    async def _announce(self, held_id: str, decision: str, only: int | None = None) -> None:
-        frame = msg.control(msg.REVIEW_DECISION, self.index, site=self.site, query_id=held_id, decision=decision)
+    async def _announce(self, held_id: str, mine: review_store.Decision, only: int | None = None) -> None:
+        """Send this site's decision, with its time (so every member computes the same retention)."""
+        frame = msg.control(
+            msg.REVIEW_DECISION, self.index, site=self.site, query_id=held_id, decision=mine.decision, time=mine.time
+        )
         for peer, conn in list(self.mesh.links.items()):
             if only is None or peer == only:
                 try:
@@ -188,18 +201,18 @@ class ReviewDesk:
         for held in await asyncio.to_thread(self.store.all):
             mine = held.decisions.get(self.site)
             if mine is not None and mine.recorded and held.state in (PENDING, APPROVED, DENIED):
-                await self._announce(held.id, mine.decision, only=peer)
+                await self._announce(held.id, mine, only=peer)
 
     async def on_decision(self, conn: Connection, body: dict[str, Any]) -> None:
         """A reviewing peer's decision, from that peer's own link only."""
-        site, held_id, decision = body["site"], body["query_id"], body["decision"]
+        site, held_id, decision, when = body["site"], body["query_id"], body["decision"], float(body["time"])
         if conn.peer_index is None or site != conn.peer_name:
             raise AuthError(f"{conn.label} may not send a review decision for site {site!r}")
-        if not is_lower_hex(held_id, 32):
-            raise ReviewError(f"{conn.label} sent a malformed review id")
+        if not is_lower_hex(held_id, 32) or not math.isfinite(when):
+            raise ReviewError(f"{conn.label} sent a malformed review decision")
 
         def change(held: Held) -> bool:
-            return held.decide(site, decision, f"site {site}", time.time(), recorded=True)
+            return held.decide(site, decision, f"site {site}", when, recorded=True)
 
         try:
             await asyncio.to_thread(self.store.update, held_id, change)
@@ -209,7 +222,8 @@ class ReviewDesk:
     # --- the analyst ------------------------------------------------------------------------
 
     async def on_list(self, conn: Connection) -> None:
-        """The analyst's held results at this member that were not released yet."""
+        """The analyst's results held at this member, and those held before (released ones too:
+        a client whose confirmation reached only some members confirms at the others)."""
         items = [
             {
                 "query_id": h.id,
@@ -218,36 +232,40 @@ class ReviewDesk:
                 "waiting": h.waiting,
                 "denied_by": h.denied_by,
                 "deadline": h.deadline,
+                "keep_until": h.keep_until,
             }
             for h in await asyncio.to_thread(self.store.all)
-            if h.analyst == conn.peer_name and h.state != RELEASED
+            if h.analyst == conn.peer_name
         ]
         await conn.send_frame(msg.control(msg.REVIEW_LIST, self.index, site=self.site, items=items))
 
     async def on_fetch(self, conn: Connection, body: dict[str, Any]) -> None:
-        """Send the analyst this member's shares of each approved result it asks for, then delete them."""
-        ids = body["query_ids"]
-        if not all(isinstance(i, str) and is_lower_hex(i, 32) for i in ids) or len(ids) > 1000:
-            raise ReviewError(f"{conn.label} sent malformed review ids")
-        for held_id in ids:
-            held = await asyncio.to_thread(self.store.get, held_id)
-            if held is None or held.analyst != conn.peer_name or held.state != APPROVED:
-                continue
-            shares = await asyncio.to_thread(self.store.shares, held_id)
-            receipt = self._record(
-                held,
-                "released",
-                "accepted",
-                f"released after review: approved by {', '.join(held.sites)}",
-                [Reveal(r["name"], tuple(r["shape"])) for r in held.reveals],
-            )
+        """Send the analyst this member's shares of each approved result it asks for; they stay
+        until the analyst confirms receipt. The first fetch writes the ``released`` audit entry;
+        a repeated one (the first was cut off) sends the same shares with the same receipt."""
+        for held_id in _ids(conn, body):
+            async with self._fetching:
+                held = await asyncio.to_thread(self.store.get, held_id)
+                if held is None or held.analyst != conn.peer_name or held.state != APPROVED:
+                    continue
+                shares = await asyncio.to_thread(self.store.shares, held_id)
+                receipt = held.receipt
+                if receipt is None:
+                    receipt = self._record(
+                        held,
+                        "released",
+                        "accepted",
+                        f"released after review: approved by {', '.join(held.sites)}",
+                        [Reveal(r["name"], tuple(r["shape"])) for r in held.reveals],
+                    ).to_json()
+                    await asyncio.to_thread(self.store.update, held_id, _mark_sent(receipt))
             await conn.send_frame(
                 msg.control(
                     msg.RESULT,
                     self.index,
                     site=self.site,
                     query_id=held_id,
-                    receipt=receipt.to_json(),
+                    receipt=receipt,
                     meta=json.dumps(held.meta, sort_keys=True),
                     stats=planning.stats_of(held.meta),
                 )
@@ -255,7 +273,51 @@ class ReviewDesk:
             await conn.send_frame(
                 Frame(MsgType.RESULT_SHARES, session=msg.session_id(held_id), sender=self.index, array=shares)
             )
-            await asyncio.to_thread(self.store.update, held_id, _mark_released)
+
+    async def on_confirm(self, conn: Connection, body: dict[str, Any]) -> None:
+        """The analyst's client reconstructed these results: delete this member's shares (only
+        of results it was sent; confirming again, or someone else's result, changes nothing)."""
+        analyst = conn.peer_name
+        for held_id in _ids(conn, body):
+
+            def change(held: Held) -> bool:
+                if held.analyst != analyst or held.state != APPROVED or held.receipt is None:
+                    return False
+                held.state = RELEASED
+                held.closed_recorded = True
+                return True
+
+            await asyncio.to_thread(self.store.update, held_id, change)
+
+
+def _ids(conn: Connection, body: dict[str, Any]) -> list[str]:
+    """The review ids of an analyst's fetch or confirmation (validated)."""
+    ids = body["query_ids"]
+    if not all(isinstance(i, str) and is_lower_hex(i, 32) for i in ids) or len(ids) > 1000:
+        raise ReviewError(f"{conn.label} sent malformed review ids")
+    return list(ids)
+
+
+def _closing(held: Held) -> str:
+    """The reason of a denied or expired result's last audit entry at this member."""
+    if held.state == DENIED:
+        return f"review: denied at {', '.join(held.denied_by)}; the shares were deleted and nothing was released"
+    if held.waiting:
+        return (
+            f"review: not approved by {', '.join(held.waiting)} before {_when(held.deadline)}; "
+            "the shares were deleted and nothing was released"
+        )
+    keep_until = held.keep_until
+    assert keep_until is not None
+    if held.receipt is None:
+        return (
+            f"review: approved, but not fetched before {_when(keep_until)} (review_keep_hours); "
+            "the shares were deleted and nothing was released"
+        )
+    return (
+        f"review: approved and sent, but its receipt was not confirmed before {_when(keep_until)} "
+        "(review_keep_hours); the shares were deleted"
+    )
 
 
 def _mark_recorded(site: str) -> Callable[[Held], bool]:
@@ -271,7 +333,9 @@ def _mark_closed(held: Held) -> bool:
     return True
 
 
-def _mark_released(held: Held) -> bool:
-    held.state = RELEASED
-    held.closed_recorded = True
-    return True
+def _mark_sent(receipt: dict[str, Any]) -> Callable[[Held], bool]:
+    def change(held: Held) -> bool:
+        held.receipt = receipt
+        return True
+
+    return change

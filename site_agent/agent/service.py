@@ -306,10 +306,13 @@ class Agent:
         if kind == msg.REVIEW_DECISION:
             await self.reviews.on_decision(conn, body)
             return
-        if kind in (msg.REVIEW_LIST_REQUEST, msg.REVIEW_FETCH) and conn.peer_index is None:
+        if kind in (msg.REVIEW_LIST_REQUEST, msg.REVIEW_FETCH, msg.REVIEW_CONFIRM) and conn.peer_index is None:
             if conn.peer_name not in self.consortium.analysts:
                 raise AuthError(f"{conn.label} is not an analyst of the consortium")
-            await (self.reviews.on_list(conn) if kind == msg.REVIEW_LIST_REQUEST else self.reviews.on_fetch(conn, body))
+            if kind == msg.REVIEW_LIST_REQUEST:
+                await self.reviews.on_list(conn)
+            else:
+                await (self.reviews.on_fetch if kind == msg.REVIEW_FETCH else self.reviews.on_confirm)(conn, body)
             return
         if kind != msg.POLICY or conn.peer_index is None:
             raise MpcError(f"{conn.label} may not send {body.get('kind')!r} control messages")
@@ -439,8 +442,11 @@ class Agent:
                 await asyncio.to_thread(self.ledger.record, env.analyst, query_id, outcome.members, opened)
             await self.inputs.tell(query_id, True, opened)  # before this member answers, so before its next query
         shares = np.ascontiguousarray(outcome.shares.v.reshape(2, -1))
-        if isinstance(plan, planning.Compiled) and plan.review is not None:  # held until the DPOs approve
-            held, receipt = await self.reviews.hold(env, plan, shares, outcome.meta, time.monotonic() - started)
+        reviewers = plan.held_by(outcome.meta) if isinstance(plan, planning.Compiled) else []
+        if isinstance(plan, planning.Compiled) and reviewers:  # held until the DPOs approve
+            held, receipt = await self.reviews.hold(
+                env, plan, reviewers, shares, outcome.meta, time.monotonic() - started
+            )
             await conn.send_frame(
                 msg.control(
                     msg.PENDING,
@@ -541,7 +547,7 @@ class Agent:
             inputs = (yield from input_all(p, local, sizes)) + extra
             progress.soon("shared")
             shares, meta = yield from plan.program(p, inputs, remembered)
-            if plan.review is not None:  # the DPOs see each cell's size as a band, never the size
+            if plan.held_by(meta):  # the DPOs see each cell's size as a band, never the size
                 meta["bands"] = yield from plan.cell_bands(p, inputs)
             progress.soon("computed")
             return Outcome(shares, meta, members, receipts)

@@ -39,6 +39,9 @@ def _status(held: Held) -> str:
         return f"pending: waiting for {', '.join(held.waiting)} until {_when(held.deadline)}"
     if held.state == DENIED:
         return f"denied by {', '.join(held.denied_by)}"
+    if held.state == APPROVED and held.keep_until is not None:
+        sent = "sent, receipt not yet confirmed" if held.receipt is not None else "not fetched yet"
+        return f"approved: {sent}; kept until {_when(held.keep_until)}"
     return held.state
 
 
@@ -75,8 +78,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     for site, d in sorted(held.decisions.items()):
         print(f"          {site}: {d.decision} at {_when(d.time)} by {d.by}")
     print(f"outputs   {_outputs(held)} (names and shapes; values are never shown)")
-    print(f"release   {released} of {len(flags)} release rows pass the release rule; the rest stay suppressed")
     plan = Plan(held.meta["plan"])
+    if held.withheld is None:
+        print(f"release   {released} of {len(flags)} release rows pass the release rule; the rest stay suppressed")
+    else:
+        rule = sum(1 for f in held.withheld if f == RELEASED_FLAG)
+        print(
+            f"release   the release rule passes {rule} of {len(flags)} release rows; approving releases "
+            f"{released} as computed (the rest stay withheld)"
+        )
+        print("withheld cells (the release rule's; values are never shown):")
+        for cell, fate in _withheld_cells(plan, held.withheld, flags):
+            print(f"    {cell}: {fate}")
     if held.bands:
         print("cell sizes (bands; the sizes themselves are never opened):")
         labels = itertools.product(*([str(v) for v in k["domain"]] for k in plan.keys))
@@ -85,6 +98,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     print("\nQuery:\n" + "\n".join("    " + line for line in held.query.strip().splitlines()))
     print("\n" + explain(plan))
     return 0
+
+
+def _withheld_cells(plan: Any, withheld: list[int], flags: list[int]) -> list[tuple[str, str]]:
+    """Each output cell the release rule withheld in some release row: its label, and whether
+    approving releases it (a cell of 1 to k-1 persons, or a secondary suppression around one) or
+    it stays withheld (a difference, too few sites, a quantile bin, a failure, anything withheld
+    in a cell of k or more persons, or a secondary suppression around such a cell)."""
+    import numpy as np
+
+    from ..query.cells import Cells
+    from ..query.disclosure import SUPPRESSED
+
+    rows = len(plan.data["supports"])
+    rule = np.asarray(withheld).reshape(rows, -1) == SUPPRESSED
+    kept = np.asarray(flags).reshape(rows, -1) == SUPPRESSED
+    out = []
+    for at, label in enumerate(Cells.of(plan.dims, plan.grouping_sets).labels()):
+        if rule[:, at].any():
+            name = ", ".join(
+                "(all)" if i is None else str(key["domain"][i]) for key, i in zip(plan.keys, label, strict=True)
+            )
+            fate = "stays withheld" if kept[:, at].any() else "released if approved"
+            out.append((name or "all", fate))
+    return out
 
 
 def _decide(args: argparse.Namespace, decision: str) -> int:
@@ -100,7 +137,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     held = store.update(held_id, change)
     assert held is not None
     if held.state == "expired":
-        print(f"review: {held_id[:16]} expired at {_when(held.deadline)}; it was discarded")
+        print(f"review: {held_id[:16]} expired at {_when(held.keep_until or held.deadline)}; it was discarded")
         return 1
     if decision == DENIED:
         print(f"denied {held_id[:16]} at site {site}: every member discards it; nothing is released")

@@ -28,6 +28,7 @@ from typing import Any
 from site_agent.crypto.envelope import canonical_json
 from site_agent.errors import ConfigError, PolicyRefusal
 from site_agent.privacy import dominance
+from site_agent.review.store import DEFAULT_KEEP_HOURS
 from site_agent.tomlfile import Section, check_name, read_toml
 
 from .privacy import PrivacyPolicy, check_mode, combine_privacy, load_privacy
@@ -38,7 +39,8 @@ DEFAULT_MAX_QUERIES_PER_HOUR = 100
 STATEMENT_KINDS = frozenset({"aggregate", "per_site_breakdown", "model"})
 DEFAULT_STATEMENT_KINDS = frozenset({"aggregate", "model"})
 MAX_ROUNDING_BASE = 1000
-REVIEW_MODES = ("auto", "dpo")
+REVIEW_MODES = ("auto", "failing", "dpo")
+"""``[privacy] review``, from the least to the most reviewed (docs/review-and-report.md)."""
 DEFAULT_REVIEW_HOURS = 72
 
 
@@ -83,10 +85,16 @@ class Policy:
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     """DP mode and budgets (the ``[privacy]`` section, :mod:`.privacy`)."""
     review: str = "auto"
-    """``[privacy] review``: "auto", results that pass the release rule go to the analyst; "dpo",
-    every result is held as shares until this site's data-protection officer approves it."""
+    """``[privacy] review``: "auto", the release rule alone decides what goes to the analyst;
+    "failing", a result where the release rule withheld a cell is held as shares until this
+    site's data-protection officer approves releasing it as computed (the cells of 1 to k-1
+    persons and their secondary suppressions; never a difference: docs/review-and-report.md);
+    "dpo", every result is held, and one with withheld cells as under "failing"."""
     review_hours: int = DEFAULT_REVIEW_HOURS
     """``[privacy] review_hours``: a held result not approved by then is discarded."""
+    review_keep_hours: int = DEFAULT_KEEP_HOURS
+    """``[privacy] review_keep_hours``: an approved result whose receipt the analyst has not
+    confirmed this long after the last approval is discarded at every member."""
     tables: Mapping[str, TablePolicy] | None = field(default_factory=lambda: MappingProxyType({}))
     parts: tuple[Policy, ...] = ()
 
@@ -113,6 +121,7 @@ class Policy:
             "privacy": self.privacy.to_json(),
             "review": self.review,
             "review_hours": self.review_hours,
+            "review_keep_hours": self.review_keep_hours,
             "tables": None
             if self.tables is None
             else {
@@ -157,11 +166,13 @@ class Policy:
                 privacy=PrivacyPolicy.from_json(data["privacy"]),
                 review=str(data["review"]),
                 review_hours=int(data["review_hours"]),
+                review_keep_hours=int(data["review_keep_hours"]),
                 tables=None if tables is None else MappingProxyType(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"policy of site {site!r} is malformed: {exc}") from exc
-        if policy.to_json() != dict(data) or policy.review not in REVIEW_MODES or policy.review_hours < 1:
+        canonical = policy.to_json() == dict(data)
+        if not canonical or policy.review not in REVIEW_MODES or min(policy.review_hours, policy.review_keep_hours) < 1:
             raise ConfigError(f"policy of site {site!r} has unexpected or non-canonical fields")
         return policy
 
@@ -258,6 +269,11 @@ class Policy:
         """The sites whose data-protection officer must approve every result (``review = "dpo"``)."""
         return tuple(sorted(p.site for p in self._each() if p.review == "dpo"))
 
+    def review_withheld_sites(self) -> tuple[str, ...]:
+        """The sites whose data-protection officer must approve a result where the release rule
+        withheld a cell (``review = "failing"`` or ``"dpo"``)."""
+        return tuple(sorted(p.site for p in self._each() if p.review != "auto"))
+
     def check_reviewable(self, reviewable: bool) -> None:
         """Refuse, naming a reviewing site and rule ``review``, a statement whose result cannot be
         held for output review (DP, model, survival and linkage statements): at a site that asks
@@ -269,7 +285,7 @@ class Policy:
 
     def review_deadline_hours(self) -> int:
         """Hours a held result waits for approval: the shortest of the reviewing sites' (strictest)."""
-        return min((p.review_hours for p in self._each() if p.review == "dpo"), default=DEFAULT_REVIEW_HOURS)
+        return min((p.review_hours for p in self._each() if p.review != "auto"), default=DEFAULT_REVIEW_HOURS)
 
     def check_min_max(self) -> None:
         """Refuse MIN/MAX, which reveal single records, unless allowed (rule ``allow_min_max``)."""
@@ -325,8 +341,9 @@ def combine(policies: Iterable[Policy]) -> Policy:
         model_events_per_term=max(p.model_events_per_term for p in parts),
         dominance=dominance.combine([p.dominance for p in parts]),
         privacy=combine_privacy(p.privacy for p in parts),
-        review="dpo" if any(p.review == "dpo" for p in parts) else "auto",
+        review=max((p.review for p in parts), key=REVIEW_MODES.index),
         review_hours=min(p.review_hours for p in parts),
+        review_keep_hours=min(p.review_keep_hours for p in parts),
         tables=MappingProxyType(tables),
         parts=parts,
     )
@@ -412,7 +429,7 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
     privacy = root.section("privacy", required=False)
     review = privacy.get_str("review", "auto")
     if review not in REVIEW_MODES:
-        raise privacy.error("review", f'must be "auto" or "dpo", not {review!r}')
+        raise privacy.error("review", f'must be "auto", "failing" or "dpo", not {review!r}')
     declared = root.section("tables", required=False)
     tables = {name.lower(): _table_policy(t, name) for name, t in declared.subsections()}
     if not data and declared.data:
@@ -433,9 +450,10 @@ def load_policy(path: Path | str, site: str, data: bool = True) -> Policy:
         model_min_df=p.get_int("model_min_df", 10, minimum=1),
         model_events_per_term=p.get_int("model_events_per_term", 10, minimum=1),
         dominance=_dominance(p),
-        privacy=load_privacy(privacy, also=("review", "review_hours")),
+        privacy=load_privacy(privacy, also=("review", "review_hours", "review_keep_hours")),
         review=review,
         review_hours=privacy.get_int("review_hours", DEFAULT_REVIEW_HOURS, minimum=1),
+        review_keep_hours=privacy.get_int("review_keep_hours", DEFAULT_KEEP_HOURS, minimum=1),
         tables=MappingProxyType(tables) if data else None,
     )
 
@@ -491,11 +509,16 @@ period = "365d"
 # Rows one person contributes to one DP query at most (the rest are left out at random).
 max_rows_per_person = 1
 # Output review (docs/review-and-report.md): "auto" releases what passes the rules above;
-# "dpo" holds every result as shares, at every committee member, until this site's
-# data-protection officer approves it ('mpc-site-agent review approve ID'); unapproved after
-# review_hours hours, it is discarded. Every site that says "dpo" must approve.
+# "failing" holds a result where the rules above withheld a cell as shares, at every committee
+# member, until this site's data-protection officer approves releasing its cells of fewer than
+# min_cell_size persons ('mpc-site-agent review approve ID'; differences and the other rules
+# still withhold); "dpo" holds every result so. Unapproved after review_hours hours, it is
+# discarded. An approved
+# result whose receipt the analyst has not confirmed review_keep_hours after the last approval
+# is discarded too (the smallest of all sites' applies).
 review = "auto"
 review_hours = {review_hours}
+review_keep_hours = {review_keep_hours}
 
 {tables}"""
 
@@ -524,5 +547,6 @@ def render_policy_template(site: str, data: bool = True) -> str:
         max_groups=DEFAULT_MAX_GROUPS,
         max_queries=DEFAULT_MAX_QUERIES_PER_HOUR,
         review_hours=DEFAULT_REVIEW_HOURS,
+        review_keep_hours=DEFAULT_KEEP_HOURS,
         tables=TABLES_TEMPLATE if data else NO_DATA_TEMPLATE,
     )

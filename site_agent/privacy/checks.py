@@ -67,6 +67,7 @@ def stopped(
     support: AShare,
     extra: AShare | None = None,
     sets: Sequence[Sequence[int]] = (),
+    check_k: Sequence[Sequence[int]] | None = None,
 ) -> Protocol[tuple[AShare, AShare]]:
     """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell; and, for
     the rows' ``support`` counts (rows, cells), 0/1 shares of [support == 0] from the same
@@ -78,6 +79,10 @@ def stopped(
     differences with the m remembered sets, :mod:`site_agent.privacy.ledger`) in 1..k-1.
     Without flags or remembered sets, a row's few 0/1 tests are combined by products
     (:func:`_any`); otherwise their sum is compared with 1.
+
+    ``check_k`` (per row, one per check) replaces k for ``checks``: 1 tests a count for a
+    negative value only (what stays withheld after a DPO's approval:
+    :func:`site_agent.privacy.release.approval_bounds`).
     """
     cells = checks[0][0].shape[0]
     listed = AShare.concat([c for row in checks for c in row])
@@ -85,7 +90,13 @@ def stopped(
     n = flat.shape[0]
     strict_flat = [c for row in strict for c in row]
     counts = AShare.concat([flat, flat, flat, *strict_flat, support.reshape(-1), support.reshape(-1)])
-    limits = [_const(p, k, (n,)), _const(p, 1, (n,)), _const(p, 0, (n,))]
+    if check_k is None:
+        upper = _const(p, k, (n,))
+    else:  # each check's own bound, repeated over its cells; the ledger's differences use k
+        bounds = np.repeat(np.asarray([b for row in check_k for b in row], dtype=np.int64), cells)
+        bounds = np.concatenate([bounds, np.full(n - bounds.size, k, dtype=np.int64)])
+        upper = ar.constant(p, bounds.view(np.uint64), AShare)
+    limits = [upper, _const(p, 1, (n,)), _const(p, 0, (n,))]
     limits += [_const(p, k, (cells,)) for _ in strict_flat]
     limits += [_const(p, 1, (support.size,)), _const(p, 0, (support.size,))]
     below = yield from bo.lt(p, counts, AShare.concat(limits))
@@ -115,6 +126,24 @@ def stopped(
     total = AShare.concat(totals).reshape(len(checks), cells)
     none = yield from bo.lt(p, total, _const(p, 1, total.shape))
     return _const(p, 1, total.shape) - none, empty
+
+
+def approval_stops(p: Party, rule: AShare, hard: AShare, persons: AShare, k: int) -> Protocol[AShare]:
+    """(rows, cells) 0/1 shares of what still stops a cell once a data-protection officer approved
+    releasing what the release rule withheld (docs/review-and-report.md): in a cell of 1 to k-1
+    persons (``persons``, per cell), only the ``hard`` stops (a difference, too few sites, a
+    quantile bin, a failure: :func:`site_agent.privacy.release.approval_bounds`); in any other
+    cell the release rule's own stops (``rule``), so that a small branch, a small non-NULL count
+    or a dominated sum inside a large cell, which the DPO's band of the cell's size would not
+    show, is never released. ``hard`` is at most ``rule``, so the result is
+    ``rule - small * (rule - hard)``: one comparison batch and one multiplication."""
+    rows, cells = rule.shape
+    below = yield from bo.lt(
+        p, AShare.concat([persons, persons]), AShare.concat([_const(p, k, (cells,)), _const(p, 1, (cells,))])
+    )
+    small = below[:cells] - below[cells:]
+    spread = AShare(np.repeat(small.v[:, None, :], rows, axis=1))
+    return rule - (yield from ar.mul(p, spread, rule - hard))
 
 
 def ledger_stops(p: Party, extra: AShare, k: int) -> Protocol[AShare]:

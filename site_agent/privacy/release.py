@@ -81,6 +81,7 @@ class ReleasePlanner:
         value: exp.Expression | None,
         counts_only: bool,
         extra_flags: tuple[str, ...] = (),
+        reviewable_flags: tuple[str, ...] = (),
     ) -> int:
         """The release row of an output over ``branches`` (none: the cell itself) of ``value``
         (its argument; None for ``COUNT(*)``).
@@ -88,7 +89,8 @@ class ReleasePlanner:
         ``counts_only``: the output is a count, and a count of 0 is released (a mean, a variance
         or a quantile over no value is undefined: its cell is withheld like a small one).
         ``extra_flags`` are 0/1 values computed in MPC that stop a cell as well (a quantile
-        whose grid bin holds too few persons at every coarsening).
+        whose grid bin holds too few persons at every coarsening); ``reviewable_flags`` too, but
+        a DPO's approval may release what they stop (the dominance rule: :func:`approval_bounds`).
         """
         checks: list[str] = []
         sets: list[int] = []
@@ -106,7 +108,8 @@ class ReleasePlanner:
             "checks": list(dict.fromkeys(checks)),
             "strict": [] if counts_only else [main],
             "sets": sets,
-            "flags": list(extra_flags),
+            "flags": list(extra_flags) + list(reviewable_flags),
+            "hard_flags": list(extra_flags),
         }
         for i, existing in enumerate(self.rows):
             if existing == entry:
@@ -129,8 +132,9 @@ class ReleasePlanner:
 
     def step(self, min_cell_size: int, passes: int, flags: tuple[str, ...] = ()) -> dict[str, Any]:
         """The plan's ``suppress`` step: rows with their checks, pair differences added now that
-        every output's sets are known; ``flags`` (0/1 values per cell, such as the policy's
-        too-few-sites flag) stop the cells of every row."""
+        every output's sets are known (and listed as ``differences``); ``flags`` (0/1 values per
+        cell, such as the policy's too-few-sites flag) stop the cells of every row. Each row's
+        ``hard_flags`` are those a DPO's approval never overrides (:func:`approval_bounds`)."""
         pairs: dict[int, list[str]] = {}
         for j in range(1, len(self.sets)):
             for i in range(j):
@@ -148,7 +152,23 @@ class ReleasePlanner:
                     "checks": checks,
                     "strict": r["strict"],
                     "flags": r["flags"] + list(flags),
+                    "hard_flags": r["hard_flags"] + list(flags),
+                    "differences": list(dict.fromkeys(diffs)),
                     "sets": r["sets"],
                 }
             )
-        return {"op": "suppress", "rows": rows, "min_cell_size": min_cell_size, "passes": passes}
+        cell = self.cell()  # the persons of each cell: which cells a DPO's approval may release
+        return {"op": "suppress", "rows": rows, "cell": cell, "min_cell_size": min_cell_size, "passes": passes}
+
+
+def approval_bounds(row: dict[str, Any], k: int) -> list[int]:
+    """For each check of a ``suppress`` row, the bound below which it still stops a cell *of 1 to
+    k-1 persons* once a data-protection officer approved releasing what the release rule withheld
+    (docs/review-and-report.md, review = "failing"): k for a pair difference (a tracker), 1 for
+    the others (branch sets and non-NULL counts, subsets of the small cell: only a negative
+    count, a site's failure penalty, stops them). With the row's ``hard_flags`` (too few sites,
+    a quantile without k persons in its bins) and the ledger's differences with remembered sets
+    (always at k), these are what approval never overrides. In a cell of k or more persons
+    approval overrides nothing (:func:`site_agent.privacy.checks.approval_stops`)."""
+    differences = set(row["differences"])
+    return [k if c in differences else 1 for c in row["checks"]]

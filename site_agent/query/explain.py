@@ -19,6 +19,8 @@ _STEP_WORDS = {
     "suppress": "release rule: every query set, non-NULL count, pair difference and difference with the "
     "analyst's earlier released sets must hold 0 or >= k persons; secondary suppression over margins",
     "reveal_flags": "open the suppression flags to the committee",
+    "review_flags": "output review, only where the release rule withheld a cell (then about the rounds of "
+    "suppress; none counted here): the flags a DPO's approval would leave, on shares, opened to the committee",
     "round": "round released counts to the policy's base on shares (round_counts): the exact count is never opened",
     "mean_fixed": "pooled means (fixed point) for the variance pooling",
     "pool_m2": "pooled M2 = sum M2_i + sum n_i (mean_i - mean)^2",
@@ -104,12 +106,29 @@ def explain(plan: Plan, sites: int = 3) -> str:
             "of the cell's total of absolute contributions (dominance)."
         )
     if "review" in d:
+        review = d["review"]
+        if review["sites"]:
+            lines.append(
+                f"Output review: the result is held as shares at every member until the data-protection "
+                f'officers of {", ".join(review["sites"])} approve it (review = "dpo").'
+            )
         lines.append(
-            f"Output review: the result is held as shares at every member until the data-protection "
-            f'officers of {", ".join(d["review"]["sites"])} approve it (review = "dpo"); not approved '
-            f"within {d['review']['hours']} hours, or denied, it is discarded and nothing is released. "
-            "For the officers, each base cell's size (persons, or rows without a person column) is "
-            "opened to the committee as a band (0-9, 10-19, 20-49, 50-99, 100-199, 200-499, 500-999, 1000+)."
+            "Output review of withheld cells: where the release rule withholds a cell, the result is held "
+            f'as shares at every member until the data-protection officers of {", ".join(review["withheld_sites"])} '
+            'approve releasing it as computed (review = "failing" or "dpo"): approval releases the cells '
+            "of 1 to k-1 persons (every statistic of theirs, dominated or not) and the secondary suppressions "
+            "around them; a difference (within the query or with earlier results), too few sites, a quantile "
+            "bin or a site's failure still withholds, and so does everything the release rule withholds in a "
+            "cell of k or more persons. Reveal points: the flags approval would leave are opened to the "
+            "committee; the analyst learns only that the result is held, i.e. that the release rule withheld "
+            "some cell (which the release rule's flags show the analyst in full without review)."
+        )
+        lines.append(
+            f"A held result not approved within {review['hours']} hours, or denied, is discarded and nothing "
+            "is released; approved, it stays fetchable until the analyst's client confirms receipt, at most "
+            f"{review['keep_hours']} hours after the last approval, then it is discarded. For the officers, "
+            "each base cell's size (persons, or rows without a person column) is opened to the committee as a "
+            "band (0-9, 10-19, 20-49, 50-99, 100-199, 200-499, 500-999, 1000+)."
         )
     if plan.site_key is not None:
         lines.append(

@@ -295,10 +295,10 @@ class _Builder:
         name, tag = agg.name, f"a{i}"
         out: dict[str, Any] = {"name": name, "kind": agg.kind, "reveals": []}
         arg = agg.args[0] if agg.args else None
-        flags = ((f"{tag}_q_bad",) if agg.kind == "quantile" else ()) + self.dominance_flags(agg)
+        flags = (f"{tag}_q_bad",) if agg.kind == "quantile" else ()
         counts_only = agg.kind in ("count_star", "count", "count_distinct")
         argument = agg.args[-1] if agg.args else None  # RATE: its person-time
-        out["support"] = sup = self.release.row(agg.branches, argument, counts_only, flags)
+        out["support"] = sup = self.release.row(agg.branches, argument, counts_only, flags, self.dominance_flags(agg))
         if agg.kind == "count_star":
             out["reveals"].append(self.count_reveal(name, "n_rows", sup, "pooled row count"))
         elif agg.kind == "count":

@@ -27,13 +27,14 @@ from ..mpc.fixed import FixedPoint
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
-from ..privacy.checks import few_sites, stopped
+from ..privacy.checks import approval_stops, few_sites, stopped
 from ..privacy.dominance import dominated
+from ..privacy.release import approval_bounds
 from ..privacy.rounding import round_to_base
 from ..privacy.skellam import MEMBERS
 from . import numeric as nu
 from .cells import Cells
-from .disclosure import close_pattern, suppress
+from .disclosure import SUPPRESSED, close_pattern, suppress
 from .plan import COUNT_BITS, EXTREME_FILL, FRAC_BITS, Plan
 from .quantiles import QuantileSpec, released_quantiles
 
@@ -47,6 +48,9 @@ class MpcResult:
     flags: U64
     opened: dict[str, Value]
     local_failed: bool = False
+    withheld: U64 | None = None
+    """Held for review of withheld cells (``review_flags``): the release rule's own flags, for the
+    DPOs; ``flags`` are then those a DPO's approval leaves, by which ``opened`` was chosen."""
     """Some site's local step failed: nothing was computed or opened after the check. The caller
     raises :class:`~site_agent.errors.LocalStepError` once the session has ended at this member
     (raising inside would send the peers an abort notice that could overtake their own check)."""
@@ -76,6 +80,7 @@ class Run:
         self.cells = Cells.of(plan.dims, plan.grouping_sets)
         self.vals: dict[str, Value] = {}
         self.flags: U64 = np.zeros(0, dtype=np.uint64)
+        self.withheld: U64 | None = None
         self.opened: dict[str, Value] = {}
         self.local_failed = False
         self.fp = FixedPoint(FRAC_BITS)
@@ -123,22 +128,46 @@ class Run:
             self.vals[item["out"]] = AShare(self.cells.gather_below(flag.v))
 
     def suppress(self, step: dict[str, Any]) -> Protocol[None]:
+        self.vals["suppressed"] = yield from self._suppressed(step, approved=False)
+
+    def _suppressed(self, step: dict[str, Any], approved: bool) -> Protocol[AShare]:
+        """Shares of the flags of the ``suppress`` step's rows: the release rule's (its primary stops
+        kept for review), or (``approved``) those a DPO's approval leaves
+        (:func:`site_agent.privacy.checks.approval_stops`), with secondary suppression alike."""
         rows, k = step["rows"], int(step["min_cell_size"])
         counts = AShare(np.stack([self.share(r["count"]).v for r in rows], axis=1))
         checks = [[self.share(c) for c in r["checks"]] for r in rows]
-        strict = [[self.share(c) for c in r["strict"]] for r in rows]
-        flags = [[self.share(f) for f in r["flags"]] for r in rows]
+        strict = [[] if approved else [self.share(c) for c in r["strict"]] for r in rows]
+        flags = [[self.share(f) for f in r["hard_flags" if approved else "flags"]] for r in rows]
+        bounds = [approval_bounds(r, k) for r in rows] if approved else None
         ledger = self.inputs.get("ledger")  # differences with remembered sets, per site
         pooled = None if ledger is None else AShare(ledger.v.sum(axis=1, dtype=np.uint64))
         sets = [r["sets"] for r in rows]
-        primary, empty = yield from stopped(self.p, checks, strict, flags, k, counts, pooled, sets)
-        self.vals["suppressed"] = yield from suppress(
-            self.p, counts, primary, empty, k, self.cells.lines, int(step["passes"])
-        )
+        primary, empty = yield from stopped(self.p, checks, strict, flags, k, counts, pooled, sets, bounds)
+        if approved:
+            primary = yield from approval_stops(self.p, self.share("primary"), primary, self.share(step["cell"]), k)
+        else:
+            self.vals["primary"] = primary
+        return (yield from suppress(self.p, counts, primary, empty, k, self.cells.lines, int(step["passes"])))
 
     def reveal_flags(self, step: dict[str, Any]) -> Protocol[None]:
         opened = yield from ar.open_all(self.p, self.share("suppressed"))
         # public from here on: combinations of lines are checked on the pattern in the clear
+        self.flags = close_pattern(opened.reshape(len(self.plan.data["supports"]), -1), self.cells.lines).ravel()
+
+    def review_flags(self, step: dict[str, Any]) -> Protocol[None]:
+        """Output review of withheld cells (a site's ``review = "failing"`` or ``"dpo"``): where the
+        release rule withheld a cell (public now), the flags a DPO's approval would leave are
+        computed the same way with only the checks approval never overrides, and opened to the
+        committee (a declared reveal point); the outputs are then revealed by them, for the DPOs
+        to approve, and the release rule's own flags are kept for the DPOs (``withheld``). A
+        result without a withheld cell is revealed as the release rule decided."""
+        if not np.any(self.flags == SUPPRESSED):
+            return
+        rule = next(s for s in self.plan.data["steps"] if s["op"] == "suppress")
+        kept = yield from self._suppressed(rule, approved=True)
+        opened = yield from ar.open_all(self.p, kept)
+        self.withheld = self.flags
         self.flags = close_pattern(opened.reshape(len(self.plan.data["supports"]), -1), self.cells.lines).ravel()
 
     def round(self, step: dict[str, Any]) -> Protocol[None]:
@@ -325,6 +354,7 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         "dominance": run.dominance,
         "suppress": run.suppress,
         "reveal_flags": run.reveal_flags,
+        "review_flags": run.review_flags,
         "round": run.round,
         "mean_fixed": run.mean_fixed,
         "pool_m2": run.pool_m2,
@@ -345,4 +375,4 @@ def mpc_program(p: Party, plan: Plan, inputs: Mapping[str, AShare]) -> Protocol[
         yield from handlers[step["op"]](step)
         if run.local_failed:
             return MpcResult(run.flags, {}, local_failed=True)
-    return MpcResult(run.flags, run.opened)
+    return MpcResult(run.flags, run.opened, withheld=run.withheld)

@@ -1,16 +1,18 @@
 """Results held for output review at one committee member: its own shares, on its own disk.
 
-When a site's policy says ``[privacy] review = "dpo"``, every member keeps the computed result
-as its pair of shares instead of sending it to the analyst (``site_agent.agent.reviews``). No
+When a site's policy says ``[privacy] review = "dpo"`` (or ``"failing"`` and the release rule
+withheld a cell), every member keeps the computed result as its pair of shares instead of
+sending it to the analyst (``site_agent.agent.reviews``). No
 member can open it alone: it holds two of the three components, like during the computation.
 
 On disk, in the folder ``review/`` beside the audit log:
 
 * ``ID.json``: the public facts (analyst, query, plan digest, result layout and suppression
   flags, outputs' names and shapes, each cell's size as a band, the reviewing sites, the
-  deadline, each site's decision);
-* ``ID.npy``: this member's shares (``numpy.save`` without pickle), deleted when the result is
-  released, denied or expired;
+  deadline and the retention, each site's decision, the receipt of the release once sent);
+* ``ID.npy``: this member's shares (``numpy.save`` without pickle), deleted when the analyst
+  confirms receipt, or when the result is denied or expires (before approval: the deadline;
+  after: the retention, ``keep_hours`` after the last approval);
 * ``.lock``: an exclusive ``flock`` around every read-modify-write, because two processes
   change the folder: the agent, and ``mpc-site-agent review approve|deny`` run by the DPO.
 
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 PENDING, APPROVED, DENIED, EXPIRED, RELEASED = "pending", "approved", "denied", "expired", "released"
 STATES = (PENDING, APPROVED, DENIED, EXPIRED, RELEASED)
 DECISIONS = (APPROVED, DENIED)
+DEFAULT_KEEP_HOURS = 168
+"""``[privacy] review_keep_hours``'s default: an approved result waits a week for the analyst."""
 
 
 @dataclass
@@ -75,8 +79,16 @@ class Held:
     deadline: float
     bands: list[str] = field(default_factory=list)
     """Each base cell's size as a band ("10-19"), opened to the committee for the DPOs."""
+    withheld: list[int] | None = None
+    """Held because the release rule withheld cells: its own flags (``meta["flags"]`` are then
+    those approval leaves), for the DPOs; never sent to the analyst."""
+    keep_hours: int = DEFAULT_KEEP_HOURS
+    """Hours an approved result stays fetchable after the last approval (the plan's retention)."""
     decisions: dict[str, Decision] = field(default_factory=dict)
     state: str = PENDING
+    receipt: dict[str, Any] | None = None
+    """The receipt of this member's ``released`` audit entry, once its shares were first sent: a
+    fetch repeated until the analyst confirms receipt sends the same shares with the same receipt."""
     closed_recorded: bool = False
     """Whether this member's audit entry for the end (approved, released, denied, expired) is written."""
 
@@ -88,6 +100,21 @@ class Held:
     @property
     def denied_by(self) -> list[str]:
         return [s for s, d in self.decisions.items() if d.decision == DENIED]
+
+    @property
+    def keep_until(self) -> float | None:
+        """When an approved result is discarded if the analyst has not confirmed receipt: the last
+        approval plus ``keep_hours``. Decision times travel with the decisions, so every member
+        computes the same instant. None before every reviewing site approved."""
+        if self.waiting or self.denied_by:
+            return None
+        return max(d.time for d in self.decisions.values()) + self.keep_hours * 3600.0
+
+    @property
+    def closes_at(self) -> float | None:
+        """When this result expires if nothing happens first: the deadline while pending, the
+        retention once approved; None once closed."""
+        return {PENDING: self.deadline, APPROVED: self.keep_until}.get(self.state)
 
     def decide(self, site: str, decision: str, by: str, now: float, recorded: bool = False) -> bool:
         """Record ``site``'s decision; returns False if it was already recorded alike (a repeated
@@ -111,8 +138,10 @@ class Held:
         return True
 
     def expire(self, now: float) -> bool:
-        """Mark a pending result expired once its deadline passed; True if it just did."""
-        if self.state == PENDING and now >= self.deadline:
+        """Mark a result expired once its deadline (pending) or its retention (approved, receipt
+        not confirmed) passed; True if it just did."""
+        closes = self.closes_at
+        if closes is not None and now >= closes:
             self.state = EXPIRED
             return True
         return False

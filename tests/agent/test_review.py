@@ -54,7 +54,7 @@ def test_review_keys_combine_strictest_and_enter_the_plan_digest(tmp_path: Path)
     schema = schema_from_duckdb(con, domains={"lung.sex": ["F", "M"]})
     text = "SELECT sex, COUNT(*) AS n FROM lung GROUP BY sex"
     plain, held = compile_query(text, schema, combine([auto])), compile_query(text, schema, both)
-    assert plain.review is None and held.review == (["central", "north"], 24)
+    assert plain.review is None and held.review == (["central", "north"], ["central", "north"], 24, 168)
     assert plain.digest != held.digest  # members that disagree on review never share anything
     assert "until the data-protection officers of central, north approve" in held.explain()
     for bad, key in (('review = "maybe"', "review"), ("review_hours = 0", "review_hours"), ("reviews = 1", "reviews")):
@@ -148,3 +148,87 @@ def test_poll_records_the_dpo_decision_and_discards_at_the_deadline(tmp_path: Pa
         assert store.all() and audit.next_seq == 2  # kept a while after its deadline, nothing new logged
         asyncio.run(desk.poll(4600.0 + 31 * 86400))
     assert store.all() == []
+
+
+def test_retention_keys_combine_to_the_smallest_and_enter_the_plan(tmp_path: Path) -> None:
+    north = _policy(tmp_path, "north", 'review = "dpo"\nreview_keep_hours = 48')
+    south = _policy(tmp_path, "south", "review_keep_hours = 12")  # a site without review holds shares too
+    assert (_policy(tmp_path, "central", "").review_keep_hours, north.review_keep_hours) == (168, 48)
+    assert Policy.from_json("north", north.to_json()) == north
+    both = combine([north, south])
+    assert both.review_keep_hours == 12 and both.review_deadline_hours() == 72
+    con = duckdb.connect()
+    con.execute("CREATE TABLE lung (sex VARCHAR, age DOUBLE)")
+    schema = schema_from_duckdb(con, domains={"lung.sex": ["F", "M"]})
+    held = compile_query("SELECT COUNT(*) AS n FROM lung", schema, both)
+    assert held.review == (["north"], ["north"], 72, 12)
+    assert "at most 12 hours after the last approval" in held.explain()
+    with pytest.raises(ConfigError, match="review_keep_hours"):
+        _policy(tmp_path, "x", "review_keep_hours = 0")
+
+
+def test_an_approved_result_expires_after_its_retention_from_the_last_approval() -> None:
+    held = _held(keep_hours=2)
+    held.decide("north", APPROVED, "dpo", 1500)
+    assert held.keep_until is None and held.closes_at == held.deadline
+    held.decide("central", APPROVED, "dpo", 1800)
+    assert held.state == APPROVED and held.keep_until == 1800 + 2 * 3600 and held.closes_at == held.keep_until
+    assert not held.expire(held.deadline + 1.0)  # approved: the review deadline no longer applies
+    assert held.expire(1800 + 2 * 3600) and held.state == EXPIRED and held.closes_at is None
+
+
+class _Conn:
+    """The analyst's connection as a member sees it: who, and the frames sent to it."""
+
+    def __init__(self, analyst: str) -> None:
+        self.peer_name, self.peer_index, self.label = analyst, None, f"analyst {analyst}"
+        self.frames: list[Any] = []
+
+    async def send_frame(self, frame: Any) -> None:
+        self.frames.append(frame)
+
+
+def test_fetch_repeats_the_same_release_until_receipt_then_retention_discards(tmp_path: Path) -> None:
+    """A fetch cut off midway is repeated: the same shares, the same receipt, one ``released``
+    entry. The analyst's confirmation deletes the shares; an approved result never confirmed is
+    deleted at its retention, with an ``expired`` entry that says it was sent."""
+    key = Ed25519PrivateKey.generate()
+    store = ReviewStore(tmp_path / "review")
+    shares = np.arange(6, dtype=np.uint64).reshape(2, 3)
+    store.hold(_held(keep_hours=1), shares)
+    store.hold(_held(id="ac" * 32, keep_hours=1), shares + 1)
+    for held_id in ("ab" * 32, "ac" * 32):
+        for site in ("central", "north"):
+            store.update(held_id, lambda h, s=site: h.decide(s, APPROVED, "dpo", 2000, recorded=True))
+    with AuditLog(tmp_path / "audit.jsonl", "north", key) as audit:
+        desk = ReviewDesk("north", 0, store, audit, _NoLinks(), lambda: "ef" * 32, lambda: [])  # type: ignore[arg-type]
+        mallory, alice = _Conn("mallory"), _Conn("alice")
+        asyncio.run(desk.on_fetch(mallory, {"query_ids": ["ab" * 32]}))  # type: ignore[arg-type]
+        assert mallory.frames == [] and audit.next_seq == 0  # someone else's result: nothing
+        for _ in range(2):
+            asyncio.run(desk.on_fetch(alice, {"query_ids": ["ab" * 32]}))  # type: ignore[arg-type]
+        first, again = alice.frames[0:2], alice.frames[2:4]
+        assert first[0].control == again[0].control  # the same metadata and receipt
+        np.testing.assert_array_equal(first[1].array, shares)
+        np.testing.assert_array_equal(again[1].array, shares)
+        asyncio.run(desk.on_confirm(mallory, {"query_ids": ["ab" * 32]}))  # type: ignore[arg-type]
+        assert store.get("ab" * 32).state == APPROVED  # type: ignore[union-attr]
+        asyncio.run(desk.on_confirm(alice, {"query_ids": ["ab" * 32, "ac" * 32]}))  # "ac" never sent: kept
+        assert [h.state for h in store.all()] == ["released", APPROVED]
+        alice.frames.clear()
+        asyncio.run(desk.on_fetch(alice, {"query_ids": ["ab" * 32]}))  # type: ignore[arg-type]
+        assert alice.frames == []  # confirmed: the shares are gone
+        asyncio.run(desk.on_fetch(alice, {"query_ids": ["ac" * 32]}))  # sent, then never confirmed
+        asyncio.run(desk.poll(2000 + 3599.0))
+        assert store.get("ac" * 32).state == APPROVED  # type: ignore[union-attr]
+        asyncio.run(desk.poll(2000 + 3600.0))
+    assert verify(tmp_path / "audit.jsonl", key.public_key(), "north").ok
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(e["review"]["id"][:2], e["review"]["action"]) for e in entries] == [
+        ("ab", "released"),
+        ("ac", "released"),
+        ("ac", "expired"),
+    ]
+    assert "receipt was not confirmed" in entries[-1]["reason"]
+    assert store.get("ac" * 32).state == EXPIRED  # type: ignore[union-attr]
+    assert not list((tmp_path / "review").glob("*.npy"))

@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mpc_jupyter.client import ResultPending, ReviewOutcome
+from mpc_jupyter.client import Consortium, ResultPending, ReviewOutcome
+from site_agent.agent import messages as msg
+from site_agent.net.framing import OUTSIDER
+from site_agent.review.store import Held, ReviewStore
 
 from .conftest import SITES, Running, start_retrying
 from .test_happy_path import agent_cli
@@ -115,7 +118,9 @@ def test_held_until_both_reviewing_sites_approve_then_equal_to_pandas(reviewed: 
         assert _actions(reviewed, site, query_id) == ["held", *decided, "released"]
         released = reviewed.audit(site)[-1]
         assert [r["name"] for r in released["reveals"]][-2:] == ["n:n_rows", "mean_age:a1_mean"]
-        assert [p.suffix for p in _held_files(reviewed, site, query_id)] == [".json"]
+        # the shares stay until the client's confirmation of receipt arrives, then go
+        files = _eventually(lambda s=site: _held_files(reviewed, s, query_id), lambda f: len(f) == 1)
+        assert [p.suffix for p in files] == [".json"]
     again = reviewed.client.pending()
     assert not again.released and query_id not in again.waiting
 
@@ -175,3 +180,97 @@ def test_the_report_shows_the_reviews(reviewed: Running) -> None:
     assert held == 3 and sum(r["held"] for r in report["requests"]) == held  # the three tests above
     released = [o for o in report["outputs"] if o["seq"] in {e["seq"] for e in raw}]
     assert len(released) == 2  # the approved results, listed with the outputs that left
+
+
+def _held_state(running: Running, site: str, query_id: str) -> str:
+    held = ReviewStore(running.audit_path(site).parent / "review").get(query_id)
+    return "" if held is None else held.state
+
+
+def _approved_everywhere(running: Running, query: str) -> str:
+    """Ask ``query``, approve it at both reviewing sites, wait until every member knows; its id."""
+    with pytest.raises(ResultPending) as pending:
+        running.client.query(query)
+    query_id = pending.value.query_id
+    for site in REVIEWERS:
+        _review(running, site, "approve", query_id[:16])
+    for site in SITES:
+        _eventually(lambda s=site: _held_state(running, s, query_id), lambda state: state == "approved")
+    return query_id
+
+
+def test_a_fetch_cut_off_is_repeated_and_releases_the_same_values(
+    reviewed: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10, item 5: the analyst's connection closes right after asking for an approved
+    result, then a client that reconstructs it crashes before confirming receipt. Each member
+    kept its shares: the next fetch gets the same values, with the same receipts, and every
+    member wrote one ``released`` entry; only the confirmation deletes the shares."""
+    query = "SELECT sex, COUNT(*) AS n, AVG(time) AS mean_time FROM lung GROUP BY sex"
+    query_id = _approved_everywhere(reviewed, query)
+
+    cut = Consortium.connect(reviewed.config, "analyst")
+
+    async def ask_then_hang_up() -> None:
+        fetch = msg.control(msg.REVIEW_FETCH, OUTSIDER, query_ids=[query_id])
+        for index in range(3):
+            await cut._send(index, fetch)
+        await cut._close()
+
+    cut._run(ask_then_hang_up())
+    cut.close()
+
+    async def crash_before_confirming(self: Consortium, query_ids: list[str]) -> None:
+        return None
+
+    monkeypatch.setattr(Consortium, "_confirm", crash_before_confirming)
+    crashed = Consortium.connect(reviewed.config, "analyst")
+    try:
+        (first,) = crashed.pending().released
+    finally:
+        crashed.close()
+    monkeypatch.undo()
+    for site in SITES:
+        assert _held_state(reviewed, site, query_id) == "approved"
+        assert [p.suffix for p in _held_files(reviewed, site, query_id)] == [".json", ".npy"]
+
+    (again,) = reviewed.client.pending().released
+    pooled = reviewed.pooled.groupby("sex")
+    for frame in (first, again):
+        got = frame.set_index("sex").sort_index()
+        assert got["n"].tolist() == pooled.size().tolist()
+        np.testing.assert_allclose(got["mean_time"], pooled.time.mean(), rtol=1e-6)
+    pd.testing.assert_frame_equal(first, again)
+    def by_site(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        return sorted(frame.attrs["receipts"], key=lambda r: r["site"])
+
+    assert by_site(first) == by_site(again)  # the same audit entries: one release, sent twice
+    for site in SITES:
+        _eventually(lambda s=site: _held_state(reviewed, s, query_id), lambda state: state == "released")
+        assert [p.suffix for p in _held_files(reviewed, site, query_id)] == [".json"]
+        assert _actions(reviewed, site, query_id).count("released") == 1
+    assert not reviewed.client.pending().released
+
+
+def test_an_approved_result_never_fetched_is_discarded_after_its_retention(reviewed: Running) -> None:
+    """Issue 10, item 5: an approved result whose receipt is not confirmed ``review_keep_hours``
+    after the last approval is deleted at every member, with an ``expired`` entry, and the
+    analyst hears so. The clock hook: the approvals' times in each member's record, moved back
+    past the retention (the same edit at every member, as decision times travel with decisions)."""
+    query_id = _approved_everywhere(reviewed, "SELECT COUNT(*) AS n FROM lung WHERE age > 60")
+    for site in SITES:
+        store = ReviewStore(reviewed.audit_path(site).parent / "review")
+
+        def long_ago(held: Held) -> bool:
+            for decision in held.decisions.values():
+                decision.time -= held.keep_hours * 3600.0
+            return True
+
+        store.update(query_id, long_ago)
+    for site in SITES:
+        actions = _eventually(lambda s=site: _actions(reviewed, s, query_id), lambda a: a[-1:] == ["expired"])
+        assert "released" not in actions and actions[-1] == "expired"
+        assert "not fetched before" in reviewed.audit(site)[-1]["reason"]
+        assert [p.suffix for p in _held_files(reviewed, site, query_id)] == [".json"]
+    outcome = reviewed.client.pending()
+    assert not outcome.released and outcome.discarded[query_id].startswith("expired: approved, but not fetched before")
