@@ -131,6 +131,7 @@ def model_line(frame: pd.DataFrame) -> str:
         parts += [
             f"log partial likelihood = {attrs['llf']:.4f}",
             f"LR test = {attrs['lr_test']:.2f} on {attrs['lr_df']} df, p = {attrs['lr_p']:.3g}",
+            f"Concordance = {attrs['concordance']:.4f}",
         ]
     else:
         parts += [f"log-likelihood = {attrs['llf']:.4f}", f"deviance = {attrs['deviance']:.4f}"]
