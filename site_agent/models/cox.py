@@ -803,6 +803,7 @@ def assemble_cox(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
             "lr_df": coef.size,
             "lr_p": distributions.chi2_sf(lr, coef.size),
             "concordance": float(floats("concordance")[0]),
+            "risk_bins": int(model["risk_bins"]),
             "converged": bool(meta["converged"]),
             "iterations": int(meta["iterations"]),
             "plan_digest": meta["digest"],

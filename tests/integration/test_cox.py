@@ -33,12 +33,13 @@ def test_efron_equals_lifelines_through_agents(timed: Running) -> None:
     assert relative(ours["coef"], ref.params_.rename(names)) < 1e-5
     assert relative(ours["se(coef)"], ref.standard_errors_.rename(names)) < 1e-5
     assert ours.attrs["llf"] == pytest.approx(ref.log_likelihood_, rel=1e-7)
+    assert ours.attrs["concordance"] == pytest.approx(ref.concordance_index_, abs=1e-8)
     assert (ours.attrs["n"], ours.attrs["events"]) == (len(rows), int(rows.dead.sum()))
     assert len(ours.attrs["receipts"]) == 3
     for site in SITES:  # the audit log names the declared reveals, never values
         entry = timed.audit(site)[-1]
         assert entry["decision"] == "accepted"
-        assert {r["name"] for r in entry["reveals"]} >= {"coef", "se", "iterate", "llf"}
+        assert {r["name"] for r in entry["reveals"]} >= {"coef", "se", "iterate", "llf", "concordance"}
 
 
 def test_explain_names_the_reveal_points(timed: Running) -> None:
