@@ -322,17 +322,16 @@ def compile_validate(
     return with_ledger(Plan(data), query, conditions)  # with BY, each group is a query set
 
 
-def _local_sql(
+def group_rows_sql(
     query: Any,
-    response: exp.Expr,
-    eta: exp.Expr,
+    columns: dict[str, exp.Expr],
     products: list[exp.Expression],
     by: exp.Expr | None,
     groups: list[KeyValue],
-    threshold: float,
-    grid: tuple[float, float, int],
-) -> tuple[str, str]:
-    """(per group counts and sums, per group and bin events and non-events) as SQL."""
+) -> str:
+    """The WHERE rows as SQL: ``gi`` (the row's group: 0 without BY, else the index of its BY
+    value in the public domain, NULL outside it), ``person``, each of ``columns`` cast to DOUBLE
+    under its name, and the score's term products ``t0``, ``t1``, ..."""
     double = exp.DataType.build("DOUBLE")
     if by is None:
         gi: exp.Expr = exp.Literal.number(0)
@@ -355,21 +354,20 @@ def _local_sql(
         "expressions",
         [
             exp.alias_(gi, "gi"),
-            exp.alias_(exp.Cast(this=response.copy(), to=double), "y"),
-            exp.alias_(exp.Cast(this=eta.copy(), to=double), "eta"),
+            *(exp.alias_(exp.Cast(this=e.copy(), to=double), name) for name, e in columns.items()),
             exp.alias_(person, "person"),
             *(exp.alias_(exp.Cast(this=x.copy(), to=double), f"t{j}") for j, x in enumerate(products)),
         ],
     )
     if query.where is not None:
         sel = sel.where(query.where.copy())
-    inner = total_sql(sel).sql(DIALECT)
-    lo, step, bins = grid
-    rows = (
-        "SELECT *, y IS NOT NULL AND eta IS NOT NULL AND y IN (0.0, 1.0) AS ok, "
-        "CASE WHEN eta >= 0 THEN 1.0 / (1.0 + EXP(-eta)) ELSE EXP(eta) / (1.0 + EXP(eta)) END AS p "
-        f"FROM ({inner}) AS _rows WHERE gi IS NOT NULL"
-    )
+    return total_sql(sel).sql(DIALECT)
+
+
+def group_counts_sql(query: Any, terms: int) -> str:
+    """Per group columns over rows with ``ok`` (complete) and ``y`` (the outcome, 0/1): rows of the
+    WHERE set, complete cases, distinct persons, events, and per term j the persons with t_j
+    non-zero and zero (``term_isolation``)."""
 
     def persons(cond: str) -> str:
         if query.person is None:
@@ -377,14 +375,35 @@ def _local_sql(
         return f"COUNT(DISTINCT CASE WHEN {cond} THEN person END)"
 
     support = "".join(
-        f"{persons(f'ok AND t{j} <> 0')} AS nz{j}, {persons(f'ok AND t{j} = 0')} AS z{j}, "
-        for j in range(len(products))
+        f"{persons(f'ok AND t{j} <> 0')} AS nz{j}, {persons(f'ok AND t{j} = 0')} AS z{j}, " for j in range(terms)
+    )
+    return (
+        f"COUNT(*) AS n_where, COUNT(CASE WHEN ok THEN 1 END) AS n, {persons('ok')} AS persons, {support}"
+        "COALESCE(SUM(CASE WHEN ok THEN y END), 0) AS pos"
+    )
+
+
+def _local_sql(
+    query: Any,
+    response: exp.Expr,
+    eta: exp.Expr,
+    products: list[exp.Expression],
+    by: exp.Expr | None,
+    groups: list[KeyValue],
+    threshold: float,
+    grid: tuple[float, float, int],
+) -> tuple[str, str]:
+    """(per group counts and sums, per group and bin events and non-events) as SQL."""
+    inner = group_rows_sql(query, {"y": response, "eta": eta}, products, by, groups)
+    lo, step, bins = grid
+    rows = (
+        "SELECT *, y IS NOT NULL AND eta IS NOT NULL AND y IN (0.0, 1.0) AS ok, "
+        "CASE WHEN eta >= 0 THEN 1.0 / (1.0 + EXP(-eta)) ELSE EXP(eta) / (1.0 + EXP(eta)) END AS p "
+        f"FROM ({inner}) AS _rows WHERE gi IS NOT NULL"
     )
     thr = repr(threshold)
     groups_sql = (
-        f"SELECT gi, COUNT(*) AS n_where, COUNT(CASE WHEN ok THEN 1 END) AS n, {persons('ok')} AS persons, "
-        f"{support}"
-        "COALESCE(SUM(CASE WHEN ok THEN y END), 0) AS pos, "
+        f"SELECT gi, {group_counts_sql(query, len(products))}, "
         f"COUNT(CASE WHEN ok AND y = 1 AND p >= {thr} THEN 1 END) AS tp, "
         f"COUNT(CASE WHEN ok AND y = 0 AND p >= {thr} THEN 1 END) AS fp, "
         f"COUNT(CASE WHEN ok AND y = 1 AND p < {thr} THEN 1 END) AS fn, "
@@ -472,6 +491,30 @@ def local_validate(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any
 
 
 # -- the committee's program ------------------------------------------------------------------
+def release_groups(
+    p: Party, col: dict[str, AShare], support: list[str], counts: AShare, k: int
+) -> Protocol[tuple[list[int], list[bool]] | None]:
+    """The release rule of a validation's groups, on shares (module docstring, step 3): the
+    groups whose persons, events (``pos``) and non-events (``n - pos``) each number at least k,
+    and for each of ``counts`` whether it lies in 1..k-1 (then withheld); None when a term of
+    the score (``support``: persons with it non-zero, zero) isolates 1..k-1 persons of a released
+    group (``term_isolation``: refuse the statement). One bit per group and count is opened."""
+    g = col["n"].shape[0]
+    neg = col["n"] - col["pos"]
+    checks = [
+        Check("group", AShare.concat([col["persons"][i : i + 1], col["pos"][i : i + 1], neg[i : i + 1]]), k)
+        for i in range(g)
+    ]
+    withheld = yield from model_checks(p, checks)
+    small = yield from small_counts(p, counts, k)
+    released = [i for i in range(g) if not withheld[i]]
+    if released and support:  # term_isolation, on the released groups
+        isolated = yield from small_counts(p, AShare.concat([col[name][np.asarray(released)] for name in support]), k)
+        if any(isolated):
+            return None
+    return released, small
+
+
 def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     """The committee's protocol (module docstring, steps 2-5)."""
     m = plan.data["model"]
@@ -490,21 +533,15 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     hist = pooled[at + g * len(FIXED) :].reshape(2, g, bins)
     col = {name: ints[:, j] for j, name in enumerate(names)}
     neg = col["n"] - col["pos"]
-    checks = [
-        Check("group", AShare.concat([col["persons"][i : i + 1], col["pos"][i : i + 1], neg[i : i + 1]]), k)
-        for i in range(g)
-    ]
-    withheld = yield from model_checks(p, checks)
     cells = AShare.concat([col[c] for c in ("tp", "fp", "fn", "tn")])  # cell-major: (4 g,)
-    small = yield from small_counts(p, AShare.concat([cells, col["n_where"] - col["n"]]), k)
+    release = yield from release_groups(
+        p, col, names[len(INTS) :], AShare.concat([cells, col["n_where"] - col["n"]]), k
+    )
+    if release is None:
+        return empty_outcome(refused="term_isolation", message=ModelRules(k).message("term_isolation"))
+    released, small = release
     confusion_ok = [not any(small[c * g + i] for c in range(4)) for i in range(g)]
     dropped_ok = [not small[4 * g + i] for i in range(g)]
-    released = [i for i in range(g) if not withheld[i]]
-    support = names[len(INTS) :]
-    if released and support:  # term_isolation, on the released groups
-        isolated = yield from small_counts(p, AShare.concat([col[name][np.asarray(released)] for name in support]), k)
-        if any(isolated):
-            return empty_outcome(refused="term_isolation", message=ModelRules(k).message("term_isolation"))
     outputs: list[tuple[str, AShare]] = []
     calibration: list[dict[str, Any]] = []
     if released:
