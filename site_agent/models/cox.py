@@ -182,14 +182,24 @@ def _sizes(plan: Plan) -> _Sizes:
     return _Sizes(int(m["bins"]), int(m["grid_bins"]), len(m["names"]), len(m["levels"]))
 
 
-def _bounds(column: Any, name: str) -> tuple[float, float]:
+def public_bounds(column: Any, name: str) -> tuple[float, float]:
     """Public bounds of a numeric covariate: its grid, else its numeric domain."""
     if column is not None and column.grid is not None:
         return float(column.grid[0]), float(column.grid[1])
-    values = [v for v in (column.domain or ()) if isinstance(v, int | float) and not isinstance(v, bool)]
-    if column is None or len(values) < 2:
+    domain = () if column is None else (column.domain or ())
+    values = [v for v in domain if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(values) < 2:
         raise UnsupportedQuery(f"COX: the numeric term {name} needs public bounds (a grid or a domain) in the schema")
     return float(min(values)), float(max(values))
+
+
+def interval_product(parts: list[tuple[float, float]]) -> tuple[float, float]:
+    """The bounds of a product of factors, each within its (lo, hi)."""
+    lo, hi = parts[0]
+    for a, b in parts[1:]:
+        corners = [lo * a, lo * b, hi * a, hi * b]
+        lo, hi = min(corners), max(corners)
+    return lo, hi
 
 
 def _column_bounds(formula: Any, columns: dict[str, Any]) -> list[tuple[float, float]]:
@@ -205,13 +215,8 @@ def _column_bounds(formula: Any, columns: dict[str, Any]) -> list[tuple[float, f
                 domain = [v for v in (columns[f.column].domain or ()) if v is not None]
                 parts.append([(0.0, 1.0)] * max(len(domain) - 1, 0))
             else:
-                parts.append([_bounds(columns[f.column], f.column)])
-        for combo in itertools.product(*parts):
-            lo, hi = combo[0]
-            for a, b in combo[1:]:
-                corners = [lo * a, lo * b, hi * a, hi * b]
-                lo, hi = min(corners), max(corners)
-            out.append((lo, hi))
+                parts.append([public_bounds(columns[f.column], f.column)])
+        out += [interval_product(list(combo)) for combo in itertools.product(*parts)]
     return out
 
 

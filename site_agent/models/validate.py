@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,14 +229,81 @@ def _clauses(tail: str) -> tuple[str, dict[str, Any]]:
     return tail.strip(), found
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A validation's source, resolved: the validated FROM/WHERE query, the outcome expressions
+    (in the order given), the score eta and its term products (SQL), the BY column and its
+    groups (the public domain; [None] without BY) with each group's condition."""
+
+    query: Any
+    outcomes: list[exp.Expression]
+    resolved: dict[str, exp.Expression]
+    eta: exp.Expression
+    products: list[exp.Expression]
+    by: str | None
+    by_expr: exp.Expression | None
+    groups: list[KeyValue]
+    conditions: list[exp.Expression]
+    column: Callable[[str], Any]
+    """The schema's column of a source name (None when no table of the FROM has it)."""
+
+
+def scored_source(
+    tail: str,
+    outcomes: list[str],
+    terms: list[Term],
+    by: str | None,
+    schema: Schema,
+    rules: DisclosureRules,
+    sites: tuple[str, ...] | None,
+) -> Scored:
+    """Validate ``FROM tail`` with the outcome expressions, the score's columns and the BY column
+    (:func:`validate_source`), check every ``C(col)[level]`` against the column's public domain
+    and take the groups from the BY column's."""
+    sources = list(dict.fromkeys([*(s for t in terms for s, _, _ in t.factors), *([by] if by else [])]))
+    query, checked = validate_source(tail, [*outcomes, *sources], schema, rules, sites)
+    resolved = dict(zip(sources, checked[len(outcomes) :], strict=True))
+    tables = [t.name.lower() for t in query.source.find_all(exp.Table)]
+
+    def column(name: str) -> Any:
+        return next((schema.tables[t].columns[name] for t in tables if name in schema.tables[t].columns), None)
+
+    def domain(name: str) -> tuple[KeyValue, ...] | None:
+        col = column(name)
+        return None if col is None or col.domain is None else tuple(v for v in col.domain if v is not None)
+
+    for t in terms:
+        for source, value, is_level in t.factors:
+            dom = domain(source) if is_level else ()
+            if is_level and (dom is None or value not in dom):
+                raise UnsupportedQuery(f"C({source})[{value!r}]: the level is not in the column's public domain")
+    groups: list[KeyValue] = [None]
+    by_expr = resolved[by] if by else None
+    conditions: list[exp.Expression] = []
+    if by and by_expr is not None:
+        dom = domain(by)
+        if not dom:
+            raise UnsupportedQuery(f"BY {by}: the column needs a public domain in the schema")
+        groups = list(dom)
+        literals: list[exp.Expression] = [exp.maybe_parse(_sql_literal(g), dialect=DIALECT) for g in groups]
+        conditions = [exp.EQ(this=by_expr.copy(), expression=v) for v in literals]
+    eta = _linear_predictor(terms, resolved)
+    products = [x for x in (_product(t, resolved) for t in terms) if x is not None]
+    return Scored(query, checked[: len(outcomes)], resolved, eta, products, by, by_expr, groups, conditions, column)
+
+
 def compile_validate(
     statement: Statement, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None
 ) -> Plan:
-    """The plan of ``VALIDATE LOGISTIC ...`` (see the module docstring)."""
+    """The plan of ``VALIDATE LOGISTIC ...`` or ``VALIDATE COX ...`` (:mod:`.validate_cox`)."""
     require_model_kind(rules)
+    if re.match(r"\s*COX\b", statement.body, re.IGNORECASE):
+        from .validate_cox import compile_validate_cox
+
+        return compile_validate_cox(statement, schema, rules, sites)
     head = re.match(r"\s*LOGISTIC\b(.*)$", statement.body, re.IGNORECASE | re.DOTALL)
     if head is None:
-        raise UnsupportedQuery("VALIDATE takes a LOGISTIC model: VALIDATE LOGISTIC y ~ b0 + b1*x ... FROM t")
+        raise UnsupportedQuery("VALIDATE takes a LOGISTIC or COX model: VALIDATE LOGISTIC y ~ b0 + b1*x ... FROM t")
     sides = split_top(head.group(1), "~")
     if len(sides) != 2 or not sides[0].strip():
         raise QuerySyntaxError("VALIDATE LOGISTIC needs 'response ~ linear predictor'")
@@ -250,32 +318,11 @@ def compile_validate(
         raise UnsupportedQuery("GRID lo TO hi STEP s needs lo < hi and s > 0")
     bins = round((hi - lo) / step) + 1
     by = clauses["by"][0].lower() if "by" in clauses else None
-    sources = list(dict.fromkeys([*(s for t in terms for s, _, _ in t.factors), *([by] if by else [])]))
-    query, checked = validate_source(tail, [response_text, *sources], schema, rules, sites)
-    response, resolved = checked[0], dict(zip(sources, checked[1:], strict=True))
-    tables = [t.name.lower() for t in query.source.find_all(exp.Table)]
-
-    def domain(column: str) -> tuple[KeyValue, ...] | None:
-        col = next((schema.tables[t].columns[column] for t in tables if column in schema.tables[t].columns), None)
-        return None if col is None or col.domain is None else tuple(v for v in col.domain if v is not None)
-
-    for t in terms:
-        for column, value, is_level in t.factors:
-            dom = domain(column) if is_level else ()
-            if is_level and (dom is None or value not in dom):
-                raise UnsupportedQuery(f"C({column})[{value!r}]: the level is not in the column's public domain")
-    groups: list[KeyValue] = [None]
-    by_expr = resolved[by] if by else None
-    if by:
-        dom = domain(by)
-        if not dom:
-            raise UnsupportedQuery(f"BY {by}: the column needs a public domain in the schema")
-        groups = list(dom)
+    src = scored_source(tail, [response_text], terms, by, schema, rules, sites)
+    query, response, eta, groups, conditions = src.query, src.outcomes[0], src.eta, src.groups, src.conditions
     if bins * len(groups) > MAX_BINS:
         raise UnsupportedQuery(f"the grid has {bins} points for {len(groups)} groups; at most {MAX_BINS} in all")
-    eta = _linear_predictor(terms, resolved)
-    products = [x for x in (_product(t, resolved) for t in terms) if x is not None]
-    sql = _local_sql(query, response, eta, products, by_expr, groups, threshold, (lo, step, bins))
+    sql = _local_sql(query, response, eta, src.products, src.by_expr, groups, threshold, (lo, step, bins))
     fit_design = Design(
         (DesignColumn("Intercept", exp.Literal.number(1)), DesignColumn("eta", eta)),
         exp.and_(
@@ -283,10 +330,6 @@ def compile_validate(
         ),
         (),
     )
-    conditions: list[exp.Expression] = []
-    if by_expr is not None:
-        literals: list[exp.Expression] = [exp.maybe_parse(_sql_literal(g), dialect=DIALECT) for g in groups]
-        conditions = [exp.EQ(this=by_expr.copy(), expression=v) for v in literals]
     fits = []
     for i in range(len(groups)) if "without" not in clauses else []:
         where: exp.Expression | None = query.where
@@ -306,7 +349,7 @@ def compile_validate(
             "by": by,
             "groups": groups,
             "threshold": threshold,
-            "terms": len(products),
+            "terms": len(src.products),
             "grid": [lo, hi, step, bins],
         },
         "params": {"min_cell_size": rules.threshold, "bits": {"sums": FV}},
