@@ -31,15 +31,20 @@ def harrell(rows: pd.DataFrame) -> float:
     return float(concordance_index(rows.time, -score(rows), rows.status == 2))
 
 
-@pytest.fixture(scope="module")
-def lung() -> tuple[pd.DataFrame, dict, object]:
+def connect(frames: dict[str, pd.DataFrame]) -> dict:
     cons = {}
-    for name, frame in lung_by_site().items():
+    for name, frame in frames.items():
         con = duckdb.connect()
         con.register("part", frame)
         con.execute("CREATE TABLE lung AS SELECT * FROM part")
         con.unregister("part")
         cons[name] = con
+    return cons
+
+
+@pytest.fixture(scope="module")
+def lung() -> tuple[pd.DataFrame, dict, object]:
+    cons = connect(lung_by_site())
     pooled = pd.concat(list(lung_by_site().values()), ignore_index=True)
     return pooled, cons, schema_from_duckdb(cons["north"], DOMAINS, GRIDS, {"lung": "id"})
 
@@ -91,6 +96,28 @@ def test_a_group_below_k_is_withheld(lung: tuple) -> None:
         assert out.loc[grade, "concordance"] == pytest.approx(
             concordance_index(rows.time, -eta, rows.status == 2), abs=1e-8
         )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "VALIDATE COX time, status = 2 ~ 0.017*age - 0.51*C(sex)[2] FROM lung BY ph_ecog",
+        "VALIDATE COX time, status = 2 ~ 0.017*age FROM lung WHERE ph_ecog = 3 OR (ph_ecog = 2 AND age > 70)",
+    ],
+)
+def test_the_lone_ecog_3_patients_outcome_changes_no_release(lung: tuple, text: str) -> None:
+    """Two worlds that differ only in the outcome of lung's one ECOG 3 patient release the same:
+    their group is withheld (BY ph_ecog), and a WHERE that keeps them with few others too."""
+    _, cons, schema = lung
+    frames = lung_by_site()
+    (site,) = [name for name, f in frames.items() if (f.ph_ecog == 3).any()]
+    other = frames[site].copy()
+    lone = other.ph_ecog == 3
+    other.loc[lone, "status"] = 3 - other.loc[lone, "status"]  # 1 <-> 2
+    flipped = {**frames, site: other}
+    first, second = run(text, cons, schema), run(text, connect(flipped), schema)
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+    assert not first["released"].iloc[-1]  # the group holding the patient (ECOG 3, or the WHERE set)
 
 
 def test_a_term_isolating_a_patient_is_refused(lung: tuple) -> None:
