@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from lifelines.utils import concordance_index
 
-from mpc_jupyter.results import model_line
+from mpc_jupyter.results import as_result, model_line
 from site_agent.errors import ModelRefused, QueryError, QuerySyntaxError, UnsupportedQuery
 from site_agent.models.statement import execute, kind_of
 from site_agent.query import DisclosureRules, compile_query
@@ -63,6 +63,8 @@ def test_by_sex_equals_lifelines(lung: tuple) -> None:
     assert np.isnan(out.loc[1, "n_dropped"]) and out.loc[2, "n_dropped"] == 0  # one man without ECOG: withheld
     assert out["released"].all()
     assert model_line(out).startswith("VALIDATE COX · time grid 0 to 1100 step 1 · risk grid from 0 step")
+    html = as_result(out, query="VALIDATE COX ...")._repr_html_()
+    assert "VALIDATE COX · time grid" in html and "concordance" in html
 
 
 def test_where_and_grid_equal_lifelines(lung: tuple) -> None:
