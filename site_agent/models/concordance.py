@@ -118,15 +118,17 @@ def concordance(p: Party, pooled: AShare, shape: tuple[int, int, int], strata: i
     groups, cells, bins = shape
     hist = pooled.reshape(2, groups, strata, cells // strata, bins)
     events, rows = hist[0], hist[1]
-    suffix = np.cumsum(rows.v[:, :, :, ::-1], axis=3, dtype=np.uint64)[:, :, :, ::-1]  # N[t' >= t]
-    later = suffix - events.v  # N[t' > t] + N[t] - E[t]
-    prefix = np.cumsum(later, axis=4, dtype=np.uint64)  # later[r' <= r]
-    x = prefix * np.uint64(2) - later  # 2 later[r' < r] + later[r]
-    total = np.broadcast_to(prefix[..., -1:], later.shape)
+    later = np.cumsum(rows.v[:, :, :, ::-1], axis=3, dtype=np.uint64)[:, :, :, ::-1]  # N[t' >= t]
+    later -= events.v  # N[t' > t] + N[t] - E[t]
+    both = np.empty((*later.shape, 2), dtype=np.uint64)  # in place: the grid is large
+    x, total = both[..., 0], both[..., 1]
+    np.cumsum(later, axis=4, dtype=np.uint64, out=x)  # later[r' <= r]
+    total[...] = x[..., -1:]
+    x *= np.uint64(2)
+    x -= later  # 2 later[r' < r] + later[r]
     size = cells * bins
     lhs = AShare(events.v.reshape(2, groups, 1, size))
-    rhs = AShare(np.stack([x.reshape(2, groups, size), total.reshape(2, groups, size)], axis=-1))
-    sums = (yield from ar.matmul(p, lhs, rhs)).reshape(groups, 2)
+    sums = (yield from ar.matmul(p, lhs, AShare(both.reshape(2, groups, size, 2)))).reshape(groups, 2)
     twice, pairs = sums[:, 0], sums[:, 1]
     ones = ar.constant(p, np.ones(groups, dtype=np.uint64), AShare)
     none = yield from bo.lt(p, pairs, ones)  # no comparable pair: divide 0 by 1

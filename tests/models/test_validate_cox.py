@@ -118,7 +118,7 @@ def test_the_lone_ecog_3_patients_outcome_changes_no_release(lung: tuple, text: 
     other.loc[lone, "status"] = 3 - other.loc[lone, "status"]  # 1 <-> 2
     flipped = {**frames, site: other}
     first, second = run(text, cons, schema), run(text, connect(flipped), schema)
-    pd.testing.assert_frame_equal(first, second, check_exact=True)
+    pd.testing.assert_frame_equal(first, second, check_exact=False, rtol=1e-8)  # quotients: random 1e-9 rounding
     assert not first["released"].iloc[-1]  # the group holding the patient (ECOG 3, or the WHERE set)
 
 
