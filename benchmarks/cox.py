@@ -14,7 +14,8 @@ three ``mpc-site-agent serve`` processes is built in a temporary folder as in
 median of ``--repeat`` runs after one warm-up). Every answer is checked against statsmodels
 (coefficients and standard errors to 1e-5 relative) and the concordance against lifelines'
 ``concordance_index`` at statsmodels' coefficients (to 1e-3: the risk grid's binning, see
-docs/models.md); a mismatch stops the benchmark.
+docs/models.md); a mismatch stops the benchmark. In process, VALIDATE COX of the true
+coefficients on the same rows is timed too, its C checked against lifelines' likewise.
 
 Target (issue 11): COX, 5 covariates, 3 sites x 100,000 rows over agents <= 10 s.
 """
@@ -44,6 +45,8 @@ COVARIATES = [f"x{j}" for j in range(1, 6)]
 TRUE = np.array([0.5, -0.3, 0.2, 0.0, 0.4])
 BOUND = 4.0
 STATEMENT = f"COX time, event ~ {' + '.join(COVARIATES)} FROM cohort TIES BRESLOW"
+SCORE = " + ".join(f"{float(b)!r}*{c}" for b, c in zip(TRUE, COVARIATES, strict=True))
+VALIDATE = f"VALIDATE COX time, event ~ {SCORE} FROM cohort"
 GRIDS = {"cohort.time": (0.0, 1000.0, 1.0), **{f"cohort.{c}": (-BOUND, BOUND, 0.001) for c in COVARIATES}}
 SCHEMA_TOML = (
     "[tables.cohort]\n"
@@ -74,15 +77,17 @@ def site_files(cache: Path, rows: int) -> list[Path]:
     return paths
 
 
-def reference(paths: list[Path]) -> tuple[float, Any, float]:
-    """statsmodels' seconds and fit, and lifelines' concordance index at its coefficients."""
+def reference(paths: list[Path]) -> tuple[float, Any, float, float]:
+    """statsmodels' seconds and fit, and lifelines' concordance index at its coefficients and at
+    the true ones (VALIDATE COX's score)."""
     pooled = pd.concat([duckdb.read_parquet(str(p)).df() for p in paths], ignore_index=True)
     started = time.perf_counter()
     model = sm.PHReg(pooled["time"], pooled[COVARIATES], status=pooled["event"], ties="breslow")
     fit = model.fit(tol=1e-10)
     seconds = time.perf_counter() - started
-    risk = pooled[COVARIATES].to_numpy() @ fit.params
-    return seconds, fit, concordance_index(pooled["time"], -risk, pooled["event"])
+    covariates = pooled[COVARIATES].to_numpy()
+    fitted = concordance_index(pooled["time"], -(covariates @ fit.params), pooled["event"])
+    return seconds, fit, fitted, concordance_index(pooled["time"], -(covariates @ TRUE), pooled["event"])
 
 
 def check(frame: pd.DataFrame, fit: Any, c_index: float, where: str) -> dict[str, float]:
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mpc-jupyter-bench")
     args = parser.parse_args(argv)
     paths = site_files(args.cache, args.rows)
-    ref_seconds, fit, c_index = reference(paths)
+    ref_seconds, fit, c_index, c_true = reference(paths)
     report: dict[str, Any] = {"rows_per_site": args.rows, "covariates": len(COVARIATES), "statsmodels_s": ref_seconds}
     seconds, frame, cost = in_process(paths, args.repeat)
     report.update(
@@ -127,6 +132,13 @@ def main(argv: list[str] | None = None) -> None:
             **check(frame, fit, c_index, "in process"),
         }
     )
+    seconds, frame = harness.in_process(
+        SITES, paths, "cohort", VALIDATE, lambda con: schema_from_duckdb(con, grids=GRIDS), args.repeat
+    )
+    report["validate_in_process_best_s"] = min(seconds)
+    report["validate_concordance_err"] = abs(float(frame.loc["all", "concordance"]) - c_true)
+    if report["validate_concordance_err"] > 1e-3:
+        raise SystemExit(f"VALIDATE COX differs from lifelines by {report['validate_concordance_err']:.2e}")
     if not args.in_process:
         seconds, frame = over_agents(paths, args.repeat)
         check(frame, fit, c_index, "agents")
