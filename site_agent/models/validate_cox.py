@@ -70,6 +70,7 @@ from .statement import (
     with_ledger,
 )
 from .validate import (
+    _NAME,
     Term,
     _clauses,
     group_counts_sql,
@@ -86,7 +87,6 @@ INTS = ("n_where", "n", "persons", "pos")
 MAX_CELLS = 2**22
 """groups x time bins x risk bins at most (a GRID clause; without one the grid keeps to about
 :data:`.concordance.CELLS`)."""
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 # -- the statement ----------------------------------------------------------------------------
