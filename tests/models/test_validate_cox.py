@@ -16,6 +16,7 @@ from site_agent.query import DisclosureRules, compile_query
 from site_agent.query.catalog import schema_from_duckdb
 
 from ..lung import lung_by_site
+from .conftest import split
 from .test_cox import DOMAINS, GRIDS
 
 SCORE = "0.017*age - 0.51*C(sex)[2] + 0.45*ph_ecog"
@@ -154,3 +155,27 @@ def test_explain_lists_every_reveal_point(lung: tuple) -> None:
     for name in ("local_failed", "released", "dropped_small", "term_isolation", "n", "concordance", "dropped"):
         assert f"] {name}:" in text
     assert "1101 bins" in text and "GROUP BY gi, cell, rbin" in text
+
+
+def test_tied_times_and_scores_follow_lifelines() -> None:
+    """Many ties, each of lifelines' rules exercised: two events at one time (not comparable),
+    an event and a censoring at one time (comparable: the censoring counts as later), tied
+    scores (1/2), a censored row before an event (not comparable). Distinct scores lie a whole
+    unit apart, more than a risk bin: C is exact."""
+    rng = np.random.default_rng(7)
+    n = 600
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "t": rng.integers(1, 25, n).astype(float),
+            "dead": rng.integers(0, 2, n),
+            "x": rng.integers(0, 6, n),
+            "z": rng.integers(0, 3, n),
+        }
+    )
+    cons, _ = split(frame, "cohort")
+    grids = {"cohort.t": (0, 30, 1), "cohort.x": (0, 5, 1)}
+    schema = schema_from_duckdb(cons["site0"], {"cohort.z": [0, 1, 2]}, grids, {"cohort": "id"})
+    out = run("VALIDATE COX t, dead ~ 1.0*x - 2.0*C(z)[1] FROM cohort", cons, schema)
+    score = frame.x - 2.0 * (frame.z == 1)
+    assert out.loc["all", "concordance"] == pytest.approx(concordance_index(frame.t, -score, frame.dead), abs=1e-8)
