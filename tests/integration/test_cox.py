@@ -49,6 +49,7 @@ def test_efron_equals_lifelines_through_agents(timed: Running) -> None:
 def test_explain_names_the_reveal_points(timed: Running) -> None:
     text = timed.client.explain("COX time, status = 2 ~ age FROM lung TIES BRESLOW")
     assert "BRESLOW" in text and "[committee] iterate:" in text and "[analyst] llf:" in text
+    assert "[analyst] concordance:" in text and "risk bin" in text
 
 
 def test_validate_cox_equals_lifelines_through_agents(timed: Running) -> None:
