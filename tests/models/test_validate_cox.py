@@ -179,3 +179,16 @@ def test_tied_times_and_scores_follow_lifelines() -> None:
     out = run("VALIDATE COX t, dead ~ 1.0*x - 2.0*C(z)[1] FROM cohort", cons, schema)
     score = frame.x - 2.0 * (frame.z == 1)
     assert out.loc["all", "concordance"] == pytest.approx(concordance_index(frame.t, -score, frame.dead), abs=1e-8)
+
+
+def test_no_comparable_pair_gives_zero_where_lifelines_raises() -> None:
+    """Every censoring before every event, and the events at one time: no pair is comparable."""
+    frame = pd.DataFrame(
+        {"id": np.arange(20), "t": [*range(1, 11), *[20] * 10], "dead": [0] * 10 + [1] * 10, "x": [*range(1, 11)] * 2}
+    )
+    cons, _ = split(frame, "cohort")
+    schema = schema_from_duckdb(cons["site0"], None, {"cohort.t": (0, 30, 1), "cohort.x": (0, 10, 1)}, {"cohort": "id"})
+    out = run("VALIDATE COX t, dead ~ 0.5*x FROM cohort", cons, schema)
+    assert out.loc["all", "concordance"] == 0.0 and out.loc["all", "released"]
+    with pytest.raises(ZeroDivisionError):
+        concordance_index(frame.t, -frame.x, frame.dead)
