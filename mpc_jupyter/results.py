@@ -111,6 +111,15 @@ def model_line(frame: pd.DataFrame) -> str:
                 *([f"no calibration fit for {', '.join(refused)} (too few events)"] if refused else []),
             ]
         )
+    if attrs["model"] == "VALIDATE COX":
+        times, risks = attrs["time_grid"], attrs["risk_grid"]
+        return " · ".join(
+            [
+                "VALIDATE COX",
+                f"time grid {times['lo']:g} to {times['hi']:g} step {times['step']:g}",
+                f"risk grid from {risks['lo']:.4g} step {risks['step']:.4g} ({risks['bins']} bins)",
+            ]
+        )
     dropped = attrs.get("n_dropped")
     rows = f"n = {attrs['n']}" + (
         f" ({dropped} dropped)" if dropped else " (dropped rows withheld: 1 to k-1)" if dropped is None else ""
@@ -131,6 +140,7 @@ def model_line(frame: pd.DataFrame) -> str:
         parts += [
             f"log partial likelihood = {attrs['llf']:.4f}",
             f"LR test = {attrs['lr_test']:.2f} on {attrs['lr_df']} df, p = {attrs['lr_p']:.3g}",
+            f"Concordance = {attrs['concordance']:.4f}",
         ]
     else:
         parts += [f"log-likelihood = {attrs['llf']:.4f}", f"deviance = {attrs['deviance']:.4f}"]

@@ -49,6 +49,11 @@ Method:
 5. *Outputs* at the final b: standard errors from the inverse of the information
    (Newton-Schulz, refined once), the log partial likelihood at b and at b = 0 (logs of every
    D, :func:`site_agent.mpc.functions.log`), n and the number of events.
+6. *Concordance* (Harrell's C, as lifelines' ``concordance_index_``; within strata, as lifelines
+   with ``strata``) at the final b, which the committee knows: one more local step gives each
+   site's events and rows per time cell and risk bin (x'b in standardised units on
+   :func:`.concordance.risk_bins` equal bins over +-sum |b'_j|, public), shared and pooled, then
+   :func:`.concordance.concordance` (one inner product, one division).
 
 Fixed-point ranges. Each numeric covariate is centred and scaled by public numbers:
 x' = (x - c) / s with c and s the midpoint and half-width of its public bounds (the schema's
@@ -72,9 +77,9 @@ Revealed, and to whom: to the committee, the failure bits, the rule bits (includ
 ``cox_ties``), the dropped-count and censored-count bits and each coefficient iterate; to the
 analyst, the final coefficients, standard errors, log partial likelihoods (fitted and null),
 n, events (withheld when the censored rows n - events, which subtraction would give, number
-1..k-1) and the dropped rows (0 or >= k, else withheld). z, p, intervals, hazard ratios and the likelihood
-ratio test are computed by the analyst from those. Concordance is not computed: it needs a
-comparison of every pair of persons' predictions across sites, which the bin sums do not give.
+1..k-1), the dropped rows (0 or >= k, else withheld) and the concordance C (under the same model
+rules and release ledger as the coefficients; nothing else of the histograms is opened). z, p,
+intervals, hazard ratios and the likelihood ratio test are computed by the analyst from those.
 """
 
 from __future__ import annotations
@@ -105,7 +110,7 @@ from ..query.failsafe import failure_word, total_sql
 from ..query.numeric import FN, Float, divide_float, sqrt_float
 from ..query.parse import DIALECT
 from ..query.plan import Z95, Plan
-from . import distributions
+from . import concordance, distributions
 from .formula import Level, _condition, design, parse_formula
 from .glm import (
     COND,
@@ -179,14 +184,24 @@ def _sizes(plan: Plan) -> _Sizes:
     return _Sizes(int(m["bins"]), int(m["grid_bins"]), len(m["names"]), len(m["levels"]))
 
 
-def _bounds(column: Any, name: str) -> tuple[float, float]:
+def public_bounds(column: Any, name: str) -> tuple[float, float]:
     """Public bounds of a numeric covariate: its grid, else its numeric domain."""
     if column is not None and column.grid is not None:
         return float(column.grid[0]), float(column.grid[1])
-    values = [v for v in (column.domain or ()) if isinstance(v, int | float) and not isinstance(v, bool)]
-    if column is None or len(values) < 2:
+    domain = () if column is None else (column.domain or ())
+    values = [v for v in domain if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(values) < 2:
         raise UnsupportedQuery(f"COX: the numeric term {name} needs public bounds (a grid or a domain) in the schema")
     return float(min(values)), float(max(values))
+
+
+def interval_product(parts: list[tuple[float, float]]) -> tuple[float, float]:
+    """The bounds of a product of factors, each within its (lo, hi)."""
+    lo, hi = parts[0]
+    for a, b in parts[1:]:
+        corners = [lo * a, lo * b, hi * a, hi * b]
+        lo, hi = min(corners), max(corners)
+    return lo, hi
 
 
 def _column_bounds(formula: Any, columns: dict[str, Any]) -> list[tuple[float, float]]:
@@ -202,13 +217,8 @@ def _column_bounds(formula: Any, columns: dict[str, Any]) -> list[tuple[float, f
                 domain = [v for v in (columns[f.column].domain or ()) if v is not None]
                 parts.append([(0.0, 1.0)] * max(len(domain) - 1, 0))
             else:
-                parts.append([_bounds(columns[f.column], f.column)])
-        for combo in itertools.product(*parts):
-            lo, hi = combo[0]
-            for a, b in combo[1:]:
-                corners = [lo * a, lo * b, hi * a, hi * b]
-                lo, hi = min(corners), max(corners)
-            out.append((lo, hi))
+                parts.append([public_bounds(columns[f.column], f.column)])
+        out += [interval_product(list(combo)) for combo in itertools.product(*parts)]
     return out
 
 
@@ -285,6 +295,8 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
     centre = [(a + b) / 2 for a, b in bounds]
     scale = [(b - a) / 2 if b > a else 1.0 for a, b in bounds]
     model_rules = ModelRules(rules.threshold, rules.model_min_df, rules.model_events_per_term)
+    inner = _rows_sql(query, d, t_expr, ev, complete, (lo, step, bins), stratum, centre, scale)
+    risk_bins = concordance.risk_bins(bins * n_strata)
     data = {
         "version": 1,
         "query": statement.text,
@@ -301,6 +313,7 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
             "bins": bins * n_strata,
             "centre": centre,
             "scale": scale,
+            "risk_bins": risk_bins,
         },
         "params": {
             "min_cell_size": model_rules.k,
@@ -318,8 +331,14 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
             {"name": "counts", "sql": _counts_sql(query, d, ev, complete, "cox"), "when": "first step"},
             {
                 "name": "bins",
-                "sql": _bins_sql(query, d, t_expr, ev, complete, (lo, step, bins), stratum, centre, scale),
+                "sql": _bins_sql(inner, k),
                 "when": f"every step, {ETA} = the linear predictor at public beta",
+            },
+            {
+                "name": "concordance",
+                "sql": _concordance_sql(inner, risk_bins),
+                "when": f"after the fit, {ETA} at the final beta on a grid of {risk_bins} risk bins over "
+                "[-sum |beta|, sum |beta|] (standardised units)",
             },
         ],
         "reveals": _reveals(),
@@ -327,7 +346,7 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
     return with_ledger(Plan(data), query)
 
 
-def _bins_sql(
+def _rows_sql(
     query: Any,
     d: Any,
     t_expr: exp.Expr,
@@ -338,9 +357,8 @@ def _bins_sql(
     centre: list[float],
     scale: list[float],
 ) -> str:
-    """Per time bin (of each stratum: cell stratum * bins + bin): sums of w, w z, w z z' over rows
-    and over events, events, sum z over events; z the standardised design columns,
-    w = exp(``__eta__``)."""
+    """The model's complete rows: the standardised design columns z0.., the event ``ev`` and the
+    time cell ``bin`` (stratum * bins + time bin)."""
     sel = query.source.copy()
     cols = []
     for j, c in enumerate(d.columns[1:]):
@@ -357,8 +375,13 @@ def _bins_sql(
     cols.append(exp.alias_(bin_expr, "bin"))
     sel.set("expressions", cols)
     cond = complete if query.where is None else exp.and_(exp.Paren(this=query.where.copy()), complete)
-    inner = total_sql(sel.where(cond)).sql(DIALECT)
-    k = len(d.columns) - 1
+    return total_sql(sel.where(cond)).sql(DIALECT)
+
+
+def _bins_sql(inner: str, k: int) -> str:
+    """Per time bin (of each stratum: cell stratum * bins + bin): sums of w, w z, w z z' over rows
+    and over events, events, sum z over events; z the standardised design columns,
+    w = exp(``__eta__``)."""
     prods = ["1.0"] + [f"z{i}" for i in range(k)] + [f"z{i} * z{j}" for i in range(k) for j in range(i, k)]
     sums = [f"SUM(w * {x}) AS a{c}" for c, x in enumerate(prods)]
     sums += [f"SUM(ev * w * {x}) AS e{c}" for c, x in enumerate(prods)]
@@ -366,6 +389,15 @@ def _bins_sql(
     return (
         f"SELECT bin, {', '.join(sums)} FROM (SELECT *, EXP({ETA}) AS w FROM ({inner}) AS _rows) AS _w "
         "GROUP BY bin ORDER BY bin"
+    )
+
+
+def _concordance_sql(inner: str, risk_bins: int) -> str:
+    """Per time cell and risk bin (``__eta__`` on the public risk grid): events and rows."""
+    rbin = concordance.risk_bin_sql(ETA, risk_bins)
+    return (
+        f"SELECT bin AS cell, {rbin} AS rbin, SUM(ev) AS events, COUNT(*) AS n FROM ({inner}) AS _rows "
+        "GROUP BY cell, rbin"
     )
 
 
@@ -385,6 +417,11 @@ def _reveals() -> list[dict[str, Any]]:
         ("dropped", "pooled rows of the WHERE set dropped (missing values, time off the grid; 0 or >= k)"),
         ("llf", "log partial likelihood at the final coefficients"),
         ("llf_null", "log partial likelihood at beta = 0"),
+        (
+            "concordance",
+            "Harrell's C at the final coefficients (lifelines' concordance_index_; risks on a public grid, "
+            "ties within a bin count 1/2)",
+        ),
     ]
     return [{"name": n, "to": "committee", "what": w} for n, w in committee] + [
         {"name": n, "to": "analyst", "what": w} for n, w in analyst
@@ -401,6 +438,8 @@ def local_cox(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | N
     beta = 0, later the bin sums at ``params["beta"]``. Never raises: any failure gives zeros
     and a secret failure word in the first word of the bin sums."""
     sz = _sizes(plan)
+    if params is not None and params.get("concordance"):
+        return _local_concordance(plan, con, [float(b) for b in params["beta"]])
     first = params is None
     beta = [0.0] * sz.k if params is None else [float(b) for b in params["beta"]]
     try:
@@ -437,6 +476,31 @@ def local_cox(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any] | N
         failed = np.zeros(sz.step + (sz.counts if first else 0), dtype=np.uint64)
         failed[sz.counts if first else 0] = failure_word()
         return failed
+
+
+def _risk_shape(plan: Plan) -> tuple[int, int, int]:
+    """The concordance histograms' shape: one group, every time cell, the plan's risk bins."""
+    m = plan.data["model"]
+    return 1, int(m["bins"]), int(m["risk_bins"])
+
+
+def _risk_grid(plan: Plan, beta: list[float]) -> tuple[float, float]:
+    """The public risk grid at the final standardised ``beta``: eta = z'beta lies within
+    +-sum |beta| for rows within the columns' public bounds (|z| <= 1)."""
+    bound = float(np.sum(np.abs(beta)))
+    return concordance.risk_grid(-bound, bound, int(plan.data["model"]["risk_bins"]))
+
+
+def _local_concordance(plan: Plan, con: Any, beta: list[float]) -> U64:
+    """A site's concordance histograms at the final ``beta`` (:mod:`.concordance`); never raises."""
+    shape = _risk_shape(plan)
+    try:
+        if len(beta) != _sizes(plan).k:
+            raise ValueError("wrong number of coefficients")
+        sql = concordance.fill_grid(plan.data["local"][2]["sql"].replace(ETA, _eta(beta)), *_risk_grid(plan, beta))
+        return concordance.histograms(con.execute(sql).fetchnumpy(), shape)
+    except Exception:  # the engine or the data: every member fails alike, the site's log says nothing more
+        return concordance.failed_input(shape)
 
 
 # -- the committee's program ------------------------------------------------------------------
@@ -644,8 +708,12 @@ def cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
             break
     llf = yield from _log_likelihood(p, terms, ties)
     se, stats = yield from _outputs(p, sz.k, terms, AShare.concat([llf, llf_null]))
+    c_index = yield from _concordance(p, plan, site, beta)
+    if c_index is None:
+        return empty_outcome(local_failed=True)
     outputs: list[tuple[str, AShare]] = [(f"se.{part}", getattr(se, part)) for part in FLOAT_PARTS]
     outputs += [(f"llf.{part}", getattr(stats, part)) for part in FLOAT_PARTS]
+    outputs += [(f"concordance.{part}", getattr(c_index, part)) for part in FLOAT_PARTS]
     outputs.append(("n", n))
     if not censored_small:
         outputs.append(("events", events))
@@ -660,6 +728,23 @@ def cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         "layout": [[name, int(x.size)] for name, x in outputs],
     }
     return AShare.concat([x.ravel() for _, x in outputs]), meta
+
+
+def _concordance(p: Party, plan: Plan, site: SiteStep, beta: np.ndarray) -> Protocol[Float | None]:
+    """Harrell's C at the final (public) ``beta``: the sites' histograms over the time cells and
+    the risk grid, shared and pooled, then :func:`.concordance.concordance` (None when a site's
+    local step failed)."""
+    coef = (beta.astype(np.float64) / 2.0**FB).tolist()
+    shape = _risk_shape(plan)
+    size = concordance.input_size(shape)
+    mine = yield from local(p, lambda: site({"beta": coef, "concordance": True}))
+    if np.asarray(mine).size != size:
+        raise EncodingError("a concordance vector of the wrong size")
+    pooled = yield from ar.input_sum(p, mine)
+    if int((yield from ar.open_all(p, pooled[:1]))[0]) != 0:
+        return None
+    strata = int(plan.data["model"]["bins"]) // int(plan.data["model"]["grid_bins"])
+    return (yield from concordance.concordance(p, pooled[1:], shape, strata))
 
 
 def _outputs(p: Party, k: int, terms: _Terms, llfs: AShare) -> Protocol[tuple[Float, Float]]:
@@ -723,6 +808,8 @@ def assemble_cox(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFrame:
             "lr_test": lr,
             "lr_df": coef.size,
             "lr_p": distributions.chi2_sf(lr, coef.size),
+            "concordance": float(floats("concordance")[0]),
+            "risk_bins": int(model["risk_bins"]),
             "converged": bool(meta["converged"]),
             "iterations": int(meta["iterations"]),
             "plan_digest": meta["digest"],
@@ -760,6 +847,8 @@ def explain_cox(plan: Plan) -> str:
         "   the counts, at the first step only",
         f"   per time bin: sums of w, w x, w x x' over the rows and over the events ({prm['bits']['sums']} "
         "fractional bits), events per bin; sums of x and of x'b over the events",
+        f"   after the fit: events and rows per time bin and risk bin ({m['risk_bins']} bins of x'b over "
+        "+-sum |beta| at the final beta), for the concordance",
         "",
         "3. MPC steps:",
         "   pool the sites' vectors; open the sum of their failure words",
@@ -771,6 +860,8 @@ def explain_cox(plan: Plan) -> str:
         f"{prm['max_iterations']} steps",
         "   outputs: the information's inverse (Newton-Schulz, refined once), standard errors and the log "
         "partial likelihoods (logs of every bin's denominators) as floats",
+        "   concordance: suffix sums over time and prefix sums over risk (local), one inner product of the "
+        "histograms (concordant pairs, ties 1/2; comparable pairs), one division",
         "",
         "4. Reveal points:",
     ]

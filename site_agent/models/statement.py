@@ -107,7 +107,7 @@ _FROM = re.compile(r"\bFROM\b", re.IGNORECASE)
 
 
 def _registered() -> Mapping[str, ModelKind]:
-    from . import cox, glm, gradient, validate  # noqa: F401  (register COX; LINEAR, LOGISTIC, POISSON; GRADIENT; VALIDATE)
+    from . import cox, glm, gradient, validate, validate_cox  # noqa: F401  (COX; LINEAR, LOGISTIC, POISSON; GRADIENT; VALIDATE)
 
     return MODELS
 

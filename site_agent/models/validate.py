@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,14 +231,81 @@ def _clauses(tail: str) -> tuple[str, dict[str, Any]]:
     return tail.strip(), found
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A validation's source, resolved: the validated FROM/WHERE query, the outcome expressions
+    (in the order given), the score eta and its term products (SQL), the BY column and its
+    groups (the public domain; [None] without BY) with each group's condition."""
+
+    query: Any
+    outcomes: list[exp.Expression]
+    resolved: dict[str, exp.Expression]
+    eta: exp.Expression
+    products: list[exp.Expression]
+    by: str | None
+    by_expr: exp.Expression | None
+    groups: list[KeyValue]
+    conditions: list[exp.Expression]
+    column: Callable[[str], Any]
+    """The schema's column of a source name (None when no table of the FROM has it)."""
+
+
+def scored_source(
+    tail: str,
+    outcomes: list[str],
+    terms: list[Term],
+    by: str | None,
+    schema: Schema,
+    rules: DisclosureRules,
+    sites: tuple[str, ...] | None,
+) -> Scored:
+    """Validate ``FROM tail`` with the outcome expressions, the score's columns and the BY column
+    (:func:`validate_source`), check every ``C(col)[level]`` against the column's public domain
+    and take the groups from the BY column's."""
+    sources = list(dict.fromkeys([*(s for t in terms for s, _, _ in t.factors), *([by] if by else [])]))
+    query, checked = validate_source(tail, [*outcomes, *sources], schema, rules, sites)
+    resolved = dict(zip(sources, checked[len(outcomes) :], strict=True))
+    tables = [t.name.lower() for t in query.source.find_all(exp.Table)]
+
+    def column(name: str) -> Any:
+        return next((schema.tables[t].columns[name] for t in tables if name in schema.tables[t].columns), None)
+
+    def domain(name: str) -> tuple[KeyValue, ...] | None:
+        col = column(name)
+        return None if col is None or col.domain is None else tuple(v for v in col.domain if v is not None)
+
+    for t in terms:
+        for source, value, is_level in t.factors:
+            dom = domain(source) if is_level else ()
+            if is_level and (dom is None or value not in dom):
+                raise UnsupportedQuery(f"C({source})[{value!r}]: the level is not in the column's public domain")
+    groups: list[KeyValue] = [None]
+    by_expr = resolved[by] if by else None
+    conditions: list[exp.Expression] = []
+    if by and by_expr is not None:
+        dom = domain(by)
+        if not dom:
+            raise UnsupportedQuery(f"BY {by}: the column needs a public domain in the schema")
+        groups = list(dom)
+        literals: list[exp.Expression] = [exp.maybe_parse(_sql_literal(g), dialect=DIALECT) for g in groups]
+        conditions = [exp.EQ(this=by_expr.copy(), expression=v) for v in literals]
+    eta = _linear_predictor(terms, resolved)
+    products = [x for x in (_product(t, resolved) for t in terms) if x is not None]
+    return Scored(query, checked[: len(outcomes)], resolved, eta, products, by, by_expr, groups, conditions, column)
+
+
 def compile_validate(
     statement: Statement, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None
 ) -> Plan:
-    """The plan of ``VALIDATE LOGISTIC ...`` (see the module docstring)."""
+    """The plan of ``VALIDATE LOGISTIC ...`` or ``VALIDATE COX ...`` (:mod:`.validate_cox`)."""
     require_model_kind(rules)
+    if re.match(r"\s*COX\b", statement.body, re.IGNORECASE):
+        from .validate_cox import compile_validate_cox
+
+        return compile_validate_cox(statement, schema, rules, sites)
     head = re.match(r"\s*LOGISTIC\b(.*)$", statement.body, re.IGNORECASE | re.DOTALL)
     if head is None:
-        raise UnsupportedQuery("VALIDATE takes a LOGISTIC model: VALIDATE LOGISTIC y ~ b0 + b1*x ... FROM t")
+        raise UnsupportedQuery("VALIDATE takes a LOGISTIC or COX model: VALIDATE LOGISTIC y ~ b0 + b1*x ... FROM t")
     sides = split_top(head.group(1), "~")
     if len(sides) != 2 or not sides[0].strip():
         raise QuerySyntaxError("VALIDATE LOGISTIC needs 'response ~ linear predictor'")
@@ -252,32 +320,11 @@ def compile_validate(
         raise UnsupportedQuery("GRID lo TO hi STEP s needs lo < hi and s > 0")
     bins = round((hi - lo) / step) + 1
     by = clauses["by"][0].lower() if "by" in clauses else None
-    sources = list(dict.fromkeys([*(s for t in terms for s, _, _ in t.factors), *([by] if by else [])]))
-    query, checked = validate_source(tail, [response_text, *sources], schema, rules, sites)
-    response, resolved = checked[0], dict(zip(sources, checked[1:], strict=True))
-    tables = [t.name.lower() for t in query.source.find_all(exp.Table)]
-
-    def domain(column: str) -> tuple[KeyValue, ...] | None:
-        col = next((schema.tables[t].columns[column] for t in tables if column in schema.tables[t].columns), None)
-        return None if col is None or col.domain is None else tuple(v for v in col.domain if v is not None)
-
-    for t in terms:
-        for column, value, is_level in t.factors:
-            dom = domain(column) if is_level else ()
-            if is_level and (dom is None or value not in dom):
-                raise UnsupportedQuery(f"C({column})[{value!r}]: the level is not in the column's public domain")
-    groups: list[KeyValue] = [None]
-    by_expr = resolved[by] if by else None
-    if by:
-        dom = domain(by)
-        if not dom:
-            raise UnsupportedQuery(f"BY {by}: the column needs a public domain in the schema")
-        groups = list(dom)
+    src = scored_source(tail, [response_text], terms, by, schema, rules, sites)
+    query, response, eta, groups, conditions = src.query, src.outcomes[0], src.eta, src.groups, src.conditions
     if bins * len(groups) > MAX_BINS:
         raise UnsupportedQuery(f"the grid has {bins} points for {len(groups)} groups; at most {MAX_BINS} in all")
-    eta = _linear_predictor(terms, resolved)
-    products = [x for x in (_product(t, resolved) for t in terms) if x is not None]
-    sql = _local_sql(query, response, eta, products, by_expr, groups, threshold, (lo, step, bins))
+    sql = _local_sql(query, response, eta, src.products, src.by_expr, groups, threshold, (lo, step, bins))
     fit_design = Design(
         (DesignColumn("Intercept", exp.Literal.number(1)), DesignColumn("eta", eta)),
         exp.and_(
@@ -285,10 +332,6 @@ def compile_validate(
         ),
         (),
     )
-    conditions: list[exp.Expression] = []
-    if by_expr is not None:
-        literals: list[exp.Expression] = [exp.maybe_parse(_sql_literal(g), dialect=DIALECT) for g in groups]
-        conditions = [exp.EQ(this=by_expr.copy(), expression=v) for v in literals]
     fits = []
     for i in range(len(groups)) if "without" not in clauses else []:
         where: exp.Expression | None = query.where
@@ -308,7 +351,7 @@ def compile_validate(
             "by": by,
             "groups": groups,
             "threshold": threshold,
-            "terms": len(products),
+            "terms": len(src.products),
             "grid": [lo, hi, step, bins],
         },
         "params": {"min_cell_size": rules.threshold, "bits": {"sums": FV}},
@@ -324,17 +367,16 @@ def compile_validate(
     return with_ledger(Plan(data), query, conditions)  # with BY, each group is a query set
 
 
-def _local_sql(
+def group_rows_sql(
     query: Any,
-    response: exp.Expr,
-    eta: exp.Expr,
+    columns: dict[str, exp.Expr],
     products: list[exp.Expression],
     by: exp.Expr | None,
     groups: list[KeyValue],
-    threshold: float,
-    grid: tuple[float, float, int],
-) -> tuple[str, str]:
-    """(per group counts and sums, per group and bin events and non-events) as SQL."""
+) -> str:
+    """The WHERE rows as SQL: ``gi`` (the row's group: 0 without BY, else the index of its BY
+    value in the public domain, NULL outside it), ``person``, each of ``columns`` cast to DOUBLE
+    under its name, and the score's term products ``t0``, ``t1``, ..."""
     double = exp.DataType.build("DOUBLE")
     if by is None:
         gi: exp.Expr = exp.Literal.number(0)
@@ -357,21 +399,20 @@ def _local_sql(
         "expressions",
         [
             exp.alias_(gi, "gi"),
-            exp.alias_(exp.Cast(this=response.copy(), to=double), "y"),
-            exp.alias_(exp.Cast(this=eta.copy(), to=double), "eta"),
+            *(exp.alias_(exp.Cast(this=e.copy(), to=double), name) for name, e in columns.items()),
             exp.alias_(person, "person"),
             *(exp.alias_(exp.Cast(this=x.copy(), to=double), f"t{j}") for j, x in enumerate(products)),
         ],
     )
     if query.where is not None:
         sel = sel.where(query.where.copy())
-    inner = total_sql(sel).sql(DIALECT)
-    lo, step, bins = grid
-    rows = (
-        "SELECT *, y IS NOT NULL AND eta IS NOT NULL AND y IN (0.0, 1.0) AS ok, "
-        "CASE WHEN eta >= 0 THEN 1.0 / (1.0 + EXP(-eta)) ELSE EXP(eta) / (1.0 + EXP(eta)) END AS p "
-        f"FROM ({inner}) AS _rows WHERE gi IS NOT NULL"
-    )
+    return total_sql(sel).sql(DIALECT)
+
+
+def group_counts_sql(query: Any, terms: int) -> str:
+    """Per group columns over rows with ``ok`` (complete) and ``y`` (the outcome, 0/1): rows of the
+    WHERE set, complete cases, distinct persons, events, and per term j the persons with t_j
+    non-zero and zero (``term_isolation``)."""
 
     def persons(cond: str) -> str:
         if query.person is None:
@@ -379,14 +420,35 @@ def _local_sql(
         return f"COUNT(DISTINCT CASE WHEN {cond} THEN person END)"
 
     support = "".join(
-        f"{persons(f'ok AND t{j} <> 0')} AS nz{j}, {persons(f'ok AND t{j} = 0')} AS z{j}, "
-        for j in range(len(products))
+        f"{persons(f'ok AND t{j} <> 0')} AS nz{j}, {persons(f'ok AND t{j} = 0')} AS z{j}, " for j in range(terms)
+    )
+    return (
+        f"COUNT(*) AS n_where, COUNT(CASE WHEN ok THEN 1 END) AS n, {persons('ok')} AS persons, {support}"
+        "COALESCE(SUM(CASE WHEN ok THEN y END), 0) AS pos"
+    )
+
+
+def _local_sql(
+    query: Any,
+    response: exp.Expr,
+    eta: exp.Expr,
+    products: list[exp.Expression],
+    by: exp.Expr | None,
+    groups: list[KeyValue],
+    threshold: float,
+    grid: tuple[float, float, int],
+) -> tuple[str, str]:
+    """(per group counts and sums, per group and bin events and non-events) as SQL."""
+    inner = group_rows_sql(query, {"y": response, "eta": eta}, products, by, groups)
+    lo, step, bins = grid
+    rows = (
+        "SELECT *, y IS NOT NULL AND eta IS NOT NULL AND y IN (0.0, 1.0) AS ok, "
+        "CASE WHEN eta >= 0 THEN 1.0 / (1.0 + EXP(-eta)) ELSE EXP(eta) / (1.0 + EXP(eta)) END AS p "
+        f"FROM ({inner}) AS _rows WHERE gi IS NOT NULL"
     )
     thr = repr(threshold)
     groups_sql = (
-        f"SELECT gi, COUNT(*) AS n_where, COUNT(CASE WHEN ok THEN 1 END) AS n, {persons('ok')} AS persons, "
-        f"{support}"
-        "COALESCE(SUM(CASE WHEN ok THEN y END), 0) AS pos, "
+        f"SELECT gi, {group_counts_sql(query, len(products))}, "
         f"COUNT(CASE WHEN ok AND y = 1 AND p >= {thr} THEN 1 END) AS tp, "
         f"COUNT(CASE WHEN ok AND y = 0 AND p >= {thr} THEN 1 END) AS fp, "
         f"COUNT(CASE WHEN ok AND y = 1 AND p < {thr} THEN 1 END) AS fn, "
@@ -474,6 +536,30 @@ def local_validate(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any
 
 
 # -- the committee's program ------------------------------------------------------------------
+def release_groups(
+    p: Party, col: dict[str, AShare], support: list[str], counts: AShare, k: int
+) -> Protocol[tuple[list[int], list[bool]] | None]:
+    """The release rule of a validation's groups, on shares (module docstring, step 3): the
+    groups whose persons, events (``pos``) and non-events (``n - pos``) each number at least k,
+    and for each of ``counts`` whether it lies in 1..k-1 (then withheld); None when a term of
+    the score (``support``: persons with it non-zero, zero) isolates 1..k-1 persons of a released
+    group (``term_isolation``: refuse the statement). One bit per group and count is opened."""
+    g = col["n"].shape[0]
+    neg = col["n"] - col["pos"]
+    checks = [
+        Check("group", AShare.concat([col["persons"][i : i + 1], col["pos"][i : i + 1], neg[i : i + 1]]), k)
+        for i in range(g)
+    ]
+    withheld = yield from model_checks(p, checks)
+    small = yield from small_counts(p, counts, k)
+    released = [i for i in range(g) if not withheld[i]]
+    if released and support:  # term_isolation, on the released groups
+        isolated = yield from small_counts(p, AShare.concat([col[name][np.asarray(released)] for name in support]), k)
+        if any(isolated):
+            return None
+    return released, small
+
+
 def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     """The committee's protocol (module docstring, steps 2-5)."""
     m = plan.data["model"]
@@ -492,21 +578,15 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     hist = pooled[at + g * len(FIXED) :].reshape(2, g, bins)
     col = {name: ints[:, j] for j, name in enumerate(names)}
     neg = col["n"] - col["pos"]
-    checks = [
-        Check("group", AShare.concat([col["persons"][i : i + 1], col["pos"][i : i + 1], neg[i : i + 1]]), k)
-        for i in range(g)
-    ]
-    withheld = yield from model_checks(p, checks)
     cells = AShare.concat([col[c] for c in ("tp", "fp", "fn", "tn")])  # cell-major: (4 g,)
-    small = yield from small_counts(p, AShare.concat([cells, col["n_where"] - col["n"]]), k)
+    release = yield from release_groups(
+        p, col, names[len(INTS) :], AShare.concat([cells, col["n_where"] - col["n"]]), k
+    )
+    if release is None:
+        return empty_outcome(refused="term_isolation", message=ModelRules(k).message("term_isolation"))
+    released, small = release
     confusion_ok = [not any(small[c * g + i] for c in range(4)) for i in range(g)]
     dropped_ok = [not small[4 * g + i] for i in range(g)]
-    released = [i for i in range(g) if not withheld[i]]
-    support = names[len(INTS) :]
-    if released and support:  # term_isolation, on the released groups
-        isolated = yield from small_counts(p, AShare.concat([col[name][np.asarray(released)] for name in support]), k)
-        if any(isolated):
-            return empty_outcome(refused="term_isolation", message=ModelRules(k).message("term_isolation"))
     outputs: list[tuple[str, AShare]] = []
     calibration: list[dict[str, Any]] = []
     if released:

@@ -174,6 +174,18 @@ def input_all(p: Party, mine: U64, sizes: tuple[int, int, int]) -> Protocol[list
     return out
 
 
+def input_sum(p: Party, mine: U64) -> Protocol[AShare]:
+    """The sum of the three members' own vectors (one size), shared: one round, one vector sent
+    per member (half of :func:`input_all`'s, for when only the sum is needed). Member i's vector
+    plus its zero share alpha_i (the three alphas sum to zero, and alpha_i hides the vector from
+    the member that receives it: it lacks K_{i+2}) is a 3-out-of-3 sharing of the sum, then
+    reshared to replicated as after a product."""
+    own = np.asarray(mine, dtype=np.uint64).reshape(-1)
+    pair = new_pair(own.shape)
+    np.add(own, p.rand.zero_share(own.size), out=pair[0])
+    return (yield from reshare(p, pair, AShare))
+
+
 def constant(p: Party, values: U64, kind: type[S]) -> S:
     """A public value as a sharing (x_0 = value, x_1 = x_2 = 0): no communication."""
     v = np.asarray(values, dtype=np.uint64)

@@ -39,6 +39,7 @@ def test_cox_in_process_run_reports_its_figures(tmp_path: Path) -> None:
     for key in ("statsmodels_s", "in_process_best_s", "iterations", "events", "rounds", "bytes", "coef_rel_err"):
         assert key in report
     assert report["coef_rel_err"] < 1e-5 and report["se_rel_err"] < 1e-5
+    assert report["concordance_err"] < 1e-3 and report["validate_concordance_err"] < 1e-3
 
 
 def test_validate_in_process_run_reports_its_figures(tmp_path: Path) -> None:

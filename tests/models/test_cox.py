@@ -10,12 +10,14 @@ import pytest
 import statsmodels.api as sm
 from lifelines import CoxPHFitter
 from lifelines.datasets import load_lung
+from lifelines.utils import concordance_index
 
 from site_agent.errors import ModelRefused, QueryError
 from site_agent.models.statement import execute, kind_of
 from site_agent.query import DisclosureRules, compile_query
 from site_agent.query.catalog import schema_from_duckdb
 
+from ..lung import lung_by_site
 from .conftest import in_se, relative, split
 
 DOMAINS = {"lung.sex": [1, 2], "lung.ph_ecog": [0, 1, 2, 3]}
@@ -34,6 +36,20 @@ def lung() -> tuple[pd.DataFrame, dict, object]:
     data["status"] = data["status"] + 1
     data.insert(0, "id", range(1, len(data) + 1))
     return (data, *sites(data))
+
+
+@pytest.fixture(scope="module")
+def by_institution() -> tuple[pd.DataFrame, dict, object]:
+    """The lung rows with an institution, split by institution into three sites (tests/lung.py)."""
+    cons = {}
+    for name, frame in lung_by_site().items():
+        con = duckdb.connect()
+        con.register("part", frame)
+        con.execute("CREATE TABLE lung AS SELECT * FROM part")
+        con.unregister("part")
+        cons[name] = con
+    pooled = pd.concat(list(lung_by_site().values()), ignore_index=True)
+    return pooled, cons, schema_from_duckdb(cons["north"], DOMAINS, GRIDS, {"lung": "id"})
 
 
 def fit(text: str, cons: dict, schema: object, rules: DisclosureRules | None = None) -> pd.DataFrame:
@@ -66,6 +82,44 @@ def test_efron_equals_r_and_lifelines(lung: tuple) -> None:
     assert ours.attrs["lr_p"] == pytest.approx(lr.p_value, rel=1e-5)
     assert (ours.attrs["n"], ours.attrs["events"], ours.attrs["n_dropped"]) == (228, 165, 0)
     assert ours.attrs["ties"] == "efron" and ours.attrs["converged"]
+
+
+def test_concordance_equals_lifelines(by_institution: tuple) -> None:
+    """Harrell's C against lifelines on the pooled rows: exact (to the quotient's 7.5e-9) when
+    no two distinct predictors of a comparable pair share a risk bin, as on lung by institution."""
+    from mpc_jupyter.results import model_line
+
+    pooled, cons, schema = by_institution
+    ours = fit("COX time, status = 2 ~ age + sex FROM lung", cons, schema)
+    ref = lifelines_fit(pooled, ["age", "sex"])
+    assert ours.attrs["concordance"] == pytest.approx(ref.concordance_index_, abs=1e-8)
+    rows = pooled[["time", "status", "age", "sex"]].dropna()
+    scores = -ref.predict_partial_hazard(rows)
+    assert ref.concordance_index_ == pytest.approx(concordance_index(rows.time, scores, rows.status == 2), abs=1e-15)
+    assert f"Concordance = {ref.concordance_index_:.4f}" in model_line(ours)
+    three = fit("COX time, status = 2 ~ age + sex + ph_ecog FROM lung", cons, schema)
+    ref = lifelines_fit(pooled, ["age", "sex", "ph_ecog"])
+    assert three.attrs["concordance"] == pytest.approx(ref.concordance_index_, abs=1e-8)
+
+
+def test_concordance_within_the_binning_bound(lung: tuple) -> None:
+    """All 228 rows with ph_ecog: two distinct predictors 3.5e-4 apart share a risk bin (1.4e-3
+    wide) and count as tied; C is then off by at most half the share of comparable pairs whose
+    predictors differ by less than a bin (docs/models.md): 1.4e-3 here, 2.0e-4 measured."""
+    pooled, cons, schema = lung
+    ours = fit("COX time, status = 2 ~ age + sex + ph_ecog FROM lung", cons, schema)
+    ref = lifelines_fit(pooled, ["age", "sex", "ph_ecog"])
+    rows = pooled[["time", "status", "age", "sex", "ph_ecog"]].dropna()
+    risk = rows[["age", "sex", "ph_ecog"]].to_numpy() @ ref.params_.to_numpy()
+    width = 2 * float(np.sum(np.abs(ref.params_.to_numpy() * [30.0, 0.5, 1.5]))) / ours.attrs["risk_bins"]
+    t, dead = rows.time.to_numpy(), (rows.status == 2).to_numpy()
+    later = (t[None, :] > t[:, None]) | ((t[None, :] == t[:, None]) & ~dead[None, :])
+    comparable = dead[:, None] & later
+    close = (
+        comparable & (np.abs(risk[:, None] - risk[None, :]) < width) & (np.round(risk[:, None] - risk[None, :], 9) != 0)
+    )
+    error = abs(ours.attrs["concordance"] - ref.concordance_index_)
+    assert 0 < error <= 0.5 * close.sum() / comparable.sum() and error < 1e-3  # bound 1.4e-3
 
 
 def test_breslow_equals_statsmodels_phreg(lung: tuple) -> None:
@@ -111,6 +165,7 @@ def test_strata_equal_lifelines_and_statsmodels(lung: tuple) -> None:
     assert relative(efron["coef"], ref.params_) < 1e-5
     assert relative(efron["se(coef)"], ref.standard_errors_) < 1e-5
     assert efron.attrs["llf"] == pytest.approx(ref.log_likelihood_, rel=1e-7)
+    assert efron.attrs["concordance"] == pytest.approx(ref.concordance_index_, abs=1e-8)  # within strata
     breslow = fit("COX time, status = 2 ~ age + ph_ecog FROM lung TIES BRESLOW STRATA sex", cons, schema)
     sm_ref = sm.PHReg(rows.time, rows[["age", "ph_ecog"]], status=rows.dead, strata=rows.sex, ties="breslow").fit(
         tol=1e-12
@@ -190,7 +245,7 @@ def test_explain_lists_every_reveal_point(lung: tuple) -> None:
     kind = kind_of(plan)
     assert kind is not None
     text = kind.explain(plan)
-    for name in ("iterate", "rules", "local_failed", "coef", "se", "llf", "llf_null", "events"):
+    for name in ("iterate", "rules", "local_failed", "coef", "se", "llf", "llf_null", "events", "concordance"):
         assert f"] {name}:" in text
     assert "__eta__" in text and "1101 bins" in text
 

@@ -139,6 +139,15 @@ def test_input_all_in_one_round(sizes: tuple[int, int, int]) -> None:
     assert all(s.rounds == 1 for s in stats)
 
 
+def test_input_sum_shares_the_sum_in_one_round_sending_one_vector_each() -> None:
+    """Only the sum of the members' vectors is shared: half the words of input_all."""
+    vals = [np.arange(5, dtype=np.uint64) * np.uint64(o + 1) + np.uint64(2**63 + o) for o in range(3)]
+    results, stats = run_in_memory(lambda p: ar.input_sum(p, vals[p.index]))
+    assert np.array_equal(reconstruct(results), vals[0] + vals[1] + vals[2])
+    assert all(s.rounds == 1 and s.words_sent == 5 for s in stats)
+    assert not any(np.array_equal(r.v[1], vals[(i + 1) % 3]) for i, r in enumerate(results))  # masked
+
+
 def test_input_all_checks_the_size() -> None:
     with pytest.raises(ValueError, match="the plan expects"):
         run_in_memory(lambda p: ar.input_all(p, np.zeros(2, dtype=np.uint64), (3, 3, 3)))
