@@ -15,7 +15,7 @@ On shares. Each site puts its rows into the cells of two public grids: the time 
 model (the times rounded down to the time grid; with strata, one run of bins per stratum) and
 R risk bins (r rounded down to a public grid, clamped to its ends): two histograms, its events
 E[t, r] and its rows N[t, r]. Only their sums over the sites are shared
-(:func:`site_agent.mpc.arithmetic.input_sum`: one vector sent per member). Pooled, with
+(:func:`site_agent.models.statement.site_sum`: one vector sent per member). Pooled, with
 later[t, r] = N[t' > t, r] + (N - E)[t, r] (the rows that are later than an event at t: a
 suffix sum over time, within a stratum) and X[t, r] = 2 later[t, r' < r] + later[t, r] (a
 prefix sum over risk), both linear and so local:

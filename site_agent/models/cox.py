@@ -143,6 +143,7 @@ from .statement import (
     opened_outputs,
     pool_sites,
     site_shares,
+    site_sum,
     validate_source,
     with_ledger,
 )
@@ -738,9 +739,7 @@ def _concordance(p: Party, plan: Plan, site: SiteStep, beta: np.ndarray) -> Prot
     shape = _risk_shape(plan)
     size = concordance.input_size(shape)
     mine = yield from local(p, lambda: site({"beta": coef, "concordance": True}))
-    if np.asarray(mine).size != size:
-        raise EncodingError("a concordance vector of the wrong size")
-    pooled = yield from ar.input_sum(p, mine)
+    pooled = yield from site_sum(p, mine, size)
     if int((yield from ar.open_all(p, pooled[:1]))[0]) != 0:
         return None
     strata = int(plan.data["model"]["bins"]) // int(plan.data["model"]["grid_bins"])

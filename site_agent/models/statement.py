@@ -53,11 +53,26 @@ def site_shares(p: Party, mine: U64, size: int) -> Protocol[list[AShare]]:
     (``mine[:size]``, shared by :func:`site_agent.mpc.arithmetic.input_all` in one round), then
     the input-only sites' pairs this member's local step fetched (``mine[size:]``: two components
     of ``size`` words per input site, dealt by that site; site_agent/agent/inputs.py)."""
-    own, fetched = mine[:size], np.asarray(mine[size:], dtype=np.uint64)
-    if fetched.size % (2 * size) if size else fetched.size:
-        raise ValueError(f"a local step returned {mine.size} words for vectors of {size}")
+    own, fetched = _split(mine, size)
     members = yield from ar.input_all(p, own, (size,) * 3)
-    return members + [AShare(pair) for pair in fetched.reshape(-1, 2, size)]
+    return members + fetched
+
+
+def site_sum(p: Party, mine: U64, size: int) -> Protocol[AShare]:
+    """The sum of every data site's ``size``-word vector, shared, when only the sum is needed:
+    the members' by :func:`site_agent.mpc.arithmetic.input_sum` (half of ``input_all``'s bytes),
+    plus the input-only sites' pairs fetched by the local step (as in :func:`site_shares`)."""
+    own, fetched = _split(mine, size)
+    members = yield from ar.input_sum(p, own)
+    return pool_sites([members, *fetched])
+
+
+def _split(mine: U64, size: int) -> tuple[U64, list[AShare]]:
+    """A local step's result: this member's own vector, and its pairs of the input sites' ones."""
+    fetched = np.asarray(mine, dtype=np.uint64)[size:]
+    if mine.size < size or (fetched.size % (2 * size) if size else fetched.size):
+        raise EncodingError(f"a local step returned {mine.size} words for vectors of {size}")
+    return np.asarray(mine, dtype=np.uint64)[:size], [AShare(pair) for pair in fetched.reshape(-1, 2, size)]
 
 
 def pool_sites(shares: Sequence[AShare]) -> AShare:

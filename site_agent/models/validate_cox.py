@@ -22,7 +22,7 @@ Method:
    (time on the grid, event 0 or 1, score not NULL), distinct persons, events, and for each
    term of the score the persons with it non-zero and zero; per group, time bin and risk bin,
    events and rows (:mod:`.concordance`).
-2. Pooled on shares (:func:`site_agent.mpc.arithmetic.input_sum`: only the sums are needed).
+2. Pooled on shares (:func:`site_agent.models.statement.site_sum`: only the sums are needed).
 3. The release rule of VALIDATE LOGISTIC's groups (:func:`.validate.release_groups`): a group
    is released when its persons, events and censored rows each number at least k; its dropped
    rows when 0 or at least k; a term of the score that is 0, or not 0, for 1..k-1 persons of a
@@ -67,6 +67,7 @@ from .statement import (
     empty_outcome,
     opened_floats,
     opened_outputs,
+    site_sum,
     with_ledger,
 )
 from .validate import (
@@ -245,9 +246,7 @@ def validate_cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outco
     names, (g, times, risks) = _names(plan), _shape(plan)
     k = int(plan.data["params"]["min_cell_size"])
     mine = yield from local(p, lambda: site(None))
-    if np.asarray(mine).size != _size(plan):
-        raise ValueError("a local vector of the wrong size")
-    pooled = yield from ar.input_sum(p, mine)
+    pooled = yield from site_sum(p, mine, _size(plan))
     if int((yield from ar.open_all(p, pooled[:1]))[0]) != 0:
         return empty_outcome(local_failed=True)
     at = 1 + g * len(names)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from lifelines import CoxPHFitter
 
 from mpc_jupyter.client import QueryFailed, SiteUnavailable
 from site_agent.agent import messages as msg
@@ -28,7 +29,8 @@ from site_agent.net.framing import OUTSIDER, Frame, MsgType, encode_parts
 from ..lung import lung_by_site
 from ..models.conftest import relative
 from ..query.quantile_reference import coarsened_type7
-from .conftest import LUNG, Dataset, Running, Wire, run, start_retrying
+from .conftest import Dataset, Running, Wire, run, start_retrying
+from .test_cox import GRIDDED
 
 INPUT_SITES = ("east", "west")
 
@@ -45,7 +47,7 @@ def five_sites() -> dict[str, pd.DataFrame]:
     }
 
 
-FIVE = Dataset("lung", LUNG.schema, five_sites)
+FIVE = Dataset("lung", GRIDDED, five_sites)  # time on a grid: COX needs one
 
 
 def _privacy(folder: Path) -> None:
@@ -209,6 +211,18 @@ def test_models_take_every_data_site_equal_to_statsmodels(five: Running) -> None
     ref = smf.logit("dead ~ age + C(sex) + ph_ecog", frame).fit(disp=0, tol=1e-12)
     assert relative(ours["coef"], ref.params) < 1e-6
     assert relative(ours["std err"], ref.bse) < 1e-6
+
+
+def test_cox_and_its_concordance_take_every_data_site_equal_to_lifelines(five: Running) -> None:
+    ours = five.client.query("COX time, status = 2 ~ age + C(sex) FROM lung")
+    pooled = five.pooled
+    rows = pooled[["time", "age"]].assign(dead=(pooled.status == 2) * 1, female=(pooled.sex == 2) * 1)
+    ref = CoxPHFitter().fit(rows, "time", "dead", fit_options={"precision": 1e-12})
+    names = {"female": "C(sex)[T.2]"}
+    assert relative(ours["coef"], ref.params_.rename(names)) < 1e-5
+    assert relative(ours["se(coef)"], ref.standard_errors_.rename(names)) < 1e-5
+    assert ours.attrs["concordance"] == pytest.approx(ref.concordance_index_, abs=1e-8)
+    assert (ours.attrs["n"], ours.attrs["events"]) == (len(rows), int(rows.dead.sum()))
 
 
 def test_an_input_site_that_is_down_fails_the_query_naming_it(five: Running) -> None:
