@@ -70,7 +70,7 @@ from ..mpc.shares import AShare
 from ..net.framing import Frame, MsgType, error_frame
 from ..net.mesh import Connection, Member, Mesh
 from ..policy import Policy, RateLimiter, combine, load_policy
-from ..privacy.accountant import Accountant, Charge
+from ..privacy.accountant import RESERVED, Accountant, Charge
 from ..privacy.ledger import Ledger, Membership
 from ..query.membership import membership
 from ..review.store import ReviewStore
@@ -86,6 +86,18 @@ log = logging.getLogger("site_agent")
 POLICY_WAIT_SECONDS = 10.0
 CLOSE_SECONDS = 3.0
 """At most this long for closing the links on stop (SIGTERM); then the process exits anyway."""
+BUDGET_POLL = 0.1
+"""Seconds between two looks at the account while a DP query waits for younger ones to settle."""
+
+
+@dataclass
+class _Reservation:
+    """A DP query reserved in this member's account: committed once the agreement round passed,
+    else given back when the query stops (site_agent/privacy/accountant.py)."""
+
+    analyst: str
+    query: str
+    committed: bool = False
 
 
 @dataclass
@@ -365,6 +377,7 @@ class Agent:
         query_id = env.digest()
         progress = _Progress(conn, self.site, self.index, query_id, started)
         plan: planning.AnyCompiled | None = None
+        reservation: _Reservation | None = None
         try:
             if conn.peer_index is not None or conn.peer_name != env.analyst:
                 raise AuthError(f"the envelope is signed for {env.analyst!r} but the connection is {conn.label!r}")
@@ -379,15 +392,8 @@ class Agent:
             plan = planning.compile_query(
                 env.query, self.schema, policy, dict(env.params), self.sites, self.linkage_declared
             )
-            if body["mode"] == "run" and plan.dp is not None:  # every member decides on the same account
-                await asyncio.to_thread(
-                    self.accountant.check,
-                    env.analyst,
-                    plan.dp["rdp"],
-                    policy.privacy,
-                    float(env.timestamp),
-                    policy.budget_site(),
-                )
+            if body["mode"] == "run" and plan.dp is not None:  # checked and reserved in one step
+                reservation = await self._reserve(env, plan.dp, policy)
             await progress("compiled")
             if body["mode"] == "explain":
                 receipt = self._record(env, plan, "accepted", EXPLAINED, started)
@@ -396,8 +402,9 @@ class Agent:
             if isinstance(plan, LinkageCompiled):
                 outcome = await self._run_linkage(env, plan, progress)
             else:
-                outcome = await self._run_session(env, plan, progress)
+                outcome = await self._run_session(env, plan, progress, reservation)
         except asyncio.CancelledError:
+            self._give_back(reservation)
             receipt = self._record(env, plan, "failed", "agent stopped before the query completed", started)
             reason = f"site {self.site} stopped; nothing was released"
             with contextlib.suppress(Exception):
@@ -406,8 +413,12 @@ class Agent:
                 await self._tell_peers_aborted(msg.session_id(query_id), reason)
             raise
         except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
+            self._give_back(reservation)
             await self._refuse(conn, env, plan, exc, started)
             return
+        except BaseException:
+            self._give_back(reservation)
+            raise
         if outcome.members is not None and isinstance(plan, planning.Compiled):  # remembered for the next checks
             # (a result held for review counts as opened: a later query cannot difference against it)
             opened = plan.opened(outcome.meta)
@@ -470,7 +481,35 @@ class Agent:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.send_frame(frame), 1.0)
 
-    async def _run_session(self, env: Envelope, plan: planning.Compiled, progress: _Progress) -> Outcome:
+    async def _reserve(self, env: Envelope, dp: dict[str, Any], policy: Policy) -> _Reservation:
+        """Check the DP query against the analyst's budget and reserve it, in one step at this
+        member (:meth:`Accountant.reserve`); while only younger queries of the analyst in flight
+        stand in the way, wait for them to settle (at most the query timeout)."""
+        charge = Charge(env.digest()[:16], float(env.timestamp), float(dp["epsilon"]), tuple(dp["rdp"]))
+        site = policy.budget_site()
+        deadline = time.monotonic() + float(self.config.query_timeout)
+        while True:
+            verdict = await asyncio.to_thread(self.accountant.reserve, env.analyst, charge, policy.privacy, site)
+            if verdict == RESERVED:
+                return _Reservation(env.analyst, charge.query)
+            if time.monotonic() > deadline:
+                raise PolicyRefusal(
+                    site,
+                    "epsilon",
+                    "the privacy budget is held by your other queries in flight; ask again when they end",
+                )
+            await asyncio.sleep(BUDGET_POLL)
+
+    def _give_back(self, reservation: _Reservation | None) -> None:
+        """Return a reservation whose query stopped before this member passed the agreement round
+        (nothing shared, nothing opened: see site_agent/privacy/accountant.py); a committed one stays."""
+        if reservation is not None and not reservation.committed:
+            reservation.committed = True  # settled: never returned twice
+            self.accountant.give_back(reservation.analyst, reservation.query)
+
+    async def _run_session(
+        self, env: Envelope, plan: planning.Compiled, progress: _Progress, reservation: _Reservation | None = None
+    ) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session."""
         # Never fails on data: a failing local step yields fill values and a secret failure word,
         # and the committee fails the query alike at every member (LocalStepError, naming no site).
@@ -490,16 +529,12 @@ class Agent:
         size = plan.input_size + differences.size
         sizes = (size, size, size)
         ledger_digest = self.ledger.digest(env.analyst)
-        dp = plan.dp
-        budget_digest = self.accountant.digest(env.analyst) if dp is not None else ""
 
         def program(p: Party) -> Protocol[Outcome]:
-            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest, budget_digest)
-            if dp is not None:  # charged once every member agreed, before any input is shared
-                # No second check here: every member decided on the account whose digest they just
-                # agreed on, so every member charges alike (see site_agent/privacy/accountant.py).
-                charge = Charge(env.digest()[:16], float(env.timestamp), float(dp["epsilon"]), tuple(dp["rdp"]))
-                self.accountant.charge(env.analyst, charge)
+            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest)
+            if reservation is not None:  # committed once every member agreed, before any input is shared
+                reservation.committed = True
+                self.accountant.commit(reservation.analyst, reservation.query)
             progress.soon("agreed")
             inputs = yield from input_all(p, local, sizes)
             progress.soon("shared")
