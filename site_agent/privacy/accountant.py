@@ -210,8 +210,8 @@ class Accountant:
         settles), or ``PolicyRefusal(site, "epsilon")``. The wait-die rule of the module docstring."""
         with self._lock:
             charges = self.charges(analyst)
-            if any(c.query == query.query for c in charges):
-                return RESERVED
+            if any(c.query == query.query for c in charges):  # the envelope check refuses replays first
+                raise PolicyRefusal(site, "epsilon", "this query is already in the privacy budget's account")
             within = self._within(charges, budget, query.time)
             try:
                 self._decide(within, query.rdp, budget, site)
@@ -236,5 +236,7 @@ class Accountant:
         """Return a reservation: the query stopped before this member shared anything (see the
         module docstring for why that costs no privacy)."""
         with self._lock:
+            if (analyst, query) not in self._live:  # only a reservation of a session in flight here
+                return
             self._live.discard((analyst, query))
             self._write(analyst, [c for c in self.charges(analyst) if c.query != query])

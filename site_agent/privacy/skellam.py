@@ -215,6 +215,27 @@ def query_rdp(variances: Sequence[float], sens: Sequence[Sensitivity]) -> npt.ND
     return total
 
 
+PLAN_DIGITS = 10
+"""Significant digits of the variances and the curve a plan carries (:func:`for_plan`)."""
+
+
+def round_up(x: float, margin: float = 0.0) -> float:
+    """``x`` times (1 + ``margin``) rounded up to :data:`PLAN_DIGITS` significant digits."""
+    y = x * (1 + margin)
+    r = float(f"{y:.{PLAN_DIGITS - 1}e}")
+    return r if r >= y else float(f"{y * (1 + 10.0 ** -(PLAN_DIGITS - 1)):.{PLAN_DIGITS - 1}e}")
+
+
+def for_plan(variances: Sequence[float], sens: Sequence[Sensitivity]) -> tuple[list[float], list[float]]:
+    """The calibrated variances and their query's RDP curve as a plan carries them: in round
+    decimal numbers, so that members whose numpy builds differ in the last bits of a logarithm
+    still compile the same plan digest. Both are rounded up (more noise; a curve above the
+    divergence): each variance by a margin of 1e-7 first, so its curve falls by more than the
+    curve's own rounding adds, and the query's epsilon stays at most the one asked for."""
+    rounded = [round_up(v, 1e-7) for v in variances]
+    return rounded, [round_up(float(x)) for x in query_rdp(rounded, sens)]
+
+
 def member_variance(variance: float) -> float:
     """The variance each member's own sample has: V / 2, so two honest members give V."""
     return variance / 2

@@ -121,6 +121,7 @@ def test_wait_die_an_older_query_waits_for_a_younger_one_and_a_younger_one_is_re
     with pytest.raises(PolicyRefusal, match="privacy budget is spent"):
         acc.reserve("ana", younger, budget, "north")
     acc.commit("ana", "a")
+    acc.give_back("ana", "a")  # a committed query is never given back
     assert [c.state for c in acc.charges("ana")] == [CHARGED]
     with pytest.raises(PolicyRefusal):
         acc.reserve("ana", young, budget, "north")

@@ -152,6 +152,18 @@ def test_a_count_at_epsilon_one_is_within_one_percent_of_a_thousand_in_95_percen
         assert _within_ten(loose) < 0.94
 
 
+def test_a_plan_carries_round_numbers_that_keep_its_epsilon() -> None:
+    """The plan's variances and curve in 10 significant digits, rounded up: more noise than
+    calibrated, a curve at least the variances' own, and the query's epsilon still at most 1."""
+    sens = [Sensitivity(1, 1, one_cell=True), Sensitivity(4098, 4098, one_cell=True)]
+    calibrated = skellam.calibrate(sens, 1.0, 1e-5)
+    variances, curve = skellam.for_plan(calibrated, sens)
+    assert all(v > c for v, c in zip(variances, calibrated, strict=True))
+    assert all(float(f"{x:.9e}") == x for x in [*variances, *curve])
+    assert np.all(np.asarray(curve) >= skellam.query_rdp(variances, sens))
+    assert skellam.epsilon(curve, 1e-5) <= 1.0
+
+
 def test_released_noise_of_a_calibrated_count_is_within_ten_in_95_percent_of_draws() -> None:
     """2,000 released noises of the calibrated count (delta 1e-5: 0.983 by scipy's cdf): at least
     0.96 (the binomial's sd is 0.003, so a false failure needs 7 sd)."""
