@@ -97,7 +97,7 @@ class _Reservation:
 
     analyst: str
     query: str
-    committed: bool = False
+    settled: bool = False  # committed or given back
 
 
 @dataclass
@@ -503,8 +503,8 @@ class Agent:
     def _give_back(self, reservation: _Reservation | None) -> None:
         """Return a reservation whose query stopped before this member passed the agreement round
         (nothing shared, nothing opened: see site_agent/privacy/accountant.py); a committed one stays."""
-        if reservation is not None and not reservation.committed:
-            reservation.committed = True  # settled: never returned twice
+        if reservation is not None and not reservation.settled:
+            reservation.settled = True
             self.accountant.give_back(reservation.analyst, reservation.query)
 
     async def _run_session(
@@ -533,7 +533,7 @@ class Agent:
         def program(p: Party) -> Protocol[Outcome]:
             yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest)
             if reservation is not None:  # committed once every member agreed, before any input is shared
-                reservation.committed = True
+                reservation.settled = True
                 self.accountant.commit(reservation.analyst, reservation.query)
             progress.soon("agreed")
             inputs = yield from input_all(p, local, sizes)

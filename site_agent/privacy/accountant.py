@@ -184,12 +184,6 @@ class Accountant:
         eps = skellam.epsilon(self._curve(within), budget.delta) if within else 0.0
         return Spent(eps, budget.epsilon, budget.delta, budget.period, len(within))
 
-    def check(self, analyst: str, rdp: list[float], budget: PrivacyPolicy, now: float, site: str) -> float:
-        """The analyst's spent epsilon with this query; ``PolicyRefusal(site, "epsilon")`` if it
-        would exceed ``budget`` (``site``: the one whose budget is the strictest). Decides only:
-        :meth:`reserve` decides and records in one step."""
-        return self._decide(self._within(self.charges(analyst), budget, now), rdp, budget, site)
-
     def _decide(
         self, within: list[Charge], rdp: list[float] | tuple[float, ...], budget: PrivacyPolicy, site: str
     ) -> float:

@@ -63,13 +63,15 @@ def test_the_period_window_and_the_refusal_naming_the_rule(tmp_path: Path) -> No
     budget = PrivacyPolicy(epsilon=1.4, period="30d")  # two queries at 1 compose to 1.97
     charge(acc, "ana", Charge("old", 0.0, 1.0, rdp))
     with pytest.raises(PolicyRefusal) as err:
-        acc.check("ana", list(rdp), budget, 10 * DAY, "central")
+        acc.reserve("ana", Charge("new", 10 * DAY, 1.0, rdp), budget, "central")
     assert (err.value.site, err.value.rule) == ("central", "epsilon")
     assert "privacy budget is spent" in str(err.value) and "period 30d" in str(err.value)
-    after = acc.check("ana", list(rdp), budget, 31 * DAY, "central")  # the old charge left the window
-    assert after == pytest.approx(1.0, abs=1e-6)
+    assert acc.charged("ana", "old") and not acc.charged("ana", "new")
+    never = PrivacyPolicy(epsilon=1.4, period="none")
     with pytest.raises(PolicyRefusal):  # a budget that never renews keeps counting it
-        acc.check("ana", list(rdp), PrivacyPolicy(epsilon=1.4, period="none"), 400 * DAY, "central")
+        acc.reserve("ana", Charge("later", 400 * DAY, 1.0, rdp), never, "central")
+    assert acc.reserve("ana", Charge("new", 31 * DAY, 1.0, rdp), budget, "central") == RESERVED  # the old one left
+    assert acc.spent("ana", budget, 31 * DAY).epsilon == pytest.approx(1.0, abs=1e-6)
 
 
 def test_a_damaged_file_is_reported(tmp_path: Path) -> None:
