@@ -144,3 +144,19 @@ def test_report_benchmark_small_json_run() -> None:
     assert figures["entries"] == 200 and figures["html_bytes"] > 0
     for name in ("verify", "build", "text", "html", "cli_text", "cli_html"):
         assert figures[f"{name}_seconds"]["best"] > 0, name
+
+
+def test_dp_accuracy_benchmark_runs_at_a_small_size() -> None:
+    """``benchmarks/dp_accuracy.py --runs 20``: every calibration figure and the end-to-end share."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dp_accuracy.py"), "--runs", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert len(figures["calibrations"]) == 6 and figures["end_to_end_runs"] == 20
+    assert all(c["exact_delta"] <= c["delta"] for c in figures["calibrations"])
+    assert 0 <= figures["end_to_end_within_1pct"] <= 1

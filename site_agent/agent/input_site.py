@@ -54,16 +54,17 @@ from ..net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, e
 from ..net.mesh import REDIAL_FIRST, REDIAL_MAX, WS_OPTIONS
 from ..net.mpc_transport import websocket_message
 from ..policy import Policy, RateLimiter, combine, load_policy
-from ..privacy.accountant import Accountant, Charge
+from ..privacy.accountant import Accountant
 from ..privacy.ledger import Ledger, Membership
 from ..query.membership import membership
 from ..relay.tunnel import open_tunnel
 from . import messages as msg
 from . import planning
+from .budget import Reservation, commit, give_back, privacy_record, reserve
 from .data import open_tables
 from .inputs import ACCEPT, ARRAY, INPUTS, REFUSE, answer_key, check_supported
 from .models import ModelCompiled
-from .verdicts import REFUSALS, classify, privacy_record
+from .verdicts import REFUSALS, classify
 
 log = logging.getLogger("site_agent")
 
@@ -261,6 +262,7 @@ class InputSite:
         while len(self._queries) > KEEP_QUERIES:
             self._queries.popitem(last=False)
         started = time.monotonic()
+        reservation: Reservation | None = None
         try:
             verify_envelope(
                 env, self.consortium.analyst_key(env.analyst), self.consortium.id, time.time(), self.replays
@@ -278,21 +280,11 @@ class InputSite:
             async with self._ledger_lock:  # after the outcome of the analyst's last query is recorded
                 vector, query.members = await asyncio.to_thread(self._inputs, env.analyst, plan, sites.index(self.site))
                 ledger_digest = self.ledger.digest(env.analyst)
-            dp = plan.dp
-            budget_digest = ""
-            if dp is not None:  # checked and charged as the members do, on the account whose digest they check
-                budget_digest = self.accountant.digest(env.analyst)
-                await asyncio.to_thread(
-                    self.accountant.check,
-                    env.analyst,
-                    dp["rdp"],
-                    policy.privacy,
-                    float(env.timestamp),
-                    policy.budget_site(),
-                )
-                self.accountant.charge(
-                    env.analyst, Charge(query_id[:16], float(env.timestamp), float(dp["epsilon"]), tuple(dp["rdp"]))
-                )
+            if plan.dp is not None:  # checked and reserved in one step, as at the members
+                reservation = await reserve(self.accountant, env, plan.dp, policy, float(self.config.query_timeout))
+            # From here the shares go out and the committee may open data: the budget is spent for
+            # good (a query that fails later stays charged here: this site's account is the stricter).
+            commit(self.accountant, reservation)
             receipt = self.audit.append(
                 analyst=env.analyst,
                 query=env.query,
@@ -312,11 +304,11 @@ class InputSite:
                 vector,
                 digest=plan.digest,
                 ledger_digest=ledger_digest,
-                budget_digest=budget_digest,
                 receipt=receipt.to_json(),
             )
             log.info("inputs shared", extra={"event": "query", "analyst": env.analyst, "query_id": query_id[:16]})
         except (AuthError, PolicyRefusal, QueryError, MpcError) as exc:
+            give_back(self.accountant, reservation)
             if isinstance(exc, ReplayedEnvelope):
                 return  # a copy of an envelope this site saw before: answered then
             query.done = True
@@ -368,7 +360,6 @@ class InputSite:
         empty: dict[str, Any] = {
             "digest": "",
             "ledger_digest": "",
-            "budget_digest": "",
             "category": "",
             "rule": "",
             "message": "",

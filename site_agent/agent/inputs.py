@@ -8,9 +8,10 @@ counts in the strictest-wins combination like a member's. For each query the mem
    combined (the input site puts its own in place of the forwarded copy: it never relies on a
    member for its own rules), as soon as it compiled the query (:meth:`InputDesk.forward`);
 2. after its own local step, waits for each input site's answer (:meth:`InputDesk.collect`):
-   its verdict, the digests of its plan, of the analyst's release ledger and of the analyst's
-   budget there (all must equal this member's, as the members' own must in the agreement
-   round), and this member's pair of its replicated shares: x_0 and x_1 travel as 16-byte seeds, x_2 as an array
+   its verdict, the digests of its plan and of the analyst's release ledger there (both must
+   equal this member's, as the members' own must in the agreement round; each site decides on
+   its own privacy budget account, site_agent/agent/budget.py), and this member's pair of its
+   replicated shares: x_0 and x_1 travel as 16-byte seeds, x_2 as an array
    (:func:`site_agent.mpc.sharing.deal_compressed`), so each member receives at most one array;
 3. appends those shares to the members' own on the site axis of the plan's inputs, in the order
    of :attr:`ConsortiumConfig.data_sites`;
@@ -200,20 +201,17 @@ class InputDesk:
         plan_digest: str,
         words: int,
         ledger_digest: str,
-        budget_digest: str,
         timeout: float,
     ) -> tuple[list[AShare], dict[str, dict[str, Any]]]:
         """This member's shares of the input sites' vectors (``words`` each, in site order) and
         their receipts, once each answered :meth:`forward`; raises naming the first site that
-        fails the query (silent, refusing, another plan, another ledger or budget account)."""
+        fails the query (silent, refusing, another plan, another release ledger)."""
         answers = await self._await(env.digest(), INPUTS, timeout)
         for name, body in answers.items():
             if body["digest"] != plan_digest:
                 raise InputSiteFailed(name, f"input site {name} compiled a different plan; nothing was shared")
             if body["ledger_digest"] != ledger_digest:
                 raise InputSiteFailed(name, f"input site {name} remembers other released results for this analyst")
-            if body["budget_digest"] != budget_digest:
-                raise InputSiteFailed(name, f"input site {name} keeps another privacy budget account for this analyst")
         shares = [_expand(name, body, words) for name, body in answers.items()]
         return shares, {name: dict(body["receipt"] or {}) for name, body in answers.items()}
 

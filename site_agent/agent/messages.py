@@ -81,7 +81,6 @@ register_control(
         "verdict": str,
         "digest": str,
         "ledger_digest": str,
-        "budget_digest": str,
         "category": str,
         "rule": str,
         "message": str,

@@ -72,20 +72,21 @@ from ..mpc.shares import AShare
 from ..net.framing import Frame, MsgType, error_frame
 from ..net.mesh import Connection, Member, Mesh
 from ..policy import Policy, RateLimiter, combine, load_policy
-from ..privacy.accountant import Accountant, Charge
+from ..privacy.accountant import Accountant
 from ..privacy.ledger import Ledger, Membership
 from ..query.membership import membership
 from ..review.store import ReviewStore
 from . import messages as msg
 from . import planning
 from .agreement import ACCEPT, REFUSE, agree
+from .budget import Reservation, commit, give_back, privacy_record, reserve
 from .data import columns_of, empty_tables, open_tables
 from .input_site import InputSite
 from .inputs import InputDesk, InputSiteFailed, InputSiteRefused, check_supported
 from .linkage import LinkageEvaluator
 from .models import ModelCompiled
 from .reviews import ReviewDesk
-from .verdicts import REFUSALS, classify, privacy_record
+from .verdicts import REFUSALS, classify
 
 log = logging.getLogger("site_agent")
 
@@ -390,6 +391,7 @@ class Agent:
         query_id = env.digest()
         progress = _Progress(conn, self.site, self.index, query_id, started)
         plan: planning.AnyCompiled | None = None
+        reservation: Reservation | None = None
         try:
             if conn.peer_index is not None or conn.peer_name != env.analyst:
                 raise AuthError(f"the envelope is signed for {env.analyst!r} but the connection is {conn.label!r}")
@@ -405,15 +407,8 @@ class Agent:
                 env.query, self.schema, policy, dict(env.params), self.sites, self.linkage_declared
             )
             check_supported(plan, self.consortium.input_sites)
-            if body["mode"] == "run" and plan.dp is not None:  # every member decides on the same account
-                await asyncio.to_thread(
-                    self.accountant.check,
-                    env.analyst,
-                    plan.dp["rdp"],
-                    policy.privacy,
-                    float(env.timestamp),
-                    policy.budget_site(),
-                )
+            if body["mode"] == "run" and plan.dp is not None:  # checked and reserved in one step
+                reservation = await reserve(self.accountant, env, plan.dp, policy, float(self.config.query_timeout))
             await progress("compiled")
             if body["mode"] == "explain":
                 receipt = self._record(env, plan, "accepted", EXPLAINED, started)
@@ -422,8 +417,9 @@ class Agent:
             if isinstance(plan, LinkageCompiled):
                 outcome = await self._run_linkage(env, plan, progress)
             else:
-                outcome = await self._run_session(env, plan, policy, progress)
+                outcome = await self._run_session(env, plan, policy, progress, reservation)
         except asyncio.CancelledError:
+            give_back(self.accountant, reservation)
             receipt = self._record(env, plan, "failed", "agent stopped before the query completed", started)
             reason = f"site {self.site} stopped; nothing was released"
             with contextlib.suppress(Exception):
@@ -432,8 +428,12 @@ class Agent:
                 await self._tell_peers_aborted(msg.session_id(query_id), reason)
             raise
         except (AuthError, PolicyRefusal, QueryError, QueryRefused, PlanMismatch, PeerFailure, MpcError) as exc:
+            give_back(self.accountant, reservation)
             await self._refuse(conn, env, plan, exc, started)
             return
+        except BaseException:
+            give_back(self.accountant, reservation)
+            raise
         if isinstance(plan, planning.Compiled):
             # The query sets the result opened (a result held for review counts as opened: a later
             # query cannot difference against it), remembered by every data site for the next checks.
@@ -505,7 +505,12 @@ class Agent:
                 await asyncio.wait_for(conn.send_frame(frame), 1.0)
 
     async def _run_session(
-        self, env: Envelope, plan: planning.Compiled, policy: Policy, progress: _Progress
+        self,
+        env: Envelope,
+        plan: planning.Compiled,
+        policy: Policy,
+        progress: _Progress,
+        reservation: Reservation | None = None,
     ) -> Outcome:
         """Agreement, local step, input sharing and the plan's program, as one MPC session; the
         input-only sites' shares (``policy`` combined theirs) join the members' own inputs."""
@@ -530,19 +535,13 @@ class Agent:
         size = plan.input_size + differences.size
         sizes = (size, size, size)
         ledger_digest = self.ledger.digest(env.analyst)
-        dp = plan.dp
-        budget_digest = self.accountant.digest(env.analyst) if dp is not None else ""
         extra, receipts = await self.inputs.collect(
-            env, plan.digest, size, ledger_digest, budget_digest, float(self.config.query_timeout)
+            env, plan.digest, size, ledger_digest, float(self.config.query_timeout)
         )
 
         def program(p: Party) -> Protocol[Outcome]:
-            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest, budget_digest)
-            if dp is not None:  # charged once every member agreed, before any input is shared
-                # No second check here: every member decided on the account whose digest they just
-                # agreed on, so every member charges alike (see site_agent/privacy/accountant.py).
-                charge = Charge(env.digest()[:16], float(env.timestamp), float(dp["epsilon"]), tuple(dp["rdp"]))
-                self.accountant.charge(env.analyst, charge)
+            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest)
+            commit(self.accountant, reservation)  # once every member agreed, before any input is shared
             progress.soon("agreed")
             inputs = (yield from input_all(p, local, sizes)) + extra
             progress.soon("shared")

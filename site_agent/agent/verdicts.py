@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from ..crypto.envelope import Envelope
 from ..errors import AuthError, LocalStepError, PeerFailure, PolicyRefusal, QueryError, QueryRefused
-from ..policy import Policy
-from ..privacy.accountant import Accountant
-from . import planning
 from .inputs import InputSiteRefused
 
 REFUSALS = ("auth", "policy", "query", "refused")
@@ -45,24 +41,3 @@ def classify(
             return "peer", "", peer
         return "peer", "", site
     return "failed", "", site
-
-
-def privacy_record(
-    accountant: Accountant, env: Envelope, plan: planning.AnyCompiled, policy: Policy
-) -> dict[str, float | str] | None:
-    """What the audit entry of a DP query records: its epsilon and delta, whether it was
-    charged (a query is charged once the sites agreed, even if it failed later), and the
-    analyst's spent budget at this site with it (the combined policy's budget)."""
-    dp = plan.dp
-    if dp is None:
-        return None
-    spent = accountant.spent(env.analyst, policy.privacy, float(env.timestamp))
-    return {
-        "mechanism": str(dp["mechanism"]),
-        "epsilon": float(dp["epsilon"]),
-        "delta": float(dp["delta"]),
-        "charged": "yes" if accountant.charged(env.analyst, env.digest()[:16]) else "no",
-        "spent": spent.epsilon,
-        "budget": spent.budget,
-        "period": spent.period,
-    }

@@ -113,8 +113,8 @@ def rows_bound(persons: Mapping[str, str | None], rows: int) -> int:
 
 def count_sensitivity(rows: int) -> Sensitivity:
     """A count per cell: one person's rows change the counts by ``rows`` in total (worst case
-    all in one cell, so the L2 norm too)."""
-    return Sensitivity(float(rows), float(rows))
+    all in one cell, so the L2 norm too); with one row per person the move is in one cell."""
+    return Sensitivity(float(rows), float(rows), one_cell=rows == 1)
 
 
 SUM_UNITS_BITS = 12
@@ -134,4 +134,4 @@ def sum_sensitivity(rows: int, bounds: Range, bits: int) -> Sensitivity:
     units for the rounding of the sums (each site's own sum is rounded to the unit)."""
     top = max(abs(bounds[0]), abs(bounds[1]))
     units = math.ceil(rows * top * 2.0**bits) + 2
-    return Sensitivity(float(units), float(units))
+    return Sensitivity(float(units), float(units), one_cell=rows == 1)

@@ -201,10 +201,9 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
     for agg in query.aggregates:
         b.add(agg)
     try:
-        variances = skellam.calibrate(b.sens, dp.epsilon, dp.delta)
+        variances, curve = skellam.for_plan(skellam.calibrate(b.sens, dp.epsilon, dp.delta), b.sens)
     except ValueError as exc:
         raise UnsupportedQuery(f"DP mode: {exc}") from None
-    curve = skellam.query_rdp(variances, b.sens)
     cell, domains = cell_expression(query), key_domains(query)
     bounded = replace(query, source=b.source)
     inputs: list[dict[str, Any]] = []
@@ -277,7 +276,7 @@ def build_dp_plan(query: Query, rules: DisclosureRules, schema: Schema, dp: DpRe
                 "max_rows_per_person": dp.max_rows_per_person,
                 "rows_per_person": b.rows,
                 "orders": list(skellam.ORDERS),
-                "rdp": [float(x) for x in curve],
+                "rdp": curve,
             },
         },
         "keys": plan_keys(query, domains),

@@ -170,7 +170,6 @@ def _input_message(site: str, seeds: list[str]) -> list[bytes]:
         "verdict": "accept",
         "digest": "",
         "ledger_digest": "",
-        "budget_digest": "",
         "category": "",
         "rule": "",
         "message": "",

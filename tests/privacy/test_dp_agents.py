@@ -120,7 +120,7 @@ def test_budget_shows_spent_and_remaining_per_site_and_survives_restarts(dp: Run
 
 def test_an_over_budget_query_is_refused_by_every_site(dp: Running) -> None:
     """Spend central's budget of 3.0 (the strictest) with queries at 0.5: RDP composition lets
-    about 26 run in all (basic composition would stop at 6); the next is refused at every site,
+    24 run in all (basic composition would stop at 6); the next is refused at every site,
     naming central and the rule ``epsilon``, and is not charged."""
     ran = int(dp.client.budget()["queries"].iloc[0])
     with pytest.raises(QueryFailed) as err:
