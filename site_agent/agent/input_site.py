@@ -41,14 +41,13 @@ from websockets.exceptions import ConnectionClosed
 
 from ..audit import AuditLog, Reveal
 from ..config import AgentConfig, ConsortiumConfig
-from ..crypto.certs import client_context, peer_common_name, peer_fingerprint
+from ..crypto.certs import client_context, fingerprint, peer_common_name, peer_fingerprint
 from ..crypto.envelope import Envelope, ReplayCache, verify_envelope
 from ..crypto.signing import load_private_key
 from ..errors import AuthError, ConfigError, MpcError, PolicyRefusal, ProtocolViolation, QueryError, ReplayedEnvelope
 from ..linkage.declaration import linkage_of
-from ..membership.changes import describe_change
 from ..membership.identity import admission
-from ..membership.watch import ConsortiumWatcher, remember
+from ..membership.watch import ConsortiumWatcher, accept
 from ..mpc.sharing import deal_compressed
 from ..net.framing import DEFAULT_MAX_FRAME, OUTSIDER, Frame, MsgType, decode, encode_parts
 from ..net.mesh import REDIAL_FIRST, REDIAL_MAX, WS_OPTIONS
@@ -144,24 +143,21 @@ class InputSite:
         self.db.close()
 
     async def _membership_changed(self, old: ConsortiumConfig, new: ConsortiumConfig, signers: set[str]) -> None:
-        """Run under an approved new consortium version (revocations, new sites) without a restart;
-        open connections to a member whose certificate the new version refuses are closed."""
+        """Run under an approved new consortium version (revocations, new sites, a rotated
+        certificate) without a restart: connections to a member whose certificate the new version
+        refuses are closed; if this site's own certificate was rotated, every connection is made
+        again with it (once the files hold the certificate the consortium registers)."""
         self.consortium = new
-        remember(self.config, new)
-        self.audit.append(
-            analyst="(consortium)",
-            query="",
-            plan_digest=None,
-            policy_digest=self.policy.digest(),
-            decision="accepted",
-            reason=f"membership version {new.version} approved by {', '.join(sorted(signers))}: "
-            + describe_change(old, new),
-        )
+        accept(self.config, self.audit, self.policy.digest(), old, new, signers)
+        rotated = new.site(self.site).tls_fingerprint != old.site(self.site).tls_fingerprint
+        if rotated and fingerprint(self.config.tls_cert.read_bytes()) == new.site(self.site).tls_fingerprint:
+            self.ssl = client_context(self.config.tls_cert, self.config.tls_key, self.config.ca_cert)
+            log.info("serving with the rotated certificate", extra={"event": "certificate_rotated"})
         for index, ws in list(self._links.items()):
             fp = peer_fingerprint(ws.transport.get_extra_info("ssl_object"))
             reason = admission(new, self.committee[index], fp)
-            if reason is not None:
-                await ws.close(1008, reason[:120])
+            if rotated or reason is not None:
+                await ws.close(1008, (reason or "this site's certificate was rotated")[:120])
 
     async def _keep_uplink(self, index: int) -> None:
         """Dial member ``index`` and serve the connection; when it is lost, dial again (backoff)."""

@@ -62,9 +62,8 @@ from ..errors import (
 )
 from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share, read_keys
 from ..linkage.statement import LinkageCompiled
-from ..membership.changes import describe_change
 from ..membership.identity import admission
-from ..membership.watch import ConsortiumWatcher, remember, startup_version
+from ..membership.watch import ConsortiumWatcher, accept, startup_version
 from ..models.statement import raise_outcome
 from ..mpc.arithmetic import input_all
 from ..mpc.party import Party, Protocol
@@ -213,16 +212,7 @@ class Agent:
         connection the new version refuses (revoked or replaced certificates)."""
         self.consortium = new
         self.sites = new.data_sites
-        remember(self.config, new)
-        self.audit.append(
-            analyst="(consortium)",
-            query="",
-            plan_digest=None,
-            policy_digest=self.policy.digest(),
-            decision="accepted",
-            reason=f"membership version {new.version} approved by {', '.join(sorted(signers))}: "
-            + describe_change(old, new),
-        )
+        accept(self.config, self.audit, self.policy.digest(), old, new, signers)
         if new.committee != old.committee:
             log.warning(
                 "the committee changed to %s: it takes effect when this agent restarts",

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+from site_agent.audit import AuditLog
 from site_agent.config import AgentConfig, ConsortiumConfig, load_consortium, write_consortium
 from site_agent.errors import MpcError
 
@@ -44,6 +45,28 @@ def remember(config: AgentConfig, cfg: ConsortiumConfig) -> None:
     """Keep ``cfg`` as the version this agent accepted (CA path written absolute)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     write_consortium(replace(cfg, path=config.data_dir / ACCEPTED_FILE))
+
+
+def accept(
+    config: AgentConfig,
+    audit: AuditLog,
+    policy_digest: str,
+    old: ConsortiumConfig,
+    new: ConsortiumConfig,
+    signers: set[str],
+) -> None:
+    """A running agent takes up an approved version: kept as the one it accepted, and recorded
+    in its audit log (the change described, and who approved it)."""
+    remember(config, new)
+    audit.append(
+        analyst="(consortium)",
+        query="",
+        plan_digest=None,
+        policy_digest=policy_digest,
+        decision="accepted",
+        reason=f"membership version {new.version} approved by {', '.join(sorted(signers))}: "
+        + describe_change(old, new),
+    )
 
 
 def startup_version(config: AgentConfig) -> ConsortiumConfig:

@@ -31,6 +31,7 @@ from ..models.conftest import relative
 from ..query.quantile_reference import coarsened_type7
 from .conftest import Dataset, Running, Wire, run, start_retrying
 from .test_cox import GRIDDED
+from .test_revocation import WATCH_BOUND, _approve, _cli, _latest_change, _logged, _wait
 
 INPUT_SITES = ("east", "west")
 
@@ -248,3 +249,19 @@ def _eventually(ask: Callable[[], Any], seconds: float = 20.0) -> Any:
                 raise
             time.sleep(0.3)
 
+
+
+def test_a_rotated_input_site_keeps_taking_part(five: Running) -> None:
+    """west's certificate rotated by an approved change: the members refuse the old one, west
+    takes up the new one without a restart, and queries over all five sites go on."""
+    pid = five.procs.procs["west"].pid
+    old = five.consortium.sites["west"].tls_fingerprint
+    _cli("rotate", str(five.dir), "west")
+    change = _latest_change(five)
+    _approve(five, change, "north", "central", "south")
+    _cli("apply", str(five.dir), str(change))
+    assert five.consortium.sites["west"].tls_fingerprint != old
+    assert _wait(lambda: bool(_logged(five, "west", "serving with the rotated certificate")), WATCH_BOUND + 1)
+    answered = _eventually(lambda: five.client.query("SELECT COUNT(*) AS n FROM lung")["n"].tolist())
+    assert answered == [len(five.pooled)]
+    assert five.procs.procs["west"].pid == pid
