@@ -104,7 +104,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     except MpcError as exc:
         print(f"FAIL  configuration: {exc}")
         return 1
-    print(f"ok    configuration: site {config.site!r} in consortium {consortium.id!r}")
+    role = (
+        "compute member"
+        if config.site in consortium.committee
+        else "input-only site (dials the committee, needs no inbound port)"
+    )
+    print(f"ok    configuration: site {config.site!r} in consortium {consortium.id!r}, {role}")
 
     def keys() -> str:
         server_context(config.tls_cert, config.tls_key, config.ca_cert)
@@ -121,6 +126,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         missing = sorted(set(p.tables or ()) - set(config.tables))
         if missing:
             raise MpcError(f"policy exposes tables not declared in agent.toml: {', '.join(missing)}")
+        if config.site not in consortium.committee and p.review != "auto":
+            raise MpcError(f'review = "{p.review}": an input-only site cannot hold results for review (use "auto")')
         return f"digest {p.digest()[:16]}, min cell size {p.min_cell_size}"
 
     def data() -> str:
