@@ -291,7 +291,8 @@ class Agent:
     async def _on_control(self, conn: Connection, frame: Frame) -> None:
         body = frame.control or {}
         kind = body.get("kind")
-        if conn.peer_index is None and kind in (msg.POLICY, msg.INPUT):  # from an input-only site
+        from_input_site = conn.peer_index is None and conn.peer_name in self.consortium.input_sites
+        if from_input_site and kind in (msg.POLICY, msg.INPUT):
             (self.inputs.on_policy if kind == msg.POLICY else self.inputs.on_input)(conn, body)
             return
         if kind == msg.REVIEW_DECISION:
