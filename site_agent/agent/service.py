@@ -161,7 +161,11 @@ class Agent:
         self.mesh.on(MsgType.STATUS, self._on_status)
         self.mesh.on(MsgType.CONTROL, self._on_control)
         self.linkage = LinkageEvaluator(
-            self.index, functools.cache(lambda: load_key_share(key_path(config))), lambda: self.consortium.data_sites
+            self.index,
+            functools.cache(lambda: load_key_share(key_path(config))),
+            lambda: self.consortium.data_sites,
+            self.audit,  # one entry per linkage batch answered or refused
+            lambda: self.policy.digest(),
         )
         self.mesh.on(MsgType.LINKAGE, self.linkage.handle)
         self.inputs = InputDesk(self.site, self.index, lambda: self.consortium)
