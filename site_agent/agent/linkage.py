@@ -29,6 +29,8 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +39,11 @@ from ..audit.log import AuditLog
 from ..audit.report import LINKAGE_KIND
 from ..errors import AuthError, MpcError, ProtocolViolation
 from ..linkage import oprf
+from ..linkage.statement import LinkageCompiled, selected_keys
+from ..mpc.ring import U64
 from ..net.framing import DEFAULT_MAX_FRAME, HEADER_BYTES, Frame, MsgType
 from ..net.mesh import Connection
+from ..privacy.ledger import Ledger, Membership
 
 log = logging.getLogger("site_agent")
 
@@ -221,3 +226,20 @@ def _declared(frame: Frame) -> int:
     if frame.seq == 0 and arr is not None and arr.ndim == 1 and arr.size == 2 and arr.dtype.kind == "u":
         return min(int(arr[0]), 2**63 - 1)
     return 0
+
+
+def linkage_local(
+    plan: LinkageCompiled, con: Any, keys_path: Path, holds_data: bool, ledger: Ledger, analyst: str
+) -> tuple[U64 | None, Membership | None, U64]:
+    """A member's local step for ``COUNT(DISTINCT PERSON)``: its keys of the persons the WHERE
+    selects, that query set, and the set's differences with the analyst's remembered sets
+    (:func:`site_agent.linkage.statement.selected_keys`, :meth:`Ledger.differences`). Keys None
+    when any of it failed here (a missing keys file, the engine): then every member fails alike
+    (:data:`site_agent.linkage.dedup.NO_KEYS`), naming no site, this one inputting as many
+    differences as the others."""
+    try:
+        keys, members = selected_keys(plan, con, keys_path, holds_data)
+        return keys, members, ledger.differences(analyst, members).reshape(-1).astype(np.uint64)
+    except Exception as exc:
+        log.warning("this site's linkage step failed (%s); every member fails", type(exc).__name__)
+        return None, None, np.zeros(len(ledger.names(analyst)), dtype=np.uint64)

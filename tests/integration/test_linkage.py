@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ SCHEMA = """
 [tables.patients]
 pid = { type = "text", person = true }
 age = "integer"
+code = "integer"
 
 [linkage]
 table = "patients"
@@ -70,6 +71,7 @@ def frames() -> dict[str, pd.DataFrame]:
                 "pid": [f"{site[0]}{r:05d}" for r in rows],  # local patient numbers, unrelated across sites
                 "national_id": [spelled(ids[r], s) for r in rows],
                 "age": 20 + rows % 60,
+                "code": rows,  # one value per person, the same at every site: a condition can single one out
             }
         )
     return out
@@ -186,10 +188,14 @@ def test_prepare_splits_a_batch_over_the_frame_limit(linked: Running) -> None:
         ]
 
 
-def pooled_counts(running: Running) -> list[int]:
+def pooled_counts(running: Running, where: Callable[[pd.DataFrame], pd.Series] | None = None) -> list[int]:
+    """Distinct persons and persons at exactly 1, 2, 3+ sites, by pandas on the pooled rows
+    (national ids normalised by hand), the rows restricted to ``where``."""
     pooled = pd.concat(
         [f.assign(site=s, nid=f["national_id"].str.replace(r"\D", "", regex=True)) for s, f in running.frames.items()]
     )
+    if where is not None:
+        pooled = pooled[where(pooled)]
     per_person = pooled.groupby("nid")["site"].nunique()
     return [
         pooled["nid"].nunique(),
@@ -206,6 +212,31 @@ def test_count_distinct_person_over_the_agents(linked: Running) -> None:
     assert len(frame.attrs["receipts"]) == 3
 
 
+def test_count_distinct_person_with_a_where_equals_pandas(linked: Running) -> None:
+    frame = linked.client.query("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 50 AND code % 3 <> 1")
+    expected = pooled_counts(linked, lambda f: (f["age"] > 50) & (f["code"] % 3 != 1))
+    assert frame.iloc[0].tolist() == expected and expected[2] > 0 and expected[3] > 0
+
+
+def test_differencing_one_person_out_is_withheld(linked: Running) -> None:
+    """``WHERE age > 40`` then ``WHERE age > 40 AND NOT (code = t)``: released, the second's counts
+    minus the first's would tell whether person t is at two sites. The release ledger withholds them."""
+    seen, ages = membership(), 20 + np.arange(PERSONS) % 60
+    t = int(np.flatnonzero((seen.sum(axis=1) == 2) & (ages > 40))[0])
+    first = linked.client.query("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 40")
+    assert first.iloc[0].tolist() == pooled_counts(linked, lambda f: f["age"] > 40)
+    second = linked.client.query(f"SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 40 AND NOT (code = {t})")
+    # The attacker's arithmetic: person t is at two sites iff the "at 2 sites" count dropped by one.
+    truth = (
+        pooled_counts(linked, lambda f: f["age"] > 40)[2]
+        - pooled_counts(linked, lambda f: (f["age"] > 40) & (f["code"] != t))[2]
+    )
+    assert truth == 1  # released, the difference would have given person t away
+    assert second.iloc[0].isna().all()  # nothing to subtract: the estimate cannot be made
+    # the whole table, far from every set released before, is still answered
+    assert linked.client.query("SELECT COUNT(DISTINCT PERSON) FROM patients").iloc[0].tolist() == pooled_counts(linked)
+
+
 def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) -> None:
     text = linked.client.explain("SELECT COUNT(DISTINCT PERSON) FROM patients")
     assert "set sizes" in text and "sort comparisons" in text and "at least 5 persons" in text
@@ -214,7 +245,8 @@ def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) ->
 @pytest.mark.parametrize(
     ("query", "words"),
     [
-        ("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 50", "WHERE"),
+        ("SELECT COUNT(DISTINCT PERSON) FROM patients GROUP BY age", "GROUP BY"),
+        ("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE national_id = '1'", "national_id"),
         ("SELECT COUNT(DISTINCT PERSON), COUNT(*) FROM patients", "statement of its own"),
     ],
 )
