@@ -235,6 +235,13 @@ def test_differencing_one_person_out_is_withheld(linked: Running) -> None:
     assert second.iloc[0].isna().all()  # nothing to subtract: the estimate cannot be made
     # the whole table, far from every set released before, is still answered
     assert linked.client.query("SELECT COUNT(DISTINCT PERSON) FROM patients").iloc[0].tolist() == pooled_counts(linked)
+    # One ledger for both kinds: an aggregate one person away from the linkage set of age > 40
+    # would give that person's number of rows; it is withheld.
+    u = int(np.flatnonzero((seen.sum(axis=1) == 3) & (ages > 40))[0])
+    rows = linked.client.query(f"SELECT COUNT(*) AS n FROM patients WHERE age > 40 AND NOT (code = {u})")
+    assert pd.isna(pd.to_numeric(rows["n"], errors="coerce").iloc[0])
+    control = linked.client.query("SELECT COUNT(*) AS n FROM patients WHERE age > 60")
+    assert int(control["n"].iloc[0]) == int((linked.pooled["age"] > 60).sum())
 
 
 def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) -> None:
