@@ -9,8 +9,9 @@ frames of one session, a header then the points in as many frames as the frame l
     seq 1..F     uint64, 4 words per point        the points, in order, each frame non-empty
 
 The member checks that the sender is a consortium site holding data, reassembles the batch
-(:class:`Reassembly`: at most :data:`MAX_POINTS` points, sequence numbers in order, sizes as
-declared; whatever fails drops the batch's state at once), raises every point to its share k_i
+(:class:`Reassembly`: at most :data:`MAX_POINTS` points a batch and :data:`PENDING_BATCHES`
+batches' worth under way, sequence numbers in order, sizes as declared; whatever fails drops
+the batch's state at once), raises every point to its share k_i
 (:func:`site_agent.linkage.oprf.evaluate`, which validates each point) in a worker thread, and
 answers frame for frame: seq 1..F, each the same size as the site's frame of that number, so
 the answer fits the same frame limit. The points are uniformly random group elements whatever
@@ -51,6 +52,9 @@ WORDS_PER_POINT = oprf.POINT_BYTES // 8
 MAX_POINTS = 1 << 21
 """Points in one batch (64 MB, more than one frame at the default limit); a site with more
 persons sends several batches, each audited on its own."""
+PENDING_BATCHES = 4
+"""Points under way at once, over every connection, in batches of the largest size: a bound on
+what reassembly holds in memory (256 MB), whoever opens connections."""
 POINTS_REVEAL = "linkage points raised to this member's key share, to the requesting site"
 
 
@@ -97,8 +101,9 @@ class Reassembly:
     out of bounds, after dropping the connection's state. State lives on the connection object
     (a weak key): a connection closed mid-batch leaves nothing behind."""
 
-    def __init__(self, max_points: int = MAX_POINTS) -> None:
+    def __init__(self, max_points: int = MAX_POINTS, max_pending: int = PENDING_BATCHES * MAX_POINTS) -> None:
         self.max_points = max_points
+        self.max_pending = max_pending
         self._open: weakref.WeakKeyDictionary[object, Batch] = weakref.WeakKeyDictionary()
 
     def pending(self, conn: object) -> Batch | None:
@@ -129,6 +134,8 @@ class Reassembly:
                 raise ProtocolViolation(f"a linkage batch holds 1 to {self.max_points} points, not {points}")
             if not 0 < frames <= points:
                 raise ProtocolViolation(f"a batch of {points} linkage points comes in 1 to {points} frames")
+            if points + sum(b.points for b in self._open.values()) > self.max_pending:
+                raise ProtocolViolation("too many linkage points under way at this member: try again later")
             self._open[conn] = Batch(frame.session, points, frames)
             return None
         if batch is None or frame.session != batch.session:

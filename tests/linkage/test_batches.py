@@ -106,3 +106,13 @@ def test_batches_of_two_connections_do_not_mix() -> None:
 def test_a_site_cannot_send_more_than_the_batch_limit_in_one_batch() -> None:
     with pytest.raises(ValueError, match="1 to"):
         batch_frames(b"", SESSION, 255)
+
+
+def test_points_under_way_over_every_connection_are_bounded() -> None:
+    batches, a, b, c = Reassembly(max_points=8, max_pending=12), Conn(), Conn(), Conn()
+    batches.take(a, frame(0, [8, 1]))
+    with pytest.raises(ProtocolViolation, match="too many linkage points under way"):
+        batches.take(b, frame(0, [5, 1]))
+    assert batches.take(c, frame(0, [4, 1])) is None  # up to the bound
+    assert batches.take(a, frame(1, POINT * 8)) is not None  # a's batch done: its points no longer count
+    assert batches.take(b, frame(0, [5, 1])) is None
