@@ -261,7 +261,7 @@ def compile_query(
         if dp is not None:
             raise UnsupportedQuery("DP mode answers SELECT queries only; COUNT(DISTINCT PERSON) is answered exactly")
         policy.check_reviewable(False)
-        return compile_linkage(text, linkage, rules, len(sites) if sites is not None else 3)
+        return compile_linkage(text, linkage, rules, len(sites) if sites is not None else 3, schema)
     from .models import ModelCompiled  # a model statement's plan (site_agent.models)
 
     plan = query_plan.compile_query(text, schema, rules, sites, dp)

@@ -60,7 +60,7 @@ from ..errors import (
     ReplayedEnvelope,
     StaleEnvelope,
 )
-from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share, read_keys
+from ..linkage.declaration import key_path, keys_db, linkage_of, load_key_share
 from ..linkage.statement import LinkageCompiled
 from ..membership.identity import admission
 from ..membership.watch import ConsortiumWatcher, accept, startup_version
@@ -82,7 +82,7 @@ from .budget import Reservation, commit, give_back, privacy_record, reserve
 from .data import columns_of, empty_tables, open_tables
 from .input_site import InputSite
 from .inputs import InputDesk, InputSiteFailed, InputSiteRefused, check_supported
-from .linkage import LinkageEvaluator
+from .linkage import LinkageEvaluator, linkage_local
 from .models import ModelCompiled
 from .reviews import ReviewDesk
 from .verdicts import REFUSALS, classify
@@ -160,7 +160,11 @@ class Agent:
         self.mesh.on(MsgType.STATUS, self._on_status)
         self.mesh.on(MsgType.CONTROL, self._on_control)
         self.linkage = LinkageEvaluator(
-            self.index, functools.cache(lambda: load_key_share(key_path(config))), lambda: self.consortium.data_sites
+            self.index,
+            functools.cache(lambda: load_key_share(key_path(config))),
+            lambda: self.consortium.data_sites,
+            self.audit,  # one entry per linkage batch answered or refused
+            lambda: self.policy.digest(),
         )
         self.mesh.on(MsgType.LINKAGE, self.linkage.handle)
         self.inputs = InputDesk(self.site, self.index, lambda: self.consortium)
@@ -549,18 +553,26 @@ class Agent:
         return outcome
 
     async def _run_linkage(self, env: Envelope, plan: LinkageCompiled, progress: _Progress) -> Outcome:
-        """Agreement, this site's linkage keys, and the linkage program, as one MPC session."""
-        mine = await asyncio.to_thread(self._linkage_keys)
+        """Agreement (with the release ledger's digest), this site's linkage keys of the persons
+        the WHERE selects and their differences with the analyst's remembered sets, and the
+        linkage program, as one MPC session; then the statement's query set is remembered."""
+        mine, members, differences = await asyncio.to_thread(
+            linkage_local, plan, self.db.cursor(), keys_db(self.config), self.holds_data, self.ledger, env.analyst
+        )
+        ledger_digest = self.ledger.digest(env.analyst)
         await progress("local")
 
         def program(p: Party) -> Protocol[Outcome]:
-            yield from agree(p, plan.digest, ACCEPT, self.names)
+            yield from agree(p, plan.digest, ACCEPT, self.names, ledger_digest)
             progress.soon("agreed")
-            shares, meta = yield from plan.program(p, mine)
+            shares, meta = yield from plan.program(p, mine, differences)
             progress.soon("computed")
-            return Outcome(shares, meta)
+            return Outcome(shares, meta, members)
 
-        return await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+        outcome = await self.mesh.run(msg.session_id(env.digest()), program, float(self.config.query_timeout))
+        if members is not None:  # before this member answers, so before the analyst's next query
+            await asyncio.to_thread(self.ledger.record, env.analyst, env.digest(), members, plan.opened(outcome.meta))
+        return outcome
 
     def _remote_steps(
         self, env: Envelope, loop: asyncio.AbstractEventLoop
@@ -576,17 +588,6 @@ class Agent:
             return asyncio.run_coroutine_threadsafe(ask, loop).result(timeout + 1)
 
         return fetch
-
-    def _linkage_keys(self) -> np.ndarray | None:
-        """This site's linkage keys (none for a member without data); None if they cannot be read,
-        and then every member fails the query alike (site_agent.linkage.dedup.NO_KEYS)."""
-        if not self.holds_data:
-            return np.zeros(0, dtype=np.uint64)
-        try:
-            return read_keys(keys_db(self.config))
-        except Exception as exc:  # a missing or unreadable file: the committee fails, naming no site
-            log.warning("this site's linkage keys cannot be read (%s); every member fails", type(exc).__name__)
-            return None
 
     def _remembered(self, analyst: str, plan: planning.Compiled) -> tuple[Membership | None, np.ndarray]:
         """This site's persons in the query's sets, and their differences with the analyst's

@@ -51,6 +51,14 @@ def _budget_rows(report: Report) -> list[list[object]]:
     return rows
 
 
+def _linkage_lines(report: Report) -> list[str]:
+    """One line per site that asked for linkage keys (this site as a committee member)."""
+    return [
+        f"linkage key requests from {site}: {c['answered']} answered ({c['points']} points), {c['refused']} refused"
+        for site, c in report.linkage.items()
+    ] or ["no linkage key requests"]
+
+
 def _released_line(report: Report) -> str:
     after = sum(1 for r in report.reviews if r.rule == "released")
     return f"Results released: {len(report.outputs)}" + (f" ({after} after review)." if after else ".")
@@ -146,6 +154,9 @@ def render_text(report: Report) -> str:
             ("seq", "time", "analyst", "kind", "query"),
             ([r.seq, r.time, r.analyst, r.kind, _one_line(r.query)] for r in report.explains),
         ),
+        "",
+        "Linkage key requests per site (batches of blinded points this member answered or refused)",
+        *_linkage_lines(report),
         "",
         "Other events (membership changes, connections refused before any request)",
         *_table(
@@ -257,6 +268,9 @@ def render_html(report: Report) -> str:
             ("seq", "time", "analyst", "kind", "query"),
             ([r.seq, r.time, r.analyst, r.kind, r.query] for r in report.explains),
         ),
+        "<h2>Linkage key requests per site</h2><p>Batches of blinded points this member answered "
+        "(its key share raised them) or refused; never a point.</p>",
+        "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _linkage_lines(report)) + "</ul>",
         "<h2>Other events</h2><p>Membership changes and connections refused before any request.</p>",
         _html_table(("seq", "time", "who", "reason"), ([r.seq, r.time, r.analyst, r.reason] for r in report.events)),
     ]

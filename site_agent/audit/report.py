@@ -15,6 +15,9 @@ entry before it: see ``site_agent.audit.verify``), refuses a log that does not v
 * privacy budget per analyst, from the entries' ``BUDGET_FIELD`` where the log records one (DP
   queries): the sum of the queries' epsilons in the period, and the accountant's spent epsilon
   (composed, so at most that sum) and budget at the site after the analyst's last DP query;
+* linkage key requests per requesting site (``LINKAGE_KIND`` entries, written by committee
+  members when a site prepares its linkage keys): batches answered and points raised, batches
+  refused;
 * other events (membership changes, connections refused before any request);
 * a per-day series of the above for the chart.
 
@@ -47,6 +50,10 @@ NO_KIND = "-"
 
 CONSORTIUM = "(consortium)"
 """The analyst name of membership-change entries (site_agent.agent.service)."""
+
+LINKAGE_KIND = "linkage_keys"
+"""The statement kind of a linkage key request's entry (site_agent.agent.linkage): ``analyst`` is
+the requesting site, the reveal's shape the number of points answered."""
 
 OUTCOMES = ("released", "held", "refused", "failed", "explained")
 """What became of a request: ``held`` for output review (released or discarded later: ``reviews``)."""
@@ -120,6 +127,8 @@ class Report:
     reviews: list[Record] = field(default_factory=list)
     """Output review steps after a result was held: approved, denied (at the deciding site),
     released, discarded, expired (at every member); ``rule`` holds the action."""
+    linkage: dict[str, Counter[str]] = field(default_factory=dict)
+    """Requesting site -> ``answered``, ``refused`` (linkage key batches) and ``points`` answered."""
     events: list[Record] = field(default_factory=list)
     """Membership changes and connections refused before any request."""
     daily: dict[dt.date, Counter[str]] = field(default_factory=dict)
@@ -179,6 +188,10 @@ class Report:
             "failures": [record(r) for r in self.failures],
             "explains": [record(r) for r in self.explains],
             "events": [record(r) for r in self.events],
+            "linkage_key_requests": {
+                site: {o: counts.get(o, 0) for o in ("answered", "refused", "points")}
+                for site, counts in self.linkage.items()
+            },
             "reviews": [{**record(r), "action": r.rule} for r in self.reviews],
             "rules": dict(sorted(self.rules.items())),
             "budget": dict(sorted(self.budget.items())) if self.budget_recorded else None,
@@ -258,6 +271,14 @@ def summarise(
             reason=reason,
             query=entry["query"],
         )
+        if kind == LINKAGE_KIND:
+            counts = report.linkage.setdefault(analyst, Counter())
+            if decision == "accepted":
+                counts["answered"] += 1
+                counts["points"] += sum(int(r["shape"][0]) for r in entry["reveals"] if r["shape"])
+            else:
+                counts["refused"] += 1
+            continue
         if analyst == CONSORTIUM or (not entry["query"] and decision == "refused"):
             report.events.append(record)
             continue
@@ -294,6 +315,7 @@ def summarise(
             report.failures.append(record)
         requests[(analyst, kind)][outcome] += 1
         daily[day][outcome] += 1
+    report.linkage = dict(sorted(report.linkage.items()))
     report.requests = dict(sorted(requests.items()))
     report.daily = dict(sorted(daily.items()))
     report.daily_budget = dict(daily_budget)

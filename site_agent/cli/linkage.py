@@ -6,9 +6,10 @@
 * ``linkage prepare --config agent.toml``: reads the consortium's declared identifier
   (``[linkage]`` in ``schema.toml``) for every person of the declared table at this site,
   normalises it (:mod:`site_agent.linkage.identifiers`), runs the OPRF with the three members
-  over mutual TLS (one message per member with all the blinded points, in chunks of
-  :data:`site_agent.agent.linkage.MAX_POINTS`), and writes ``_linkage(person, key)`` to
-  ``linkage.duckdb`` beside ``agent.toml``. Prints counts and timings for this site only.
+  over mutual TLS (batches of at most :data:`site_agent.agent.linkage.MAX_POINTS` blinded
+  points, each split into frames under the frame limit and audited by every member), and
+  writes ``_linkage(person, key)`` to ``linkage.duckdb`` beside ``agent.toml``. Prints counts
+  and timings for this site only.
 
 One identifier per person: a person whose rows carry different identifiers keeps the smallest
 normalised one; persons without one (a missing part) get no key and are counted apart.
@@ -22,6 +23,7 @@ import os
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -30,7 +32,7 @@ from websockets.asyncio.client import connect
 
 from ..agent import planning
 from ..agent.data import open_tables
-from ..agent.linkage import MAX_POINTS
+from ..agent.linkage import MAX_POINTS, batch_frames
 from ..config import AgentConfig, ConsortiumConfig, load_agent, load_consortium
 from ..crypto.certs import client_context, peer_fingerprint
 from ..data.connector import quote
@@ -74,9 +76,17 @@ def identifiers(config: AgentConfig, linkage: Linkage) -> tuple[pd.Series, int]:
 
 
 async def _ask(
-    consortium: ConsortiumConfig, ctx: ssl.SSLContext, me: str, member: str, message: bytes, timeout: float
+    consortium: ConsortiumConfig,
+    ctx: ssl.SSLContext,
+    me: str,
+    member: str,
+    message: bytes,
+    timeout: float,
+    max_frame: int = DEFAULT_MAX_FRAME,
 ) -> bytes:
-    """One member's answer to the blinded points, over a fresh mutual-TLS connection."""
+    """One member's answer to the blinded points, over a fresh mutual-TLS connection: one batch
+    of at most :data:`MAX_POINTS` points after the other, each in frames of at most
+    ``max_frame`` bytes (:func:`site_agent.agent.linkage.batch_frames`), answered frame for frame."""
     committee = consortium.require_committee()
     site = consortium.site(member)
     tunnel = await open_tunnel(site.relay, ctx, member, timeout) if site.relay else None
@@ -84,7 +94,7 @@ async def _ask(
         f"wss://{site.address.host}:{site.address.port}",
         sock=tunnel,
         ssl=ctx,
-        max_size=DEFAULT_MAX_FRAME,
+        max_size=max_frame,
         compression=None,
         open_timeout=timeout,
     ) as ws:
@@ -94,28 +104,40 @@ async def _ask(
         sender = OUTSIDER if member == me else committee.index(me)
         answers = []
         for start in range(0, len(message), MAX_POINTS * oprf.POINT_BYTES):
-            chunk = np.frombuffer(message[start : start + MAX_POINTS * oprf.POINT_BYTES], dtype="<u8")
             session = os.urandom(16)
-            header, payload = encode_parts(Frame(MsgType.LINKAGE, session=session, sender=sender, array=chunk))
-            await ws.send([header, payload])
-            data = await asyncio.wait_for(ws.recv(), timeout)
-            if not isinstance(data, bytes):
-                raise ProtocolViolation(f"site {member} sent a text message")
-            frame = decode(data)
-            if frame.type == MsgType.ERROR:
-                raise MpcError(str((frame.control or {}).get("message", f"site {member} refused")))
-            if frame.type != MsgType.LINKAGE or frame.session != session or frame.array is None:
-                raise ProtocolViolation(f"site {member} did not answer the linkage request")
-            if frame.array.size != chunk.size:
-                raise ProtocolViolation(f"site {member} answered {frame.array.size} words for {chunk.size}")
-            answers.append(frame.array.tobytes())
+            frames = batch_frames(message[start : start + MAX_POINTS * oprf.POINT_BYTES], session, sender, max_frame)
+            for frame in frames:
+                await ws.send(list(encode_parts(frame, max_frame)))
+            for sent in frames[1:]:
+                answers.append(await _answer(ws, member, sent, timeout, max_frame))
         return b"".join(answers)
 
 
+async def _answer(ws: Any, member: str, sent: Frame, timeout: float, max_frame: int) -> bytes:
+    """The member's answer to one frame of points: same session, same number, same size."""
+    data = await asyncio.wait_for(ws.recv(), timeout)
+    if not isinstance(data, bytes):
+        raise ProtocolViolation(f"site {member} sent a text message")
+    frame = decode(data, max_frame)
+    if frame.type == MsgType.ERROR:
+        raise MpcError(str((frame.control or {}).get("message", f"site {member} refused")))
+    if frame.type != MsgType.LINKAGE or frame.session != sent.session or frame.array is None:
+        raise ProtocolViolation(f"site {member} did not answer the linkage request")
+    assert sent.array is not None
+    if frame.seq != sent.seq or frame.array.dtype != np.dtype("<u8") or frame.array.size != sent.array.size:
+        raise ProtocolViolation(f"site {member} answered frame {frame.seq} ({frame.array.size} words) for {sent.seq}")
+    return frame.array.tobytes()
+
+
 async def evaluate_with_committee(
-    config: AgentConfig, consortium: ConsortiumConfig, ids: list[bytes], timeout: float = TIMEOUT_SECONDS
+    config: AgentConfig,
+    consortium: ConsortiumConfig,
+    ids: list[bytes],
+    timeout: float = TIMEOUT_SECONDS,
+    max_frame: int = DEFAULT_MAX_FRAME,
 ) -> tuple[U64, dict[str, float]]:
-    """The linkage keys of ``ids``: blind, one request per member (concurrently), unblind."""
+    """The linkage keys of ``ids``: blind, the batches to every member (concurrently), unblind.
+    ``max_frame`` is the largest frame sent or accepted (the agents' limit; tests lower it)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     blinded = await asyncio.to_thread(oprf.blind, ids)
@@ -123,7 +145,9 @@ async def evaluate_with_committee(
     ctx = client_context(config.tls_cert, config.tls_key, config.ca_cert)
     t1 = time.perf_counter()
     members = consortium.require_committee()
-    answers = await asyncio.gather(*(_ask(consortium, ctx, config.site, m, blinded.message, timeout) for m in members))
+    answers = await asyncio.gather(
+        *(_ask(consortium, ctx, config.site, m, blinded.message, timeout, max_frame) for m in members)
+    )
     timings["members"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     keys = await asyncio.to_thread(oprf.finalize, blinded, answers)

@@ -98,11 +98,11 @@ def load_key_share(path: Path) -> bytes:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def read_keys(path: Path) -> U64:
-    """A site's stored linkage keys (``_linkage.key``), as ring elements."""
+def read_person_keys(path: Path) -> tuple[np.ndarray, U64]:
+    """A site's stored ``_linkage``: its persons and, aligned, their keys as ring elements."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        keys = con.execute(f"SELECT key FROM {KEYS_TABLE}").fetchnumpy()["key"]
+        rows = con.execute(f"SELECT person, key FROM {KEYS_TABLE}").fetchnumpy()
     finally:
         con.close()
-    return np.asarray(keys, dtype=np.int64).view(np.uint64)
+    return np.ma.getdata(rows["person"]), np.asarray(rows["key"], dtype=np.int64).view(np.uint64)

@@ -140,16 +140,32 @@ def _in_batches(step: Callable[..., Protocol[AShare]], *columns: AShare) -> Prot
     return AShare.concat(parts)
 
 
-def release(p: Party, values: AShare, k: int) -> Protocol[tuple[AShare, AShare]]:
+def release(
+    p: Party, values: AShare, k: int, ledger: AShare | None = None, ledger_k: int | None = None
+) -> Protocol[tuple[AShare, AShare]]:
     """The release rule on shares: (values with stopped ones zeroed, 0/1 stop flags), both shared.
 
     Row 0 is the distinct count, checked alone; rows 1.. are the parts, checked together.
+    ``ledger`` (m,): the pooled differences of the statement's persons with the m sets released
+    to the analyst before (:mod:`site_agent.privacy.ledger`); one in 1..``ledger_k``-1 stops
+    every row (:func:`site_agent.privacy.checks.stopped`, its ``extra`` sets).
     """
     one = [AShare(values.v[:, i : i + 1]) for i in range(values.shape[0])]
     parts = one[1:]
     rows = [[one[0]]] + [parts for _ in parts]
     support = values.reshape(values.shape[0], 1)  # its [== 0] flags serve secondary suppression: none here
-    stop, _ = yield from stopped(p, rows, [[] for _ in rows], [[] for _ in rows], k, support)
+    extra = None if ledger is None or ledger.shape[0] == 0 else ledger.reshape(1, 1, ledger.shape[0])
+    stop, _ = yield from stopped(
+        p,
+        rows,
+        [[] for _ in rows],
+        [[] for _ in rows],
+        k,
+        support,
+        extra,
+        [[0] for _ in rows] if extra is not None else (),
+        extra_k=ledger_k,
+    )
     flags = stop.reshape(-1)
     kept = yield from ar.mul(p, values, ar.constant(p, np.ones(values.shape, dtype=np.uint64), AShare) - flags)
     return kept, flags
@@ -186,14 +202,22 @@ NO_KEYS = 1 << 63
 
 
 def committee_release(
-    p: Party, mine: U64 | None, sites: int, k: int, max_keys: int = 1 << 26
+    p: Party,
+    mine: U64 | None,
+    sites: int,
+    k: int,
+    max_keys: int = 1 << 26,
+    differences: U64 | None = None,
+    ledger_k: int | None = None,
 ) -> Protocol[tuple[AShare, AShare]]:
     """The protocol as committee members holding data run it, up to the release rule: each
     member announces its number of distinct keys (one round: the set sizes, a declared reveal),
     inputs its keys (:func:`member_inputs`), and the counts and the rule follow. Returns shares
     of the kept counts and of the stop flags. A member without data inputs no keys; one whose
     keys could not be read (``mine`` None) announces :data:`NO_KEYS` and every member raises
-    :class:`LocalStepError` alike, naming no site. ``max_keys`` bounds what a peer may announce."""
+    :class:`LocalStepError` alike, naming no site. ``max_keys`` bounds what a peer may announce.
+    ``differences``: this member's differences with the analyst's remembered sets (as many at
+    every member), input in one more round and pooled for :func:`release`."""
     n = np.array([NO_KEYS if mine is None else np.unique(asring(mine)).size], dtype=np.uint64)
     got = yield from exchange(send={p.next: n, p.prev: n}, expect={p.next: 1, p.prev: 1})
     announced = {p.index: int(n[0]), **{j: int(v[0]) for j, v in got.items()}}
@@ -204,7 +228,12 @@ def committee_release(
     assert mine is not None
     keys, prefixes = yield from member_inputs(p, mine, (announced[0], announced[1], announced[2]))
     values = yield from counts(p, keys, prefixes, sites)
-    return (yield from release(p, values, k))
+    pooled = None
+    if differences is not None and differences.size:
+        m = differences.size
+        shared = yield from ar.input_all(p, asring(differences), (m, m, m))
+        pooled = shared[0] + shared[1] + shared[2]
+    return (yield from release(p, values, k, pooled, ledger_k))
 
 
 def committee_counts(p: Party, mine: U64 | None, sites: int, k: int, max_keys: int = 1 << 26) -> Protocol[Linked]:

@@ -15,7 +15,7 @@ One evaluation, for a site holding identifiers x_1..x_n (:func:`blind`, :func:`e
 :func:`finalize`):
 
 1. the site draws a fresh scalar r_j per identifier and sends every member the batch
-   B_j = H1(x_j)^{r_j} (one message per member);
+   B_j = H1(x_j)^{r_j} (one batch per member, split into frames under the frame limit);
 2. member i answers E_ij = B_j^{k_i}, the same batch in the same order;
 3. the site multiplies the three answers, H1(x_j)^{r_j k}, raises it to 1/r_j to get
    H1(x_j)^k, and hashes it with x_j to a 64-bit linkage key (H2).
@@ -39,8 +39,9 @@ member never raises a malformed point to its share, and a site never accepts one
 * A curious *site* learns F_k on its own identifiers, and on any identifier it chooses to
   submit: it is the client of the OPRF. That is harmless while no other site's key ever
   reaches it (they only travel as shares into the committee): a dictionary of F_k values has
-  nothing to be compared with. Members bound each batch to the site's declared number of
-  persons, which the plan declares anyway (the set sizes).
+  nothing to be compared with. Members bound each batch (site_agent.agent.linkage.MAX_POINTS)
+  and audit who asked for how many points; the number of persons is public anyway (the plan's
+  set sizes).
 * Two colluding members (beyond the threat model) recover k and can test guesses; the
   honest majority is what protects the identifiers, as it protects every share.
 

@@ -49,9 +49,7 @@ def _any(p: Party, terms: Sequence[Sequence[AShare]]) -> Protocol[AShare]:
         cells, at, out = left[0].shape[0], 0, []
         for t in rows:
             pairs = len(t) // 2
-            merged = [
-                t[2 * i] + t[2 * i + 1] - both[(at + i) * cells : (at + i + 1) * cells] for i in range(pairs)
-            ]
+            merged = [t[2 * i] + t[2 * i + 1] - both[(at + i) * cells : (at + i + 1) * cells] for i in range(pairs)]
             out.append(merged + t[2 * pairs :])
             at += pairs
         rows = out
@@ -68,6 +66,7 @@ def stopped(
     extra: AShare | None = None,
     sets: Sequence[Sequence[int]] = (),
     check_k: Sequence[Sequence[int]] | None = None,
+    extra_k: int | None = None,
 ) -> Protocol[tuple[AShare, AShare]]:
     """(rows, cells) 0/1 shares: 1 where a row's counts or flags forbid opening the cell; and, for
     the rows' ``support`` counts (rows, cells), 0/1 shares of [support == 0] from the same
@@ -82,7 +81,9 @@ def stopped(
 
     ``check_k`` (per row, one per check) replaces k for ``checks``: 1 tests a count for a
     negative value only (what stays withheld after a DPO's approval:
-    :func:`site_agent.privacy.release.approval_bounds`).
+    :func:`site_agent.privacy.release.approval_bounds`). ``extra_k`` replaces k for the
+    differences with remembered sets (a linkage statement's larger bound, whose sets count
+    persons across sites: :func:`site_agent.linkage.statement.ledger_bound`).
     """
     cells = checks[0][0].shape[0]
     listed = AShare.concat([c for row in checks for c in row])
@@ -90,11 +91,15 @@ def stopped(
     n = flat.shape[0]
     strict_flat = [c for row in strict for c in row]
     counts = AShare.concat([flat, flat, flat, *strict_flat, support.reshape(-1), support.reshape(-1)])
-    if check_k is None:
+    if check_k is None and extra_k is None:
         upper = _const(p, k, (n,))
-    else:  # each check's own bound, repeated over its cells; the ledger's differences use k
-        bounds = np.repeat(np.asarray([b for row in check_k for b in row], dtype=np.int64), cells)
-        bounds = np.concatenate([bounds, np.full(n - bounds.size, k, dtype=np.int64)])
+    else:  # each check's own bound, repeated over its cells; the ledger's differences use extra_k
+        if check_k is None:
+            bounds = np.full(listed.shape[0], k, dtype=np.int64)
+        else:
+            bounds = np.repeat(np.asarray([b for row in check_k for b in row], dtype=np.int64), cells)
+        last = k if extra_k is None else extra_k
+        bounds = np.concatenate([bounds, np.full(n - bounds.size, last, dtype=np.int64)])
         upper = ar.constant(p, bounds.view(np.uint64), AShare)
     limits = [upper, _const(p, 1, (n,)), _const(p, 0, (n,))]
     limits += [_const(p, k, (cells,)) for _ in strict_flat]

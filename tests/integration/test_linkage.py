@@ -4,21 +4,27 @@ the three sites' stored keys equal pandas on the pooled identifiers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from site_agent.agent.linkage import POINTS_REVEAL, batch_frames, points_per_frame
+from site_agent.audit.report import LINKAGE_KIND, build_report
 from site_agent.cli.agent import main as agent_main
-from site_agent.config import load_agent
+from site_agent.cli.linkage import evaluate_with_committee
+from site_agent.config import load_agent, load_consortium
 from site_agent.linkage import dedup, oprf
 from site_agent.linkage.declaration import key_path, keys_db
 from site_agent.linkage.identifiers import normalise
 from site_agent.mpc.party import run_in_memory
-from site_agent.net.framing import Frame, MsgType, encode_parts
+from site_agent.net.framing import OUTSIDER, MsgType, encode
 
 from ..lung import SITES
 from .conftest import Dataset, Running, run, start_retrying
@@ -27,6 +33,7 @@ SCHEMA = """
 [tables.patients]
 pid = { type = "text", person = true }
 age = "integer"
+code = "integer"
 
 [linkage]
 table = "patients"
@@ -64,6 +71,7 @@ def frames() -> dict[str, pd.DataFrame]:
                 "pid": [f"{site[0]}{r:05d}" for r in rows],  # local patient numbers, unrelated across sites
                 "national_id": [spelled(ids[r], s) for r in rows],
                 "age": 20 + rows % 60,
+                "code": rows,  # one value per person, the same at every site: a condition can single one out
             }
         )
     return out
@@ -118,18 +126,76 @@ def test_distinct_counts_on_the_stored_keys_equal_pandas(linked: Running) -> Non
     assert results[0].values == pooled_counts(linked)
 
 
-def test_an_analyst_cannot_evaluate_the_prf(linked: Running) -> None:
-    point = np.frombuffer(oprf.blind([b"0123456789"]).message, dtype="<u8")
-    header, payload = encode_parts(Frame(MsgType.LINKAGE, session=bytes(16), array=point))
-    answer = run(linked.wire().exchange("north", [header, payload]))
+def linkage_entries(running: Running, member: str) -> list[dict[str, Any]]:
+    return [e for e in running.audit(member) if e.get("kind") == LINKAGE_KIND]
+
+
+def test_every_member_audits_each_sites_batch(linked: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    for member in SITES:
+        answered = [e for e in linkage_entries(linked, member) if e["decision"] == "accepted"]
+        # prepare ran once per site before any other test: one batch each, in the order they ran
+        assert [e["analyst"] for e in answered[:3]] == list(SITES)
+        for entry in answered[:3]:
+            persons = len(linked.frames[entry["analyst"]])
+            assert entry["reveals"] == [{"name": POINTS_REVEAL, "shape": [persons]}]
+            assert entry["query"] == f"linkage keys: {persons} points"
+            assert entry["time"] and entry["signature"]
+        assert agent_main(["audit", "verify", "--config", str(linked.agent_toml(member))]) == 0
+    report = build_report(
+        linked.audit_path("north"),
+        linked.consortium.site("north").public_key(),
+        "north",
+        dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+    )
+    for site in SITES:
+        assert report.linkage[site]["points"] >= len(linked.frames[site])
+    assert agent_main(["report", "--config", str(linked.agent_toml("north")), "--since", "2000-01-01"]) == 0
+    out = capsys.readouterr().out
+    assert f"linkage key requests from south: {report.linkage['south']['answered']} answered" in out
+
+
+def test_an_analyst_cannot_evaluate_the_prf_and_is_audited(linked: Running) -> None:
+    before = len(linkage_entries(linked, "north"))
+    frames = batch_frames(oprf.blind([b"0123456789", b"1234567890"]).message, bytes(16), OUTSIDER, 4096)
+    answer = run(linked.wire().exchange("north", encode(frames[0])))  # refused at the batch's header
     assert not any(f.type == MsgType.LINKAGE for f in answer.frames)
     assert "not a consortium site" in str([f.control for f in answer.frames])
+    entries = linkage_entries(linked, "north")[before:]
+    assert [(e["analyst"], e["decision"], e["query"]) for e in entries] == [
+        ("analyst", "refused", "linkage keys: 2 points")
+    ]
+    assert "not a consortium site holding data" in entries[0]["reason"] and entries[0]["reveals"] == []
+    assert agent_main(["audit", "verify", "--config", str(linked.agent_toml("north"))]) == 0
 
 
-def pooled_counts(running: Running) -> list[int]:
+def test_prepare_splits_a_batch_over_the_frame_limit(linked: Running) -> None:
+    """The frame limit lowered to 4 kB (126 points a frame): every site's batch takes several
+    frames each way, the keys equal the stored ones, and each member audits the batch once."""
+    site = "central"
+    config = load_agent(linked.agent_toml(site))
+    consortium = load_consortium(config.consortium)
+    stored = stored_keys(linked, site)
+    frame = linked.frames[site].set_index("pid").loc[stored["person"]].reset_index()
+    ids = normalise(frame, ["national_id"]).tolist()
+    assert len(ids) > 3 * points_per_frame(4096)
+    before = {m: len(linkage_entries(linked, m)) for m in SITES}
+    keys, _ = asyncio.run(evaluate_with_committee(config, consortium, ids, max_frame=4096))
+    assert keys.tolist() == stored["key"].to_numpy().view(np.uint64).tolist()
+    for member in SITES:
+        new = linkage_entries(linked, member)[before[member] :]
+        assert [(e["analyst"], e["decision"], e["reveals"][0]["shape"]) for e in new] == [
+            (site, "accepted", [len(ids)])
+        ]
+
+
+def pooled_counts(running: Running, where: Callable[[pd.DataFrame], pd.Series] | None = None) -> list[int]:
+    """Distinct persons and persons at exactly 1, 2, 3+ sites, by pandas on the pooled rows
+    (national ids normalised by hand), the rows restricted to ``where``."""
     pooled = pd.concat(
         [f.assign(site=s, nid=f["national_id"].str.replace(r"\D", "", regex=True)) for s, f in running.frames.items()]
     )
+    if where is not None:
+        pooled = pooled[where(pooled)]
     per_person = pooled.groupby("nid")["site"].nunique()
     return [
         pooled["nid"].nunique(),
@@ -146,6 +212,38 @@ def test_count_distinct_person_over_the_agents(linked: Running) -> None:
     assert len(frame.attrs["receipts"]) == 3
 
 
+def test_count_distinct_person_with_a_where_equals_pandas(linked: Running) -> None:
+    frame = linked.client.query("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 50 AND code % 3 <> 1")
+    expected = pooled_counts(linked, lambda f: (f["age"] > 50) & (f["code"] % 3 != 1))
+    assert frame.iloc[0].tolist() == expected and expected[2] > 0 and expected[3] > 0
+
+
+def test_differencing_one_person_out_is_withheld(linked: Running) -> None:
+    """``WHERE age > 40`` then ``WHERE age > 40 AND NOT (code = t)``: released, the second's counts
+    minus the first's would tell whether person t is at two sites. The release ledger withholds them."""
+    seen, ages = membership(), 20 + np.arange(PERSONS) % 60
+    t = int(np.flatnonzero((seen.sum(axis=1) == 2) & (ages > 40))[0])
+    first = linked.client.query("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 40")
+    assert first.iloc[0].tolist() == pooled_counts(linked, lambda f: f["age"] > 40)
+    second = linked.client.query(f"SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 40 AND NOT (code = {t})")
+    # The attacker's arithmetic: person t is at two sites iff the "at 2 sites" count dropped by one.
+    truth = (
+        pooled_counts(linked, lambda f: f["age"] > 40)[2]
+        - pooled_counts(linked, lambda f: (f["age"] > 40) & (f["code"] != t))[2]
+    )
+    assert truth == 1  # released, the difference would have given person t away
+    assert second.iloc[0].isna().all()  # nothing to subtract: the estimate cannot be made
+    # the whole table, far from every set released before, is still answered
+    assert linked.client.query("SELECT COUNT(DISTINCT PERSON) FROM patients").iloc[0].tolist() == pooled_counts(linked)
+    # One ledger for both kinds: an aggregate one person away from the linkage set of age > 40
+    # would give that person's number of rows; it is withheld.
+    u = int(np.flatnonzero((seen.sum(axis=1) == 3) & (ages > 40))[0])
+    rows = linked.client.query(f"SELECT COUNT(*) AS n FROM patients WHERE age > 40 AND NOT (code = {u})")
+    assert pd.isna(pd.to_numeric(rows["n"], errors="coerce").iloc[0])
+    control = linked.client.query("SELECT COUNT(*) AS n FROM patients WHERE age > 60")
+    assert int(control["n"].iloc[0]) == int((linked.pooled["age"] > 60).sum())
+
+
 def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) -> None:
     text = linked.client.explain("SELECT COUNT(DISTINCT PERSON) FROM patients")
     assert "set sizes" in text and "sort comparisons" in text and "at least 5 persons" in text
@@ -154,7 +252,8 @@ def test_count_distinct_person_is_explained_with_its_reveals(linked: Running) ->
 @pytest.mark.parametrize(
     ("query", "words"),
     [
-        ("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE age > 50", "WHERE"),
+        ("SELECT COUNT(DISTINCT PERSON) FROM patients GROUP BY age", "GROUP BY"),
+        ("SELECT COUNT(DISTINCT PERSON) FROM patients WHERE national_id = '1'", "national_id"),
         ("SELECT COUNT(DISTINCT PERSON), COUNT(*) FROM patients", "statement of its own"),
     ],
 )

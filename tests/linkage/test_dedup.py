@@ -12,7 +12,7 @@ import pytest
 
 from site_agent.errors import ProtocolViolation
 from site_agent.linkage import dedup
-from site_agent.mpc.party import Party, run_in_memory
+from site_agent.mpc.party import Party, Protocol, run_in_memory
 from site_agent.mpc.sharing import deal
 
 from ..mpc.test_views import ALPHA, affine_relations, collect, position_p_value, runs_for
@@ -168,3 +168,27 @@ def test_batches_give_the_same_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     site_keys = dedup.synthetic_sites(2000, 3)
     results, _ = run_in_memory(lambda p: dedup.committee_counts(p, site_keys[p.index], 3, 5))
     assert results[0].values == pandas_counts(site_keys) == [4400, 3000, 1200, 200]
+
+
+@pytest.mark.parametrize(
+    ("differences", "withheld"),
+    [
+        ([[], [], []], False),  # nothing remembered
+        ([[0, 40], [0, 40], [0, 0]], False),  # 80 records apart from the second set: no person isolated
+        ([[1, 40], [1, 40], [0, 0]], True),  # one person at two sites apart from the first set
+        ([[4, 0], [4, 0], [4, 0]], True),  # 12 records: possibly 4 persons at three sites each (k = 5)
+        ([[5, 0], [4, 0], [4, 0]], False),  # 13 records: at least 5 persons
+    ],
+)
+def test_the_ledger_withholds_every_count_when_a_difference_could_isolate_persons(
+    differences: list[list[int]], withheld: bool
+) -> None:
+    site_keys = dedup.synthetic_sites(600, 9)
+
+    def program(p: Party) -> Protocol[dedup.Linked]:
+        mine = np.asarray(differences[p.index], dtype=np.uint64)
+        kept, flags = yield from dedup.committee_release(p, site_keys[p.index], 3, 5, differences=mine, ledger_k=13)
+        return (yield from dedup.open_linked(p, kept, flags, 3))
+
+    results, _ = run_in_memory(program)
+    assert results[0].values == ([None] * 4 if withheld else pandas_counts(site_keys))
