@@ -265,6 +265,7 @@ class Policy:
         """The site whose per-analyst budget (``epsilon``) is the smallest: the one an over-budget
         refusal names."""
         return min(self._each(), key=lambda p: p.privacy.epsilon).site
+
     def review_sites(self) -> tuple[str, ...]:
         """The sites whose data-protection officer must approve every result (``review = "dpo"``)."""
         return tuple(sorted(p.site for p in self._each() if p.review == "dpo"))
@@ -274,14 +275,13 @@ class Policy:
         withheld a cell (``review = "failing"`` or ``"dpo"``)."""
         return tuple(sorted(p.site for p in self._each() if p.review != "auto"))
 
-    def check_reviewable(self, reviewable: bool) -> None:
-        """Refuse, naming a reviewing site and rule ``review``, a statement whose result cannot be
-        held for output review (DP, model, survival and linkage statements): at a site that asks
-        for review, nothing leaves without its DPO's approval."""
-        if not reviewable:
-            for p in self._each():
-                if p.review == "dpo":
-                    raise p._refuse("review", "this statement's results cannot be held for output review yet")
+    def check_reviewable(self, why: str) -> None:
+        """Refuse, naming a reviewing site and rule ``review``, a statement whose result is not
+        held for output review (DP and linkage statements; ``why`` says why): at a site that
+        asks for review of every result, nothing leaves without its DPO's approval."""
+        for p in self._each():
+            if p.review == "dpo":
+                raise p._refuse("review", f'{why} (review = "dpo" at this site)')
 
     def review_deadline_hours(self) -> int:
         """Hours a held result waits for approval: the shortest of the reviewing sites' (strictest)."""
