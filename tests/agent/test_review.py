@@ -287,3 +287,42 @@ def test_a_model_at_a_dpo_site_is_held_and_opens_only_its_sizes_as_bands(tmp_pat
 def _band(size: int) -> str:
     bounds = [(0, 9), (10, 19), (20, 49), (50, 99), (100, 199), (200, 499), (500, 999)]
     return next((f"{lo}-{hi}" for lo, hi in bounds if lo <= size <= hi), "1000+")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("COX time, status = 2 ~ age + sex FROM lung", lambda rows: [("persons", rows), ("events", rows.status == 2)]),
+        (
+            "VALIDATE LOGISTIC status = 2 ~ 1.2 + 0.01*age FROM lung BY sex",
+            lambda rows: [(f"sex = {s}", rows.sex == s) for s in (1, 2)],
+        ),
+    ],
+)
+def test_cox_and_validate_held_open_their_sizes_as_bands(tmp_path: Path, text: str, expected: Any) -> None:
+    """COX's persons and events, VALIDATE's persons per BY group: each band equals the band of
+    pandas' count on the pooled lung rows (in-process sites; the plan held at a "dpo" site)."""
+    from lifelines.datasets import load_lung
+
+    lung = load_lung().rename(columns=lambda c: c.replace(".", "_"))
+    lung["status"] = lung["status"] + 1
+    lung.insert(0, "id", range(1, len(lung) + 1))
+    cons = []
+    for part in np.array_split(np.arange(len(lung)), 3):
+        con = duckdb.connect()
+        con.register("part", lung.iloc[part].reset_index(drop=True))
+        con.execute("CREATE TABLE lung AS SELECT * FROM part")
+        cons.append(con)
+    grids = {"lung.time": (0.0, 1100.0, 1.0), "lung.age": (30.0, 90.0, 1.0)}
+    schema = schema_from_duckdb(cons[0], {"lung.sex": [1, 2]}, grids, {"lung": "id"})
+    plan = compile_query(text, schema, combine([_policy(tmp_path, "north", 'review = "dpo"')]))
+    assert isinstance(plan, ModelCompiled) and plan.held_by({}) == ["north"]
+    kind = plan.model
+    steps = [(lambda params, con=con: kind.local(plan.plan, con, True, params)) for con in cons]
+    results, _ = run_in_memory(lambda p: kind.program(p, plan.plan, steps[p.index]), seed=3)
+    rows = lung.dropna(subset=["time", "status", "age", "sex"])
+    want = [
+        f"{label}: {_band(int(mask.sum()) if isinstance(mask, pd.Series) else len(mask))}"
+        for label, mask in expected(rows)
+    ]
+    assert results[0][1]["bands"] == want
