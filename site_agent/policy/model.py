@@ -89,7 +89,8 @@ class Policy:
     "failing", a result where the release rule withheld a cell is held as shares until this
     site's data-protection officer approves releasing it as computed (the cells of 1 to k-1
     persons and their secondary suppressions; never a difference: docs/review-and-report.md);
-    "dpo", every result is held, and one with withheld cells as under "failing"."""
+    "dpo", every exact result is held (aggregates, models, survival curves; DP and linkage are
+    refused), and one with withheld cells as under "failing"."""
     review_hours: int = DEFAULT_REVIEW_HOURS
     """``[privacy] review_hours``: a held result not approved by then is discarded."""
     review_keep_hours: int = DEFAULT_KEEP_HOURS
@@ -512,7 +513,8 @@ max_rows_per_person = 1
 # "failing" holds a result where the rules above withheld a cell as shares, at every committee
 # member, until this site's data-protection officer approves releasing its cells of fewer than
 # min_cell_size persons ('mpc-site-agent review approve ID'; differences and the other rules
-# still withhold); "dpo" holds every result so. Unapproved after review_hours hours, it is
+# still withhold); "dpo" holds every exact result so, models too (DP and COUNT(DISTINCT
+# PERSON) are refused). Unapproved after review_hours hours, it is
 # discarded. An approved
 # result whose receipt the analyst has not confirmed review_keep_hours after the last approval
 # is discarded too (the smallest of all sites' applies).
