@@ -253,7 +253,7 @@ def test_a_model_at_a_dpo_site_is_held_and_opens_only_its_sizes_as_bands(tmp_pat
     "dpo" sites only: models refuse rather than withhold) and the declared ``bands`` reveal; run
     on three in-process sites, its program opens the persons and events as bands, which equal
     the bands of pandas' counts on the pooled rows; a "failing" site alone holds nothing, and DP
-    stays refused at a "dpo" site, saying why."""
+    and record linkage stay refused at a "dpo" site, saying why."""
     rng = np.random.default_rng(5)
     frame = pd.DataFrame({"age": rng.normal(60, 9, 160).round(), "sex": rng.integers(1, 3, 160)})
     frame["dead"] = (rng.random(160) < 1 / (1 + np.exp(-(frame.age - 60) / 10))).astype(int)
@@ -271,6 +271,9 @@ def test_a_model_at_a_dpo_site_is_held_and_opens_only_its_sizes_as_bands(tmp_pat
     assert plain.review is None and plain.digest != plan.digest
     with pytest.raises(PolicyRefusal, match="noised") as refused:
         compile_query("SELECT COUNT(*) AS n FROM lung", schema, combine([dpo, auto]), {"@dp": {"epsilon": 1.0}})
+    assert refused.value.rule == "review"
+    with pytest.raises(PolicyRefusal, match="record-linkage flow") as refused:
+        compile_query("SELECT COUNT(DISTINCT PERSON) AS n FROM lung", schema, combine([dpo, auto]))
     assert refused.value.rule == "review"
 
     kind, model_plan = plan.model, plan.plan
