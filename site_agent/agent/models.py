@@ -32,6 +32,7 @@ from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..privacy.checks import ledger_stops
+from ..query.explain import review_lines
 from .planning import Compiled, RevealInfo
 
 LEDGER_RULE = "ledger_difference"
@@ -120,9 +121,17 @@ class ModelCompiled(Compiled):
         return (yield from self.model.program(p, self.plan, step))
 
     def explain(self) -> str:
-        """The model's own explanation, then its ledger query (the persons of its query set)."""
-        text = self.model.explain(self.plan)
+        """The model's own explanation, then its ledger query (the persons of its query set) and
+        output review's terms, if it is held."""
+        text = self.model.explain(self.plan).rstrip()
         ledger = self.plan.data.get("ledger")
-        if ledger is None:
-            return text
-        return f"{text.rstrip()}\nRelease ledger (each site, its persons):\n   [ledger] {ledger['sql']}"
+        if ledger is not None:
+            text += f"\nRelease ledger (each site, its persons):\n   [ledger] {ledger['sql']}"
+        review = self.plan.data.get("review")
+        if review is not None:
+            sizes = (
+                "the persons of the model's rows, its events (binary and survival outcomes) and each BY "
+                "group's persons (VALIDATE) are each"
+            )
+            text += "\n" + "\n".join(review_lines(review, sizes))
+        return text

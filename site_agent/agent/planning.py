@@ -32,12 +32,11 @@ from ..linkage.statement import KIND as LINKAGE
 from ..linkage.statement import LinkageCompiled, compile_linkage, is_linkage_query
 from ..linkage.statement import assemble as assemble_linkage
 from ..models.statement import kind_of
-from ..mpc.arithmetic import add_public, open_all
-from ..mpc.boolean import ltz
 from ..mpc.party import Party, Protocol
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
 from ..policy import Policy
+from ..privacy.bands import BANDS_REVEAL, size_bands
 from ..query import plan as query_plan
 from ..query.catalog import Schema, rules_from_policy
 from ..query.disclosure import EMPTY, RELEASED, SUPPRESSED
@@ -50,25 +49,6 @@ from ..query.program import MpcResult, mpc_program
 from ..query.schema_file import load_schema_file
 
 SCHEMA_FILE = "schema.toml"
-SIZE_BANDS: tuple[tuple[int, int | None], ...] = (
-    (0, 9),
-    (10, 19),
-    (20, 49),
-    (50, 99),
-    (100, 199),
-    (200, 499),
-    (500, 999),
-    (1000, None),
-)
-"""The bands in which a reviewing DPO sees each cell's size (never the size itself)."""
-
-
-def band_label(index: int) -> str:
-    """``"10-19"``, or ``"1000+"`` for the open last band."""
-    lo, hi = SIZE_BANDS[index]
-    return f"{lo}+" if hi is None else f"{lo}-{hi}"
-
-
 FLOAT_PARTS = ("sign", "mant", "exp")
 
 
@@ -203,6 +183,8 @@ class Compiled:
             meta["withheld"] = result.withheld.tolist()
         if result.local_failed:
             meta["local_failed"] = True  # the member raises LocalStepError once its session ended
+        elif self.held_by(meta):  # the DPOs see each cell's size as a band, never the size
+            meta["bands"] = yield from self.cell_bands(p, inputs)
         return parts, meta
 
     def _stacked(self, inputs: list[AShare]) -> tuple[dict[str, AShare], int]:
@@ -217,19 +199,13 @@ class Compiled:
         return stacked, at
 
     def cell_bands(self, p: Party, inputs: list[AShare]) -> Protocol[list[str]]:
-        """Each base cell's pooled size as a band (``SIZE_BANDS``), for the reviewing DPOs: the
-        persons of the cell's query set (rows where the table has no person column), compared
-        with the bands' public bounds on shares; only the band is opened, to the committee (a
-        reveal point the plan declares: ``explain``)."""
+        """Each base cell's pooled size as a band (``site_agent.privacy.bands``), for the
+        reviewing DPOs: the persons of the cell's query set (rows where the table has no person
+        column), compared with the bands' public bounds on shares; only the band is opened, to
+        the committee (a reveal point the plan declares: ``explain``)."""
         name = next(s["cell"] for s in self.plan.data["steps"] if s["op"] == "suppress")
         stacked, _ = self._stacked(inputs)
-        pooled = stacked[name].sum(axis=0)  # (cells,): the sites' counts added on shares
-        bounds = np.asarray([lo for lo, _ in SIZE_BANDS[1:]], dtype=np.int64)
-        below = AShare(np.repeat(pooled.v[:, None, :], len(bounds), axis=1))
-        below = add_public(p, below, (-bounds).astype(np.uint64)[:, None])
-        under = (yield from ltz(p, below)).sum(axis=0)  # bounds above the size, per cell
-        opened = yield from open_all(p, under)
-        return [band_label(len(bounds) - int(u)) for u in opened]
+        return (yield from size_bands(p, stacked[name].sum(axis=0)))  # the sites' counts added on shares
 
     def explain(self) -> str:
         return explain_plan(self.plan)
@@ -260,30 +236,51 @@ def compile_query(
     if is_linkage_query(text, schema):
         if dp is not None:
             raise UnsupportedQuery("DP mode answers SELECT queries only; COUNT(DISTINCT PERSON) is answered exactly")
-        policy.check_reviewable(False)
+        policy.check_reviewable(
+            "COUNT(DISTINCT PERSON) runs the record-linkage flow, whose result is not held for output review"
+        )
         return compile_linkage(text, linkage, rules, len(sites) if sites is not None else 3, schema)
     from .models import ModelCompiled  # a model statement's plan (site_agent.models)
 
     plan = query_plan.compile_query(text, schema, rules, sites, dp)
     compiled = ModelCompiled(plan) if "model" in plan.data else Compiled(plan)
     policy.check_kind(compiled.kind)
-    # Output review holds an aggregate query's exact result; other statements cannot be held yet
-    # (refused where a site reviews every result; answered by the release rule alone where a site
-    # reviews withheld cells: DP results withhold nothing, models refuse instead of withholding).
-    reviewable = dp is None and "model" not in plan.data and "statement" not in plan.data
-    policy.check_reviewable(reviewable)
-    withheld = policy.review_withheld_sites()
-    if reviewable and withheld:  # in the plan, so its digest holds it: members agree before any share moves
-        compiled.plan.data["review"] = {
-            "sites": list(policy.review_sites()),
-            "withheld_sites": list(withheld),
-            "hours": policy.review_deadline_hours(),
-            "keep_hours": policy.review_keep_hours,
-        }
-        steps = compiled.plan.data["steps"]
-        at = next(i for i, s in enumerate(steps) if s["op"] == "reveal_flags")
-        steps.insert(at + 1, {"op": "review_flags"})
+    # Output review holds exact results as shares (docs/review-and-report.md). DP results cannot
+    # be held (they are noised and budgeted: a DPO's deny would waste the spent budget, and a
+    # held noisy result would be a second release rule); linkage is a separate flow (above).
+    if dp is not None:
+        policy.check_reviewable(
+            "DP results are noised and spent from the privacy budget when computed, so they are not held for "
+            "output review; ask without @dp for an exact result the DPO reviews"
+        )
+    else:
+        _hold_for_review(compiled, policy)
     return compiled
+
+
+def _hold_for_review(compiled: Compiled, policy: Policy) -> None:
+    """Write output review's terms into an exact plan, so its digest holds them and members
+    agree before any share moves. An aggregate waits for the ``"dpo"`` sites, and where the
+    release rule withheld a cell for the ``"failing"`` ones too (the ``review_flags`` step). A
+    model or a KAPLAN_MEIER waits for the ``"dpo"`` sites only: its rules refuse rather than
+    withhold (a survival curve's withheld steps are never released), so a ``"failing"`` site has
+    nothing to review there. A held model opens its sizes as bands (a declared reveal point)."""
+    aggregate = "model" not in compiled.plan.data and "statement" not in compiled.plan.data
+    sites, withheld = policy.review_sites(), policy.review_withheld_sites()
+    if not (withheld if aggregate else sites):
+        return
+    data = compiled.plan.data
+    data["review"] = {
+        "sites": list(sites),
+        "withheld_sites": list(withheld) if aggregate else [],
+        "hours": policy.review_deadline_hours(),
+        "keep_hours": policy.review_keep_hours,
+    }
+    if aggregate:
+        at = next(i for i, s in enumerate(data["steps"]) if s["op"] == "reveal_flags")
+        data["steps"].insert(at + 1, {"op": "review_flags"})
+    if "model" in data:
+        data["reveals"] = [*data["reveals"], dict(BANDS_REVEAL)]
 
 
 def dp_request(raw: Any, policy: Policy) -> DpRequest | None:

@@ -540,9 +540,7 @@ class Agent:
             progress.soon("agreed")
             inputs = (yield from input_all(p, local, sizes)) + extra
             progress.soon("shared")
-            shares, meta = yield from plan.program(p, inputs, remembered)
-            if plan.held_by(meta):  # the DPOs see each cell's size as a band, never the size
-                meta["bands"] = yield from plan.cell_bands(p, inputs)
+            shares, meta = yield from plan.program(p, inputs, remembered)  # a held one with its bands
             progress.soon("computed")
             return Outcome(shares, meta, members, receipts)
 

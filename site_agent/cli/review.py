@@ -7,8 +7,11 @@ records each decision in the audit log and tells the other committee members wit
 
 ``show`` prints the query, the plan in words, and what would be released: each output's name
 and shape, how many cells pass the release rule (public suppression flags), and each cell's
-size as a band ("10-19"), which the committee opened for the DPOs. Never a value: this member
-holds only shares, and the command opens nothing.
+size as a band ("10-19"), which the committee opened for the DPOs; for a model, its terms'
+names, each output's name and size, and the persons of its rows (its events, each BY group's
+persons) as bands; for a KAPLAN_MEIER, the step table's shape. Never a value: this member
+holds only shares, and the command opens nothing (a model's coefficients, which the committee
+opened as its last iterate, stay in the record and are not printed).
 """
 
 from __future__ import annotations
@@ -77,8 +80,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"reviewers {', '.join(held.sites)}")
     for site, d in sorted(held.decisions.items()):
         print(f"          {site}: {d.decision} at {_when(d.time)} by {d.by}")
-    print(f"outputs   {_outputs(held)} (names and shapes; values are never shown)")
     plan = Plan(held.meta["plan"])
+    if "model" in plan.data:
+        _show_model(held, plan)
+        return 0
+    if "km" in plan.data:  # what the members hold shares of: the step table's columns by released step
+        print(f"outputs   {', '.join(f'{n} {s}' for n, s in _layout(held))} (names and sizes; values are never shown)")
+        print(f"          {_step_table(held)}")
+    else:
+        print(f"outputs   {_outputs(held)} (names and shapes; values are never shown)")
     if held.withheld is None:
         print(f"release   {released} of {len(flags)} release rows pass the release rule; the rest stay suppressed")
     else:
@@ -98,6 +108,51 @@ def cmd_show(args: argparse.Namespace) -> int:
     print("\nQuery:\n" + "\n".join("    " + line for line in held.query.strip().splitlines()))
     print("\n" + explain(plan))
     return 0
+
+
+def _layout(held: Held) -> list[tuple[str, int]]:
+    """The outputs the members hold shares of, by name and size, a float's three words as one."""
+    sizes: dict[str, int] = {}
+    for entry in held.meta.get("layout", []):
+        name, size = str(entry[0]), int(entry[-1])
+        base, _, part = name.rpartition(".")
+        if part in ("sign", "mant", "exp") and base:
+            sizes[base] = size
+        else:
+            sizes[name] = size
+    return list(sizes.items())
+
+
+def _step_table(held: Held) -> str:
+    """A KAPLAN_MEIER's released step table: its shape (the number of released steps is public
+    to the committee: the step pattern opened by the release rule for survival curves)."""
+    steps = dict(_layout(held)).get("km_at_risk", 0)
+    return f"step table: {steps} released steps x (time, at_risk, observed, censored, estimate, greenwood)"
+
+
+def _show_model(held: Held, plan: Any) -> None:
+    """What a held model would release: its terms' names, each output's name and size, and its
+    sizes as bands. The coefficients the committee opened (``meta["coef"]``) are never printed."""
+    from ..agent.models import ModelCompiled
+
+    model = plan.data["model"]
+    outputs = _layout(held)
+    if "coef" in held.meta:
+        outputs.insert(0, ("coef", len(held.meta["coef"])))
+    print(f"model     {model['kind']}" + (f" ({model['family']} family)" if "family" in model else ""))
+    if "names" in model:
+        print(f"terms     {', '.join(model['names'])}")
+    if "released" in held.meta:
+        groups = ["all"] if model.get("by") is None else [f"{model['by']} = {g}" for g in model["groups"]]
+        kept = [groups[int(i)] for i in held.meta["released"] if 0 <= int(i) < len(groups)]
+        print(f"groups    {len(kept)} of {len(groups)} pass the release rule: {', '.join(kept) or 'none'}")
+    shown = ", ".join(f"{name} {size}" for name, size in outputs) or "none"
+    print(f"outputs   {shown} (names and sizes; values are never shown)")
+    print("sizes (bands; the sizes themselves are never opened):")
+    for line in held.bands:
+        print(f"    {line}")
+    print("\nQuery:\n" + "\n".join("    " + line for line in held.query.strip().splitlines()))
+    print("\n" + ModelCompiled(plan).explain())
 
 
 def _withheld_cells(plan: Any, withheld: list[int], flags: list[int]) -> list[tuple[str, str]]:

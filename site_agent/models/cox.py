@@ -104,6 +104,7 @@ from ..mpc.normalize import exponent_tables, reciprocal_newton
 from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from ..privacy.bands import held_bands
 from ..privacy.models import Check, ModelRules, model_checks, released_count
 from ..query.catalog import DisclosureRules, Schema
 from ..query.failsafe import failure_word, total_sql
@@ -685,6 +686,7 @@ def cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         message = TIES_MESSAGE if refused == "cox_ties" else _rule_set(plan).message(refused)
         return empty_outcome(refused=refused, message=message)
     n, events = counts[1:2], counts[3 + sz.levels : 4 + sz.levels]
+    review = yield from held_bands(p, plan.data, ["persons", "events"], AShare.concat([counts[2:3], events]))
     _, censored_small = yield from released_count(p, n - events, _rule_set(plan).k)  # n - events is derivable
     terms = yield from _terms(p, sz, first, ties)
     llf_null = yield from _log_likelihood(p, terms, ties)
@@ -727,6 +729,7 @@ def cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         "converged": converged,
         "iterations": iterations,
         "layout": [[name, int(x.size)] for name, x in outputs],
+        **review,
     }
     return AShare.concat([x.ravel() for _, x in outputs]), meta
 

@@ -76,6 +76,7 @@ from ..mpc.normalize import exponent_tables
 from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from ..privacy.bands import held_bands
 from ..privacy.models import Check, ModelRules, model_checks, released_count
 from ..query.catalog import DisclosureRules, Schema
 from ..query.failsafe import failure_word, total_sql
@@ -544,6 +545,17 @@ def check_rules(p: Party, plan: Plan, counts: AShare) -> Protocol[tuple[str | No
     return None, dropped, withheld
 
 
+def review_bands(p: Party, plan: Plan, counts: AShare) -> Protocol[dict[str, Any]]:
+    """For a model held for output review, its sizes as bands for the DPOs (``{"bands": ...}``;
+    ``{}`` otherwise): the persons of its complete cases and, for a binary outcome, its events."""
+    m = plan.data["model"]
+    persons, sum_y = counts[2:3], counts[3 + len(m["levels"]) : 4 + len(m["levels"])]
+    if m["family"] != "binomial":
+        return (yield from held_bands(p, plan.data, ["persons"], persons))
+    both = AShare.concat([persons.lshift(FH), sum_y])  # the events at FH bits
+    return (yield from held_bands(p, plan.data, ["persons", "events"], both, FH))
+
+
 def _settled(beta: np.ndarray, before: np.ndarray) -> bool:
     """Whether a polishing step moved every public coefficient by at most 1e-10 of itself (or
     16 units of the last place): no further step would change what is released."""
@@ -650,6 +662,7 @@ def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     refused, dropped, withheld = yield from check_rules(p, plan, counts)
     if refused is not None:
         return empty_outcome(refused=refused, message=rule_set(plan).message(refused))
+    review = yield from review_bands(p, plan, counts)
     if not (yield from _newton(p, plan, site, fit)):
         return empty_outcome(local_failed=True)
     se, stats = yield from _outputs(p, plan, fit, counts, stacked)
@@ -666,6 +679,7 @@ def glm_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         "converged": fit.converged,
         "iterations": fit.iterations,
         "layout": [[name, int(x.size)] for name, x in outputs],
+        **review,
     }
     return AShare.concat([x.ravel() for _, x in outputs]), meta
 

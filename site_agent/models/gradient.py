@@ -165,6 +165,7 @@ def gradient_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         refused = "gradient_eta_bound" if bad[0] else "term_isolation" if any(small) else None
     if refused is not None:
         return empty_outcome(refused=refused, message=glm.rule_set(plan).message(refused))
+    review = yield from glm.review_bands(p, plan, counts)
     low = yield from ar.trunc(p, AShare.concat([g[1], h[1].ravel()]), glm.HL)
     outputs = [("score", g[0] + low[:k]), ("n", counts[1:2])]
     if m["hessian"]:
@@ -172,7 +173,7 @@ def gradient_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         outputs.append(("hessian", (h[0] + low[k:].reshape(k, k))[iu[0], iu[1]]))
     if not withheld:
         outputs.append(("dropped", dropped))
-    meta = {"plan": plan.data, "digest": plan.digest(), "layout": [[n, int(x.size)] for n, x in outputs]}
+    meta = {"plan": plan.data, "digest": plan.digest(), "layout": [[n, int(x.size)] for n, x in outputs], **review}
     return AShare.concat([x.ravel() for _, x in outputs]), meta
 
 

@@ -63,6 +63,7 @@ from ..mpc.fixed import FixedPoint, decode_int, encode_int
 from ..mpc.party import Party, Protocol, local
 from ..mpc.ring import U64
 from ..mpc.shares import AShare
+from ..privacy.bands import held_bands
 from ..privacy.models import Check, ModelRules, model_checks, small_counts
 from ..query.catalog import DisclosureRules, KeyValue, Schema
 from ..query.failsafe import failure_word, total_sql
@@ -560,6 +561,14 @@ def release_groups(
     return released, small
 
 
+def group_bands(p: Party, plan: Plan, n: AShare) -> Protocol[dict[str, Any]]:
+    """For a validation held for output review, each group's persons ``n`` (one per BY group)
+    as a band for the DPOs (``{"bands": ...}``; ``{}`` otherwise)."""
+    m = plan.data["model"]
+    labels = ["all"] if m["by"] is None else [f"{m['by']} = {g}" for g in m["groups"]]
+    return (yield from held_bands(p, plan.data, labels, n))
+
+
 def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     """The committee's protocol (module docstring, steps 2-5)."""
     m = plan.data["model"]
@@ -585,6 +594,7 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
     if release is None:
         return empty_outcome(refused="term_isolation", message=ModelRules(k).message("term_isolation"))
     released, small = release
+    review = yield from group_bands(p, plan, col["n"])
     confusion_ok = [not any(small[c * g + i] for c in range(4)) for i in range(g)]
     dropped_ok = [not small[4 * g + i] for i in range(g)]
     outputs: list[tuple[str, AShare]] = []
@@ -632,6 +642,7 @@ def validate_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outcome]:
         "dropped": [i for i in released if dropped_ok[i]],
         "calibration": calibration,
         "layout": [[name, int(x.size)] for name, x in outputs],
+        **review,
     }
     if not outputs:
         return AShare(np.zeros((2, 0), dtype=np.uint64)), meta

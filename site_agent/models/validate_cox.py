@@ -74,6 +74,7 @@ from .validate import (
     _NAME,
     Term,
     _clauses,
+    group_bands,
     group_counts_sql,
     group_rows_sql,
     parse_linear_predictor,
@@ -257,6 +258,7 @@ def validate_cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outco
     if release is None:
         return empty_outcome(refused="term_isolation", message=ModelRules(k).message("term_isolation"))
     released, small = release
+    review = yield from group_bands(p, plan, col["n"])
     outputs: list[tuple[str, AShare]] = []
     if released:
         rel = np.asarray(released)
@@ -273,6 +275,7 @@ def validate_cox_program(p: Party, plan: Plan, site: SiteStep) -> Protocol[Outco
         "released": released,
         "dropped": [i for i in released if not small[i]],
         "layout": [[name, int(x.size)] for name, x in outputs],
+        **review,
     }
     if not outputs:
         return AShare(np.zeros((2, 0), dtype=np.uint64)), meta

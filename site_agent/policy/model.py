@@ -89,7 +89,8 @@ class Policy:
     "failing", a result where the release rule withheld a cell is held as shares until this
     site's data-protection officer approves releasing it as computed (the cells of 1 to k-1
     persons and their secondary suppressions; never a difference: docs/review-and-report.md);
-    "dpo", every result is held, and one with withheld cells as under "failing"."""
+    "dpo", every exact result is held (aggregates, models, survival curves; DP and linkage are
+    refused), and one with withheld cells as under "failing"."""
     review_hours: int = DEFAULT_REVIEW_HOURS
     """``[privacy] review_hours``: a held result not approved by then is discarded."""
     review_keep_hours: int = DEFAULT_KEEP_HOURS
@@ -265,6 +266,7 @@ class Policy:
         """The site whose per-analyst budget (``epsilon``) is the smallest: the one an over-budget
         refusal names."""
         return min(self._each(), key=lambda p: p.privacy.epsilon).site
+
     def review_sites(self) -> tuple[str, ...]:
         """The sites whose data-protection officer must approve every result (``review = "dpo"``)."""
         return tuple(sorted(p.site for p in self._each() if p.review == "dpo"))
@@ -274,14 +276,13 @@ class Policy:
         withheld a cell (``review = "failing"`` or ``"dpo"``)."""
         return tuple(sorted(p.site for p in self._each() if p.review != "auto"))
 
-    def check_reviewable(self, reviewable: bool) -> None:
-        """Refuse, naming a reviewing site and rule ``review``, a statement whose result cannot be
-        held for output review (DP, model, survival and linkage statements): at a site that asks
-        for review, nothing leaves without its DPO's approval."""
-        if not reviewable:
-            for p in self._each():
-                if p.review == "dpo":
-                    raise p._refuse("review", "this statement's results cannot be held for output review yet")
+    def check_reviewable(self, why: str) -> None:
+        """Refuse, naming a reviewing site and rule ``review``, a statement whose result is not
+        held for output review (DP and linkage statements; ``why`` says why): at a site that
+        asks for review of every result, nothing leaves without its DPO's approval."""
+        for p in self._each():
+            if p.review == "dpo":
+                raise p._refuse("review", f'{why} (review = "dpo" at this site)')
 
     def review_deadline_hours(self) -> int:
         """Hours a held result waits for approval: the shortest of the reviewing sites' (strictest)."""
@@ -512,7 +513,8 @@ max_rows_per_person = 1
 # "failing" holds a result where the rules above withheld a cell as shares, at every committee
 # member, until this site's data-protection officer approves releasing its cells of fewer than
 # min_cell_size persons ('mpc-site-agent review approve ID'; differences and the other rules
-# still withhold); "dpo" holds every result so. Unapproved after review_hours hours, it is
+# still withhold); "dpo" holds every exact result so, models too (DP and COUNT(DISTINCT
+# PERSON) are refused). Unapproved after review_hours hours, it is
 # discarded. An approved
 # result whose receipt the analyst has not confirmed review_keep_hours after the last approval
 # is discarded too (the smallest of all sites' applies).

@@ -106,30 +106,7 @@ def explain(plan: Plan, sites: int = 3) -> str:
             "of the cell's total of absolute contributions (dominance)."
         )
     if "review" in d:
-        review = d["review"]
-        if review["sites"]:
-            lines.append(
-                f"Output review: the result is held as shares at every member until the data-protection "
-                f'officers of {", ".join(review["sites"])} approve it (review = "dpo").'
-            )
-        lines.append(
-            "Output review of withheld cells: where the release rule withholds a cell, the result is held "
-            f'as shares at every member until the data-protection officers of {", ".join(review["withheld_sites"])} '
-            'approve releasing it as computed (review = "failing" or "dpo"): approval releases the cells '
-            "of 1 to k-1 persons (every statistic of theirs, dominated or not) and the secondary suppressions "
-            "around them; a difference (within the query or with earlier results), too few sites, a quantile "
-            "bin or a site's failure still withholds, and so does everything the release rule withholds in a "
-            "cell of k or more persons. Reveal points: the flags approval would leave are opened to the "
-            "committee; the analyst learns only that the result is held, i.e. that the release rule withheld "
-            "some cell (which the release rule's flags show the analyst in full without review)."
-        )
-        lines.append(
-            f"A held result not approved within {review['hours']} hours, or denied, is discarded and nothing "
-            "is released; approved, it stays fetchable until the analyst's client confirms receipt, at most "
-            f"{review['keep_hours']} hours after the last approval, then it is discarded. For the officers, "
-            "each base cell's size (persons, or rows without a person column) is opened to the committee as a "
-            "band (0-9, 10-19, 20-49, 50-99, 100-199, 200-499, 500-999, 1000+)."
-        )
+        lines += review_lines(d["review"], "each base cell's size (persons, or rows without a person column) is")
     if plan.site_key is not None:
         lines.append(
             "Per-site breakdown (statement kind per_site_breakdown): SITE is the committee site; the "
@@ -185,3 +162,33 @@ def explain(plan: Plan, sites: int = 3) -> str:
     for r in d["reveals"]:
         lines.append(f"   {r['name']} [{r['shape']}]: {r['what']}")
     return "\n".join(lines)
+
+
+def review_lines(review: dict[str, Any], sizes: str) -> list[str]:
+    """Output review's terms in words (a plan's ``review``; docs/review-and-report.md), ``sizes``
+    saying what the officers see as bands ("each base cell's size is")."""
+    lines = []
+    if review["sites"]:
+        lines.append(
+            f"Output review: the result is held as shares at every member until the data-protection "
+            f'officers of {", ".join(review["sites"])} approve it (review = "dpo").'
+        )
+    if review["withheld_sites"]:
+        lines.append(
+            "Output review of withheld cells: where the release rule withholds a cell, the result is held "
+            f"as shares at every member until the data-protection officers of {', '.join(review['withheld_sites'])} "
+            'approve releasing it as computed (review = "failing" or "dpo"): approval releases the cells '
+            "of 1 to k-1 persons (every statistic of theirs, dominated or not) and the secondary suppressions "
+            "around them; a difference (within the query or with earlier results), too few sites, a quantile "
+            "bin or a site's failure still withholds, and so does everything the release rule withholds in a "
+            "cell of k or more persons. Reveal points: the flags approval would leave are opened to the "
+            "committee; the analyst learns only that the result is held, i.e. that the release rule withheld "
+            "some cell (which the release rule's flags show the analyst in full without review)."
+        )
+    lines.append(
+        f"A held result not approved within {review['hours']} hours, or denied, is discarded and nothing "
+        "is released; approved, it stays fetchable until the analyst's client confirms receipt, at most "
+        f"{review['keep_hours']} hours after the last approval, then it is discarded. For the officers, "
+        f"{sizes} opened to the committee as a band (0-9, 10-19, 20-49, 50-99, 100-199, 200-499, 500-999, 1000+)."
+    )
+    return lines

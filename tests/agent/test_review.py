@@ -11,15 +11,18 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from site_agent.agent.models import ModelCompiled
 from site_agent.agent.planning import compile_query
 from site_agent.agent.reviews import ReviewDesk
 from site_agent.audit import AuditLog, verify
-from site_agent.errors import ConfigError, ReviewError
+from site_agent.errors import ConfigError, PolicyRefusal, ReviewError
+from site_agent.mpc.party import run_in_memory
 from site_agent.policy import Policy, combine, load_policy
-from site_agent.query import schema_from_duckdb
+from site_agent.query import Schema, schema_from_duckdb
 from site_agent.review.store import APPROVED, DENIED, EXPIRED, PENDING, Held, ReviewStore
 
 POLICY = """
@@ -232,3 +235,97 @@ def test_fetch_repeats_the_same_release_until_receipt_then_retention_discards(tm
     assert "receipt was not confirmed" in entries[-1]["reason"]
     assert store.get("ac" * 32).state == EXPIRED  # type: ignore[union-attr]
     assert not list((tmp_path / "review").glob("*.npy"))
+
+
+def _sites_of(frame: pd.DataFrame) -> tuple[list[Any], Schema]:
+    """``frame`` as table ``lung`` cut into three DuckDB sites, and the schema."""
+    cons = []
+    for part in np.array_split(np.arange(len(frame)), 3):
+        con = duckdb.connect()
+        con.register("part", frame.iloc[part].reset_index(drop=True))
+        con.execute("CREATE TABLE lung AS SELECT * FROM part")
+        cons.append(con)
+    return cons, schema_from_duckdb(cons[0], domains={"lung.sex": [1, 2]})
+
+
+def test_a_model_at_a_dpo_site_is_held_and_opens_only_its_sizes_as_bands(tmp_path: Path) -> None:
+    """Issue 10, item 5: a LOGISTIC under a "dpo" site's policy carries the review terms (for the
+    "dpo" sites only: models refuse rather than withhold) and the declared ``bands`` reveal; run
+    on three in-process sites, its program opens the persons and events as bands, which equal
+    the bands of pandas' counts on the pooled rows; a "failing" site alone holds nothing, and DP
+    and record linkage stay refused at a "dpo" site, saying why."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"age": rng.normal(60, 9, 160).round(), "sex": rng.integers(1, 3, 160)})
+    frame["dead"] = (rng.random(160) < 1 / (1 + np.exp(-(frame.age - 60) / 10))).astype(int)
+    cons, schema = _sites_of(frame)
+    dpo, failing = _policy(tmp_path, "north", 'review = "dpo"'), _policy(tmp_path, "central", 'review = "failing"')
+    auto = _policy(tmp_path, "south", "")
+    text = "LOGISTIC dead = 1 ~ age + C(sex) FROM lung"
+    plan = compile_query(text, schema, combine([dpo, failing, auto]))
+    assert isinstance(plan, ModelCompiled)
+    assert plan.review == (["north"], [], 72, 168) and plan.held_by({}) == ["north"]
+    assert any(r.name == "bands" for r in plan.reveals)
+    assert "until the data-protection officers of north approve" in plan.explain()
+    assert "[committee] bands:" in plan.explain()
+    plain = compile_query(text, schema, combine([failing, auto]))
+    assert plain.review is None and plain.digest != plan.digest
+    with pytest.raises(PolicyRefusal, match="noised") as refused:
+        compile_query("SELECT COUNT(*) AS n FROM lung", schema, combine([dpo, auto]), {"@dp": {"epsilon": 1.0}})
+    assert refused.value.rule == "review"
+    with pytest.raises(PolicyRefusal, match="record-linkage flow") as refused:
+        compile_query("SELECT COUNT(DISTINCT PERSON) AS n FROM lung", schema, combine([dpo, auto]))
+    assert refused.value.rule == "review"
+
+    kind, model_plan = plan.model, plan.plan
+    steps = [(lambda params, con=con: kind.local(model_plan, con, True, params)) for con in cons]
+    results, _ = run_in_memory(lambda p: kind.program(p, model_plan, steps[p.index]), seed=7)
+    meta = results[0][1]
+    assert all(r[1]["bands"] == meta["bands"] for r in results)
+    events = int(frame.dead.sum())
+    assert meta["bands"] == ["persons: 100-199", f"events: {_band(events)}"]
+    unheld, _ = run_in_memory(lambda p: kind.program(p, plain.plan, steps[p.index]), seed=7)
+    assert "bands" not in unheld[0][1]  # not held: nothing opened for a DPO
+
+
+def _band(size: int) -> str:
+    bounds = [(0, 9), (10, 19), (20, 49), (50, 99), (100, 199), (200, 499), (500, 999)]
+    return next((f"{lo}-{hi}" for lo, hi in bounds if lo <= size <= hi), "1000+")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("COX time, status = 2 ~ age + sex FROM lung", lambda rows: [("persons", rows), ("events", rows.status == 2)]),
+        (
+            "VALIDATE LOGISTIC status = 2 ~ 1.2 + 0.01*age FROM lung BY sex",
+            lambda rows: [(f"sex = {s}", rows.sex == s) for s in (1, 2)],
+        ),
+    ],
+)
+def test_cox_and_validate_held_open_their_sizes_as_bands(tmp_path: Path, text: str, expected: Any) -> None:
+    """COX's persons and events, VALIDATE's persons per BY group: each band equals the band of
+    pandas' count on the pooled lung rows (in-process sites; the plan held at a "dpo" site)."""
+    from lifelines.datasets import load_lung
+
+    lung = load_lung().rename(columns=lambda c: c.replace(".", "_"))
+    lung["status"] = lung["status"] + 1
+    lung.insert(0, "id", range(1, len(lung) + 1))
+    cons = []
+    for part in np.array_split(np.arange(len(lung)), 3):
+        con = duckdb.connect()
+        con.register("part", lung.iloc[part].reset_index(drop=True))
+        con.execute("CREATE TABLE lung AS SELECT * FROM part")
+        cons.append(con)
+    grids = {"lung.time": (0.0, 1100.0, 1.0), "lung.age": (30.0, 90.0, 1.0)}
+    schema = schema_from_duckdb(cons[0], {"lung.sex": [1, 2]}, grids, {"lung": "id"})
+    plan = compile_query(text, schema, combine([_policy(tmp_path, "north", 'review = "dpo"')]))
+    assert isinstance(plan, ModelCompiled) and plan.held_by({}) == ["north"]
+    kind = plan.model
+    steps = [(lambda params, con=con: kind.local(plan.plan, con, True, params)) for con in cons]
+    results, _ = run_in_memory(lambda p: kind.program(p, plan.plan, steps[p.index]), seed=3)
+    rows = lung.dropna(subset=["time", "status", "age", "sex"])
+    want = [
+        f"{label}: {_band(int(mask.sum()) if isinstance(mask, pd.Series) else len(mask))}"
+        for label, mask in expected(rows)
+    ]
+    assert results[0][1]["bands"] == want
