@@ -45,7 +45,8 @@ def _class_one_share(tree: Any) -> np.ndarray:
     """Per node, the (weighted) share of class 1: sklearn's ``predict_proba`` at a leaf."""
     value = np.asarray(tree.tree_.value, dtype=np.float64)[:, 0, :]
     total = value.sum(axis=1)
-    return np.divide(value[:, 1], total, out=np.zeros_like(total), where=total > 0)
+    share: np.ndarray = np.divide(value[:, 1], total, out=np.zeros_like(total), where=total > 0)
+    return share
 
 
 def export_sklearn(model: Any, feature_names: list[str]) -> dict[str, Any]:

@@ -184,7 +184,7 @@ class _Builder:
         if np.any((f[inner] < 0) | (f[inner] >= self.n_features)):
             raise _bad(f"tree {i}: a split's feature index is out of range")
         kids = np.concatenate([lt[inner], rt[inner], ms[inner & (ms != -1)]])
-        if np.any((kids < 1) | (kids >= n)):
+        if np.any((kids < 0) | (kids >= n)):
             raise _bad(f"tree {i}: a child index is out of range")
         if np.any(inner & (ms != -1) & (ms != lt) & (ms != rt)):
             raise _bad(f"tree {i}: a 'missing' child must be the node's yes or no child")
@@ -305,9 +305,10 @@ def _xgb_tree(raw: Any, i: int, index: dict[str, int], builder: _Builder) -> Non
         feature[j] = index[split]
         threshold[j] = _number(node.get("split_condition"), f"tree {i}: a split_condition")
         links = [node.get(k) for k in ("yes", "no", "missing")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in links):
+        given = [v for v in links if isinstance(v, int) and not isinstance(v, bool)]
+        if len(given) != 3:
             raise _bad(f"tree {i}: a split needs integer yes, no and missing")
-        left[j], right[j], missing[j] = (int(v) - first if int(v) in nodes else -2 for v in links)
+        left[j], right[j], missing[j] = (v - first if v in nodes else -2 for v in given)
         if {links[0], links[1]} != {c.get("nodeid") for c in node.get("children", []) if isinstance(c, dict)}:
             raise _bad(f"tree {i}: yes and no must be the node's children")
     builder.add(i, feature, threshold, left, right, missing, value)

@@ -344,7 +344,7 @@ def compile_validate(
     fetch: list[dict[str, str]] = []
     by_expr, products, fit_query, fit_groups, values = src.by_expr, src.products, query, conditions, groups
     if ensemble is not None:  # the site fetches its rows, scores them in numpy, and runs the SQL below on them
-        columns = {"y": response, **{f"x{j}": src.resolved[f] for j, f in enumerate(features)}}
+        columns: dict[str, exp.Expr] = {"y": response, **{f"x{j}": src.resolved[f] for j, f in enumerate(features)}}
         rows = group_rows_sql(query, columns, [], src.by_expr, groups)
         fetch = [{"name": "rows", "sql": f"SELECT * FROM ({rows}) AS _rows WHERE gi IS NOT NULL", "when": "first step"}]
         fit_query, response, eta, gi, products = _scored_query(query)
@@ -607,7 +607,8 @@ def _floats(column: Any) -> np.ndarray:
     values = np.ma.asarray(column)
     data = np.asarray(np.ma.getdata(values), dtype=object)
     data[np.ma.getmaskarray(values)] = None
-    return pd.to_numeric(pd.Series(data, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    floats: np.ndarray = pd.to_numeric(pd.Series(data, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    return floats
 
 
 def _scored_rows(plan: Plan, con: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

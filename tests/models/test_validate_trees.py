@@ -1,0 +1,275 @@
+"""VALIDATE LOGISTIC ... ~ TREES(:model): tree ensembles scored at the sites, in one process.
+
+References (independent of our code): scikit-learn's own ``predict_proba`` /
+``decision_function`` on the pooled rows, then ``sklearn.metrics`` (roc_auc_score,
+brier_score_loss, confusion_matrix), scipy's Mann-Whitney U on the grid-rounded scores (the AUC
+VALIDATE documents: ties within a grid step count 1/2), statsmodels' Logit of y on the score
+for the calibration intercept and slope. The XGBoost path is checked against margins computed
+by hand from a two-tree dump (xgboost is not a dependency)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy.stats import mannwhitneyu
+
+from site_agent.errors import ModelRefused, PolicyRefusal, QueryError, UnsupportedQuery
+from site_agent.models.statement import execute
+from site_agent.models.validate import explain_validate
+from site_agent.query import DisclosureRules, compile_query
+
+from .conftest import split
+from .test_validate import _lung
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier  # noqa: E402
+from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score  # noqa: E402
+from sklearn.tree import DecisionTreeClassifier  # noqa: E402
+
+from mpc_jupyter.models import export_sklearn  # noqa: E402
+
+FEATURES = ["age", "sex", "ph_ecog", "wt_loss"]
+LO, STEP = -10.0, 1e-4  # the default grid
+
+
+@pytest.fixture(scope="module")
+def lung_sites() -> tuple[pd.DataFrame, dict, object]:
+    lung = _lung()
+    cons, schema = split(lung, "lung", {"lung.sex": [1, 2], "lung.ph_ecog": [0, 1, 2, 3]}, "id")
+    return lung, cons, schema
+
+
+def _complete(lung: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    rows = lung.dropna(subset=FEATURES)
+    return rows, (rows.status == 2).to_numpy(int)
+
+
+@pytest.fixture(scope="module")
+def boosting(lung_sites) -> GradientBoostingClassifier:
+    rows, y = _complete(lung_sites[0])
+    return GradientBoostingClassifier(n_estimators=25, max_depth=2, min_samples_leaf=25, random_state=0).fit(
+        rows[FEATURES].to_numpy(), y
+    )
+
+
+@pytest.fixture(scope="module")
+def forest(lung_sites) -> RandomForestClassifier:
+    rows, y = _complete(lung_sites[0])
+    return RandomForestClassifier(
+        n_estimators=15, max_depth=3, min_samples_leaf=30, bootstrap=False, max_features=2, random_state=0
+    ).fit(rows[FEATURES].to_numpy(), y)
+
+
+def _run(text: str, model: dict, schema, cons, rules: DisclosureRules | None = None) -> pd.DataFrame:
+    plan = compile_query(text, schema, rules or DisclosureRules(), params={"model": model})
+    return execute(plan, cons)
+
+
+def _check(row: pd.Series, y: np.ndarray, p: np.ndarray, eta: np.ndarray, threshold: float = 0.5) -> None:
+    """VALIDATE's row against the references on the same pooled rows."""
+    grid = np.floor((np.clip(eta, LO, -LO) - LO) / STEP + 0.5)
+    u = mannwhitneyu(grid[y == 1], grid[y == 0]).statistic / (y.sum() * (1 - y).sum())
+    assert row["auc"] == pytest.approx(u, abs=1e-7)
+    # sklearn's AUC of the float scores: equal up to half the share of pairs closer than a step
+    pos, neg = eta[y == 1], eta[y == 0]
+    near = np.abs(pos[:, None] - neg[None, :])
+    bound = 0.5 * np.sum((near < STEP) & (near > 0)) / near.size
+    assert abs(row["auc"] - roc_auc_score(y, p)) <= bound + 1e-7
+    assert row["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-7)
+    assert row["citl"] == pytest.approx(y.mean() - p.mean(), abs=1e-7)
+    assert (row["n"], row["events"]) == (len(y), y.sum())
+    tn, fp, fn, tp = confusion_matrix(y, p >= threshold, labels=[0, 1]).ravel()
+    cells = {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    if any(0 < v < 5 for v in cells.values()):
+        assert all(np.isnan(row[c]) for c in cells)
+    else:
+        assert {c: row[c] for c in cells} == cells
+    cal = sm.Logit(y, sm.add_constant(eta)).fit(disp=0, tol=1e-12).params
+    assert row["cal_intercept"] == pytest.approx(cal[0], abs=1e-5)
+    assert row["cal_slope"] == pytest.approx(cal[1], abs=1e-5)
+
+
+def test_gradient_boosting_equals_sklearn(lung_sites, boosting) -> None:
+    lung, cons, schema = lung_sites
+    model = export_sklearn(boosting, FEATURES)
+    out = _run("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", model, schema, cons)
+    rows, y = _complete(lung)
+    x = rows[FEATURES].to_numpy()
+    _check(out.loc["all"], y, boosting.predict_proba(x)[:, 1], boosting.decision_function(x))
+    assert out.loc["all", "n_dropped"] == len(lung) - len(rows)  # a NULL feature: dropped and counted
+    assert out.attrs["trees"]["estimator"] == "GradientBoostingClassifier" and out.attrs["trees"]["trees"] == 25
+
+
+def test_gradient_boosting_by_sex_with_where_and_threshold(lung_sites, boosting) -> None:
+    lung, cons, schema = lung_sites
+    text = "VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung WHERE age > 50 BY sex THRESHOLD 0.7"
+    out = _run(text, export_sklearn(boosting, FEATURES), schema, cons)
+    rows, y = _complete(lung)
+    for sex in (1, 2):
+        mask = ((rows.age > 50) & (rows.sex == sex)).to_numpy()
+        x = rows[FEATURES].to_numpy()[mask]
+        _check(out.loc[sex], y[mask], boosting.predict_proba(x)[:, 1], boosting.decision_function(x), 0.7)
+
+
+def test_random_forest_equals_sklearn(lung_sites, forest) -> None:
+    lung, cons, schema = lung_sites
+    out = _run("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung BY sex", export_sklearn(forest, FEATURES),
+               schema, cons)
+    rows, y = _complete(lung)
+    for sex in (1, 2):
+        mask = (rows.sex == sex).to_numpy()
+        p = forest.predict_proba(rows[FEATURES].to_numpy()[mask])[:, 1]
+        _check(out.loc[sex], y[mask], p, np.log(p / (1 - p)))
+
+
+def test_a_leaf_of_few_patients_is_refused(lung_sites) -> None:
+    """A leaf is a term of the score: a tree whose leaf holds 1..k-1 patients singles them out."""
+    lung, cons, schema = lung_sites
+    rows, y = _complete(lung)
+    tree = DecisionTreeClassifier(max_depth=6, random_state=0).fit(rows[FEATURES].to_numpy(), y)
+    with pytest.raises(ModelRefused) as err:
+        _run("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", export_sklearn(tree, FEATURES), schema, cons)
+    assert err.value.rule == "term_isolation"
+
+
+def test_explain_and_plan_digest_hold_the_model(lung_sites, boosting) -> None:
+    _, _, schema = lung_sites
+    text = "VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung"
+    model = export_sklearn(boosting, FEATURES)
+    plan = compile_query(text, schema, DisclosureRules(), params={"model": model})
+    words = explain_validate(plan)
+    assert "GradientBoostingClassifier tree ensemble" in words and "[rows]" in words
+    other = json.loads(json.dumps(model))
+    leaf = other["trees"][3]["left"].index(-1)
+    other["trees"][3]["value"][leaf] += 0.5
+    assert compile_query(text, schema, DisclosureRules(), params={"model": other}).digest() != plan.digest()
+
+
+# -- XGBoost's JSON dump ------------------------------------------------------------------------
+def _xgb_trees() -> list[str]:
+    """Two trees as Booster.get_dump(dump_format="json") writes them (f0 = age, f1 = wt_loss);
+    x < split_condition goes to yes, a NULL to missing."""
+    t0 = {"nodeid": 0, "depth": 0, "split": "f0", "split_condition": 63.5, "yes": 1, "no": 2, "missing": 2,
+          "children": [{"nodeid": 1, "leaf": 0.4},
+                       {"nodeid": 2, "depth": 1, "split": "f1", "split_condition": 5.0, "yes": 3, "no": 4,
+                        "missing": 3, "children": [{"nodeid": 3, "leaf": -0.2}, {"nodeid": 4, "leaf": 0.7}]}]}
+    t1 = {"nodeid": 0, "depth": 0, "split": "f1", "split_condition": 10.0, "yes": 1, "no": 2, "missing": 1,
+          "children": [{"nodeid": 1, "leaf": 0.15}, {"nodeid": 2, "leaf": -0.25}]}
+    return [json.dumps(t0), json.dumps(t1)]
+
+
+def _xgb_margin(age: float, wt_loss: float, base_score: float) -> float:
+    """The two trees above, by hand."""
+    low = np.isnan(wt_loss) or wt_loss < 5.0  # a NULL takes the missing branch: yes
+    first = 0.4 if age < 63.5 else (-0.2 if low else 0.7)
+    second = 0.15 if (np.isnan(wt_loss) or wt_loss < 10.0) else -0.25
+    return np.log(base_score / (1 - base_score)) + first + second
+
+
+def test_xgboost_dump_equals_hand_margins(lung_sites) -> None:
+    lung, cons, schema = lung_sites
+    model = {"format": "xgboost", "base_score": 0.6, "features": ["age", "wt_loss"], "trees": _xgb_trees()}
+    out = _run("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung BY sex", model, schema, cons)
+    assert lung.wt_loss.isna().sum() > 0  # NULL wt_loss takes the missing branch: no row dropped
+    for sex in (1, 2):
+        rows = lung[lung.sex == sex]
+        y = (rows.status == 2).to_numpy(int)
+        eta = np.array([_xgb_margin(a, w, 0.6) for a, w in zip(rows.age, rows.wt_loss, strict=True)])
+        p = 1.0 / (1.0 + np.exp(-eta))
+        assert out.loc[sex, "auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)  # six distinct scores
+        assert out.loc[sex, "brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-7)
+        assert out.loc[sex, "n"] == len(rows)
+
+
+def test_xgboost_split_names_are_columns_without_features(lung_sites) -> None:
+    lung, cons, schema = lung_sites
+    tree = {"nodeid": 0, "split": "age", "split_condition": 60, "yes": 1, "no": 2, "missing": 1,
+            "children": [{"nodeid": 1, "leaf": -0.3}, {"nodeid": 2, "leaf": 0.3}]}
+    out = _run("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung WITHOUT CALIBRATION",
+               {"format": "xgboost", "base_score": 0.5, "trees": [tree]}, schema, cons)
+    y = (lung.status == 2).to_numpy(int)
+    assert out.loc["all", "auc"] == pytest.approx(roc_auc_score(y, lung.age >= 60), abs=1e-9)
+
+
+# -- refusals -------------------------------------------------------------------------------
+def _node_tree(**changes) -> dict:
+    tree = {"feature": [0, -2, -2], "threshold": [60.0, -2.0, -2.0], "left": [1, -1, -1], "right": [2, -1, -1],
+            "value": [0.0, 0.3, 0.6]}
+    tree.update(changes)
+    return tree
+
+
+def _sk(trees: list, **changes) -> dict:
+    model = {"format": "sklearn", "estimator": "RandomForestClassifier", "features": ["age"], "trees": trees}
+    model.update(changes)
+    return model
+
+
+BAD = [
+    ("{not json", "not valid JSON"),
+    ([], "needs its base_score"),
+    ({"format": "lightgbm"}, "'format': 'sklearn' or 'xgboost'"),
+    (_sk([_node_tree(left=[1, 0, -1], right=[2, -1, -1])]), "one child"),
+    (_sk([_node_tree(left=[2, -1, -1], right=[2, -1, -1])]), "do not form one tree"),
+    (_sk([_node_tree(left=[0, -1, -1])]), "do not form one tree"),
+    (_sk([_node_tree(left=[1, -1, -1], right=[7, -1, -1])]), "out of range"),
+    (_sk([{**_node_tree(), "left": [1, 0, -1], "right": [2, 0, -1]}]), "out of range"),
+    (_sk([_node_tree(threshold=[float("nan"), -2.0, -2.0])]), "finite"),
+    (_sk([_node_tree(feature=[3, -2, -2])]), "feature index is out of range"),
+    (_sk([_node_tree(value=[0.0, 0.3, 1.6])]), "probabilities"),
+    (_sk([_node_tree()] * 2001), "at most 2,000"),
+    (_sk([_node_tree()], features=["age; DROP TABLE lung"]), "not a column name"),
+    (_sk([_node_tree()], estimator="SVC"), "'estimator' must be one of"),
+    (_sk([_node_tree()], extra=1), "unknown field"),
+    ({"format": "xgboost", "base_score": 1.5, "trees": []}, "strictly between 0 and 1"),
+    ({"format": "xgboost", "base_score": 0.5, "features": ["age"],
+      "trees": [{"nodeid": 0, "split": "f0", "split_condition": 1, "yes": 1, "no": 0, "missing": 1,
+                 "children": [{"nodeid": 1, "leaf": 0.1}]}]}, "yes and no must be the node's children"),
+]
+
+
+@pytest.mark.parametrize(("model", "message"), BAD)
+def test_malformed_models_are_refused_in_one_line(lung_sites, model, message) -> None:
+    _, _, schema = lung_sites
+    with pytest.raises(UnsupportedQuery) as err:
+        compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, DisclosureRules(),
+                      params={"model": model})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_too_many_nodes_are_refused(lung_sites) -> None:
+    _, _, schema = lung_sites
+    n = 101  # a heap-ordered tree: node i splits into 2i+1 and 2i+2
+    inner = [i < 50 for i in range(n)]
+    tree = {
+        "feature": [0 if s else -2 for s in inner],
+        "threshold": [60.0] * n,
+        "left": [2 * i + 1 if s else -1 for i, s in enumerate(inner)],
+        "right": [2 * i + 2 if s else -1 for i, s in enumerate(inner)],
+        "value": [0.5] * n,
+    }
+    with pytest.raises(UnsupportedQuery, match="more than 200,000 nodes"):
+        compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, DisclosureRules(),
+                      params={"model": _sk([tree] * 1999)})
+
+
+def test_a_feature_the_policy_does_not_expose_is_refused(lung_sites) -> None:
+    _, _, schema = lung_sites
+    rules = DisclosureRules(exposed={"lung": frozenset({"status", "sex", "age", "id"})})
+    with pytest.raises(PolicyRefusal, match=r"lung\.meal_cal is not exposed"):
+        compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, rules,
+                      params={"model": _sk([_node_tree()], features=["meal_cal"])})
+    with pytest.raises(QueryError, match="no_such"):
+        compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, DisclosureRules(),
+                      params={"model": _sk([_node_tree()], features=["no_such"])})
+
+
+def test_a_missing_parameter_is_named(lung_sites) -> None:
+    _, _, schema = lung_sites
+    with pytest.raises(QueryError, match="no parameter 'model'"):
+        compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, DisclosureRules(),
+                      params={"other": 1})
