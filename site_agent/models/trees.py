@@ -11,7 +11,7 @@ Two input formats (docs/models.md, "Tree ensembles"):
   A row goes left when ``x <= threshold``; a row with a NULL feature of the ensemble has no
   score (dropped and counted, as VALIDATE drops a NULL factor). Gradient boosting:
   ``eta = init + learning_rate * sum of leaves``, ``p = 1 / (1 + exp(-eta))``; forest and tree:
-  ``p = mean of leaves``, ``eta = log(p / (1 - p))``.
+  ``p = mean of leaves``, ``eta = log(p / (1 - p))`` (p clipped to [1e-12, 1 - 1e-12]).
 * ``{"format": "xgboost", "base_score": b, "trees": <Booster.get_dump(dump_format="json")>,
   "features": [...]}``: XGBoost's JSON dump of a ``binary:logistic`` model (each tree a JSON
   string or object of ``nodeid``, ``split``, ``split_condition``, ``yes``, ``no``, ``missing``,
@@ -41,6 +41,8 @@ from ..errors import UnsupportedQuery
 MAX_TREES = 2_000
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+CLIP = 1e-12
+"""A forest's probability is clipped to [CLIP, 1 - CLIP] for its score eta = log(p / (1 - p))."""
 _FEATURE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SKLEARN_ESTIMATORS = ("GradientBoostingClassifier", "RandomForestClassifier", "DecisionTreeClassifier")
 
@@ -417,7 +419,8 @@ def scores(ens: Ensemble, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
             p = np.where(eta >= 0, 1.0 / (1.0 + np.exp(-eta)), np.exp(eta) / (1.0 + np.exp(eta)))
         else:
             p = total / ens.roots.size
-            eta = np.log(p) - np.log1p(-p)
+            clipped = np.clip(p, CLIP, 1.0 - CLIP)  # a share of 0 or 1: a finite score for the fits
+            eta = np.log(clipped) - np.log1p(-clipped)
     eta[dropped] = np.nan
     p[dropped] = np.nan
     return eta, p, leaves

@@ -5,7 +5,9 @@ Statement (docs/models.md, "External validation")::
     VALIDATE LOGISTIC <response> ~ <b0> + <b1>*<term> + ... FROM t [WHERE ...] [BY col]
              [THRESHOLD p] [GRID lo TO hi STEP s] [WITHOUT CALIBRATION]
 
-The right-hand side is the model's linear predictor with public coefficients, in the formula
+The right-hand side is ``TREES(:name)``, a tree ensemble sent as the statement parameter
+``name`` (:mod:`.trees`: read, checked and scored at each site in numpy; the counts below then
+run on the scored rows), or the model's linear predictor with public coefficients, in the formula
 language (:mod:`.formula`): a number alone is the intercept; a term is a number times a
 numeric column, ``I(sql)`` or ``C(col)[level]`` (1 when ``col`` holds ``level``), or a product
 of them (an interaction); terms are joined by ``+`` and ``-``.
