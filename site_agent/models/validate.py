@@ -654,8 +654,11 @@ def _leaf_support(plan: Plan, gi: np.ndarray, person: np.ndarray, ok: np.ndarray
     ens = trees.from_plan(m["trees"])
     g, size, n_leaves = len(m["groups"]), int(person.max(initial=0)) + 1, int(ens.leaves.size)
     mask = ok & (person >= 0)
+    one_row_each = np.unique(person[mask]).size == int(mask.sum())  # then persons are rows
 
     def persons(cell: np.ndarray, cells: int) -> np.ndarray:
+        if one_row_each:
+            return np.bincount(cell[mask], minlength=cells)
         return np.bincount(np.unique(cell[mask] * size + person[mask]) // size, minlength=cells)
 
     ordinal = np.full(ens.feature.size, -1, dtype=np.int64)
