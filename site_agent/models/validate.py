@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -561,7 +562,7 @@ def local_validate(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any
         if "trees" not in plan.data["model"]:
             return glm.local_glm(fit, con, holds_data, params["glm"])
         try:  # the fit's SQL reads the scored rows (a failure there is glm's failure vector)
-            scratch = _scored_rows(plan, con)[0]
+            scratch = _scratch(_scored_again(plan, con))
         except Exception:
             scratch = duckdb.connect()  # no _scored table: glm's step fails with its failure word
         try:
@@ -607,16 +608,19 @@ def _sql_counts(plan: Plan, con: Any, names: list[str]) -> tuple[np.ndarray, np.
 def _floats(column: Any) -> np.ndarray:
     """A fetched column as float64, NaN for NULL (a masked entry or None)."""
     values = np.ma.asarray(column)
+    if values.dtype.kind in "biuf":
+        numbers: np.ndarray = np.ma.filled(values.astype(np.float64), np.nan)
+        return numbers
     data = np.asarray(np.ma.getdata(values), dtype=object)
     data[np.ma.getmaskarray(values)] = None
     floats: np.ndarray = pd.to_numeric(pd.Series(data, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     return floats
 
 
-def _scored_rows(plan: Plan, con: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _scored_rows(plan: Plan, con: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A tree ensemble's local step, in the clear at the site: its WHERE rows fetched (group,
-    outcome, person, features), scored in numpy (:func:`.trees.scores`, every row at once) and
-    put in a private in-memory DuckDB as :data:`SCORED`, on which the plan's SQL (counts, grid,
+    outcome, person, features) and scored in numpy (:func:`.trees.scores`, every row at once),
+    as the table :data:`SCORED` (:func:`_scratch`) on which the plan's SQL (counts, grid,
     calibration fits) then runs as on a linear predictor. Also returns, per row, the group, the
     person (an integer code, -1 for none), whether the row is complete (outcome 0 or 1 and a
     score: the SQL's ``ok``) and its leaf in every tree."""
@@ -640,10 +644,39 @@ def _scored_rows(plan: Plan, con: Any) -> tuple[Any, np.ndarray, np.ndarray, np.
             "person": pd.Series(person, dtype="Int64").mask(person < 0),
         }
     )
+    ok = ~np.isnan(y) & ~np.isnan(eta) & ((y == 0) | (y == 1))
+    with _SCORED_LOCK:  # for this plan's calibration steps at this connection (_scored_again)
+        kept = [entry for entry in _LAST_SCORED if entry[1] is not con][-(_SCORED_KEPT - 1) :]
+        _LAST_SCORED[:] = [*kept, (plan.digest(), con, frame)]
+    return frame, gi, person, ok, leaves
+
+
+_SCORED_KEPT = 3
+_LAST_SCORED: list[tuple[str, Any, pd.DataFrame]] = []
+"""(plan digest, connection, scored rows) of the last first step of a tree ensemble at each of
+the last :data:`_SCORED_KEPT` connections in this process (an agent has one; an in-process run
+three). The calibration steps reuse the scores instead of scoring every Newton step again; the
+next first step at a connection replaces its entry, so a statement run again later scores its
+rows afresh."""
+_SCORED_LOCK = threading.Lock()
+
+
+def _scored_again(plan: Plan, con: Any) -> pd.DataFrame:
+    """The scored rows of a calibration step: those of this plan's first step at this connection
+    when they are the last scored in this process, else scored again."""
+    digest = plan.digest()
+    with _SCORED_LOCK:
+        for last, last_con, frame in _LAST_SCORED:
+            if last == digest and last_con is con:
+                return frame
+    return _scored_rows(plan, con)[0]
+
+
+def _scratch(frame: pd.DataFrame) -> Any:
+    """A private in-memory DuckDB holding the scored rows as :data:`SCORED`."""
     scratch = duckdb.connect()
     scratch.register(SCORED, frame)
-    ok = ~np.isnan(y) & ~np.isnan(eta) & ((y == 0) | (y == 1))
-    return scratch, gi, person, ok, leaves
+    return scratch
 
 
 def _leaf_support(plan: Plan, gi: np.ndarray, person: np.ndarray, ok: np.ndarray, leaves: np.ndarray) -> np.ndarray:
@@ -673,7 +706,8 @@ def _leaf_support(plan: Plan, gi: np.ndarray, person: np.ndarray, ok: np.ndarray
 def _tree_counts(plan: Plan, con: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_sql_counts` for a tree ensemble: the plan's SQL on the scored rows
     (:func:`_scored_rows`), and the leaves' person counts beside the counts of each group."""
-    scratch, gi, person, ok, leaves = _scored_rows(plan, con)
+    frame, gi, person, ok, leaves = _scored_rows(plan, con)
+    scratch = _scratch(frame)
     try:
         ints, sums, hist = _sql_counts(plan, scratch, list(INTS))
     finally:

@@ -273,3 +273,35 @@ def test_a_missing_parameter_is_named(lung_sites) -> None:
     with pytest.raises(QueryError, match="no parameter 'model'"):
         compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, DisclosureRules(),
                       params={"other": 1})
+
+
+def test_a_statement_run_again_scores_the_changed_rows(boosting) -> None:
+    """The calibration steps reuse the first step's scores; a later run scores afresh."""
+    lung = _lung()
+    cons, schema = split(lung, "lung", {"lung.sex": [1, 2], "lung.ph_ecog": [0, 1, 2, 3]}, "id")
+    plan = compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, DisclosureRules(),
+                         params={"model": export_sklearn(boosting, FEATURES)})
+    execute(plan, cons)
+    cons["site0"].execute("DELETE FROM lung WHERE age > 65")
+    out = execute(plan, cons)
+    first = np.array_split(np.arange(len(lung)), 3)[0]
+    kept = lung.drop(index=lung.index[first][lung.age.iloc[first].to_numpy() > 65])
+    rows, y = _complete(kept)
+    x = rows[FEATURES].to_numpy()
+    _check(out.loc["all"], y, boosting.predict_proba(x)[:, 1], boosting.decision_function(x))
+
+
+def test_leaf_counts_are_distinct_persons(lung_sites) -> None:
+    """Two rows of one person at one leaf count once; an incomplete row counts nowhere."""
+    from site_agent.models.validate import _leaf_support
+
+    _, _, schema = lung_sites
+    tree = {"nodeid": 0, "split": "age", "split_condition": 60, "yes": 1, "no": 2, "missing": 1,
+            "children": [{"nodeid": 1, "leaf": -0.3}, {"nodeid": 2, "leaf": 0.3}]}
+    plan = compile_query("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", schema, DisclosureRules(),
+                         params={"model": {"format": "xgboost", "base_score": 0.5, "trees": [tree]}})
+    person = np.array([0, 0, 1, 2, 3])
+    ok = np.array([True, True, True, True, False])
+    leaves = np.array([[1], [1], [1], [2], [2]])  # global ids: nodes 1 and 2 are the leaves
+    support = _leaf_support(plan, np.zeros(5, dtype=np.int64), person, ok, leaves)
+    assert support.tolist() == [[2, 1, 1, 2]]  # leaf 1: persons 0, 1 (others: 2); leaf 2: person 2 (others: 0, 1)
