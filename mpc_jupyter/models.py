@@ -59,8 +59,13 @@ def export_sklearn(model: Any, feature_names: list[str]) -> dict[str, Any]:
         raise ValueError(f"the model was fitted on {getattr(model, 'n_features_in_', '?')} features, not {len(names)}")
     if len(getattr(model, "classes_", ())) != 2:
         raise ValueError("export_sklearn takes a binary classifier (two classes)")
+    trained = getattr(model, "feature_names_in_", None)
+    if trained is not None and [str(f).lower() for f in trained] != [f.lower() for f in names]:
+        raise ValueError(f"the model was fitted on the columns {list(trained)}, not {names}")
     out: dict[str, Any] = {"format": "sklearn", "estimator": kind, "features": names}
     if kind == "GradientBoostingClassifier":
+        if getattr(model, "loss", "log_loss") not in ("log_loss", "deviance"):
+            raise ValueError(f"a GradientBoostingClassifier with loss={model.loss!r}: only log_loss is exported")
         init = model.init_
         if not (init == "zero" or type(init).__name__ == "DummyClassifier"):
             raise ValueError("a GradientBoostingClassifier with a custom init estimator cannot be exported")

@@ -314,3 +314,21 @@ def test_leaf_counts_are_distinct_persons(lung_sites) -> None:
     leaves = np.array([[1], [1], [1], [2], [2]])  # global ids: nodes 1 and 2 are the leaves
     support = _leaf_support(plan, np.zeros(5, dtype=np.int64), person, ok, leaves)
     assert support.tolist() == [[2, 1, 1, 2]]  # leaf 1: persons 0, 1 (others: 2); leaf 2: person 2 (others: 0, 1)
+
+
+def test_the_exporter_refuses_what_it_cannot_write(lung_sites) -> None:
+    ensemble = _sklearn("sklearn.ensemble")
+    rows, y = _complete(lung_sites[0])
+    frame = rows[FEATURES]
+    model = ensemble.GradientBoostingClassifier(n_estimators=2, max_depth=1).fit(frame, y)
+    assert export_sklearn(model, FEATURES)["features"] == FEATURES
+    with pytest.raises(ValueError, match="fitted on the columns"):
+        export_sklearn(model, ["sex", "age", "ph_ecog", "wt_loss"])
+    with pytest.raises(ValueError, match="fitted on 4 features"):
+        export_sklearn(model, FEATURES[:3])
+    exponential = ensemble.GradientBoostingClassifier(n_estimators=2, max_depth=1, loss="exponential").fit(frame, y)
+    with pytest.raises(ValueError, match="only log_loss"):
+        export_sklearn(exponential, FEATURES)
+    three = ensemble.RandomForestClassifier(n_estimators=2).fit(frame, rows.ph_ecog.astype(int))
+    with pytest.raises(ValueError, match="binary"):
+        export_sklearn(three, FEATURES)
