@@ -206,13 +206,12 @@ class _Builder:
         if seen != n:
             raise _bad(f"tree {i}: the nodes do not form one tree (a cycle, a shared child or an orphan)")
         off = self.nodes - n
-        shift = np.where(leaf, -1, off)
         self.parts.append(
             (
                 np.where(leaf, -1, f),
                 np.where(leaf, 0.0, np.asarray(threshold, dtype=np.float64)),
-                lt + shift,
-                rt + shift,
+                np.where(leaf, -1, lt + off),
+                np.where(leaf, -1, rt + off),
                 np.where(leaf | (ms == -1), -1, ms + off),
                 np.where(leaf, np.asarray(value, dtype=np.float64), 0.0),
             )
