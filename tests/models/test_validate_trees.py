@@ -332,3 +332,21 @@ def test_the_exporter_refuses_what_it_cannot_write(lung_sites) -> None:
     three = ensemble.RandomForestClassifier(n_estimators=2).fit(frame, rows.ph_ecog.astype(int))
     with pytest.raises(ValueError, match="binary"):
         export_sklearn(three, FEATURES)
+
+
+def test_scores_equal_sklearn_on_continuous_features() -> None:
+    """Deep trees over continuous features (float32 comparisons, as sklearn's): the scorer's
+    probabilities and scores are sklearn's predict_proba and decision_function."""
+    from site_agent.models.trees import read_ensemble, scores
+
+    datasets, ensemble = _sklearn("sklearn.datasets"), _sklearn("sklearn.ensemble")
+    x, y = datasets.load_breast_cancer(return_X_y=True)
+    names = [f"c{j}" for j in range(x.shape[1])]
+    forest = ensemble.RandomForestClassifier(n_estimators=50, random_state=0).fit(x[:400], y[:400])
+    eta, p, _ = scores(read_ensemble(export_sklearn(forest, names)), x)
+    assert np.max(np.abs(p - forest.predict_proba(x)[:, 1])) < 1e-12
+    assert max(forest.estimators_[j].get_depth() for j in range(50)) > 6
+    gbm = ensemble.GradientBoostingClassifier(n_estimators=60, max_depth=4, random_state=0).fit(x[:400], y[:400])
+    eta, p, _ = scores(read_ensemble(export_sklearn(gbm, names)), x)
+    assert np.max(np.abs(eta - gbm.decision_function(x))) < 1e-9
+    assert np.max(np.abs(p - gbm.predict_proba(x)[:, 1])) < 1e-12
