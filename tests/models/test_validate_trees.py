@@ -192,6 +192,31 @@ def test_xgboost_dump_equals_hand_margins(lung_sites) -> None:
         assert out.loc[sex, "n"] == len(rows)
 
 
+def test_a_real_xgboost_dump_equals_its_margins(lung_sites) -> None:
+    """With xgboost installed (not a dependency): a booster trained on lung with NULLs in
+    wt_loss and meal_cal, dumped as JSON; VALIDATE's AUC and Brier equal those of the booster's
+    own predictions (margins agree to float32 precision, 1e-6)."""
+    xgb = pytest.importorskip("xgboost")
+    lung, cons, schema = lung_sites
+    features = ["age", "sex", "ph_ecog", "wt_loss", "meal_cal"]
+    x, y = lung[features].to_numpy(float), (lung.status == 2).to_numpy(int)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "eta": 0.3, "min_child_weight": 10},
+                        xgb.DMatrix(x, label=y), num_boost_round=10)
+    config = json.loads(booster.save_config())
+    base = float(str(config["learner"]["learner_model_param"]["base_score"]).strip("[]"))
+    model = {"format": "xgboost", "base_score": base, "features": features,
+             "trees": booster.get_dump(dump_format="json")}
+    out = _run("VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung WITHOUT CALIBRATION", model, schema, cons)
+    p = booster.predict(xgb.DMatrix(x))
+    eta = booster.predict(xgb.DMatrix(x), output_margin=True)
+    grid = np.floor((eta - LO) / STEP + 0.5)
+    assert out.loc["all", "auc"] == pytest.approx(
+        mannwhitneyu(grid[y == 1], grid[y == 0]).statistic / (y.sum() * (1 - y).sum()), abs=1e-7
+    )
+    assert out.loc["all", "brier"] == pytest.approx(np.mean((y - p) ** 2), abs=1e-6)
+    assert out.loc["all", "n"] == len(y)  # NULLs take the missing branches
+
+
 def test_xgboost_split_names_are_columns_without_features(lung_sites) -> None:
     lung, cons, schema = lung_sites
     tree = {"nodeid": 0, "split": "age", "split_condition": 60, "yes": 1, "no": 2, "missing": 1,
