@@ -907,7 +907,7 @@ def explain_validate(plan: Plan) -> str:
         model = "a logistic model (public coefficients)"
     lines.append(
         f"External validation of {model} on {len(m['groups'])} group(s); "
-        f"threshold {m['threshold']}; linear predictor binned on the grid {lo:g} to {hi:g} step {step:g} "
+        f"threshold {m['threshold']}; score eta binned on the grid {lo:g} to {hi:g} step {step:g} "
         f"({bins} points, ties within a step count 1/2)."
     )
     lines.append(
