@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -49,10 +50,12 @@ def in_process(
     statement: str,
     schema: Callable[[duckdb.DuckDBPyConnection], Schema],
     repeat: int,
+    params: dict[str, Any] | None = None,
 ) -> tuple[list[float], pd.DataFrame]:
-    """``statement`` compiled against ``schema(first site's connection)`` and run in one process."""
+    """``statement`` (with its ``params``) compiled against ``schema(first site's connection)``
+    and run in one process."""
     cons = connections(sites, paths, table)
-    plan = compile_query(statement, schema(cons[sites[0]]), DisclosureRules(), tuple(sites))
+    plan = compile_query(statement, schema(cons[sites[0]]), DisclosureRules(), tuple(sites), params=params)
     return timed(lambda: execute(plan, cons), repeat)
 
 
@@ -69,9 +72,16 @@ def agents(sites: Sequence[str], paths: Sequence[Path], table: str, schema_toml:
 
 
 def over_agents(
-    sites: Sequence[str], paths: Sequence[Path], table: str, statement: str, schema_toml: str, repeat: int
+    sites: Sequence[str],
+    paths: Sequence[Path],
+    table: str,
+    statement: str,
+    schema_toml: str,
+    repeat: int,
+    params: dict[str, Any] | None = None,
 ) -> tuple[list[float], pd.DataFrame]:
-    """``statement`` through three agent processes started for the run (schema ``schema_toml``)."""
+    """``statement`` (with its ``params``) through three agent processes started for the run
+    (schema ``schema_toml``)."""
     with agents(sites, paths, table, schema_toml) as client:
-        client.query(statement)  # warm-up: connections, page cache
-        return timed(lambda: client.query(statement), repeat)
+        client.query(statement, params)  # warm-up: connections, page cache
+        return timed(lambda: client.query(statement, params), repeat)

@@ -12,6 +12,10 @@ the scores rounded to the grid to 1e-8 (the division's 7.5e-9), the Brier score 
 calibration slope statsmodels' to 1e-6; ``grid_auc_error`` reports how far the grid's AUC is
 from the AUC of the unrounded float scores.
 
+``--trees N`` validates instead a scikit-learn GradientBoostingClassifier of N trees of depth 3
+(trained on 50,000 pooled rows, leaves of at least 1,000) as ``TREES(:model)``, checked the same
+way against its own ``decision_function`` on the pooled rows.
+
 Target (issue 11): VALIDATE (AUC) on 3 x 1,000,000 rows over agents <= 5 s.
 """
 
@@ -40,12 +44,28 @@ from site_agent.query.catalog import schema_from_duckdb
 LO, HI, STEP = -8.0, 8.0, 1e-4
 TERMS = " + ".join(f"{float(b)!r}*{c}" for b, c in zip(TRUE[1:], COVARIATES, strict=True) if b != 0)
 STATEMENT = f"VALIDATE LOGISTIC y ~ {float(TRUE[0])!r} + {TERMS} FROM cohort GRID {LO} TO {HI} STEP {STEP}"
+TREES_STATEMENT = f"VALIDATE LOGISTIC y ~ TREES(:model) FROM cohort GRID {LO} TO {HI} STEP {STEP}"
 
 
-def reference(paths: list[Path]) -> dict[str, float]:
-    pooled = pd.concat([duckdb.read_parquet(str(p)).df() for p in paths], ignore_index=True)
+def pooled_rows(paths: list[Path]) -> pd.DataFrame:
+    return pd.concat([duckdb.read_parquet(str(p)).df() for p in paths], ignore_index=True)
+
+
+def boosting(pooled: pd.DataFrame, trees: int) -> Any:
+    """A gradient-boosting model of ``trees`` trees trained on 50,000 of the pooled rows."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    sample = pooled.sample(50_000, random_state=0)
+    model = GradientBoostingClassifier(n_estimators=trees, max_depth=3, min_samples_leaf=1_000, random_state=0)
+    return model.fit(sample[COVARIATES].to_numpy(), sample["y"].to_numpy().astype(int))
+
+
+def reference(pooled: pd.DataFrame, model: Any = None) -> dict[str, float]:
     y = pooled["y"].to_numpy()
-    eta = TRUE[0] + pooled[COVARIATES].to_numpy() @ TRUE[1:]
+    if model is None:
+        eta = TRUE[0] + pooled[COVARIATES].to_numpy() @ TRUE[1:]
+    else:
+        eta = model.decision_function(pooled[COVARIATES].to_numpy())
     p = 1 / (1 + np.exp(-eta))
     binned = np.clip(np.rint((eta - LO) / STEP), 0, round((HI - LO) / STEP))
     pn = y.sum() * (1 - y).sum()
@@ -72,12 +92,12 @@ def check(frame: pd.DataFrame, ref: dict[str, float], where: str) -> dict[str, f
     }
 
 
-def in_process(paths: list[Path], repeat: int, statement: str) -> tuple[list[float], pd.DataFrame]:
-    return harness.in_process(SITES, paths, "cohort", statement, schema_from_duckdb, repeat)
+def in_process(paths: list[Path], repeat: int, statement: str, params: Any) -> tuple[list[float], pd.DataFrame]:
+    return harness.in_process(SITES, paths, "cohort", statement, schema_from_duckdb, repeat, params)
 
 
-def over_agents(paths: list[Path], repeat: int, statement: str) -> tuple[list[float], pd.DataFrame]:
-    return harness.over_agents(SITES, paths, "cohort", statement, SCHEMA_TOML, repeat)
+def over_agents(paths: list[Path], repeat: int, statement: str, params: Any) -> tuple[list[float], pd.DataFrame]:
+    return harness.over_agents(SITES, paths, "cohort", statement, SCHEMA_TOML, repeat, params)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,12 +107,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-process", action="store_true", help="skip the agents")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--without-calibration", action="store_true", help="no calibration fit")
+    parser.add_argument("--trees", type=int, default=0, help="validate a gradient-boosting model of this many trees")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mpc-jupyter-bench")
     args = parser.parse_args(argv)
     paths = site_files(args.cache, args.rows)
-    ref = reference(paths)
-    statement = STATEMENT + (" WITHOUT CALIBRATION" if args.without_calibration else "")
-    seconds, frame = in_process(paths, args.repeat, statement)
+    pooled = pooled_rows(paths)
+    model = boosting(pooled, args.trees) if args.trees else None
+    ref = reference(pooled, model)
+    statement = STATEMENT if model is None else TREES_STATEMENT
+    statement += " WITHOUT CALIBRATION" if args.without_calibration else ""
+    params = None
+    if model is not None:
+        from mpc_jupyter.models import export_sklearn
+
+        params = {"model": export_sklearn(model, COVARIATES)}
+    seconds, frame = in_process(paths, args.repeat, statement, params)
     report: dict[str, Any] = {
         "rows_per_site": args.rows,
         "grid_points": round((HI - LO) / STEP) + 1,
@@ -103,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         **check(frame, ref, "in process"),
     }
     if not args.in_process:
-        seconds, frame = over_agents(paths, args.repeat, statement)
+        seconds, frame = over_agents(paths, args.repeat, statement, params)
         check(frame, ref, "agents")
         report.update({"agents_best_s": min(seconds), "agents_median_s": statistics.median(seconds)})
         report["target_5s_met"] = report["agents_median_s"] <= 5.0

@@ -11,6 +11,9 @@ change the query's structure.
   ``datetime.datetime`` / ``pandas.Timestamp`` -> ``TIMESTAMP '...'``; ``None`` -> ``NULL``;
 * a list, tuple, set, numpy array, Series or Index of those -> ``(a, b, c)`` for ``IN``.
 
+A placeholder that is the argument of ``TREES(...)`` (VALIDATE LOGISTIC ~ TREES(:model),
+docs/models.md) stays in the text: its value, a model as JSON, is sent as a parameter only.
+
 Placeholders inside string literals, quoted identifiers and ``--`` or ``/* */`` comments are
 left alone, and ``::`` (DuckDB's cast) is not a placeholder. The query as signed holds the
 literals; the bound values are also returned, JSON-encoded, for the signed envelope.
@@ -19,6 +22,7 @@ literals; the bound values are also returned, JSON-encoded, for the signed envel
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -56,11 +60,31 @@ def bind(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         if name not in namespace:
             raise BindError(f"{name!r} is not defined in the notebook")
         value = namespace[name]
+        if _MODEL_ARGUMENT.search(match.string, 0, match.start()):  # TREES(:model): sent as a parameter
+            bound[name] = _model_parameter(value, name)
+            return f":{name}"
         literal = sql_literal(value, name)
         bound[name] = _jsonable(value)
         return literal
 
     return _TOKEN.sub(replace, text), bound
+
+
+_MODEL_ARGUMENT = re.compile(r"\bTREES\s*\(\s*\Z", re.IGNORECASE)
+
+
+def _model_parameter(value: Any, name: str) -> Any:
+    """A model given to ``TREES(:name)`` (docs/models.md): not an SQL literal but a statement
+    parameter, sent as JSON in the signed envelope (a dict, or its JSON text)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise BindError(f"{name}: the model is not valid JSON") from None
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        raise BindError(f"{name}: a model is plain JSON (export it with mpc_jupyter.models.export_sklearn)") from None
 
 
 def sql_literal(value: Any, name: str = "value") -> str:

@@ -242,7 +242,7 @@ def compile_query(
         return compile_linkage(text, linkage, rules, len(sites) if sites is not None else 3, schema)
     from .models import ModelCompiled  # a model statement's plan (site_agent.models)
 
-    plan = query_plan.compile_query(text, schema, rules, sites, dp)
+    plan = query_plan.compile_query(text, schema, rules, sites, dp, params)
     compiled = ModelCompiled(plan) if "model" in plan.data else Compiled(plan)
     policy.check_kind(compiled.kind)
     # Output review holds exact results as shares (docs/review-and-report.md). DP results cannot

@@ -131,6 +131,13 @@ def _factor(text: str) -> Factor:
     return Factor(text.lower())
 
 
+def _column_of(f: Factor) -> str:
+    """The column a factor reads: ``age``, ``C(age)`` and ``I(age)`` all read ``age`` (the SQL
+    of any other ``I()`` stands for itself)."""
+    inner = f.column[2:-1].strip() if _IDENTITY.match(f.column) else f.column
+    return inner.lower() if re.fullmatch(_NAME, inner) else f.column
+
+
 def split_top(text: str, sep: str) -> list[str]:
     """Split at ``sep`` outside parentheses, brackets and quotes."""
     parts, depth, quote, start = [], 0, "", 0
@@ -161,16 +168,23 @@ def parse_formula(text: str) -> Formula:
     except sqlglot.ParseError:
         raise QuerySyntaxError(f"the response {response!r} is not an SQL expression") from None
     terms: list[tuple[Factor, ...]] = []
+    named: dict[frozenset[str], str] = {}  # the columns of each term, to the term as written
     for raw in split_top(rhs, "+"):
         if not raw.strip():
             raise QuerySyntaxError("an empty term in the formula ('+' with nothing after it)")
         if raw.strip() == "1":
             continue  # the intercept is always there
         term = tuple(_factor(f) for f in split_top(raw, ":"))
-        if len({f.column for f in term}) != len(term):
+        columns = frozenset(_column_of(f) for f in term)
+        if len(columns) != len(term):
             raise QuerySyntaxError(f"term {raw.strip()!r} names a column twice")
-        if term not in terms:
-            terms.append(term)
+        if columns in named:  # age + age, C(sex) + sex, age + I(age): one column, two terms
+            first, which = named[columns], ":".join(sorted(columns))
+            raise QuerySyntaxError(
+                f"the formula names {which!r} twice ({first!r} and {raw.strip()!r}): keep one of the terms"
+            )
+        named[columns] = raw.strip()
+        terms.append(term)
     if not terms:
         raise QuerySyntaxError("the formula has no term besides the intercept")
     return Formula(response, tuple(terms))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,12 +87,15 @@ Outcome = tuple[AShare, dict[str, Any]]
 
 @dataclass(frozen=True)
 class Statement:
-    """A model statement cut at its top-level FROM: ``keyword body FROM tail``."""
+    """A model statement cut at its top-level FROM: ``keyword body FROM tail``; ``params``: the
+    signed envelope's named parameters (public, part of the plan where a statement reads one:
+    ``TREES(:model)``, site_agent/models/trees.py)."""
 
     text: str
     keyword: str
     body: str
     tail: str
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def _registered() -> Mapping[str, ModelKind]:
     return MODELS
 
 
-def split_statement(text: str) -> Statement | None:
+def split_statement(text: str, params: Mapping[str, Any] | None = None) -> Statement | None:
     """The statement if ``text`` starts with a registered keyword, else None."""
     head = re.match(r"\s*([A-Za-z_]+)\b", text)
     if head is None or head.group(1).upper() not in _registered():
@@ -137,12 +140,19 @@ def split_statement(text: str) -> Statement | None:
     found = _FROM.search(rest)
     if found is None:
         raise QuerySyntaxError(f"{keyword}: the statement needs FROM <table>")
-    return Statement(text, keyword, rest[: found.start()].strip(), rest[found.end() :].strip())
+    return Statement(text, keyword, rest[: found.start()].strip(), rest[found.end() :].strip(), dict(params or {}))
 
 
-def compile_statement(text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None) -> Plan | None:
-    """The plan of a model statement, or None when ``text`` is not one."""
-    statement = split_statement(text)
+def compile_statement(
+    text: str,
+    schema: Schema,
+    rules: DisclosureRules,
+    sites: tuple[str, ...] | None,
+    params: Mapping[str, Any] | None = None,
+) -> Plan | None:
+    """The plan of a model statement, or None when ``text`` is not one; ``params`` are the
+    envelope's named parameters (a statement reads those it names)."""
+    statement = split_statement(text, params)
     if statement is None:
         return None
     return MODELS[statement.keyword].compile(statement, schema, rules, sites)

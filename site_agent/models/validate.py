@@ -5,7 +5,9 @@ Statement (docs/models.md, "External validation")::
     VALIDATE LOGISTIC <response> ~ <b0> + <b1>*<term> + ... FROM t [WHERE ...] [BY col]
              [THRESHOLD p] [GRID lo TO hi STEP s] [WITHOUT CALIBRATION]
 
-The right-hand side is the model's linear predictor with public coefficients, in the formula
+The right-hand side is ``TREES(:name)``, a tree ensemble sent as the statement parameter
+``name`` (:mod:`.trees`: read, checked and scored at each site in numpy; the counts below then
+run on the scored rows), or the model's linear predictor with public coefficients, in the formula
 language (:mod:`.formula`): a number alone is the intercept; a term is a number times a
 numeric column, ``I(sql)`` or ``C(col)[level]`` (1 when ``col`` holds ``level``), or a product
 of them (an interaction); terms are joined by ``+`` and ``-``.
@@ -49,10 +51,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import sqlglot.expressions as exp
@@ -70,7 +74,7 @@ from ..query.failsafe import failure_word, total_sql
 from ..query.numeric import divide_float
 from ..query.parse import DIALECT
 from ..query.plan import Plan
-from . import glm
+from . import glm, trees
 from .formula import Design, DesignColumn, level_literal, split_top
 from .statement import (
     FLOAT_PARTS,
@@ -99,6 +103,7 @@ _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _LEVEL = re.compile(rf"^C\(\s*({_NAME})\s*\)\s*\[\s*(.+?)\s*\]$", re.IGNORECASE | re.DOTALL)
 _IDENTITY = re.compile(r"^I\((.+)\)$", re.DOTALL)
+_TREES = re.compile(rf"^\s*TREES\s*\(\s*:({_NAME})\s*\)\s*$", re.IGNORECASE)
 _CLAUSES = [
     ("by", re.compile(rf"\s+BY\s+({_NAME})\s*;?\s*$", re.IGNORECASE)),
     ("threshold", re.compile(rf"\s+THRESHOLD\s+({_NUMBER})\s*;?\s*$", re.IGNORECASE)),
@@ -259,11 +264,15 @@ def scored_source(
     schema: Schema,
     rules: DisclosureRules,
     sites: tuple[str, ...] | None,
+    features: tuple[str, ...] = (),
 ) -> Scored:
-    """Validate ``FROM tail`` with the outcome expressions, the score's columns and the BY column
-    (:func:`validate_source`), check every ``C(col)[level]`` against the column's public domain
-    and take the groups from the BY column's."""
-    sources = list(dict.fromkeys([*(s for t in terms for s, _, _ in t.factors), *([by] if by else [])]))
+    """Validate ``FROM tail`` with the outcome expressions, the score's columns (its terms'
+    factors, or a tree ensemble's ``features``) and the BY column (:func:`validate_source`),
+    check every ``C(col)[level]`` against the column's public domain and take the groups from
+    the BY column's. Without terms (a tree ensemble) ``eta`` is NULL: the score is computed at
+    the sites in numpy (:mod:`.trees`)."""
+    factors = [s for t in terms for s, _, _ in t.factors]
+    sources = list(dict.fromkeys([*factors, *features, *([by] if by else [])]))
     query, checked = validate_source(tail, [*outcomes, *sources], schema, rules, sites)
     resolved = dict(zip(sources, checked[len(outcomes) :], strict=True))
     tables = [t.name.lower() for t in query.source.find_all(exp.Table)]
@@ -290,9 +299,17 @@ def scored_source(
         groups = list(dom)
         literals: list[exp.Expression] = [exp.maybe_parse(_sql_literal(g), dialect=DIALECT) for g in groups]
         conditions = [exp.EQ(this=by_expr.copy(), expression=v) for v in literals]
-    eta = _linear_predictor(terms, resolved)
+    eta = _linear_predictor(terms, resolved) if terms else exp.Null()
     products = [x for x in (_product(t, resolved) for t in terms) if x is not None]
     return Scored(query, checked[: len(outcomes)], resolved, eta, products, by, by_expr, groups, conditions, column)
+
+
+def _ensemble(statement: Statement, name: str) -> trees.Ensemble:
+    """The tree ensemble of ``TREES(:name)``: the statement parameter ``name``, checked."""
+    if name not in statement.params:
+        given = ", ".join(sorted(k for k in statement.params if not k.startswith("@"))) or "none"
+        raise QuerySyntaxError(f"TREES(:{name}): no parameter {name!r} was sent with the statement (sent: {given})")
+    return trees.read_ensemble(statement.params[name])
 
 
 def compile_validate(
@@ -311,7 +328,9 @@ def compile_validate(
     if len(sides) != 2 or not sides[0].strip():
         raise QuerySyntaxError("VALIDATE LOGISTIC needs 'response ~ linear predictor'")
     response_text = sides[0].strip()
-    terms = parse_linear_predictor(sides[1])
+    named = _TREES.match(sides[1])
+    ensemble = _ensemble(statement, named.group(1)) if named else None
+    terms = [] if named else parse_linear_predictor(sides[1])
     tail, clauses = _clauses(statement.tail)
     threshold = float(clauses["threshold"][0]) if "threshold" in clauses else 0.5
     if not 0.0 < threshold < 1.0:
@@ -321,11 +340,28 @@ def compile_validate(
         raise UnsupportedQuery("GRID lo TO hi STEP s needs lo < hi and s > 0")
     bins = round((hi - lo) / step) + 1
     by = clauses["by"][0].lower() if "by" in clauses else None
-    src = scored_source(tail, [response_text], terms, by, schema, rules, sites)
+    features = ensemble.features if ensemble else ()
+    src = scored_source(tail, [response_text], terms, by, schema, rules, sites, features)
     query, response, eta, groups, conditions = src.query, src.outcomes[0], src.eta, src.groups, src.conditions
     if bins * len(groups) > MAX_BINS:
         raise UnsupportedQuery(f"the grid has {bins} points for {len(groups)} groups; at most {MAX_BINS} in all")
-    sql = _local_sql(query, response, eta, src.products, src.by_expr, groups, threshold, (lo, step, bins))
+    fetch: list[dict[str, str]] = []
+    by_expr, products, fit_query, fit_groups, values = src.by_expr, src.products, query, conditions, groups
+    if ensemble is not None:  # the site fetches its rows, scores them in numpy, and runs the SQL below on them
+        columns: dict[str, exp.Expr] = {"y": response, **{f"x{j}": src.resolved[f] for j, f in enumerate(features)}}
+        rows = group_rows_sql(query, columns, [], src.by_expr, groups)
+        fetch = [{"name": "rows", "sql": f"SELECT * FROM ({rows}) AS _rows WHERE gi IS NOT NULL", "when": "first step"}]
+        fit_query, response, eta, gi, products = _scored_query(query)
+        by_expr = gi if by else None  # the scored rows carry their group's index
+        values = list(range(len(groups))) if by else groups
+        fit_groups = [exp.EQ(this=gi.copy(), expression=exp.Literal.number(i)) for i in values] if by else []
+    sql = _local_sql(fit_query, response, eta, products, by_expr, values, threshold, (lo, step, bins))
+    scored = f" (over {SCORED}, the rows scored)" if ensemble else ""
+    local = [
+        {"name": "groups", "sql": sql[0], "when": f"first step{scored}"},
+        {"name": "bins", "sql": sql[1], "when": f"first step{scored}"},
+        *fetch,
+    ]
     fit_design = Design(
         (DesignColumn("Intercept", exp.Literal.number(1)), DesignColumn("eta", eta)),
         exp.and_(
@@ -335,13 +371,13 @@ def compile_validate(
     )
     fits = []
     for i in range(len(groups)) if "without" not in clauses else []:
-        where: exp.Expression | None = query.where
-        if conditions:
-            cond = conditions[i].copy()
+        where: exp.Expression | None = fit_query.where
+        if fit_groups:
+            cond = fit_groups[i].copy()
             where = cond if where is None else exp.And(this=exp.Paren(this=where.copy()), expression=cond)
-        fit_query = dataclasses.replace(query, where=where)
         fit = Statement(statement.text, "LOGISTIC", "", "")
-        fits.append(glm.plan_glm(fit, fit_query, fit_design, response, response_text, None, None, rules).data)
+        group_query = dataclasses.replace(fit_query, where=where)
+        fits.append(glm.plan_glm(fit, group_query, fit_design, response, response_text, None, None, rules).data)
     data = {
         "version": 1,
         "query": statement.text,
@@ -352,20 +388,33 @@ def compile_validate(
             "by": by,
             "groups": groups,
             "threshold": threshold,
-            "terms": len(src.products),
+            "terms": len(src.products) if ensemble is None else int(ensemble.leaves.size),
             "grid": [lo, hi, step, bins],
+            **({"trees": ensemble.to_json(), "person": query.person is not None} if ensemble else {}),
         },
         "params": {"min_cell_size": rules.threshold, "bits": {"sums": FV}},
         "keys": [],
         "grouping_sets": [[]],
-        "local": [
-            {"name": "groups", "sql": sql[0], "when": "first step"},
-            {"name": "bins", "sql": sql[1], "when": "first step"},
-        ],
+        "local": local,
         "fits": fits,
         "reveals": _reveals(),
     }
     return with_ledger(Plan(data), query, conditions)  # with BY, each group is a query set
+
+
+SCORED = "_scored"
+"""The scratch table of a tree ensemble's local step: the site's WHERE rows with their group,
+outcome, person and score (``gi``, ``y``, ``person``, ``eta``), in a private in-memory DuckDB."""
+
+
+def _scored_query(query: Any) -> tuple[Any, exp.Expression, exp.Expression, exp.Expression, list[exp.Expression]]:
+    """The validated ``query`` moved onto :data:`SCORED` (its rows are the WHERE set already):
+    (query, outcome, score, group index, term products) as the local SQL and the calibration
+    fits take them, so both run unchanged on the scored rows."""
+    source = exp.select("1").from_(exp.alias_(exp.to_table(SCORED), "_s", table=True))
+    person = "_s.person" if query.person is not None else None
+    moved = dataclasses.replace(query, source=source, where=None, person=person, derived=())
+    return moved, exp.column("y", table="_s"), exp.column("eta", table="_s"), exp.column("gi", table="_s"), []
 
 
 def group_rows_sql(
@@ -471,7 +520,10 @@ def _reveals() -> list[dict[str, Any]]:
     committee = [
         ("local_failed", "sum of the sites' secret failure words (0: every local step ran)"),
         ("released", "per group: whether its persons, events and non-events each number at least k"),
-        ("term_isolation", "whether a term of the score is 0, or not 0, at 1..k-1 persons of a released group"),
+        (
+            "term_isolation",
+            "whether a term of the score (for TREES, a leaf) is 0, or not 0, at 1..k-1 persons of a released group",
+        ),
         ("confusion_small", "per group: whether a confusion cell lies in 1..k-1 (then all four are withheld)"),
         ("dropped_small", "per group: whether its dropped rows lie in 1..k-1 (then withheld)"),
         ("calibration", "per released group, the reveal points of its LOGISTIC fit of y on eta (rules, iterates)"),
@@ -507,24 +559,22 @@ def local_validate(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any
     with ``{"fit": i, "glm": ...}`` the local step of group i's calibration fit (:mod:`.glm`).
     Never raises: a failure gives zeros and a secret failure word."""
     if params is not None:
-        return glm.local_glm(Plan(plan.data["fits"][int(params["fit"])]), con, holds_data, params["glm"])
-    m = plan.data["model"]
-    g, bins = len(m["groups"]), int(m["grid"][3])
+        fit = Plan(plan.data["fits"][int(params["fit"])])
+        if "trees" not in plan.data["model"]:
+            return glm.local_glm(fit, con, holds_data, params["glm"])
+        try:  # the fit's SQL reads the scored rows (a failure there is glm's failure vector)
+            scratch = _scratch(_scored_again(plan, con))
+        except Exception:
+            scratch = duckdb.connect()  # no _scored table: glm's step fails with its failure word
+        try:
+            return glm.local_glm(fit, scratch, holds_data, params["glm"])
+        finally:
+            scratch.close()
     try:
-        names = _int_names(plan)
-        ints = np.zeros((g, len(names)), dtype=np.int64)
-        sums = np.zeros((g, len(FIXED)))
-        hist = np.zeros((2, g, bins), dtype=np.int64)
-        rows = con.execute(plan.data["local"][0]["sql"]).fetchnumpy()
-        index = np.asarray(rows["gi"], dtype=np.int64)
-        for j, name in enumerate(names):
-            ints[index, j] = np.rint(np.asarray(rows[name], dtype=np.float64)).astype(np.int64)
-        for j, name in enumerate(FIXED):
-            sums[index, j] = np.asarray(rows[name], dtype=np.float64)
-        cells = con.execute(plan.data["local"][1]["sql"]).fetchnumpy()
-        gi, b = np.asarray(cells["gi"], dtype=np.int64), np.asarray(cells["bin"], dtype=np.int64)
-        hist[0, gi, b] = np.rint(np.asarray(cells["pos"], dtype=np.float64)).astype(np.int64)
-        hist[1, gi, b] = np.rint(np.asarray(cells["neg"], dtype=np.float64)).astype(np.int64)
+        if "trees" in plan.data["model"]:
+            ints, sums, hist = _tree_counts(plan, con)
+        else:
+            ints, sums, hist = _sql_counts(plan, con, _int_names(plan))
         if not np.all(np.isfinite(sums)):
             raise ValueError("a sum is not finite")
         return np.concatenate(
@@ -534,6 +584,136 @@ def local_validate(plan: Plan, con: Any, holds_data: bool, params: dict[str, Any
         failed = np.zeros(_size(plan), dtype=np.uint64)
         failed[0] = failure_word()
         return failed
+
+
+def _sql_counts(plan: Plan, con: Any, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the ints ``names`` per group, sums per group, histograms) from the two local SQL statements."""
+    m = plan.data["model"]
+    g, bins = len(m["groups"]), int(m["grid"][3])
+    ints = np.zeros((g, len(names)), dtype=np.int64)
+    sums = np.zeros((g, len(FIXED)))
+    hist = np.zeros((2, g, bins), dtype=np.int64)
+    rows = con.execute(plan.data["local"][0]["sql"]).fetchnumpy()
+    index = np.asarray(rows["gi"], dtype=np.int64)
+    for j, name in enumerate(names):
+        ints[index, j] = np.rint(np.asarray(rows[name], dtype=np.float64)).astype(np.int64)
+    for j, name in enumerate(FIXED):
+        sums[index, j] = np.asarray(rows[name], dtype=np.float64)
+    cells = con.execute(plan.data["local"][1]["sql"]).fetchnumpy()
+    gi, b = np.asarray(cells["gi"], dtype=np.int64), np.asarray(cells["bin"], dtype=np.int64)
+    hist[0, gi, b] = np.rint(np.asarray(cells["pos"], dtype=np.float64)).astype(np.int64)
+    hist[1, gi, b] = np.rint(np.asarray(cells["neg"], dtype=np.float64)).astype(np.int64)
+    return ints, sums, hist
+
+
+def _floats(column: Any) -> np.ndarray:
+    """A fetched column as float64, NaN for NULL (a masked entry or None)."""
+    values = np.ma.asarray(column)
+    if values.dtype.kind in "biuf":
+        numbers: np.ndarray = np.ma.filled(values.astype(np.float64), np.nan)
+        return numbers
+    data = np.asarray(np.ma.getdata(values), dtype=object)
+    data[np.ma.getmaskarray(values)] = None
+    floats: np.ndarray = pd.to_numeric(pd.Series(data, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    return floats
+
+
+def _scored_rows(plan: Plan, con: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A tree ensemble's local step, in the clear at the site: its WHERE rows fetched (group,
+    outcome, person, features) and scored in numpy (:func:`.trees.scores`, every row at once),
+    as the table :data:`SCORED` (:func:`_scratch`) on which the plan's SQL (counts, grid,
+    calibration fits) then runs as on a linear predictor. Also returns, per row, the group, the
+    person (an integer code, -1 for none), whether the row is complete (outcome 0 or 1 and a
+    score: the SQL's ``ok``) and its leaf in every tree."""
+    m = plan.data["model"]
+    ens = trees.from_plan(m["trees"])
+    rows = con.execute(plan.data["local"][2]["sql"]).fetchnumpy()
+    gi = np.asarray(rows["gi"], dtype=np.int64)
+    y = _floats(rows["y"])
+    x = np.column_stack([_floats(rows[f"x{j}"]) for j in range(len(ens.features))]).reshape(gi.size, -1)
+    eta, _, leaves = trees.scores(ens, x)
+    if m["person"]:
+        person = pd.factorize(pd.Series(np.ma.getdata(rows["person"]), dtype=object), use_na_sentinel=True)[0]
+        person[np.ma.getmaskarray(rows["person"])] = -1
+    else:
+        person = np.arange(gi.size)
+    frame = pd.DataFrame(
+        {
+            "gi": gi,
+            "y": pd.array(y, dtype="Float64"),  # NaN -> NULL
+            "eta": pd.array(eta, dtype="Float64"),
+            "person": pd.Series(person, dtype="Int64").mask(person < 0),
+        }
+    )
+    ok = ~np.isnan(y) & ~np.isnan(eta) & ((y == 0) | (y == 1))
+    with _SCORED_LOCK:  # for this plan's calibration steps at this connection (_scored_again)
+        kept = [entry for entry in _LAST_SCORED if entry[1] is not con][-(_SCORED_KEPT - 1) :]
+        _LAST_SCORED[:] = [*kept, (plan.digest(), con, frame)]
+    return frame, gi, person, ok, leaves
+
+
+_SCORED_KEPT = 3
+_LAST_SCORED: list[tuple[str, Any, pd.DataFrame]] = []
+"""(plan digest, connection, scored rows) of the last first step of a tree ensemble at each of
+the last :data:`_SCORED_KEPT` connections in this process (an agent has one; an in-process run
+three). The calibration steps reuse the scores instead of scoring every Newton step again; the
+next first step at a connection replaces its entry, so a statement run again later scores its
+rows afresh."""
+_SCORED_LOCK = threading.Lock()
+
+
+def _scored_again(plan: Plan, con: Any) -> pd.DataFrame:
+    """The scored rows of a calibration step: those of this plan's first step at this connection
+    when they are the last scored in this process, else scored again."""
+    digest = plan.digest()
+    with _SCORED_LOCK:
+        for last, last_con, frame in _LAST_SCORED:
+            if last == digest and last_con is con:
+                return frame
+    return _scored_rows(plan, con)[0]
+
+
+def _scratch(frame: pd.DataFrame) -> Any:
+    """A private in-memory DuckDB holding the scored rows as :data:`SCORED`."""
+    scratch = duckdb.connect()
+    scratch.register(SCORED, frame)
+    return scratch
+
+
+def _leaf_support(plan: Plan, gi: np.ndarray, person: np.ndarray, ok: np.ndarray, leaves: np.ndarray) -> np.ndarray:
+    """Per group, for every leaf j: the persons with a complete row at the leaf (``nz_j``) and
+    the others (``z_j``): the terms of ``term_isolation``. Within a tree the leaves partition
+    the rows, so a leaf holding 1..k-1 persons is what singles someone out."""
+    m = plan.data["model"]
+    ens = trees.from_plan(m["trees"])
+    g, size, n_leaves = len(m["groups"]), int(person.max(initial=0)) + 1, int(ens.leaves.size)
+    mask = ok & (person >= 0)
+    one_row_each = np.unique(person[mask]).size == int(mask.sum())  # then persons are rows
+
+    def persons(cell: np.ndarray, cells: int) -> np.ndarray:
+        if one_row_each:
+            return np.bincount(cell[mask], minlength=cells)
+        return np.bincount(np.unique(cell[mask] * size + person[mask]) // size, minlength=cells)
+
+    ordinal = np.full(ens.feature.size, -1, dtype=np.int64)
+    ordinal[ens.leaves] = np.arange(n_leaves)
+    nz = np.zeros((g, n_leaves), dtype=np.int64)
+    for t in range(ens.roots.size):  # one pass per tree, every row at once
+        leaf = ordinal[np.maximum(leaves[:, t], 0)]
+        nz += persons(gi * n_leaves + leaf, g * n_leaves).reshape(g, n_leaves)
+    return np.stack([nz, persons(gi, g)[:, None] - nz], axis=2).reshape(g, -1)  # nz0, z0, nz1, z1, ...
+
+
+def _tree_counts(plan: Plan, con: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_sql_counts` for a tree ensemble: the plan's SQL on the scored rows
+    (:func:`_scored_rows`), and the leaves' person counts beside the counts of each group."""
+    frame, gi, person, ok, leaves = _scored_rows(plan, con)
+    scratch = _scratch(frame)
+    try:
+        ints, sums, hist = _sql_counts(plan, scratch, list(INTS))
+    finally:
+        scratch.close()
+    return np.concatenate([ints, _leaf_support(plan, gi, person, ok, leaves)], axis=1), sums, hist
 
 
 # -- the committee's program ------------------------------------------------------------------
@@ -695,6 +875,7 @@ def assemble_validate(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFram
         {
             "model": "VALIDATE",
             "coefficients": dict((str(t), float(c)) for t, c in m["coefficients"]),
+            **({"trees": _summary(m["trees"])} if "trees" in m else {}),
             "threshold": m["threshold"],
             "grid": {"lo": m["grid"][0], "hi": m["grid"][1], "step": m["grid"][2]},
             "calibration_refused": {
@@ -709,15 +890,35 @@ def assemble_validate(meta: dict[str, Any], shares: list[AShare]) -> pd.DataFram
     return frame
 
 
+def _summary(data: dict[str, Any]) -> dict[str, Any]:
+    """A tree ensemble in a few words: format, estimator, trees, nodes, depth, features."""
+    return {
+        "format": data["format"],
+        "estimator": data["estimator"],
+        "trees": len(data["roots"]),
+        "nodes": len(data["nodes"][0]),
+        "depth": data["depth"],
+        "features": data["features"],
+    }
+
+
 def explain_validate(plan: Plan) -> str:
     """The plan in words: local SQL, the MPC steps, every reveal point."""
     d = plan.data
     m = d["model"]
     lo, hi, step, bins = m["grid"]
     lines = [f"Plan {plan.digest()[:16]} for:", *("    " + t for t in d["query"].strip().splitlines()), ""]
+    if "trees" in m:
+        t = _summary(m["trees"])
+        model = (
+            f"a {t['estimator']} tree ensemble ({t['format']} format: {t['trees']} trees, {t['nodes']} nodes, "
+            f"depth {t['depth']}, features {', '.join(t['features'])}; scored at each site in numpy)"
+        )
+    else:
+        model = "a logistic model (public coefficients)"
     lines.append(
-        f"External validation of a logistic model (public coefficients) on {len(m['groups'])} group(s); "
-        f"threshold {m['threshold']}; linear predictor binned on the grid {lo:g} to {hi:g} step {step:g} "
+        f"External validation of {model} on {len(m['groups'])} group(s); "
+        f"threshold {m['threshold']}; score eta binned on the grid {lo:g} to {hi:g} step {step:g} "
         f"({bins} points, ties within a step count 1/2)."
     )
     lines.append(

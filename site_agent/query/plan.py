@@ -134,7 +134,12 @@ class Plan:
 
 
 def compile_query(
-    text: str, schema: Schema, rules: DisclosureRules, sites: tuple[str, ...] | None = None, dp: DpRequest | None = None
+    text: str,
+    schema: Schema,
+    rules: DisclosureRules,
+    sites: tuple[str, ...] | None = None,
+    dp: DpRequest | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Plan:
     """Parse, validate and plan ``text``: the one entry point every site calls.
 
@@ -142,7 +147,8 @@ def compile_query(
     every member passes the same tuple, so the digest stays equal. Without them ``SITE`` is
     refused (``UnsupportedQuery``). A model statement (``LINEAR y ~ x FROM t``, see
     :mod:`site_agent.models.statement`) compiles to its model's plan; ``dp`` asks for a DP plan
-    (:mod:`.dp`): noise instead of suppression.
+    (:mod:`.dp`): noise instead of suppression. ``params`` are the signed envelope's named
+    parameters, read by the model statements that name one (``TREES(:model)``).
     """
     if sites is not None and (len(set(sites)) != len(sites) or not all(isinstance(s, str) and s for s in sites)):
         raise ValueError(f"sites must be distinct non-empty names, not {sites!r}")
@@ -150,7 +156,7 @@ def compile_query(
     from ..models.statement import compile_statement  # model statements (LINEAR ... FROM ...)
 
     statement = find_statement(text)
-    model = compile_statement(text, schema, rules, sites) if statement is None else None
+    model = compile_statement(text, schema, rules, sites, params) if statement is None else None
     if dp is not None and (model is not None or statement is not None):
         raise UnsupportedQuery("DP mode answers SELECT queries only; model statements are answered exactly")
     if model is not None:

@@ -10,7 +10,7 @@ import pytest
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
 
-from site_agent.errors import PolicyRefusal, QueryError
+from site_agent.errors import PolicyRefusal, QueryError, QuerySyntaxError
 from site_agent.models.statement import execute
 from site_agent.query import DisclosureRules, compile_query
 
@@ -139,6 +139,25 @@ def test_bad_statements_are_refused(lung: tuple, text: str) -> None:
     _, _, schema = lung
     with pytest.raises(QueryError):
         compile_query(text, schema, DisclosureRules())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("LINEAR wt_loss ~ age + age FROM lung", "the formula names 'age' twice ('age' and 'age')"),
+        ("LINEAR wt_loss ~ C(sex) + sex FROM lung", "the formula names 'sex' twice ('C(sex)' and 'sex')"),
+        ("LOGISTIC status = 2 ~ age + I(AGE) FROM lung", "the formula names 'age' twice ('age' and 'I(AGE)')"),
+        ("LINEAR wt_loss ~ age + sex + age:sex + sex:age FROM lung", "names 'age:sex' twice"),
+        ("LINEAR wt_loss ~ age:I(age) FROM lung", "term 'age:I(age)' names a column twice"),
+    ],
+)
+def test_a_column_named_twice_is_refused_in_one_line(lung: tuple, text: str, message: str) -> None:
+    """Not fitted once silently, nor twice (C(sex) + sex: a singular design), nor left to an
+    unclear message from the generated SQL (age + I(age))."""
+    _, _, schema = lung
+    with pytest.raises(QuerySyntaxError) as err:
+        compile_query(text, schema, DisclosureRules())
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_models_need_the_model_statement_kind(lung: tuple) -> None:

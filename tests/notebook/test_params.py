@@ -57,3 +57,17 @@ def test_refusals(sql: str, ns: dict[str, object], message: str) -> None:
 
 def test_timestamps() -> None:
     assert sql_literal(pd.Timestamp("2021-03-04 05:06:07")) == "TIMESTAMP '2021-03-04 05:06:07'"
+
+
+def test_a_model_for_trees_is_sent_as_a_parameter_not_a_literal() -> None:
+    model = {"format": "xgboost", "base_score": 0.5, "trees": [{"nodeid": 0, "leaf": np.float64(0.25).item()}]}
+    text, params = bind("VALIDATE LOGISTIC status = 2 ~ TREES( {model} ) FROM lung WHERE age > :age", {
+        "model": model, "age": 60})
+    assert text == "VALIDATE LOGISTIC status = 2 ~ TREES( :model ) FROM lung WHERE age > 60"
+    assert params == {"model": model, "age": 60}
+    assert bind("VALIDATE LOGISTIC y ~ TREES(:m) FROM t", {"m": '{"format": "sklearn"}'})[1] == {
+        "m": {"format": "sklearn"}}
+    with pytest.raises(BindError, match="plain JSON"):
+        bind("VALIDATE LOGISTIC y ~ TREES(:m) FROM t", {"m": {"trees": [float("nan")]}})
+    with pytest.raises(BindError):  # elsewhere a dict is no SQL value
+        bind("SELECT COUNT(*) FROM t WHERE x = :m", {"m": model})

@@ -107,3 +107,21 @@ def test_a_score_that_singles_the_target_out_is_refused(worlds) -> None:
     for cons, schema, _ in worlds:
         with pytest.raises(ModelRefused, match="term_isolation"):
             execute(compile_query(text, schema, DisclosureRules()), cons)
+
+
+def test_a_tree_whose_leaf_holds_the_target_alone_is_refused(worlds) -> None:
+    """TREES(:model): a leaf is a term of the score. A tree that sends the target alone to a
+    high leaf ranks them above everyone: refused in both worlds; with k = 1 (no rule) the AUC
+    tells the outcome."""
+    tree = {"nodeid": 0, "split": "ph_ecog", "split_condition": 2.5, "yes": 1, "no": 2, "missing": 1,
+            "children": [{"nodeid": 1, "leaf": 0.0}, {"nodeid": 2, "leaf": 5.0}]}
+    params = {"model": {"format": "xgboost", "base_score": 0.5, "trees": [tree]}}
+    text = "VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung WITHOUT CALIBRATION"
+    for cons, schema, _ in worlds:
+        with pytest.raises(ModelRefused, match="term_isolation"):
+            execute(compile_query(text, schema, DisclosureRules(), params=params), cons)
+    naive = [
+        execute(compile_query(text, schema, DisclosureRules(min_cell_size=1), params=params), cons)
+        for cons, schema, _ in worlds
+    ]
+    assert abs(naive[0].loc["all", "auc"] - naive[1].loc["all", "auc"]) > 1e-4
