@@ -1,4 +1,5 @@
-"""Models to validate at the sites: a scikit-learn tree ensemble as the plain JSON of
+"""Models to validate at the sites: a fit of this consortium or another as VALIDATE's linear
+predictor (:func:`predictor`), and a scikit-learn tree ensemble as the plain JSON of
 ``VALIDATE LOGISTIC y ~ TREES(:model)`` (docs/models.md, "Tree ensembles")::
 
     model = GradientBoostingClassifier(max_depth=2).fit(x, y)
@@ -23,11 +24,53 @@ model is read through its attributes.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["export_sklearn"]
+__all__ = ["export_sklearn", "predictor"]
+
+VALIDATED = ("LOGISTIC", "COX")
+"""The fits whose linear predictor VALIDATE takes (VALIDATE LOGISTIC, VALIDATE COX)."""
+_FACTOR = re.compile(r"[A-Za-z_]\w*|I\([\w\s.+\-*/]*\)|C\([A-Za-z_]\w*\)\[T\.(?:[\w.\-]+)\]")
+
+
+def predictor(fit: pd.DataFrame) -> str:
+    """A stored LOGISTIC or COX result as the linear predictor VALIDATE takes, so a model fitted
+    on one consortium's (or an earlier query's) rows is evaluated on these::
+
+        fit = consortium.query("LOGISTIC status = 2 ~ age + C(sex) FROM lung")
+        consortium.query(f"VALIDATE LOGISTIC status = 2 ~ {predictor(fit)} FROM lung BY sex")
+
+    (in a ``%%mpc`` cell, ``~ :fit`` binds it the same way). Each coefficient is written with
+    every digit of its float (``repr``); ``C(col)[T.level]`` becomes ``C(col)[level]``, an
+    interaction ``a:b`` the product ``a*b``, the intercept the constant term. A term name that is
+    not one of the formula language's (which a fit never has) is refused, so no text other than
+    a formula reaches the query."""
+    kind = fit.attrs.get("model")
+    if kind not in VALIDATED or "coef" not in fit.columns:
+        raise ValueError(f"a LOGISTIC or COX result is needed for a linear predictor, not {kind or 'this frame'!r}")
+    terms = []
+    for name, coef in fit["coef"].items():
+        value = float(coef)
+        if not math.isfinite(value):
+            raise ValueError(f"the coefficient of {name!r} is not a finite number")
+        sign, magnitude = ("-" if value < 0 else "+"), repr(abs(value))
+        if name == "Intercept":
+            terms.append(f"{sign} {magnitude}")
+            continue
+        factors = str(name).split(":")
+        if not all(_FACTOR.fullmatch(f) for f in factors):
+            raise ValueError(f"{name!r} is not a term of the formula language")
+        product = "*".join(re.sub(r"\[T\.(.*)\]$", r"[\1]", f) for f in factors)
+        terms.append(f"{sign} {magnitude}*{product}")
+    if not terms:
+        raise ValueError("the fit has no terms")
+    text = " ".join(terms)
+    return text[2:] if text.startswith("+ ") else "-" + text[2:]
 
 
 def _tree(tree: Any, leaf_values: np.ndarray) -> dict[str, list[Any]]:

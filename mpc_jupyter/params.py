@@ -11,6 +11,8 @@ change the query's structure.
   ``datetime.datetime`` / ``pandas.Timestamp`` -> ``TIMESTAMP '...'``; ``None`` -> ``NULL``;
 * a list, tuple, set, numpy array, Series or Index of those -> ``(a, b, c)`` for ``IN``.
 
+A placeholder right after ``~`` whose value is a LOGISTIC or COX result becomes that fit's
+linear predictor (:func:`mpc_jupyter.models.predictor`): VALIDATE of a stored result.
 A placeholder that is the argument of ``TREES(...)`` (VALIDATE LOGISTIC ~ TREES(:model),
 docs/models.md) stays in the text: its value, a model as JSON, is sent as a parameter only.
 
@@ -30,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .models import predictor
 
 
 class BindError(ValueError):
@@ -63,6 +67,8 @@ def bind(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         if _MODEL_ARGUMENT.search(match.string, 0, match.start()):  # TREES(:model): sent as a parameter
             bound[name] = _model_parameter(value, name)
             return f":{name}"
+        if isinstance(value, pd.DataFrame) and _PREDICTOR_PLACE.search(match.string, 0, match.start()):
+            return predictor(value)  # VALIDATE ... ~ :fit, a stored LOGISTIC or COX result
         literal = sql_literal(value, name)
         bound[name] = _jsonable(value)
         return literal
@@ -71,6 +77,7 @@ def bind(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 _MODEL_ARGUMENT = re.compile(r"\bTREES\s*\(\s*\Z", re.IGNORECASE)
+_PREDICTOR_PLACE = re.compile(r"~\s*\Z")
 
 
 def _model_parameter(value: Any, name: str) -> Any:
