@@ -1,15 +1,15 @@
 """Linked cohorts on shares: outcomes at every site, of the persons of a cohort at any site.
 
-``SELECT COUNT(*), SUM(a.x), AVG(a.x) FROM cohort c LINK outcome a``: the cohort's persons are
-those whose linkage key (:mod:`.oprf`) is in the cohort table at some site; the linked outcome
-rows are every site's outcome rows whose person's key is among them. Nobody learns which
-records matched:
+``SELECT COUNT(*), SUM(a.x), AVG(a.x) FROM cohort c LINK outcome a`` (:mod:`.statement`): the
+cohort's persons are those whose linkage key (:mod:`.oprf`) is in the cohort table at some site;
+the linked outcome rows are every site's outcome rows whose person's key is among them. Nobody
+learns which records matched:
 
 1. **Local step, at each site.** The distinct keys of its cohort persons, and per distinct key
-   of its outcome persons: the number of outcome rows and the sum of the value over them
-   (:func:`site_records`). A person has then at most one cohort and one outcome record per
-   site. Each record goes in as shares: (key, its top t bits, rows, sum), cohort records with
-   rows = sum = 0.
+   of its outcome persons the sums of a few integer columns over its outcome rows (the
+   statement's: 1 for COUNT(*), [x is not NULL] and x for SUM and AVG; :func:`site_records`).
+   A person has then at most one cohort and one outcome record per site. Each record goes in
+   as shares: its key, its key's top t bits and its sums (all 0 for a cohort record).
 2. **One sort.** Cohort records come first in the input order (every site's cohort records,
    then every site's outcome records), so sorting by (prefix, input position) with the shuffle
    sort of :func:`site_agent.linkage.dedup.sort_records` (the de-duplication's sort, the same
@@ -24,23 +24,24 @@ records matched:
    share a t-bit prefix (as for the distinct count): two persons on one prefix put at most S
    cohort records of the other person and 2 S - 1 outcome records between an outcome record and
    its nearest cohort record.
-4. **The aggregates, on shares.** Linked rows sum_j L_j rows_j, linked sum sum_j L_j sum_j, and
-   linked persons sum_j L_j (1 - c_j) (1 - F_j) (each linked person once, whatever the number of
-   sites holding its outcomes). Cohort records have rows = sum = 0, so they add nothing.
-5. **Release** (:func:`release`): the three numbers together or not at all, only if the linked
+4. **The aggregates, on shares.** Each column's linked total sum_j L_j v_j (cohort records hold
+   zeros, so they add nothing), and the linked persons sum_j L_j (1 - c_j) (1 - F_j) (each
+   linked person once, whatever the number of sites holding its outcomes).
+5. **Release** (:func:`release`): every number together or not at all, only if the linked
    persons are 0 or at least k (:func:`site_agent.privacy.checks.stopped`), and never where the
    statement's persons differ from a set released to the analyst before by too few (the
-   release ledger's differences, as for ``COUNT(DISTINCT PERSON)``). The mean is the sum over
-   the rows, computed by whoever receives them.
+   release ledger's differences, as for ``COUNT(DISTINCT PERSON)``). A mean is a released sum
+   over a released count, computed by whoever receives them.
 
 **What is revealed**: each site's numbers of distinct cohort keys and of distinct outcome keys
 (the set sizes), the sort's opened comparisons (uniform whatever the data), the stop flag and
 the released numbers. The match flags L_j, F_j exist only as shares; no member and no site
 learns which of its records matched (``tests/linkage/test_cohort.py`` checks the views).
 
-Costs (n records: distinct cohort keys plus distinct outcome keys over all sites): the inputs
-(4 words per outcome record, 2 per cohort record), the shuffle, the sort (about 2 n ln n
-opened comparisons), w n equalities and as many products, 2 n comparisons and 4 n products.
+Costs (n records: distinct cohort keys plus distinct outcome keys over all sites, v columns):
+the inputs (2 + v words per outcome record, 2 per cohort record), the shuffle, the sort (about
+2 n ln n opened comparisons), w n equalities and as many products, 2 n comparisons and
+(v + 2) n products.
 """
 
 from __future__ import annotations
@@ -61,9 +62,6 @@ from ..mpc.sharing import deal
 from ..privacy.checks import stopped
 from . import dedup
 
-LABELS = ("linked persons", "linked rows", "sum")
-"""The released numbers, in order (the mean is sum / rows)."""
-
 
 def window(sites: int) -> int:
     """w: how many earlier sorted records each record is compared with (module docstring, step 3)."""
@@ -76,23 +74,22 @@ class SiteRecords:
 
     cohort: U64  # distinct keys of its cohort persons
     outcome: U64  # distinct keys of its outcome persons, ascending
-    rows: U64  # per outcome key: its outcome rows here
-    sums: U64  # per outcome key: the sum of the value over those rows (ring integers)
+    sums: U64  # (columns, outcome keys): each column's sum over the key's outcome rows here
 
     @property
     def sizes(self) -> tuple[int, int]:
         return self.cohort.size, self.outcome.size
 
 
-def site_records(cohort_keys: U64, outcome_keys: U64, values: np.ndarray) -> SiteRecords:
-    """A site's cohort keys (one per cohort row or person) and outcome rows (a key and an integer
-    value each) as its records: distinct cohort keys, and per distinct outcome key its number of
-    rows and the sum of the values (ring arithmetic, exact while the pooled sum is below 2^63)."""
+def site_records(cohort_keys: U64, outcome_keys: U64, columns: Sequence[np.ndarray]) -> SiteRecords:
+    """A site's cohort keys (one per cohort row or person) and outcome rows (a key and integer
+    ``columns``, one value per row each) as its records: distinct cohort keys, and per distinct
+    outcome key each column's sum (ring arithmetic, exact while a pooled sum is below 2^63)."""
     keys, where = np.unique(asring(outcome_keys), return_inverse=True)
-    rows = np.bincount(where, minlength=keys.size).astype(np.uint64)
-    sums = np.zeros(keys.size, dtype=np.uint64)
-    np.add.at(sums, where, encode_int(values))
-    return SiteRecords(np.unique(asring(cohort_keys)), keys, rows, sums)
+    sums = np.zeros((len(columns), keys.size), dtype=np.uint64)
+    for i, column in enumerate(columns):
+        np.add.at(sums[i], where, encode_int(column))
+    return SiteRecords(np.unique(asring(cohort_keys)), keys, sums)
 
 
 @dataclass(frozen=True)
@@ -101,25 +98,22 @@ class Records:
 
     keys: AShare
     prefixes: AShare
-    rows: AShare
-    sums: AShare
+    sums: list[AShare]  # one per column
     cohort: int
 
 
 def aggregates(p: Party, records: Records, sites: int) -> Protocol[AShare]:
-    """Shares of [linked persons, linked rows, sum of the value over the linked rows] (steps 2-4)."""
-    n = records.keys.shape[0]
+    """Shares of [linked persons, each column's linked total] (steps 2-4)."""
+    n, v = records.keys.shape[0], len(records.sums)
     if n < 2 or sites < 2:
-        return ar.constant(p, np.zeros(3, dtype=np.uint64), AShare)
+        return ar.constant(p, np.zeros(1 + v, dtype=np.uint64), AShare)
     tag = ar.constant(p, (np.arange(n) < records.cohort).astype(np.uint64), AShare)
-    (keys, tag, rows, sums), _ = yield from dedup.sort_records(
-        p, records.prefixes, [records.keys, tag, records.rows, records.sums]
-    )
-    return (yield from tally(p, keys, tag, rows, sums, window(sites)))
+    (keys, tag, *sums), _ = yield from dedup.sort_records(p, records.prefixes, [records.keys, tag, *records.sums])
+    return (yield from tally(p, keys, tag, sums, window(sites)))
 
 
-def tally(p: Party, keys: AShare, tag: AShare, rows: AShare, sums: AShare, w: int) -> Protocol[AShare]:
-    """Steps 3 and 4 on the sorted records: the three aggregates, all on shares (nothing opened)."""
+def tally(p: Party, keys: AShare, tag: AShare, sums: Sequence[AShare], w: int) -> Protocol[AShare]:
+    """Steps 3 and 4 on the sorted records: the aggregates, all on shares (nothing opened)."""
     n = keys.shape[0]
     w = min(w, n - 1)
     same = yield from dedup.window_equalities(p, keys, w)
@@ -129,11 +123,13 @@ def tally(p: Party, keys: AShare, tag: AShare, rows: AShare, sums: AShare, w: in
     flags = yield from dedup.in_batches(lambda a: bo.ltz(p, a), -AShare.concat([cohort_before, outcome_before]))
     linked, repeated = AShare(flags.v[:, :n]), AShare(flags.v[:, n:])
     one = ar.constant(p, np.ones(n, dtype=np.uint64), AShare)
-    both = yield from ar.mul(
-        p, AShare.concat([linked, linked, linked]), AShare.concat([rows, sums, one - tag])
-    )  # L rows, L sum, L (1 - c)
-    firsts = yield from ar.mul(p, AShare(both.v[:, 2 * n :]), one - repeated)
-    return AShare(np.stack([firsts.v.sum(axis=1), both.v[:, :n].sum(axis=1), both.v[:, n : 2 * n].sum(axis=1)], axis=1))
+    v = len(sums)
+    both = yield from dedup.in_batches(
+        lambda a, b: ar.mul(p, a, b), AShare.concat([linked] * (v + 1)), AShare.concat([one - tag, *sums])
+    )  # L (1 - c), then L v_j for each column
+    firsts = yield from ar.mul(p, AShare(both.v[:, :n]), one - repeated)
+    totals = [both.v[:, (i + 1) * n : (i + 2) * n].sum(axis=1) for i in range(v)]
+    return AShare(np.stack([firsts.v.sum(axis=1), *totals], axis=1))
 
 
 def release(
@@ -141,10 +137,12 @@ def release(
 ) -> Protocol[tuple[AShare, AShare]]:
     """The release rule on shares: (values, all zeroed if stopped; their 0/1 stop flags).
 
-    One decision for the three numbers: the linked persons 0 or at least ``k``, and no pooled
-    difference with a remembered set (``ledger``, shape (m,)) in 1..``ledger_k`` - 1."""
+    One decision for every number: the linked persons (row 0) 0 or at least ``k``, and no
+    pooled difference with a remembered set (``ledger``, shape (query sets, m)) in
+    1..``ledger_k`` - 1."""
     persons = AShare(values.v[:, :1])
-    extra = None if ledger is None or ledger.shape[0] == 0 else ledger.reshape(1, 1, ledger.shape[0])
+    sets = 0 if ledger is None or ledger.shape[-1] == 0 else ledger.shape[0]
+    extra = None if ledger is None or not sets else ledger.reshape(sets, 1, ledger.shape[-1])
     stop, _ = yield from stopped(
         p,
         [[persons]],
@@ -153,7 +151,7 @@ def release(
         k,
         persons.reshape(1, 1),
         extra,
-        [[0]] if extra is not None else (),
+        [list(range(sets))] if extra is not None else (),
         extra_k=ledger_k,
     )
     flags = AShare(np.repeat(stop.v.reshape(2, 1), values.shape[0], axis=1))
@@ -162,32 +160,15 @@ def release(
     return kept, flags
 
 
-@dataclass(frozen=True)
-class Linked:
-    """The opened result: linked persons, rows and sum, all None when the rule withheld them."""
-
-    persons: int | None
-    rows: int | None
-    total: int | None
-
-    @property
-    def mean(self) -> float | None:
-        return None if not self.rows or self.total is None else self.total / self.rows
-
-    def as_dict(self) -> dict[str, int | float | None]:
-        return dict(zip((*LABELS, "mean"), (self.persons, self.rows, self.total, self.mean), strict=True))
-
-
-def open_linked(p: Party, kept: AShare, flags: AShare) -> Protocol[Linked]:
-    """Open the kept numbers and the stop flag to every member (tests, benchmarks)."""
+def open_linked(p: Party, kept: AShare, flags: AShare) -> Protocol[list[int] | None]:
+    """Open the kept numbers and the stop flag to every member (tests, benchmarks): [linked
+    persons, each column's linked total], or None where the release rule withheld them."""
     opened = yield from ar.open_all(p, AShare.concat([kept, flags]))
-    if opened[3]:
-        return Linked(None, None, None)
-    persons, rows, total = (int(v) for v in decode_int(opened[:3]))
-    return Linked(persons, rows, total)
+    m = kept.shape[0]
+    return None if opened[m] else [int(v) for v in decode_int(opened[:m])]
 
 
-def linked_aggregates(p: Party, records: Records, sites: int, k: int) -> Protocol[Linked]:
+def linked_aggregates(p: Party, records: Records, sites: int, k: int) -> Protocol[list[int] | None]:
     """:func:`aggregates`, the release rule and the opening, on dealt records (tests, benchmarks)."""
     values = yield from aggregates(p, records, sites)
     kept, flags = yield from release(p, values, k)
@@ -207,7 +188,9 @@ def committee_release(
     cohort and outcome records (one round: the set sizes), inputs its records (one round), and
     the aggregates and the release rule follow; shares of the kept numbers and the stop flags.
     ``mine`` None (its local step failed) makes every member raise :class:`LocalStepError`
-    alike, naming no site. ``differences``: as :func:`site_agent.linkage.dedup.committee_release`."""
+    alike, naming no site.
+    ``differences`` (query sets, m): this member's differences with the analyst's remembered
+    sets, as :func:`site_agent.linkage.dedup.committee_release`."""
     sizes = np.array([dedup.NO_KEYS, 0] if mine is None else mine.sizes, dtype=np.uint64)
     got = yield from exchange(send={p.next: sizes, p.prev: sizes}, expect={p.next: 2, p.prev: 2})
     announced = {p.index: sizes, **got}
@@ -222,8 +205,8 @@ def committee_release(
     pooled = None
     if differences is not None and differences.size:
         m = differences.size
-        shared = yield from ar.input_all(p, asring(differences), (m, m, m))
-        pooled = shared[0] + shared[1] + shared[2]
+        shared = yield from ar.input_all(p, asring(differences).reshape(-1), (m, m, m))
+        pooled = (shared[0] + shared[1] + shared[2]).reshape(*differences.shape)
     return (yield from release(p, values, k, pooled, ledger_k))
 
 
@@ -231,33 +214,32 @@ def member_inputs(p: Party, mine: SiteRecords, counts: Sequence[tuple[int, int]]
     """Members holding data input their own records in one round; ``counts`` are every
     member's (cohort, outcome) record numbers, public (the plan's declared set sizes)."""
     total = sum(c + o for c, o in counts)
+    v = mine.sums.shape[0]
     flat = np.concatenate(_columns(mine, total))
-    shared = yield from ar.input_all(p, flat, tuple(2 * c + 4 * o for c, o in counts))  # type: ignore[arg-type]
-    parts = [_split(s, c, o) for s, (c, o) in zip(shared, counts, strict=True)]
-    return _layout(parts)
+    shared = yield from ar.input_all(p, flat, tuple(2 * c + (2 + v) * o for c, o in counts))
+    return _layout([_split(s, c, o, v) for s, (c, o) in zip(shared, counts, strict=True)], v)
 
 
 def _columns(site: SiteRecords, total: int) -> list[U64]:
-    """A site's input words: cohort keys and prefixes, outcome keys, prefixes, rows and sums."""
+    """A site's input words: cohort keys and prefixes, outcome keys and prefixes, each column's sums."""
     shift = np.uint64(64 - dedup.prefix_bits(total))
-    return [site.cohort, site.cohort >> shift, site.outcome, site.outcome >> shift, site.rows, site.sums]
+    return [site.cohort, site.cohort >> shift, site.outcome, site.outcome >> shift, *site.sums]
 
 
-def _split(x: AShare, c: int, o: int) -> list[AShare]:
-    bounds = np.cumsum([0, c, c, o, o, o, o])
-    return [AShare(x.v[:, bounds[i] : bounds[i + 1]]) for i in range(6)]
+def _split(x: AShare, c: int, o: int, v: int) -> list[AShare]:
+    bounds = np.cumsum([0, c, c, o, o] + [o] * v)
+    return [AShare(x.v[:, bounds[i] : bounds[i + 1]]) for i in range(4 + v)]
 
 
-def _layout(parts: Sequence[Sequence[AShare]]) -> Records:
+def _layout(parts: Sequence[Sequence[AShare]], v: int) -> Records:
     """Every site's columns (:func:`_columns`, as shares) into :class:`Records`: all cohort records
     first (site order), then all outcome records."""
-    col = [AShare.concat([part[i] for part in parts]) for i in range(6)]
+    col = [AShare.concat([part[i] for part in parts]) for i in range(4 + v)]
     zeros = AShare(np.zeros((2, col[0].shape[0]), dtype=np.uint64))
     return Records(
         keys=AShare.concat([col[0], col[2]]),
         prefixes=AShare.concat([col[1], col[3]]),
-        rows=AShare.concat([zeros, col[4]]),
-        sums=AShare.concat([zeros, col[5]]),
+        sums=[AShare.concat([zeros, col[4 + i]]) for i in range(v)],
         cohort=col[0].shape[0],
     )
 
@@ -265,8 +247,9 @@ def _layout(parts: Sequence[Sequence[AShare]]) -> Records:
 def deal_sites(sites: Sequence[SiteRecords], rng: np.random.Generator | None = None) -> list[Records]:
     """Every site's records dealt (what sites outside the committee do): each member's shares."""
     total = sum(sum(s.sizes) for s in sites)
+    v = sites[0].sums.shape[0]
     dealt = [deal(np.concatenate(_columns(s, total)), rng) for s in sites]
-    return [_layout([_split(d[i], *s.sizes) for d, s in zip(dealt, sites, strict=True)]) for i in range(3)]
+    return [_layout([_split(d[i], *s.sizes, v) for d, s in zip(dealt, sites, strict=True)], v) for i in range(3)]
 
 
 def synthetic_rows(per_site: int, seed: int) -> list[tuple[U64, U64, np.ndarray]]:
