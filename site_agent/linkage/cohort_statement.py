@@ -55,8 +55,15 @@ def _link_keyword(text: str) -> tuple[int, int] | None:
 
 
 def is_cohort_query(text: str) -> bool:
-    """Whether ``text`` links a cohort (``FROM c LINK a``): then only :func:`compile_cohort` compiles it."""
-    return _link_keyword(text) is not None
+    """Whether ``text`` links a cohort (``FROM c LINK a``): then only :func:`compile_cohort` compiles
+    it. Not where ``link`` is a name (a column, an alias): then the text parses as plain SQL."""
+    if _link_keyword(text) is None:
+        return False
+    try:
+        sqlglot.parse_one(text, dialect="duckdb")
+    except sqlglot.errors.ParseError:
+        return True
+    return False
 
 
 class CohortCompiled(LinkageCompiled):

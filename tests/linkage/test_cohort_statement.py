@@ -48,6 +48,7 @@ def test_compiles_alike_and_explains_what_is_revealed() -> None:
     assert "a.days" not in plan.data["cohort"]["sql"] and "age" not in plan.data["outcome"]["sql"]
     assert "1 to 12 site records" in text
     assert is_cohort_query(QUERY) and not is_cohort_query("SELECT COUNT(*) FROM registry")
+    assert not is_cohort_query("SELECT COUNT(link) FROM registry link")  # a name, not the keyword
 
 
 @pytest.mark.parametrize(
