@@ -287,3 +287,16 @@ def test_a_linked_cohort_over_the_agents_equals_pandas(linked: Running) -> None:
     assert got["m"] == pytest.approx(rows["age"].mean())
     text = " ".join(linked.client.explain(query).split())
     assert "set sizes" in text and "sort comparisons" in text and "no site learns which of its records matched" in text
+
+
+def test_a_linked_cohort_one_person_apart_is_withheld(linked: Running) -> None:
+    """The cohort of the test above without person t: released, the drop in linked persons would
+    tell whether t has an outcome row. The release ledger (the cohort's persons are one of the
+    statement's query sets) withholds every output of the second statement."""
+    seen, ages = membership(), 20 + np.arange(PERSONS) % 60
+    t = int(np.flatnonzero((seen.sum(axis=1) >= 1) & (ages > 50) & (np.arange(PERSONS) % 2 == 0))[0])
+    base = "SELECT COUNT(DISTINCT PERSON) AS persons, COUNT(*) AS n FROM patients c LINK patients a WHERE "
+    first = linked.client.query(base + "c.age > 50 AND a.code % 2 = 0")
+    assert not first.iloc[0].isna().any()
+    second = linked.client.query(base + f"c.age > 50 AND NOT (c.code = {t}) AND a.code % 2 = 0")
+    assert second.iloc[0].isna().all()

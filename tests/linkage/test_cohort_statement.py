@@ -160,3 +160,22 @@ def test_k_minus_one_linked_persons_withhold_everything(tmp_path: Path) -> None:
     assert frame.iloc[0].isna().all() and frame.attrs["suppressed"]["persons"] == [True]
     frame = run_statement(compiled(narrow, DisclosureRules(min_cell_size=k - 1)), sites, tmp_path)
     assert frame.iloc[0]["persons"] == few["persons"] and frame.iloc[0]["n"] == few["n"]
+
+
+def test_the_local_step_gives_each_sites_records_and_its_two_query_sets(tmp_path: Path) -> None:
+    keys_file = tmp_path / "linkage.duckdb"
+    write_keys(keys_file, pd.Index(["a", "b", "c"]), np.array([11, 12, 13], dtype=np.uint64))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE registry AS SELECT * FROM (VALUES ('a', 50), ('b', 20), ('e', 60)) t(pid, age)")
+    con.execute(
+        "CREATE TABLE admissions AS SELECT * FROM "
+        "(VALUES ('a', 3, 1.0), ('a', NULL, 1.0), ('a', 5, 1.0), ('c', 2, 1.0), ('e', 9, 1.0)) t(pid, days, cost)"
+    )
+    plan = compiled("SELECT SUM(a.days), COUNT(*) FROM registry r LINK admissions a WHERE r.age >= 40")
+    records, members = plan.local(con, keys_file)
+    assert records.cohort.tolist() == [11]  # e has no key; b is outside the WHERE
+    assert records.outcome.tolist() == [11, 13]
+    assert records.sums.tolist() == [[3, 1], [2, 1], [8, 2]]  # rows, non-NULL days, sum of days
+    assert members.sizes().tolist() == [[1], [2]] and plan.opened({}).tolist() == [[True], [True]]
+    nothing, nobody = plan.local(con, keys_file, holds_data=False)
+    assert nothing.sizes == (0, 0) and nothing.sums.shape == (3, 0) and nobody.sizes().tolist() == [[0], [0]]
