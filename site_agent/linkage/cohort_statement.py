@@ -105,11 +105,12 @@ class CohortCompiled(LinkageCompiled):
                 "its distinct keys of cohort persons, and per outcome person's key the sums over its outcome rows of: "
                 + ", ".join(d["columns"])
                 + ".",
-                "Each member announces its numbers of cohort and outcome keys and inputs its records as shares; the",
-                "committee sorts them with a shuffle sort (comparisons opened: a uniformly random permutation whatever",
-                f"the data), compares each record with the {cohort.window(sites)} before it on shares, flags the",
-                "outcome records whose key is in the cohort",
-                "(the flags stay shares: no site learns which of its records matched) and sums the flagged records.",
+                "Each member announces its numbers of cohort and outcome keys and inputs its records as shares;",
+                "the committee sorts them with a shuffle sort (comparisons opened: a uniformly random permutation",
+                f"whatever the data), compares each record with the {cohort.window(sites)} before it on shares, "
+                "flags the outcome records",
+                "whose key is in the cohort (the flags stay shares: no site learns which of its records matched)",
+                "and sums the flagged records.",
                 f"Release rule: every output withheld unless the linked persons are 0 or at least {k}; and where "
                 "the cohort or outcome persons",
                 f"differ from a set released to the analyst before by 1 to {ledger_bound(sites, k) - 1} site records "
