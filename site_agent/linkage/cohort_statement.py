@@ -212,9 +212,8 @@ def compile_cohort(
     value, columns, outputs = _items(tree, aliases[1])
     conditions: list[list[exp.Expr]] = [[], []]
     where = tree.args.get("where")
-    for part in (
-        where.this.flatten() if where is not None and isinstance(where.this, exp.And) else [where.this] if where else []
-    ):
+    parts = [] if where is None else list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+    for part in parts:
         named = {c.table.lower() for c in part.find_all(exp.Column)}
         if "" in named or not named or len(named) > 1 or not named <= set(aliases):
             raise _refuse(
@@ -272,7 +271,7 @@ def _items(tree: exp.Select, outcome: str) -> tuple[exp.Column | None, list[str]
             outputs.append([label, ROWS])
         elif _is_person_count(e):
             outputs.append([item.alias or f"distinct_{PERSON}s", PERSONS])
-        elif isinstance(e, (exp.Sum, exp.Avg)) and isinstance(e.this, exp.Column) and not isinstance(e.this, exp.Star):
+        elif isinstance(e, (exp.Sum, exp.Avg)) and isinstance(e.this, exp.Column):
             col = e.this
             if col.table.lower() != outcome:
                 raise _refuse(f"SUM and AVG of a LINK statement take a column of the outcome table, as {outcome}.x")
