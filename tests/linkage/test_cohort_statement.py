@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from site_agent.agent.planning import compile_query
 from site_agent.cli.linkage import write_keys
-from site_agent.errors import QueryError, UnsupportedQuery
+from site_agent.errors import PolicyRefusal, QueryError, UnsupportedQuery
 from site_agent.linkage.cohort_statement import CohortCompiled, assemble, compile_cohort, is_cohort_query
 from site_agent.linkage.declaration import Linkage
 from site_agent.mpc.party import Party, Protocol, run_in_memory
 from site_agent.mpc.shares import AShare
+from site_agent.policy import Policy, combine, load_policy
 from site_agent.query.catalog import Column, DisclosureRules, Schema, Table
 
 LINKAGE = Linkage("registry", "pid", ("national_id",))
@@ -179,3 +181,33 @@ def test_the_local_step_gives_each_sites_records_and_its_two_query_sets(tmp_path
     assert members.sizes().tolist() == [[1], [2]] and plan.opened({}).tolist() == [[True], [True]]
     nothing, nobody = plan.local(con, keys_file, holds_data=False)
     assert nothing.sizes == (0, 0) and nothing.sums.shape == (3, 0) and nobody.sizes().tolist() == [[0], [0]]
+
+
+POLICY = """
+[policy]
+analysts = "*"
+
+[privacy]
+{privacy}
+
+[tables.registry]
+columns = "*"
+
+[tables.admissions]
+columns = "*"
+"""
+
+
+def test_dp_and_output_review_refuse_it_saying_why(tmp_path: Path) -> None:
+    def policy(site: str, privacy: str) -> Policy:
+        path = tmp_path / f"{site}.toml"
+        path.write_text(POLICY.format(privacy=privacy))
+        return load_policy(path, site)
+
+    both = policy("north", 'mode = "both"\nepsilon_per_query = 1.0\nepsilon = 10.0')
+    assert isinstance(compile_query(QUERY, SCHEMA, combine([both]), linkage=LINKAGE), CohortCompiled)
+    with pytest.raises(UnsupportedQuery, match="answered exactly"):
+        compile_query(QUERY, SCHEMA, combine([both]), {"@dp": {"epsilon": 1.0}}, linkage=LINKAGE)
+    with pytest.raises(PolicyRefusal, match="record-linkage flow") as refused:
+        compile_query(QUERY, SCHEMA, combine([both, policy("south", 'review = "dpo"')]), linkage=LINKAGE)
+    assert refused.value.rule == "review"
