@@ -127,7 +127,7 @@ def tally(p: Party, keys: AShare, tag: AShare, sums: Sequence[AShare], w: int) -
     both = yield from dedup.in_batches(
         lambda a, b: ar.mul(p, a, b), AShare.concat([linked] * (v + 1)), AShare.concat([one - tag, *sums])
     )  # L (1 - c), then L v_j for each column
-    firsts = yield from ar.mul(p, AShare(both.v[:, :n]), one - repeated)
+    firsts = yield from dedup.in_batches(lambda a, b: ar.mul(p, a, b), AShare(both.v[:, :n]), one - repeated)
     totals = [both.v[:, (i + 1) * n : (i + 2) * n].sum(axis=1) for i in range(v)]
     return AShare(np.stack([firsts.v.sum(axis=1), *totals], axis=1))
 

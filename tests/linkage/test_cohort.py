@@ -147,6 +147,13 @@ def test_a_failed_local_step_fails_every_member_and_an_oversized_announcement_is
         run_in_memory(lambda p: cohort.committee_release(p, made[p.index], 3, 5, max_keys=40))
 
 
+def test_batches_give_the_same_aggregates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The window's equalities, products and comparisons in several batches (smaller messages).
+    monkeypatch.setattr(dedup, "BATCH", 1000)
+    sites = cohort.synthetic_rows(1000, 3)
+    assert secure(sites) == pandas_linked(sites)
+
+
 # ----------------------------------------------------------------------------- views
 
 TAGS = np.array([1, 1, 0, 0, 1, 0], dtype=np.uint64)  # sorted records: cohort tags
