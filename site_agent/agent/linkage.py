@@ -40,7 +40,7 @@ from ..audit.log import AuditLog
 from ..audit.report import LINKAGE_KIND
 from ..errors import AuthError, MpcError, ProtocolViolation
 from ..linkage import oprf
-from ..linkage.statement import LinkageCompiled, selected_keys
+from ..linkage.statement import LinkageCompiled
 from ..mpc.ring import U64
 from ..net.framing import DEFAULT_MAX_FRAME, HEADER_BYTES, Frame, MsgType
 from ..net.mesh import Connection
@@ -237,16 +237,17 @@ def _declared(frame: Frame) -> int:
 
 def linkage_local(
     plan: LinkageCompiled, con: Any, keys_path: Path, holds_data: bool, ledger: Ledger, analyst: str
-) -> tuple[U64 | None, Membership | None, U64]:
-    """A member's local step for ``COUNT(DISTINCT PERSON)``: its keys of the persons the WHERE
-    selects, that query set, and the set's differences with the analyst's remembered sets
-    (:func:`site_agent.linkage.statement.selected_keys`, :meth:`Ledger.differences`). Keys None
+) -> tuple[Any, Membership | None, U64]:
+    """A member's local step for a linkage statement (``COUNT(DISTINCT PERSON)``, a linked
+    cohort): its input (the keys of the persons the WHERE selects; a linked cohort's records),
+    its query sets, and their differences with the analyst's remembered sets
+    (:meth:`LinkageCompiled.local`, :meth:`Ledger.differences`). Input None
     when any of it failed here (a missing keys file, the engine): then every member fails alike
     (:data:`site_agent.linkage.dedup.NO_KEYS`), naming no site, this one inputting as many
     differences as the others."""
     try:
-        keys, members = selected_keys(plan, con, keys_path, holds_data)
-        return keys, members, ledger.differences(analyst, members).reshape(-1).astype(np.uint64)
+        mine, members = plan.local(con, keys_path, holds_data)
+        return mine, members, ledger.differences(analyst, members).reshape(-1).astype(np.uint64)
     except Exception as exc:
         log.warning("this site's linkage step failed (%s); every member fails", type(exc).__name__)
-        return None, None, np.zeros(len(ledger.names(analyst)), dtype=np.uint64)
+        return None, None, np.zeros(plan.query_sets * len(ledger.names(analyst)), dtype=np.uint64)

@@ -27,6 +27,8 @@ import pandas as pd
 
 from ..config import ConsortiumConfig
 from ..errors import ConfigError, QueryError, UnsupportedQuery
+from ..linkage.cohort_statement import assemble as assemble_cohort
+from ..linkage.cohort_statement import compile_cohort, is_cohort_query
 from ..linkage.declaration import Linkage
 from ..linkage.statement import KIND as LINKAGE
 from ..linkage.statement import LinkageCompiled, compile_linkage, is_linkage_query
@@ -233,6 +235,13 @@ def compile_query(
     rules = rules_from_policy(policy, schema)
     dp = dp_request((params or {}).get(DP_PARAM), policy)
     policy.check_mode(dp is not None)
+    if is_cohort_query(text):
+        if dp is not None:
+            raise UnsupportedQuery("DP mode answers SELECT queries only; a LINK statement is answered exactly")
+        policy.check_reviewable(
+            "a LINK statement runs the record-linkage flow, whose result is not held for output review"
+        )
+        return compile_cohort(text, linkage, rules, len(sites) if sites is not None else 3, schema)
     if is_linkage_query(text, schema):
         if dp is not None:
             raise UnsupportedQuery("DP mode answers SELECT queries only; COUNT(DISTINCT PERSON) is answered exactly")
@@ -334,7 +343,7 @@ def _unflatten(flat: AShare, flags: U64, layout: list[list[Any]]) -> MpcResult:
 def assemble(meta: dict[str, Any], member_shares: list[AShare]) -> pd.DataFrame:
     """The analyst's side: the three members' output arrays and the public metadata to a DataFrame."""
     if meta.get("kind") == LINKAGE:
-        return assemble_linkage(meta, member_shares)
+        return (assemble_cohort if meta["plan"].get("link") else assemble_linkage)(meta, member_shares)
     plan = query_plan.Plan(meta["plan"])
     model = kind_of(plan)
     if model is not None:

@@ -551,9 +551,10 @@ class Agent:
         return outcome
 
     async def _run_linkage(self, env: Envelope, plan: LinkageCompiled, progress: _Progress) -> Outcome:
-        """Agreement (with the release ledger's digest), this site's linkage keys of the persons
-        the WHERE selects and their differences with the analyst's remembered sets, and the
-        linkage program, as one MPC session; then the statement's query set is remembered."""
+        """Agreement (with the release ledger's digest), this site's input (its linkage keys of the
+        persons the WHERE selects; a linked cohort's records) and its query sets' differences with
+        the analyst's remembered sets, and the linkage program, as one MPC session; then the
+        statement's query sets are remembered."""
         mine, members, differences = await asyncio.to_thread(
             linkage_local, plan, self.db.cursor(), keys_db(self.config), self.holds_data, self.ledger, env.analyst
         )

@@ -96,33 +96,59 @@ def counts(p: Party, keys: AShare, prefixes: AShare, sites: int) -> Protocol[ASh
 def sort_keys(p: Party, keys: AShare, prefixes: AShare) -> Protocol[tuple[AShare, Index]]:
     """Step 1: the keys ordered by (prefix, position), and the public arrangement (which
     shuffled value went where: what the opened comparisons determine)."""
-    n = keys.shape[0]
+    (ordered,), where = yield from sort_records(p, prefixes, [keys])
+    return ordered, where
+
+
+def sort_records(p: Party, prefixes: AShare, columns: Sequence[AShare]) -> Protocol[tuple[list[AShare], Index]]:
+    """Step 1 for records that carry more than their key (:mod:`.cohort`): every column (shape
+    (n,)) ordered by (prefix, input position), and the public arrangement. The columns go
+    through the same secret shuffle as the sort keys, so a record stays together."""
+    n = prefixes.shape[0]
     sort_key = ar.add_public(p, prefixes.lshift(index_bits(n)), np.arange(n, dtype=np.uint64))
-    sort_key, keys = yield from shuffle(p, [sort_key, keys])
+    sort_key, *moved = yield from shuffle(p, [sort_key, *columns])
     where = yield from sort_shuffled(p, sort_key.reshape(1, n), np.array([n]), None, SORT_PIVOTS)
-    return AShare(np.take(keys.v, where, axis=1)), where
+    return [AShare(np.take(c.v, where, axis=1)) for c in moved], where
 
 
 def tally(p: Party, ordered: AShare, sites: int) -> Protocol[AShare]:
     """Steps 2 and 3 on the sorted keys: the counts, all on shares (nothing is opened)."""
     n = ordered.shape[0]
     w = min(window(sites), n - 1)
-    later = AShare.concat([AShare(ordered.v[:, d:]) for d in range(1, w + 1)])
-    earlier = AShare.concat([AShare(ordered.v[:, : n - d]) for d in range(1, w + 1)])
-    same = yield from _in_batches(lambda a, b: bo.eq(p, a, b), later, earlier)
-    copies = np.zeros((2, n), dtype=np.uint64)  # c_j: earlier copies of the j-th sorted key
-    at = 0
-    for d in range(1, w + 1):
-        copies[:, d:] += same.v[:, at : at + n - d]
-        at += n - d
+    same = yield from window_equalities(p, ordered, w)
+    copies = per_record(same, n, w)  # c_j: earlier copies of the j-th sorted key
     thresholds = np.repeat(np.arange(sites - 1, dtype=np.uint64), n)  # m - 1 for m = 1..S-1
-    below = ar.add_public(p, AShare(-np.tile(copies, sites - 1)), thresholds)
-    at_least = yield from _in_batches(lambda a: bo.ltz(p, a), below)
+    below = ar.add_public(p, AShare(-np.tile(copies.v, sites - 1)), thresholds)
+    at_least = yield from in_batches(lambda a: bo.ltz(p, a), below)
     g = [at_least.v[:, m * n : (m + 1) * n].sum(axis=1) for m in range(sites - 1)] + [np.zeros(2, dtype=np.uint64)]
     total = ar.constant(p, np.array([n], dtype=np.uint64), AShare).v[:, 0]
     ge = [total - g[0]] + [g[m - 1] - g[m] for m in range(1, sites)]  # N_{>=m}, m = 1..S
     exactly = [ge[m] - ge[m + 1] for m in range(sites - 1)] + [ge[sites - 1]]
     return AShare(np.stack([ge[0], *exactly], axis=1))
+
+
+def earlier(column: AShare, w: int) -> AShare:
+    """The values d = 1..w places before each sorted position, concatenated over d (block d
+    has n - d values, for positions d..n-1): what :func:`window_equalities` compares with."""
+    n = column.shape[0]
+    return AShare.concat([AShare(column.v[:, : n - d]) for d in range(1, w + 1)])
+
+
+def window_equalities(p: Party, ordered: AShare, w: int) -> Protocol[AShare]:
+    """e_jd = [K_j == K_{j-d}] on shares for d = 1..w (arithmetic 0/1), laid out as
+    :func:`earlier`; one batched equality."""
+    later = AShare.concat([AShare(ordered.v[:, d:]) for d in range(1, w + 1)])
+    return (yield from in_batches(lambda a, b: bo.eq(p, a, b), later, earlier(ordered, w)))
+
+
+def per_record(blocks: AShare, n: int, w: int) -> AShare:
+    """Sum over d of a window's values laid out as :func:`earlier`: one share per sorted position."""
+    total = np.zeros((2, n), dtype=np.uint64)
+    at = 0
+    for d in range(1, w + 1):
+        total[:, d:] += blocks.v[:, at : at + n - d]
+        at += n - d
+    return AShare(total)
 
 
 BATCH = 1 << 21
@@ -131,7 +157,7 @@ BATCH = 1 << 21
 keys everything is one batch; more keys take more rounds, not larger messages."""
 
 
-def _in_batches(step: Callable[..., Protocol[AShare]], *columns: AShare) -> Protocol[AShare]:
+def in_batches(step: Callable[..., Protocol[AShare]], *columns: AShare) -> Protocol[AShare]:
     """``step`` on slices of at most :data:`BATCH` values of the (1-D) columns, one after the other."""
     n = columns[0].shape[0]
     parts = []

@@ -134,15 +134,23 @@ class LinkageCompiled:
             ]
         )
 
+    @property
+    def query_sets(self) -> int:
+        """How many query sets it puts in the release ledger (its differences are that many
+        times the remembered sets)."""
+        return 1
+
+    def local(self, con: Any, keys_path: Path, holds_data: bool = True) -> tuple[Any, Membership]:
+        """This site's input to :meth:`program` and its query sets (:func:`selected_keys`)."""
+        return selected_keys(self, con, keys_path, holds_data)
+
     def opened(self, meta: dict[str, Any]) -> np.ndarray:
         """The query sets the statement opened, for the release ledger: its one set, always. The
         stop flags go to the analyst as shares, so a member cannot tell a withheld result from a
         released one; remembering the set either way is the safe side (later checks only stricter)."""
         return np.ones((1, 1), dtype=bool)
 
-    def program(
-        self, p: Party, mine: U64 | None, differences: U64 | None = None
-    ) -> Protocol[tuple[AShare, dict[str, Any]]]:
+    def program(self, p: Party, mine: Any, differences: U64 | None = None) -> Protocol[tuple[AShare, dict[str, Any]]]:
         """The MPC part at one member: its shares of [kept counts, stop flags] and the public meta.
 
         ``mine`` is None where the site's keys could not be read: every member fails alike.

@@ -521,6 +521,17 @@ def whole_set_ledger(query: Query, groups: Sequence[exp.Expression] = ()) -> dic
     return {"sql": _members_sql(query, items, exp.Literal.number(0)), "sets": len(conditions)}
 
 
+def person_rows_sql(query: Query, values: Sequence[exp.Expression] = ()) -> str:
+    """A linked cohort's local rows (:mod:`site_agent.linkage.cohort_statement`): one per source
+    row meeting the WHERE whose person is known, its ``person`` and each of ``values`` (``v0``,
+    ``v1``, ...; NULL on a row where one raises). The FROM table must declare a person column."""
+    assert query.person is not None
+    alias, column = query.person.split(".", 1)
+    items: list[exp.Expr] = [exp.alias_(exp.column(column, table=alias), "person")]
+    items += [exp.alias_(v.copy(), f"v{i}") for i, v in enumerate(values)]
+    return _members_sql(query, items, exp.Literal.number(0))
+
+
 def key_domains(query: Query) -> list[tuple[Any, ...]]:
     """Each key's domain as the plan records it (``(other)`` appended where needed)."""
     return [with_other(k.domain, k.expr, k.site) for k in query.keys]

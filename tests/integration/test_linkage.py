@@ -265,3 +265,38 @@ def test_linkage_statements_outside_the_first_slice_are_refused(linked: Running,
 def test_check_reports_linkage_ready(linked: Running, capsys: pytest.CaptureFixture[str]) -> None:
     assert agent_main(["check", "--config", str(linked.agent_toml("north")), "--offline"]) == 0
     assert "ok    linkage: key share present, linkage keys prepared (table patients)" in capsys.readouterr().out
+
+
+def test_a_linked_cohort_over_the_agents_equals_pandas(linked: Running) -> None:
+    """The cohort (rows with age > 50, at any site) linked to the rows of every site with an even
+    code: linked persons, rows, sum and mean of age as pandas gives them on the pooled rows
+    matched on the national id; the plan says what is revealed."""
+    query = (
+        "SELECT COUNT(DISTINCT PERSON) AS persons, COUNT(*) AS n, SUM(a.age) AS s, AVG(a.age) AS m "
+        "FROM patients c LINK patients a WHERE c.age > 50 AND a.code % 2 = 0"
+    )
+    pooled = pd.concat(
+        [f.assign(site=s, nid=f["national_id"].str.replace(r"\D", "", regex=True)) for s, f in linked.frames.items()]
+    )
+    cohort = set(pooled.loc[pooled["age"] > 50, "nid"])
+    rows = pooled[(pooled["code"] % 2 == 0) & pooled["nid"].isin(cohort)]
+    frame = linked.client.query(query)
+    assert list(frame.columns) == ["persons", "n", "s", "m"]
+    got = frame.iloc[0]
+    assert [got["persons"], got["n"], got["s"]] == [rows["nid"].nunique(), len(rows), int(rows["age"].sum())]
+    assert got["m"] == pytest.approx(rows["age"].mean())
+    text = " ".join(linked.client.explain(query).split())
+    assert "set sizes" in text and "sort comparisons" in text and "no site learns which of its records matched" in text
+
+
+def test_a_linked_cohort_one_person_apart_is_withheld(linked: Running) -> None:
+    """The cohort of the test above without person t: released, the drop in linked persons would
+    tell whether t has an outcome row. The release ledger (the cohort's persons are one of the
+    statement's query sets) withholds every output of the second statement."""
+    seen, ages = membership(), 20 + np.arange(PERSONS) % 60
+    t = int(np.flatnonzero((seen.sum(axis=1) >= 1) & (ages > 50) & (np.arange(PERSONS) % 2 == 0))[0])
+    base = "SELECT COUNT(DISTINCT PERSON) AS persons, COUNT(*) AS n FROM patients c LINK patients a WHERE "
+    first = linked.client.query(base + "c.age > 50 AND a.code % 2 = 0")
+    assert not first.iloc[0].isna().any()
+    second = linked.client.query(base + f"c.age > 50 AND NOT (c.code = {t}) AND a.code % 2 = 0")
+    assert second.iloc[0].isna().all()

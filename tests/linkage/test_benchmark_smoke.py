@@ -1,6 +1,7 @@
 """Smoke test of ``benchmarks/linkage.py`` at a small size: it runs end to end (keys over three
-agents, the distinct count in one process and over TLS, each checked against pandas inside the
-script) and ``--json`` prints one object with the figures docs/benchmarks.md describes."""
+agents, the distinct count in one process and over TLS, the linked cohort in one process, each
+checked against pandas inside the script) and ``--json`` prints one object with the figures
+docs/benchmarks.md describes."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_linkage_benchmark_runs_small() -> None:
     report = json.loads(out.stdout)
     assert report["truth"] == {"distinct persons": 660, "at 1 site": 450, "at 2 sites": 180, "at 3+ sites": 30}
     assert report["distinct_in_process"]["seconds"] > 0 and report["distinct_over_tls"]["seconds"] > 0
+    assert report["linked_cohort_in_process"]["seconds"] > 0 and report["linked_cohort_in_process"]["records"] > 0
     assert len(report["prepare_over_agents"]["count_distinct_person_over_agents_seconds"]) == 2
     prepared = report["prepare_over_agents"]["sites"]
     assert sorted(prepared) == ["central", "north", "south"]
