@@ -69,6 +69,9 @@ log = logging.getLogger("site_agent")
 
 CONNECT_SECONDS = 10.0
 """At start, how long to wait for the connections to every member before saying "serving"."""
+FAILED = "the committee reported that the query failed after this site shared its inputs; nothing was released"
+OUTCOME_WAIT = 3
+"""Query timeouts after which a query whose outcome never came is recorded as failed here."""
 KEEP_QUERIES = 1024
 """Queries remembered (to join the members' later copies and hear their outcome)."""
 
@@ -303,6 +306,7 @@ class InputSite:
                 receipt=receipt.to_json(),
             )
             log.info("inputs shared", extra={"event": "query", "analyst": env.analyst, "query_id": query_id[:16]})
+            self._spawn(self._forget(query, OUTCOME_WAIT * float(self.config.query_timeout)))
         except (AuthError, PolicyRefusal, QueryError, MpcError) as exc:
             give_back(self.accountant, reservation)
             if isinstance(exc, ReplayedEnvelope):
@@ -411,20 +415,32 @@ class InputSite:
             return
         await self._share(query_id, step, vector)
 
-    async def _on_outcome(self, body: dict[str, Any]) -> None:
+    async def _forget(self, query: _Query, seconds: float) -> None:
+        """A query whose outcome no member told within ``seconds`` (the members stopped or lost
+        their connections to this site): recorded as failed here, its state dropped. Its sets are
+        not remembered, so this site's ledger differs from the members' if they released it, and
+        the analyst's next query fails naming this site instead of running on unequal ledgers."""
+        await asyncio.sleep(seconds)
+        if query.done:
+            return
+        silent = "no member said within the query's time what became of the query this site shared its inputs for"
+        await self._on_outcome({"query_id": query.env.digest(), "released": False, "opened": []}, silent)
+
+    async def _on_outcome(self, body: dict[str, Any], reason: str = FAILED) -> None:
         """A member's word on a query this site shared inputs for (the first word counts)."""
         query = self._queries.get(body["query_id"])
         if query is None or query.done or query.plan is None:
             return
         query.done = True
-        env, plan = query.env, query.plan
+        env, plan, members = query.env, query.plan, query.members
+        query.plan, query.members = None, None  # the persons' hashes are not kept past the outcome
         if body["released"]:
             opened = np.asarray(body["opened"], dtype=bool)
             expected = plan.ledger_shape(1)[:2] if "ledger" in plan.plan.data else (0,)
-            if query.members is not None and opened.shape == expected:
+            if members is not None and opened.shape == expected:
                 async with self._ledger_lock:  # taken at once: no other task runs since "done" was set
-                    await asyncio.to_thread(self.ledger.record, env.analyst, env.digest(), query.members, opened)
-            elif query.members is not None:
+                    await asyncio.to_thread(self.ledger.record, env.analyst, env.digest(), members, opened)
+            elif members is not None:
                 log.warning("a member named released sets of another shape; this site's ledger does not record them")
             return
         self.audit.append(
@@ -433,8 +449,7 @@ class InputSite:
             plan_digest=plan.digest,
             policy_digest=self.policy.digest(),
             decision="failed",
-            reason="the committee reported that the query failed after this site shared its inputs; "
-            "nothing was released",
+            reason=reason,
             peers=list(self.committee),
             kind=plan.kind,
         )
