@@ -30,6 +30,7 @@ def reference(
     extra: np.ndarray | None,
     sets: list[list[int]],
     check_k: list[list[int]] | None,
+    extra_k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rule as the module docstring states it, row by row."""
     rows = []
@@ -44,7 +45,7 @@ def reference(
             stop |= f > 0
         if extra is not None:
             for j in sets[r]:
-                stop |= _bad(extra[j], K).any(axis=1)
+                stop |= _bad(extra[j], extra_k or K).any(axis=1)
         rows.append(stop)
     return np.array(rows, dtype=np.int64), (support == 0).astype(np.int64)
 
@@ -57,6 +58,7 @@ def _run_stopped(
     extra: np.ndarray | None = None,
     sets: list[list[int]] | None = None,
     check_k: list[list[int]] | None = None,
+    extra_k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     seed = iter(range(1000))
 
@@ -78,6 +80,7 @@ def _run_stopped(
             None if ext is None else ext[p.index],
             sets or [[] for _ in checks],
             check_k,
+            extra_k,
         )
         return AShare.concat([stop.reshape(-1), empty.reshape(-1)])
 
@@ -118,6 +121,40 @@ def test_flags_remembered_sets_and_own_thresholds_equal_the_rule(seed: int) -> N
     got = _run_stopped(checks, strict, flags, support, extra, sets, check_k)
     want = reference(checks, strict, flags, support, extra, sets, check_k)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_many_tests_and_strict_counts_per_row_by_products_equal_the_rule(seed: int) -> None:
+    """Rows of 1, 5, 8 and 3 tests (several strict counts among them): the product tree pairs
+    tests across levels and rows."""
+    rng = np.random.default_rng(200 + seed)
+    cells = 6
+    checks = [
+        [_counts(rng, cells)],
+        [_counts(rng, cells) for _ in range(3)],
+        [_counts(rng, cells) for _ in range(5)],
+        [_counts(rng, cells) for _ in range(3)],
+    ]
+    strict = [[], [_counts(rng, cells) for _ in range(2)], [_counts(rng, cells) for _ in range(3)], []]
+    flags: list[list[np.ndarray]] = [[], [], [], []]
+    support = _counts(rng, 4 * cells).reshape(4, cells)
+    got = _run_stopped(checks, strict, flags, support)
+    want = reference(checks, strict, flags, support, None, [[], [], [], []], None)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_remembered_differences_with_their_own_threshold() -> None:
+    """``extra_k`` (a linkage statement's ledger: S(k-1) site records) bounds the remembered
+    differences only; the counts keep k."""
+    rng = np.random.default_rng(300)
+    cells, m, extra_k = 5, 2, 3 * (K - 1) + 1
+    checks = [[_counts(rng, cells)], [_counts(rng, cells)]]
+    extra = rng.choice(np.array([0, 1, K - 1, K, extra_k - 1, extra_k, 20, -1]), size=(2, cells, m))
+    support = _counts(rng, 2 * cells).reshape(2, cells)
+    no: list[list[np.ndarray]] = [[], []]
+    got = _run_stopped(checks, no, no, support, extra, [[0], [1]], None, extra_k)
+    want = reference(checks, no, no, support, extra, [[0], [1]], None, extra_k)
+    assert np.array_equal(got[0], want[0])
 
 
 def test_ledger_stops_are_the_remembered_differences_alone() -> None:
