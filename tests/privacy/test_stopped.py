@@ -10,7 +10,7 @@ import pytest
 
 from site_agent.mpc.shares import AShare
 from site_agent.mpc.sharing import reconstruct
-from site_agent.privacy.checks import ledger_stops, stopped
+from site_agent.privacy.checks import few_sites, ledger_stops, stopped
 
 from ..mpc.helpers import run_open, shared
 
@@ -172,3 +172,12 @@ def test_a_difference_of_exactly_k_or_none_passes() -> None:
     got = run_open(lambda p: ledger_stops(p, ext[p.index], K)).view(np.int64)
     assert got.tolist() == [[0, 0, 1, 1]]
     assert reconstruct(ext).view(np.int64).tolist() == extra.tolist()
+
+
+@pytest.mark.parametrize("min_sites", [1, 2, 3])
+def test_few_sites_counts_every_site_with_a_row_even_one(min_sites: int) -> None:
+    """``min_sites``: a site with a single row in a cell is present; none, absent."""
+    rows = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1], [5, 0, 2], [0, 1, 40]])
+    share = shared(rows, seed=21)
+    got = run_open(lambda p: few_sites(p, share[p.index], min_sites)).view(np.int64)
+    assert got.tolist() == ((rows > 0).sum(axis=1) < min_sites).astype(int).tolist()
