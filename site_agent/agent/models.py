@@ -8,8 +8,9 @@ shares nothing of the model up front; it binds this site's connection, and the p
 worker thread, by the network adapter). Its vectors are shared inside the program.
 
 The release ledger (:mod:`site_agent.privacy.ledger`): a model whose table names its person
-column has one query set, its FROM/WHERE persons (``data["ledger"]``); VALIDATE with BY has
-one per group, the WHERE persons of each group. Up front each site
+column has one query set (``data["ledger"]``): the persons of its FROM/WHERE rows, for LINEAR,
+LOGISTIC, POISSON and COX only those of the rows the fit uses (its complete cases); COX with
+STRATA has one more per stratum, VALIDATE with BY one per group. Up front each site
 shares a failure word of its ledger query (0, or 1 when it failed) and its differences with
 the analyst's remembered sets; before any model step the committee opens whether some site
 failed (then every member fails, :class:`~site_agent.errors.LocalStepError`) and whether
@@ -108,7 +109,7 @@ class ModelCompiled(Compiled):
                 return empty_outcome(local_failed=True)
             if opened[1:].any():
                 message = (
-                    "the model's rows (or a BY group's) differ from rows released to you before by 1 to "
+                    "the model's rows (or a BY group's or stratum's) differ from rows released to you before by 1 to "
                     f"{int(self.plan.data['params']['min_cell_size']) - 1} persons"
                 )
                 return empty_outcome(refused=LEDGER_RULE, message=message)

@@ -4,7 +4,8 @@ Statement: ``COX time, event ~ terms FROM t [WHERE ...] [TIES EFRON | BRESLOW] [
 (formula terms as in :mod:`.formula`, no intercept; EFRON is the default, as in R's ``coxph``
 and lifelines; STRATA gives each value of a column with a public domain its own baseline
 hazard: the bins below are then cells (stratum, bin) and risk sets stay within a stratum, each
-stratum a query set of at least k persons).
+stratum a query set of at least k persons). The release ledger's query sets are the persons of
+the rows the fit uses and, with STRATA, those of each stratum (:func:`~.statement.with_ledger`).
 
 Formulas (Efron 1977, "The efficiency of Cox's likelihood function for censored data", JASA
 72:557-565; Therneau and Grambsch 2000, *Modeling Survival Data*, section 3.3). At each
@@ -273,6 +274,7 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
     )
     stratum: exp.Expr | None = None
     n_strata = 1
+    levels: list[Level] = []
     if strata is not None:  # one stratum per value of the column's domain, each a query set
         values = [v for v in (getattr(column(strata), "domain", None) or ()) if v is not None]
         if not values:
@@ -345,7 +347,8 @@ def compile_cox(statement: Statement, schema: Schema, rules: DisclosureRules, si
         ],
         "reveals": _reveals(),
     }
-    return with_ledger(Plan(data), query)
+    # query sets: the persons of the rows the fit uses, and with STRATA those of each stratum
+    return with_ledger(Plan(data), query, [complete, *(exp.and_(complete, lv.condition) for lv in levels)])
 
 
 def _rows_sql(

@@ -138,7 +138,9 @@ def compile_glm(statement: Statement, schema: Schema, rules: DisclosureRules, si
     """The plan of a LINEAR, LOGISTIC or POISSON statement (see the module docstring)."""
     query, d, response, off_col, offset = glm_design(statement, schema, rules, sites)
     response_text = split_top(statement.body, "~")[0].strip()
-    return with_ledger(plan_glm(statement, query, d, response, response_text, off_col, offset, rules), query)
+    plan = plan_glm(statement, query, d, response, response_text, off_col, offset, rules)
+    used = complete_cases(FAMILIES[statement.keyword], d, response, off_col)
+    return with_ledger(plan, query, [used])  # the query set: the persons of the rows the fit uses
 
 
 def glm_design(
@@ -171,6 +173,21 @@ def glm_design(
     return query, d, response, resolved[-1] if offset else None, offset
 
 
+def complete_cases(family: str, d: Design, response: exp.Expr, off_col: exp.Expr | None) -> exp.Expr:
+    """The rows a GLM fits (its complete cases): the design's (no NULL in a named column, each
+    ``C()`` value in its domain), with a 0/1 response (binomial), a response >= 0 (poisson) and
+    an offset > 0. Also the model's release-ledger query set (:func:`compile_glm`)."""
+    y = exp.Cast(this=response.copy(), to=exp.DataType.build("DOUBLE"))
+    complete: exp.Expr = d.complete
+    if family == "binomial":
+        complete = exp.and_(complete, exp.In(this=y.copy(), expressions=[exp.convert(0.0), exp.convert(1.0)]))
+    elif family == "poisson":
+        complete = exp.and_(complete, exp.GTE(this=y.copy(), expression=exp.convert(0.0)))
+    if off_col is not None:
+        complete = exp.and_(complete, exp.GT(this=off_col.copy(), expression=exp.convert(0.0)))
+    return complete
+
+
 def plan_glm(
     statement: Statement,
     query: Any,
@@ -185,14 +202,9 @@ def plan_glm(
     response and offset column resolved): also the calibration fits of :mod:`.validate`."""
     family = FAMILIES[statement.keyword]
     y = exp.Cast(this=response.copy(), to=exp.DataType.build("DOUBLE"))
-    complete: exp.Expr = d.complete
-    if family == "binomial":
-        complete = exp.and_(complete, exp.In(this=y.copy(), expressions=[exp.convert(0.0), exp.convert(1.0)]))
-    elif family == "poisson":
-        complete = exp.and_(complete, exp.GTE(this=y.copy(), expression=exp.convert(0.0)))
+    complete = complete_cases(family, d, response, off_col)
     off_expr = None
     if off_col is not None:
-        complete = exp.and_(complete, exp.GT(this=off_col.copy(), expression=exp.convert(0.0)))
         off_expr = exp.Ln(this=exp.Cast(this=off_col.copy(), to=exp.DataType.build("DOUBLE")))
     k = len(d.columns)
     if k > 60:

@@ -12,11 +12,12 @@ its ``kind``), so every member digests, compares and explains it like any plan. 
 statement reads its rows (``FROM ... [WHERE ...]``) is validated by the ordinary query
 validator (:func:`validate_source`): tables, exposed columns, identifiers and the WHERE
 condition obey the same policy rules as any query. Its persons (the FROM/WHERE rows' person
-column) form one query set for the analyst's release ledger (``data["ledger"]``; VALIDATE
-with BY: one set per group,
-:mod:`site_agent.privacy.ledger`): the agent compares it with the sets released before and
-refuses the model (rule ``ledger_difference``) when a difference holds 1 to k-1 persons, and
-remembers it once the model is released (:mod:`site_agent.agent.models`).
+column; for LINEAR, LOGISTIC, POISSON and COX those of the rows the fit uses) form one query set
+for the analyst's release ledger (``data["ledger"]``; VALIDATE with BY: one set per group, COX
+with STRATA: one more per stratum, :mod:`site_agent.privacy.ledger`): the agent compares it
+with the sets released before and refuses the model (rule ``ledger_difference``) when a
+difference holds 1 to k-1 persons, and remembers it once the model is released
+(:mod:`site_agent.agent.models`).
 """
 
 from __future__ import annotations
@@ -158,10 +159,12 @@ def compile_statement(
     return MODELS[statement.keyword].compile(statement, schema, rules, sites)
 
 
-def with_ledger(plan: Plan, query: Query, groups: Sequence[exp.Expression] = ()) -> Plan:
+def with_ledger(plan: Plan, query: Query, groups: Sequence[exp.Expr] = ()) -> Plan:
     """The plan with its release-ledger query and its reveal: one query set, the persons of the
     validated source ``query`` (FROM/WHERE), or with ``groups`` one set per group (the WHERE
-    persons meeting its condition: VALIDATE's BY groups, each released on its own). Unchanged
+    persons meeting its condition: VALIDATE's BY groups, each released on its own; a fit's
+    complete cases and COX's strata, so that two fits whose rows differ by one person through
+    NULLs in a model column are compared like two WHERE sets). Unchanged
     when the FROM table declares no person column (then nothing is compared or remembered, as
     for an aggregate over it)."""
     ledger = whole_set_ledger(query, groups)

@@ -506,12 +506,13 @@ def _members_sql(query: Query, items: list[exp.Expr], cell: exp.Expression) -> s
     return _statement(query, sel.where(cond, copy=False))
 
 
-def whole_set_ledger(query: Query, groups: Sequence[exp.Expression] = ()) -> dict[str, Any] | None:
+def whole_set_ledger(query: Query, groups: Sequence[exp.Expr] = ()) -> dict[str, Any] | None:
     """The ledger spec of a model statement: membership SQL for
     :func:`site_agent.query.membership.membership`, or None when the FROM table declares no
     person column (then nothing is compared or remembered, as for an aggregate query over such
     a table). Its query sets are the FROM/WHERE rows (one set), or with ``groups`` (conditions,
-    as VALIDATE's BY groups) the rows of the WHERE set that meet each, one set per group."""
+    as VALIDATE's BY groups, a fit's complete cases, COX's strata) the rows of the WHERE set
+    that meet each, one set per group."""
     if query.person is None:
         return None
     alias, column = query.person.split(".", 1)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from lifelines import CoxPHFitter
 from lifelines.datasets import load_lung
 
 from site_agent.agent.models import LEDGER_RULE, ModelCompiled
@@ -19,18 +20,21 @@ from site_agent.mpc.arithmetic import input_all
 from site_agent.mpc.party import Party, run_in_memory
 from site_agent.privacy.ledger import Ledger
 from site_agent.query import DisclosureRules, compile_query
+from site_agent.query.catalog import schema_from_duckdb
 from site_agent.query.membership import membership
 
 from ..models.conftest import relative, split
 
 TARGET = "age = 74 AND sex = 1 AND inst = 12"
+GRIDS = {"lung.time": (0.0, 1100.0, 1.0), "lung.age": (30.0, 90.0, 1.0)}
 
 
 @pytest.fixture(scope="module")
 def lung() -> tuple[dict[str, Any], Any, pd.DataFrame]:
     frame = load_lung().rename(columns=lambda c: c.replace(".", "_")).dropna(subset=["inst"]).reset_index(drop=True)
     frame["id"] = range(len(frame))
-    cons, schema = split(frame, "lung", {"lung.sex": [1, 2]}, "id")
+    cons, _ = split(frame, "lung")
+    schema = schema_from_duckdb(cons["site0"], {"lung.sex": [1, 2]}, GRIDS, {"lung": "id"})
     return cons, schema, frame
 
 
@@ -92,3 +96,73 @@ def test_a_set_differing_by_k_or_more_is_fitted(tmp_path: Path, lung) -> None:
     assert meta["differences"] == int(((frame.ph_karno >= 60) & (frame.ph_karno < 80)).sum()) >= 5
     ref = smf.ols("time ~ age", frame[frame.ph_karno >= 80]).fit()
     assert relative(meta["frame"]["coef"], ref.params) < 1e-8
+
+
+# Two fits over the same WHERE set whose complete cases differ by the target alone: the response
+# is NULL for 5 other men (age > 75) in the first, and for those and the target in the second, so
+# each drops 0 or >= k rows (the model rule within one statement) and the WHERE sets are equal.
+DROPPED = "LINEAR CASE WHEN age > 75{} THEN NULL ELSE time END ~ age FROM lung WHERE sex = 1"
+ALL_BUT_OTHERS, ALL_BUT_TARGET = DROPPED.format(""), DROPPED.format(f" OR ({TARGET})")
+
+
+def _sum_of_response(frame: pd.DataFrame | None) -> float | None:
+    """The attacker's arithmetic on a released LINEAR y ~ x: X'X = [[n, S], [S, Q]] from n and the
+    diagonal of its inverse (std err^2 / scale = Q / det, n / det; S = sqrt(n Q - det), ages > 0),
+    then sum y = (X'X beta)_0 = n b0 + S b1 (None: nothing released)."""
+    if frame is None:
+        return None
+    n, scale = frame.attrs["n"], frame.attrs["scale"]
+    d0, d1 = (frame["std err"].to_numpy() ** 2) / scale
+    det = n / d1
+    s = np.sqrt(n * d0 * det - det)
+    b0, b1 = frame["coef"].to_numpy()
+    return float(n * b0 + s * b1)
+
+
+def test_complete_cases_differing_by_the_target_alone_leak_its_outcome(tmp_path: Path, lung) -> None:
+    """What the two fits would give if both were released (each checked against its own set
+    only): the difference of their sums of the response is the target's survival time."""
+    _, _, frame = lung
+    men = frame[frame.sex == 1]
+    target = men[(men.age == 74) & (men.inst == 12)].time.item()
+    first = _sites(tmp_path / "a", lung, ALL_BUT_OTHERS, ALL_BUT_OTHERS)["frame"]
+    second = _sites(tmp_path / "b", lung, ALL_BUT_TARGET, ALL_BUT_TARGET)["frame"]
+    assert first is not None and second is not None
+    assert first.attrs["n"] - second.attrs["n"] == 1
+    assert abs(_sum_of_response(first) - men[men.age <= 75].time.sum()) < 1e-3  # the arithmetic is right
+    assert abs(_sum_of_response(first) - _sum_of_response(second) - target) < 0.01
+
+
+def test_complete_cases_differing_by_the_target_alone_are_refused(tmp_path: Path, lung) -> None:
+    """The model's ledger set is its complete cases, not its WHERE set: the second fit differs
+    from the first by one person and releases nothing, so the attacker derives nothing."""
+    first = _sites(tmp_path / "a", lung, ALL_BUT_OTHERS, ALL_BUT_OTHERS)
+    meta = _sites(tmp_path / "b", lung, ALL_BUT_OTHERS, ALL_BUT_TARGET)
+    assert first["differences"] == 0 and first["frame"] is not None
+    assert meta["differences"] == 1 and meta["refused"] == LEDGER_RULE and meta["frame"] is None
+    assert _sum_of_response(meta["frame"]) is None
+
+
+STRATIFIED = "COX time, status ~ age FROM lung{} STRATA sex"  # status: 1 dead (lifelines)
+
+
+def test_a_stratum_one_patient_off_a_released_set_is_refused(tmp_path: Path, lung) -> None:
+    """With STRATA each stratum's persons are a query set too: the men of a stratified fit
+    without the target are the released men minus one, so nothing is released."""
+    meta = _sites(
+        tmp_path, lung, "LINEAR time ~ age FROM lung WHERE sex = 1", STRATIFIED.format(f" WHERE NOT ({TARGET})")
+    )
+    assert meta["refused"] == LEDGER_RULE and meta["frame"] is None
+
+
+def test_a_stratified_fit_checks_and_remembers_its_whole_set_and_each_stratum(tmp_path: Path, lung) -> None:
+    """Three sets (all complete cases, the men's, the women's), each compared with the remembered
+    whole set (0, the women, the men differ): none by 1 to k-1, so the fit is released, as
+    lifelines fits it on the pooled rows."""
+    _, _, frame = lung
+    plan = compile_query(STRATIFIED.format(""), lung[1], DisclosureRules())
+    assert plan.data["ledger"]["sets"] == 3
+    meta = _sites(tmp_path, lung, STRATIFIED.format(""), STRATIFIED.format(""))
+    assert meta["differences"] == int((frame.sex == 2).sum() + (frame.sex == 1).sum())
+    ref = CoxPHFitter().fit(frame[["time", "status", "age", "sex"]], "time", "status", strata=["sex"])
+    assert relative(meta["frame"]["coef"], ref.params_) < 1e-5
