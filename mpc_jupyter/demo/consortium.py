@@ -58,7 +58,12 @@ class SiteSpec:
 
 
 def build_consortium(
-    root: Path, sites: Sequence[SiteSpec], schema_toml: str, analyst: str = "analyst", name: str = "Local consortium"
+    root: Path,
+    sites: Sequence[SiteSpec],
+    schema_toml: str,
+    analyst: str = "analyst",
+    name: str = "Local consortium",
+    more_analysts: Sequence[str] = (),
 ) -> Path:
     """Create a consortium of three computing sites and any number of input-only sites under
     ``root``; returns consortium.toml."""
@@ -75,7 +80,8 @@ def build_consortium(
         data = () if site.data else ("--no-data",)
         _cli("add-site", str(root), site.name, "--address", f"127.0.0.1:{free_ports(1)[0]}", *role, *data)
         _write_site(root / "sites" / site.name, site)
-    _cli("add-analyst", str(root), analyst)
+    for name_ in (analyst, *more_analysts):
+        _cli("add-analyst", str(root), name_)
     (root / "schema.toml").write_text(schema_toml)
     return root / "consortium.toml"
 

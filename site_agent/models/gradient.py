@@ -95,7 +95,8 @@ def compile_gradient(
     data["model"].update(kind="GRADIENT", at=at, hessian=bool(found.group(2)), eta_bound=GRADIENT_ETA_BOUND)
     data["local"].append({"name": "support", "sql": _support_sql(data), "when": "once, eta at AT"})
     data["reveals"] = _reveals(data["reveals"], bool(found.group(2)))
-    return with_ledger(Plan(data), query)
+    # The query set is the rows the gradient sums (its complete cases), as a fit's
+    return with_ledger(Plan(data), query, [glm.complete_cases("binomial", d, response, None)])
 
 
 def _support_sql(data: dict[str, Any]) -> str:

@@ -399,7 +399,19 @@ def compile_validate(
         "fits": fits,
         "reveals": _reveals(),
     }
-    return with_ledger(Plan(data), query, conditions)  # with BY, each group is a query set
+    # The query sets are the rows the statement scores (a 0/1 response and a score: a NULL in a
+    # predictor's column, or in a feature of an ensemble that cannot route it, drops the row), per
+    # BY group: two statements whose scored rows differ by one person through NULLs are compared
+    # like two WHERE sets (as a fit's complete cases are: site_agent/models/glm.py).
+    y = exp.Cast(this=src.outcomes[0].copy(), to=exp.DataType.build("DOUBLE"))
+    scored_rows: exp.Expr = exp.In(this=y, expressions=[exp.convert(0.0), exp.convert(1.0)])
+    needed = (
+        [src.eta] if ensemble is None else [src.resolved[f] for f in features] if ensemble.format == "sklearn" else []
+    )
+    for e in needed:
+        scored_rows = exp.and_(scored_rows, exp.Not(this=exp.Is(this=exp.Paren(this=e.copy()), expression=exp.Null())))
+    sets = [exp.and_(scored_rows, c) for c in conditions] if conditions else [scored_rows]
+    return with_ledger(Plan(data), query, sets)
 
 
 SCORED = "_scored"

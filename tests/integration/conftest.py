@@ -43,6 +43,8 @@ from site_agent.net.framing import DEFAULT_MAX_FRAME, Frame, MsgType, decode, en
 from ..lung import LUNG_SCHEMA, SITES, lung_by_site
 
 FAULT_TIMEOUT = 5
+SECOND = "second"
+"""Every consortium's second analyst (:attr:`Running.second`)."""
 COLUMNS = ("id", "inst", "time", "status", "age", "sex", "ph_ecog", "ph_karno", "pat_karno", "meal_cal", "wt_loss")
 
 
@@ -54,6 +56,7 @@ class Running:
     procs: AgentProcesses
     frames: dict[str, pd.DataFrame]
     _client: Consortium | None = field(default=None, repr=False)
+    _second: Consortium | None = field(default=None, repr=False)
 
     @property
     def dir(self) -> Path:
@@ -66,6 +69,14 @@ class Running:
     @property
     def consortium(self) -> ConsortiumConfig:
         return load_consortium(self.config)
+
+    @property
+    def second(self) -> Consortium:
+        """A second analyst's client: its own release ledger and budget at every site, for a test
+        whose refusal must not depend on what earlier tests released to the first analyst."""
+        if self._second is None:
+            self._second = Consortium.connect(self.config, SECOND)
+        return self._second
 
     @property
     def client(self) -> Consortium:
@@ -118,8 +129,9 @@ class Running:
         return Wire(self, ssl_context or self.analyst_tls())
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._second):
+            if client is not None:
+                client.close()
         self.procs.stop()
 
 
@@ -256,7 +268,12 @@ def start_consortium(
     """Build a consortium of ``data`` under ``policies`` in ``root`` and start its agents (one per
     frame of ``data``; a site whose policy says ``"compute": False`` is an input-only site)."""
     frames = data.frames()
-    config = build_consortium(root / "consortium", _sites(root / "data", frames, policies, data.table), data.schema)
+    config = build_consortium(
+        root / "consortium",
+        _sites(root / "data", frames, policies, data.table),
+        data.schema,
+        more_analysts=(SECOND,),
+    )
     if timeout is not None:
         for site in frames:
             path = config.parent / "sites" / site / "agent.toml"

@@ -68,7 +68,7 @@ def test_a_level_held_by_one_patient_is_refused(lung: Running, pooled: pd.DataFr
     text = "LINEAR wt_loss ~ age + C(ph_ecog) FROM lung"
     before = lung.audit_counts()
     with pytest.raises(QueryFailed) as err:
-        lung.client.query(text)
+        lung.second.query(text)  # whose ledger holds no earlier fit: the level's own rule answers
     assert err.value.rule == "min_cell_size"
     assert str(err.value).count("\n") == 0 and "min_cell_size" in str(err.value)
     for site in SITES:
@@ -135,7 +135,7 @@ def test_validate_trees_equals_sklearn(lung: Running, pooled: pd.DataFrame) -> N
     y = (rows.status == 2).to_numpy(int)
     model = GradientBoostingClassifier(n_estimators=10, max_depth=2, min_samples_leaf=30, random_state=0)
     model.fit(rows[features].to_numpy(), y)
-    ours = lung.client.query(
+    ours = lung.second.query(  # scored rows within 1 to k-1 of an earlier fit's: refused for the first analyst
         "VALIDATE LOGISTIC status = 2 ~ TREES(:model) FROM lung", {"model": export_sklearn(model, features)}
     )
     p = model.predict_proba(rows[features].to_numpy())[:, 1]

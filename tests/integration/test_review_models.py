@@ -76,6 +76,8 @@ def test_linear_held_shown_as_bands_then_equal_to_statsmodels(reviewed: Running)
             assert text not in shown, text
 
     assert "still waiting for central" in _review(reviewed, "north", "approve", query_id[:16])
+    # north's decision reaches the other members over the mesh: central decides after it has it
+    _eventually(reviewed.client.pending, lambda o: o.waiting.get(query_id) == ["central"])
     assert "every reviewing site approved" in _review(reviewed, "central", "approve", query_id[:16])
     ours = _released(reviewed, LINEAR)
     assert relative(ours["coef"], ref.params) < 1e-8
@@ -122,7 +124,7 @@ def test_a_model_its_rules_refuse_is_refused_not_held(reviewed: Running) -> None
     """ph_ecog = 3 is one patient: min_cell_size refuses before anything is opened or held."""
     before = reviewed.audit_counts()
     with pytest.raises(QueryFailed) as err:
-        reviewed.client.query("LINEAR wt_loss ~ age + C(ph_ecog) FROM lung")
+        reviewed.second.query("LINEAR wt_loss ~ age + C(ph_ecog) FROM lung")  # no earlier fit in its ledger
     assert err.value.rule == "min_cell_size"
     for site in SITES:
         entry = reviewed.wait_audit(site, before[site])[-1]

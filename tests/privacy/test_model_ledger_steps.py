@@ -166,3 +166,32 @@ def test_a_stratified_fit_checks_and_remembers_its_whole_set_and_each_stratum(tm
     assert meta["differences"] == int((frame.sex == 2).sum() + (frame.sex == 1).sum())
     ref = CoxPHFitter().fit(frame[["time", "status", "age", "sex"]], "time", "status", strata=["sex"])
     assert relative(meta["frame"]["coef"], ref.params_) < 1e-5
+
+
+VALIDATED = (
+    "VALIDATE LOGISTIC CASE WHEN age > 75{} THEN NULL ELSE status END ~ -0.5 + 0.01*age FROM lung WHERE sex = 1"
+)
+
+
+def test_validate_whose_scored_rows_differ_by_the_target_alone_is_refused(tmp_path: Path, lung) -> None:
+    """VALIDATE's query set is its scored rows: with the target's response made NULL in the second
+    statement only, n x Brier of the two would give the target's squared error; the second
+    differs by one person from the first and releases nothing."""
+    first = _sites(tmp_path / "a", lung, VALIDATED.format(""), VALIDATED.format(""))
+    meta = _sites(tmp_path / "b", lung, VALIDATED.format(""), VALIDATED.format(f" OR ({TARGET})"))
+    assert first["differences"] == 0 and first["frame"] is not None
+    assert meta["differences"] == 1 and meta["refused"] == LEDGER_RULE and meta["frame"] is None
+
+
+GRADIENT = (
+    "GRADIENT LOGISTIC CASE WHEN age > 75{} THEN NULL ELSE status END ~ age FROM lung WHERE sex = 1 AT (-0.5, 0.01)"
+)
+
+
+def test_gradients_whose_rows_differ_by_the_target_alone_are_refused(tmp_path: Path, lung) -> None:
+    """GRADIENT's query set is the rows it sums: two gradients whose rows differ by the target
+    (its response made NULL in the second) would give its x (y - p); the second releases nothing."""
+    first = _sites(tmp_path / "a", lung, GRADIENT.format(""), GRADIENT.format(""))
+    meta = _sites(tmp_path / "b", lung, GRADIENT.format(""), GRADIENT.format(f" OR ({TARGET})"))
+    assert first["differences"] == 0 and first["frame"] is not None
+    assert meta["differences"] == 1 and meta["refused"] == LEDGER_RULE and meta["frame"] is None
