@@ -265,7 +265,12 @@ def eq(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
     component (no communication), and an AND tree over the complemented bits tells whether all
     are clear: the carries of :func:`a2b`'s adder are never needed.
     """
-    d = (x - y).ravel()
+    return (yield from is_zero(p, x - y))
+
+
+def is_zero(p: Party, x: AShare) -> Protocol[AShare]:
+    """[x == 0] as arithmetic 0/1: :func:`eq` on a difference already formed (same rounds)."""
+    d = x.ravel()
     own = (d.v[0] + d.v[1]) if p.index == 0 else None
     a = yield from input_bool(p, 0, own, (d.shape[0],))
     minus = component_only(p, d.v, 2, BShare)
