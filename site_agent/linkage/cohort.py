@@ -20,10 +20,17 @@ learns which records matched:
    (:func:`site_agent.linkage.dedup.window_equalities`); m_j = sum_d e_jd c_{j-d} counts the
    earlier cohort records with j's key (c: the cohort tag) and o_j = sum_d e_jd - m_j the earlier
    outcome records with it. L_j = [m_j > 0] flags a linked record, F_j = [o_j > 0] a person's
-   outcome record after its first. With w = 3 S (S sites) both are exact unless three persons
-   share a t-bit prefix (as for the distinct count): two persons on one prefix put at most S
-   cohort records of the other person and 2 S - 1 outcome records between an outcome record and
-   its nearest cohort record.
+   outcome record after its first. With w = 3 S - 1 (S sites) both are exact unless three
+   persons share a t-bit prefix (as for the distinct count: about P^3 / (6 2^(2t)) for P
+   persons). Proof: the records on one prefix are contiguous and in input order (cohort
+   records by site, then outcome records by site, each site's keys ascending), one record per
+   person, site and table. Take an outcome record j of person A at site s, and A's last
+   cohort record, at site s'; with one other person B on the prefix, between them lie B's
+   cohort records after A's (at sites after s', and at s' if B > A: at most S, and at most
+   S - 1 if B < A), the outcome records at sites before s (at most 2 (S - 1)) and B's at s if
+   B < A (at most 1): at most 3 S - 2 records, so j is within 3 S - 1 of it. A's outcome
+   record before j (at a site s'' < s) is nearer still: only B's records at sites s''..s lie
+   between. ``tests/linkage/test_cohort.py`` plants the worst case (distance 3 S - 1).
 4. **The aggregates, on shares.** Each column's linked total sum_j L_j v_j (cohort records hold
    zeros, so they add nothing), and the linked persons sum_j L_j (1 - c_j) (1 - F_j) (each
    linked person once, whatever the number of sites holding its outcomes).
@@ -65,7 +72,7 @@ from . import dedup
 
 def window(sites: int) -> int:
     """w: how many earlier sorted records each record is compared with (module docstring, step 3)."""
-    return 3 * sites
+    return 3 * sites - 1
 
 
 @dataclass(frozen=True)

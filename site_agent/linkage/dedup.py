@@ -136,9 +136,14 @@ def earlier(column: AShare, w: int) -> AShare:
 
 def window_equalities(p: Party, ordered: AShare, w: int) -> Protocol[AShare]:
     """e_jd = [K_j == K_{j-d}] on shares for d = 1..w (arithmetic 0/1), laid out as
-    :func:`earlier`; one batched equality."""
-    later = AShare.concat([AShare(ordered.v[:, d:]) for d in range(1, w + 1)])
-    return (yield from in_batches(lambda a, b: bo.eq(p, a, b), later, earlier(ordered, w)))
+    :func:`earlier`; one batched equality, on the differences K_j - K_{j-d} written in place."""
+    n = ordered.shape[0]
+    gaps = np.empty((2, w * n - w * (w + 1) // 2), dtype=np.uint64)
+    at = 0
+    for d in range(1, w + 1):
+        np.subtract(ordered.v[:, d:], ordered.v[:, : n - d], out=gaps[:, at : at + n - d])
+        at += n - d
+    return (yield from in_batches(lambda g: bo.is_zero(p, g), AShare(gaps)))
 
 
 def per_record(blocks: AShare, n: int, w: int) -> AShare:

@@ -133,12 +133,12 @@ def component_only(p: Party, pair: U64, j: int, kind: type[S]) -> S:
     ``pair`` has this member's layout (shape (2, ...)); members that do not hold component j
     put zeros. No communication. Serves both sharings (``kind`` AShare or BShare).
     """
-    zero = np.zeros(pair.shape[1:], dtype=np.uint64)
+    out = np.zeros(pair.shape, dtype=np.uint64)  # one pass: no zero vectors stacked after the copy
     if p.index == j:
-        return kind.from_pair(pair[0].copy(), zero)
-    if p.index == (j - 1) % 3:
-        return kind.from_pair(zero, pair[1].copy())
-    return kind.from_pair(zero, zero.copy())
+        out[0] = pair[0]
+    elif p.index == (j - 1) % 3:
+        out[1] = pair[1]
+    return kind(out)
 
 
 def input_all(p: Party, mine: U64, sizes: tuple[int, int, int]) -> Protocol[list[AShare]]:
@@ -189,7 +189,7 @@ def input_sum(p: Party, mine: U64) -> Protocol[AShare]:
 def constant(p: Party, values: U64, kind: type[S]) -> S:
     """A public value as a sharing (x_0 = value, x_1 = x_2 = 0): no communication."""
     v = np.asarray(values, dtype=np.uint64)
-    return component_only(p, np.stack([v, v]), 0, kind)
+    return component_only(p, np.broadcast_to(v, (2, *v.shape)), 0, kind)  # a view: v copied once
 
 
 def add_public(p: Party, x: AShare, c: U64) -> AShare:

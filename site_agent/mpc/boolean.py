@@ -265,10 +265,17 @@ def eq(p: Party, x: AShare, y: AShare) -> Protocol[AShare]:
     component (no communication), and an AND tree over the complemented bits tells whether all
     are clear: the carries of :func:`a2b`'s adder are never needed.
     """
-    d = (x - y).ravel()
+    return (yield from is_zero(p, x - y))
+
+
+def is_zero(p: Party, x: AShare) -> Protocol[AShare]:
+    """[x == 0] as arithmetic 0/1: :func:`eq` on a difference already formed (same rounds)."""
+    d = x.ravel()
     own = (d.v[0] + d.v[1]) if p.index == 0 else None
     a = yield from input_bool(p, 0, own, (d.shape[0],))
-    w = not_(p, a ^ component_only(p, (-d).v, 2, BShare)).reshape(*x.shape)
+    minus = component_only(p, d.v, 2, BShare)
+    np.negative(minus.v, out=minus.v)  # -d_2 (the zero components stay zero): no negated copy of d
+    w = not_(p, a ^ minus).reshape(*x.shape)
     for s in (32, 16, 8, 4, 2, 1):
         w = yield from and_(p, w, w.rshift(s))
     return (yield from bit_inject(p, w))

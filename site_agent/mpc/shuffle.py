@@ -80,27 +80,28 @@ def shuffle(p: Party, columns: Sequence[AShare], counts: npt.ArrayLike | None = 
         raise ValueError("shuffled columns must share one shape with a last axis")
     rows, n, cnt = _rows(shape, counts)
     k = len(columns)
-    v = np.stack([c.v.reshape(2, rows, n) for c in columns], axis=1)  # (component, column, row, n)
+    # Layout (column, component, row, n): each column's shares are one contiguous block, so the
+    # results are views (no copy per column), and each pass writes its new shares in place.
+    v = np.empty((k, 2, rows, n), dtype=np.uint64)
+    for c, column in enumerate(columns):
+        v[c] = column.v.reshape(2, rows, n)
     size = k * rows * n
     i = p.index
     for j in (0, 1, 2):
         a_member, b_member = (j + 2) % 3, j
-        if i == a_member:
+        new = np.empty_like(v)
+        if i in (a_member, b_member):
             perm = permutation(p.rand.stream(j, rows * n).reshape(rows, n), cnt)
-            mine = np.take_along_axis(v[0] + v[1], perm[None], axis=-1)
-            mask = p.rand.stream((j + 2) % 3, size).reshape(k, rows, n)
-            send = (mine - mask).reshape(-1)
-            got = yield from exchange(send={b_member: send}, expect={b_member: size})
-            v = np.stack([mask, send.reshape(k, rows, n) + got[b_member].reshape(k, rows, n)])
-        elif i == b_member:
-            perm = permutation(p.rand.stream(j, rows * n).reshape(rows, n), cnt)
-            mine = np.take_along_axis(v[1], perm[None], axis=-1)
-            mask = p.rand.stream((j + 1) % 3, size).reshape(k, rows, n)
-            send = (mine - mask).reshape(-1)
-            got = yield from exchange(send={a_member: send}, expect={a_member: size})
-            v = np.stack([send.reshape(k, rows, n) + got[a_member].reshape(k, rows, n), mask])
+            mine = np.take_along_axis(v[:, 0] + v[:, 1] if i == a_member else v[:, 1], perm[None], axis=-1)
+            mask = p.rand.stream((j + 2) % 3 if i == a_member else (j + 1) % 3, size).reshape(k, rows, n)
+            send = np.subtract(mine, mask, out=mine).reshape(-1)
+            other = b_member if i == a_member else a_member
+            got = yield from exchange(send={other: send}, expect={other: size})
+            kept, fresh = (0, 1) if i == a_member else (1, 0)  # A: (mask, y_j); B: (y_j, mask)
+            new[:, kept] = mask
+            np.add(send.reshape(k, rows, n), got[other].reshape(k, rows, n), out=new[:, fresh])
         else:  # C: its new components are the two fresh draws, in its order (y_{j+1}, y_{j-1})
-            first = p.rand.stream((j + 1) % 3, size).reshape(k, rows, n)
-            second = p.rand.stream((j + 2) % 3, size).reshape(k, rows, n)
-            v = np.stack([first, second])
-    return [AShare(np.ascontiguousarray(v[:, c]).reshape(2, *shape)) for c in range(k)]
+            new[:, 0] = p.rand.stream((j + 1) % 3, size).reshape(k, rows, n)
+            new[:, 1] = p.rand.stream((j + 2) % 3, size).reshape(k, rows, n)
+        v = new
+    return [AShare(v[c].reshape(2, *shape)) for c in range(k)]

@@ -88,6 +88,23 @@ def test_keys_sharing_a_prefix_are_still_linked_exactly() -> None:
     assert secure(sites) == expected
 
 
+def test_the_farthest_cohort_record_a_window_must_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pairs A < B on one sort prefix: A in the cohort at site 0 only, B at every site, both with
+    # an outcome at every site. Sorted: cA0 cB0 cB1 cB2 oA0 oB0 oA1 oB1 oA2, so A's outcome at
+    # site 2 is 3 S - 1 = 8 records after its only cohort record: the window's worst case.
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 2**62, size=100, dtype=np.uint64) << np.uint64(2)
+    b = a | np.uint64(1)
+    sites: Rows = [
+        (np.concatenate([a, b]) if s == 0 else b, np.concatenate([a, b]), np.full(200, s + 1)) for s in range(3)
+    ]
+    expected = pandas_linked(sites)
+    assert expected == [200, 600, 1200]
+    assert secure(sites) == expected
+    monkeypatch.setattr(cohort, "window", lambda sites: 3 * sites - 2)  # one short: must miss A's last outcomes
+    assert secure(sites) != expected
+
+
 def test_nothing_linked() -> None:
     sites: Rows = [(mixed([1, 2]), mixed([3, 4]), np.array([5, 6])), (mixed([7]), mixed([8]), np.array([9]))]
     assert secure(sites) == [0, 0, 0]
