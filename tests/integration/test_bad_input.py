@@ -312,7 +312,10 @@ def test_the_client_says_why_its_certificate_was_refused(lung: Running, tmp_path
     key_pem, cert_pem = issue_cert(*make_ca("Another consortium"), "analyst", [], client=True, server=False)
     (tls / "key.pem").write_bytes(key_pem)
     (tls / "cert.pem").write_bytes(cert_pem)
-    with Consortium.connect(copy / "consortium.toml", timeout=5) as client, pytest.raises(SiteUnavailable) as err:
+    with (
+        Consortium.connect(copy / "consortium.toml", "analyst", timeout=5) as client,
+        pytest.raises(SiteUnavailable) as err,
+    ):
         client.query("SELECT COUNT(*) AS n FROM lung")
     issuer = x509.load_pem_x509_certificate(cert_pem).issuer.rfc4514_string()
     assert err.value.site in SITES, err.value
