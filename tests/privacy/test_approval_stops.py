@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 
 from site_agent.agent.planning import compile_query
 from site_agent.policy import combine, load_policy
@@ -65,3 +66,33 @@ def test_approved_rollup_releases_small_cells_and_margins_as_pandas(tmp_path: Pa
     margins = got[(got.sex != "(all)") & (got.ph_ecog == "(all)")].set_index("sex")["n"]
     assert margins.to_dict() == pooled.groupby("sex").size().to_dict()
     assert got[got.sex == "(all)"]["n"].tolist() == [len(pooled)]
+
+
+def test_a_tracker_in_a_small_cell_stays_withheld_after_approval(tmp_path: Path) -> None:
+    """ph_ecog = 3 is one patient: two sums over ages above a - 1 and above a (a, their age)
+    differ by exactly that patient in that cell. The cell is small, so a DPO's approval may
+    release its branch sets, but never a pair difference: the attacker's a - b (the patient's
+    time) stays underivable."""
+    (tmp_path / "schema.toml").write_text(LUNG_SCHEMA)
+    schema = load_schema_file(tmp_path / "schema.toml")
+    (tmp_path / "policy.toml").write_text(
+        '[policy]\nanalysts = "*"\n[privacy]\nreview = "failing"\n[tables.lung]\ncolumns = "*"\nidentifiers = ["id"]\n'
+    )
+    policy = combine([load_policy(tmp_path / "policy.toml", "north")])
+    frames = lung_by_site()
+    sites = {}
+    for site, frame in frames.items():
+        sites[site] = con = duckdb.connect()
+        con.register("frame", frame)
+        con.execute("CREATE TABLE lung AS SELECT * FROM frame")
+    pooled = pd.concat(frames.values(), ignore_index=True)
+    lone = pooled[pooled.ph_ecog == 3].iloc[0]
+    age = int(lone.age)
+    text = (
+        f"SELECT ph_ecog, SUM(CASE WHEN age > {age - 1} THEN time ELSE 0 END) AS a, "
+        f"SUM(CASE WHEN age > {age} THEN time ELSE 0 END) AS b FROM lung GROUP BY ph_ecog"
+    )
+    got = execute(compile_query(text, schema, policy, sites=tuple(sites)).plan, sites).set_index("ph_ecog")
+    a, b = (pd.to_numeric(got.loc[3, c], errors="coerce") for c in ("a", "b"))
+    assert np.isnan(a - b)  # what the attacker would have derived: lone.time
+    assert lone.time == pytest.approx(pooled[(pooled.ph_ecog == 3) & (pooled.age > age - 1)].time.sum())
