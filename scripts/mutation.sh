@@ -40,7 +40,7 @@ case "$scope" in
     # suppression on shares (query/disclosure.py), against the tests that run in one
     # process (the real-agent attack tests take minutes per run).
     default_modules="privacy/contributions privacy/persons privacy/release privacy/checks privacy/ledger privacy/rounding query/disclosure"
-    default_tests="tests/privacy/test_stopped.py tests/privacy/test_membership.py tests/privacy/test_approval_stops.py tests/privacy/test_persons.py tests/privacy/test_contributions.py tests/privacy/test_release_rule.py tests/privacy/test_rule_reference.py tests/privacy/test_ledger.py tests/privacy/test_options.py tests/query/test_suppression.py tests/query/test_other_cell.py tests/query/test_failsafe.py tests/query/test_plan.py"
+    default_tests="tests/privacy/test_stopped.py tests/privacy/test_membership.py tests/privacy/test_branches.py tests/privacy/test_approval_stops.py tests/privacy/test_persons.py tests/privacy/test_contributions.py tests/privacy/test_release_rule.py tests/privacy/test_rule_reference.py tests/privacy/test_ledger.py tests/privacy/test_options.py tests/query/test_suppression.py tests/query/test_other_cell.py tests/query/test_failsafe.py tests/query/test_plan.py"
     ;;
   *) echo "unknown scope $scope (engine or release)" >&2; exit 2 ;;
 esac
