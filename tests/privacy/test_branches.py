@@ -54,3 +54,32 @@ def test_a_branch_of_k_or_more_persons_is_released_as_pandas(lung: tuple) -> Non
     want = pooled[pooled.age > 60].groupby("sex").time.sum()
     for sex in (1, 2):
         assert float(got.loc[sex, "t"]) == pytest.approx(want[sex], abs=1e-3)
+
+
+def test_total_minus_the_rest_is_not_derivable(lung: tuple) -> None:
+    """Family 1 in one query: the cell's total and a branch holding all but one patient; their
+    difference would be that patient's time, so one of the two is withheld."""
+    schema, sites, pooled = lung
+    text = (
+        f"SELECT sex, SUM(time) AS total, SUM(CASE WHEN NOT ({TARGET}) THEN time END) AS rest "
+        "FROM lung GROUP BY sex"
+    )
+    got = execute(compile_query(text, schema, DisclosureRules()), sites).set_index("sex")
+    total, rest = (pd.to_numeric(got.loc[1, c], errors="coerce") for c in ("total", "rest"))
+    assert np.isnan(total - rest)
+    women = pooled[pooled.sex == 2].time.sum()
+    assert float(got.loc[2, "total"]) == pytest.approx(women, abs=1e-3)  # no target there: released
+
+
+def test_a_count_of_nobody_is_released_and_a_mean_of_nothing_is_not(lung: tuple) -> None:
+    """A count over an empty branch is a released 0; a mean over no value is withheld (undefined),
+    never a number."""
+    schema, sites, _ = lung
+    text = (
+        "SELECT sex, COUNT(*) AS n, COUNT(CASE WHEN age > 100 THEN 1 END) AS old, "
+        "AVG(CASE WHEN age > 100 THEN time END) AS old_time FROM lung GROUP BY sex"
+    )
+    got = execute(compile_query(text, schema, DisclosureRules()), sites).set_index("sex")
+    for sex in (1, 2):
+        assert got.loc[sex, "old"] == 0
+        assert np.isnan(pd.to_numeric(got.loc[sex, "old_time"], errors="coerce"))
