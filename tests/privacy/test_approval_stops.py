@@ -3,6 +3,7 @@ in a cell of 1 to k-1 persons only the hard stops, elsewhere the release rule's 
 ROLLUP planned under ``review = "failing"`` run in process, against pandas."""
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -37,10 +38,9 @@ def test_small_cells_keep_only_hard_stops_large_and_empty_cells_keep_the_rule() 
     assert np.array_equal(got[:, [3, 4, 5, 7]], rule[:, [3, 4, 5, 7]])  # k or more, or failed: the rule
 
 
-def test_approved_rollup_releases_small_cells_and_margins_as_pandas(tmp_path: Path) -> None:
-    """In process: a ROLLUP with small cells under ``review = "failing"``. The release rule
-    withholds the small cells and, by secondary suppression, some of their siblings; the flags
-    approval leaves (no difference here) release every cell, each equal to pandas."""
+def _failing(tmp_path: Path) -> tuple[Any, Any, dict[str, Any], pd.DataFrame]:
+    """The lung sites in DuckDB in one process, and a policy with ``review = "failing"``:
+    (schema, combined policy, sites, pooled rows)."""
     (tmp_path / "schema.toml").write_text(LUNG_SCHEMA)
     schema = load_schema_file(tmp_path / "schema.toml")
     (tmp_path / "policy.toml").write_text(
@@ -53,11 +53,18 @@ def test_approved_rollup_releases_small_cells_and_margins_as_pandas(tmp_path: Pa
         sites[site] = con = duckdb.connect()
         con.register("frame", frame)
         con.execute("CREATE TABLE lung AS SELECT * FROM frame")
+    return schema, policy, sites, pd.concat(frames.values(), ignore_index=True)
+
+
+def test_approved_rollup_releases_small_cells_and_margins_as_pandas(tmp_path: Path) -> None:
+    """In process: a ROLLUP with small cells under ``review = "failing"``. The release rule
+    withholds the small cells and, by secondary suppression, some of their siblings; the flags
+    approval leaves (no difference here) release every cell, each equal to pandas."""
+    schema, policy, sites, pooled = _failing(tmp_path)
     text = "SELECT sex, ph_ecog, COUNT(*) AS n FROM lung GROUP BY ROLLUP(sex, ph_ecog)"
     compiled = compile_query(text, schema, policy, sites=tuple(sites))
     got = execute(compiled.plan, sites)
     assert not any(any(flags) for flags in got.attrs["suppressed"].values())  # approval leaves nothing
-    pooled = pd.concat(frames.values(), ignore_index=True)
     cells = pooled.groupby(["sex", pooled.ph_ecog.fillna(-1)]).size()
     assert (cells < K).any()  # there were small cells to release
     rows = got[(got.sex != "(all)") & (got.ph_ecog != "(all)") & (got.ph_ecog != "(other)")]
@@ -73,19 +80,7 @@ def test_a_tracker_in_a_small_cell_stays_withheld_after_approval(tmp_path: Path)
     differ by exactly that patient in that cell. The cell is small, so a DPO's approval may
     release its branch sets, but never a pair difference: the attacker's a - b (the patient's
     time) stays underivable."""
-    (tmp_path / "schema.toml").write_text(LUNG_SCHEMA)
-    schema = load_schema_file(tmp_path / "schema.toml")
-    (tmp_path / "policy.toml").write_text(
-        '[policy]\nanalysts = "*"\n[privacy]\nreview = "failing"\n[tables.lung]\ncolumns = "*"\nidentifiers = ["id"]\n'
-    )
-    policy = combine([load_policy(tmp_path / "policy.toml", "north")])
-    frames = lung_by_site()
-    sites = {}
-    for site, frame in frames.items():
-        sites[site] = con = duckdb.connect()
-        con.register("frame", frame)
-        con.execute("CREATE TABLE lung AS SELECT * FROM frame")
-    pooled = pd.concat(frames.values(), ignore_index=True)
+    schema, policy, sites, pooled = _failing(tmp_path)
     lone = pooled[pooled.ph_ecog == 3].iloc[0]
     age = int(lone.age)
     text = (
